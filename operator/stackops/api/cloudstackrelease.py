@@ -1,0 +1,208 @@
+"""CloudStackRelease: a custom CloudStack build from Git with pull requests applied (first seed document).
+
+Clone the source, check out the base ref, optionally rebase on upstream, apply each pull request's patch with
+`git am -s` and `This closes #<n>`, set the version (`tools/build/setnextversion.sh`), build with Maven, package
+with `packaging/package.sh -d <distribution>`, and publish the RPMs as a yum repository.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .common import (
+    DeletionPolicy,
+    Host,
+    Model,
+    ResourceCommon,
+    SSHSettings,
+    Status,
+    StatusModel,
+    Version,
+)
+
+GitUrl = Annotated[
+    str,
+    Field(pattern=r"^(https?|ssh|git|file)://[a-zA-Z0-9._~%!*()+,=:@/-]+$", max_length=2048),
+]
+GitRef = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._/-]{0,254}$")]
+PatchUrl = Annotated[str, Field(pattern=r"^(https?|file)://[a-zA-Z0-9._~%!*()+,=:@/-]+$", max_length=2048)]
+AbsolutePath = Annotated[str, Field(pattern=r"^/[a-zA-Z0-9._/-]*$", max_length=1024)]
+# A command line split on white space; each word limited to characters that need no shell quoting.
+CommandWord = Annotated[str, Field(pattern=r"^[a-zA-Z0-9._/:=+,@%-]+$", max_length=512)]
+
+
+class Upstream(Model):
+    """The upstream repository a fork is synchronised with (fetch, rebase) before patches are applied."""
+
+    repository: GitUrl
+    """Upstream repository URL."""
+    ref: GitRef
+    """Upstream branch to rebase onto."""
+
+
+class Source(Model):
+    """Where the source comes from."""
+
+    repository: GitUrl
+    """Repository URL, e.g. `https://github.com/apache/cloudstack.git` or your fork."""
+    base_ref: GitRef
+    """Branch, tag or commit to build from, e.g. `4.8`."""
+    upstream: Upstream | None = None
+    """Optional upstream to rebase onto first; a conflict fails the release cleanly."""
+
+
+class PullRequest(Model):
+    """A pull request applied as a patch (`git am -s`), its last commit message gaining `This closes #<number>`."""
+
+    number: Annotated[int, Field(ge=1)]
+    """Pull request number."""
+    patch_url: PatchUrl | None = None
+    """Patch URL; default `<repository without .git>/pull/<number>.patch`."""
+
+
+class SSHBuilder(Model):
+    """A build host reached over SSH."""
+
+    address: Host
+    """Build host address."""
+    ssh: SSHSettings
+    """SSH access with a pinned host key."""
+
+
+class Builder(Model):
+    """Where the build runs."""
+
+    type: Literal["Local", "SSH"] = "Local"
+    """`Local`: in the operator's pod (needs Maven, JDK and rpmbuild there). `SSH`: on `ssh.address`."""
+    ssh: SSHBuilder | None = None
+    """Build host for `type: SSH`."""
+    work_dir: AbsolutePath = "/var/lib/stackops/build"
+    """Directory the source is checked out and built in."""
+
+
+class Build(Model):
+    """The Maven build."""
+
+    maven_profiles: Annotated[list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")]], Field(max_length=16)] = ["systemvm"]
+    """Maven profiles (`-P`)."""
+    skip_tests: bool = True
+    """Add `-DskipTests`."""
+    maven_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
+    """Full Maven command as words; default `mvn clean install -P <profiles> [-DskipTests]`."""
+    version_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
+    """Command that sets the version; default `tools/build/setnextversion.sh --version <version> -s <tree>`."""
+    timeout_minutes: Annotated[int, Field(ge=1, le=1440)] = 180
+    """Build time limit."""
+
+
+class Packaging(Model):
+    """RPM packaging (`packaging/package.sh -d <distribution>`)."""
+
+    enabled: bool = True
+    """Package the build."""
+    distribution: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")] = "centos7"
+    """Distribution argument, e.g. `centos7`, `el8`."""
+
+
+class Publish(Model):
+    """Where the packages go: a directory turned into a yum repository (`createrepo_c`)."""
+
+    directory: AbsolutePath
+    """Destination directory on the build host."""
+    base_url: Annotated[str, Field(pattern=r"^https?://[a-zA-Z0-9.-]+(:[0-9]{1,5})?(/[a-zA-Z0-9._~%/-]*)?$")] | None = None
+    """URL under which the directory is served, for status and KvmHost package repositories."""
+
+
+class CloudStackReleaseSpec(ResourceCommon):
+    """Desired custom CloudStack release."""
+
+    source: Source
+    """Source repository and base ref."""
+    version: Version
+    """Version to build, e.g. `4.8.0.16`."""
+    version_rule: Literal["Legacy", "FourPart"] = "Legacy"
+    """`Legacy`: CloudStack up to 4.8 compares only three version parts, so `4.8.0.16` needs no database upgrade
+    when its first three parts equal the base version. `FourPart`: current CloudStack compares four parts, so a
+    new version needs an upgrade path (status says so)."""
+    allow_schema_upgrade: bool = False
+    """Build even when the version needs a database upgrade path (otherwise `Stalled`, `SchemaUpgradeRequired`)."""
+    pull_requests: Annotated[list[PullRequest], Field(max_length=200)] = []
+    """Pull requests to apply, in order."""
+    builder: Builder = Builder()
+    """Where to build."""
+    build: Build = Build()
+    """Maven build."""
+    packaging: Packaging = Packaging()
+    """RPM packaging."""
+    publish: Publish | None = None
+    """Artifact destination."""
+    deletion_policy: DeletionPolicy = "Orphan"
+    """What deleting the release does: `Orphan` keeps the published packages; `Delete` removes them and the work
+    tree."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "CloudStackReleaseSpec":
+        if self.builder.type == "SSH" and self.builder.ssh is None:
+            raise ValueError("builder.ssh is required when builder.type is SSH")
+        numbers = [pr.number for pr in self.pull_requests]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError("pullRequests: each number at most once")
+        return self
+
+
+class AppliedPullRequest(StatusModel):
+    """A pull request applied to the built tree."""
+
+    number: int
+    """Pull request number."""
+    commits: list[str] = []
+    """Commits it added."""
+
+
+class Artifact(StatusModel):
+    """A built package."""
+
+    name: str
+    """File name."""
+    sha256: str
+    """SHA-256 of the file."""
+    size: int
+    """Size in bytes."""
+    location: str
+    """Path on the build host, or URL when `publish.baseUrl` is set."""
+
+
+class BuildLog(StatusModel):
+    """Where the build log is."""
+
+    path: str = ""
+    """Log file on the build host."""
+    tail: list[str] = []
+    """Last lines, on failure."""
+
+
+class CloudStackReleaseStatus(Status):
+    """Observed state of the release build."""
+
+    phase: Literal["Pending", "Fetching", "Syncing", "Patching", "Versioning", "Building", "Packaging", "Publishing",
+                   "Succeeded", "Failed"] | None = None
+    """Pipeline phase."""
+    inputs_hash: str | None = None
+    """Hash of the inputs (base commit, patches, version, build settings); the same inputs never build twice."""
+    commit: str | None = None
+    """Commit of the built tree."""
+    applied_pull_requests: list[AppliedPullRequest] = []
+    """Pull requests applied."""
+    artifacts: list[Artifact] = []
+    """Packages built."""
+    build_log: BuildLog | None = None
+    """Build log."""
+    progress: str | None = None
+    """Progress of the running step."""
+    started_at: str | None = None
+    """When the build started (RFC 3339)."""
+    duration_seconds: int | None = None
+    """How long the last build took."""
+    schema_upgrade_required: bool | None = None
+    """Whether the version needs a database upgrade path under its version rule."""

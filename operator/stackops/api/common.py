@@ -1,0 +1,206 @@
+"""Types shared by every kind: the model base, Secret references, policies, conditions, status base.
+
+The pydantic models are the single source of truth: the CRD schemas in ``crds/`` are generated from
+them (``stackops crds``), the operator parses every object through them, and the README's field
+reference is generated from their docstrings.
+"""
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GROUP = "stackops.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+
+# Patterns are anchored and free of look-arounds so that the API server (RE2) and pydantic agree.
+# None of them admits a shell metacharacter, a quote, white space or a newline.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
+_HOSTNAME = r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*"
+# An IPv4 address, an IPv6 address (hex groups and colons) or a DNS name.
+HOST = rf"^({_OCTET}(\.{_OCTET}){{3}}|[0-9a-fA-F]*:[0-9a-fA-F:]*:[0-9a-fA-F]*|{_HOSTNAME})$"
+CIDR_V4 = rf"^{_OCTET}(\.{_OCTET}){{3}}/([0-9]|[12][0-9]|3[0-2])$"
+# Linux interface names: at most 15 characters (IFNAMSIZ - 1), no '/', no white space.
+INTERFACE = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$"
+# CloudStack object names (zones, pods, clusters): letters, digits and a few separators, no spaces.
+CLOUDSTACK_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$"
+VERSION_3_OR_4 = r"^[0-9]+\.[0-9]+\.[0-9]+(\.[0-9]+)?$"
+HTTP_URL = r"^https?://[a-zA-Z0-9.-]+(:[0-9]{1,5})?(/[a-zA-Z0-9._~%!*()+,=:@/-]*)?$"
+SSH_PUBLIC_KEY = (
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp256|ecdsa-sha2-nistp384|ecdsa-sha2-nistp521) [A-Za-z0-9+/]+={0,3}$"
+)
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+
+
+# Words written in capitals inside a camelCase name, as the Kubernetes API conventions do (podIP, clusterIP).
+ACRONYMS = {"ip": "IP", "sr": "SR", "srs": "SRs", "url": "URL", "uuid": "UUID", "vm": "VM", "vms": "VMs", "ha": "HA"}
+
+
+def to_camel(name: str) -> str:
+    """snake_case → camelCase, with ACRONYMS in capitals after the first word (``heartbeat_sr`` → ``heartbeatSR``)."""
+    first, *rest = name.split("_")
+    return first + "".join(ACRONYMS.get(word, word.capitalize()) for word in rest)
+
+
+class Model(BaseModel):
+    """Base of every API model: camelCase in YAML, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )
+
+
+class StatusModel(Model):
+    """Status models tolerate fields written by newer operator versions."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+
+DnsLabel = Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]
+SecretName = Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+Host = Annotated[str, Field(pattern=HOST, max_length=253)]
+IPv4 = Annotated[str, Field(pattern=IPV4, max_length=15)]
+InterfaceName = Annotated[str, Field(pattern=INTERFACE, max_length=15)]
+CloudStackName = Annotated[str, Field(pattern=CLOUDSTACK_NAME, max_length=255)]
+Version = Annotated[str, Field(pattern=VERSION_3_OR_4, max_length=32)]
+HttpUrl = Annotated[str, Field(pattern=HTTP_URL, max_length=2048)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+ManagementPolicy = Literal["Manage", "Observe"]
+DeletionPolicy = Literal["Delete", "Orphan"]
+
+
+class SecretReference(Model):
+    """A Secret in the same namespace as the resource; the keys it must hold are named where it is used."""
+
+    required_keys: ClassVar[tuple[str, ...]] = ()
+    name: SecretName
+    """Name of the Secret."""
+
+
+class CredentialsSecretRef(SecretReference):
+    """A Secret with the keys `username` and `password`."""
+
+    required_keys: ClassVar[tuple[str, ...]] = ("username", "password")
+
+
+class TLSSecretRef(SecretReference):
+    """A `kubernetes.io/tls` Secret: `tls.crt`, `tls.key` and optionally `ca.crt`."""
+
+    required_keys: ClassVar[tuple[str, ...]] = ("tls.crt", "tls.key")
+
+
+class CloudStackSecretRef(SecretReference):
+    """A Secret with the keys `url`, `apiKey` and `secretKey`."""
+
+    required_keys: ClassVar[tuple[str, ...]] = ("url", "apiKey", "secretKey")
+
+
+class SecretKeySelector(Model):
+    """One key of a Secret in the same namespace as the resource."""
+
+    name: SecretName
+    """Name of the Secret."""
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)]
+    """Key inside the Secret's data."""
+
+
+class SSHKeySecretRef(SecretKeySelector):
+    """A Secret key holding an SSH private key."""
+
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)] = "ssh-privatekey"
+    """Key inside the Secret's data (default `ssh-privatekey`, as in a `kubernetes.io/ssh-auth` Secret)."""
+
+
+class CASecretRef(SecretKeySelector):
+    """A Secret key holding PEM CA certificates."""
+
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)] = "ca.crt"
+    """Key inside the Secret's data (default `ca.crt`)."""
+
+
+class SSHSettings(Model):
+    """How the operator reaches a host over SSH. The host key is pinned: a host that presents another key is
+    not talked to."""
+
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    """Login user. A user other than root needs `sudo: true` and password-less sudo on the host."""
+    port: Port = 22
+    """SSH port."""
+    private_key_secret_ref: SSHKeySecretRef
+    """Secret key holding the private key (OpenSSH or PEM format), e.g. a `kubernetes.io/ssh-auth` Secret with key
+    `ssh-privatekey`."""
+    host_key: Annotated[str, Field(pattern=SSH_PUBLIC_KEY, max_length=16384)]
+    """The host's public host key as in `known_hosts` without the host name, e.g. `ssh-ed25519 AAAA…`
+    (`ssh-keyscan -t ed25519 <host>` prints it). Required: the operator never trusts a key on first use."""
+    sudo: bool = False
+    """Run commands through `sudo -n` (for a non-root user)."""
+    connect_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    """Timeout for connecting and for the SSH handshake."""
+
+
+class CloudStackConnection(Model):
+    """A CloudStack management server API endpoint. The Secret holds the keys `url`
+    (e.g. `https://cloud.example.com/client/api`), `apiKey` and `secretKey` of an admin account."""
+
+    secret_ref: CloudStackSecretRef
+    """Secret with the keys `url` (e.g. `https://cloud.example.com/client/api`), `apiKey` and `secretKey`."""
+
+
+class Condition(StatusModel):
+    """A kstatus condition."""
+
+    type: str
+    """Condition type: `Ready`, `Reconciling`, `Stalled` or a domain condition of the kind."""
+    status: Literal["True", "False", "Unknown"]
+    """Whether the condition holds."""
+    reason: str
+    """CamelCase reason, stable for tools to match on."""
+    message: str = ""
+    """Human-readable detail."""
+    last_transition_time: str
+    """When the status last changed (RFC 3339)."""
+    observed_generation: int = 0
+    """The `metadata.generation` the condition was computed for."""
+
+
+class ActionRecord(StatusModel):
+    """One change the operator would make or has made to infrastructure."""
+
+    description: str
+    """What the change does, in words."""
+    disruptive: bool = False
+    """Whether the change can interrupt workloads or the management path."""
+
+
+class Status(StatusModel):
+    """Fields every kind's status has."""
+
+    observed_generation: int = 0
+    """The `metadata.generation` last reconciled."""
+    conditions: list[Condition] = []
+    """kstatus conditions: `Ready`, `Reconciling`, `Stalled` and the kind's domain conditions."""
+    drift: list[ActionRecord] = []
+    """Differences between the spec and the infrastructure found by the last observe (under `Observe` these are
+    left alone)."""
+    last_applied: list[ActionRecord] = []
+    """The changes the last apply made."""
+    last_reconcile_time: str | None = None
+    """When the operator last finished a reconcile (RFC 3339)."""
+
+
+class ResourceCommon(Model):
+    """Spec fields every kind has."""
+
+    management_policy: ManagementPolicy = "Manage"
+    """`Manage`: converge the infrastructure to the spec. `Observe`: only read it and report the differences as
+    drift in status (nothing is changed)."""

@@ -1,0 +1,313 @@
+"""KvmHost: a KVM hypervisor for CloudStack with Open vSwitch networking (second seed document).
+
+Packages, Open vSwitch bridges, LACP bonds, VLAN fake bridges, VXLAN/GRE tunnels, the OVSDB manager (NSX),
+libvirtd and qemu settings, the cloudstack-agent properties, AppArmor/SELinux, and the host's registration in
+CloudStack, with an on-host automatic revert for network changes that could cut the operator off.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .common import (
+    CIDR_V4,
+    CloudStackConnection,
+    CloudStackName,
+    DeletionPolicy,
+    Host,
+    HttpUrl,
+    InterfaceName,
+    IPv4,
+    Model,
+    Port,
+    ResourceCommon,
+    TLSSecretRef,
+    SSHSettings,
+    Status,
+    StatusModel,
+)
+
+Cidr = Annotated[str, Field(pattern=CIDR_V4, max_length=18)]
+Mtu = Annotated[int, Field(ge=576, le=9216)]
+PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]{0,127}$")]
+PropertyKey = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")]
+# Values end up in a Java properties file: one line, no control characters.
+PropertyValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=1024)]
+HostTag = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+
+
+class Packages(Model):
+    """Packages the host needs: KVM/qemu, libvirt, bridge-utils, Open vSwitch and cloudstack-agent, named as the
+    host's package manager (apt or yum/dnf, detected) names them."""
+
+    install: bool = True
+    """Install missing packages with the host's package manager."""
+    repository_url: HttpUrl | None = None
+    """Package repository to add for cloudstack-agent (e.g. one a CloudStackRelease publishes)."""
+    cloudstack_agent_version: Annotated[str, Field(pattern=r"^[0-9][0-9A-Za-z.+~_-]{0,63}$")] | None = None
+    """Exact cloudstack-agent version to install; unset: the repository's newest."""
+    extra: Annotated[list[PackageName], Field(max_length=64)] = []
+    """Further packages to install."""
+
+
+class Bond(Model):
+    """An LACP bond on a bridge (`ovs-vsctl add-bond cloudbr0 bond0 eno49 eno50 bond_mode=balance-tcp lacp=active
+    other_config:lacp-time=fast`)."""
+
+    name: InterfaceName
+    """Bond port name."""
+    interfaces: Annotated[list[InterfaceName], Field(min_length=2, max_length=8)]
+    """Member NICs."""
+    bond_mode: Literal["balance-tcp", "balance-slb", "active-backup"] = "balance-tcp"
+    """`bond_mode`."""
+    lacp: Literal["active", "passive", "off"] = "active"
+    """`lacp`."""
+    lacp_time: Literal["fast", "slow"] = "fast"
+    """`other_config:lacp-time`."""
+
+
+class VlanBridge(Model):
+    """A fake bridge carrying one VLAN of its parent (`ovs-vsctl add-br mgmt0 cloudbr0 123`)."""
+
+    name: InterfaceName
+    """Fake bridge name."""
+    vlan: Annotated[int, Field(ge=1, le=4094)]
+    """802.1Q tag."""
+    addresses: Annotated[list[Cidr], Field(max_length=8)] = []
+    """IPv4 addresses (CIDR) on the fake bridge's interface."""
+    mtu: Mtu | None = None
+    """MTU of the fake bridge's interface."""
+
+
+class Tunnel(Model):
+    """A VXLAN or GRE port (`add-port br vxlan0 -- set Interface vxlan0 type=vxlan options:remote_ip=…`)."""
+
+    name: InterfaceName
+    """Port name."""
+    type: Literal["vxlan", "gre"] = "vxlan"
+    """Tunnel type."""
+    remote_ip: IPv4
+    """`options:remote_ip`."""
+    key: Annotated[int, Field(ge=0, le=4294967295)] | None = None
+    """`options:key` (VNI for VXLAN, key for GRE)."""
+
+
+class InternalPort(Model):
+    """An internal port with an address (`add-port br vi0 -- set Interface vi0 type=internal`)."""
+
+    name: InterfaceName
+    """Port name."""
+    addresses: Annotated[list[Cidr], Field(max_length=8)] = []
+    """IPv4 addresses (CIDR)."""
+    mtu: Mtu | None = None
+    """MTU of the interface."""
+
+
+class Bridge(Model):
+    """An Open vSwitch bridge."""
+
+    name: InterfaceName
+    """Bridge name, e.g. `cloudbr0`."""
+    datapath_type: Literal["system", "netdev"] = "system"
+    """`datapath_type`: `system` (kernel) or `netdev` (userspace, as OVS-DPDK hosts use)."""
+    mtu: Mtu | None = None
+    """MTU of the bridge's interface and its bonds' NICs (e.g. 9000 for jumbo frames, 1400 under tunnels)."""
+    addresses: Annotated[list[Cidr], Field(max_length=8)] = []
+    """IPv4 addresses (CIDR) on the bridge's own interface."""
+    ports: Annotated[list[InterfaceName], Field(max_length=32)] = []
+    """Plain NICs added as ports."""
+    bonds: Annotated[list[Bond], Field(max_length=8)] = []
+    """LACP bonds."""
+    vlan_bridges: Annotated[list[VlanBridge], Field(max_length=256)] = []
+    """VLAN fake bridges on top of this bridge."""
+    tunnels: Annotated[list[Tunnel], Field(max_length=256)] = []
+    """VXLAN/GRE ports."""
+    internal_ports: Annotated[list[InternalPort], Field(max_length=64)] = []
+    """Internal ports."""
+
+
+class OVSDBManager(Model):
+    """The OVSDB manager Open vSwitch connects to (NSX): `ovs-vsctl set-manager ssl:<address>:<port>`."""
+
+    protocol: Literal["ssl", "tcp"] = "ssl"
+    """Connection protocol."""
+    address: Host
+    """Manager (controller cluster) address."""
+    port: Port = 6632
+    """Manager port."""
+    client_certificate: Literal["Generate", "Secret"] = "Generate"
+    """`Generate`: a key and self-signed certificate are made on the host (`ovs-pki req` + `self-sign`) and their
+    fingerprint shown in status, to paste into the controller. `Secret`: taken from `certificateSecretRef`."""
+    certificate_secret_ref: TLSSecretRef | None = None
+    """Secret (type `kubernetes.io/tls`: `tls.crt`, `tls.key`, optional `ca.crt`) for `clientCertificate: Secret`."""
+    bootstrap_ca: bool = True
+    """Learn the manager's CA certificate on first connect (`set-ssl --bootstrap`) when no `ca.crt` is given."""
+
+
+class OpenVSwitch(Model):
+    """Open vSwitch configuration. Objects the operator creates are marked in `external_ids` and removed when the
+    spec drops them; anything else is never touched."""
+
+    bridges: Annotated[list[Bridge], Field(max_length=32)] = []
+    """Bridges."""
+    manager: OVSDBManager | None = None
+    """OVSDB manager (e.g. NSX)."""
+    rollback_timeout_seconds: Annotated[int, Field(ge=10, le=600)] = 60
+    """A change that could cut the management path is reverted on the host unless the operator reconnects and
+    confirms within this many seconds."""
+
+
+class Libvirt(Model):
+    """`/etc/libvirt/libvirtd.conf` keys CloudStack needs, edited key by key (the rest of the file is kept)."""
+
+    listen_tls: bool = False
+    """`listen_tls`."""
+    listen_tcp: bool = True
+    """`listen_tcp` (and libvirtd started with `--listen` or its TCP socket)."""
+    tcp_port: Port = 16509
+    """`tcp_port`."""
+    auth_tcp: Literal["none", "sasl"] = "none"
+    """`auth_tcp`."""
+    mdns_adv: bool = False
+    """`mdns_adv`."""
+
+
+class Qemu(Model):
+    """`/etc/libvirt/qemu.conf` keys."""
+
+    vnc_listen: Annotated[str, Field(pattern=r"^([0-9.]*|[0-9a-fA-F:]*)$", max_length=45)] = "0.0.0.0"
+    """`vnc_listen` (the seeds set it to `""`; CloudStack's console proxy needs the host's VNC ports reachable)."""
+
+
+class CloudStackAgent(Model):
+    """cloudstack-agent settings (`/etc/cloudstack/agent/agent.properties`, `log4j-cloud.xml`)."""
+
+    properties: Annotated[dict[PropertyKey, PropertyValue], Field(max_length=256)] = {
+        "network.bridge.type": "openvswitch"
+    }
+    """`agent.properties` keys to set; other keys in the file are kept."""
+    log_level: Literal["FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "INFO"
+    """Log level in `log4j-cloud.xml`."""
+
+
+class SecurityPolicy(Model):
+    """AppArmor (Debian/Ubuntu) and SELinux (RHEL) as libvirt needs them."""
+
+    app_armor: Literal["Unmanaged", "Enforce", "DisableLibvirt"] = "Unmanaged"
+    """`DisableLibvirt`: the libvirtd and virt-aa-helper profiles are disabled and unloaded (as in the seeds)."""
+    se_linux: Literal["Unmanaged", "Enforcing", "Permissive"] = "Unmanaged"
+    """SELinux mode, set now (`setenforce`) and at boot (`/etc/selinux/config`)."""
+
+
+class CloudStackHost(Model):
+    """Registration of the host in CloudStack (`addHost`)."""
+
+    connection: CloudStackConnection
+    """CloudStack API endpoint and keys."""
+    zone: CloudStackName
+    """Zone name."""
+    pod: CloudStackName
+    """Pod name."""
+    cluster: CloudStackName
+    """Cluster name."""
+    host_tags: Annotated[list[HostTag], Field(max_length=32)] = []
+    """Host tags."""
+
+
+class KvmHostSpec(ResourceCommon):
+    """Desired state of a KVM hypervisor host."""
+
+    address: Host
+    """Management address (SSH and libvirt are reached here)."""
+    ssh: SSHSettings
+    """SSH access, with a pinned host key."""
+    packages: Packages = Packages()
+    """Packages."""
+    openvswitch: OpenVSwitch = OpenVSwitch()
+    """Open vSwitch bridges, bonds, VLANs, tunnels and manager."""
+    libvirt: Libvirt = Libvirt()
+    """libvirtd settings."""
+    qemu: Qemu = Qemu()
+    """qemu settings."""
+    cloudstack_agent: CloudStackAgent = CloudStackAgent()
+    """cloudstack-agent settings."""
+    security_policy: SecurityPolicy = SecurityPolicy()
+    """AppArmor/SELinux."""
+    cloudstack: CloudStackHost | None = None
+    """Register the host in CloudStack once configured."""
+    deletion_policy: DeletionPolicy = "Orphan"
+    """What deleting the KvmHost does: `Orphan` leaves the host as it is; `Delete` also removes the host from
+    CloudStack (after maintenance) and the Open vSwitch objects the operator created."""
+    resync_interval_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    """How often the host is observed again to find and correct drift."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "KvmHostSpec":
+        seen: set[str] = set()
+        for bridge in self.openvswitch.bridges:
+            names = [bridge.name, *bridge.ports, *(b.name for b in bridge.bonds), *(v.name for v in bridge.vlan_bridges),
+                     *(t.name for t in bridge.tunnels), *(p.name for p in bridge.internal_ports),
+                     *(nic for b in bridge.bonds for nic in b.interfaces)]
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"openvswitch: interface name {name!r} is used twice")
+                seen.add(name)
+        manager = self.openvswitch.manager
+        if manager is not None and manager.client_certificate == "Secret" and manager.certificate_secret_ref is None:
+            raise ValueError("openvswitch.manager.certificateSecretRef is required when clientCertificate is Secret")
+        return self
+
+
+class Versions(StatusModel):
+    """Software versions found on the host."""
+
+    os: str | None = None
+    """Operating system (`PRETTY_NAME`)."""
+    kernel: str | None = None
+    """Kernel release."""
+    openvswitch: str | None = None
+    """Open vSwitch version."""
+    libvirt: str | None = None
+    """libvirt version."""
+    qemu: str | None = None
+    """qemu version."""
+    cloudstack_agent: str | None = None
+    """cloudstack-agent package version."""
+
+
+class ManagerStatus(StatusModel):
+    """The OVSDB manager connection."""
+
+    target: str = ""
+    """Configured manager target."""
+    connected: bool = False
+    """Whether the connection is up."""
+    certificate_fingerprint: str = ""
+    """SHA-1 fingerprint of the client certificate (paste into the controller)."""
+
+
+class RollbackStatus(StatusModel):
+    """The last network change the host reverted by itself."""
+
+    generation: int
+    """Generation whose change was reverted (not retried for the same generation)."""
+    reason: str
+    """Why the change was judged unsafe and what happened."""
+    time: str
+    """When (RFC 3339)."""
+
+
+class KvmHostStatus(Status):
+    """Observed state of a KVM host."""
+
+    versions: Versions | None = None
+    """Software versions."""
+    package_manager: str | None = None
+    """`apt` or `yum`/`dnf`."""
+    manager: ManagerStatus | None = None
+    """OVSDB manager connection."""
+    rollback: RollbackStatus | None = None
+    """Last automatic revert."""
+    cloudstack_host_id: str | None = None
+    """ID of the host in CloudStack."""

@@ -1,0 +1,211 @@
+"""SystemVMTemplate: register a system VM template and roll it out to system VMs and routers (seeds: the Ghost
+CVE upgrade of 500+ routers).
+
+Register per hypervisor and zone, wait until ready, activate (`router.template.<hypervisor>`,
+`minreq.sysvmtemplate.version`), replace the secondary storage VM and console proxy of each zone one at a time,
+reboot routers that require an upgrade, a limited number at a time, never both members of a redundant pair,
+inside a maintenance window, telling tenants before and after.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .common import (
+    CloudStackConnection,
+    CloudStackName,
+    DeletionPolicy,
+    HttpUrl,
+    Model,
+    ResourceCommon,
+    SecretKeySelector,
+    Status,
+    StatusModel,
+    Version,
+)
+
+Hypervisor = Literal["KVM", "XenServer", "VMware", "Hyperv", "LXC", "Ovm3"]
+Checksum = Annotated[
+    str,
+    Field(pattern=r"^(\{(MD5|SHA-1|SHA-224|SHA-256|SHA-384|SHA-512)\})?[0-9a-fA-F]{32,128}$", max_length=160),
+]
+TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+class TemplateSource(Model):
+    """A template image for one hypervisor."""
+
+    hypervisor: Hypervisor
+    """Hypervisor the image is for; also picks `router.template.<hypervisor lowercased>`."""
+    url: HttpUrl
+    """Where CloudStack downloads the image from."""
+    checksum: Checksum
+    """Image checksum, e.g. `{SHA-512}ab12…` or a plain MD5; a mismatch fails the download."""
+    format: Literal["QCOW2", "RAW", "VHD", "OVA"]
+    """Image format (KVM: QCOW2, XenServer: VHD, VMware: OVA)."""
+    zones: Annotated[list[CloudStackName], Field(max_length=256)] = []
+    """Zones to register in; empty means every zone."""
+    name: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")] | None = None
+    """Template name; default `systemvm-<hypervisor lowercased>-<version>`."""
+    os_type: Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 ()./_+-]{0,254}$")] = "Debian GNU/Linux 12 (64-bit)"
+    """CloudStack OS type description."""
+
+
+class Activation(Model):
+    """Making the registered template the one system VMs and routers boot from."""
+
+    set_router_template: bool = True
+    """Set `router.template.<hypervisor>` to the template's name in each zone."""
+    set_minimum_required_version: bool = True
+    """Set `minreq.sysvmtemplate.version` to `version`, which marks older routers as requiring an upgrade."""
+
+
+class SystemVMRollout(Model):
+    """Secondary storage VMs and console proxies move to a new template only when destroyed and recreated."""
+
+    replace: bool = True
+    """Destroy each zone's secondary storage VM and console proxy, one at a time, waiting for the replacement to
+    be Running before the next."""
+
+
+class MaintenanceWindow(Model):
+    """When routers may be rebooted."""
+
+    days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    """Days the window opens on."""
+    start: TimeOfDay
+    """Opening time, `HH:MM`."""
+    duration_minutes: Annotated[int, Field(ge=15, le=1440)]
+    """Length of the window."""
+    time_zone: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", max_length=64)] = "UTC"
+    """IANA time zone of `start`, e.g. `Europe/Amsterdam`."""
+
+
+class RouterRollout(Model):
+    """Rebooting virtual routers onto the new template."""
+
+    enabled: bool = True
+    """Upgrade routers."""
+    max_unavailable: Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^([0-9]+|[0-9]{1,3}%)$"})] = 1
+    """How many routers may be rebooting at once: a count (`5`) or a percentage of the routers to upgrade (`10%`)."""
+    only_requiring_upgrade: bool = True
+    """Only routers CloudStack marks `requiresupgrade`."""
+    respect_redundant_pairs: bool = True
+    """Never reboot both routers of a redundant pair at once; the BACKUP goes first."""
+    maintenance_window: MaintenanceWindow | None = None
+    """Only reboot inside this window; unset: any time."""
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    """Retries (with backoff) of a router that failed to come back, before it is listed as failed."""
+
+    @field_validator("max_unavailable")
+    @classmethod
+    def _count_or_percent(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 1:
+                raise ValueError("maxUnavailable must be at least 1")
+            return value
+        digits = value[:-1]
+        if not value.endswith("%") or not digits.isdigit() or not 1 <= int(digits) <= 100:
+            raise ValueError("maxUnavailable must be a count or a percentage like '10%'")
+        return value
+
+
+class Rollout(Model):
+    """How the template reaches running system VMs and routers."""
+
+    system_vms: SystemVMRollout = SystemVMRollout()
+    """Secondary storage VMs and console proxies."""
+    routers: RouterRollout = RouterRollout()
+    """Virtual routers."""
+
+
+class Notifications(Model):
+    """Tenant notices: a webhook called with JSON (router, network, account, domain, phase) before and after each
+    router reboot."""
+
+    webhook_url_secret_ref: SecretKeySelector
+    """Secret key holding the webhook URL (it may carry a token)."""
+
+
+class SystemVMTemplateSpec(ResourceCommon):
+    """Desired state of a system VM template rollout."""
+
+    cloudstack: CloudStackConnection
+    """CloudStack API endpoint and keys."""
+    version: Version
+    """Template version, e.g. `4.19.1` (becomes `minreq.sysvmtemplate.version`)."""
+    templates: Annotated[list[TemplateSource], Field(min_length=1, max_length=8)]
+    """One image per hypervisor."""
+    activation: Activation = Activation()
+    """What makes the template current."""
+    rollout: Rollout = Rollout()
+    """System VM and router rollout."""
+    notifications: Notifications | None = None
+    """Tenant notices."""
+    deletion_policy: DeletionPolicy = "Orphan"
+    """What deleting the resource does: `Orphan` keeps the templates in CloudStack; `Delete` deletes the templates
+    it registered unless a system VM or router still uses them."""
+    resync_interval_seconds: Annotated[int, Field(ge=30, le=86400)] = 120
+    """How often CloudStack is polled for progress and drift."""
+
+    @model_validator(mode="after")
+    def _one_per_hypervisor(self) -> "SystemVMTemplateSpec":
+        hypervisors = [t.hypervisor for t in self.templates]
+        if len(set(hypervisors)) != len(hypervisors):
+            raise ValueError("templates: one entry per hypervisor")
+        return self
+
+
+class TemplateStatus(StatusModel):
+    """A registered template in one zone."""
+
+    hypervisor: str
+    """Hypervisor."""
+    zone: str
+    """Zone name."""
+    id: str = ""
+    """Template ID."""
+    ready: bool = False
+    """`isready`."""
+    download_status: str = ""
+    """Download progress text from CloudStack."""
+
+
+class RouterProgress(StatusModel):
+    """Router rollout counters."""
+
+    total: int = 0
+    """Routers to upgrade when the rollout started."""
+    upgraded: int = 0
+    """Routers running the new version."""
+    in_progress: int = 0
+    """Routers rebooting now."""
+    failed: int = 0
+    """Routers that failed after all retries."""
+    failed_routers: list[str] = []
+    """Names of the failed routers."""
+
+
+class SystemVMProgress(StatusModel):
+    """System VM replacement counters."""
+
+    total: int = 0
+    """System VMs to replace."""
+    replaced: int = 0
+    """System VMs running the new template."""
+
+
+class SystemVMTemplateStatus(Status):
+    """Observed state of the rollout."""
+
+    phase: Literal["Pending", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters", "Waiting",
+                   "Complete", "Failed"] | None = None
+    """Where the rollout is."""
+    templates: list[TemplateStatus] = []
+    """Registered templates per hypervisor and zone."""
+    system_vms: SystemVMProgress | None = None
+    """System VM replacement."""
+    routers: RouterProgress | None = None
+    """Router rollout."""

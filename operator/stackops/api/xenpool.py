@@ -1,0 +1,286 @@
+"""XenPool: a XenServer / XCP-ng pool as CloudStack needs it (first seed document).
+
+Pool HA with an explicit timeout, the three-host rule, membership changes inside the HA dance, no VM HA inside
+XenServer, hosts left disabled after a crash, the persistent vswitch controller, unique host UUIDs, and the
+pool's registration as a CloudStack cluster.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .common import (
+    CASecretRef,
+    CloudStackConnection,
+    CloudStackName,
+    DeletionPolicy,
+    DnsLabel,
+    Host,
+    IPv4,
+    Model,
+    Port,
+    ResourceCommon,
+    CredentialsSecretRef,
+    SSHKeySecretRef,
+    SSH_PUBLIC_KEY,
+    Status,
+    StatusModel,
+)
+
+
+class XenPoolMember(Model):
+    """A XenServer host that belongs in the pool."""
+
+    name: DnsLabel
+    """Host name; also the `name_label` the host gets when it is made unique."""
+    address: Host
+    """Management address of the host (XenAPI is served here; dom0 SSH too)."""
+    ssh_host_key: Annotated[str, Field(pattern=SSH_PUBLIC_KEY, max_length=16384)] | None = None
+    """dom0's pinned SSH host key (`ssh-ed25519 AAAA…`); needed only when `uniqueness.policy` is `MakeUnique`."""
+
+
+class TLSSettings(Model):
+    """How the XenAPI server certificate is verified."""
+
+    ca_secret_ref: CASecretRef | None = None
+    """Secret key with the PEM CA bundle that signed the hosts' XenAPI certificates."""
+    insecure_skip_verify: bool = False
+    """Skip certificate verification. Only for labs: must be set explicitly when no CA is given."""
+
+
+class HeartbeatSRSelector(Model):
+    """Which shared storage repository holds the HA heartbeat and state file (one of the fields)."""
+
+    uuid: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")] | None = None
+    """SR UUID."""
+    name_label: Annotated[str, Field(pattern=r"^[^\x00-\x1f]{1,255}$")] | None = None
+    """SR name label."""
+    type: Literal["nfs", "lvmoiscsi", "lvmohba", "gfs2", "cifs"] | None = None
+    """SR type; the pool's single shared SR of that type is used (the seeds' `xe sr-list type=nfs`)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "HeartbeatSRSelector":
+        chosen = [f for f in ("uuid", "name_label", "type") if getattr(self, f) is not None]
+        if len(chosen) != 1:
+            raise ValueError("heartbeatSR needs exactly one of uuid, nameLabel, type")
+        return self
+
+
+class HASettings(Model):
+    """Pool HA (`xe pool-ha-enable`), which CloudStack relies on for pool-master failover."""
+
+    enabled: bool = True
+    """Enable pool HA."""
+    heartbeat_sr: HeartbeatSRSelector = HeartbeatSRSelector(type="nfs")
+    """The shared SR for heartbeats (default: the pool's NFS SR)."""
+    timeout_seconds: Annotated[int, Field(ge=30, le=3600)] = 180
+    """HA timeout (`ha-config:timeout`), always sent explicitly. Without it XenServer falls back to 30 s, and a
+    30 s storage or network hiccup fences every host of the pool. 180 s is what ring buffers typically hold.
+    Values below 30 are refused."""
+    host_failures_to_tolerate: Annotated[int, Field(ge=0, le=16)] | None = None
+    """`ha-host-failures-to-tolerate`; unset leaves XenServer's computed value."""
+    allow_overcommit: bool = True
+    """`ha-allow-overcommit`. CloudStack protects no VMs through XenServer HA, so overcommit does not matter."""
+    allow_fewer_than_three_hosts: bool = False
+    """Allow HA in a pool of fewer than three hosts. With two hosts, losing one makes the other think it is
+    isolated and fence itself, forever. Only for labs."""
+
+
+class VSwitchController(Model):
+    """The pool's Open vSwitch controller (NSX), set through the pool API (`xe pool-set-vswitch-controller`) so it
+    survives reboots and toolstack restarts, unlike `ovs-vsctl set-manager` on a host."""
+
+    address: IPv4
+    """Controller IPv4 address."""
+
+
+class VMHARestartPriority(Model):
+    """VMs' `ha_restart_priority`. CloudStack does VM HA itself; XenServer restarting VMs too corrupts them."""
+
+    policy: Literal["Clear", "Ignore"] = "Clear"
+    """`Clear`: every VM's restart priority is set to empty (under `Observe`: VMs with one are listed).
+    `Ignore`: not looked at."""
+
+
+class HostRecovery(Model):
+    """Hosts that XenServer leaves disabled after a crash (CloudStack then shows them in Alert)."""
+
+    enable_disabled_hosts: bool = True
+    """Enable (`xe host-enable`) member hosts found disabled, with an Event each time."""
+
+
+class MasterFailover(Model):
+    """What to do when the pool master is lost while HA is off. With HA on, XenServer elects a master itself and
+    the operator only reports."""
+
+    policy: Literal["Disabled", "EmergencyTransition"] = "Disabled"
+    """`EmergencyTransition`: after `delaySeconds` without a master, pick a live supporter,
+    `pool.emergency_transition_to_master` there and `pool.recover_slaves`."""
+    delay_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    """How long the master must be unreachable before failing over."""
+
+
+class DomZeroSSH(Model):
+    """SSH settings for the hosts' dom0 (host keys are per member: `members[].sshHostKey`)."""
+
+    user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    """Login user in dom0."""
+    port: Port = 22
+    """SSH port."""
+    private_key_secret_ref: SSHKeySecretRef
+    """Secret key with the private key."""
+    connect_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
+    """Connect and handshake timeout."""
+
+
+class Uniqueness(Model):
+    """Cloned hosts share `INSTALLATION_UUID`: CloudStack skips the second, and joining fails."""
+
+    policy: Literal["Detect", "MakeUnique"] = "Detect"
+    """`Detect`: duplicate host UUIDs or name labels among the members stop the pool (`Stalled`).
+    `MakeUnique`: the clone is fixed over SSH (new UUIDs, state DB removed, xapi restarted, name label set)."""
+    ssh: DomZeroSSH | None = None
+    """dom0 SSH settings; required for `MakeUnique`."""
+
+
+class CloudStackCluster(Model):
+    """Registration of the pool as a CloudStack cluster (`addCluster` with the pool master's URL)."""
+
+    connection: CloudStackConnection
+    """CloudStack API endpoint and keys."""
+    zone: CloudStackName
+    """Zone name."""
+    pod: CloudStackName
+    """Pod name."""
+    cluster: CloudStackName
+    """Cluster name to create or adopt."""
+
+
+class XenPoolSpec(ResourceCommon):
+    """Desired state of a XenServer pool."""
+
+    members: Annotated[list[XenPoolMember], Field(min_length=1, max_length=64)]
+    """Hosts of the pool. Hosts not listed are ejected only when `allowedDestructiveActions` has `Eject`."""
+    master: DnsLabel | None = None
+    """Member that should be the pool master; a different master is moved here (`designate_new_master`,
+    inside the HA dance). Unset: whichever member is master stays master."""
+    credentials_secret_ref: CredentialsSecretRef
+    """Secret with the keys `username` and `password` of the pool's root account."""
+    tls: TLSSettings = TLSSettings()
+    """XenAPI TLS verification: a CA, or an explicit `insecureSkipVerify`."""
+    ha: HASettings = HASettings()
+    """Pool HA."""
+    vswitch_controller: VSwitchController | None = None
+    """Pool-wide Open vSwitch controller; unset leaves it alone."""
+    vm_ha_restart_priority: VMHARestartPriority = VMHARestartPriority()
+    """VM HA restart priorities (CloudStack pools keep them empty)."""
+    host_recovery: HostRecovery = HostRecovery()
+    """Re-enabling hosts left disabled after a crash."""
+    master_failover: MasterFailover = MasterFailover()
+    """Master failover while HA is off."""
+    uniqueness: Uniqueness = Uniqueness()
+    """Duplicate host UUIDs and name labels (cloned hosts)."""
+    cloudstack: CloudStackCluster | None = None
+    """Register the pool as a CloudStack cluster."""
+    allowed_destructive_actions: Annotated[list[Literal["Eject"]], Field(max_length=8)] = []
+    """Acts that can destroy state and are refused unless listed: `Eject` (remove a host that left the spec from the
+    pool; the host resets and reboots)."""
+    deletion_policy: DeletionPolicy = "Orphan"
+    """What deleting the XenPool does: `Orphan` leaves the pool as it is; `Delete` also removes the CloudStack
+    cluster registration the operator made. The pool itself is never dismantled."""
+    resync_interval_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
+    """How often the pool is observed again to find and correct drift."""
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "XenPoolSpec":
+        names = [m.name for m in self.members]
+        addresses = [m.address for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError("members: names must be unique")
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("members: addresses must be unique")
+        if self.master is not None and self.master not in names:
+            raise ValueError(f"master: {self.master!r} is not one of the members")
+        if self.tls.ca_secret_ref is None and not self.tls.insecure_skip_verify:
+            raise ValueError("tls: give caSecretRef, or set insecureSkipVerify: true explicitly")
+        if self.uniqueness.policy == "MakeUnique":
+            if self.uniqueness.ssh is None:
+                raise ValueError("uniqueness.ssh is required when uniqueness.policy is MakeUnique")
+            missing = [m.name for m in self.members if m.ssh_host_key is None]
+            if missing:
+                raise ValueError(f"members[].sshHostKey is required for MakeUnique; missing for {', '.join(missing)}")
+        return self
+
+
+class XenHostStatus(StatusModel):
+    """A host as the pool reports it."""
+
+    name: str
+    """Member name (or the host's name label when it is not in the spec)."""
+    uuid: str = ""
+    """Host UUID."""
+    address: str = ""
+    """Management address."""
+    master: bool = False
+    """Whether the host is the pool master."""
+    enabled: bool = True
+    """Whether the host is enabled."""
+    live: bool = True
+    """`host_metrics.live`."""
+
+
+class XenHAStatus(StatusModel):
+    """HA as the pool reports it."""
+
+    enabled: bool = False
+    """`ha_enabled`."""
+    timeout_seconds: int | None = None
+    """`ha_configuration.timeout`."""
+    statefiles: list[str] = []
+    """`ha_statefiles` (heartbeat SR VDIs)."""
+    host_failures_to_tolerate: int | None = None
+    """`ha_host_failures_to_tolerate`."""
+    plan_exists_for: int | None = None
+    """`ha_plan_exists_for`."""
+    overcommitted: bool = False
+    """`ha_overcommitted`."""
+
+
+class PendingPoolOperation(StatusModel):
+    """A membership change in flight, recorded before HA is disabled so that a restarted operator finishes it and
+    re-enables HA with the recorded configuration."""
+
+    operation: Literal["Join", "Eject", "DesignateMaster", "ReconfigureHA"]
+    """What is being done."""
+    host: str = ""
+    """The host it is done to."""
+    ha_configuration: dict[str, str] = {}
+    """HA configuration to restore afterwards."""
+    heartbeat_srs: list[str] = []
+    """Heartbeat SR UUIDs to restore afterwards."""
+    started_at: str = ""
+    """When it began (RFC 3339)."""
+
+
+class XenPoolStatus(Status):
+    """Observed state of a XenServer pool."""
+
+    pool_uuid: str | None = None
+    """Pool UUID."""
+    master: str | None = None
+    """Name of the current pool master."""
+    host_count: int | None = None
+    """Number of hosts in the pool."""
+    hosts: list[XenHostStatus] = []
+    """Hosts in the pool."""
+    ha: XenHAStatus | None = None
+    """Observed HA state."""
+    vswitch_controller: str | None = None
+    """Observed pool vswitch controller address."""
+    vms_with_ha_restart_priority: list[str] = []
+    """VMs whose HA restart priority is not empty."""
+    pending_operation: PendingPoolOperation | None = None
+    """A membership change in flight (crash-safe HA dance)."""
+    cloudstack_cluster_id: str | None = None
+    """ID of the CloudStack cluster the pool is registered as."""

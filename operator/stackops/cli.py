@@ -1,0 +1,118 @@
+"""`stackops` command line: run | plan | crds | docs | lab."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO_CRDS = Path("crds")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from .drivers.kube import core_api
+    from .drivers.secrets import SecretReader
+    from .handlers import Deps, build
+    from .reconcile import default_reconcilers
+
+    kopf.configure(verbose=args.verbose, debug=args.debug)
+    deps = Deps(reconcilers=default_reconcilers(), secrets=SecretReader(core_api()))
+    registry, settings = build(deps, standalone=args.standalone)
+    namespaces = args.namespace or []
+    kopf.run(
+        registry=registry,
+        settings=settings,
+        standalone=args.standalone,
+        priority=args.priority,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from .api import crds
+
+    directory = Path(args.output_dir)
+    if args.check:
+        problems = crds.stale(directory)
+        for problem in problems:
+            print(f"{directory}: {problem}", file=sys.stderr)
+        if problems:
+            print("run `stackops crds` to regenerate", file=sys.stderr)
+        return 1 if problems else 0
+    for path in crds.write(directory):
+        print(path)
+    return 0
+
+
+def _docs(args: argparse.Namespace) -> int:
+    from .api import reference
+
+    readme = Path(args.readme)
+    if args.check:
+        if reference.readme_is_current(readme):
+            return 0
+        print(f"{readme}: the field reference is stale; run `stackops docs`", file=sys.stderr)
+        return 1
+    reference.update_readme(readme)
+    print(readme)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .plan import plan_files
+
+    return plan_files([Path(f) for f in args.filename], out=sys.stdout)
+
+
+def _lab(args: argparse.Namespace, rest: list[str]) -> int:
+    from stackops_lab.cli import main as lab_main  # the lab is only imported for this command
+
+    return lab_main(rest)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="stackops", description="Run CloudStack infrastructure from Git.")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append",
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--standalone", action="store_true", help="no peering (for a single local run)")
+    run.add_argument("--priority", type=int, default=0, help="peering priority")
+    run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                     help="health endpoint URL to serve ('' to disable)")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--debug", action="store_true")
+
+    plan = sub.add_parser("plan", help="show what the operator would change, without a cluster")
+    plan.add_argument("-f", "--filename", action="append", required=True, help="manifest file or directory")
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the models")
+    crds.add_argument("--output-dir", default=str(REPO_CRDS))
+    crds.add_argument("--check", action="store_true", help="exit 1 when the directory is stale")
+
+    docs = sub.add_parser("docs", help="write the spec field reference into the README")
+    docs.add_argument("--readme", default="README.md")
+    docs.add_argument("--check", action="store_true", help="exit 1 when the README's reference is stale")
+
+    sub.add_parser("lab", help="the local lab: up | down | status", add_help=False)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lab"]:
+        return _lab(argparse.Namespace(), argv[1:])
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    handlers = {"run": _run, "plan": _plan, "crds": _crds, "docs": _docs}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Reading Secrets by reference. Values are wrapped in pydantic's SecretStr, whose repr and str hide them, so
+they cannot reach status, Events or logs by accident."""
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from pydantic import BaseModel, SecretStr
+
+from ..api.common import SecretKeySelector, SecretReference
+
+class SecretError(Exception):
+    """A referenced Secret or key is missing or unreadable. The message names them, never a value."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Needed:
+    """One Secret the spec references and the keys it must hold."""
+
+    path: str
+    name: str
+    keys: tuple[str, ...]
+
+
+def needed_secrets(spec: BaseModel, path: str = "spec") -> Iterator[Needed]:
+    """Every Secret reference in a spec, with the keys its use requires."""
+    if isinstance(spec, SecretKeySelector):
+        yield Needed(path, spec.name, (spec.key,))
+        return
+    if isinstance(spec, SecretReference):
+        yield Needed(path, spec.name, spec.required_keys)
+        return
+    for name, field in type(spec).model_fields.items():
+        value = getattr(spec, name)
+        alias = field.alias or name
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, BaseModel):
+                suffix = f"[{index}]" if isinstance(value, list) else ""
+                yield from needed_secrets(item, f"{path}.{alias}{suffix}")
+
+
+class SecretReader:
+    """Reads Secrets from the resource's namespace with the Kubernetes client (verb `get` only)."""
+
+    def __init__(self, core_api: Any):
+        self._core = core_api
+
+    async def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, SecretStr]]:
+        """Secret name → key → value, for every needed key; raises SecretError naming what is missing."""
+        result: dict[str, dict[str, SecretStr]] = {}
+        for item in needed:
+            if item.name not in result:
+                result[item.name] = await asyncio.to_thread(self._read_one, namespace, item.name)
+            missing = [k for k in item.keys if k not in result[item.name]]
+            if missing:
+                raise SecretError("SecretKeyMissing",
+                                  f"Secret {namespace}/{item.name} ({item.path}) has no key {', '.join(missing)}")
+        return result
+
+    def _read_one(self, namespace: str, name: str) -> dict[str, SecretStr]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                raise SecretError("SecretNotFound", f"Secret {namespace}/{name} not found") from None
+            if error.status == 403:
+                raise SecretError("SecretForbidden", f"not allowed to read Secret {namespace}/{name}") from None
+            raise SecretError("SecretUnreadable", f"reading Secret {namespace}/{name} failed: HTTP {error.status}") from None
+        values: dict[str, SecretStr] = {}
+        for key, encoded in (secret.data or {}).items():
+            values[key] = SecretStr(base64.b64decode(encoded).decode("utf-8", errors="replace"))
+        for key, plain in (secret.string_data or {}).items():
+            values[key] = SecretStr(plain)
+        return values
+

@@ -1,0 +1,192 @@
+"""kopf wiring for the four kinds: thin handlers around the reconcile engine.
+
+Each handler parses the spec through the kind's model, reads the referenced Secrets, runs the kind's reconciler
+and writes status through the conditions helper. Paused objects are filtered out before any handler runs (and
+their diff-base is not moved: see settings.PausableDiffBaseStorage), so the operator writes nothing to them.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from .. import status as st
+from ..api.kinds import KINDS, Kind
+from ..drivers.secrets import SecretError, SecretReader, needed_secrets
+from ..reconcile.base import Context, Outcome, PartialApply, ReconcileError, Reconciler
+from .settings import is_paused
+
+RESYNC_CHECK_SECONDS = 30.0
+SECRET_RETRY_SECONDS = 30.0
+INTERNAL_RETRY_SECONDS = 60.0
+
+
+@dataclass
+class Deps:
+    """What the handlers need from the outside world."""
+
+    reconcilers: dict[str, Reconciler]
+    secrets: SecretReader
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self.locks.setdefault(uid, asyncio.Lock())
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """`spec.members[0].address: String should match pattern …; …` (field paths in the YAML's camelCase)."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        path = "spec"
+        for loc in item["loc"]:
+            path += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
+        message = item["msg"].removeprefix("Value error, ")
+        parts.append(message if path == "spec" else f"{path}: {message}")
+    return "; ".join(parts)
+
+
+def _not_paused(body: Any, **_: Any) -> bool:
+    return not is_paused(body)
+
+
+class StatusWriter:
+    """Turns an outcome into a status patch, keeping kstatus' rules (observedGeneration, transition times)."""
+
+    def __init__(self, kind: Kind, body: Any, patch: kopf.Patch):
+        self.kind = kind
+        self.body = body
+        self.patch = patch
+        self.previous = dict(body.get("status") or {})
+        self.generation = int(body["metadata"].get("generation") or 0)
+
+    def write(self, conditions: list[st.ConditionState], *, fields: dict[str, Any] | None = None,
+              drift: list | None = None, applied: list | None = None) -> None:
+        status = self.patch.status
+        status["observedGeneration"] = self.generation
+        status["conditions"] = st.merge_conditions(self.previous.get("conditions"), conditions, self.generation)
+        status["lastReconcileTime"] = st.now()
+        if drift is not None:
+            status["drift"] = [a.record() for a in drift]
+        if applied:
+            status["lastApplied"] = [a.record() for a in applied]
+        if fields:
+            checked = self.kind.status.model_validate(fields)  # a bug in a reconciler must not corrupt status
+            for key, value in checked.model_dump(by_alias=True, exclude_unset=True, mode="json").items():
+                status[key] = value
+
+    def write_outcome(self, outcome: Outcome) -> None:
+        self.write(outcome.conditions, fields=outcome.fields, drift=outcome.drift, applied=outcome.applied)
+
+
+def _post(body: Any) -> Any:
+    def event(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+    return event
+
+
+async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any) -> None:
+    """One pass over one object; raises kopf.TemporaryError when a retry can help."""
+    writer = StatusWriter(kind, body, patch)
+    meta = body["metadata"]
+    try:
+        spec = kind.spec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError as error:
+        message = format_validation_error(error)
+        writer.write(st.stalled("InvalidSpec", message), drift=[])
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        return  # nothing to retry until the spec changes
+    try:
+        secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
+    except SecretError as error:
+        writer.write(st.progressing(error.reason, str(error)))
+        raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from None
+    ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=writer.generation, spec=spec,
+                  status=writer.previous, secrets=secrets, event=_post(body), logger=logger)
+    reconciler = deps.reconcilers[kind.kind]
+    async with deps.lock(meta["uid"]):
+        try:
+            outcome = await reconciler.reconcile(ctx)
+        except ReconcileError as error:
+            applied = error.applied if isinstance(error, PartialApply) else []
+            if error.retry:
+                writer.write(st.progressing(error.reason, str(error)), applied=applied)
+                raise kopf.TemporaryError(str(error), delay=error.delay) from None
+            writer.write(st.stalled(error.reason, str(error)), applied=applied)
+            return
+        except Exception as error:  # a bug or an unexpected library failure: log it, keep status readable
+            logger.exception("reconcile failed unexpectedly")
+            message = f"internal error ({type(error).__name__}); see the operator log"
+            writer.write(st.progressing("InternalError", message))
+            raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
+    writer.write_outcome(outcome)
+
+
+def _resync_due(body: Any) -> bool:
+    spec = body.get("spec") or {}
+    interval = spec.get("resyncIntervalSeconds")
+    last = (body.get("status") or {}).get("lastReconcileTime")
+    if not interval or not last:
+        return False
+    try:
+        then = datetime.datetime.fromisoformat(str(last).replace("Z", "+00:00"))
+    except ValueError:
+        return True
+    return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds() >= float(interval)
+
+
+async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> None:
+    if is_paused(body):
+        raise kopf.TemporaryError("paused: remove the stackops.io/paused annotation to let deletion finish", delay=60)
+    try:
+        spec = kind.spec.model_validate(dict(body.get("spec") or {}))
+    except ValidationError:
+        logger.warning("spec is invalid; deleting without touching infrastructure (as with deletionPolicy Orphan)")
+        return
+    if spec.deletion_policy == "Orphan":
+        return
+    meta = body["metadata"]
+    try:
+        secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
+    except SecretError as error:
+        raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets: {error}", delay=SECRET_RETRY_SECONDS)
+    ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=int(meta.get("generation") or 0),
+                  spec=spec, status=dict(body.get("status") or {}), secrets=secrets, event=_post(body), logger=logger)
+    async with deps.lock(meta["uid"]):
+        try:
+            await deps.reconcilers[kind.kind].finalize(ctx)
+        except ReconcileError as error:
+            raise kopf.TemporaryError(f"{error.reason}: {error}", delay=error.delay) from None
+
+
+def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> None:
+    resource = dict(group=kind.group, version=kind.version, plural=kind.plural)
+
+    @kopf.on.resume(**resource, registry=registry, when=_not_paused, id="reconcile")
+    @kopf.on.create(**resource, registry=registry, when=_not_paused, id="reconcile")
+    @kopf.on.update(**resource, registry=registry, when=_not_paused, id="reconcile")
+    async def on_change(body: Any, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        await reconcile_object(kind, deps, body, patch, logger)
+
+    if getattr(deps.reconcilers[kind.kind], "resync", True):
+        @kopf.timer(**resource, registry=registry, interval=RESYNC_CHECK_SECONDS, initial_delay=RESYNC_CHECK_SECONDS,
+                    when=_not_paused, id="resync")
+        async def on_timer(body: Any, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+            if _resync_due(body):
+                await reconcile_object(kind, deps, body, patch, logger)
+
+    @kopf.on.delete(**resource, registry=registry, id="finalize")
+    async def on_delete(body: Any, logger: Any, **_: Any) -> None:
+        await finalize_object(kind, deps, body, logger)
+
+
+def register(registry: kopf.OperatorRegistry, deps: Deps) -> None:
+    for kind in KINDS:
+        register_kind(registry, kind, deps)
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,154 @@
+"""The reconcile engine every kind plugs into: observe → plan → apply.
+
+- `observe` reads the actual state in as few round trips as possible and returns a typed snapshot;
+- `plan` is pure: (spec, observed) → actions; a converged resource plans nothing;
+- `apply` executes the actions in order, stops at the first failure and records what was done, posting one
+  Event per change made to infrastructure.
+
+Under `managementPolicy: Observe` the engine stops after `plan` and reports the actions as drift.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, SecretStr
+
+from .. import status as st
+
+Observed = TypeVar("Observed")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One planned change. Subclasses are small frozen dataclasses that describe themselves."""
+
+    disruptive: ClassVar[bool] = False
+
+    def describe(self) -> str:  # pragma: no cover - every subclass overrides it
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        return {"description": self.describe(), "disruptive": self.disruptive}
+
+
+class ReconcileError(Exception):
+    """A failure with a reason for status. `retry` says whether trying again later can help (→ `Reconciling`) or
+    a person must act (→ `Stalled`)."""
+
+    def __init__(self, reason: str, message: str, *, retry: bool = True, delay: float = 30.0):
+        super().__init__(message)
+        self.reason = reason
+        self.retry = retry
+        self.delay = delay
+
+
+EventSink = Callable[[str, str, str], None]  # (type "Normal"|"Warning", reason, message)
+
+
+@dataclass
+class Context:
+    """What a reconciler gets for one pass over one object."""
+
+    namespace: str
+    name: str
+    generation: int
+    spec: BaseModel
+    status: dict[str, Any]
+    secrets: dict[str, dict[str, SecretStr]]
+    event: EventSink
+    logger: logging.Logger | logging.LoggerAdapter
+
+    def secret(self, name: str, key: str) -> SecretStr:
+        return self.secrets[name][key]
+
+
+@dataclass
+class Outcome:
+    """What a pass found and did; the handler turns it into status."""
+
+    conditions: list[st.ConditionState]
+    fields: dict[str, Any] = field(default_factory=dict)  # kind-specific status fields, camelCase
+    drift: list[Action] | None = None  # None: drift unknown (not observed)
+    applied: list[Action] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+class Reconciler(abc.ABC):
+    """A kind's reconciler, as the handlers see it."""
+
+    kind: ClassVar[str]
+    resync: ClassVar[bool] = True
+    """Whether the object is observed again every `spec.resyncIntervalSeconds`."""
+
+    @abc.abstractmethod
+    async def reconcile(self, ctx: Context) -> Outcome:
+        """One level-based pass: converge (or, under Observe, report)."""
+
+    async def finalize(self, ctx: Context) -> None:
+        """Deletion with `deletionPolicy: Delete`: undo what the operator created outside Kubernetes."""
+
+
+class PlannedReconciler(Reconciler, Generic[Observed]):
+    """observe → plan → apply, with `Observe` stopping after plan. Subclasses implement the four steps."""
+
+    @abc.abstractmethod
+    async def observe(self, ctx: Context) -> Observed:
+        ...
+
+    @abc.abstractmethod
+    def plan(self, spec: Any, observed: Observed) -> list[Action]:
+        ...
+
+    @abc.abstractmethod
+    async def execute(self, ctx: Context, action: Action, observed: Observed) -> None:
+        """Carry out one action; raise ReconcileError on failure."""
+
+    @abc.abstractmethod
+    def report(self, ctx: Context, observed: Observed, pending: list[Action]) -> Outcome:
+        """Status for what was observed, with `pending` the actions still to do (drift under Observe)."""
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        observed = await self.observe(ctx)
+        actions = self.plan(ctx.spec, observed)
+        if ctx.spec.management_policy == "Observe" or not actions:
+            return self.report(ctx, observed, actions)
+        applied: list[Action] = []
+        for action in actions:
+            try:
+                await self.execute(ctx, action, observed)
+            except ReconcileError as error:
+                ctx.event("Warning", error.reason, f"{action.describe()} failed: {error}")
+                raise PartialApply(error, applied) from error
+            applied.append(action)
+            ctx.event("Normal", "Applied", action.describe())
+        observed = await self.observe(ctx)
+        outcome = self.report(ctx, observed, self.plan(ctx.spec, observed))
+        outcome.applied = applied
+        return outcome
+
+
+class PartialApply(ReconcileError):
+    """Apply stopped at a failure; `applied` lists what was done before it."""
+
+    def __init__(self, cause: ReconcileError, applied: list[Action]):
+        super().__init__(cause.reason, str(cause), retry=cause.retry, delay=cause.delay)
+        self.applied = applied
+
+
+class NotImplementedReconciler(Reconciler):
+    """Stands in for a kind whose reconciler a later release brings. It touches no infrastructure and says so."""
+
+    resync = False
+
+    def __init__(self, kind: str):
+        self.kind = kind  # type: ignore[misc]
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        return Outcome(conditions=st.unknown(
+            "ReconcilerNotImplemented",
+            f"The spec is valid and its Secrets are readable, but this operator version has no {self.kind} "
+            f"reconciler yet: nothing was observed or changed.",
+        ))

@@ -1,0 +1,84 @@
+"""`stackops lab up|down|status`: the local lab for tests and demos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from stackops_lab import controlplane
+from stackops_lab.controlplane import Component, LabError
+
+# Started in this order after the cluster by `up`, stopped in reverse order by `down`.
+COMPONENTS: Sequence[Component] = ()
+
+
+def report(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def command_up(args: argparse.Namespace) -> int:
+    cluster = controlplane.up(args.dir, report, provider=args.provider, components=COMPONENTS)
+    report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
+    report(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(cluster.kubeconfig)
+    return 0
+
+
+def command_down(args: argparse.Namespace) -> int:
+    controlplane.down(args.dir, report, components=COMPONENTS)
+    report("the lab is down")
+    return 0
+
+
+def command_status(args: argparse.Namespace) -> int:
+    cluster = controlplane.running_cluster(args.dir)
+    if cluster is None:
+        print("not running")
+        return 1
+    print(f"running: {cluster.provider} cluster at {cluster.server}")
+    print(f"kubeconfig: {cluster.kubeconfig}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "up": command_up,
+    "down": command_down,
+    "status": command_status,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    result = argparse.ArgumentParser(prog="stackops lab", description=__doc__)
+    result.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="lab directory (default: $STACKOPS_LAB_DIR or /tmp/stackops-lab)",
+    )
+    commands = result.add_subparsers(dest="command", required=True)
+    up = commands.add_parser(
+        "up", help="start the lab; prints the kubeconfig path as the last line on stdout"
+    )
+    up.add_argument(
+        "--provider",
+        choices=controlplane.PROVIDERS,
+        default=None,
+        help="cluster to use (default: $KUBECONFIG if set, else kind if Docker runs, else local)",
+    )
+    commands.add_parser("down", help="stop the lab and remove its directory")
+    commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
+    return result
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LabError as error:
+        report(f"error: {error}")
+        return 1
+    except KeyboardInterrupt:
+        report("interrupted")
+        return 130
