@@ -12,15 +12,19 @@ REPO_CRDS = Path("crds")
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
-    from .drivers.kube import core_api
+    from .drivers.kube import core_api, custom_objects_api
     from .drivers.secrets import SecretReader
     from .handlers import Deps, build
     from .reconcile import default_reconcilers
 
+    namespaces = args.namespace or []
+    if namespaces and not args.standalone:
+        print("stackops run: --namespace needs --standalone (peering is cluster-wide in this release)",
+              file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
     deps = Deps(reconcilers=default_reconcilers(), secrets=SecretReader(core_api()))
-    registry, settings = build(deps, standalone=args.standalone)
-    namespaces = args.namespace or []
+    registry, settings = build(deps, standalone=args.standalone, custom_api=custom_objects_api())
     kopf.run(
         registry=registry,
         settings=settings,
@@ -109,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["lab"]:
         return _lab(argparse.Namespace(), argv[1:])
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    if args.command != "run":  # kopf configures logging for the operator itself
+        logging.basicConfig(level=logging.INFO)
     handlers = {"run": _run, "plan": _plan, "crds": _crds, "docs": _docs}
     return handlers[args.command](args)
 

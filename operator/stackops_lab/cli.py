@@ -9,17 +9,27 @@ from pathlib import Path
 
 from stackops_lab import controlplane
 from stackops_lab.controlplane import Component, LabError
+from stackops_lab.operator import OperatorComponent
 
 # Started in this order after the cluster by `up`, stopped in reverse order by `down`.
 COMPONENTS: Sequence[Component] = ()
+# Started only on request (`up --operator`, `make demo`); `down` stops them whenever they run.
+OPTIONAL: Sequence[Component] = (OperatorComponent(),)
 
 
 def report(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def command_prepare(args: argparse.Namespace) -> int:
+    binaries = controlplane.ensure_binaries(report)
+    report(f"kube-apiserver: {binaries.kube_apiserver}")
+    return 0
+
+
 def command_up(args: argparse.Namespace) -> int:
-    cluster = controlplane.up(args.dir, report, provider=args.provider, components=COMPONENTS)
+    components = [*COMPONENTS, *(OPTIONAL if args.operator else ())]
+    cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
     print(cluster.kubeconfig)
@@ -27,7 +37,7 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_down(args: argparse.Namespace) -> int:
-    controlplane.down(args.dir, report, components=COMPONENTS)
+    controlplane.down(args.dir, report, components=[*COMPONENTS, *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -43,6 +53,7 @@ def command_status(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "prepare": command_prepare,
     "up": command_up,
     "down": command_down,
     "status": command_status,
@@ -67,6 +78,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="cluster to use (default: $KUBECONFIG if set, else kind if Docker runs, else local)",
     )
+    up.add_argument("--operator", action="store_true",
+                    help="also install deploy/ and run the operator under its ServiceAccount")
+    commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
     return result

@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -465,7 +465,7 @@ def write_pki(directory: Path, advertise_address: str) -> Pki:
 def certificate_builder(
     subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
 ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -550,32 +550,30 @@ def first_ipv4_address() -> str:
     return "127.0.0.1"
 
 
-def spawn(command: list[str], log: Path, cwd: Path) -> int:
-    """Start a process in its own session (it outlives us), output appended to `log`; its pid."""
+def spawn(command: list[str], log: Path) -> int:
+    """Start a process in its own session (it outlives us), output appended to `log`; its pid.
+
+    No `subprocess.Popen` object: the process is meant to outlive it, and is found again by pid.
+    """
     file_actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    previous = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return os.posix_spawn(command[0], command, dict(os.environ), file_actions=file_actions, setsid=True)
-    finally:
-        os.chdir(previous)
+    return os.posix_spawn(command[0], command, dict(os.environ), file_actions=file_actions, setsid=True)
 
 
 def process_alive(pid: int) -> bool:
-    """True while `pid` runs; reaps it if it is our exited child."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    """True while `pid` runs; an exited child of ours is reaped."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    if stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+        return True
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def process_command(pid: int) -> list[str]:
@@ -675,15 +673,14 @@ class LocalControlPlane:
         etcd_port, peer_port, api_port = free_ports(3)
         info = ClusterInfo("local", self.kubeconfig, f"https://127.0.0.1:{api_port}", token)
         try:
-            info.pids["etcd"] = spawn(
-                self.etcd_command(binaries.etcd, etcd_port, peer_port), self.workdir / "etcd.log", self.workdir
-            )
+            etcd = self.etcd_command(binaries.etcd, etcd_port, peer_port)
+            info.pids["etcd"] = spawn(etcd, self.workdir / "etcd.log")
             self.write_state(info)
             self.wait_for_etcd(etcd_port, info.pids["etcd"])
             apiserver = self.apiserver_command(
                 binaries.kube_apiserver, etcd_port, api_port, advertise_address, pki, token_file
             )
-            info.pids["kube-apiserver"] = spawn(apiserver, self.apiserver_log, self.workdir)
+            info.pids["kube-apiserver"] = spawn(apiserver, self.apiserver_log)
             self.write_state(info)
             api = Api(info.server, pki.ca_cert, token)
             self.wait_until_ready(api, info.pids["kube-apiserver"])
@@ -964,7 +961,11 @@ def up(
     return cluster
 
 
-def down(lab_dir: Path | None = None, progress: Progress = ignore_progress, components: Sequence[Component] = ()) -> None:
+def down(
+    lab_dir: Path | None = None,
+    progress: Progress = ignore_progress,
+    components: Sequence[Component] = (),
+) -> None:
     """Take the lab down (idempotent): components in reverse order, the cluster, then `lab_dir` itself."""
     lab_dir = (lab_dir or default_lab_dir()).absolute()
     if not lab_dir.exists():

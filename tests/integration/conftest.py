@@ -20,7 +20,7 @@ OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
 if str(OPERATOR_DIR) not in sys.path:
     sys.path.insert(0, str(OPERATOR_DIR))
 
-from stackops_lab import controlplane  # noqa: E402
+from stackops_lab import controlplane
 
 
 class KubectlError(subprocess.CalledProcessError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -12,13 +13,17 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
 
-from conftest import OPERATOR_DIR, Kube
+if TYPE_CHECKING:
+    from conftest import Kube
 
 pytestmark = pytest.mark.integration
+
+OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -123,9 +128,11 @@ def test_crd_schema_minimum_rejects_a_bad_object(kube: Kube) -> None:
 def lab(*args: str) -> subprocess.CompletedProcess[str]:
     """Run `stackops lab …` in a separate process, as a user would."""
     code = "import sys; from stackops_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
+    env["PYTHONPATH"] = str(OPERATOR_DIR)
     return subprocess.run(
         [sys.executable, "-c", code, *args],
-        env={"PYTHONPATH": str(OPERATOR_DIR), "PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home())},
+        env=env,
         capture_output=True,
         text=True,
         check=False,

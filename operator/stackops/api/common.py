@@ -16,14 +16,18 @@ API_VERSION = f"{GROUP}/{VERSION}"
 PAUSED_ANNOTATION = f"{GROUP}/paused"
 
 # Patterns are anchored and free of look-arounds so that the API server (RE2) and pydantic agree.
-# None of them admits a shell metacharacter, a quote, white space or a newline.
+# Names, addresses, interfaces, refs and URLs admit no shell metacharacter, quote, white space or newline.
+# The few free-text values (SR name labels, agent property values, OS type descriptions) only ever reach an API
+# or a file, never a command line, and admit no control characters.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"^{_OCTET}(\.{_OCTET}){{3}}$"
-_HOSTNAME = r"[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*"
-# An IPv4 address, an IPv6 address (hex groups and colons) or a DNS name.
-HOST = rf"^({_OCTET}(\.{_OCTET}){{3}}|[0-9a-fA-F]*:[0-9a-fA-F:]*:[0-9a-fA-F]*|{_HOSTNAME})$"
+# A DNS name's last label starts with a letter, so that "10.0.0.300" is neither an IPv4 address nor a name.
+_HOSTNAME = r"([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?\.)*[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?"
+_IPV6 = r"[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,7}"
+# An IPv4 address, an IPv6 address or a DNS name.
+HOST = rf"^({_OCTET}(\.{_OCTET}){{3}}|{_IPV6}|{_HOSTNAME})$"
 CIDR_V4 = rf"^{_OCTET}(\.{_OCTET}){{3}}/([0-9]|[12][0-9]|3[0-2])$"
 # Linux interface names: at most 15 characters (IFNAMSIZ - 1), no '/', no white space.
 INTERFACE = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,14}$"

@@ -58,9 +58,14 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         # The only anyOf a structural schema allows: types inside, nothing else.
         node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         node.pop("type", None)
+    if "patternProperties" in node and "additionalProperties" not in node:
+        # A map with a key pattern: Kubernetes has no key patterns (1.20), so the value schema is kept and the key
+        # rule is left to the model (→ Stalled/InvalidSpec).
+        (value_schema,) = node.pop("patternProperties").values()
+        node["additionalProperties"] = value_schema
     if "default" in node:
-        if node["default"] is None:
-            del node["default"]
+        if node["default"] is None or node["default"] == "":
+            del node["default"]  # 1.20 rejects an empty-string default as "null"
         else:
             node["default"] = _strip_nulls(node["default"])
     if "enum" in node and "type" not in node:
@@ -96,10 +101,19 @@ def openapi_schema(model: type) -> dict[str, Any]:
 
 
 
+def _without_defaults(schema: Any) -> Any:
+    """Status is written only by the operator: defaults there would only invent values it did not observe."""
+    if isinstance(schema, list):
+        return [_without_defaults(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {k: (v if k == "enum" else _without_defaults(v)) for k, v in schema.items() if k != "default"}
+
+
 def crd(kind: Kind) -> dict[str, Any]:
     spec_schema = openapi_schema(kind.spec)
     spec_schema["description"] = " ".join((kind.spec.__doc__ or "").split())
-    status_schema = openapi_schema(kind.status)
+    status_schema = _without_defaults(openapi_schema(kind.status))
     status_schema["description"] = " ".join((kind.status.__doc__ or "").split())
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

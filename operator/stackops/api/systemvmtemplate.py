@@ -88,7 +88,8 @@ class RouterRollout(Model):
 
     enabled: bool = True
     """Upgrade routers."""
-    max_unavailable: Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": r"^([0-9]+|[0-9]{1,3}%)$"})] = 1
+    max_unavailable: Annotated[int | str, Field(json_schema_extra={
+        "x-kubernetes-int-or-string": True, "minimum": 1, "pattern": r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$"})] = 1
     """How many routers may be rebooting at once: a count (`5`) or a percentage of the routers to upgrade (`10%`)."""
     only_requiring_upgrade: bool = True
     """Only routers CloudStack marks `requiresupgrade`."""

@@ -14,3 +14,10 @@ def core_api() -> Any:
     else:
         config.load_kube_config()
     return client.CoreV1Api()
+
+
+def custom_objects_api() -> Any:
+    """A CustomObjectsApi configured like `core_api()` (call that first)."""
+    from kubernetes import client
+
+    return client.CustomObjectsApi()

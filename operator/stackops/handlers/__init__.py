@@ -3,14 +3,28 @@ from __future__ import annotations
 
 import kopf
 
+from typing import Any
+
+from .peering import ensure_cluster_peering_async
 from .resources import Deps, register
-from .settings import configure
+from .settings import PEERING_NAME, configure
 
 
-def build(deps: Deps, *, standalone: bool = False) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings]:
+def build(deps: Deps, *, standalone: bool = False,
+          custom_api: Any = None) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings]:
     """A registry with every handler and production settings, ready for `kopf.run`."""
     registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> Any:
+        """In-cluster ServiceAccount, else KUBECONFIG / ~/.kube/config (through the kubernetes client)."""
+        return kopf.login_via_client(**kwargs)
+
     register(registry, deps)
+    if not standalone and custom_api is not None:
+        @kopf.on.startup(registry=registry, id="peering")
+        async def create_peering(logger: Any, **_: Any) -> None:
+            await ensure_cluster_peering_async(custom_api, PEERING_NAME, logger)
     settings = kopf.OperatorSettings()
     configure(settings, standalone=standalone)
     return registry, settings

@@ -38,15 +38,23 @@ class Deps:
         return self.locks.setdefault(uid, asyncio.Lock())
 
 
+UNION_TAGS = {"int", "str", "float", "bool", "list", "dict"}
+
+
 def format_validation_error(error: ValidationError) -> str:
     """`spec.members[0].address: String should match pattern …; …` (field paths in the YAML's camelCase)."""
-    parts = []
+    parts: list[str] = []
     for item in error.errors(include_url=False, include_input=False):
         path = "spec"
         for loc in item["loc"]:
-            path += f"[{loc}]" if isinstance(loc, int) else f".{loc}"
+            if isinstance(loc, int):
+                path += f"[{loc}]"
+            elif loc not in UNION_TAGS and "[" not in loc:  # "int", "str", "function-after[…]" name union branches
+                path += f".{loc}"
         message = item["msg"].removeprefix("Value error, ")
-        parts.append(message if path == "spec" else f"{path}: {message}")
+        part = message if path == "spec" else f"{path}: {message}"
+        if part not in parts:
+            parts.append(part)
     return "; ".join(parts)
 
 

@@ -1,0 +1,59 @@
+# stackops — see README.md. `make test` is what CI runs; `make demo` shows the operator on the embedded lab.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration demo demo-down lab-up lab-down clean
+
+deps: system-deps venv
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+venv: $(BIN)/stackops
+
+$(BIN)/stackops: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+crds: venv
+	$(BIN)/stackops crds
+
+docs: venv
+	$(BIN)/stackops docs
+
+check-generated: venv
+	$(BIN)/stackops crds --check
+	$(BIN)/stackops docs --check
+
+# Build (once, cached) the local control plane before pytest, so no test's time limit includes the build.
+lab-prepare: venv
+	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare; fi
+
+# pytest exits 5 when it collected no test: make treats that as a failure, as it should.
+test: venv check-generated lab-prepare
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv lab-prepare
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+demo: deps lab-prepare
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
+
+demo-down: venv
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh down
+
+lab-up: venv
+	$(BIN)/stackops lab up
+
+lab-down: venv
+	$(BIN)/stackops lab down
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info operator/*.egg-info
