@@ -108,7 +108,7 @@ FULL: dict[str, dict[str, Any]] = {
             ],
             "manager": {"protocol": "ssl", "address": "nsx.example.com", "port": 6632,
                         "clientCertificate": "Secret", "certificateSecretRef": {"name": "ovs-client"},
-                        "bootstrapCa": False},
+                        "bootstrapCA": False},
             "rollbackTimeoutSeconds": 120,
         },
         "libvirt": {"listenTls": False, "listenTcp": True, "tcpPort": 16509, "authTcp": "sasl", "mdnsAdv": False},

@@ -42,7 +42,7 @@ SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 
 
 # Words written in capitals inside a camelCase name, as the Kubernetes API conventions do (podIP, clusterIP).
-ACRONYMS = {"ip": "IP", "sr": "SR", "srs": "SRs", "url": "URL", "uuid": "UUID", "vm": "VM", "vms": "VMs", "ha": "HA"}
+ACRONYMS = {"ca": "CA", "ip": "IP", "sr": "SR", "srs": "SRs", "url": "URL", "uuid": "UUID", "vm": "VM", "vms": "VMs", "ha": "HA"}
 
 
 def to_camel(name: str) -> str:

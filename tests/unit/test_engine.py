@@ -1,0 +1,244 @@
+"""The reconcile engine and the handler logic around it, without a cluster: observe → plan → apply, Observe
+stopping after plan, partial applies, status written through the conditions helper, Secrets resolved by reference
+and never exposed."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+import pytest
+from pydantic import SecretStr
+
+from stackops.api.kinds import KVMHOST, XENPOOL
+from stackops.drivers.secrets import SecretError, needed_secrets
+from stackops.handlers import resources
+from stackops.handlers.settings import PausableDiffBaseStorage, is_paused
+from stackops.reconcile.base import Action, Context, Outcome, PlannedReconciler, ReconcileError
+from stackops import status as st
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl5nbgQ0Ap8H7yG3zF+r1y2XwQm3aGkz0Hq3E2Y5d2v"
+
+
+def kvm_body(**spec: Any) -> dict[str, Any]:
+    base = {"address": "10.0.1.21",
+            "ssh": {"privateKeySecretRef": {"name": "kvm-ssh"}, "hostKey": HOST_KEY}}
+    base.update(spec)
+    return {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost",
+            "metadata": {"name": "kvm1", "namespace": "lab", "uid": "u-1", "generation": 3},
+            "spec": base, "status": {}}
+
+
+@dataclass(frozen=True)
+class SetValue(Action):
+    key: str
+    value: int
+
+    def describe(self) -> str:
+        return f"set {self.key} to {self.value}"
+
+
+class FakeInfra(PlannedReconciler[dict]):
+    """A reconciler over a dict, to exercise the engine."""
+
+    kind = "KvmHost"
+
+    def __init__(self, actual: dict[str, int], wanted: dict[str, int], fail_on: str | None = None):
+        self.actual = actual
+        self.wanted = wanted
+        self.fail_on = fail_on
+        self.observations = 0
+
+    async def observe(self, ctx: Context) -> dict:
+        self.observations += 1
+        return dict(self.actual)
+
+    def plan(self, spec: Any, observed: dict) -> list[Action]:
+        return [SetValue(k, v) for k, v in sorted(self.wanted.items()) if observed.get(k) != v]
+
+    async def execute(self, ctx: Context, action: Action, observed: dict) -> None:
+        assert isinstance(action, SetValue)
+        if action.key == self.fail_on:
+            raise ReconcileError("WriteFailed", f"cannot write {action.key}", retry=True, delay=5)
+        self.actual[action.key] = action.value
+
+    def report(self, ctx: Context, observed: dict, pending: list[Action]) -> Outcome:
+        if pending:
+            return Outcome(st.progressing("Drifted", f"{len(pending)} differences"), drift=pending)
+        return Outcome(st.ready("Converged"), drift=[])
+
+
+class FakeSecrets:
+    def __init__(self, values: dict[str, dict[str, str]], error: SecretError | None = None):
+        self.values = values
+        self.error = error
+
+    async def read(self, namespace: str, needed: list) -> dict[str, dict[str, SecretStr]]:
+        if self.error:
+            raise self.error
+        return {name: {k: SecretStr(v) for k, v in keys.items()} for name, keys in self.values.items()}
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    posted: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(kopf, "event", lambda body, type, reason, message: posted.append((type, reason, message)))
+    monkeypatch.setattr(kopf, "warn", lambda body, reason, message: posted.append(("Warning", reason, message)))
+    return posted
+
+
+def run(kind: Any, body: dict, reconciler: Any, secrets: FakeSecrets | None = None) -> kopf.Patch:
+    deps = resources.Deps(reconcilers={kind.kind: reconciler},
+                          secrets=secrets or FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
+    patch = kopf.Patch()
+    asyncio.run(resources.reconcile_object(kind, deps, body, patch, logging.getLogger("test")))
+    return patch
+
+
+def conditions(patch: kopf.Patch) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in patch["status"]["conditions"]}
+
+
+def test_manage_applies_in_order_and_converges(events: list) -> None:
+    infra = FakeInfra(actual={"a": 1}, wanted={"a": 2, "b": 3})
+    patch = run(KVMHOST, kvm_body(), infra)
+    assert infra.actual == {"a": 2, "b": 3}
+    assert infra.observations == 2, "observe, apply, observe again to confirm"
+    assert [e[2] for e in events] == ["set a to 2", "set b to 3"]
+    assert all(e[:2] == ("Normal", "Applied") for e in events)
+    c = conditions(patch)
+    assert c["Ready"]["status"] == "True" and c["Ready"]["observedGeneration"] == 3
+    assert patch["status"]["observedGeneration"] == 3
+    assert patch["status"]["drift"] == []
+    assert [a["description"] for a in patch["status"]["lastApplied"]] == ["set a to 2", "set b to 3"]
+
+
+def test_converged_resource_plans_nothing(events: list) -> None:
+    infra = FakeInfra(actual={"a": 2}, wanted={"a": 2})
+    patch = run(KVMHOST, kvm_body(), infra)
+    assert events == [] and infra.observations == 1
+    assert conditions(patch)["Ready"]["status"] == "True"
+    assert "lastApplied" not in patch["status"]
+
+
+def test_observe_policy_reports_drift_and_changes_nothing(events: list) -> None:
+    infra = FakeInfra(actual={"a": 1}, wanted={"a": 2})
+    patch = run(KVMHOST, kvm_body(managementPolicy="Observe"), infra)
+    assert infra.actual == {"a": 1}
+    assert events == []
+    assert patch["status"]["drift"] == [{"description": "set a to 2", "disruptive": False}]
+    assert conditions(patch)["Ready"]["status"] == "False"
+
+
+def test_failure_stops_apply_records_partial_and_retries(events: list) -> None:
+    infra = FakeInfra(actual={}, wanted={"a": 1, "b": 2, "c": 3}, fail_on="b")
+    with pytest.raises(kopf.TemporaryError):
+        run(KVMHOST, kvm_body(), infra)
+    assert infra.actual == {"a": 1}, "stops at the first failure"
+    assert ("Warning", "WriteFailed", "set b to 2 failed: cannot write b") in events
+
+
+def test_failure_status_is_written_before_retry(events: list) -> None:
+    infra = FakeInfra(actual={}, wanted={"a": 1, "b": 2}, fail_on="b")
+    deps = resources.Deps(reconcilers={"KvmHost": infra},
+                          secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "k"}}))
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError):
+        asyncio.run(resources.reconcile_object(KVMHOST, deps, kvm_body(), patch, logging.getLogger("t")))
+    c = conditions(patch)
+    assert c["Reconciling"]["status"] == "True" and c["Ready"]["reason"] == "WriteFailed"
+    assert [a["description"] for a in patch["status"]["lastApplied"]] == ["set a to 1"]
+
+
+def test_permanent_error_is_stalled_without_retry(events: list) -> None:
+    class Refusing(FakeInfra):
+        async def observe(self, ctx: Context) -> dict:
+            raise ReconcileError("TooFewHostsForHA", "HA needs three hosts", retry=False)
+
+    patch = run(KVMHOST, kvm_body(), Refusing({}, {}))
+    c = conditions(patch)
+    assert c["Stalled"]["status"] == "True" and c["Stalled"]["reason"] == "TooFewHostsForHA"
+
+
+def test_invalid_spec_is_stalled_with_field_path(events: list) -> None:
+    body = kvm_body(openvswitch={"bridges": [{"name": "cloudbr0", "ports": ["eth1"]},
+                                             {"name": "cloudbr1", "ports": ["eth1"]}]})
+    patch = run(KVMHOST, body, FakeInfra({}, {}))
+    c = conditions(patch)
+    assert c["Stalled"]["status"] == "True" and c["Stalled"]["reason"] == "InvalidSpec"
+    assert "'eth1' is used twice" in c["Stalled"]["message"]
+    assert events and events[0][:2] == ("Warning", "InvalidSpec")
+
+
+def test_missing_secret_is_reconciling_and_retried(events: list) -> None:
+    secrets = FakeSecrets({}, SecretError("SecretNotFound", "Secret lab/kvm-ssh not found"))
+    deps = resources.Deps(reconcilers={"KvmHost": FakeInfra({}, {})}, secrets=secrets)
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError):
+        asyncio.run(resources.reconcile_object(KVMHOST, deps, kvm_body(), patch, logging.getLogger("t")))
+    c = conditions(patch)
+    assert c["Ready"]["reason"] == "SecretNotFound" and c["Reconciling"]["status"] == "True"
+
+
+def test_unexpected_exception_never_puts_a_traceback_in_status(events: list) -> None:
+    class Buggy(FakeInfra):
+        async def observe(self, ctx: Context) -> dict:
+            raise KeyError("password=hunter2")
+
+    deps = resources.Deps(reconcilers={"KvmHost": Buggy({}, {})},
+                          secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "k"}}))
+    patch = kopf.Patch()
+    with pytest.raises(kopf.TemporaryError) as raised:
+        asyncio.run(resources.reconcile_object(KVMHOST, deps, kvm_body(), patch, logging.getLogger("t")))
+    message = conditions(patch)["Ready"]["message"]
+    assert conditions(patch)["Ready"]["reason"] == "InternalError"
+    assert "hunter2" not in message and "Traceback" not in message and "hunter2" not in str(raised.value)
+
+
+def test_secret_values_are_hidden() -> None:
+    value = SecretStr("PRIVATE-KEY-VALUE")
+    assert "PRIVATE-KEY-VALUE" not in repr(value) and "PRIVATE-KEY-VALUE" not in str(value)
+    assert "PRIVATE-KEY-VALUE" not in repr({"k": value})
+
+
+def test_needed_secrets_finds_every_reference() -> None:
+    spec = XENPOOL.spec.model_validate({
+        "members": [{"name": "xen1", "address": "10.0.0.11"}],
+        "credentialsSecretRef": {"name": "pool-root"},
+        "tls": {"caSecretRef": {"name": "xen-ca"}},
+        "cloudstack": {"connection": {"secretRef": {"name": "cs-api"}}, "zone": "z1", "pod": "p1", "cluster": "c1"},
+    })
+    found = {(n.path, n.name, n.keys) for n in needed_secrets(spec)}
+    assert found == {
+        ("spec.credentialsSecretRef", "pool-root", ("username", "password")),
+        ("spec.tls.caSecretRef", "xen-ca", ("ca.crt",)),
+        ("spec.cloudstack.connection.secretRef", "cs-api", ("url", "apiKey", "secretKey")),
+    }
+
+
+def test_pause_annotation() -> None:
+    assert is_paused({"metadata": {"annotations": {"stackops.io/paused": "true"}}})
+    assert is_paused({"metadata": {"annotations": {"stackops.io/paused": "True"}}})
+    assert not is_paused({"metadata": {"annotations": {"stackops.io/paused": "false"}}})
+    assert not is_paused({"metadata": {}})
+
+
+def test_paused_object_keeps_its_diff_base() -> None:
+    storage = PausableDiffBaseStorage(prefix="stackops.io", key="last-handled-configuration")
+    paused = kopf.Body({"metadata": {"annotations": {"stackops.io/paused": "true"}}, "spec": {"a": 1}})
+    patch = kopf.Patch()
+    storage.store(body=paused, patch=patch, essence=kopf.BodyEssence({"spec": {"a": 1}}))
+    assert not patch, "nothing may be written to a paused object"
+    active = kopf.Body({"metadata": {"annotations": {}}, "spec": {"a": 1}})
+    storage.store(body=active, patch=patch, essence=kopf.BodyEssence({"spec": {"a": 1}}))
+    assert "stackops.io/last-handled-configuration" in patch["metadata"]["annotations"]
+
+
+def test_resync_due() -> None:
+    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": "2000-01-01T00:00:00Z"}}
+    assert resources._resync_due(body)
+    body["status"]["lastReconcileTime"] = st.now()
+    assert not resources._resync_due(body)
+    assert not resources._resync_due({"spec": {}, "status": {}})
