@@ -3,7 +3,6 @@ and defaulted as the models default them."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import time
@@ -27,20 +26,7 @@ CRD_DIR = REPO / "crds"
 CRD_NAMES = [f"{k.plural}.{k.group}" for k in KINDS] + ["clusterkopfpeerings.kopf.dev"]
 
 
-def _load_unit_specs() -> Any:
-    """MINIMAL and FULL specs of each kind, shared with the model unit tests."""
-    location = REPO / "tests" / "unit" / "test_models.py"
-    module_spec = importlib.util.spec_from_file_location("stackops_unit_test_models", location)
-    assert module_spec and module_spec.loader
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
-
-
-SPECS = _load_unit_specs()
-MINIMAL: dict[str, dict[str, Any]] = SPECS.MINIMAL
-FULL: dict[str, dict[str, Any]] = SPECS.FULL
-HOST_KEY: str = SPECS.HOST_KEY
+from specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
 
 # KvmHost with one bridge carrying a bond and a VLAN bridge, to spoil the nested fields.
 KVM_WITH_BRIDGE = {

@@ -1,0 +1,56 @@
+"""`make demo` as a user runs it, then `stackops lab down`: the demo ends with `kubectl get` of the four kinds
+showing their printer columns, and taking the lab down leaves no process and no file behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_processes(lab_dir: Path) -> list[str]:
+    """Command lines of running processes whose command line or environment mention the lab directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environment = (proc / "environ").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if str(lab_dir) in command or str(lab_dir) in environment:
+            found.append(f"{proc.name}: {command}")
+    return found
+
+
+def test_demo_then_lab_down(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "lab"
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env.update(STACKOPS_LAB_DIR=str(lab_dir), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    try:
+        demo = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=400)
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        header = next(line for line in demo.stdout.splitlines() if line.startswith("NAMESPACE"))
+        for column in ("NAME", "MASTER", "HOSTS", "HA", "READY", "AGE"):
+            assert column in header, demo.stdout
+        for kind in ("xenpool.stackops.io/", "kvmhost.stackops.io/", "systemvmtemplate.stackops.io/",
+                     "cloudstackrelease.stackops.io/"):
+            assert kind in demo.stdout, demo.stdout
+        assert "ADDRESS" in demo.stdout and "COMMIT" in demo.stdout and "PHASE" in demo.stdout
+        assert "Unknown" in demo.stdout, "honest status: no reconciler yet"
+        running = lab_processes(lab_dir)
+        assert any("stackops.cli run" in p for p in running), f"the operator keeps running after the demo: {running}"
+    finally:
+        down = subprocess.run([sys.executable, "-m", "stackops.cli", "lab", "down"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert lab_processes(lab_dir) == []
+    assert not lab_dir.exists()
