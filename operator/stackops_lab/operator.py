@@ -115,12 +115,8 @@ class LocalOperator:
     def stop(self, timeout: float = 20) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        _stop_group(self.process.pid, timeout)
+        self.process.wait()
 
     def log_tail(self, lines: int = 40) -> str:
         try:

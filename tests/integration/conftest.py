@@ -12,15 +12,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
-if str(OPERATOR_DIR) not in sys.path:
-    sys.path.insert(0, str(OPERATOR_DIR))
-
 from stackops_lab import controlplane
+from stackops_lab import operator as lab_operator
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -57,8 +53,7 @@ class Kube:
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A token for ServiceAccount `namespace/name`, minted with the TokenRequest API."""
-        result = self.kubectl("create", "token", name, f"--namespace={namespace}", f"--duration={seconds}s")
-        return result.stdout.strip()
+        return lab_operator.service_account_token(self.kubeconfig, namespace, name, seconds)
 
 
 def progress(message: str) -> None:
