@@ -242,3 +242,39 @@ def test_resync_due() -> None:
     body["status"]["lastReconcileTime"] = st.now()
     assert not resources._resync_due(body)
     assert not resources._resync_due({"spec": {}, "status": {}})
+
+
+def test_startup_waits_for_the_crds() -> None:
+    from types import SimpleNamespace
+
+    from kubernetes.client.exceptions import ApiException
+
+    from stackops.handlers import peering
+
+    class FakeCustomApi:
+        def __init__(self, served: dict[tuple[str, str], list[str]]):
+            self.served = served
+            self.created: list[str] = []
+
+        def get_api_resources(self, group: str, version: str) -> Any:
+            if (group, version) not in self.served:
+                raise ApiException(status=404)
+            return SimpleNamespace(resources=[SimpleNamespace(name=n) for n in self.served[(group, version)]])
+
+        def create_cluster_custom_object(self, group: str, version: str, plural: str, body: dict) -> None:
+            self.created.append(body["metadata"]["name"])
+
+    nothing = FakeCustomApi({})
+    with pytest.raises(kopf.TemporaryError, match="xenpools.stackops.io"):
+        asyncio.run(peering.prepare(nothing, "stackops", logging.getLogger("t")))
+    assert nothing.created == []
+
+    everything = FakeCustomApi({
+        ("stackops.io", "v1alpha1"): ["xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases",
+                                      "xenpools/status"],
+        ("kopf.dev", "v1"): ["clusterkopfpeerings"],
+    })
+    asyncio.run(peering.prepare(everything, "stackops", logging.getLogger("t")))
+    assert everything.created == ["stackops"]
+    asyncio.run(peering.prepare(everything, None, logging.getLogger("t")))
+    assert everything.created == ["stackops"], "standalone: no peering object"

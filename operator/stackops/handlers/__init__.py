@@ -1,11 +1,11 @@
 """kopf wiring: settings and the handlers of the four kinds."""
 from __future__ import annotations
 
-import kopf
-
 from typing import Any
 
-from .peering import ensure_cluster_peering_async
+import kopf
+
+from .peering import CRD_RETRY_SECONDS, prepare
 from .resources import Deps, register
 from .settings import PEERING_NAME, configure
 
@@ -21,10 +21,10 @@ def build(deps: Deps, *, standalone: bool = False,
         return kopf.login_via_client(**kwargs)
 
     register(registry, deps)
-    if not standalone and custom_api is not None:
-        @kopf.on.startup(registry=registry, id="peering")
-        async def create_peering(logger: Any, **_: Any) -> None:
-            await ensure_cluster_peering_async(custom_api, PEERING_NAME, logger)
+    if custom_api is not None:
+        @kopf.on.startup(registry=registry, id="prepare", retries=None, backoff=CRD_RETRY_SECONDS)
+        async def wait_for_crds_and_peering(logger: Any, **_: Any) -> None:
+            await prepare(custom_api, None if standalone else PEERING_NAME, logger)
     settings = kopf.OperatorSettings()
     configure(settings, standalone=standalone)
     return registry, settings
