@@ -23,9 +23,10 @@ Observed = TypeVar("Observed")
 
 @dataclass(frozen=True)
 class Action:
-    """One planned change. Subclasses are small frozen dataclasses that describe themselves."""
+    """One planned change. Subclasses are small frozen dataclasses that describe themselves; `disruptive` (a class
+    attribute or a field) says whether it can interrupt workloads or the management path."""
 
-    disruptive: ClassVar[bool] = False
+    disruptive = False
 
     def describe(self) -> str:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError

@@ -1,0 +1,85 @@
+"""What observe finds on a KVM host: typed facts parsed from the one batched probe."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+OWNER_KEY = "stackops-owner"
+ADDRESSES_KEY = "stackops-addresses"
+
+
+@dataclass(frozen=True)
+class OvsInterface:
+    name: str
+    type: str = ""  # "" (system NIC), internal, vxlan, gre, …
+    options: dict[str, str] = field(default_factory=dict)
+    mtu_request: int | None = None
+    mtu: int | None = None
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OvsPort:
+    name: str
+    bridge: str
+    interfaces: tuple[str, ...]
+    tag: int | None = None
+    fake_bridge: bool = False
+    bond_mode: str | None = None
+    lacp: str | None = None
+    other_config: dict[str, str] = field(default_factory=dict)
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OvsBridge:
+    name: str
+    datapath_type: str = ""
+    external_ids: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OvsState:
+    """The Open vSwitch database: bridges, ports and interfaces by name, plus the manager."""
+
+    bridges: dict[str, OvsBridge] = field(default_factory=dict)
+    ports: dict[str, OvsPort] = field(default_factory=dict)
+    interfaces: dict[str, OvsInterface] = field(default_factory=dict)
+    managers: tuple[str, ...] = ()
+    manager_connected: bool = False
+    ssl_configured: bool = False
+
+    def owned_by(self, owner: str) -> tuple[list[OvsBridge], list[OvsPort]]:
+        bridges = [b for b in self.bridges.values() if b.external_ids.get(OWNER_KEY) == owner]
+        ports = [p for p in self.ports.values() if p.external_ids.get(OWNER_KEY) == owner]
+        return bridges, ports
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one probe of a KVM host found."""
+
+    os_name: str | None
+    kernel: str | None
+    package_manager: str | None  # apt | dnf | yum | None
+    packages: dict[str, str | None]  # package name → installed version (None: not installed)
+    ovs_version: str | None
+    libvirt_version: str | None
+    qemu_version: str | None
+    agent_version: str | None
+    ovs: OvsState | None  # None: Open vSwitch is not running
+    files: dict[str, str | None]  # path → content (None: missing)
+    addresses: dict[str, tuple[str, ...]]  # interface → IPv4 CIDRs
+    links_up: dict[str, bool]
+    services: dict[str, bool]  # service → active
+    apparmor: str | None  # "enabled" | "disabled" | None (not present)
+    apparmor_profiles_disabled: tuple[str, ...]
+    selinux: str | None  # Enforcing | Permissive | Disabled | None
+    selinux_config: str | None
+    certificate_fingerprint: str | None
+    libvirt_tcp_listening: bool

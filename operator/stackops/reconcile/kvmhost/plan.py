@@ -1,0 +1,360 @@
+"""plan(spec, observed) → actions: pure, no I/O. A converged host plans nothing.
+
+Order: packages, Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
+internal ports, MTUs), addresses, the OVSDB manager, configuration files, security policy, service restarts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...api.kvmhost import Bridge, KvmHostSpec
+from . import config
+from .actions import HostAction, InstallPackages, IpCommand, OvsCommand, RestartService, RunCommand, WriteFile
+from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsState
+
+LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
+QEMU_CONF = "/etc/libvirt/qemu.conf"
+AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
+AGENT_LOG4J = "/etc/cloudstack/agent/log4j-cloud.xml"
+LIBVIRTD_DEFAULTS = {"apt": "/etc/default/libvirtd", "dnf": "/etc/sysconfig/libvirtd", "yum": "/etc/sysconfig/libvirtd"}
+PKI_DIR = "/etc/openvswitch"
+CLIENT_KEY = f"{PKI_DIR}/ovsclient-privkey.pem"
+CLIENT_CERT = f"{PKI_DIR}/ovsclient-cert.pem"
+CA_CERT = f"{PKI_DIR}/cacert.pem"
+
+# What each role is called by each package manager.
+PACKAGES = {
+    "apt": {"kvm": "qemu-system-x86", "libvirt": "libvirt-daemon-system", "libvirt-clients": "libvirt-clients",
+            "bridge-utils": "bridge-utils", "openvswitch": "openvswitch-switch", "agent": "cloudstack-agent"},
+    "yum": {"kvm": "qemu-kvm", "libvirt": "libvirt", "libvirt-clients": "libvirt-client",
+            "bridge-utils": "bridge-utils", "openvswitch": "openvswitch", "agent": "cloudstack-agent"},
+}
+PACKAGES["dnf"] = PACKAGES["yum"]
+
+
+class PlanError(Exception):
+    """The spec cannot be applied to this host as it is (a person must act): reason + message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Ctx:
+    spec: KvmHostSpec
+    observed: Observed
+    owner: str
+
+
+def package_names(spec: KvmHostSpec, manager: str | None) -> list[str]:
+    names = PACKAGES.get(manager or "", {})
+    wanted = [names[r] for r in ("kvm", "libvirt", "libvirt-clients", "bridge-utils", "openvswitch", "agent")
+              if r in names]
+    return wanted + list(spec.packages.extra)
+
+
+def plan_packages(ctx: Ctx) -> list[HostAction]:
+    manager = ctx.observed.package_manager
+    wanted = package_names(ctx.spec, manager)
+    missing = [p for p in wanted if ctx.observed.packages.get(p) is None]
+    if not missing:
+        return []
+    if manager is None:
+        raise PlanError("NoPackageManager", "neither apt nor dnf/yum found on the host")
+    if not ctx.spec.packages.install:
+        raise PlanError("PackagesMissing", f"missing packages {', '.join(missing)} and packages.install is false")
+    return [InstallPackages(f"install {', '.join(missing)} with {manager}", manager=manager, packages=tuple(missing))]
+
+
+def _owned(owner: str) -> tuple[str, ...]:
+    return (f"external_ids:{OWNER_KEY}={owner}",)
+
+
+def _desired_port_names(bridge: Bridge) -> set[str]:
+    return ({*bridge.ports} | {b.name for b in bridge.bonds} | {v.name for v in bridge.vlan_bridges}
+            | {t.name for t in bridge.tunnels} | {p.name for p in bridge.internal_ports})
+
+
+def plan_ovs(ctx: Ctx) -> list[HostAction]:
+    spec = ctx.spec.openvswitch
+    ovs = ctx.observed.ovs
+    if not spec.bridges and spec.manager is None:
+        return []
+    if ovs is None:
+        raise PlanError("OpenVSwitchNotRunning", "Open vSwitch does not answer (ovs-vsctl show failed)")
+    actions: list[HostAction] = []
+    actions += _remove_owned_leftovers(ctx, ovs)
+    for bridge in spec.bridges:
+        actions += _plan_bridge(ctx, ovs, bridge)
+    return actions
+
+
+def _remove_owned_leftovers(ctx: Ctx, ovs: OvsState) -> list[HostAction]:
+    wanted_bridges = {b.name for b in ctx.spec.openvswitch.bridges}
+    wanted_ports = {(b.name, p) for b in ctx.spec.openvswitch.bridges for p in _desired_port_names(b)}
+    owned_bridges, owned_ports = ovs.owned_by(ctx.owner)
+    actions: list[HostAction] = []
+    for port in owned_ports:
+        if port.bridge in wanted_bridges and (port.bridge, port.name) not in wanted_ports:
+            if port.fake_bridge:
+                actions.append(OvsCommand(f"remove VLAN bridge {port.name} (no longer in the spec)",
+                                          disruptive=True, args=("del-br", port.name)))
+            else:
+                actions.append(OvsCommand(f"remove port {port.name} from {port.bridge} (no longer in the spec)",
+                                          disruptive=True, args=("del-port", port.bridge, port.name)))
+    for bridge in owned_bridges:
+        if bridge.name not in wanted_bridges:
+            actions.append(OvsCommand(f"remove bridge {bridge.name} (no longer in the spec)", disruptive=True,
+                                      args=("del-br", bridge.name)))
+    return actions
+
+
+def _foreign(ovs: OvsState, name: str, bridge: str) -> None:
+    port = ovs.ports.get(name)
+    if port is not None and port.bridge != bridge:
+        raise PlanError("InterfaceInUse", f"{name} is already a port of bridge {port.bridge}, not {bridge}")
+
+
+def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
+    owner = ctx.owner
+    actions: list[HostAction] = []
+    existing = ovs.bridges.get(bridge.name)
+    if existing is None:
+        if bridge.name in ovs.ports:
+            raise PlanError("InterfaceInUse", f"{bridge.name} exists as a port of bridge {ovs.ports[bridge.name].bridge}")
+        actions.append(OvsCommand(f"create bridge {bridge.name} (datapath {bridge.datapath_type})", args=(
+            "add-br", bridge.name, "--", "set", "Bridge", bridge.name, f"datapath_type={bridge.datapath_type}",
+            *_owned(owner))))
+    elif (existing.datapath_type or "system") != bridge.datapath_type:
+        actions.append(OvsCommand(f"set datapath of bridge {bridge.name} to {bridge.datapath_type}", disruptive=True,
+                                  args=("set", "Bridge", bridge.name, f"datapath_type={bridge.datapath_type}")))
+
+    for nic in bridge.ports:
+        _foreign(ovs, nic, bridge.name)
+        if nic not in ovs.ports:
+            actions.append(OvsCommand(f"add {nic} to bridge {bridge.name}", args=(
+                "add-port", bridge.name, nic, "--", "set", "Port", nic, *_owned(owner))))
+
+    for bond in bridge.bonds:
+        _foreign(ovs, bond.name, bridge.name)
+        for nic in bond.interfaces:
+            if nic in ovs.ports and ovs.ports[nic].name != bond.name:
+                raise PlanError("InterfaceInUse", f"{nic} is already port {nic} of bridge {ovs.ports[nic].bridge}")
+        options = (f"bond_mode={bond.bond_mode}", f"lacp={bond.lacp}", f"other_config:lacp-time={bond.lacp_time}")
+        port = ovs.ports.get(bond.name)
+        create = ("add-bond", bridge.name, bond.name, *bond.interfaces, *options, "--", "set", "Port", bond.name,
+                  *_owned(owner))
+        if port is None:
+            actions.append(OvsCommand(f"create bond {bond.name} of {', '.join(bond.interfaces)} on {bridge.name} "
+                                      f"({bond.bond_mode}, lacp {bond.lacp}, lacp-time {bond.lacp_time})", args=create))
+        elif port.interfaces != tuple(sorted(bond.interfaces)):
+            actions.append(OvsCommand(f"rebuild bond {bond.name} with {', '.join(bond.interfaces)}", disruptive=True,
+                                      args=("del-port", bridge.name, bond.name, "--", *create)))
+        elif (port.bond_mode, port.lacp, port.other_config.get("lacp-time")) != (
+                bond.bond_mode, bond.lacp, bond.lacp_time):
+            actions.append(OvsCommand(f"set bond {bond.name} to {bond.bond_mode}, lacp {bond.lacp}, lacp-time "
+                                      f"{bond.lacp_time}", args=("set", "Port", bond.name, *options)))
+
+    for vlan in bridge.vlan_bridges:
+        _foreign(ovs, vlan.name, bridge.name)
+        port = ovs.ports.get(vlan.name)
+        create = ("add-br", vlan.name, bridge.name, str(vlan.vlan), "--", "set", "Port", vlan.name, *_owned(owner))
+        if port is None:
+            actions.append(OvsCommand(f"create VLAN bridge {vlan.name} (VLAN {vlan.vlan}) on {bridge.name}",
+                                      args=create))
+        elif port.tag != vlan.vlan or not port.fake_bridge:
+            actions.append(OvsCommand(f"move VLAN bridge {vlan.name} to VLAN {vlan.vlan}", disruptive=True,
+                                      args=("del-br", vlan.name, "--", *create)))
+
+    for tunnel in bridge.tunnels:
+        _foreign(ovs, tunnel.name, bridge.name)
+        options = [f"options:remote_ip={tunnel.remote_ip}"] + ([f"options:key={tunnel.key}"] if tunnel.key is not None
+                                                                else [])
+        iface = ovs.interfaces.get(tunnel.name)
+        if tunnel.name not in ovs.ports:
+            actions.append(OvsCommand(f"create {tunnel.type} port {tunnel.name} to {tunnel.remote_ip} on {bridge.name}",
+                                      args=("add-port", bridge.name, tunnel.name, "--", "set", "Interface",
+                                            tunnel.name, f"type={tunnel.type}", *options, "--", "set", "Port",
+                                            tunnel.name, *_owned(owner))))
+        elif iface is None or iface.type != tunnel.type or iface.options.get("remote_ip") != tunnel.remote_ip or \
+                iface.options.get("key") != (None if tunnel.key is None else str(tunnel.key)):
+            args: tuple[str, ...] = ("set", "Interface", tunnel.name, f"type={tunnel.type}", *options)
+            if tunnel.key is None and iface is not None and "key" in iface.options:
+                args += ("--", "remove", "Interface", tunnel.name, "options", "key")
+            actions.append(OvsCommand(f"set {tunnel.type} port {tunnel.name} to {tunnel.remote_ip}", args=args))
+
+    for internal in bridge.internal_ports:
+        _foreign(ovs, internal.name, bridge.name)
+        if internal.name not in ovs.ports:
+            actions.append(OvsCommand(f"create internal port {internal.name} on {bridge.name}", args=(
+                "add-port", bridge.name, internal.name, "--", "set", "Interface", internal.name, "type=internal",
+                "--", "set", "Port", internal.name, *_owned(owner))))
+
+    mtus = {bridge.name: bridge.mtu, **{nic: bridge.mtu for b in bridge.bonds for nic in b.interfaces},
+            **{nic: bridge.mtu for nic in bridge.ports},
+            **{v.name: v.mtu for v in bridge.vlan_bridges}, **{p.name: p.mtu for p in bridge.internal_ports}}
+    for name, mtu in mtus.items():
+        if mtu is not None and (ovs.interfaces.get(name) is None or ovs.interfaces[name].mtu_request != mtu):
+            actions.append(OvsCommand(f"set MTU of {name} to {mtu}", args=(
+                "set", "Interface", name, f"mtu_request={mtu}")))
+    return actions
+
+
+def plan_addresses(ctx: Ctx) -> list[HostAction]:
+    """Addresses on bridges, VLAN bridges and internal ports; the ones the operator set are recorded in the
+    interface's external_ids so that only those are ever removed."""
+    ovs = ctx.observed.ovs
+    actions: list[HostAction] = []
+    for bridge in ctx.spec.openvswitch.bridges:
+        wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
+                  **{p.name: p.addresses for p in bridge.internal_ports}}
+        for iface, cidrs in wanted.items():
+            have = set(ctx.observed.addresses.get(iface, ()))
+            recorded = set(filter(None, (ovs.interfaces[iface].external_ids.get(ADDRESSES_KEY, "").split(",")
+                                         if ovs and iface in ovs.interfaces else [])))
+            management = ctx.spec.address
+            for cidr in sorted(recorded - set(cidrs)):
+                if cidr in have:
+                    actions.append(IpCommand(f"remove address {cidr} from {iface}",
+                                             disruptive=cidr.split("/")[0] == management,
+                                             args=("addr", "del", cidr, "dev", iface)))
+            for cidr in cidrs:
+                if cidr not in have:
+                    actions.append(IpCommand(f"add address {cidr} to {iface}",
+                                             disruptive=cidr.split("/")[0] == management,
+                                             args=("addr", "add", cidr, "dev", iface)))
+            if cidrs and not ctx.observed.links_up.get(iface, False):
+                actions.append(IpCommand(f"bring {iface} up", args=("link", "set", iface, "up")))
+            if set(cidrs) != recorded and (cidrs or recorded):
+                value = ",".join(cidrs)
+                args = ("set", "Interface", iface, f'external_ids:{ADDRESSES_KEY}="{value}"') if value else (
+                    "remove", "Interface", iface, "external_ids", ADDRESSES_KEY)
+                actions.append(OvsCommand(f"record the addresses stackops manages on {iface}", args=args))
+    return actions
+
+
+def plan_manager(ctx: Ctx) -> list[HostAction]:
+    manager = ctx.spec.openvswitch.manager
+    ovs = ctx.observed.ovs
+    if manager is None or ovs is None:
+        return []
+    actions: list[HostAction] = []
+    target = f"{manager.protocol}:{manager.address}:{manager.port}"
+    if manager.protocol == "ssl":
+        if manager.client_certificate == "Generate" and ctx.observed.certificate_fingerprint is None:
+            actions.append(RunCommand("generate the OVSDB client key and self-signed certificate (ovs-pki)",
+                                      command=("sh", "-c", 'cd "$1" && ovs-pki --force req ovsclient '
+                                               '&& ovs-pki --force self-sign ovsclient', "stackops-ovs-pki", PKI_DIR)))
+        if not ovs.ssl_configured:
+            bootstrap = ("--", "--bootstrap", "set-ssl") if manager.bootstrap_ca else ("--", "set-ssl")
+            actions.append(OvsCommand("configure SSL for the OVSDB manager connection",
+                                      args=(*bootstrap, CLIENT_KEY, CLIENT_CERT, CA_CERT)))
+    if ovs.managers != (target,):
+        actions.append(OvsCommand(f"set the OVSDB manager to {target}", args=("set-manager", target)))
+    return actions
+
+
+def _libvirt_values(spec: KvmHostSpec) -> dict[str, str | int | bool]:
+    lv = spec.libvirt
+    return {"listen_tls": lv.listen_tls, "listen_tcp": lv.listen_tcp, "tcp_port": str(lv.tcp_port),
+            "auth_tcp": lv.auth_tcp, "mdns_adv": lv.mdns_adv}
+
+
+def _edit(ctx: Ctx, path: str, wanted: dict[str, str | int | bool], style: config.Style, service: str | None,
+          what: str) -> list[HostAction]:
+    text = ctx.observed.files.get(path)
+    changes = config.needs_change(text, wanted, style)
+    if not changes:
+        return []
+    summary = f"set {', '.join(changes.values())} in {path}" if len(changes) <= 3 else \
+        f"set {len(changes)} {what} keys in {path}: {', '.join(changes)}"
+    return [WriteFile(summary, path=path, content=config.set_keys(text, wanted, style), service=service)]
+
+
+def plan_files(ctx: Ctx) -> list[HostAction]:
+    spec = ctx.spec
+    actions: list[HostAction] = []
+    actions += _edit(ctx, LIBVIRTD_CONF, _libvirt_values(spec), "libvirt", "libvirtd", "libvirtd")
+    actions += _edit(ctx, QEMU_CONF, {"vnc_listen": spec.qemu.vnc_listen}, "libvirt", "libvirtd", "qemu")
+    defaults = LIBVIRTD_DEFAULTS.get(ctx.observed.package_manager or "")
+    if defaults and (spec.libvirt.listen_tcp or spec.libvirt.listen_tls):
+        actions += _edit(ctx, defaults, {"LIBVIRTD_ARGS": "--listen"}, "shell", "libvirtd", "libvirtd")
+    if spec.cloudstack_agent.properties:
+        if ctx.observed.files.get(AGENT_PROPERTIES) is None and ctx.observed.packages.get("cloudstack-agent") is None:
+            pass  # written once the agent package is installed (the next pass)
+        else:
+            actions += _edit(ctx, AGENT_PROPERTIES, dict(spec.cloudstack_agent.properties), "properties",
+                             "cloudstack-agent", "agent")
+    log4j = ctx.observed.files.get(AGENT_LOG4J)
+    if log4j is not None and config.log_level(log4j) not in (None, spec.cloudstack_agent.log_level):
+        edited = config.set_log_level(log4j, spec.cloudstack_agent.log_level)
+        if edited is not None:
+            actions.append(WriteFile(f"set the cloudstack-agent log level to {spec.cloudstack_agent.log_level}",
+                                     path=AGENT_LOG4J, content=edited, service="cloudstack-agent"))
+    return actions
+
+
+def plan_security(ctx: Ctx) -> list[HostAction]:
+    policy = ctx.spec.security_policy
+    observed = ctx.observed
+    actions: list[HostAction] = []
+    if policy.se_linux != "Unmanaged":
+        if observed.selinux is None:
+            raise PlanError("SELinuxUnavailable", f"seLinux: {policy.se_linux} asked, but the host has no SELinux")
+        if observed.selinux != policy.se_linux:
+            actions.append(RunCommand(f"set SELinux to {policy.se_linux}",
+                                      command=("setenforce", "1" if policy.se_linux == "Enforcing" else "0")))
+        actions += _edit(ctx, "/etc/selinux/config", {"SELINUX": policy.se_linux.lower()}, "properties", None,
+                         "SELinux")
+    if policy.app_armor != "Unmanaged":
+        if observed.apparmor is None:
+            raise PlanError("AppArmorUnavailable", f"appArmor: {policy.app_armor} asked, but the host has no AppArmor")
+        profiles = ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper")
+        disabled = set(observed.apparmor_profiles_disabled)
+        if policy.app_armor == "DisableLibvirt":
+            for profile in profiles:
+                if profile not in disabled:
+                    actions.append(RunCommand(f"disable the AppArmor profile {profile}", command=(
+                        "sh", "-c", 'ln -sf "/etc/apparmor.d/$1" "/etc/apparmor.d/disable/$1" && '
+                        '(apparmor_parser -R "/etc/apparmor.d/$1" || true)', "stackops-apparmor", profile)))
+        else:
+            for profile in profiles:
+                if profile in disabled:
+                    actions.append(RunCommand(f"enforce the AppArmor profile {profile}", command=(
+                        "sh", "-c", 'rm -f "/etc/apparmor.d/disable/$1" && apparmor_parser -r "/etc/apparmor.d/$1"',
+                        "stackops-apparmor", profile)))
+    return actions
+
+
+def plan_services(ctx: Ctx, changes: list[HostAction]) -> list[HostAction]:
+    """Restart a service when its configuration changed, or start it when it is not running."""
+    restart = []
+    for service in ("libvirtd", "cloudstack-agent"):
+        changed = any(isinstance(a, WriteFile) and a.service == service for a in changes)
+        installed = service != "cloudstack-agent" or ctx.observed.packages.get("cloudstack-agent") is not None
+        if not installed:
+            continue
+        if changed:
+            restart.append(RestartService(f"restart {service} (its configuration changed)", service=service))
+        elif ctx.observed.services.get(service) is False:
+            restart.append(RestartService(f"start {service} (it is not running)", service=service))
+    if ctx.spec.libvirt.listen_tcp and not ctx.observed.libvirt_tcp_listening and not any(
+            a.service == "libvirtd" for a in restart if isinstance(a, RestartService)):
+        restart.append(RestartService(f"restart libvirtd (not listening on TCP {ctx.spec.libvirt.tcp_port})",
+                                      service="libvirtd"))
+    return restart
+
+
+def plan(spec: KvmHostSpec, observed: Observed, owner: str) -> list[HostAction]:
+    ctx = Ctx(spec=spec, observed=observed, owner=owner)
+    actions = plan_packages(ctx)
+    if actions:
+        return actions  # the rest is planned against the host once its packages are there
+    actions += plan_ovs(ctx)
+    actions += plan_addresses(ctx)
+    actions += plan_manager(ctx)
+    actions += plan_files(ctx)
+    actions += plan_security(ctx)
+    actions += plan_services(ctx, actions)
+    return actions

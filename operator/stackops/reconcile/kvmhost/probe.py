@@ -1,0 +1,243 @@
+"""The batched probe: one shell script, one SSH round trip, everything observe needs.
+
+The script prints sections `@@<name> <argument>` followed by their output; nothing of the spec is interpolated
+into it except through `set --` arguments quoted by the caller, so no spec value can run as code.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any, Iterator
+
+from .observed import Observed, OvsBridge, OvsInterface, OvsPort, OvsState
+
+FILES = (
+    "/etc/libvirt/libvirtd.conf",
+    "/etc/libvirt/qemu.conf",
+    "/etc/cloudstack/agent/agent.properties",
+    "/etc/cloudstack/agent/log4j-cloud.xml",
+    "/etc/default/libvirtd",
+    "/etc/sysconfig/libvirtd",
+    "/etc/selinux/config",
+)
+SERVICES = ("libvirtd", "openvswitch-switch", "openvswitch", "cloudstack-agent")
+CERTIFICATE = "/etc/openvswitch/ovsclient-cert.pem"
+
+# Positional parameters ($@) are the package names to query, passed quoted by the caller.
+SCRIPT = r"""
+export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+section() { printf '\n@@%s %s\n' "$1" "$2"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+section os -; ( . /etc/os-release 2>/dev/null && printf '%s\n' "$PRETTY_NAME" )
+section kernel -; uname -r
+section pm -
+if have apt-get; then echo apt; elif have dnf; then echo dnf; elif have yum; then echo yum; fi
+section packages -
+if have dpkg-query; then
+  for p in "$@"; do dpkg-query -W -f='${Package}\t${Version}\t${db:Status-Status}\n' "$p" 2>/dev/null; done
+elif have rpm; then
+  for p in "$@"; do rpm -q --qf '%{NAME}\t%{VERSION}-%{RELEASE}\tinstalled\n' "$p" 2>/dev/null | grep -v 'not installed'; done
+fi
+section ovs-version -; have ovs-vsctl && ovs-vsctl --version 2>/dev/null | head -n 1
+if have ovs-vsctl && ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+  section ovs-bridge -
+  ovs-vsctl --timeout=5 --format=json --data=json --columns=_uuid,name,datapath_type,ports,external_ids list Bridge
+  section ovs-port -
+  ovs-vsctl --timeout=5 --format=json --data=json \
+    --columns=_uuid,name,interfaces,tag,fake_bridge,bond_mode,lacp,other_config,external_ids list Port
+  section ovs-interface -
+  ovs-vsctl --timeout=5 --format=json --data=json --columns=_uuid,name,type,options,mtu_request,mtu,external_ids \
+    list Interface
+  section ovs-manager -
+  ovs-vsctl --timeout=5 --format=json --data=json --columns=target,is_connected list Manager
+  section ovs-ssl -; ovs-vsctl --timeout=5 get-ssl 2>/dev/null
+fi
+section libvirt-version -; have libvirtd && libvirtd --version 2>/dev/null | head -n 1
+section qemu-version -
+for q in qemu-system-x86_64 /usr/libexec/qemu-kvm qemu-kvm; do
+  if have "$q"; then "$q" --version 2>/dev/null | head -n 1; break; fi
+done
+for f in /etc/libvirt/libvirtd.conf /etc/libvirt/qemu.conf /etc/cloudstack/agent/agent.properties \
+         /etc/cloudstack/agent/log4j-cloud.xml /etc/default/libvirtd /etc/sysconfig/libvirtd /etc/selinux/config; do
+  section file "$f"; if [ -f "$f" ]; then base64 < "$f"; else echo @@missing; fi
+done
+section ip-addr -; have ip && ip -j -4 addr show 2>/dev/null
+section ip-link -; have ip && ip -j link show 2>/dev/null
+section services -
+for s in libvirtd openvswitch-switch openvswitch cloudstack-agent; do
+  if have systemctl; then printf '%s %s\n' "$s" "$(systemctl is-active "$s" 2>/dev/null)"; fi
+done
+section apparmor -
+if [ -r /sys/module/apparmor/parameters/enabled ]; then cat /sys/module/apparmor/parameters/enabled; fi
+section apparmor-disabled -; ls /etc/apparmor.d/disable 2>/dev/null
+section selinux -; have getenforce && getenforce 2>/dev/null
+section certificate -
+if [ -f /etc/openvswitch/ovsclient-cert.pem ] && have openssl; then
+  openssl x509 -in /etc/openvswitch/ovsclient-cert.pem -noout -fingerprint -sha1 2>/dev/null
+fi
+section listening -; have ss && ss -Hltn 2>/dev/null
+true
+"""
+
+
+def sections(output: str) -> Iterator[tuple[str, str, str]]:
+    """(name, argument, body) for each `@@name argument` section."""
+    name = argument = None
+    body: list[str] = []
+    for line in output.splitlines():
+        match = re.fullmatch(r"@@([a-z-]+) (.*)", line)
+        if match:
+            if name is not None:
+                yield name, argument or "", "\n".join(body).strip("\n")
+            name, argument, body = match.group(1), match.group(2), []
+        elif name is not None:
+            body.append(line)
+    if name is not None:
+        yield name, argument or "", "\n".join(body).strip("\n")
+
+
+def _ovs_value(value: Any) -> Any:
+    """OVSDB JSON (`--data=json`) to Python: ["uuid", u], ["set", [...]], ["map", [[k, v], …]]."""
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+        kind, data = value
+        if kind == "uuid":
+            return data
+        if kind == "set":
+            return [_ovs_value(v) for v in data]
+        if kind == "map":
+            return {str(_ovs_value(k)): str(_ovs_value(v)) for k, v in data}
+    return value
+
+
+def ovs_rows(text: str) -> list[dict[str, Any]]:
+    if not text.strip():
+        return []
+    table = json.loads(text)
+    headings = table["headings"]
+    return [{h: _ovs_value(v) for h, v in zip(headings, row)} for row in table["data"]]
+
+
+def _one(value: Any) -> Any:
+    """An optional OVSDB column: [] (empty set) → None."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def parse_ovs(bridges: str, ports: str, interfaces: str, managers: str, ssl: str) -> OvsState:
+    interface_rows = ovs_rows(interfaces)
+    port_rows = ovs_rows(ports)
+    bridge_rows = ovs_rows(bridges)
+    interface_names = {r["_uuid"]: r["name"] for r in interface_rows}
+    port_bridge = {port: b["name"] for b in bridge_rows for port in _as_list(b["ports"])}
+    parsed_interfaces = {
+        r["name"]: OvsInterface(
+            name=r["name"], type=r.get("type") or "", options=dict(r.get("options") or {}),
+            mtu_request=_one(r.get("mtu_request")), mtu=_one(r.get("mtu")),
+            external_ids=dict(r.get("external_ids") or {}))
+        for r in interface_rows
+    }
+    parsed_ports = {
+        r["name"]: OvsPort(
+            name=r["name"], bridge=port_bridge.get(r["_uuid"], ""),
+            interfaces=tuple(sorted(interface_names.get(i, i) for i in _as_list(r["interfaces"]))),
+            tag=_one(r.get("tag")), fake_bridge=bool(r.get("fake_bridge")),
+            bond_mode=_one(r.get("bond_mode")), lacp=_one(r.get("lacp")),
+            other_config=dict(r.get("other_config") or {}), external_ids=dict(r.get("external_ids") or {}))
+        for r in port_rows
+    }
+    parsed_bridges = {
+        r["name"]: OvsBridge(name=r["name"], datapath_type=r.get("datapath_type") or "",
+                             external_ids=dict(r.get("external_ids") or {}))
+        for r in bridge_rows
+    }
+    manager_rows = ovs_rows(managers)
+    return OvsState(
+        bridges=parsed_bridges, ports=parsed_ports, interfaces=parsed_interfaces,
+        managers=tuple(str(r["target"]) for r in manager_rows),
+        manager_connected=any(r.get("is_connected") is True for r in manager_rows),
+        ssl_configured="Private key:" in ssl and "Certificate:" in ssl,
+    )
+
+
+def _version(text: str) -> str | None:
+    match = re.search(r"(\d+\.\d+(\.\d+)*)", text or "")
+    return match.group(1) if match else None
+
+
+def _addresses(text: str) -> tuple[dict[str, tuple[str, ...]], dict[str, bool]]:
+    addresses: dict[str, tuple[str, ...]] = {}
+    for link in json.loads(text) if text.strip() else []:
+        cidrs = tuple(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("family") == "inet")
+        addresses[link["ifname"]] = cidrs
+    return addresses, {}
+
+
+def _links_up(text: str) -> dict[str, bool]:
+    return {link["ifname"]: "UP" in link.get("flags", []) for link in (json.loads(text) if text.strip() else [])}
+
+
+def _listening_ports(text: str) -> set[int]:
+    ports = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            port = fields[3].rsplit(":", 1)[-1]
+            if port.isdigit():
+                ports.add(int(port))
+    return ports
+
+
+def parse(output: str, libvirt_tcp_port: int) -> Observed:
+    found: dict[str, str] = {}
+    files: dict[str, str | None] = {}
+    for name, argument, body in sections(output):
+        if name == "file":
+            files[argument] = None if body.strip() == "@@missing" else base64.b64decode(body).decode(
+                "utf-8", errors="replace")
+        else:
+            found[name] = body
+    packages: dict[str, str | None] = {}
+    for line in found.get("packages", "").splitlines():
+        fields = line.split("\t")
+        if len(fields) == 3:
+            packages[fields[0]] = fields[1] if fields[2] == "installed" else None
+    ovs = None
+    if "ovs-bridge" in found:
+        ovs = parse_ovs(found["ovs-bridge"], found.get("ovs-port", ""), found.get("ovs-interface", ""),
+                        found.get("ovs-manager", ""), found.get("ovs-ssl", ""))
+    services = {}
+    for line in found.get("services", "").splitlines():
+        fields = line.split()
+        if len(fields) == 2:
+            services[fields[0]] = fields[1] == "active"
+    addresses, _ = _addresses(found.get("ip-addr", ""))
+    fingerprint = found.get("certificate", "").partition("=")[2].strip() or None
+    apparmor = found.get("apparmor", "").strip()
+    selinux_config = files.get("/etc/selinux/config")
+    return Observed(
+        os_name=found.get("os", "").strip() or None,
+        kernel=found.get("kernel", "").strip() or None,
+        package_manager=found.get("pm", "").strip() or None,
+        packages=packages,
+        ovs_version=_version(found.get("ovs-version", "")),
+        libvirt_version=_version(found.get("libvirt-version", "")),
+        qemu_version=_version(found.get("qemu-version", "")),
+        agent_version=packages.get("cloudstack-agent"),
+        ovs=ovs,
+        files=files,
+        addresses=addresses,
+        links_up=_links_up(found.get("ip-link", "")),
+        services=services,
+        apparmor=None if not apparmor else ("enabled" if apparmor.upper().startswith("Y") else "disabled"),
+        apparmor_profiles_disabled=tuple(found.get("apparmor-disabled", "").split()),
+        selinux=found.get("selinux", "").strip() or None,
+        selinux_config=selinux_config,
+        certificate_fingerprint=fingerprint,
+        libvirt_tcp_listening=libvirt_tcp_port in _listening_ports(found.get("listening", "")),
+    )
