@@ -68,6 +68,13 @@ def progressing(reason: str, message: str) -> list[ConditionState]:
             ConditionState("Stalled", "False", reason)]
 
 
+def not_ready(reason: str, message: str) -> list[ConditionState]:
+    """Not as specified, and deliberately so (e.g. drift left alone under Observe): no work, not stuck."""
+    return [ConditionState("Ready", "False", reason, message),
+            ConditionState("Reconciling", "False", reason),
+            ConditionState("Stalled", "False", reason)]
+
+
 def stalled(reason: str, message: str) -> list[ConditionState]:
     """Cannot make progress without a change from a person (bad spec, refused operation)."""
     return [ConditionState("Ready", "False", reason, message),

@@ -125,11 +125,17 @@ def test_converged_resource_plans_nothing(events: list) -> None:
 
 def test_observe_policy_reports_drift_and_changes_nothing(events: list) -> None:
     infra = FakeInfra(actual={"a": 1}, wanted={"a": 2})
-    patch = run(KVMHOST, kvm_body(managementPolicy="Observe"), infra)
+    body = kvm_body(managementPolicy="Observe")
+    patch = run(KVMHOST, body, infra)
     assert infra.actual == {"a": 1}
-    assert events == []
+    assert events == [("Warning", "DriftDetected", "1 difference(s) left alone under Observe: set a to 2")]
     assert patch["status"]["drift"] == [{"description": "set a to 2", "disruptive": False}]
     assert conditions(patch)["Ready"]["status"] == "False"
+
+    body["status"] = {"drift": patch["status"]["drift"]}
+    events.clear()
+    run(KVMHOST, body, infra)
+    assert events == [], "the same drift is not announced again on every resync"
 
 
 def test_failure_stops_apply_records_partial_and_retries(events: list) -> None:

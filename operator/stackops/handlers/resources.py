@@ -97,7 +97,16 @@ def _post(body: Any) -> Any:
     return event
 
 
-async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any) -> None:
+MAX_BACKOFF_SECONDS = 300.0
+
+
+def backoff(delay: float, retry: int) -> float:
+    """Exponential backoff from `delay`, capped: an unreachable host is not hammered."""
+    return min(delay * (2 ** min(retry, 10)), MAX_BACKOFF_SECONDS)
+
+
+async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any,
+                           retry: int = 0) -> None:
     """One pass over one object; raises kopf.TemporaryError when a retry can help."""
     writer = StatusWriter(kind, body, patch)
     meta = body["metadata"]
@@ -122,9 +131,9 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
         except ReconcileError as error:
             applied = error.applied if isinstance(error, PartialApply) else []
             if error.retry:
-                writer.write(st.progressing(error.reason, str(error)), applied=applied)
-                raise kopf.TemporaryError(str(error), delay=error.delay) from None
-            writer.write(st.stalled(error.reason, str(error)), applied=applied)
+                writer.write(st.progressing(error.reason, str(error)) + error.conditions, applied=applied)
+                raise kopf.TemporaryError(str(error), delay=backoff(error.delay, retry)) from None
+            writer.write(st.stalled(error.reason, str(error)) + error.conditions, applied=applied)
             return
         except Exception as error:  # a bug or an unexpected library failure: log it, keep status readable
             logger.exception("reconcile failed unexpectedly")
@@ -132,6 +141,9 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
             writer.write(st.progressing("InternalError", message))
             raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
     writer.write_outcome(outcome)
+    if outcome.requeue_after:
+        raise kopf.TemporaryError("not converged yet; checking again",
+                                  delay=outcome.requeue_after)
 
 
 def _resync_due(body: Any) -> bool:
@@ -177,8 +189,8 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
     @kopf.on.resume(**resource, registry=registry, when=_not_paused, id="reconcile")
     @kopf.on.create(**resource, registry=registry, when=_not_paused, id="reconcile")
     @kopf.on.update(**resource, registry=registry, when=_not_paused, id="reconcile")
-    async def on_change(body: Any, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-        await reconcile_object(kind, deps, body, patch, logger)
+    async def on_change(body: Any, patch: kopf.Patch, logger: Any, retry: int, **_: Any) -> None:
+        await reconcile_object(kind, deps, body, patch, logger, retry)
 
     if getattr(deps.reconcilers[kind.kind], "resync", True):
         @kopf.timer(**resource, registry=registry, interval=RESYNC_CHECK_SECONDS, initial_delay=RESYNC_CHECK_SECONDS,

@@ -39,11 +39,13 @@ class ReconcileError(Exception):
     """A failure with a reason for status. `retry` says whether trying again later can help (→ `Reconciling`) or
     a person must act (→ `Stalled`)."""
 
-    def __init__(self, reason: str, message: str, *, retry: bool = True, delay: float = 30.0):
+    def __init__(self, reason: str, message: str, *, retry: bool = True, delay: float = 30.0,
+                 conditions: list[st.ConditionState] | None = None):
         super().__init__(message)
         self.reason = reason
         self.retry = retry
         self.delay = delay
+        self.conditions = conditions or []  # domain conditions to report with the failure (e.g. Reachable=False)
 
 
 EventSink = Callable[[str, str, str], None]  # (type "Normal"|"Warning", reason, message)
@@ -111,11 +113,18 @@ class PlannedReconciler(Reconciler, Generic[Observed]):
     def report(self, ctx: Context, observed: Observed, pending: list[Action]) -> Outcome:
         """Status for what was observed, with `pending` the actions still to do (drift under Observe)."""
 
+    def check(self, ctx: Context, actions: list[Action], observed: Observed) -> None:
+        """Refuse (raise ReconcileError) a plan that must not be applied, before anything is changed."""
+
     async def reconcile(self, ctx: Context) -> Outcome:
         observed = await self.observe(ctx)
         actions = self.plan(ctx.spec, observed)
         if ctx.spec.management_policy == "Observe" or not actions:
+            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
+                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
+                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
             return self.report(ctx, observed, actions)
+        self.check(ctx, actions, observed)
         applied: list[Action] = []
         for action in actions:
             try:
@@ -135,7 +144,7 @@ class PartialApply(ReconcileError):
     """Apply stopped at a failure; `applied` lists what was done before it."""
 
     def __init__(self, cause: ReconcileError, applied: list[Action]):
-        super().__init__(cause.reason, str(cause), retry=cause.retry, delay=cause.delay)
+        super().__init__(cause.reason, str(cause), retry=cause.retry, delay=cause.delay, conditions=cause.conditions)
         self.applied = applied
 
 

@@ -346,6 +346,31 @@ def plan_services(ctx: Ctx, changes: list[HostAction]) -> list[HostAction]:
     return restart
 
 
+def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
+    """Interfaces a change to which can cut the operator off: the one carrying the management address, the bridge
+    it belongs to and that bridge's ports and NICs, and any interface the spec would move the address to."""
+    address = spec.address
+    names = {iface for iface, cidrs in observed.addresses.items() if any(c.split("/")[0] == address for c in cidrs)}
+    ovs = observed.ovs
+    if ovs is not None:
+        for iface in list(names):
+            port = ovs.ports.get(iface)
+            bridge = port.bridge if port is not None else (iface if iface in ovs.bridges else None)
+            if bridge:
+                names.add(bridge)
+                for other in ovs.ports.values():
+                    if other.bridge == bridge:
+                        names.add(other.name)
+                        names.update(other.interfaces)
+    for bridge in spec.openvswitch.bridges:
+        wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
+                  **{p.name: p.addresses for p in bridge.internal_ports}}
+        for iface, cidrs in wanted.items():
+            if any(c.split("/")[0] == address for c in cidrs) and iface not in names:
+                names.add(iface)
+    return names
+
+
 def plan(spec: KvmHostSpec, observed: Observed, owner: str) -> list[HostAction]:
     ctx = Ctx(spec=spec, observed=observed, owner=owner)
     actions = plan_packages(ctx)

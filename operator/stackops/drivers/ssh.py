@@ -1,0 +1,692 @@
+"""The SSH driver: commands on hosts over one pinned, reused connection per host.
+
+- The host key is pinned by the spec. It is the only key paramiko knows for the host (no system `known_hosts`, no
+  trust on first use), paramiko is made to negotiate its type, and a host presenting another key is refused
+  before authentication, so no command runs on it (`HostKeyMismatch`).
+- The client key comes from a Secret (`SecretStr`), ed25519, ecdsa or rsa, OpenSSH or PEM format, unencrypted.
+  No agent, no `~/.ssh` keys, no password.
+- A command is an argv. Its command line is built only with `shlex.join`, every argument quoted, behind
+  `sudo -n --` when the target uses sudo; no caller string is ever parsed by the remote shell as code. Secrets
+  belong in `input` (stdin), never in argv (argv shows in messages, logs and the host's process list).
+- `run_script` sends a shell script on stdin to `sh -s -- ARGS…`: one round trip for a batched probe, with any
+  spec value passed as a quoted positional parameter, not interpolated into the script.
+- `SSHPool` keeps one live connection per (address, port, user, host key), shared by concurrent callers, and
+  reconnects once, transparently, when the connection has died (host or sshd restarted). It counts round trips
+  (one per command), mutations (commands run with `mutation=True`) and connects per address for tests and
+  benchmarks.
+- paramiko is blocking: every call runs in the pool's own thread pool, so many hosts do not queue behind the
+  event loop's small default executor.
+
+Errors are typed (`SSHError` subclasses) with a `reason` for status and `retry`/`delay` for the reconcile engine:
+`error.reconcile_error()` turns one into a `ReconcileError`.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import hashlib
+import io
+import logging
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import paramiko
+from paramiko.ssh_exception import NoValidConnectionsError
+from pydantic import SecretStr
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..api.common import SSHSettings
+    from ..reconcile.base import ReconcileError
+
+log = logging.getLogger(__name__)
+
+SUDO_PREFIX = ("sudo", "-n", "--")
+DEFAULT_COMMAND_TIMEOUT = 60.0
+_READ_CHUNK = 65536
+_DISPLAY_MAX = 300
+_TAIL_LINES = 5
+_TAIL_CHARS = 800
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Errors
+
+
+class SSHError(Exception):
+    """A failure talking to a host. `reason` is a CamelCase kstatus reason; `retry`/`delay` say whether trying
+    again later can help. Messages name hosts, commands and public-key fingerprints, never a secret."""
+
+    reason = "SSHError"
+    retry = True
+    delay = 30.0
+
+    def __init__(self, message: str, *, host: str | None = None):
+        super().__init__(message)
+        self.host = host
+
+    def reconcile_error(self) -> "ReconcileError":
+        """The same failure as the reconcile engine's typed error."""
+        from ..reconcile.base import ReconcileError
+
+        return ReconcileError(self.reason, str(self), retry=self.retry, delay=self.delay)
+
+
+class InvalidHostKey(SSHError):
+    """The pinned host key in the spec is not a readable public key."""
+
+    reason = "InvalidHostKey"
+    retry = False
+
+
+class InvalidPrivateKey(SSHError):
+    """The private key from the Secret is unreadable, encrypted or of an unsupported type."""
+
+    reason = "InvalidPrivateKey"
+    delay = 60.0
+
+
+class HostKeyMismatch(SSHError):
+    """The host presented a key other than the pinned one; nothing was sent to it (no authentication, no
+    command)."""
+
+    reason = "HostKeyMismatch"
+    retry = False
+
+    def __init__(self, message: str, *, host: str | None = None, presented: str = "", pinned: str = ""):
+        super().__init__(message, host=host)
+        self.presented = presented  # "ssh-ed25519 SHA256:…"
+        self.pinned = pinned
+
+
+class AuthenticationFailed(SSHError):
+    """The host refused the client key for the user."""
+
+    reason = "AuthenticationFailed"
+    delay = 60.0
+
+
+class Unreachable(SSHError):
+    """No SSH session could be set up: name not resolved, connection refused or timed out, no route, or the
+    SSH handshake failed."""
+
+    reason = "Unreachable"
+    delay = 30.0
+
+
+class ConnectionLost(SSHError):
+    """The connection died while a command was running; whether the command ran is unknown."""
+
+    reason = "ConnectionLost"
+    delay = 10.0
+
+
+class SSHTimeout(SSHError):
+    """A command did not finish within its timeout (its channel was closed; the remote process may still run
+    until it next writes)."""
+
+    reason = "SSHTimeout"
+
+
+class CommandFailed(SSHError):
+    """A command exited with a non-zero status (raised when `check=True`)."""
+
+    reason = "CommandFailed"
+
+    def __init__(self, message: str, *, host: str | None = None, argv: str = "", exit_status: int = -1,
+                 stderr_tail: str = "", result: "CommandResult | None" = None):
+        super().__init__(message, host=host)
+        self.argv = argv  # display form (shlex-quoted)
+        self.exit_status = exit_status
+        self.stderr_tail = stderr_tail
+        self.result = result
+
+
+class SudoFailed(SSHError):
+    """`sudo -n` refused to run the command (no password-less sudo for the user, sudo missing, a tty required);
+    the command did not run."""
+
+    reason = "SudoFailed"
+    delay = 60.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Targets, results, counters
+
+
+def _parse_host_key(host_key: str, host: str) -> paramiko.PKey:
+    parts = host_key.split()
+    if len(parts) < 2:
+        raise InvalidHostKey(f"{host}: the pinned host key is not of the form '<type> <base64>'", host=host)
+    key_type, blob = parts[0], parts[1]
+    try:
+        key = paramiko.PKey.from_type_string(key_type, base64.b64decode(blob, validate=True))
+    except (binascii.Error, ValueError, paramiko.SSHException, TypeError, IndexError) as error:
+        raise InvalidHostKey(f"{host}: the pinned host key ({key_type}) is not a valid public key: "
+                             f"{type(error).__name__}", host=host) from None
+    if key.get_name() != key_type:
+        raise InvalidHostKey(f"{host}: the pinned host key says {key_type} but holds a {key.get_name()} key",
+                             host=host)
+    return key
+
+
+def load_private_key(secret: SecretStr, host: str = "") -> paramiko.PKey:
+    """A paramiko key from OpenSSH or PEM text (ed25519, ecdsa, rsa; unencrypted). Errors never show the key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    text = secret.get_secret_value().replace("\r\n", "\n").strip() + "\n"
+    data = text.encode("utf-8", errors="replace")
+    where = f"{host}: " if host else ""
+    loaded = None
+    try:
+        try:
+            loaded = serialization.load_ssh_private_key(data, password=None)
+        except ValueError:
+            loaded = serialization.load_pem_private_key(data, password=None)
+    except TypeError:  # encrypted
+        raise InvalidPrivateKey(f"{where}the SSH private key is encrypted; stackops needs an unencrypted key",
+                                host=host or None) from None
+    except Exception:  # noqa: BLE001 - the message of a parser error must not be shown: it may quote the key
+        raise InvalidPrivateKey(f"{where}the SSH private key is not a readable OpenSSH or PEM private key",
+                                host=host or None) from None
+    # Built from the parsed key rather than re-parsed by paramiko: paramiko 5.1 misreads OpenSSH-format ecdsa keys
+    # ("Invalid key curve identifier") and reads ed25519 keys only in OpenSSH format (not PKCS#8).
+    try:
+        if isinstance(loaded, rsa.RSAPrivateKey):
+            return paramiko.RSAKey(key=loaded)
+        if isinstance(loaded, ec.EllipticCurvePrivateKey):
+            return paramiko.ECDSAKey(vals=(loaded, loaded.public_key()))
+        if isinstance(loaded, ed25519.Ed25519PrivateKey):
+            openssh = loaded.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                           serialization.NoEncryption())
+            return paramiko.Ed25519Key(file_obj=io.StringIO(openssh.decode("ascii")))
+    except Exception:  # noqa: BLE001 - see above
+        raise InvalidPrivateKey(f"{where}the SSH private key ({type(loaded).__name__}) could not be used",
+                                host=host or None) from None
+    raise InvalidPrivateKey(f"{where}unsupported SSH private key type {type(loaded).__name__} "
+                            f"(use ed25519, ecdsa or rsa)", host=host or None)
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to reach one host. The private key is excluded from repr and equality."""
+
+    address: str
+    port: int
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA…", as in known_hosts without the host name
+    private_key: SecretStr = field(repr=False, compare=False)
+    sudo: bool = False
+    connect_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, address: str, settings: "SSHSettings", private_key: SecretStr) -> "SSHTarget":
+        """From a spec's `ssh` block and the value of its `privateKeySecretRef`."""
+        return cls(address=address, port=settings.port, user=settings.user, host_key=settings.host_key,
+                   private_key=private_key, sudo=settings.sudo,
+                   connect_timeout=float(settings.connect_timeout_seconds))
+
+    @property
+    def key(self) -> tuple[str, int, str, str]:
+        """The pool key: one connection per (address, port, user, host key)."""
+        return (self.address, self.port, self.user, " ".join(self.host_key.split()[:2]))
+
+    @property
+    def display(self) -> str:
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{self.user}@{address}:{self.port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name OpenSSH (and paramiko) file the host key under: `host` on port 22, `[host]:port` otherwise."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+    def credential_id(self) -> str:
+        """A digest identifying the private key, so that a rotated key replaces the pooled connection."""
+        return hashlib.sha256(self.private_key.get_secret_value().encode("utf-8", errors="replace")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int  # -1: no exit status (killed by a signal)
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What a pool did for one address: commands (round trips), mutations among them, SSH sessions set up."""
+
+    round_trips: int = 0
+    mutations: int = 0
+    connects: int = 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command lines
+
+
+def _check_argv(argv: Sequence[str]) -> list[str]:
+    if isinstance(argv, (str, bytes)):
+        raise TypeError("argv must be a sequence of arguments, not a command line")
+    args = list(argv)
+    if not args:
+        raise ValueError("argv is empty")
+    for arg in args:
+        if not isinstance(arg, str):
+            raise TypeError(f"argv items must be str, not {type(arg).__name__}")
+        if "\0" in arg:
+            raise ValueError("an argument contains a NUL character, which no command line can carry")
+    return args
+
+
+def build_command(argv: Sequence[str], *, sudo: bool = False) -> str:
+    """The remote command line: `shlex.join(argv)`, behind `sudo -n --` with sudo. Nothing else is ever sent."""
+    args = _check_argv(argv)
+    return shlex.join([*SUDO_PREFIX, *args] if sudo else args)
+
+
+def script_argv(args: Sequence[str] = ()) -> list[str]:
+    """The argv that runs a script read from stdin with `args` as its positional parameters."""
+    return ["sh", "-s", "--", *_check_argv(["sh", *args])[1:]]
+
+
+def _display(text: str) -> str:
+    return text if len(text) <= _DISPLAY_MAX else text[: _DISPLAY_MAX - 1] + "…"
+
+
+def _tail(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()][-_TAIL_LINES:]
+    tail = "\n".join(lines)
+    return tail if len(tail) <= _TAIL_CHARS else "…" + tail[-_TAIL_CHARS:]
+
+
+_SUDO_REFUSALS = re.compile(
+    r"^sudo: (a password is required|a terminal is required|sorry, you must have a tty|.*is not in the sudoers"
+    r"|.*is not allowed to|.*may not run sudo|account validation failure|.*unknown user)",
+    re.MULTILINE,
+)
+_SUDO_MISSING = re.compile(r"sudo: (command )?not found|sudo: No such file", re.IGNORECASE)
+
+
+def sudo_refusal(exit_status: int, stderr: str) -> bool:
+    """Whether a `sudo -n --` command failed in sudo itself (the command did not run)."""
+    if exit_status == 1 and _SUDO_REFUSALS.search(stderr):
+        return True
+    return exit_status == 127 and bool(_SUDO_MISSING.search(stderr))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The pool
+
+
+class _Retry(Exception):
+    """Internal: the connection died before the command could have done anything; reconnect and try again."""
+
+
+class _Host:
+    """One pooled connection and its lock. The lock serialises connecting; commands share the transport."""
+
+    def __init__(self, max_sessions: int):
+        self.lock = threading.Lock()
+        self.client: paramiko.SSHClient | None = None
+        self.credential: str | None = None
+        self.sessions = threading.BoundedSemaphore(max_sessions)
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
+                pass
+        self.client = None
+        self.credential = None
+
+
+class SSHPool:
+    """One live SSH connection per (address, port, user, host key), shared and reused; thread-safe."""
+
+    def __init__(self, *, max_workers: int = 32, max_sessions: int = 8, keepalive_seconds: float = 30.0):
+        """`max_sessions` bounds the commands running at once on one connection (OpenSSH's `MaxSessions`
+        defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls."""
+        self._hosts: dict[tuple[str, int, str, str], _Host] = {}
+        self._counters: dict[str, Counters] = {}
+        self._lock = threading.Lock()
+        self._max_sessions = max_sessions
+        self._keepalive = keepalive_seconds
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ssh")
+
+    # -- public API
+
+    def connection(self, target: SSHTarget) -> "SSHConnection":
+        """A handle on the target's pooled connection; it connects on first use."""
+        return SSHConnection(self, target)
+
+    def counters(self, address: str) -> Counters:
+        with self._lock:
+            return self._counters.get(address, Counters())
+
+    def reset_counters(self, address: str | None = None) -> None:
+        with self._lock:
+            if address is None:
+                self._counters.clear()
+            else:
+                self._counters.pop(address, None)
+
+    def close(self, target: SSHTarget) -> None:
+        """Close the target's connection (the next command reconnects)."""
+        with self._lock:
+            host = self._hosts.pop(target.key, None)
+        if host is not None:
+            host.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            hosts = list(self._hosts.values())
+            self._hosts.clear()
+        for host in hosts:
+            host.close()
+
+    def shutdown(self) -> None:
+        """Close every connection and stop the worker threads (the pool is unusable afterwards)."""
+        self.close_all()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def is_connected(self, target: SSHTarget) -> bool:
+        with self._lock:
+            host = self._hosts.get(target.key)
+        client = host.client if host is not None else None
+        transport = client.get_transport() if client is not None else None
+        return bool(transport is not None and transport.is_active())
+
+    # -- internals
+
+    def _count(self, address: str, *, round_trips: int = 0, mutations: int = 0, connects: int = 0) -> None:
+        with self._lock:
+            old = self._counters.get(address, Counters())
+            self._counters[address] = Counters(old.round_trips + round_trips, old.mutations + mutations,
+                                               old.connects + connects)
+
+    def _host(self, target: SSHTarget) -> _Host:
+        with self._lock:
+            host = self._hosts.get(target.key)
+            if host is None:
+                host = self._hosts[target.key] = _Host(self._max_sessions)
+            return host
+
+    def _transport(self, target: SSHTarget, host: _Host) -> paramiko.Transport:
+        """The live transport for the target, connecting (again) if there is none or it died."""
+        credential = target.credential_id()
+        with host.lock:
+            client = host.client
+            if client is not None:
+                transport = client.get_transport()
+                if transport is not None and transport.is_active() and host.credential == credential:
+                    return transport
+                reason = "private key changed" if host.credential != credential else "connection lost"
+                log.info("ssh %s: reconnecting (%s)", target.display, reason)
+                host._close_locked()
+            client = self._connect(target)
+            host.client, host.credential = client, credential
+            self._count(target.address, connects=1)
+            transport = client.get_transport()
+            assert transport is not None
+            return transport
+
+    def _connect(self, target: SSHTarget) -> paramiko.SSHClient:
+        where = target.display
+        pinned = _parse_host_key(target.host_key, where)
+        pkey = load_private_key(target.private_key, where)
+        client = paramiko.SSHClient()
+        # The pinned key is the only one known for the host; set before connect, it also makes paramiko offer
+        # its type first in the host key algorithm negotiation.
+        client.get_host_keys().add(target.known_hosts_name, pinned.get_name(), pinned)
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        timeout = target.connect_timeout
+        started = time.monotonic()
+        try:
+            client.connect(
+                target.address, port=target.port, username=target.user, pkey=pkey, password=None,
+                timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
+                allow_agent=False, look_for_keys=False, compress=False,
+            )
+        except paramiko.BadHostKeyException as error:
+            client.close()
+            presented = f"{error.key.get_name()} {error.key.fingerprint}"
+            expected = f"{error.expected_key.get_name()} {error.expected_key.fingerprint}"
+            raise HostKeyMismatch(
+                f"{where} presented host key {presented}, but the pinned host key is {expected}; refusing to "
+                f"authenticate or run anything (if the host was reinstalled, pin its new key)",
+                host=where, presented=presented, pinned=expected) from None
+        except paramiko.AuthenticationException:
+            client.close()
+            raise AuthenticationFailed(
+                f"{where} refused the SSH key ({pkey.get_name()} {pkey.fingerprint}) for user {target.user}",
+                host=where) from None
+        except NoValidConnectionsError:
+            client.close()
+            raise Unreachable(f"cannot connect to {where}: connection refused or host unreachable",
+                              host=where) from None
+        except socket.gaierror as error:
+            client.close()
+            raise Unreachable(f"cannot resolve {target.address}: {error.strerror or error}", host=where) from None
+        except (socket.timeout, TimeoutError):
+            client.close()
+            raise Unreachable(f"cannot connect to {where}: timed out after {timeout:g}s", host=where) from None
+        except OSError as error:
+            client.close()
+            raise Unreachable(f"cannot connect to {where}: {error.strerror or type(error).__name__}",
+                              host=where) from None
+        except (paramiko.SSHException, EOFError) as error:
+            client.close()
+            detail = str(error) or type(error).__name__
+            raise Unreachable(f"SSH handshake with {where} failed: {detail}", host=where) from None
+        transport = client.get_transport()
+        assert transport is not None
+        if self._keepalive:
+            transport.set_keepalive(int(self._keepalive))
+        log.debug("ssh %s: connected in %.0f ms (host key %s)", where, (time.monotonic() - started) * 1000,
+                  pinned.fingerprint)
+        return client
+
+    def _invalidate(self, host: _Host, transport: paramiko.Transport) -> None:
+        with host.lock:
+            if host.client is not None and host.client.get_transport() is transport:
+                host._close_locked()
+
+    def _execute(self, target: SSHTarget, argv: Sequence[str], stdin: bytes | None, timeout: float,
+                 mutation: bool, label: str | None) -> CommandResult:
+        """Blocking: one command, one round trip (plus one reconnect if the pooled connection was dead). `timeout`
+        counts from when the connection is ready; connecting has its own timeout."""
+        command = build_command(argv, sudo=target.sudo)
+        display = _display(label or shlex.join(list(argv)))
+        where = target.display
+        host = self._host(target)
+        for attempt in (1, 2):
+            transport = self._transport(target, host)  # bounded by the connect timeout
+            try:
+                return self._exec_once(target, host, transport, command, display, stdin, timeout, mutation,
+                                       retry_allowed=attempt == 1)
+            except _Retry:
+                self._invalidate(host, transport)
+                log.info("ssh %s: connection lost before the command started; reconnecting", where)
+                continue
+        raise ConnectionLost(f"{where}: connection lost twice before {display} could start", host=where)
+
+    def _exec_once(self, target: SSHTarget, host: _Host, transport: paramiko.Transport, command: str,
+                   display: str, stdin: bytes | None, timeout: float, mutation: bool,
+                   retry_allowed: bool) -> CommandResult:
+        where = target.display
+        deadline = time.monotonic() + timeout
+
+        def remaining() -> float:
+            return deadline - time.monotonic()
+
+        def timed_out() -> SSHTimeout:
+            return SSHTimeout(f"{display} on {where} did not finish within {timeout:g}s", host=where)
+
+        if not host.sessions.acquire(timeout=max(0.0, remaining())):
+            raise timed_out()
+        try:
+            try:
+                channel = transport.open_session(timeout=max(0.001, min(remaining(), target.connect_timeout)))
+            except (paramiko.SSHException, EOFError, OSError) as error:
+                if retry_allowed and remaining() > 0:
+                    raise _Retry() from error
+                if not transport.is_active():
+                    raise ConnectionLost(f"{where}: connection lost before {display} could start",
+                                         host=where) from None
+                raise ConnectionLost(f"{where}: could not open a session for {display}: {error}",
+                                     host=where) from None
+            try:
+                self._count(target.address, round_trips=1, mutations=1 if mutation else 0)
+                log.debug("ssh %s: %s", where, command if display == command else display)
+                started = time.monotonic()
+                channel.settimeout(max(0.001, remaining()))
+                try:
+                    channel.exec_command(command)
+                except (paramiko.SSHException, EOFError, OSError) as error:
+                    if retry_allowed and not mutation and not transport.is_active() and remaining() > 0:
+                        raise _Retry() from error
+                    raise ConnectionLost(f"{where}: connection lost while starting {display}", host=where) from None
+                stdout, stderr = self._communicate(channel, stdin, deadline, timed_out)
+                if not channel.status_event.wait(max(0.0, remaining())):
+                    raise timed_out()
+                exit_status = channel.exit_status
+                if exit_status == -1 and not transport.is_active():
+                    raise ConnectionLost(f"{where}: connection lost while {display} was running; whether it "
+                                         f"completed is unknown", host=where)
+                log.debug("ssh %s: exit %d in %.0f ms", where, exit_status, (time.monotonic() - started) * 1000)
+                return CommandResult(exit_status, stdout.decode("utf-8", errors="replace"),
+                                     stderr.decode("utf-8", errors="replace"))
+            finally:
+                channel.close()
+        finally:
+            host.sessions.release()
+
+    @staticmethod
+    def _communicate(channel: paramiko.Channel, stdin: bytes | None, deadline: float,
+                     timed_out) -> tuple[bytes, bytes]:
+        """Feed stdin and read stdout and stderr until EOF, without deadlocking on full windows."""
+        writer_error: list[BaseException] = []
+        if not stdin:
+            channel.shutdown_write()
+        elif len(stdin) <= channel.out_window_size:
+            channel.sendall(stdin)  # fits the peer's window: does not block
+            channel.shutdown_write()
+        else:
+            def feed() -> None:
+                try:
+                    channel.sendall(stdin)
+                    channel.shutdown_write()
+                except Exception as error:  # noqa: BLE001 - the command may exit without reading all input
+                    writer_error.append(error)
+
+            threading.Thread(target=feed, name="ssh-stdin", daemon=True).start()
+        out, err = bytearray(), bytearray()
+        fd = channel.fileno()
+        while True:
+            progressed = False
+            while channel.recv_ready():
+                chunk = channel.recv(_READ_CHUNK)
+                if not chunk:
+                    break
+                out += chunk
+                progressed = True
+            while channel.recv_stderr_ready():
+                chunk = channel.recv_stderr(_READ_CHUNK)
+                if not chunk:
+                    break
+                err += chunk
+                progressed = True
+            if channel.eof_received or channel.closed:
+                if not progressed and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    return bytes(out), bytes(err)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise timed_out()
+            select.select([fd], [], [], left)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What reconcilers use
+
+
+class SSHConnection:
+    """Commands on one host through the pool's shared connection. Async: paramiko runs in worker threads."""
+
+    def __init__(self, pool: SSHPool, target: SSHTarget):
+        self._pool = pool
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"SSHConnection({self.target.display}, sudo={self.target.sudo})"
+
+    async def _call(self, func, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool._executor, functools.partial(func, *args))
+
+    async def connect(self) -> None:
+        """Set up the connection now (host key check and authentication) instead of at the first command."""
+        await self._call(self._pool._transport, self.target, self._pool._host(self.target))
+
+    async def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
+                  timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = True, mutation: bool = False,
+                  label: str | None = None) -> CommandResult:
+        """Run argv (every argument quoted, sudo-wrapped if the target says so): one round trip. `input` goes to
+        stdin (the place for secrets). `check`: raise CommandFailed on a non-zero exit. `mutation`: the command
+        changes the host (counted). `label` replaces the command line in messages and logs."""
+        _check_argv(argv)
+        data = input.encode("utf-8") if isinstance(input, str) else input
+        result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, label)
+        return self._checked(argv, label, result, check)
+
+    async def run_script(self, script: str, *, args: Sequence[str] = (), timeout: float = DEFAULT_COMMAND_TIMEOUT,
+                         check: bool = True, mutation: bool = False, label: str = "script") -> CommandResult:
+        """Run a shell script sent on stdin to `sh -s -- ARGS…` (sudo-wrapped if the target says so) in one round
+        trip. Values from the spec go in `args` ($1…, "$@"), never into the script text."""
+        argv = script_argv(args)
+        display = f"sh -s ({label})" + (f" {shlex.join(list(args))}" if args else "")
+        data = script.encode("utf-8")
+        result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, display)
+        return self._checked(argv, display, result, check)
+
+    def _checked(self, argv: Sequence[str], label: str | None, result: CommandResult, check: bool) -> CommandResult:
+        where = self.target.display
+        display = _display(label or shlex.join(list(argv)))
+        if self.target.sudo and sudo_refusal(result.exit_status, result.stderr):
+            raise SudoFailed(f"sudo -n refused to run {display} as root on {where}: {_tail(result.stderr)} "
+                             f"(the user needs password-less sudo)", host=where)
+        if check and result.exit_status != 0:
+            tail = _tail(result.stderr) or _tail(result.stdout)
+            status = ("was killed by a signal" if result.exit_status == -1
+                      else f"exited with status {result.exit_status}")
+            raise CommandFailed(f"{display} {status} on {where}" + (f": {tail}" if tail else ""),
+                                host=where, argv=display, exit_status=result.exit_status, stderr_tail=tail,
+                                result=result)
+        return result
+
+    @property
+    def counters(self) -> Counters:
+        return self._pool.counters(self.target.address)
+
+    def close(self) -> None:
+        self._pool.close(self.target)

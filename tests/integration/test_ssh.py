@@ -1,0 +1,532 @@
+"""The SSH driver against a real OpenSSH server (`/usr/sbin/sshd`, Debian package `openssh-server`).
+
+Each server runs on 127.0.0.1 on a free port with its own host keys (ed25519, ecdsa, rsa), an
+AuthorizedKeysFile holding generated client keys, no PAM, as `sshd -D -e -f <config>`.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from stackops.drivers import ssh
+from stackops.drivers.ssh import SSHPool, SSHTarget
+
+pytestmark = pytest.mark.integration
+
+SSHD = "/usr/sbin/sshd"
+SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
+HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def keygen(path: Path, key_type: str, *extra: str) -> tuple[str, str]:
+    """A new key pair: (private key text, public key 'type base64')."""
+    subprocess.run([SSH_KEYGEN, "-q", "-t", key_type, "-N", "", "-C", "", "-f", str(path), *extra], check=True)
+    public = path.with_name(path.name + ".pub").read_text().split()
+    return path.read_text(), f"{public[0]} {public[1]}"
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@dataclass
+class SSHServer:
+    """One sshd instance; `restart()` kills it with every session it serves and starts it again on its port."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    host_keys: dict[str, str] = field(default_factory=dict)  # type → "type base64"
+    client_keys: dict[str, str] = field(default_factory=dict)  # type → private key text
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    def setup(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o755)  # authorized_keys is read with the logging-in user's privileges
+        for key_type in HOST_KEY_TYPES:
+            _, self.host_keys[key_type] = keygen(self.directory / f"host_{key_type}", key_type)
+        authorized = []
+        for key_type, extra in (("ed25519", ()), ("ecdsa", ()), ("rsa", ("-b", "3072", "-m", "PEM"))):
+            self.client_keys[key_type], public = keygen(self.directory / f"client_{key_type}", key_type, *extra)
+            authorized.append(public)
+        keys_file = self.directory / "authorized_keys"
+        keys_file.write_text("\n".join(authorized) + "\n")
+        os.chmod(keys_file, 0o644)
+        host_key_lines = "\n".join(f"HostKey {self.directory}/host_{t}" for t in HOST_KEY_TYPES)
+        (self.directory / "sshd_config").write_text(f"""\
+Port {self.port}
+ListenAddress 127.0.0.1
+{host_key_lines}
+PidFile {self.directory}/sshd.pid
+AuthorizedKeysFile {keys_file}
+UsePAM no
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowAgentForwarding no
+AllowTcpForwarding no
+X11Forwarding no
+PrintMotd no
+LogLevel VERBOSE
+""")
+        self.log_path = self.directory / "sshd.log"
+
+    def start(self) -> None:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        assert self.log_path is not None
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.directory / "sshd_config")],
+                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.settimeout(2)
+                    if s.recv(64).startswith(b"SSH-"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd did not come up on port {self.port}: {self.log()}")
+
+    def stop(self) -> None:
+        """Kill sshd and all its session processes (as a host reboot would)."""
+        if self.process is None:
+            return
+        pids = [self.process.pid, *descendants(self.process.pid)]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def target(self, *, user: str | None = None, key_type: str = "ed25519", host_key: str | None = None,
+               private_key: str | None = None, sudo: bool = False, port: int | None = None,
+               connect_timeout: float = 5.0) -> SSHTarget:
+        return SSHTarget(
+            address="127.0.0.1", port=port or self.port, user=user or pwd.getpwuid(os.getuid()).pw_name,
+            host_key=host_key or self.host_keys["ed25519"],
+            private_key=SecretStr(private_key or self.client_keys[key_type]), sudo=sudo,
+            connect_timeout=connect_timeout,
+        )
+
+
+def new_server() -> SSHServer:
+    if not os.path.exists(SSHD):
+        pytest.skip(f"{SSHD} is missing: install the Debian package openssh-server")
+    if os.geteuid() != 0:
+        pytest.skip("sshd needs root here (privilege separation, /run/sshd)")
+    server = SSHServer(Path(tempfile.mkdtemp(prefix="stackops-sshd-")))
+    server.setup()
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="module")
+def sshd() -> Iterator[SSHServer]:
+    server = new_server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def own_sshd() -> Iterator[SSHServer]:
+    """A server of the test's own, for tests that kill it."""
+    server = new_server()
+    yield server
+    server.stop()
+    shutil.rmtree(server.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def pool() -> Iterator[SSHPool]:
+    pool = SSHPool()
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture
+def canary(sshd: SSHServer) -> Iterator[Path]:
+    path = sshd.directory / f"canary-{secrets.token_hex(4)}"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_type", ["ed25519", "ecdsa", "rsa"])
+def test_connect_and_run_with_each_client_key_type(sshd: SSHServer, pool: SSHPool, key_type: str) -> None:
+    conn = pool.connection(sshd.target(key_type=key_type))
+    result = run(conn.run(["sh", "-c", 'echo out; echo err >&2; exit 0']))
+    assert (result.exit_status, result.stdout, result.stderr) == (0, "out\n", "err\n")
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=1, mutations=0, connects=1)
+
+
+@pytest.mark.parametrize("pinned_type", HOST_KEY_TYPES)
+def test_pinned_host_key_type_is_negotiated(sshd: SSHServer, pool: SSHPool, pinned_type: str) -> None:
+    """The server has ed25519, ecdsa and rsa host keys; whichever is pinned is the one paramiko negotiates."""
+    target = sshd.target(host_key=sshd.host_keys[pinned_type])
+    result = run(pool.connection(target).run(["true"]))
+    assert result.ok
+
+
+def test_host_key_mismatch_runs_nothing(sshd: SSHServer, pool: SSHPool, canary: Path, tmp_path: Path) -> None:
+    _, other = keygen(tmp_path / "other", "ed25519")
+    before = sshd.log().count("Accepted publickey")
+    conn = pool.connection(sshd.target(host_key=other))
+    with pytest.raises(ssh.HostKeyMismatch) as caught:
+        run(conn.run(["touch", str(canary)], mutation=True))
+    message = str(caught.value)
+    assert caught.value.reason == "HostKeyMismatch" and caught.value.retry is False
+    assert message.count("SHA256:") == 2, message
+    assert "PRIVATE KEY" not in message and sshd.client_keys["ed25519"] not in message
+    assert not canary.exists()
+    # not even authenticated: the connection was dropped after the key exchange
+    assert sshd.log().count("Accepted publickey") == before
+    assert pool.counters("127.0.0.1") == ssh.Counters(0, 0, 0)
+
+
+def test_host_key_of_another_type_is_a_mismatch(tmp_path: Path, pool: SSHPool, canary: Path) -> None:
+    """A server without the pinned key's type presents another type: refused as well."""
+    server = SSHServer(Path(tempfile.mkdtemp(prefix="stackops-sshd-")))
+    try:
+        server.setup()
+        config = server.directory / "sshd_config"
+        config.write_text("\n".join(line for line in config.read_text().splitlines()
+                                    if not line.startswith("HostKey ") or line.endswith("host_ed25519")) + "\n")
+        server.start()
+        _, ecdsa_key = keygen(tmp_path / "other", "ecdsa")
+        with pytest.raises(ssh.HostKeyMismatch, match="ssh-ed25519 SHA256:.*ecdsa-sha2-nistp256 SHA256:"):
+            run(pool.connection(server.target(host_key=ecdsa_key)).run(["touch", str(canary)]))
+        assert not canary.exists()
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+def test_wrong_client_key_is_authentication_failed(sshd: SSHServer, pool: SSHPool, tmp_path: Path) -> None:
+    wrong, _ = keygen(tmp_path / "wrong", "ed25519")
+    with pytest.raises(ssh.AuthenticationFailed) as caught:
+        run(pool.connection(sshd.target(private_key=wrong)).run(["true"]))
+    assert caught.value.reason == "AuthenticationFailed"
+    assert "SHA256:" in str(caught.value) and "PRIVATE KEY" not in str(caught.value)
+    assert pool.counters("127.0.0.1").connects == 0
+
+
+def test_closed_port_is_unreachable_quickly(sshd: SSHServer, pool: SSHPool) -> None:
+    started = time.monotonic()
+    with pytest.raises(ssh.Unreachable, match="refused"):
+        run(pool.connection(sshd.target(port=free_port())).run(["true"]))
+    assert time.monotonic() - started < 2
+
+
+def test_silent_server_is_unreachable_after_the_connect_timeout(sshd: SSHServer, pool: SSHPool) -> None:
+    """A port that accepts but never speaks SSH (a hung host) fails after connect_timeout, not later."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    accepted: list[socket.socket] = []
+    thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True)
+    thread.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ssh.Unreachable):
+            run(pool.connection(sshd.target(port=listener.getsockname()[1], connect_timeout=1)).run(["true"]))
+        assert 0.9 < time.monotonic() - started < 4
+    finally:
+        listener.close()
+        for s in accepted:
+            s.close()
+
+
+def test_command_timeout(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    started = time.monotonic()
+    with pytest.raises(ssh.SSHTimeout, match="did not finish within 1s"):
+        run(conn.run(["sleep", "30"], timeout=1))
+    assert time.monotonic() - started < 3
+    assert run(conn.run(["echo", "still usable"])).stdout == "still usable\n"
+    assert pool.counters("127.0.0.1").connects == 1
+
+
+HOSTILE = [
+    "; touch {canary}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "| touch {canary}",
+    "&& touch {canary}",
+    "|| touch {canary}",
+    "> {canary}",
+    "< /etc/passwd",
+    "x\ntouch {canary}",
+    "x\rtouch {canary}",
+    "'; touch {canary}; '",
+    '"; touch {canary}; "',
+    "it's \"quoted\"",
+    "a b  c\t d",
+    "",
+    " ",
+    "*",
+    "~",
+    "$HOME ${PATH} $1 $@",
+    "\\",
+    "\\'",
+    "#not a comment",
+    "-n",
+    "--",
+    "é ✓ 漢字",
+    "{a,b}",
+    "!!",
+    "& touch {canary} &",
+]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["root", "sudo"])
+def test_shell_metacharacters_arrive_verbatim(sshd: SSHServer, pool: SSHPool, canary: Path, sudo: bool,
+                                              request: pytest.FixtureRequest) -> None:
+    if sudo:
+        user = request.getfixturevalue("sudo_user")
+        target = sshd.target(user=user, sudo=True)
+    else:
+        target = sshd.target()
+    args = [a.replace("{canary}", str(canary)) for a in HOSTILE]
+    conn = pool.connection(target)
+    result = run(conn.run(["printf", r"%s\0", *args]))
+    assert result.stdout.split("\0")[:-1] == args
+    assert not canary.exists()
+    # the same values as a script's positional parameters
+    script = 'for a in "$@"; do printf "%s\\0" "$a"; done\n'
+    result = run(conn.run_script(script, args=args))
+    assert result.stdout.split("\0")[:-1] == args
+    assert not canary.exists()
+
+
+def test_run_script_is_one_round_trip(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    script = """
+set -e
+echo "@@one"; uname -s
+echo "@@two"; printf '%s\\n' "$1"
+echo "@@three"; cat /etc/hostname >/dev/null; echo done
+"""
+    result = run(conn.run_script(script, args=["a; b"], label="probe"))
+    assert result.stdout == f"@@one\n{os.uname().sysname}\n@@two\na; b\n@@three\ndone\n"
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=1, mutations=0, connects=1)
+
+
+def test_input_goes_to_stdin(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    assert run(conn.run(["cat"], input="secret value\n")).stdout == "secret value\n"
+    big = os.urandom(3 * 1024 * 1024)  # larger than the SSH window: fed from a thread while reading
+    result = run(conn.run(["sha256sum"], input=big))
+    import hashlib
+    assert result.stdout.split()[0] == hashlib.sha256(big).hexdigest()
+    # a command that does not read its stdin does not hang
+    assert run(conn.run(["true"], input=big)).ok
+
+
+def test_large_output_on_both_streams(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    result = run(conn.run(["sh", "-c", "head -c 5000000 /dev/zero | tr '\\0' o; head -c 3000000 /dev/zero | "
+                                       "tr '\\0' e >&2"]))
+    assert len(result.stdout) == 5_000_000 and len(result.stderr) == 3_000_000
+
+
+def test_connection_is_reused_and_shared(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    for i in range(20):
+        assert run(conn.run(["echo", str(i)])).stdout == f"{i}\n"
+
+    async def many() -> list[str]:
+        other = pool.connection(sshd.target())  # another handle, same target: same connection
+        results = await asyncio.gather(*(other.run(["echo", str(i)]) for i in range(30)))
+        return [r.stdout for r in results]
+
+    assert run(many()) == [f"{i}\n" for i in range(30)]
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=50, mutations=0, connects=1)
+
+
+def test_no_file_descriptor_leak(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    run(conn.run(["true"]))
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):
+        run(conn.run(["true"]))
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+def test_reconnect_after_sshd_restart(own_sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(own_sshd.target())
+    assert run(conn.run(["echo", "before"])).stdout == "before\n"
+    own_sshd.restart()
+    assert run(conn.run(["echo", "after"])).stdout == "after\n"
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=2, mutations=0, connects=2)
+
+
+def test_reconnect_when_the_dead_connection_is_not_yet_noticed(own_sshd: SSHServer, pool: SSHPool) -> None:
+    """Kill and restart, then run at once: opening the session on the dead transport fails and is retried."""
+    conn = pool.connection(own_sshd.target())
+    run(conn.run(["true"]))
+    for round in range(3):
+        own_sshd.restart()
+        assert run(conn.run(["echo", str(round)])).stdout == f"{round}\n"
+    assert pool.counters("127.0.0.1").connects == 4
+
+
+def test_server_down_is_unreachable(own_sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(own_sshd.target())
+    run(conn.run(["true"]))
+    own_sshd.stop()
+    with pytest.raises(ssh.Unreachable):
+        run(conn.run(["true"]))
+
+
+def test_counters(sshd: SSHServer, pool: SSHPool, canary: Path) -> None:
+    conn = pool.connection(sshd.target())
+    run(conn.run(["touch", str(canary)], mutation=True))
+    run(conn.run(["rm", str(canary)], mutation=True))
+    run(conn.run(["true"]))
+    run(conn.run_script("true\n", mutation=True))
+    assert conn.counters == ssh.Counters(round_trips=4, mutations=3, connects=1)
+    pool.reset_counters("127.0.0.1")
+    assert conn.counters == ssh.Counters()
+    run(conn.run(["true"]))
+    assert conn.counters == ssh.Counters(round_trips=1, mutations=0, connects=0)
+
+
+def test_command_failed(sshd: SSHServer, pool: SSHPool) -> None:
+    conn = pool.connection(sshd.target())
+    with pytest.raises(ssh.CommandFailed) as caught:
+        run(conn.run(["sh", "-c", "for i in 1 2 3 4 5 6 7; do echo line$i >&2; done; exit 3", "a b"]))
+    error = caught.value
+    assert error.exit_status == 3 and error.reason == "CommandFailed"
+    assert error.argv.startswith("sh -c 'for i in") and error.argv.endswith("'a b'")
+    assert error.stderr_tail == "line3\nline4\nline5\nline6\nline7"
+    result = run(conn.run(["sh", "-c", "exit 4"], check=False))
+    assert result.exit_status == 4 and not result.ok
+    reconcile = error.reconcile_error()
+    assert reconcile.reason == "CommandFailed" and str(reconcile) == str(error)
+
+
+def test_private_key_rotation_reconnects(sshd: SSHServer, pool: SSHPool) -> None:
+    run(pool.connection(sshd.target(key_type="ed25519")).run(["true"]))
+    run(pool.connection(sshd.target(key_type="ed25519")).run(["true"]))
+    run(pool.connection(sshd.target(key_type="rsa")).run(["true"]))
+    assert pool.counters("127.0.0.1").connects == 2
+
+
+def test_explicit_connect_and_close(sshd: SSHServer, pool: SSHPool) -> None:
+    target = sshd.target()
+    conn = pool.connection(target)
+    run(conn.connect())
+    assert pool.is_connected(target)
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=0, mutations=0, connects=1)
+    conn.close()
+    assert not pool.is_connected(target)
+    run(conn.run(["true"]))
+    assert pool.counters("127.0.0.1").connects == 2
+
+
+# -- sudo ---------------------------------------------------------------------------------------------------------
+
+
+def _make_user(sudoers: bool) -> Iterator[str]:
+    if not shutil.which("sudo") or not shutil.which("useradd") or os.geteuid() != 0:
+        pytest.skip("needs root, sudo and useradd to create a temporary sudo user")
+    name = f"sot{secrets.token_hex(4)}"
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name],
+                   check=True)
+    # '*': no password, yet not locked ('!'), which OpenSSH without PAM would refuse
+    subprocess.run(["usermod", "-p", "*", name], check=True)
+    sudoers_file = Path(f"/etc/sudoers.d/{name}")
+    if sudoers:
+        sudoers_file.write_text(f"{name} ALL=(ALL) NOPASSWD: ALL\n")
+        os.chmod(sudoers_file, 0o440)
+    try:
+        yield name
+    finally:
+        sudoers_file.unlink(missing_ok=True)
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False)
+        subprocess.run(["userdel", name], check=False)
+
+
+@pytest.fixture(scope="module")
+def sudo_user() -> Iterator[str]:
+    yield from _make_user(sudoers=True)
+
+
+@pytest.fixture
+def unprivileged_user() -> Iterator[str]:
+    yield from _make_user(sudoers=False)
+
+
+def test_sudo_runs_as_root(sshd: SSHServer, pool: SSHPool, sudo_user: str) -> None:
+    plain = pool.connection(sshd.target(user=sudo_user))
+    assert run(plain.run(["id", "-un"])).stdout == f"{sudo_user}\n"
+    conn = pool.connection(sshd.target(user=sudo_user, sudo=True))
+    assert run(conn.run(["id", "-u"])).stdout == "0\n"
+    assert run(conn.run_script("id -u\nid -un\n")).stdout == "0\nroot\n"
+    assert run(conn.run(["cat"], input="via sudo\n")).stdout == "via sudo\n"
+
+
+def test_sudo_refused(sshd: SSHServer, pool: SSHPool, unprivileged_user: str, canary: Path) -> None:
+    conn = pool.connection(sshd.target(user=unprivileged_user, sudo=True))
+    with pytest.raises(ssh.SudoFailed) as caught:
+        run(conn.run(["touch", str(canary)], check=False))
+    assert caught.value.reason == "SudoFailed"
+    assert not canary.exists()
