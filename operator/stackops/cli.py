@@ -14,6 +14,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from .drivers.kube import core_api, custom_objects_api
     from .drivers.secrets import SecretReader
+    from .drivers.ssh import SSHPool
     from .handlers import Deps, build
     from .reconcile import default_reconcilers
 
@@ -23,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
-    deps = Deps(reconcilers=default_reconcilers(), secrets=SecretReader(core_api()))
+    deps = Deps(reconcilers=default_reconcilers(SSHPool()), secrets=SecretReader(core_api()))
     registry, settings = build(deps, standalone=args.standalone, custom_api=custom_objects_api())
     kopf.run(
         registry=registry,

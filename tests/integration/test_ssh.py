@@ -6,6 +6,7 @@ AuthorizedKeysFile holding generated client keys, no PAM, as `sshd -D -e -f <con
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pwd
 import secrets
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import paramiko
 import pytest
 from pydantic import SecretStr
 
@@ -374,7 +376,6 @@ def test_input_goes_to_stdin(sshd: SSHServer, pool: SSHPool) -> None:
     assert run(conn.run(["cat"], input="secret value\n")).stdout == "secret value\n"
     big = os.urandom(3 * 1024 * 1024)  # larger than the SSH window: fed from a thread while reading
     result = run(conn.run(["sha256sum"], input=big))
-    import hashlib
     assert result.stdout.split()[0] == hashlib.sha256(big).hexdigest()
     # a command that does not read its stdin does not hang
     assert run(conn.run(["true"], input=big)).ok
@@ -418,14 +419,39 @@ def test_reconnect_after_sshd_restart(own_sshd: SSHServer, pool: SSHPool) -> Non
     assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=2, mutations=0, connects=2)
 
 
-def test_reconnect_when_the_dead_connection_is_not_yet_noticed(own_sshd: SSHServer, pool: SSHPool) -> None:
-    """Kill and restart, then run at once: opening the session on the dead transport fails and is retried."""
+def test_reconnect_when_the_dead_connection_is_not_yet_noticed(own_sshd: SSHServer, pool: SSHPool,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pooled transport looks alive but is dead: opening the session fails, the pool reconnects and runs the
+    command once."""
+    conn = pool.connection(own_sshd.target())
+    run(conn.run(["true"]))
+    own_sshd.restart()
+    monkeypatch.setattr(paramiko.Transport, "is_active", lambda self: True)
+    assert run(conn.run(["echo", "again"])).stdout == "again\n"
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=2, mutations=0, connects=2)
+
+
+def test_restarts_in_a_row(own_sshd: SSHServer, pool: SSHPool) -> None:
     conn = pool.connection(own_sshd.target())
     run(conn.run(["true"]))
     for round in range(3):
         own_sshd.restart()
-        assert run(conn.run(["echo", str(round)])).stdout == f"{round}\n"
-    assert pool.counters("127.0.0.1").connects == 4
+        assert run(conn.run(["echo", str(round)], mutation=True)).stdout == f"{round}\n"
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=4, mutations=3, connects=4)
+
+
+def test_connection_lost_mid_command(own_sshd: SSHServer, pool: SSHPool) -> None:
+    """A connection dying under a running command is reported, not retried: whether it ran is unknown."""
+    conn = pool.connection(own_sshd.target())
+    run(conn.run(["true"]))
+    killer = threading.Timer(0.5, own_sshd.stop)
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(ssh.ConnectionLost, match="whether it completed is unknown"):
+        run(conn.run(["sleep", "20"], timeout=15, mutation=True))
+    killer.join()
+    assert time.monotonic() - started < 5
+    assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=2, mutations=1, connects=1)
 
 
 def test_server_down_is_unreachable(own_sshd: SSHServer, pool: SSHPool) -> None:
