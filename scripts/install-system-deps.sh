@@ -3,10 +3,17 @@
 #   - kube-apiserver is built once from Debian's `kubernetes` source package: golang-go, rsync, jq, dpkg-dev,
 #     build-essential, golang-github-modern-go-reflect2-dev (the fix for Go >= 1.18)
 #   - etcd-server: the API server's store
+#   - KVM lab hosts (stackops_lab.hosts): openssh-server, openvswitch-switch, libvirt-daemon-system (with its
+#     sysv flavour: no systemd needed), libvirt-clients, qemu-system-x86 + qemu-utils (libvirt's QEMU driver
+#     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping
+# The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
+# their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
 
 packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-reflect2-dev etcd-server
-          openssl ca-certificates)
+          openssl ca-certificates
+          openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
+          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo)
 
 missing=()
 for package in "${packages[@]}"; do
@@ -23,8 +30,41 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Without systemd, invoke-rc.d asks /usr/sbin/policy-rc.d whether a package may start its service: while we
+# install, the answer is no (101), unless the machine already has a policy of its own.
+policy=/usr/sbin/policy-rc.d
+own_policy=no
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# stackops install-system-deps.sh: no service starts while packages install\nexit 101\n' >"$policy"
+  chmod 0755 "$policy"
+  own_policy=yes
+fi
+remove_policy() { if [ "$own_policy" = yes ]; then rm -f "$policy"; fi; }
+trap remove_policy EXIT
+
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+# stop_machine_daemon NAME PIDFILE: stop NAME if its pidfile names a running NAME of the machine itself (its
+# own network namespace: lab hosts' daemons keep their pidfiles in their own /run anyway).
+stop_machine_daemon() {
+  local name=$1 pidfile=$2 pid
+  [ -r "$pidfile" ] || return 0
+  pid=$(cat "$pidfile" 2>/dev/null || true)
+  case "$pid" in ''|*[!0-9]*) return 0 ;; esac
+  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] || return 0
+  [ "$(readlink "/proc/$pid/ns/net")" = "$(readlink /proc/self/ns/net)" ] || return 0
+  echo "stopping $name (pid $pid) that a package started on this machine"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+stop_machine_daemon sshd /run/sshd.pid
+stop_machine_daemon ovs-vswitchd /run/openvswitch/ovs-vswitchd.pid
+stop_machine_daemon ovsdb-server /run/openvswitch/ovsdb-server.pid
+stop_machine_daemon libvirtd /run/libvirtd.pid
+stop_machine_daemon virtlogd /run/virtlogd.pid
+stop_machine_daemon virtlockd /run/virtlockd.pid
 echo "system packages: installed ${missing[*]}"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stackops_lab import controlplane
 from stackops_lab.controlplane import Component, LabError
+from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
 
 # Started in this order after the cluster by `up`, stopped in reverse order by `down`.
@@ -28,7 +29,8 @@ def command_prepare(args: argparse.Namespace) -> int:
 
 
 def command_up(args: argparse.Namespace) -> int:
-    components = [*COMPONENTS, *(OPTIONAL if args.operator else ())]
+    hosts = [HostsComponent(args.hosts)] if args.hosts else []
+    components = [*COMPONENTS, *hosts, *(OPTIONAL if args.operator else ())]
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -37,7 +39,7 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_down(args: argparse.Namespace) -> int:
-    controlplane.down(args.dir, report, components=[*COMPONENTS, *OPTIONAL])
+    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -78,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="cluster to use (default: $KUBECONFIG if set, else kind if Docker runs, else local)",
     )
+    up.add_argument("--hosts", type=int, default=0, metavar="N",
+                    help="also start N KVM lab hosts (sshd, Open vSwitch, libvirtd in namespaces; needs root)")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
