@@ -11,25 +11,38 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from . import controlplane
 from .cli import COMPONENTS, OPTIONAL
+from .hosts import HostsComponent, LabHosts
+from .manifests import kvmhost_manifests
 from .operator import DEPLOY, kubectl
 
 EXAMPLES = DEPLOY / "examples"
 KINDS = "xenpools,kvmhosts,systemvmtemplates,cloudstackreleases"
+NAMESPACE = "stackops-demo"
+HOSTS = 2
 
 
 def progress(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def wait_reconciled(kubeconfig: Path, timeout: float = 120) -> None:
-    """Until every stackops object's status.observedGeneration matches its generation."""
+def _ready(item: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (item.get("status") or {}).get("conditions") or [])
+
+
+def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
+    """Until every stackops object's status.observedGeneration matches its generation and the lab's KvmHosts are
+    Ready."""
     deadline = time.monotonic() + timeout
     while True:
         items = json.loads(kubectl(kubeconfig, "get", KINDS, "-A", "-o", "json").stdout)["items"]
         pending = [i["metadata"]["name"] for i in items
-                   if (i.get("status") or {}).get("observedGeneration") != i["metadata"]["generation"]]
+                   if (i.get("status") or {}).get("observedGeneration") != i["metadata"]["generation"]
+                   or (i["kind"] == "KvmHost" and not _ready(i))]
         if items and not pending:
             return
         if time.monotonic() > deadline:
@@ -37,11 +50,24 @@ def wait_reconciled(kubeconfig: Path, timeout: float = 120) -> None:
         time.sleep(1)
 
 
+def example_documents() -> list[dict]:
+    """deploy/examples/ without its KvmHost (and that host's Secret): its address is a production one, and the
+    demo sends traffic only to the lab's own hosts."""
+    documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
+                 if isinstance(d, dict)]
+    kvm_secrets = {d["spec"]["ssh"]["privateKeySecretRef"]["name"] for d in documents if d["kind"] == "KvmHost"}
+    return [d for d in documents if d["kind"] != "KvmHost"
+            and not (d["kind"] == "Secret" and d["metadata"]["name"] in kvm_secrets)]
+
+
 def up() -> int:
-    cluster = controlplane.up(None, progress, components=[*COMPONENTS, *OPTIONAL])
+    cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), *OPTIONAL])
     kubeconfig = Path(cluster.kubeconfig)
-    progress("applying deploy/examples/")
-    kubectl(kubeconfig, "apply", "-f", str(EXAMPLES))
+    hosts = LabHosts(controlplane.default_lab_dir()).running() or []
+    progress("applying deploy/examples/ (its KvmHost replaced by the lab's KVM hosts)")
+    documents = example_documents() + kvmhost_manifests(hosts, NAMESPACE)
+    kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
+    progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
     progress("every example is reconciled; stop everything with `stackops lab down` (or `make demo-down`)")
     progress(f"export KUBECONFIG={kubeconfig}")
@@ -51,7 +77,7 @@ def up() -> int:
 
 
 def down() -> int:
-    controlplane.down(None, progress, components=[*COMPONENTS, *OPTIONAL])
+    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), *OPTIONAL])
     return 0
 
 

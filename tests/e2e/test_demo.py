@@ -1,5 +1,6 @@
 """`make demo` as a user runs it, then `stackops lab down`: the demo ends with `kubectl get` of the four kinds
-showing their printer columns, and taking the lab down leaves no process and no file behind."""
+showing their printer columns and two KVM lab hosts converged (Ready), and taking the lab down leaves no process
+and no file behind."""
 from __future__ import annotations
 
 import os
@@ -45,7 +46,10 @@ def test_demo_then_lab_down(tmp_path: Path) -> None:
                      "cloudstackrelease.stackops.io/"):
             assert kind in demo.stdout, demo.stdout
         assert "ADDRESS" in demo.stdout and "COMMIT" in demo.stdout and "PHASE" in demo.stdout
-        assert "Unknown" in demo.stdout, "honest status: no reconciler yet"
+        assert "Unknown" in demo.stdout, "honest status for the kinds without a reconciler yet"
+        for host in ("lab-kvm1", "lab-kvm2"):
+            line = next(line for line in demo.stdout.splitlines() if f"kvmhost.stackops.io/{host} " in line)
+            assert "True" in line.split() and "10.250." in line, line
         running = lab_processes(lab_dir)
         assert any("stackops.cli run" in p for p in running), f"the operator keeps running after the demo: {running}"
     finally:
