@@ -139,3 +139,17 @@ def test_spec_values_never_run_as_code(lab_hosts: list, pool: SSHPool) -> None:
     assert reconcile_target is not None
     assert host.run(f"test -e {canary}; echo $?").stdout.strip() == "1", "a spec value was executed"
     assert f"guest.cpu.model={nasty}" in host.run("cat /etc/cloudstack/agent/agent.properties").stdout
+
+
+def test_ovsdb_manager_with_a_generated_client_certificate(lab_hosts: list, pool: SSHPool) -> None:
+    host, peer = lab_hosts[0], lab_hosts[1]
+    manager = {"protocol": "ssl", "address": peer.address, "port": 6632, "clientCertificate": "Generate"}
+    base = spec_for(host, peer).model_dump(by_alias=True, exclude_none=True)
+    base["openvswitch"]["manager"] = manager
+    spec = KvmHostSpec.model_validate(base)
+    outcome = converge(KvmHostReconciler(pool), context(host, spec, []))
+    assert ready(outcome), outcome.drift
+    assert outcome.fields["manager"]["target"] == f"ssl:{peer.address}:6632"
+    assert outcome.fields["manager"]["certificateFingerprint"].count(":") == 19  # SHA-1, as NSX shows it
+    assert "ovsclient-cert.pem" in host.run("ovs-vsctl get-ssl").stdout
+    assert host.run("ovs-vsctl get-manager").stdout.strip() == f"ssl:{peer.address}:6632"

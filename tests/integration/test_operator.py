@@ -79,19 +79,6 @@ def reconciled(obj: dict[str, Any]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def operator(kube: Any, tmp_path_factory: pytest.TempPathFactory):
-    """deploy/ installed, and `stackops run` running with the ServiceAccount's token."""
-    lab_operator.install(kube.kubeconfig)
-    workdir = tmp_path_factory.mktemp("operator")
-    token = lab_operator.service_account_token(kube.kubeconfig)
-    config = lab_operator.token_kubeconfig(kube.kubeconfig, token, workdir / "kubeconfig")
-    running = lab_operator.LocalOperator(kubeconfig=config, log_path=workdir / "operator.log")
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
 def examples(kube: Any, operator: lab_operator.LocalOperator) -> list[dict[str, Any]]:
     documents = example_documents()
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))

@@ -1,4 +1,5 @@
-"""Integration fixtures: a real kube-apiserver for the whole test session.
+"""Fixtures shared by the integration and end-to-end tiers: a real kube-apiserver for the whole test session, and
+the operator running under the deploy/ RBAC.
 
 With `KUBECONFIG` set, its cluster is used as is; otherwise a local control plane
 (etcd + kube-apiserver, see `stackops_lab.controlplane`) runs in a temporary directory
@@ -88,3 +89,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 def sa_token(kube: Kube) -> Callable[..., str]:
     """`sa_token(namespace, name, seconds=3600)`: a ServiceAccount token from the TokenRequest API."""
     return kube.service_account_token
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_operator.LocalOperator]:
+    """deploy/ installed, and `stackops run` running with the ServiceAccount's token (not as admin)."""
+    lab_operator.install(kube.kubeconfig)
+    workdir = tmp_path_factory.mktemp("operator")
+    token = lab_operator.service_account_token(kube.kubeconfig)
+    config = lab_operator.token_kubeconfig(kube.kubeconfig, token, workdir / "kubeconfig")
+    running = lab_operator.LocalOperator(kubeconfig=config, log_path=workdir / "operator.log")
+    running.start()
+    yield running
+    running.stop()
