@@ -90,7 +90,10 @@ PRIVATE_DIRS = {
     "var-lib-libvirt": "/var/lib/libvirt",
     "var-lib-openvswitch": "/var/lib/openvswitch",
     "var-cache-libvirt": "/var/cache/libvirt",
+    "var-lib-stackops": "/var/lib/stackops",  # the operator's rollback checkpoints
 }
+# Mount points of PRIVATE_DIRS that the lab may create on the machine (empty) when the machine lacks them.
+CREATED_MOUNT_POINTS = ("/var/lib/stackops",)
 APT_ARCHIVES = Path("/var/cache/apt/archives")
 
 
@@ -400,6 +403,7 @@ class LabHosts:
         copy_skeleton(Path("/var/lib/libvirt"), directory / "var-lib-libvirt")
         copy_skeleton(Path("/var/cache/libvirt"), directory / "var-cache-libvirt")
         (directory / "var-lib-openvswitch").mkdir()
+        (directory / "var-lib-stackops").mkdir()
         for log_dir in ("libvirt/qemu", "openvswitch", "cloudstack/agent"):
             (directory / "var-log" / log_dir).mkdir(parents=True)
         # the host's own package database, where the cloudstack-agent stand-in is an installed package
@@ -569,6 +573,8 @@ def check_prerequisites() -> None:
         raise LabError("lab hosts need root (network, mount and PID namespaces); run as root")
     require_packages(HOST_PACKAGES)
     missing = [tool for tool in ("ip", "unshare", "nsenter", "ovsdb-tool") if shutil.which(tool) is None]
+    for mount_point in CREATED_MOUNT_POINTS:
+        Path(mount_point).mkdir(mode=0o755, exist_ok=True)
     missing += [target for target in PRIVATE_DIRS.values() if not Path(target).is_dir()]
     if missing:
         raise LabError(f"missing on this machine: {', '.join(missing)}; run `make deps`")

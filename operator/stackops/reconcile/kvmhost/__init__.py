@@ -1,13 +1,20 @@
-"""The KvmHost reconciler: one batched SSH probe (observe), a pure plan, commands applied one by one."""
+"""The KvmHost reconciler: one batched SSH probe (observe), a pure plan, commands applied one by one — except
+changes on the management path, which are applied under an on-host checkpoint that reverts them unless the
+operator reconnects and confirms in time (guard.py)."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from ... import status as st
 from ...api.kvmhost import KvmHostSpec
-from ...drivers.ssh import SSHConnection, SSHError, SSHPool, SSHTarget
-from ..base import Action, Context, Outcome, PlannedReconciler, ReconcileError
+from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHError, SSHPool, SSHTarget, SSHTimeout,
+                            Unreachable)
+from ..base import Action, Context, Outcome, PartialApply, PlannedReconciler, ReconcileError
+from . import guard
 from .actions import HostAction
 from .observed import Observed
 from .plan import PlanError, management_path, package_names, plan
@@ -16,6 +23,11 @@ from .probe import SCRIPT, parse
 PROBE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 900.0  # package installs can be slow
 RETRY_PENDING_SECONDS = 30.0  # changes applied but the host does not match yet (e.g. a daemon still starting)
+START_SLACK_SECONDS = 3.0  # the checkpoint round trip may take this much longer than its wait for the apply
+RECONNECT_TIMEOUT_SECONDS = 3.0  # each attempt to reach the host again after a guarded change
+CONFIRM_TIMEOUT_SECONDS = 5.0
+RECONNECT_PAUSE_SECONDS = 0.5
+CONFIRM_MARGIN_SECONDS = 1.0  # stop trying this long before the host's timer would revert
 
 
 @dataclass(frozen=True)
@@ -61,19 +73,180 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                                              st.ConditionState("Configured", "False", error.reason, str(error))]) \
                 from None
 
-    def check(self, ctx: Context, actions: list[Action], observed: HostView) -> None:
-        """Changes on the path that carries the management address would need the on-host automatic rollback,
-        which this version does not have: refuse the whole plan before anything is changed."""
-        path = management_path(ctx.spec, observed.facts)  # type: ignore[arg-type]
-        risky = [a for a in actions if isinstance(a, HostAction) and path & set(a.argv())]
+    async def reconcile(self, ctx: Context) -> Outcome:
+        """The engine's observe → plan → apply, with management-path changes applied under a checkpoint."""
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        view = await self.settle(ctx, await self.observe(ctx))
+        actions = self.plan(spec, view)
+        if spec.management_policy == "Observe" or not actions:
+            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
+                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
+                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
+            return self.report(ctx, view, actions)
+        risky = guard.risky_actions(actions, management_path(spec, view.facts))
+        applied: list[Action] = []
+        rest: list[Action] = list(actions)
         if risky:
-            message = (f"not applied: {'; '.join(a.describe() for a in risky)} would change "
-                       f"{', '.join(sorted(path))}, which carries the management address {ctx.spec.address}; "
-                       "such changes need the automatic on-host rollback, which this version does not have yet")
-            raise ReconcileError("ManagementPathChange", message, retry=False,
-                                 conditions=[st.ConditionState("Reachable", "True", "Connected"),
-                                             st.ConditionState("Configured", "False", "ManagementPathChange",
-                                                               message)])
+            blocker = self.blocking_rollback(ctx, view)
+            if blocker is not None:
+                return self.rolled_back(ctx, view, actions, blocker)
+            guarded, rest_actions = guard.split_guarded(actions, risky)  # type: ignore[arg-type]
+            applied = list(await self.guarded_apply(ctx, view, guarded, risky))
+            rest = list(rest_actions)
+        for action in rest:
+            try:
+                await self.execute(ctx, action, view)
+            except ReconcileError as error:
+                ctx.event("Warning", error.reason, f"{action.describe()} failed: {error}")
+                raise PartialApply(error, applied) from error
+            applied.append(action)
+            ctx.event("Normal", "Applied", action.describe())
+        view = await self.observe(ctx)
+        outcome = self.report(ctx, view, self.plan(spec, view))
+        outcome.applied = applied
+        return outcome
+
+    # -- management-path changes (guard.py)
+
+    async def settle(self, ctx: Context, view: HostView) -> HostView:
+        """A guarded change of an earlier pass still undecided (the operator restarted, or lost the host while
+        confirming): confirm it if it has finished and this pass reached the host, else wait for the host's
+        timer. Nothing else is changed meanwhile: a revert would undo it."""
+        facts = view.facts
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        checkpoint = guard.latest(facts.checkpoints, view.owner, "pending", "reverting", now=facts.host_time)
+        if checkpoint is None:
+            return view
+        state = checkpoint.state(facts.host_time)
+        if state == "pending" and checkpoint.applied is not None and spec.management_policy == "Manage":
+            try:
+                result = guard.parse_confirm((await self.connection(ctx).run_script(
+                    guard.CONFIRM, args=[checkpoint.id], timeout=CONFIRM_TIMEOUT_SECONDS, mutation=True,
+                    label=f"confirm checkpoint {checkpoint.id}")).stdout)
+            except SSHError as error:
+                raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
+                    error.reconcile_error() from None
+            if result.state == "confirmed":
+                ctx.event("Normal", "ChangeConfirmed", f"reached the host again and confirmed checkpoint "
+                          f"{checkpoint.id}: {checkpoint.changes}")
+                return view
+            if result.state == "rolled-back":
+                return await self.observe(ctx)
+            state = result.state
+        left = (checkpoint.expires - facts.host_time) if checkpoint.expires and facts.host_time else 0
+        doing = "is reverting it" if state == "reverting" else f"reverts it in {max(left, 0)}s unless it is confirmed"
+        raise ReconcileError(
+            "RollbackPending", f"the management-path change of checkpoint {checkpoint.id} ({checkpoint.changes}) is "
+            f"not confirmed yet and the host {doing}; nothing else is changed meanwhile",
+            retry=True, delay=float(min(max(left, 0) + 3, 30)),
+            conditions=[st.ConditionState("Reachable", "True", "Connected")])
+
+    def blocking_rollback(self, ctx: Context, view: HostView) -> tuple[int, str, str] | None:
+        """(generation, time, reason) of a revert of this very change — same generation of the same spec —
+        recorded on the host or in status: the risky plan is not tried again until the spec changes."""
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        checkpoint = guard.latest(view.facts.checkpoints, view.owner, "rolled-back")
+        if checkpoint is not None and checkpoint.generation == ctx.generation and \
+                checkpoint.digest == guard.spec_digest(spec):
+            return ctx.generation, checkpoint.rolled_back_time or "", guard.rollback_reason(checkpoint, spec.address)
+        recorded = ctx.status.get("rollback")
+        if isinstance(recorded, dict) and recorded.get("generation") == ctx.generation:
+            return ctx.generation, str(recorded.get("time", "")), str(recorded.get("reason", ""))
+        return None
+
+    def rolled_back(self, ctx: Context, view: HostView, actions: list[Action],
+                    blocker: tuple[int, str, str]) -> Outcome:
+        generation, when, reason = blocker
+        message = (f"not applied again: {reason}{f' at {when}' if when else ''}. The change is not retried for "
+                   f"generation {generation}: fix the spec (a new generation) to try again")
+        outcome = self.report(ctx, view, actions)
+        outcome.conditions = [*st.stalled("RolledBack", message),
+                              st.ConditionState("Reachable", "True", "Connected"),
+                              st.ConditionState("Configured", "False", "RolledBack", message)]
+        outcome.requeue_after = None
+        return outcome
+
+    async def guarded_apply(self, ctx: Context, view: HostView, guarded: list[HostAction],
+                            risky: list[HostAction]) -> list[HostAction]:
+        """Checkpoint, start the revert timer and the apply (one round trip), reconnect afresh and confirm.
+        Returns the actions applied; raises when the change could not be confirmed."""
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        timeout = spec.openvswitch.rollback_timeout_seconds
+        checkpoint = guard.new_checkpoint_id()
+        changes = "; ".join(a.describe() for a in risky)
+        args = guard.start_args(checkpoint, timeout, ctx.generation, view.owner, guard.spec_digest(spec), risky,
+                                management_path(spec, view.facts))
+        connection = self.connection(ctx)
+        deadline = time.monotonic() + timeout - CONFIRM_MARGIN_SECONDS
+        ctx.event("Normal", "GuardedApply", f"applying under checkpoint {checkpoint} (the host reverts it unless "
+                  f"the operator reconnects and confirms within {timeout}s): {changes}")
+        try:
+            await connection.run(["sh", "-c", guard.START, "stackops-checkpoint", *args],
+                                 input=guard.apply_script(guarded), mutation=True,
+                                 timeout=guard.apply_wait(timeout) + START_SLACK_SECONDS,
+                                 label=f"checkpoint {checkpoint} and apply {len(guarded)} management-path change(s)")
+        except CommandFailed as error:
+            raise ReconcileError("CheckpointFailed", f"no checkpoint could be written, so nothing was changed: "
+                                 f"{error}", retry=True, delay=60.0,
+                                 conditions=[st.ConditionState("Reachable", "True", "Connected")]) from None
+        except (SSHTimeout, ConnectionLost):
+            pass  # the change may have cut this connection: reconnecting tells
+        except SSHError as error:
+            raise unreachable(error) if error.reason == "Unreachable" else error.reconcile_error() from None
+        connection.close()
+        result = await self.reconnect_and_confirm(connection.target, checkpoint, deadline)
+        where = connection.target.display
+        if result is None:
+            raise ReconcileError(
+                "RollbackPending", f"applied [{changes}] under checkpoint {checkpoint}, then could not reach "
+                f"{where} again within {timeout}s: the host reverts the change by itself; checking again after that",
+                retry=True, delay=CONFIRM_MARGIN_SECONDS + 5.0,
+                conditions=[st.ConditionState("Reachable", "False", "ConnectionLost",
+                                              f"no SSH connection to {where} after the management-path change")])
+        if result.state == "missing":
+            raise ReconcileError("ConnectionLost", f"the connection to {where} was lost before checkpoint "
+                                 f"{checkpoint} was written; nothing was changed", retry=True, delay=10.0)
+        if result.state != "confirmed":
+            raise ReconcileError(
+                "RollbackPending", f"reached {where} again too late: the host is reverting checkpoint {checkpoint} "
+                f"([{changes}]); checking again", retry=True, delay=5.0,
+                conditions=[st.ConditionState("Reachable", "True", "Connected")])
+        done = guarded if result.applied == 0 else guarded[: result.progress]
+        for action in done:
+            ctx.event("Normal", "Applied", action.describe())
+        ctx.event("Normal", "ChangeConfirmed", f"reconnected and confirmed checkpoint {checkpoint}: {changes}")
+        if result.applied != 0:
+            failed = guarded[result.progress] if result.progress < len(guarded) else None
+            tail = " ".join(result.log.split()[-60:])
+            error = ReconcileError("CommandFailed", f"{failed.describe() if failed else 'the guarded apply'} exited "
+                                   f"with status {result.applied} on {where}" + (f": {tail}" if tail else ""))
+            ctx.event("Warning", error.reason, str(error))
+            raise PartialApply(error, list(done))
+        return done
+
+    async def reconnect_and_confirm(self, target: SSHTarget, checkpoint: str,
+                                    deadline: float) -> guard.ConfirmResult | None:
+        """Fresh connections with short timeouts until one confirms (or finds the host reverting), or the
+        deadline passes (None)."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0.2:
+                return None
+            attempt = dataclasses.replace(target, connect_timeout=max(
+                0.5, min(target.connect_timeout, RECONNECT_TIMEOUT_SECONDS, left)))
+            connection = self.pool.connection(attempt)
+            try:
+                result = guard.parse_confirm((await connection.run_script(
+                    guard.CONFIRM, args=[checkpoint], timeout=max(0.5, min(CONFIRM_TIMEOUT_SECONDS, left)),
+                    mutation=True, label=f"confirm checkpoint {checkpoint}")).stdout)
+                if result.state != "running":
+                    return result
+            except (Unreachable, ConnectionLost, SSHTimeout):
+                pass
+            except SSHError as error:
+                raise error.reconcile_error() from None
+            connection.close()  # a confirmation counts only over a connection opened after the change
+            await asyncio.sleep(max(0.0, min(RECONNECT_PAUSE_SECONDS, deadline - time.monotonic())))
 
     async def execute(self, ctx: Context, action: Action, observed: HostView) -> None:
         assert isinstance(action, HostAction)
@@ -108,6 +281,11 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         if manager is not None and facts.ovs is not None:
             fields["manager"] = {"target": ",".join(facts.ovs.managers), "connected": facts.ovs.manager_connected,
                                  "certificateFingerprint": facts.certificate_fingerprint or ""}
+        reverted = guard.latest(facts.checkpoints, observed.owner, "rolled-back")
+        if reverted is not None:
+            fields["rollback"] = guard.rollback_status(reverted, spec.address)
+            if (ctx.status.get("rollback") or {}).get("time") != reverted.rolled_back_time:
+                ctx.event("Warning", "RolledBack", fields["rollback"]["reason"])
         requeue = RETRY_PENDING_SECONDS if pending and spec.management_policy == "Manage" else None
         return Outcome(conditions=[*conditions, reachable, configured], fields=fields, drift=pending,
                        requeue_after=requeue)

@@ -17,6 +17,20 @@ WRITE_FILE = (
     'mv -f "$f.stackops-new" "$f"'
 )
 
+# Moves an address from a NIC that became a bridge port to an interface of that bridge, with the NIC's other
+# routes (the default route, …): $1 the CIDR, $2 the NIC, $3 the new interface. Only positional arguments.
+MOVE_ADDRESS = (
+    'set -eu; set -f; cidr="$1"; from="$2"; to="$3"; '
+    'routes=$(ip -4 route show dev "$from" | grep -v " proto kernel " '
+    '| sed -E "s/ (linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive)( |\\$)/ /g"); '
+    'ip link set dev "$to" up; '
+    'ip addr replace "$cidr" dev "$to"; '
+    'ip addr del "$cidr" dev "$from"; '
+    'printf "%s\\n" "$routes" | while IFS= read -r route; do '
+    '[ -n "$route" ] || continue; ip route replace $route dev "$to"; done; '
+    'if command -v arping >/dev/null 2>&1; then arping -q -U -c 1 -I "$to" "${cidr%/*}" || true; fi'
+)
+
 
 @dataclass(frozen=True)
 class HostAction(Action):
@@ -53,6 +67,20 @@ class IpCommand(HostAction):
 
     def argv(self) -> tuple[str, ...]:
         return ("ip", *self.args)
+
+
+@dataclass(frozen=True)
+class MoveAddress(HostAction):
+    """Move an address (and the routes through its NIC) from a NIC that is now a bridge port to an interface of
+    that bridge: the port's own address would be dead, and a second copy would answer on the wrong interface."""
+
+    cidr: str = ""
+    source: str = ""
+    target: str = ""
+    disruptive: bool = True  # type: ignore[misc]
+
+    def argv(self) -> tuple[str, ...]:
+        return ("sh", "-c", MOVE_ADDRESS, "stackops-move-address", self.cidr, self.source, self.target)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,42 @@ class Service:
     active: bool
 
 
+EXPIRY_GRACE_SECONDS = 30  # a checkpoint still undecided this long after its deadline has lost its timer
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A guarded change on the host (a directory under /var/lib/stackops/checkpoint): what was changed, for which
+    object and generation, and how it ended."""
+
+    id: str
+    owner: str = ""  # namespace/name of the KvmHost
+    generation: int | None = None
+    digest: str = ""  # of the spec the change was planned from
+    changes: str = ""  # the management-path changes, as described to people
+    started: int | None = None  # host clock, seconds since the epoch
+    expires: int | None = None  # when the host reverts unless confirmed
+    applied: int | None = None  # exit status of the apply; None while it runs
+    progress: int = 0  # commands of the apply that completed
+    confirmed: bool = False
+    decided: bool = False  # the operator confirmed or the timer started reverting (whoever came first)
+    rolled_back_time: str | None = None  # RFC 3339, once the host has reverted
+    rolled_back_reason: str | None = None
+
+    def state(self, now: int | None) -> str:
+        """confirmed | rolled-back | reverting | pending | expired (undecided long after its deadline: its timer
+        is gone, e.g. the host rebooted)."""
+        if self.confirmed:
+            return "confirmed"
+        if self.rolled_back_time is not None:
+            return "rolled-back"
+        if self.decided:
+            return "reverting"
+        if now is not None and self.expires is not None and now > self.expires + EXPIRY_GRACE_SECONDS:
+            return "expired"
+        return "pending"
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything one probe of a KVM host found."""
@@ -83,3 +119,5 @@ class Observed:
     selinux_config: str | None
     certificate_fingerprint: str | None
     libvirt_tcp_listening: bool
+    checkpoints: tuple[Checkpoint, ...] = ()  # guarded changes recorded on this host, oldest first
+    host_time: int | None = None  # the host's clock when probed (seconds since the epoch)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ...api.kvmhost import Bridge, KvmHostSpec
 from . import config
-from .actions import HostAction, InstallPackages, IpCommand, OvsCommand, RestartService, RunCommand, WriteFile
+from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RestartService, RunCommand,
+                      WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsState
 
 LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
@@ -209,6 +210,9 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
     for bridge in ctx.spec.openvswitch.bridges:
         wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
                   **{p.name: p.addresses for p in bridge.internal_ports}}
+        # NICs the spec makes ports of this bridge: an address one of them holds and the spec puts on an
+        # interface of the bridge is moved (with the NIC's routes), not copied.
+        members = [*bridge.ports, *(nic for bond in bridge.bonds for nic in bond.interfaces)]
         for iface, cidrs in wanted.items():
             have = set(ctx.observed.addresses.get(iface, ()))
             recorded = set(filter(None, (ovs.interfaces[iface].external_ids.get(ADDRESSES_KEY, "").split(",")
@@ -220,7 +224,11 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "del", cidr, "dev", iface)))
             for cidr in cidrs:
-                if cidr not in have:
+                holder = next((nic for nic in members if cidr in ctx.observed.addresses.get(nic, ())), None)
+                if cidr not in have and holder is not None:
+                    actions.append(MoveAddress(f"move address {cidr} from {holder} to {iface} (with the routes "
+                                               f"through {holder})", cidr=cidr, source=holder, target=iface))
+                elif cidr not in have:
                     actions.append(IpCommand(f"add address {cidr} to {iface}",
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "add", cidr, "dev", iface)))

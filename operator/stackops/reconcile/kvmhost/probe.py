@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any, Iterator
 
+from .guard import PROBE_SECTION, parse_checkpoints
 from .observed import Observed, OvsBridge, OvsInterface, OvsPort, OvsState
 
 FILES = (
@@ -24,7 +25,8 @@ FILES = (
 SERVICES = ("libvirtd", "openvswitch-switch", "openvswitch", "cloudstack-agent")
 CERTIFICATE = "/etc/openvswitch/ovsclient-cert.pem"
 
-# Positional parameters ($@) are the package names to query, passed quoted by the caller.
+# Positional parameters ($@) are the package names to query, passed quoted by the caller. The last section lists
+# the checkpoints of guarded management-path changes (see guard.py).
 SCRIPT = r"""
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 section() { printf '\n@@%s %s\n' "$1" "$2"; }
@@ -77,7 +79,7 @@ if [ -f /etc/openvswitch/ovsclient-cert.pem ] && have openssl; then
   openssl x509 -in /etc/openvswitch/ovsclient-cert.pem -noout -fingerprint -sha1 2>/dev/null
 fi
 section listening -; have ss && ss -Hltn 2>/dev/null
-true
+""" + PROBE_SECTION + """true
 """
 
 
@@ -220,6 +222,7 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
     fingerprint = found.get("certificate", "").partition("=")[2].strip() or None
     apparmor = found.get("apparmor", "").strip()
     selinux_config = files.get("/etc/selinux/config")
+    host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""))
     return Observed(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
@@ -240,4 +243,6 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
         selinux_config=selinux_config,
         certificate_fingerprint=fingerprint,
         libvirt_tcp_listening=libvirt_tcp_port in _listening_ports(found.get("listening", "")),
+        checkpoints=checkpoints,
+        host_time=host_time,
     )
