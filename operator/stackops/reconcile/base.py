@@ -113,19 +113,22 @@ class PlannedReconciler(Reconciler, Generic[Observed]):
     def report(self, ctx: Context, observed: Observed, pending: list[Action]) -> Outcome:
         """Status for what was observed, with `pending` the actions still to do (drift under Observe)."""
 
-    def check(self, ctx: Context, actions: list[Action], observed: Observed) -> None:
-        """Refuse (raise ReconcileError) a plan that must not be applied, before anything is changed."""
+    async def settle(self, ctx: Context, observed: Observed) -> Observed:
+        """Finish or wait for work an earlier pass left undecided on the infrastructure (default: none)."""
+        return observed
 
-    async def reconcile(self, ctx: Context) -> Outcome:
-        observed = await self.observe(ctx)
-        actions = self.plan(ctx.spec, observed)
-        if ctx.spec.management_policy == "Observe" or not actions:
-            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
-                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
-                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
-            return self.report(ctx, observed, actions)
-        self.check(ctx, actions, observed)
-        applied: list[Action] = []
+    def check(self, ctx: Context, actions: list[Action], observed: Observed) -> Outcome | None:
+        """Before anything is changed: raise ReconcileError to refuse the plan, or return an Outcome to report
+        instead of applying (default: go ahead)."""
+        return None
+
+    async def apply(self, ctx: Context, actions: list[Action], observed: Observed) -> list[Action]:
+        """Carry out the plan; returns what was done. Subclasses may apply some actions specially."""
+        return await self.execute_each(ctx, actions, observed, [])
+
+    async def execute_each(self, ctx: Context, actions: list[Action], observed: Observed,
+                           applied: list[Action]) -> list[Action]:
+        """Execute in order, one Event per change; stop at the first failure (PartialApply lists what was done)."""
         for action in actions:
             try:
                 await self.execute(ctx, action, observed)
@@ -134,6 +137,20 @@ class PlannedReconciler(Reconciler, Generic[Observed]):
                 raise PartialApply(error, applied) from error
             applied.append(action)
             ctx.event("Normal", "Applied", action.describe())
+        return applied
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        observed = await self.settle(ctx, await self.observe(ctx))
+        actions = self.plan(ctx.spec, observed)
+        if ctx.spec.management_policy == "Observe" or not actions:
+            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
+                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
+                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
+            return self.report(ctx, observed, actions)
+        instead = self.check(ctx, actions, observed)
+        if instead is not None:
+            return instead
+        applied = await self.apply(ctx, actions, observed)
         observed = await self.observe(ctx)
         outcome = self.report(ctx, observed, self.plan(ctx.spec, observed))
         outcome.applied = applied

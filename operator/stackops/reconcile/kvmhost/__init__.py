@@ -73,38 +73,22 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                                              st.ConditionState("Configured", "False", error.reason, str(error))]) \
                 from None
 
-    async def reconcile(self, ctx: Context) -> Outcome:
-        """The engine's observe → plan → apply, with management-path changes applied under a checkpoint."""
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
-        view = await self.settle(ctx, await self.observe(ctx))
-        actions = self.plan(spec, view)
-        if spec.management_policy == "Observe" or not actions:
-            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
-                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
-                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
-            return self.report(ctx, view, actions)
-        risky = guard.risky_actions(actions, management_path(spec, view.facts))
+    def check(self, ctx: Context, actions: list[Action], observed: HostView) -> Outcome | None:
+        """A management-path change the host already reverted for this generation is not tried again."""
+        if not guard.risky_actions(actions, management_path(ctx.spec, observed.facts)):  # type: ignore[arg-type]
+            return None
+        blocker = self.blocking_rollback(ctx, observed)
+        return None if blocker is None else self.rolled_back(ctx, observed, actions, blocker)
+
+    async def apply(self, ctx: Context, actions: list[Action], observed: HostView) -> list[Action]:
+        """Management-path changes (and what precedes them) under an on-host checkpoint, the rest one by one."""
+        risky = guard.risky_actions(actions, management_path(ctx.spec, observed.facts))  # type: ignore[arg-type]
         applied: list[Action] = []
-        rest: list[Action] = list(actions)
         if risky:
-            blocker = self.blocking_rollback(ctx, view)
-            if blocker is not None:
-                return self.rolled_back(ctx, view, actions, blocker)
-            guarded, rest_actions = guard.split_guarded(actions, risky)  # type: ignore[arg-type]
-            applied = list(await self.guarded_apply(ctx, view, guarded, risky))
-            rest = list(rest_actions)
-        for action in rest:
-            try:
-                await self.execute(ctx, action, view)
-            except ReconcileError as error:
-                ctx.event("Warning", error.reason, f"{action.describe()} failed: {error}")
-                raise PartialApply(error, applied) from error
-            applied.append(action)
-            ctx.event("Normal", "Applied", action.describe())
-        view = await self.observe(ctx)
-        outcome = self.report(ctx, view, self.plan(spec, view))
-        outcome.applied = applied
-        return outcome
+            guarded, rest = guard.split_guarded(actions, risky)  # type: ignore[arg-type]
+            applied = list(await self.guarded_apply(ctx, observed, guarded, risky))
+            actions = list(rest)
+        return await self.execute_each(ctx, actions, observed, applied)
 
     # -- management-path changes (guard.py)
 
