@@ -75,3 +75,28 @@ def test_unreachable_host_is_reported_and_recovered(kube: Any, managed_hosts: tu
     wait_for(lambda: condition(kube, namespace, name, "Ready").get("status") == "True",
              timeout=3 * INTERVAL + 60, what="recovery without intervention")
     assert condition(kube, namespace, name, "Reachable")["status"] == "True"
+
+
+def test_management_path_cut_is_reverted_and_reported(kube: Any, managed_hosts: tuple[str, list]) -> None:
+    """eth0 joins cloudbr0 and the management address moves to VLAN 123, which the lab's switch does not carry:
+    the host reverts it by itself, stays reachable, and status says why; the same generation is not retried."""
+    namespace, hosts = managed_hosts
+    host = hosts[0]
+    name = f"lab-{host.name}"
+    obj = json.loads(kube.kubectl("get", "kvmhost", name, "-n", namespace, "-o", "json").stdout)
+    openvswitch = obj["spec"]["openvswitch"]
+    openvswitch["rollbackTimeoutSeconds"] = 10
+    bridge = openvswitch["bridges"][0]
+    bridge["ports"] = ["eth0"]
+    bridge["vlanBridges"][0]["addresses"] = [f"{host.address}/24"]
+    kube.kubectl("patch", "kvmhost", name, "-n", namespace, "--type=merge",
+                 "-p", json.dumps({"spec": {"openvswitch": openvswitch}}))
+    stalled = wait_for(lambda: (c := condition(kube, namespace, name, "Stalled")).get("reason") == "RolledBack"
+                       and c, timeout=120, what="Stalled/RolledBack")
+    assert stalled["status"] == "True" and "mgmt0" in stalled["message"], stalled
+    status = json.loads(kube.kubectl("get", "kvmhost", name, "-n", namespace, "-o", "json").stdout)["status"]
+    assert status["rollback"]["generation"] == status["observedGeneration"] and status["rollback"]["reason"]
+    assert "eth0" not in host.run("ovs-vsctl list-ports cloudbr0").stdout
+    assert host.address in host.run("ip -4 addr show eth0").stdout
+    events = kube.kubectl("get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}").stdout
+    assert "RolledBack" in events and "GuardedApply" in events
