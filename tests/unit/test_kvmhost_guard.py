@@ -24,7 +24,7 @@ from stackops.reconcile.kvmhost.actions import MOVE_ADDRESS, IpCommand, MoveAddr
 from stackops.reconcile.kvmhost.observed import Checkpoint
 from stackops.reconcile.kvmhost.plan import management_path, plan
 from stackops.reconcile.kvmhost.probe import parse, sections
-from test_kvmhost_plan import probe_output
+from kvmhost_probe import probe_output
 
 OWNER = "lab/kvm1"
 ADDRESS = "10.250.0.11"

@@ -13,7 +13,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import build_command
 from stackops.reconcile.kvmhost.plan import plan
 from stackops.reconcile.kvmhost.probe import parse
-from test_kvmhost_plan import probe_output
+from kvmhost_probe import probe_output
 
 NASTY = ["x; touch {c}", "$(touch {c})", "`touch {c}`", "x | touch {c}", "x && touch {c}", "x > {c}",
          "x\ntouch {c}", "x' ; touch {c} ; '", 'x" ; touch {c} ; "', "x y"]
