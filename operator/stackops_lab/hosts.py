@@ -815,14 +815,19 @@ def copy_file_pristine(source: Path, target: Path, conffiles: dict[str, Conffile
     os.chown(target, info.st_uid, info.st_gid)
 
 
+def mirror_directory(source: Path, target: Path) -> Path:
+    """`target` created (if missing) with the mode and owner of the directory `source`."""
+    target.mkdir(exist_ok=True)
+    info = source.stat()
+    os.chmod(target, stat.S_IMODE(info.st_mode))
+    os.chown(target, info.st_uid, info.st_gid)
+    return target
+
+
 def copy_tree_pristine(source: Path, target: Path, conffiles: dict[str, Conffile], progress: Progress) -> None:
     for directory, dirnames, filenames in os.walk(source):
         here = Path(directory)
-        there = target / here.relative_to(source)
-        there.mkdir(exist_ok=True)
-        info = here.stat()
-        os.chmod(there, stat.S_IMODE(info.st_mode))
-        os.chown(there, info.st_uid, info.st_gid)
+        there = mirror_directory(here, target / here.relative_to(source))
         for name in [*filenames, *(d for d in dirnames if (here / d).is_symlink())]:
             path = here / name
             if path.is_symlink():
@@ -835,11 +840,7 @@ def copy_skeleton(source: Path, target: Path) -> None:
     """The directories of `source` (modes and owners), without their files: a fresh package's state dirs."""
     for directory, _, _ in os.walk(source):
         here = Path(directory)
-        there = target / here.relative_to(source)
-        there.mkdir(exist_ok=True)
-        info = here.stat()
-        os.chmod(there, stat.S_IMODE(info.st_mode))
-        os.chown(there, info.st_uid, info.st_gid)
+        mirror_directory(here, target / here.relative_to(source))
 
 
 def write_dpkg_database(upper: Path, agent_etc: Path) -> None:

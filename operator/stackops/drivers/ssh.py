@@ -36,7 +36,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import paramiko
 from pydantic import SecretStr
@@ -300,6 +300,18 @@ def build_command(argv: Sequence[str], *, sudo: bool = False) -> str:
 def script_argv(args: Sequence[str] = ()) -> list[str]:
     """The argv that runs a script read from stdin with `args` as its positional parameters."""
     return ["sh", "-s", "--", *_check_argv(["sh", *args])[1:]]
+
+
+def _drain(ready: Callable[[], bool], read: Callable[[int], bytes], into: bytearray) -> bool:
+    """Append what a channel stream has ready to `into`; True when anything was read."""
+    progressed = False
+    while ready():
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            break
+        into += chunk
+        progressed = True
+    return progressed
 
 
 def _display(text: str) -> str:
@@ -618,19 +630,8 @@ class SSHPool:
         out, err = bytearray(), bytearray()
         fd = channel.fileno()
         while True:
-            progressed = False
-            while channel.recv_ready():
-                chunk = channel.recv(_READ_CHUNK)
-                if not chunk:
-                    break
-                out += chunk
-                progressed = True
-            while channel.recv_stderr_ready():
-                chunk = channel.recv_stderr(_READ_CHUNK)
-                if not chunk:
-                    break
-                err += chunk
-                progressed = True
+            progressed = _drain(channel.recv_ready, channel.recv, out)
+            progressed = _drain(channel.recv_stderr_ready, channel.recv_stderr, err) or progressed
             if channel.eof_received or channel.closed:
                 if not progressed and not channel.recv_ready() and not channel.recv_stderr_ready():
                     return bytes(out), bytes(err)
