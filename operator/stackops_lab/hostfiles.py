@@ -3,7 +3,8 @@
 The shims are what a lab host has instead of systemd: `systemctl start|stop|restart|status|is-active …` for the
 daemons a CloudStack KVM host runs (libvirtd, Open vSwitch, sshd) start, stop and report the real daemons, so a
 restart re-reads their configuration as on a real host. cloudstack-agent is not packaged in Debian: its unit is a
-stand-in that only records that it runs (and which agent.properties it "loaded").
+stand-in that only records that it runs (and which agent.properties it "loaded"), and a unit only while the
+package is installed (a lab host may start without it and install it from the lab's repository, aptrepo.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ SYSTEMCTL = r"""#!/bin/sh
 # host's real daemons the way systemd would, with systemctl's exit codes (is-active/status: 0 active,
 # 3 inactive; unknown unit: status 4, start 5).
 #   units: ssh (sshd), libvirtd, openvswitch-switch (ovsdb-server + ovs-vswitchd, also answering to those two
-#   names), cloudstack-agent (stand-in),
+#   names), cloudstack-agent (stand-in; a unit only while its package is installed, as its unit file comes with it),
 #   libvirtd*.socket (socket activation is not emulated: they can be masked/stopped, never started).
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
@@ -29,12 +30,14 @@ canon() {
         ssh|sshd) echo ssh ;;
         libvirtd|libvirt-bin) echo libvirtd ;;
         openvswitch-switch|ovs-vswitchd|ovsdb-server) echo openvswitch-switch ;;
-        cloudstack-agent) echo cloudstack-agent ;;
+        cloudstack-agent) agent_installed || return 1; echo cloudstack-agent ;;
         libvirtd.socket|libvirtd-ro.socket|libvirtd-admin.socket|libvirtd-tcp.socket|libvirtd-tls.socket|\
 virtlogd.socket|virtlogd-admin.socket|virtlockd.socket|virtlockd-admin.socket) echo "$u" ;;
         *) return 1 ;;
     esac
 }
+
+agent_installed() { [ "$(dpkg-query -W -f='${db:Status-Status}' cloudstack-agent 2>/dev/null)" = installed ]; }
 
 unit_file() { case "$1" in *.socket) echo "$1" ;; *) echo "$1.service" ;; esac; }
 
@@ -281,6 +284,7 @@ done
 case "$command" in
     ''|list-units|list-unit-files)
         for u in ssh libvirtd openvswitch-switch cloudstack-agent; do
+            canon "$u" >/dev/null || continue
             printf '%-28s %-8s %-10s %s\n' "$(unit_file $u)" loaded "$(active_state $u)" "$(describe $u)"
         done
         exit 0 ;;
@@ -335,6 +339,8 @@ export PATH
 case "$1" in
     --status-all)
         for u in cloudstack-agent libvirtd openvswitch-switch ssh; do
+            [ "$u" != cloudstack-agent ] || \
+                [ "$(dpkg-query -W -f='${db:Status-Status}' cloudstack-agent 2>/dev/null)" = installed ] || continue
             if systemctl -q is-active "$u"; then echo " [ + ]  $u"; else echo " [ - ]  $u"; fi
         done
         exit 0 ;;
@@ -501,26 +507,44 @@ PermitRootLogin prohibit-password
 PasswordAuthentication no
 """
 
-# The version the cloudstack-agent stand-in reports as installed (dpkg-query, agent log).
+# The version of the cloudstack-agent stand-in registered as installed on a lab host (unless the host starts
+# without it); the lab's apt repository (aptrepo.py) has it and a later one.
 AGENT_VERSION = "4.19.1.0"
+# What the stand-in depends on: packages every lab host has (installed on the machine, see hosts.HOST_PACKAGES),
+# as the real package depends on an emulator, libvirt and iproute2.
+AGENT_DEPENDS = "qemu-system-x86 | qemu-kvm, libvirt-daemon-system | libvirt-bin, iproute2"
+# What the later stand-in version adds to agent.properties: its shipped file differs, so upgrading over an
+# agent.properties the operator edited is a real conffile conflict (dpkg keeps the edited file with confold).
+AGENT_PROPERTIES_LATER = """
+# Memory (MiB) kept for the host itself, not offered to guests.
+#host.reserved.mem.mb=1024
+"""
 
 
-def agent_dpkg_status(conffiles: dict[str, str]) -> str:
-    """The dpkg status stanza of the cloudstack-agent stand-in; `conffiles` maps path to md5."""
-    listed = "".join(f" {path} {md5}\n" for path, md5 in conffiles.items())
+def agent_control(version: str, installed_size_kib: int) -> str:
+    """The control stanza of a cloudstack-agent stand-in version."""
     return (
         "Package: cloudstack-agent\n"
-        "Status: install ok installed\n"
-        "Priority: extra\n"
-        "Section: libs\n"
-        "Installed-Size: 16\n"
-        "Maintainer: Apache CloudStack <dev@cloudstack.apache.org>\n"
+        f"Version: {version}\n"
         "Architecture: all\n"
+        "Maintainer: Apache CloudStack <dev@cloudstack.apache.org>\n"
+        f"Installed-Size: {installed_size_kib}\n"
+        f"Depends: {AGENT_DEPENDS}\n"
+        "Section: libs\n"
+        "Priority: optional\n"
         "Source: cloudstack\n"
-        f"Version: {AGENT_VERSION}\n"
-        f"Conffiles:\n{listed}"
+        "Homepage: https://cloudstack.apache.org/\n"
         "Description: CloudStack agent (stackops lab stand-in)\n"
         " The lab's stand-in for the Apache CloudStack KVM agent: the configuration files its package\n"
         " installs in /etc/cloudstack/agent and a systemctl unit that records whether it runs. No agent\n"
         " process runs.\n"
     )
+
+
+def agent_dpkg_status(conffiles: dict[str, str]) -> str:
+    """The dpkg status stanza of the registered cloudstack-agent stand-in; `conffiles` maps path to md5."""
+    listed = "".join(f" {path} {md5}\n" for path, md5 in conffiles.items())
+    control = agent_control(AGENT_VERSION, 16)
+    head, _, description = control.partition("Description:")
+    head = head.replace("Package: cloudstack-agent\n", "Package: cloudstack-agent\nStatus: install ok installed\n", 1)
+    return f"{head}Conffiles:\n{listed}Description:{description}"

@@ -6,8 +6,13 @@ mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, P
 - its own hostname, and private files where a KVM host keeps its state: an overlay on /etc (so every edit under
   /etc stays on that host; /etc/libvirt, /etc/openvswitch, /etc/cloudstack and /etc/ssh/sshd_config start as a
   fresh install ships them), bind mounts of the host's directory on /root, /var/log, /var/lib/libvirt,
-  /var/lib/openvswitch and /var/cache/libvirt, and tmpfs on /run and /tmp. /usr and the dpkg database stay the
-  machine's: a package installed on the machine is installed on every host.
+  /var/lib/openvswitch, /var/cache/libvirt and /var/cache/apt, and tmpfs on /run and /tmp. /usr stays the
+  machine's (read-only): a package installed on the machine is installed on every host.
+- its own package state: overlays on the dpkg database (the machine's, plus a stand-in cloudstack-agent
+  registered as installed unless the host is created without it), /var/lib/apt (an empty package index) and
+  /var/cache/debconf, and its own /etc/apt whose only source is the lab's repository (aptrepo.py: stand-in
+  cloudstack-agent .debs, bind-mounted read-only on /srv). `apt-get install cloudstack-agent` works in a host
+  and changes only that host; it never reaches the machine's Debian mirrors or the Internet.
 - real daemons: sshd (own ed25519 host key, root key login), Open vSwitch (ovsdb-server + ovs-vswitchd;
   there is no kernel datapath, bridges need `datapath_type=netdev`), libvirtd (fresh config: no TCP listener
   until the operator configures one), and a `systemctl`/`service` shim on the PATH (also over
@@ -43,7 +48,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from stackops_lab import hostfiles
+from stackops_lab import aptrepo, hostfiles
 from stackops_lab.controlplane import (
     ClusterInfo,
     LabError,
@@ -95,6 +100,13 @@ PRIVATE_DIRS = {
 # Mount points of PRIVATE_DIRS that the lab may create on the machine (empty) when the machine lacks them.
 CREATED_MOUNT_POINTS = ("/var/lib/stackops",)
 APT_ARCHIVES = Path("/var/cache/apt/archives")
+# The host's /etc/apt: only the lab's repository as a source, none of the machine's configuration.
+APT_SOURCES_LIST = f"""\
+# stackops lab: this host's only package source is the lab's own repository (stand-in CloudStack packages).
+{aptrepo.SOURCE_LINE}
+"""
+APT_ETC_DIRS = ("apt.conf.d", "auth.conf.d", "keyrings", "preferences.d", "sources.list.d", "trusted.gpg.d")
+DEBCONF_CACHE = "/var/cache/debconf"
 
 
 # --------------------------------------------------------------------------- hosts
@@ -193,10 +205,22 @@ class LabHosts:
 
     # ------------------------------------------------------------------ public
 
-    def create(self, count: int, progress: Progress = ignore_progress) -> list[LabHost]:
-        """Start `count` fresh hosts (after removing any this lab had) and return them once all are ready."""
+    @property
+    def repository(self) -> Path:
+        """The lab's apt repository (what hosts see as /srv/stackops-lab-repo)."""
+        return self.workdir / aptrepo.SRV / aptrepo.REPO_NAME
+
+    def create(self, count: int, progress: Progress = ignore_progress,
+               missing_packages: Sequence[str] = ()) -> list[LabHost]:
+        """Start `count` fresh hosts (after removing any this lab had) and return them once all are ready.
+        `missing_packages` (of the lab repository's, e.g. cloudstack-agent): not installed on the hosts, so that
+        the KvmHost reconciler has them to install."""
         if not 1 <= count <= MAX_HOSTS:
             raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}")
+        unknown = sorted(set(missing_packages) - set(aptrepo.PACKAGES))
+        if unknown:
+            raise LabError(f"a lab host can start without {', '.join(aptrepo.PACKAGES)} only (the packages of the "
+                           f"lab's repository), not {', '.join(unknown)}")
         check_prerequisites()
         self.destroy(progress)
         started = time.monotonic()
@@ -206,6 +230,7 @@ class LabHosts:
         try:
             self.write_state(state)
             template = self.build_template(progress)
+            aptrepo.build(self.workdir / aptrepo.SRV)
             client_key = self.write_client_key()
             shims = self.write_shims()
             progress(f"creating {count} KVM lab host(s) on {state.bridge} ({SUBNET_PREFIX}.{state.slot}.0/24)…")
@@ -213,7 +238,7 @@ class LabHosts:
                 host = self.new_host(state, index, client_key)
                 state.hosts.append(host)
                 self.write_state(state)
-                self.prepare_files(host, template, shims)
+                self.prepare_files(host, template, shims, tuple(missing_packages))
                 self.create_network(state, host)
             self.start_inits(state, progress)
             self.write_known_hosts(state.hosts)
@@ -350,10 +375,14 @@ class LabHosts:
             (sbin / name).chmod(0o755)
         return sbin
 
-    def prepare_files(self, host: LabHost, template: Path, shims: Path) -> None:
+    def prepare_files(self, host: LabHost, template: Path, shims: Path,
+                      missing_packages: tuple[str, ...] = ()) -> None:
         directory = host.directory
         directory.mkdir(mode=0o755)
-        for name in ("etc", "dpkg", "apt-lib", "apt-cache"):
+        overlays = [("etc", "/etc"), ("dpkg", "/var/lib/dpkg"), ("apt-lib", "/var/lib/apt")]
+        if Path(DEBCONF_CACHE).is_dir():
+            overlays.append(("debconf", DEBCONF_CACHE))  # maintainer scripts' answers stay on the host
+        for name, _ in overlays:
             (directory / f"{name}-upper").mkdir(mode=0o755)
             (directory / f"{name}-work").mkdir()
         etc = directory / "etc-upper"
@@ -363,11 +392,22 @@ class LabHosts:
         shutil.copyfile(template / "conf.db", etc / "openvswitch" / "conf.db")
         (etc / "default").mkdir()
         shutil.copy2(template / "default-libvirtd", etc / "default" / "libvirtd")
+        agent_installed = aptrepo.AGENT not in missing_packages
         agent = etc / "cloudstack" / "agent"
-        agent.mkdir(parents=True)
-        (agent / "agent.properties").write_text(hostfiles.AGENT_PROPERTIES)
-        (agent / "log4j-cloud.xml").write_text(hostfiles.LOG4J_CLOUD_XML)
-        (agent / "environment.properties").write_text(hostfiles.ENVIRONMENT_PROPERTIES)
+        if agent_installed:  # what the package installed (without it, dpkg creates them when it is installed)
+            agent.mkdir(parents=True)
+            for path, content in aptrepo.agent_files(hostfiles.AGENT_VERSION).items():
+                (agent / Path(path).name).write_text(content)
+        elif Path("/etc/cloudstack").exists():
+            (etc / "cloudstack").mkdir()  # opaque and empty: the machine's is hidden
+        # apt: the lab's repository as the only source, an empty package index and cache (apt-get update fills it)
+        apt = etc / "apt"
+        apt.mkdir()
+        for name in APT_ETC_DIRS:
+            (apt / name).mkdir()
+        (apt / "sources.list").write_text(APT_SOURCES_LIST)
+        (directory / "apt-lib-upper" / "lists" / "partial").mkdir(parents=True)
+        (directory / "var-cache-apt" / "archives" / "partial").mkdir(parents=True)
         # sshd: the pristine config plus the lab's drop-in, the host's own key, none of the machine's keys
         ssh = etc / "ssh"
         (ssh / "sshd_config.d").mkdir(parents=True)
@@ -382,8 +422,10 @@ class LabHosts:
         for machine_key in Path("/etc/ssh").glob("ssh_host_*"):
             if not (ssh / machine_key.name).exists():
                 whiteout(ssh / machine_key.name)
-        for opaque in (etc / "libvirt", etc / "openvswitch", etc / "cloudstack", ssh / "sshd_config.d"):
-            os.setxattr(opaque, OPAQUE_XATTR, b"y")
+        for opaque in (etc / "libvirt", etc / "openvswitch", etc / "cloudstack", ssh / "sshd_config.d", apt,
+                       directory / "apt-lib-upper" / "lists"):
+            if opaque.is_dir():
+                os.setxattr(opaque, OPAQUE_XATTR, b"y")
         (etc / "hostname").write_text(f"{host.name}\n")
         (etc / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n{host.address}\t{host.name}.lab.stackops {host.name}\n\n"
@@ -404,18 +446,20 @@ class LabHosts:
         copy_skeleton(Path("/var/cache/libvirt"), directory / "var-cache-libvirt")
         (directory / "var-lib-openvswitch").mkdir()
         (directory / "var-lib-stackops").mkdir()
-        for log_dir in ("libvirt/qemu", "openvswitch", "cloudstack/agent"):
+        for log_dir in ("libvirt/qemu", "openvswitch", "apt", *(("cloudstack/agent",) if agent_installed else ())):
             (directory / "var-log" / log_dir).mkdir(parents=True)
-        # the host's own package database, where the cloudstack-agent stand-in is an installed package
-        write_dpkg_database(directory / "dpkg-upper", agent)
+        # the host's own package database, where the cloudstack-agent stand-in is an installed package (or not)
+        write_dpkg_database(directory / "dpkg-upper", agent if agent_installed else None)
         mounts: list[dict[str, Any]] = [
             {"kind": "overlay", "target": target, "upper": str(directory / f"{name}-upper"),
              "work": str(directory / f"{name}-work")}
-            for name, target in (("etc", "/etc"), ("dpkg", "/var/lib/dpkg"), ("apt-lib", "/var/lib/apt"),
-                                 ("apt-cache", "/var/cache/apt"))
+            for name, target in overlays
         ]
         mounts += [{"kind": "bind", "source": str(directory / name), "target": target}
-                   for name, target in PRIVATE_DIRS.items()]
+                   for name, target in {**PRIVATE_DIRS, "var-cache-apt": "/var/cache/apt"}.items()]
+        # the lab's apt repository, the same for every host, read-only
+        mounts.append({"kind": "bind", "source": str(self.workdir / aptrepo.SRV), "target": "/srv",
+                       "readonly": True})
         # /usr stays the machine's, read-only: nothing run in a host (apt, dpkg, pip) changes the machine
         mounts.append({"kind": "bind", "source": "/usr", "target": "/usr", "recursive": True, "readonly": True})
         mounts.append({"kind": "bind", "source": str(shims), "target": "/usr/local/sbin", "readonly": True})
@@ -531,8 +575,9 @@ class LabHosts:
             return None
 
 
-def create(lab_dir: Path, count: int, progress: Progress = ignore_progress) -> list[LabHost]:
-    return LabHosts(lab_dir).create(count, progress)
+def create(lab_dir: Path, count: int, progress: Progress = ignore_progress,
+           missing_packages: Sequence[str] = ()) -> list[LabHost]:
+    return LabHosts(lab_dir).create(count, progress, missing_packages)
 
 
 def destroy(lab_dir: Path, progress: Progress = ignore_progress) -> None:
@@ -575,7 +620,8 @@ def check_prerequisites() -> None:
     missing = [tool for tool in ("ip", "unshare", "nsenter", "ovsdb-tool") if shutil.which(tool) is None]
     for mount_point in CREATED_MOUNT_POINTS:
         Path(mount_point).mkdir(mode=0o755, exist_ok=True)
-    missing += [target for target in PRIVATE_DIRS.values() if not Path(target).is_dir()]
+    missing += [tool for tool in ("dpkg-deb", "apt-get") if shutil.which(tool) is None]
+    missing += [target for target in (*PRIVATE_DIRS.values(), "/var/cache/apt", "/srv") if not Path(target).is_dir()]
     if missing:
         raise LabError(f"missing on this machine: {', '.join(missing)}; run `make deps`")
 
@@ -843,11 +889,14 @@ def copy_skeleton(source: Path, target: Path) -> None:
         mirror_directory(here, target / here.relative_to(source))
 
 
-def write_dpkg_database(upper: Path, agent_etc: Path) -> None:
-    """The machine's dpkg status plus the cloudstack-agent stand-in (its conffiles with their checksums)."""
+def write_dpkg_database(upper: Path, agent_etc: Path | None) -> None:
+    """The machine's dpkg status plus the cloudstack-agent stand-in (its conffiles with their checksums), unless
+    `agent_etc` is None (a host without cloudstack-agent: the machine's status as it is)."""
+    if agent_etc is None:
+        return
+    status = Path("/var/lib/dpkg/status").read_text()
     conffiles = {f"/etc/cloudstack/agent/{path.name}": hashlib.md5(path.read_bytes()).hexdigest()  # noqa: S324
                  for path in sorted(agent_etc.iterdir())}
-    status = Path("/var/lib/dpkg/status").read_text()
     (upper / "status").write_text(status.rstrip("\n") + "\n\n" + hostfiles.agent_dpkg_status(conffiles))
     info = upper / "info"
     info.mkdir()

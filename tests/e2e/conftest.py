@@ -3,12 +3,14 @@
 `lab_hosts` is shared by the whole session: two hosts, each with `name`, `address`, `host_key` (the public key
 line to pin, "ssh-ed25519 AAAA…"), `client_key_path` / `client_key_pem` (root's login key, OpenSSH format),
 `nics` (spare NICs to bond, ["eno49", "eno50"]) and `run(command)` (a shell command inside the host's
-namespaces, for inspection). Tests that need hosts nobody else changed use `make_lab_hosts(count)`.
+namespaces, for inspection). Tests that need hosts nobody else changed use `make_lab_hosts(count)`;
+`make_lab_hosts(count, missing_packages=("cloudstack-agent",))` gives hosts without the agent, which they can install
+from the lab's apt repository (`stackops_lab.aptrepo`).
 """
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -31,14 +33,15 @@ def lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LabHost
 
 
 @pytest.fixture
-def make_lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[int], list[LabHost]]]:
-    """`make_lab_hosts(count)`: fresh hosts of the test's own (a lab of their own), removed after the test."""
+def make_lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., list[LabHost]]]:
+    """`make_lab_hosts(count, missing_packages=())`: fresh hosts of the test's own (a lab of their own), removed
+    after the test; `missing_packages` (of the lab repository's) are not installed on them."""
     managers: list[LabHosts] = []
 
-    def make(count: int = 2) -> list[LabHost]:
+    def make(count: int = 2, missing_packages: Sequence[str] = ()) -> list[LabHost]:
         manager = LabHosts(Path(tmp_path_factory.mktemp("own-lab-hosts")))
         managers.append(manager)
-        return manager.create(count, _progress)
+        return manager.create(count, _progress, missing_packages=missing_packages)
 
     try:
         yield make

@@ -15,9 +15,9 @@ from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHErr
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, PlannedReconciler, ReconcileError
 from . import guard
-from .actions import HostAction
+from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import Observed
-from .plan import PlanError, management_path, package_names, plan
+from .plan import PlanError, management_path, plan, probe_arguments
 from .probe import SCRIPT, parse
 
 PROBE_TIMEOUT = 60.0
@@ -28,6 +28,8 @@ RECONNECT_TIMEOUT_SECONDS = 3.0  # each attempt to reach the host again after a 
 CONFIRM_TIMEOUT_SECONDS = 5.0
 RECONNECT_PAUSE_SECONDS = 0.5
 CONFIRM_MARGIN_SECONDS = 1.0  # stop trying this long before the host's timer would revert
+PACKAGE_RETRY_SECONDS = 60.0  # a failed install is tried again (backing off): the repository may get the version
+PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure message
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,21 @@ class HostView:
 
     owner: str
     facts: Observed
+
+
+def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
+    """A failed index refresh or install as status shows it: what was tried and the package manager's last lines
+    (its errors: apt's `E:` lines, dnf's `Error:`), never a traceback."""
+    result = error.result
+    output = (result.stderr if result.stderr.strip() else result.stdout) if result is not None else error.stderr_tail
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(("E:", "Error:", "error:"))]
+    tail = "; ".join((errors or lines)[-PACKAGE_OUTPUT_LINES:])
+    status = "killed by a signal" if error.exit_status == -1 else f"exit status {error.exit_status}"
+    message = f"{action.describe()} failed on {error.host} ({status})" + (f": {tail}" if tail else "")
+    return ReconcileError("PackageInstallFailed", message, retry=True, delay=PACKAGE_RETRY_SECONDS,
+                          conditions=[st.ConditionState("Reachable", "True", "Connected"),
+                                      st.ConditionState("Configured", "False", "PackageInstallFailed", message)])
 
 
 def unreachable(error: SSHError) -> ReconcileError:
@@ -57,9 +74,9 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
 
     async def observe(self, ctx: Context) -> HostView:
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
-        names = sorted({*package_names(spec, "apt"), *package_names(spec, "yum")})
         try:
-            result = await self.connection(ctx).run_script(SCRIPT, args=names, timeout=PROBE_TIMEOUT, label="probe")
+            result = await self.connection(ctx).run_script(SCRIPT, args=probe_arguments(spec), timeout=PROBE_TIMEOUT,
+                                                           label="probe")
         except SSHError as error:
             raise unreachable(error) from None
         return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port))
@@ -237,6 +254,10 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         try:
             await self.connection(ctx).run(action.argv(), input=action.stdin(), timeout=COMMAND_TIMEOUT,
                                            mutation=True, label=action.describe())
+        except CommandFailed as error:
+            if isinstance(action, (InstallPackages, RefreshPackageIndex)):
+                raise package_failed(action, error) from None
+            raise error.reconcile_error() from None
         except SSHError as error:
             raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
                 error.reconcile_error() from None

@@ -16,6 +16,18 @@ WRITE_FILE = (
     'if [ -f "$f" ]; then chmod --reference="$f" "$f.stackops-new"; chown --reference="$f" "$f.stackops-new"; fi; '
     'mv -f "$f.stackops-new" "$f"'
 )
+_BACKUP = 'if [ -f "$f" ]; then cp -p "$f" "$f.stackops-backup"; fi; '
+assert _BACKUP in WRITE_FILE
+# The same without the backup: for files in directories whose every file counts (apt's sources.list.d warns about
+# any other name on every run).
+WRITE_FILE_NO_BACKUP = WRITE_FILE.replace(_BACKUP, "")
+
+# apt-get run by the operator: never a question (noninteractive; dpkg keeps a configuration file the operator
+# edited and takes the package's version of an unmodified one: confdef + confold), no service restarts by
+# needrestart (Ubuntu), and waiting for a dpkg lock another apt holds (unattended-upgrades) instead of failing.
+APT_ENV = ("DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_SUSPEND=1")
+APT_INSTALL_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+                       "-o", "DPkg::Lock::Timeout=300")
 
 # Moves an address from a NIC that became a bridge port to an interface of that bridge, with the NIC's other
 # routes (the default route, …): $1 the CIDR, $2 the NIC, $3 the new interface. Only positional arguments.
@@ -90,9 +102,10 @@ class WriteFile(HostAction):
     path: str = ""
     content: str = ""
     service: str | None = None  # restarted afterwards when its configuration changed
+    backup: bool = True  # keep the previous content as <path>.stackops-backup
 
     def argv(self) -> tuple[str, ...]:
-        return ("sh", "-c", WRITE_FILE, "stackops-write-file", self.path)
+        return ("sh", "-c", WRITE_FILE if self.backup else WRITE_FILE_NO_BACKUP, "stackops-write-file", self.path)
 
     def stdin(self) -> str | None:
         return self.content
@@ -107,15 +120,32 @@ class RestartService(HostAction):
 
 
 @dataclass(frozen=True)
-class InstallPackages(HostAction):
+class RefreshPackageIndex(HostAction):
+    """Bring the package index up to date before an install: `apt-get update`; for dnf/yum, expire the metadata
+    cache so that the install fetches the repositories' current metadata."""
+
     manager: str = "apt"
-    packages: tuple[str, ...] = ()
 
     def argv(self) -> tuple[str, ...]:
         if self.manager == "apt":
-            return ("env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends",
-                    *self.packages)
-        return (self.manager, "install", "-y", *self.packages)
+            return ("env", *APT_ENV, "apt-get", "-q", "update")
+        return (self.manager, "clean", "expire-cache")
+
+
+@dataclass(frozen=True)
+class InstallPackages(HostAction):
+    """Install packages (names, or exact versions as the manager spells them: `name=version` for apt,
+    `name-version` for dnf/yum) with the host's package manager, without a question."""
+
+    manager: str = "apt"
+    packages: tuple[str, ...] = ()
+    downgrade: bool = False  # a pinned version may be older than the installed one
+
+    def argv(self) -> tuple[str, ...]:
+        if self.manager == "apt":
+            return ("env", *APT_ENV, "apt-get", "install", "-y", "-q", "--no-install-recommends",
+                    *APT_INSTALL_OPTIONS, *(("--allow-downgrades",) if self.downgrade else ()), *self.packages)
+        return (self.manager, "install", "-y", *self.packages)  # dnf installs an exact version up or down
 
 
 @dataclass(frozen=True)

@@ -121,3 +121,6 @@ class Observed:
     libvirt_tcp_listening: bool
     checkpoints: tuple[Checkpoint, ...] = ()  # guarded changes recorded on this host, oldest first
     host_time: int | None = None  # the host's clock when probed (seconds since the epoch)
+    # apt only, and only looked up when a package is to be installed (missing, or not the pinned version):
+    package_index_age: int | None = None  # seconds since the newest index file changed; None: no index
+    available: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package → versions the index lists

@@ -1,6 +1,7 @@
 """plan(spec, observed) → actions: pure, no I/O. A converged host plans nothing.
 
-Order: packages, Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
+Order: packages (repository source, index refresh, install; nothing else is planned while packages are to be
+installed), Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
 internal ports, MTUs), addresses, the OVSDB manager, configuration files, security policy, service restarts.
 """
 from __future__ import annotations
@@ -9,8 +10,8 @@ from dataclasses import dataclass
 
 from ...api.kvmhost import Bridge, KvmHostSpec
 from . import config
-from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RestartService, RunCommand,
-                      WriteFile)
+from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RefreshPackageIndex,
+                      RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsState
 
 LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
@@ -31,6 +32,14 @@ PACKAGES = {
             "bridge-utils": "bridge-utils", "openvswitch": "openvswitch", "agent": "cloudstack-agent"},
 }
 PACKAGES["dnf"] = PACKAGES["yum"]
+# spec.packages.repositoryURL as a source of the host's package manager (a flat apt repository, as
+# dpkg-scanpackages and CloudStack's package builds publish one; a yum/dnf baseurl).
+REPOSITORY_FILES = {"apt": "/etc/apt/sources.list.d/stackops-cloudstack.list",
+                    "dnf": "/etc/yum.repos.d/stackops-cloudstack.repo",
+                    "yum": "/etc/yum.repos.d/stackops-cloudstack.repo"}
+REPOSITORY_MARKER = "# Written by stackops from the KvmHost's spec.packages.repositoryURL"
+# An apt index older than this is refreshed before an install: the versions it lists may be gone from the mirror.
+APT_INDEX_MAX_AGE_SECONDS = 3600
 
 
 class PlanError(Exception):
@@ -55,17 +64,117 @@ def package_names(spec: KvmHostSpec, manager: str | None) -> list[str]:
     return wanted + list(spec.packages.extra)
 
 
-def plan_packages(ctx: Ctx) -> list[HostAction]:
-    manager = ctx.observed.package_manager
-    wanted = package_names(ctx.spec, manager)
-    missing = [p for p in wanted if ctx.observed.packages.get(p) is None]
-    if not missing:
+def probe_arguments(spec: KvmHostSpec) -> list[str]:
+    """What the probe looks up: every package name either package manager may use, prefixed `apt:` or `yum:`
+    when only that one uses it (the other's hosts skip it), the agent as `name=version` when the spec pins its
+    version (the probe then also asks apt whether its index has it)."""
+    pin = spec.packages.cloudstack_agent_version
+    agents = {names["agent"] for names in PACKAGES.values()}
+    apt, yum = set(package_names(spec, "apt")), set(package_names(spec, "yum"))
+    arguments = []
+    for name in sorted(apt | yum):
+        prefix = "" if name in apt and name in yum else "apt:" if name in apt else "yum:"
+        arguments.append(f"{prefix}{name}={pin}" if pin and name in agents else f"{prefix}{name}")
+    return arguments
+
+
+def pinned(manager: str, name: str, version: str | None) -> str:
+    """An exact version as the package manager spells it on its command line."""
+    if version is None:
+        return name
+    return f"{name}={version}" if manager == "apt" else f"{name}-{version}"
+
+
+def version_matches(manager: str | None, installed: str, wanted: str) -> bool:
+    """Whether the installed version is the pinned one (rpm reports version-release: a pin may omit the
+    release)."""
+    return installed == wanted or (manager in ("dnf", "yum") and installed.startswith(f"{wanted}-"))
+
+
+def repository_source(manager: str, url: str) -> str:
+    if manager == "apt":
+        # No signing key can be given in the spec: the repository is trusted as its URL is (prefer https).
+        return f"{REPOSITORY_MARKER}\ndeb [trusted=yes] {url.rstrip('/')} /\n"
+    return (f"{REPOSITORY_MARKER}\n[stackops-cloudstack]\nname=CloudStack packages (stackops)\nbaseurl={url}\n"
+            "enabled=1\ngpgcheck=0\n")
+
+
+def plan_repository(ctx: Ctx, manager: str) -> list[HostAction]:
+    """The spec's package repository as a source file of the host's package manager (written atomically); a
+    source stackops wrote is removed when the spec drops the URL."""
+    path = REPOSITORY_FILES.get(manager)
+    if path is None:
         return []
+    have = ctx.observed.files.get(path)
+    url = ctx.spec.packages.repository_url
+    if url is None:
+        if have is not None and have.startswith(REPOSITORY_MARKER):
+            return [RunCommand(f"remove the package repository source {path} (no longer in the spec)",
+                               command=("rm", "-f", path))]
+        return []
+    content = repository_source(manager, str(url))
+    if have == content:
+        return []
+    return [WriteFile(f"{'add' if have is None else 'update'} the package repository {url} ({path})", path=path,
+                      content=content, backup=False)]
+
+
+def _refresh_reason(ctx: Ctx, manager: str, installs: list[tuple[str, str | None]], source_changed: bool) -> str:
+    """Why the index must be brought up to date before installing ("": it need not)."""
+    if manager != "apt":
+        return "dnf/yum metadata may predate the packages asked for"
+    if source_changed:
+        return "the repository source changed"
+    age = ctx.observed.package_index_age
+    if age is None:
+        return "the host has no package index yet"
+    for name, version in installs:
+        available = ctx.observed.available.get(name, ())
+        if version is None and not available:
+            return f"{name} is not in the index"
+        if version is not None and version not in available:
+            return f"{name} {version} is not in the index"
+    if age > APT_INDEX_MAX_AGE_SECONDS:
+        return f"the index is {age // 3600} h {age % 3600 // 60} min old"
+    return ""
+
+
+def plan_packages(ctx: Ctx) -> list[HostAction]:
+    """The spec's repository as a package source, then — when a package is missing or the agent is not the
+    pinned version — a refresh of the package index if it may not list what is asked for, and one install."""
+    manager = ctx.observed.package_manager
+    packages = ctx.spec.packages
+    wanted = package_names(ctx.spec, manager)
+    agent = PACKAGES.get(manager or "", {}).get("agent")
+    actions = plan_repository(ctx, manager) if manager and packages.install else []
+    installs: list[tuple[str, str | None]] = []
+    changes: list[str] = []
+    for name in wanted:
+        have = ctx.observed.packages.get(name)
+        version = packages.cloudstack_agent_version if name == agent else None
+        if have is None:
+            installs.append((name, version))
+            changes.append(name if version is None else f"{name} {version}")
+        elif version is not None and not version_matches(manager, have, version):
+            installs.append((name, version))
+            changes.append(f"{name} {have} → {version}")
+    if not installs:
+        return actions
     if manager is None:
         raise PlanError("NoPackageManager", "neither apt nor dnf/yum found on the host")
-    if not ctx.spec.packages.install:
-        raise PlanError("PackagesMissing", f"missing packages {', '.join(missing)} and packages.install is false")
-    return [InstallPackages(f"install {', '.join(missing)} with {manager}", manager=manager, packages=tuple(missing))]
+    if not packages.install:
+        raise PlanError("PackagesMissing", f"packages to install: {', '.join(changes)}, and packages.install is "
+                        "false")
+    reason = _refresh_reason(ctx, manager, installs, source_changed=bool(actions))
+    if reason:
+        command = "apt-get update" if manager == "apt" else f"{manager} clean expire-cache"
+        actions.append(RefreshPackageIndex(f"refresh the package index ({command}): {reason}", manager=manager))
+    downgrade = any(version is not None and ctx.observed.packages.get(name) is not None
+                    for name, version in installs)
+    actions.append(InstallPackages(f"install {', '.join(changes)} with {manager}", manager=manager,
+                                   packages=tuple(pinned(manager, name, version) for name, version in installs),
+                                   downgrade=downgrade))
+    return actions
 
 
 def _owned(owner: str) -> tuple[str, ...]:
@@ -382,7 +491,7 @@ def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
 def plan(spec: KvmHostSpec, observed: Observed, owner: str) -> list[HostAction]:
     ctx = Ctx(spec=spec, observed=observed, owner=owner)
     actions = plan_packages(ctx)
-    if actions:
+    if any(isinstance(a, InstallPackages) for a in actions):
         return actions  # the rest is planned against the host once its packages are there
     actions += plan_ovs(ctx)
     actions += plan_addresses(ctx)

@@ -21,12 +21,17 @@ FILES = (
     "/etc/default/libvirtd",
     "/etc/sysconfig/libvirtd",
     "/etc/selinux/config",
+    "/etc/apt/sources.list.d/stackops-cloudstack.list",
+    "/etc/yum.repos.d/stackops-cloudstack.repo",
 )
 SERVICES = ("libvirtd", "openvswitch-switch", "openvswitch", "cloudstack-agent")
 CERTIFICATE = "/etc/openvswitch/ovsclient-cert.pem"
 
-# Positional parameters ($@) are the package names to query, passed quoted by the caller. The last section lists
-# the checkpoints of guarded management-path changes (see guard.py).
+# Positional parameters ($@) are the package names to query, passed quoted by the caller: `apt:name` / `yum:name`
+# for a name only that manager uses, the pinned agent as name=version. For packages to install (not installed, or
+# not the pinned version) on an apt host the probe also reports the age of the package index and the versions it
+# lists (`apt-cache madison`): nothing more for a host whose packages are all there. The last section lists the
+# checkpoints of guarded management-path changes (see guard.py).
 SCRIPT = r"""
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 section() { printf '\n@@%s %s\n' "$1" "$2"; }
@@ -36,10 +41,33 @@ section kernel -; uname -r
 section pm -
 if have apt-get; then echo apt; elif have dnf; then echo dnf; elif have yum; then echo yum; fi
 section packages -
+todo=; tab=$(printf '\t')
 if have dpkg-query; then
-  for p in "$@"; do dpkg-query -W -f='${Package}\t${Version}\t${db:Status-Status}\n' "$p" 2>/dev/null; done
+  for a in "$@"; do
+    case "$a" in yum:*) continue ;; apt:*) a=${a#apt:} ;; esac
+    p=${a%%=*}; v=; case "$a" in *=*) v=${a#*=} ;; esac
+    line=$(dpkg-query -W -f='${Package}\t${Version}\t${db:Status-Status}\n' "$p" 2>/dev/null) \
+      && printf '%s\n' "$line"
+    case "$line" in
+      *"${tab}installed") if [ -z "$v" ] || [ "$line" = "$p$tab$v${tab}installed" ]; then continue; fi ;;
+    esac
+    todo="$todo $p"
+  done
 elif have rpm; then
-  for p in "$@"; do rpm -q --qf '%{NAME}\t%{VERSION}-%{RELEASE}\tinstalled\n' "$p" 2>/dev/null | grep -v 'not installed'; done
+  for a in "$@"; do
+    case "$a" in apt:*) continue ;; yum:*) a=${a#yum:} ;; esac
+    rpm -q --qf '%{NAME}\t%{VERSION}-%{RELEASE}\tinstalled\n' "${a%%=*}" 2>/dev/null | grep -v 'not installed'
+  done
+fi
+section apt-index -
+if [ -n "$todo" ] && have apt-cache; then
+  newest=$(find /var/lib/apt/lists -maxdepth 1 -type f -name '*_Packages*' -printf '%T@\n' 2>/dev/null \
+    | sort -n | tail -n 1)
+  if [ -n "$newest" ]; then printf 'age %s\n' "$(( $(date +%s) - ${newest%.*} ))"; else echo 'age none'; fi
+  for p in $todo; do
+    apt-cache madison "$p" 2>/dev/null \
+      | awk -F'|' -v p="$p" '$3 ~ /Packages/ { gsub(/[ \t]/, "", $2); print "available " p " " $2 }'
+  done
 fi
 section ovs-version -; have ovs-vsctl && ovs-vsctl --version 2>/dev/null | head -n 1
 if have ovs-vsctl && ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
@@ -61,7 +89,8 @@ for q in qemu-system-x86_64 /usr/libexec/qemu-kvm qemu-kvm; do
   if have "$q"; then "$q" --version 2>/dev/null | head -n 1; break; fi
 done
 for f in /etc/libvirt/libvirtd.conf /etc/libvirt/qemu.conf /etc/cloudstack/agent/agent.properties \
-         /etc/cloudstack/agent/log4j-cloud.xml /etc/default/libvirtd /etc/sysconfig/libvirtd /etc/selinux/config; do
+         /etc/cloudstack/agent/log4j-cloud.xml /etc/default/libvirtd /etc/sysconfig/libvirtd /etc/selinux/config \
+         /etc/apt/sources.list.d/stackops-cloudstack.list /etc/yum.repos.d/stackops-cloudstack.repo; do
   section file "$f"; if [ -f "$f" ]; then base64 < "$f"; else echo @@missing; fi
 done
 section ip-addr -; have ip && ip -j -4 addr show 2>/dev/null
@@ -195,6 +224,21 @@ def _listening_ports(text: str) -> set[int]:
     return ports
 
 
+def _apt_index(text: str) -> tuple[int | None, dict[str, tuple[str, ...]]]:
+    """(age of the apt index in seconds or None, package → versions it lists) from the apt-index section."""
+    age: int | None = None
+    available: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "age" and fields[1].lstrip("-").isdigit():
+            age = max(0, int(fields[1]))
+        elif len(fields) == 3 and fields[0] == "available":
+            versions = available.setdefault(fields[1], [])
+            if fields[2] not in versions:
+                versions.append(fields[2])
+    return age, {name: tuple(versions) for name, versions in available.items()}
+
+
 def parse(output: str, libvirt_tcp_port: int) -> Observed:
     found: dict[str, str] = {}
     files: dict[str, str | None] = {}
@@ -223,6 +267,7 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
     apparmor = found.get("apparmor", "").strip()
     selinux_config = files.get("/etc/selinux/config")
     host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""))
+    index_age, available = _apt_index(found.get("apt-index", ""))
     return Observed(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
@@ -245,4 +290,6 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
         libvirt_tcp_listening=libvirt_tcp_port in _listening_ports(found.get("listening", "")),
         checkpoints=checkpoints,
         host_time=host_time,
+        package_index_age=index_age,
+        available=available,
     )
