@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stackops_lab import controlplane
+from stackops_lab.cloudstack import cli as cloudstack_cli
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
@@ -54,11 +55,16 @@ def command_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_cloudstack(args: argparse.Namespace) -> int:
+    return cloudstack_cli.run(args, report)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": command_prepare,
     "up": command_up,
     "down": command_down,
     "status": command_status,
+    "cloudstack": command_cloudstack,
 }
 
 
@@ -87,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
+    cloudstack_cli.add_parser(commands)
     return result
 
 

@@ -1,0 +1,18 @@
+"""How long the simulated infrastructure takes for things that take time in CloudStack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Timings:
+    """Durations in seconds (floats). Small values make tests fast; 0 makes a transition immediate (but still
+    driven by the scheduler, in order)."""
+
+    template_download: float = 2.0  # registerTemplate → isready (status "N% Downloaded" … "Download Complete")
+    router_reboot: float = 1.0  # Running → Stopping → Stopped → Starting → Running
+    systemvm_recreate: float = 2.0  # destroyed → replacement Starting (at half) → Running (at the end)
+    host_connect: float = 1.0  # added host Connecting → Up
+    host_maintenance: float = 1.0  # PrepareForMaintenance → Maintenance
+    job: float = 0.05  # minimum time any async job takes
