@@ -1,0 +1,284 @@
+"""The CloudStack API driver, on the `cs` client (`cs.AIOCloudStack`).
+
+What it adds to `cs`:
+- typed errors (`CloudStackError` and subclasses) carrying CloudStack's errorcode, cserrorcode and errortext, never
+  a request URL (it holds the API key and signature);
+- backoff: 429 (API limit) is retried for every command (CloudStack refuses before running it); transient errors
+  (530, connection errors, timeouts) only for reads (`list*`, `queryAsyncJobResult`), because a mutation that got
+  no clear answer may have run — the next level-based pass observes what happened instead;
+- async jobs: `start` returns the job id, `job` reads one result, `wait` polls until done;
+- paging (`fetch_list`, 500 a page) for every `list`;
+- a per-endpoint concurrency limit shared by every resource that uses the endpoint (`CloudStackPool`);
+- counters of requests, retries and failures for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from cs import AIOCloudStack, CloudStackApiException, CloudStackException
+from pydantic import SecretStr
+
+log = logging.getLogger(__name__)
+
+PENDING, SUCCESS, FAILURE = 0, 1, 2
+
+
+class CloudStackError(Exception):
+    """A CloudStack API call failed. `errorcode` is CloudStack's (HTTP status) code, 0 when no answer came."""
+
+    reason = "CloudStackError"
+
+    def __init__(self, command: str, message: str, *, errorcode: int = 0, cserrorcode: int = 0):
+        super().__init__(f"{command}: {message}")
+        self.command = command
+        self.errortext = message
+        self.errorcode = errorcode
+        self.cserrorcode = cserrorcode
+
+
+class CloudStackAuthError(CloudStackError):
+    """401: the keys are wrong, the signature did not verify or the request expired (clock skew)."""
+
+    reason = "CloudStackUnauthorized"
+
+
+class CloudStackRateLimited(CloudStackError):
+    """429: the account's API limit was reached, and retries did not get through."""
+
+    reason = "CloudStackRateLimited"
+
+
+class CloudStackParameterError(CloudStackError):
+    """430/431/432: CloudStack refused the parameters or the command."""
+
+    reason = "CloudStackParameterError"
+
+
+class CloudStackServerError(CloudStackError):
+    """5xx: CloudStack failed to carry the command out (530 internal error, 533-536 resources)."""
+
+    reason = "CloudStackServerError"
+
+
+class CloudStackUnavailable(CloudStackError):
+    """No answer: connection refused or reset, DNS, TLS, timeout."""
+
+    reason = "CloudStackUnreachable"
+
+
+class CloudStackJobFailed(CloudStackError):
+    """An async job ended with jobstatus 2."""
+
+    reason = "CloudStackJobFailed"
+
+    def __init__(self, command: str, jobid: str, message: str, *, errorcode: int = 0, cserrorcode: int = 0):
+        super().__init__(command, message, errorcode=errorcode, cserrorcode=cserrorcode)
+        self.jobid = jobid
+
+
+class CloudStackJobTimeout(CloudStackError):
+    """An async job did not finish in time (it may still finish later)."""
+
+    reason = "CloudStackJobTimeout"
+
+
+def _typed(command: str, errorcode: int, cserrorcode: int, text: str) -> CloudStackError:
+    if errorcode == 401:
+        return CloudStackAuthError(command, text or "unauthorized", errorcode=401, cserrorcode=cserrorcode)
+    if errorcode == 429:
+        return CloudStackRateLimited(command, text or "API limit exceeded", errorcode=429, cserrorcode=cserrorcode)
+    if errorcode in (430, 431, 432):
+        return CloudStackParameterError(command, text, errorcode=errorcode, cserrorcode=cserrorcode)
+    if errorcode >= 500:
+        return CloudStackServerError(command, text, errorcode=errorcode, cserrorcode=cserrorcode)
+    return CloudStackError(command, text or f"HTTP {errorcode}", errorcode=errorcode, cserrorcode=cserrorcode)
+
+
+def _from_cs(command: str, error: Exception) -> CloudStackError:
+    """Translate what `cs` or aiohttp raised; the message never carries the request URL."""
+    if isinstance(error, CloudStackApiException):
+        body = error.error if isinstance(error.error, dict) else {}
+        status = getattr(error.response, "status", None) or getattr(error.response, "status_code", 0) or 0
+        code = int(body.get("errorcode", status) or 0)
+        return _typed(command, code, int(body.get("cserrorcode", 0) or 0), str(body.get("errortext", "")))
+    if isinstance(error, CloudStackException):
+        status = getattr(error.response, "status", None) or getattr(error.response, "status_code", 0) or 0
+        return _typed(command, int(status), 0, "unexpected answer (is the endpoint a CloudStack API URL?)")
+    if isinstance(error, asyncio.TimeoutError):
+        return CloudStackUnavailable(command, "timed out")
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return CloudStackUnavailable(command, f"cannot connect to {error.host}:{error.port}: {error.os_error}")
+    if isinstance(error, aiohttp.ClientError):
+        return CloudStackUnavailable(command, type(error).__name__)
+    return CloudStackUnavailable(command, f"{type(error).__name__}: {error}")
+
+
+def is_read(command: str) -> bool:
+    return command.startswith("list") or command == "queryAsyncJobResult"
+
+
+@dataclass
+class Counters:
+    """What the driver did, for tests and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+    by_command: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One async job's state as `queryAsyncJobResult` reports it."""
+
+    jobid: str
+    status: int
+    result: dict[str, Any]
+    resultcode: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status != PENDING
+
+    @property
+    def ok(self) -> bool:
+        return self.status == SUCCESS and self.resultcode == 0
+
+
+class CloudStackClient:
+    """One endpoint + account. Every method is a coroutine; concurrency is bounded by the endpoint's semaphore."""
+
+    def __init__(self, endpoint: str, api_key: str, secret_key: SecretStr, *, verify: bool | str = True,
+                 timeout: float = 30.0, limit: asyncio.Semaphore | None = None, attempts: int = 6,
+                 backoff: float = 0.5, max_backoff: float = 20.0, poll_interval: float = 1.0):
+        self.endpoint = endpoint
+        self._api_key = api_key
+        self._secret = secret_key
+        self._verify = verify
+        self._timeout = timeout
+        self._limit = limit or asyncio.Semaphore(8)
+        self.attempts = attempts
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.poll_interval = poll_interval
+        self.counters = Counters()
+        self._cs: AIOCloudStack | None = None
+
+    def __repr__(self) -> str:
+        return f"<CloudStackClient {self.endpoint}>"
+
+    async def _client(self) -> AIOCloudStack:
+        if self._cs is None:
+            client = AIOCloudStack(endpoint=self.endpoint, key=self._api_key, secret=self._secret.get_secret_value(),
+                                   timeout=int(self._timeout), verify=self._verify, fetch_result=False)
+            await client.__aenter__()
+            self._cs = client
+        return self._cs
+
+    async def close(self) -> None:
+        if self._cs is not None:
+            await self._cs.close()
+            self._cs = None
+
+    async def _once(self, command: str, params: dict[str, Any], fetch_list: bool) -> Any:
+        client = await self._client()
+        self.counters.requests += 1
+        self.counters.by_command[command] = self.counters.by_command.get(command, 0) + 1
+        async with self._limit:
+            try:
+                return await asyncio.wait_for(
+                    getattr(client, command)(fetch_list=fetch_list, **params), self._timeout * 4)
+            except (CloudStackException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                raise _from_cs(command, error) from None
+
+    async def request(self, command: str, *, fetch_list: bool = False, **params: Any) -> Any:
+        """One command with backoff: 429 always retried, transient errors only for reads."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self._once(command, params, fetch_list)
+            except CloudStackError as error:
+                retry = isinstance(error, CloudStackRateLimited) or (
+                    is_read(command) and isinstance(error, (CloudStackUnavailable, CloudStackServerError)))
+                if isinstance(error, CloudStackRateLimited):
+                    self.counters.rate_limited += 1
+                if not retry or attempt == self.attempts:
+                    self.counters.failures += 1
+                    raise
+                self.counters.retries += 1
+                delay = min(self.backoff * 2 ** (attempt - 1), self.max_backoff) * (0.5 + random.random())
+                log.debug("%s: %s; retry %d in %.1fs", command, error.errortext, attempt, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def call(self, command: str, **params: Any) -> dict[str, Any]:
+        """A synchronous command; returns the inside of `<command>response`."""
+        result = await self.request(command, **params)
+        return result if isinstance(result, dict) else {}
+
+    async def list(self, command: str, **params: Any) -> list[dict[str, Any]]:
+        """A `list*` command, every page."""
+        result = await self.request(command, fetch_list=True, **params)
+        return list(result) if isinstance(result, list) else []
+
+    async def start(self, command: str, **params: Any) -> str:
+        """Start an async command; returns its job id."""
+        result = await self.call(command, **params)
+        jobid = result.get("jobid")
+        if not jobid:
+            raise CloudStackError(command, "answered without a job id")
+        return str(jobid)
+
+    async def job(self, jobid: str) -> Job:
+        result = await self.call("queryAsyncJobResult", jobid=jobid)
+        return Job(jobid=jobid, status=int(result.get("jobstatus", PENDING)),
+                   result=result.get("jobresult") or {}, resultcode=int(result.get("jobresultcode", 0) or 0))
+
+    async def wait(self, jobid: str, *, command: str = "job", timeout: float = 600.0) -> dict[str, Any]:
+        """Poll a job until it ends; its result object, or CloudStackJobFailed / CloudStackJobTimeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(jobid)
+            if job.done:
+                if not job.ok:
+                    raise CloudStackJobFailed(command, jobid, str(job.result.get("errortext", "job failed")),
+                                              errorcode=int(job.result.get("errorcode", 0) or 0),
+                                              cserrorcode=int(job.result.get("cserrorcode", 0) or 0))
+                return job.result
+            if time.monotonic() >= deadline:
+                raise CloudStackJobTimeout(command, f"job {jobid} still running after {timeout:.0f}s")
+            await asyncio.sleep(self.poll_interval)
+
+    async def run(self, command: str, *, timeout: float = 600.0, **params: Any) -> dict[str, Any]:
+        """Start an async command and wait for it."""
+        return await self.wait(await self.start(command, **params), command=command, timeout=timeout)
+
+
+class CloudStackPool:
+    """One client per (endpoint, API key), sharing one concurrency limit per endpoint."""
+
+    def __init__(self, *, per_endpoint: int = 8, **options: Any):
+        self.per_endpoint = per_endpoint
+        self._options = options
+        self._clients: dict[tuple[str, str, str], CloudStackClient] = {}
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    def get(self, endpoint: str, api_key: str, secret_key: SecretStr, **options: Any) -> CloudStackClient:
+        key = (endpoint, api_key, secret_key.get_secret_value())
+        client = self._clients.get(key)
+        if client is None:
+            limit = self._limits.setdefault(endpoint, asyncio.Semaphore(self.per_endpoint))
+            client = CloudStackClient(endpoint, api_key, secret_key, limit=limit, **{**self._options, **options})
+            self._clients[key] = client
+        return client
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
