@@ -91,6 +91,9 @@ def sa_token(kube: Kube) -> Callable[..., str]:
     return kube.service_account_token
 
 
+TEST_OPERATOR_ARGS = ("--cloudstack-poll-seconds=0.2", "--rollout-pass-seconds=5", "--router-retry-seconds=1")
+
+
 @pytest.fixture(scope="session")
 def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[lab_operator.LocalOperator]:
     """deploy/ installed, and `stackops run` running with the ServiceAccount's token (not as admin)."""
@@ -98,7 +101,7 @@ def operator(kube: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[l
     workdir = tmp_path_factory.mktemp("operator")
     token = lab_operator.service_account_token(kube.kubeconfig)
     config = lab_operator.token_kubeconfig(kube.kubeconfig, token, workdir / "kubeconfig")
-    running = lab_operator.LocalOperator(kubeconfig=config, log_path=workdir / "operator.log")
+    running = lab_operator.LocalOperator(kubeconfig=config, log_path=workdir / "operator.log", args=TEST_OPERATOR_ARGS)
     running.start()
     yield running
     running.stop()

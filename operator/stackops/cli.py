@@ -13,6 +13,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     from .drivers.kube import core_api, custom_objects_api
+    from .drivers.cloudstack import CloudStackPool
     from .drivers.secrets import SecretReader
     from .drivers.ssh import SSHPool
     from .handlers import Deps, build
@@ -24,7 +25,11 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
-    deps = Deps(reconcilers=default_reconcilers(SSHPool()), secrets=SecretReader(core_api()))
+    cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
+    reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
+                                      poll_seconds=args.cloudstack_poll_seconds,
+                                      retry_backoff=args.router_retry_seconds)
+    deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()))
     registry, settings = build(deps, standalone=args.standalone, custom_api=custom_objects_api())
     kopf.run(
         registry=registry,
@@ -91,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                      help="health endpoint URL to serve ('' to disable)")
+    run.add_argument("--cloudstack-concurrency", type=int, default=8, metavar="N",
+                     help="requests in flight per CloudStack endpoint (default 8)")
+    run.add_argument("--cloudstack-poll-seconds", type=float, default=2.0, metavar="S",
+                     help="how often CloudStack async jobs are polled (default 2)")
+    run.add_argument("--rollout-pass-seconds", type=float, default=15.0, metavar="S",
+                     help="length of one router-rollout pass; status is written after each (default 15)")
+    run.add_argument("--router-retry-seconds", type=float, default=30.0, metavar="S",
+                     help="first backoff before a failed router reboot is retried; doubles per attempt (default 30)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
 

@@ -86,13 +86,14 @@ class LocalOperator:
     kubeconfig: Path
     log_path: Path
     health_port: int = 0
+    args: tuple[str, ...] = ()  # extra `stackops run` options, e.g. faster CloudStack polling in tests
     process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
         self.health_port = self.health_port or free_port()
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "stackops.cli", "run", "--verbose",
-                   f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
+                   f"--liveness=http://127.0.0.1:{self.health_port}/healthz", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -104,6 +105,12 @@ class LocalOperator:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the operator did not become healthy in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a node failure or OOM kill would end it: no cleanup, no finalizers, nothing flushed."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
     def healthy(self) -> bool:
         try:

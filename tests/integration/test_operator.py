@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
 KINDS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 CLOSED_PORT = 9  # discard: nothing listens there on this machine
+CLOSED_URL = f"http://127.0.0.1:{CLOSED_PORT}/client/api"
+UNREACHABLE = {"kvmhosts": "Unreachable", "systemvmtemplates": "CloudStackUnreachable"}
 
 
 def example_documents() -> list[dict[str, Any]]:
@@ -41,6 +43,8 @@ def example_documents() -> list[dict[str, Any]]:
     for document in documents:  # a real (throw-away) key instead of the placeholder, so the driver gets to connect
         if document.get("kind") == "Secret" and document["metadata"]["name"] in ssh_secrets:
             document["stringData"] = {"ssh-privatekey": throwaway_private_key()}
+        elif document.get("kind") == "Secret" and "url" in document.get("stringData", {}):  # CloudStack, webhook
+            document["stringData"]["url"] = CLOSED_URL
     return documents
 
 
@@ -103,10 +107,11 @@ def test_every_example_gets_honest_status(kube: Any, examples: list[dict[str, An
         assert ready is not None and ready["observedGeneration"] == obj["metadata"]["generation"]
         assert condition(obj, "Stalled")["status"] == "False"
         assert "stackops.io/finalizer" in obj["metadata"].get("finalizers", [])
-        if resource == "kvmhosts":  # its reconciler exists: the (closed) host is unreachable, retried with backoff
-            assert ready["status"] == "False" and ready["reason"] == "Unreachable", obj["status"]
-            assert condition(obj, "Reachable")["status"] == "False"
+        if resource in UNREACHABLE:  # its reconciler exists: the (closed) endpoint is unreachable, retried
+            assert ready["status"] == "False" and ready["reason"] == UNREACHABLE[resource], obj["status"]
             assert condition(obj, "Reconciling")["status"] == "True"
+            if resource == "kvmhosts":
+                assert condition(obj, "Reachable")["status"] == "False"
         else:
             assert ready["status"] == "Unknown" and ready["reason"] == "ReconcilerNotImplemented", obj["status"]
             assert condition(obj, "Reconciling")["status"] == "False"
@@ -167,10 +172,10 @@ def test_missing_secret_then_recovered(kube: Any, examples: list[dict[str, Any]]
     assert condition(waiting, "Reconciling")["status"] == "True"
 
     kube.kubectl("create", "secret", "generic", "arrives-later", "-n", namespace,
-                 "--from-literal=url=http://cloud.example/client/api", "--from-literal=apiKey=k",
+                 f"--from-literal=url={CLOSED_URL}", "--from-literal=apiKey=k",
                  "--from-literal=secretKey=s")
     recovered = wait_for(lambda: (c := condition(get(kube, "systemvmtemplates", namespace, "late-secret"), "Ready"))
-                         and c["reason"] == "ReconcilerNotImplemented", timeout=90, what="recovery")
+                         and c["reason"] == "CloudStackUnreachable", timeout=90, what="recovery")
     assert recovered
 
 

@@ -174,28 +174,67 @@ class TemplateStatus(StatusModel):
     """Download progress text from CloudStack."""
 
 
+class RouterInFlight(StatusModel):
+    """A router reboot the operator started and has not seen finish."""
+
+    id: str
+    """Router ID."""
+    name: str
+    """Router name."""
+    job_id: str = ""
+    """CloudStack async job of the reboot."""
+    started: str = ""
+    """When the reboot was started (RFC 3339)."""
+
+
+class RouterRetry(StatusModel):
+    """A router whose reboot failed and is retried with backoff."""
+
+    id: str
+    """Router ID."""
+    name: str
+    """Router name."""
+    attempts: int = 0
+    """Failed attempts so far."""
+    not_before: str = ""
+    """Earliest time of the next attempt (RFC 3339)."""
+    last_error: str = ""
+    """Why the last attempt failed."""
+
+
 class RouterProgress(StatusModel):
     """Router rollout counters."""
 
     total: int = 0
-    """Routers to upgrade when the rollout started."""
+    """Routers in the rollout's scope (zones and hypervisors of the templates) that run or ran an older version."""
     upgraded: int = 0
-    """Routers running the new version."""
+    """Routers of `total` running the new version."""
     in_progress: int = 0
     """Routers rebooting now."""
     failed: int = 0
     """Routers that failed after all retries."""
     failed_routers: list[str] = []
     """Names of the failed routers."""
+    skipped_routers: list[str] = []
+    """Routers that need the new version but are not Running (stopped routers boot from the new template when
+    started)."""
+    in_flight: list[RouterInFlight] = []
+    """Reboots started and not yet seen finishing (picked up again after an operator restart)."""
+    retrying: list[RouterRetry] = []
+    """Routers whose reboot failed, with their attempts (`failedRouters` once `maxRetries` is exceeded)."""
+    generation: int = 0
+    """Generation the attempts were counted for; a new generation retries failed routers again."""
 
 
 class SystemVMProgress(StatusModel):
     """System VM replacement counters."""
 
     total: int = 0
-    """System VMs to replace."""
+    """System VMs in the rollout's scope."""
     replaced: int = 0
     """System VMs running the new template."""
+    expected: list[str] = []
+    """`<zone>/<type>` of every system VM seen, so a destroyed one is waited for until its replacement runs."""
 
 
 class SystemVMTemplateStatus(Status):
@@ -210,3 +249,5 @@ class SystemVMTemplateStatus(Status):
     """System VM replacement."""
     routers: RouterProgress | None = None
     """Router rollout."""
+    next_window: str | None = None
+    """When the next maintenance window opens (RFC 3339), while waiting for it."""

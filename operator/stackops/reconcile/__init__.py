@@ -1,16 +1,24 @@
 """Reconcilers, one per kind, behind the engine in `base`."""
 from __future__ import annotations
 
+from typing import Any
+
 from ..api.kinds import KINDS
 from .base import NotImplementedReconciler, Reconciler
 
 
-def default_reconcilers(ssh_pool: object | None = None) -> dict[str, Reconciler]:
+def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object | None = None,
+                        **rollout: Any) -> dict[str, Reconciler]:
     """The reconciler of every kind. Kinds whose reconciler has not landed yet report
-    `Ready=Unknown`/`ReconcilerNotImplemented`. Without an SSH pool (offline tools) KvmHost cannot be reconciled."""
+    `Ready=Unknown`/`ReconcilerNotImplemented`. Without driver pools (offline tools) nothing can be reconciled.
+    `rollout` tunes the SystemVMTemplate rollout (pass_seconds, poll_seconds, retry_backoff)."""
     reconcilers: dict[str, Reconciler] = {kind.kind: NotImplementedReconciler(kind.kind) for kind in KINDS}
     if ssh_pool is not None:
         from .kvmhost import KvmHostReconciler
 
-        reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool)  # type: ignore[arg-type]
+        reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool, cloudstack_pool)  # type: ignore[arg-type]
+    if cloudstack_pool is not None:
+        from .systemvmtemplate import SystemVMTemplateReconciler
+
+        reconcilers["SystemVMTemplate"] = SystemVMTemplateReconciler(cloudstack_pool, **rollout)  # type: ignore[arg-type]
     return reconcilers

@@ -1,0 +1,287 @@
+"""SystemVMTemplate: register a system VM template and roll it out, level-based and resumable.
+
+Each pass observes CloudStack (one `list*` per collection), plans the next stage from what it sees (plan.py, pure)
+and applies it: registrations, zone settings, one system VM replacement per zone at a time, or one bounded wave of
+router reboots (rollout.py). Progress that CloudStack cannot tell us (retry counts, reboots in flight) lives in
+status, so a restarted operator picks up where the last one stopped.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ... import status as st
+from ...api.systemvmtemplate import RouterProgress, SystemVMProgress, SystemVMTemplateSpec, TemplateStatus
+from ...drivers.cloudstack import (
+    CloudStackClient,
+    CloudStackError,
+    CloudStackParameterError,
+    CloudStackPool,
+)
+from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
+from .notify import Notifier
+from .observed import Observed, observe
+from .plan import Plan, plan_rollout, settings_read, template_name, window_state
+from .rollout import RouterWave
+
+STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.0, "UpgradingRouters": 0.5}
+
+
+def client_for(pool: CloudStackPool, ctx: Context, secret_name: str) -> CloudStackClient:
+    return pool.get(ctx.secret(secret_name, "url").get_secret_value(),
+                    ctx.secret(secret_name, "apiKey").get_secret_value(), ctx.secret(secret_name, "secretKey"))
+
+
+def cloudstack_failure(error: CloudStackError, doing: str) -> ReconcileError:
+    """A driver error as a reason for status: refused parameters need a person, the rest is retried."""
+    return ReconcileError(error.reason, f"{doing}: {error}", retry=not isinstance(error, CloudStackParameterError),
+                          delay=15.0)
+
+
+class SystemVMTemplateReconciler(Reconciler):
+    kind = "SystemVMTemplate"
+
+    def __init__(self, pool: CloudStackPool, *, pass_seconds: float = 15.0, poll_seconds: float = 1.0,
+                 retry_backoff: float = 30.0):
+        self.pool = pool
+        self.pass_seconds = pass_seconds
+        self.poll_seconds = poll_seconds
+        self.retry_backoff = retry_backoff
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
+        names = [template_name(spec, t) for t in spec.templates]
+        systemvms = SystemVMProgress.model_validate(ctx.status.get("systemVMs") or {})
+        try:
+            observed = await observe(client, names, settings_read(spec))
+        except CloudStackError as error:
+            raise cloudstack_failure(error, "reading CloudStack") from None
+        plan = plan_rollout(spec, observed, systemvms.expected)
+        progress = self._progress(ctx)
+        if spec.management_policy == "Observe":
+            return self._observe_only(ctx, plan, observed, progress)
+        if plan.problems:
+            return self._report(ctx, plan, observed, progress, [], st.stalled("RolloutBlocked", "; ".join(plan.problems)))
+        stage = plan.stage
+        applied: list[Action] = []
+        try:
+            if stage == "Registering":
+                await self._register(ctx, client, plan, applied)
+            elif stage == "Activating":
+                await self._execute_all(ctx, client, plan.settings, applied)
+            elif stage == "ReplacingSystemVMs":
+                await self._execute_all(ctx, client, plan.system_vms, applied)
+            elif stage == "UpgradingRouters":
+                return await self._routers(ctx, client, spec, plan, observed, progress)
+        except CloudStackError as error:
+            ctx.event("Warning", error.reason, str(error))
+            raise cloudstack_failure(error, f"{stage.lower()}") from None
+        outcome = self._report(ctx, plan, observed, progress, applied)
+        outcome.applied = applied
+        return outcome
+
+    # ------------------------------------------------------------------ stages
+
+    async def _register(self, ctx: Context, client: CloudStackClient, plan: Plan, applied: list[Action]) -> None:
+        os_types: dict[str, str] = {}
+        if any(isinstance(a, RegisterTemplate) for a in plan.registrations):
+            os_types = {str(o.get("description")): str(o.get("id")) for o in await client.list("listOsTypes")}
+        for action in plan.registrations:
+            if isinstance(action, RegisterTemplate) and action.os_type not in os_types:
+                raise ReconcileError("OsTypeNotFound", f"CloudStack has no OS type {action.os_type!r} "
+                                     f"(spec.templates[].osType)", retry=False)
+        for action in plan.registrations:
+            if isinstance(action, RegisterTemplate):
+                await client.call(
+                    "registerTemplate", name=action.name, displaytext=f"{action.name} (stackops)",
+                    format=action.format, hypervisor=action.hypervisor, url=action.url, zoneid=action.zone_id,
+                    checksum=action.checksum, ostypeid=os_types[action.os_type], templatetype="SYSTEM",
+                    isextractable=False, passwordenabled=False, requireshvm=True, isfeatured=False, ispublic=False)
+            elif isinstance(action, DeleteTemplate):
+                await client.run("deleteTemplate", id=action.id, zoneid=action.zone_id, timeout=300)
+            applied.append(action)
+            ctx.event("Normal", "Applied", action.describe())
+
+    async def _execute_all(self, ctx: Context, client: CloudStackClient, actions: list[Any],
+                           applied: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SetConfiguration):
+                await client.call("updateConfiguration", name=action.setting, value=action.value,
+                                  zoneid=action.zone_id)
+            elif isinstance(action, ReplaceSystemVM):
+                await client.run("destroySystemVm", id=action.id, timeout=600)
+            applied.append(action)
+            ctx.event("Normal", "Applied", action.describe())
+
+    async def _routers(self, ctx: Context, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan,
+                       observed: Observed, progress: RouterProgress) -> Outcome:
+        url = None
+        if spec.notifications is not None:
+            ref = spec.notifications.webhook_url_secret_ref
+            url = ctx.secret(ref.name, ref.key)
+        wave = RouterWave(client, spec, plan, observed, progress, Notifier(url), ctx.event,
+                          deadline=time.time() + self.pass_seconds, poll_seconds=self.poll_seconds,
+                          retry_backoff=self.retry_backoff)
+        await wave.run()
+        wave.write()
+        outcome = self._report(ctx, plan, observed, progress, [], wave=wave)
+        return outcome
+
+    # ------------------------------------------------------------------ status
+
+    def _progress(self, ctx: Context) -> RouterProgress:
+        progress = RouterProgress.model_validate(ctx.status.get("routers") or {})
+        if progress.generation != ctx.generation:  # a new spec: failed routers get another chance
+            progress.retrying, progress.failed_routers, progress.failed = [], [], 0
+            progress.generation = ctx.generation
+        return progress
+
+    def _fields(self, plan: Plan, observed: Observed, progress: RouterProgress) -> dict[str, Any]:
+        templates = []
+        for (hypervisor, zone_id), template in sorted(plan.ready.items()):
+            templates.append(TemplateStatus(hypervisor=hypervisor, zone=observed.zone_name(zone_id), id=template.id,
+                                            ready=True, download_status=template.status))
+        for template in plan.downloading:
+            templates.append(TemplateStatus(hypervisor=template.hypervisor, zone=observed.zone_name(template.zone_id),
+                                            id=template.id, ready=False, download_status=template.status))
+        fields: dict[str, Any] = {"templates": [t.model_dump(by_alias=True) for t in templates]}
+        fields["systemVMs"] = SystemVMProgress(total=plan.system_vms_total, replaced=plan.system_vms_replaced,
+                                               expected=plan.system_vm_expected).model_dump(by_alias=True)
+        if plan.stage == "Complete":
+            progress.total = len(plan.routers_in_scope)
+            progress.upgraded = plan.routers_upgraded
+            progress.in_progress, progress.in_flight = 0, []
+            progress.skipped_routers = sorted(r.name for r in plan.routers_skipped)
+        if plan.stage in ("UpgradingRouters", "Complete") or progress.total:
+            fields["routers"] = progress.model_dump(by_alias=True)
+        return fields
+
+    def _report(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress, applied: list[Action],
+                conditions: list[st.ConditionState] | None = None, wave: RouterWave | None = None) -> Outcome:
+        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        stage = plan.stage
+        fields = self._fields(plan, observed, progress)
+        requeue: float | None = STAGE_REQUEUE.get(stage)
+        phase = stage
+        if conditions is None:
+            if stage == "Registering":
+                waiting = ", ".join(f"{t.name} in {observed.zone_name(t.zone_id)}: {t.status or 'queued'}"
+                                    for t in plan.downloading)
+                conditions = st.progressing("Registering", f"registering or downloading templates: {waiting or 'started'}")
+            elif stage == "Activating":
+                conditions = st.progressing("Activating", f"{len(plan.settings)} zone setting(s) to set")
+            elif stage == "ReplacingSystemVMs":
+                conditions = st.progressing("ReplacingSystemVMs", f"{plan.system_vms_replaced}/{plan.system_vms_total} "
+                                            f"system VMs on the new template; waiting in: "
+                                            f"{', '.join(plan.system_vms_waiting) or '-'}")
+            elif stage == "UpgradingRouters" and wave is not None:
+                conditions, phase, requeue = self._router_conditions(spec, progress, wave)
+            elif stage == "Complete":
+                conditions = self._complete_conditions(progress)
+                phase = "Failed" if progress.failed_routers else "Complete"
+            else:
+                conditions = st.progressing(stage, stage)
+        else:
+            phase = "Failed"
+            requeue = None
+        fields["phase"] = phase
+        fields["nextWindow"] = None
+        if phase == "Waiting":
+            window = window_state(spec.rollout.routers.maintenance_window, st_now())
+            if window.next_open is not None:
+                fields["nextWindow"] = window.next_open.isoformat().replace("+00:00", "Z")
+        conditions = conditions + self._domain_conditions(plan, progress, phase)
+        return Outcome(conditions=conditions, fields=fields, drift=[], applied=applied, requeue_after=requeue)
+
+    def _router_conditions(self, spec: SystemVMTemplateSpec, progress: RouterProgress,
+                           wave: RouterWave) -> tuple[list[st.ConditionState], str, float | None]:
+        counts = (f"{progress.upgraded}/{progress.total} routers upgraded, {progress.in_progress} rebooting, "
+                  f"{progress.failed} failed")
+        if wave.notification_error:
+            return st.progressing("NotificationFailed", f"{wave.notification_error}; {counts}"), "UpgradingRouters", 30.0
+        if wave.remaining == 0:
+            if progress.failed_routers:
+                return (st.stalled("RoutersFailed", f"{counts}: {', '.join(progress.failed_routers[:20])}"),
+                        "Failed", None)
+            return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
+        if wave.window_closed and not wave.flights:
+            window = window_state(spec.rollout.routers.maintenance_window, st_now())
+            delay = 300.0
+            if window.next_open is not None:
+                delay = max(1.0, min(delay, (window.next_open - st_now()).total_seconds()))
+            return st.progressing("WaitingForMaintenanceWindow", counts), "Waiting", delay
+        if not wave.flights and wave.retries:
+            soonest = min((r.not_before for r in wave.retries.values()), default="")
+            return st.progressing("RetryingRouters", f"{counts}; next retry at {soonest}"), "UpgradingRouters", 5.0
+        return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
+
+    def _complete_conditions(self, progress: RouterProgress) -> list[st.ConditionState]:
+        if progress.failed_routers:
+            return st.stalled("RoutersFailed", f"{progress.failed} router(s) failed after all retries: "
+                              f"{', '.join(progress.failed_routers[:20])}")
+        return st.ready("RolloutComplete", f"{progress.upgraded}/{progress.total} routers on the new version")
+
+    def _domain_conditions(self, plan: Plan, progress: RouterProgress, phase: str) -> list[st.ConditionState]:
+        order = ["Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters", "Complete"]
+        stage = plan.stage if plan.stage in order else "Registering"
+        reached = order.index(stage)
+
+        def cond(kind: str, index: int, reason_done: str, reason_wait: str) -> st.ConditionState:
+            done = reached > index
+            return st.ConditionState(kind, "True" if done else "False", reason_done if done else reason_wait)
+
+        routers_done = stage == "Complete" and not progress.failed_routers
+        return [cond("TemplatesReady", 0, "TemplatesReady", "Registering"),
+                cond("Activated", 1, "SettingsApplied", "NotActivated"),
+                cond("SystemVMsReplaced", 2, "SystemVMsReplaced", "NotReplaced"),
+                st.ConditionState("RoutersUpgraded", "True" if routers_done else "False",
+                                  "RoutersUpgraded" if routers_done else ("RoutersFailed" if progress.failed_routers
+                                                                          else "NotUpgraded"))]
+
+    def _observe_only(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress) -> Outcome:
+        actions = plan.actions()
+        if actions and [a.record() for a in actions] != ctx.status.get("drift"):
+            ctx.event("Warning", "DriftDetected", f"{plan.stage}: {len(actions)} difference(s) left alone under "
+                      "Observe: " + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
+        fields = self._fields(plan, observed, progress)
+        fields["phase"] = "Pending" if actions or plan.problems else "Complete"
+        if plan.problems:
+            conditions = st.stalled("RolloutBlocked", "; ".join(plan.problems))
+        elif actions:
+            conditions = st.not_ready("DriftDetected", f"{plan.stage}: {len(plan.routers_todo)} router(s) and "
+                                      f"{len(plan.registrations) + len(plan.settings) + len(plan.system_vms)} other "
+                                      "change(s) left alone under Observe")
+        else:
+            conditions = st.ready("RolloutComplete", "nothing differs from the spec")
+        return Outcome(conditions=conditions, fields=fields, drift=actions)
+
+    # ------------------------------------------------------------------ deletion
+
+    async def finalize(self, ctx: Context) -> None:
+        """deletionPolicy Delete: delete the templates of this spec that no system VM or router uses."""
+        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
+        names = [template_name(spec, t) for t in spec.templates]
+        try:
+            observed = await observe(client, names, [])
+            used = {v.template_id for v in observed.system_vms} | {r.template_id for r in observed.routers}
+            for template in observed.templates:
+                if template.id in used:
+                    ctx.event("Warning", "TemplateInUse", f"template {template.name} in zone "
+                              f"{observed.zone_name(template.zone_id)} is in use and was left in CloudStack")
+                    continue
+                await client.run("deleteTemplate", id=template.id, zoneid=template.zone_id, timeout=300)
+                ctx.event("Normal", "Applied", f"deleted template {template.name} in zone "
+                          f"{observed.zone_name(template.zone_id)}")
+        except CloudStackError as error:
+            raise cloudstack_failure(error, "deleting templates") from None
+
+
+def st_now():  # noqa: ANN201 - a tiny seam for tests
+    import datetime
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+__all__ = ["SystemVMTemplateReconciler"]

@@ -1,0 +1,74 @@
+"""A SystemVMTemplate rollout through the operator as `make demo` runs it (real API server, deploy/ RBAC), killed
+with SIGKILL in the middle of the router stage and started again: it finishes without rebooting an upgraded router
+again, within its limits, and `kubectl get systemvmtemplates` shows the progress."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import pytest
+import yaml
+from rollout_helpers import SECRET, analyse, spec_for
+
+from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+
+pytestmark = pytest.mark.e2e
+
+MAX_UNAVAILABLE = 6
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def upgraded(sim: CloudStackSimulator) -> int:
+    return sum(1 for e in sim.audit() if e.get("event") == "router.reboot.end" and e.get("ok"))
+
+
+def test_rollout_survives_sigkill_of_the_operator(kube: Any, operator: Any) -> None:
+    fleet = Fleet(zones=2, hypervisors=("KVM", "XenServer"), routers=120, redundant_pairs=20)
+    timings = Timings(template_download=1.0, router_reboot=1.0, systemvm_recreate=0.5, job=0.02)
+    namespace = f"e2e-svt-{int(time.time())}"
+    kube.kubectl("create", "namespace", namespace)
+    with CloudStackSimulator(fleet=fleet, timings=timings) as sim:
+        spec = spec_for(sim, max_unavailable=MAX_UNAVAILABLE).model_dump(by_alias=True, mode="json",
+                                                                         exclude_none=True)
+        documents = [
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": namespace},
+             "stringData": {"url": sim.endpoint, "apiKey": sim.api_key, "secretKey": sim.secret_key}},
+            {"apiVersion": "stackops.io/v1alpha1", "kind": "SystemVMTemplate",
+             "metadata": {"name": "cve-fix", "namespace": namespace}, "spec": spec},
+        ]
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+
+        wait_for(lambda: upgraded(sim) >= 30, timeout=120, what="30 routers upgraded")
+        operator.kill()
+        killed_at = upgraded(sim)
+        time.sleep(2)
+        operator.start()
+
+        def ready() -> bool:
+            obj = json.loads(kube.kubectl("get", "systemvmtemplate", "cve-fix", "-n", namespace, "-o",
+                                          "json").stdout)
+            return any(c["type"] == "Ready" and c["status"] == "True"
+                       for c in (obj.get("status") or {}).get("conditions") or [])
+
+        wait_for(ready, timeout=240, what="Ready after the restart")
+        audit = sim.audit()
+
+    assert killed_at < 120, "the kill happened in the middle of the rollout"
+    report = analyse(audit)
+    assert len(report.reboots) == 120 and max(report.reboots.values()) == 1, "no router rebooted twice"
+    assert report.rebooted_after_success == []
+    assert report.max_rebooting <= MAX_UNAVAILABLE and report.both_down == 0
+    table = kube.kubectl("get", "systemvmtemplates", "-n", namespace).stdout
+    assert "Complete" in table and "120" in table, table
+    log = operator.log_path.read_text(errors="replace")
+    assert sim.secret_key not in log and sim.api_key not in log
