@@ -22,6 +22,7 @@ from .common import (
     Model,
     Port,
     ResourceCommon,
+    SecretKeySelector,
     TLSSecretRef,
     SSHSettings,
     Status,
@@ -213,6 +214,11 @@ class CloudStackHost(Model):
     """Cluster name."""
     host_tags: Annotated[list[HostTag], Field(max_length=32)] = []
     """Host tags."""
+    username: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
+    """User CloudStack logs in as on the host to set up the agent."""
+    password_secret_ref: SecretKeySelector | None = None
+    """Secret key with that user's password; unset: CloudStack logs in with its own SSH key (4.18 and later; the
+    management server's public key must be in the user's `authorized_keys`)."""
 
 
 class KvmHostSpec(ResourceCommon):
@@ -311,3 +317,6 @@ class KvmHostStatus(Status):
     """Last automatic revert."""
     cloudstack_host_id: str | None = None
     """ID of the host in CloudStack."""
+    cloudstack_host_state: str | None = None
+    """The host's state in CloudStack (Up, Connecting, Alert, Disconnected, Down…) and its resource state when not
+    Enabled (e.g. `Up/Maintenance`)."""

@@ -11,10 +11,11 @@ from typing import Any
 
 from ... import status as st
 from ...api.kvmhost import KvmHostSpec
+from ...drivers.cloudstack import CloudStackPool
 from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHError, SSHPool, SSHTarget, SSHTimeout,
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, PlannedReconciler, ReconcileError
-from . import guard
+from . import guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import Observed
 from .plan import PlanError, management_path, plan, probe_arguments
@@ -55,6 +56,28 @@ def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
                                       st.ConditionState("Configured", "False", "PackageInstallFailed", message)])
 
 
+def with_registration(outcome: Outcome, found: registration.Registration) -> Outcome:
+    """The outcome with the registration's condition, status fields and changes; not Ready until the host is Up."""
+    outcome.conditions = [c for c in outcome.conditions if c.type != "Registered"] + found.conditions
+    if found.host_id is not None:
+        outcome.fields["cloudstackHostId"] = found.host_id
+        outcome.fields["cloudstackHostState"] = found.state
+    outcome.applied = [*outcome.applied, *found.applied]
+    if found.pending:
+        outcome.drift = [*(outcome.drift or []), *found.pending]
+    ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
+    registered = found.conditions[0]
+    if ready is not None and ready.status == "True" and registered.status != "True":
+        message = registered.message or registered.reason
+        kept = [c for c in outcome.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
+        waiting = st.progressing(f"CloudStackHost{registered.reason}", message) if found.requeue_after else \
+            st.not_ready(f"CloudStackHost{registered.reason}", message)
+        outcome.conditions = [*waiting, *kept]
+    if found.requeue_after:
+        outcome.requeue_after = min(outcome.requeue_after or found.requeue_after, found.requeue_after)
+    return outcome
+
+
 def unreachable(error: SSHError) -> ReconcileError:
     failure = error.reconcile_error()
     failure.conditions = [st.ConditionState("Reachable", "False", error.reason, str(error))]
@@ -64,8 +87,32 @@ def unreachable(error: SSHError) -> ReconcileError:
 class KvmHostReconciler(PlannedReconciler[HostView]):
     kind = "KvmHost"
 
-    def __init__(self, pool: SSHPool):
+    def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
         self.pool = pool
+        self.cloudstack = cloudstack
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        """Configure the host, then (with `spec.cloudstack`) register it in CloudStack; Ready waits for it to be Up."""
+        outcome = await super().reconcile(ctx)
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        if spec.cloudstack is None:
+            return outcome
+        configured = any(c.type == "Configured" and c.status == "True" for c in outcome.conditions)
+        if self.cloudstack is None:
+            return with_registration(outcome, registration.Registration(
+                [st.ConditionState("Registered", "Unknown", "NoCloudStackDriver", "this process cannot reach CloudStack")]))
+        if not configured:
+            return with_registration(outcome, registration.Registration(
+                [st.ConditionState("Registered", "False", "WaitingForConfiguration",
+                                   "the host is registered once it matches the spec")]))
+        found = await registration.register(self.cloudstack, ctx, spec, manage=spec.management_policy == "Manage")
+        return with_registration(outcome, found)
+
+    async def finalize(self, ctx: Context) -> None:
+        """deletionPolicy Delete: the host leaves CloudStack through maintenance."""
+        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        if spec.cloudstack is not None and self.cloudstack is not None:
+            await registration.deregister(self.cloudstack, ctx, spec)
 
     def connection(self, ctx: Context) -> SSHConnection:
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
