@@ -9,6 +9,7 @@ from pathlib import Path
 
 from stackops_lab import controlplane
 from stackops_lab.cloudstack import cli as cloudstack_cli
+from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
@@ -31,7 +32,8 @@ def command_prepare(args: argparse.Namespace) -> int:
 
 def command_up(args: argparse.Namespace) -> int:
     hosts = [HostsComponent(args.hosts)] if args.hosts else []
-    components = [*COMPONENTS, *hosts, *(OPTIONAL if args.operator else ())]
+    cloudstack = [CloudStackComponent(routers=args.routers)] if args.cloudstack else []
+    components = [*COMPONENTS, *hosts, *cloudstack, *(OPTIONAL if args.operator else ())]
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -40,7 +42,7 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_down(args: argparse.Namespace) -> int:
-    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), *OPTIONAL])
+    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -88,6 +90,10 @@ def parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--hosts", type=int, default=0, metavar="N",
                     help="also start N KVM lab hosts (sshd, Open vSwitch, libvirtd in namespaces; needs root)")
+    up.add_argument("--cloudstack", action="store_true",
+                    help="also run the lab CloudStack (the simulator of `stackops lab cloudstack`) in the background")
+    up.add_argument("--routers", type=int, default=200, metavar="N",
+                    help="virtual routers of the lab CloudStack (default: 200, 50 redundant pairs among them)")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")

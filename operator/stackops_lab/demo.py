@@ -15,8 +15,9 @@ import yaml
 
 from . import controlplane
 from .cli import COMPONENTS, OPTIONAL
+from .cloudstack.component import CloudStackComponent, running
 from .hosts import HostsComponent, LabHosts
-from .manifests import kvmhost_manifests
+from .manifests import kvmhost_manifests, systemvmtemplate_manifests
 from .operator import DEPLOY, kubectl
 
 EXAMPLES = DEPLOY / "examples"
@@ -34,15 +35,24 @@ def _ready(item: dict) -> bool:
                for c in (item.get("status") or {}).get("conditions") or [])
 
 
+def _pending(item: dict) -> bool:
+    status = item.get("status") or {}
+    if status.get("observedGeneration") != item["metadata"]["generation"]:
+        return True
+    if item["kind"] == "KvmHost":
+        return not _ready(item)
+    if item["kind"] == "SystemVMTemplate":
+        return not (status.get("routers") or {}).get("total")
+    return False
+
+
 def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
-    """Until every stackops object's status.observedGeneration matches its generation and the lab's KvmHosts are
-    Ready."""
+    """Until every stackops object's status.observedGeneration matches its generation, the lab's KvmHosts are
+    Ready and the lab's system VM template rollout has reached the routers."""
     deadline = time.monotonic() + timeout
     while True:
         items = json.loads(kubectl(kubeconfig, "get", KINDS, "-A", "-o", "json").stdout)["items"]
-        pending = [i["metadata"]["name"] for i in items
-                   if (i.get("status") or {}).get("observedGeneration") != i["metadata"]["generation"]
-                   or (i["kind"] == "KvmHost" and not _ready(i))]
+        pending = [i["metadata"]["name"] for i in items if _pending(i)]
         if items and not pending:
             return
         if time.monotonic() > deadline:
@@ -50,22 +60,30 @@ def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
         time.sleep(1)
 
 
+LAB_KINDS = ("KvmHost", "SystemVMTemplate")  # the demo brings lab versions of these
+
+
 def example_documents() -> list[dict]:
-    """deploy/examples/ without its KvmHost (and that host's Secret): its address is a production one, and the
-    demo sends traffic only to the lab's own hosts."""
+    """deploy/examples/ without its KvmHost and SystemVMTemplate (and the KvmHost's SSH Secret): their addresses
+    are production ones, and the demo sends traffic only to the lab's own hosts and CloudStack."""
     documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
                  if isinstance(d, dict)]
-    kvm_secrets = {d["spec"]["ssh"]["privateKeySecretRef"]["name"] for d in documents if d["kind"] == "KvmHost"}
-    return [d for d in documents if d["kind"] != "KvmHost"
-            and not (d["kind"] == "Secret" and d["metadata"]["name"] in kvm_secrets)]
+    replaced = [d for d in documents if d["kind"] in LAB_KINDS]
+    secrets = {d["spec"]["ssh"]["privateKeySecretRef"]["name"] for d in replaced if d["kind"] == "KvmHost"}
+    return [d for d in documents if d["kind"] not in LAB_KINDS
+            and not (d["kind"] == "Secret" and d["metadata"]["name"] in secrets)]
 
 
 def up() -> int:
-    cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), *OPTIONAL])
+    cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), CloudStackComponent(),
+                                                          *OPTIONAL])
     kubeconfig = Path(cluster.kubeconfig)
     hosts = LabHosts(controlplane.default_lab_dir()).running() or []
-    progress("applying deploy/examples/ (its KvmHost replaced by the lab's KVM hosts)")
-    documents = example_documents() + kvmhost_manifests(hosts, NAMESPACE)
+    cloudstack = running(controlplane.default_lab_dir())
+    progress("applying deploy/examples/ (its KvmHost and SystemVMTemplate replaced by the lab's hosts and CloudStack)")
+    documents = example_documents() + kvmhost_manifests(hosts, NAMESPACE, cloudstack=cloudstack)
+    if cloudstack is not None:
+        documents += systemvmtemplate_manifests(cloudstack, NAMESPACE)
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
@@ -77,7 +95,7 @@ def up() -> int:
 
 
 def down() -> int:
-    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), *OPTIONAL])
+    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), *OPTIONAL])
     return 0
 
 

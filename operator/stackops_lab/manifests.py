@@ -6,10 +6,34 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 SSH_SECRET = "lab-kvm-ssh"
+CLOUDSTACK_SECRET = "lab-cloudstack"
+SYSTEMVM_VERSION = "4.19.1"
 
 
-def kvmhost_manifests(hosts: Sequence[Any], namespace: str) -> list[dict[str, Any]]:
-    """A Secret with the lab's client key and one KvmHost per lab host."""
+def cloudstack_secret(cloudstack: Any, namespace: str) -> dict[str, Any]:
+    """The Secret a CloudStack connection references: `url`, `apiKey`, `secretKey` of the lab CloudStack."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CLOUDSTACK_SECRET, "namespace": namespace},
+            "stringData": {"url": cloudstack.endpoint, "apiKey": cloudstack.api_key,
+                           "secretKey": cloudstack.secret_key}}
+
+
+def systemvmtemplate_manifests(cloudstack: Any, namespace: str, *, max_unavailable: int = 10) -> list[dict[str, Any]]:
+    """The deploy/examples/ SystemVMTemplate pointed at the lab CloudStack and its own images."""
+    templates = [{"hypervisor": hypervisor, "url": cloudstack.image_url(hypervisor, SYSTEMVM_VERSION),
+                  "checksum": cloudstack.image_checksum(hypervisor, SYSTEMVM_VERSION), "format": fmt}
+                 for hypervisor, fmt in (("KVM", "QCOW2"), ("XenServer", "VHD"))]
+    return [cloudstack_secret(cloudstack, namespace), {
+        "apiVersion": "stackops.io/v1alpha1", "kind": "SystemVMTemplate",
+        "metadata": {"name": f"systemvm-{SYSTEMVM_VERSION}", "namespace": namespace},
+        "spec": {"cloudstack": {"secretRef": {"name": CLOUDSTACK_SECRET}}, "version": SYSTEMVM_VERSION,
+                 "templates": templates, "rollout": {"routers": {"maxUnavailable": max_unavailable}},
+                 "resyncIntervalSeconds": 60},
+    }]
+
+
+def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any = None) -> list[dict[str, Any]]:
+    """A Secret with the lab's client key and one KvmHost per lab host; with a lab CloudStack, each host is
+    registered in its first zone's KVM cluster."""
     if not hosts:
         return []
     documents: list[dict[str, Any]] = [{
@@ -40,4 +64,10 @@ def kvmhost_manifests(hosts: Sequence[Any], namespace: str) -> list[dict[str, An
                 "resyncIntervalSeconds": 60,
             },
         })
+        if cloudstack is not None:
+            documents[-1]["spec"]["cloudstack"] = {
+                "connection": {"secretRef": {"name": CLOUDSTACK_SECRET}}, "zone": "lab-zone-1",
+                "pod": "lab-zone-1-pod-1", "cluster": "lab-zone-1-kvm", "hostTags": ["lab"]}
+    if cloudstack is not None:
+        documents.append(cloudstack_secret(cloudstack, namespace))
     return documents
