@@ -29,8 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds)
-    deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()))
-    registry, settings = build(deps, standalone=args.standalone, custom_api=custom_objects_api())
+    deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()), custom_api=custom_objects_api())
+    registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api)
     kopf.run(
         registry=registry,
         settings=settings,

@@ -42,7 +42,8 @@ SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 
 
 # Words written in capitals inside a camelCase name, as the Kubernetes API conventions do (podIP, clusterIP).
-ACRONYMS = {"ca": "CA", "ip": "IP", "sr": "SR", "srs": "SRs", "url": "URL", "uuid": "UUID", "vm": "VM", "vms": "VMs", "ha": "HA"}
+ACRONYMS = {"ca": "CA", "ip": "IP", "sr": "SR", "srs": "SRs", "url": "URL", "uuid": "UUID", "vm": "VM", "vms": "VMs", "ha": "HA",
+            "http": "HTTP", "xenapi": "XenAPI"}
 
 
 def to_camel(name: str) -> str:

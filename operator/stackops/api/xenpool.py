@@ -47,6 +47,8 @@ class TLSSettings(Model):
     """Secret key with the PEM CA bundle that signed the hosts' XenAPI certificates."""
     insecure_skip_verify: bool = False
     """Skip certificate verification. Only for labs: must be set explicitly when no CA is given."""
+    plain_http: bool = False
+    """Speak plain HTTP to the XenAPI (no TLS at all; the password crosses the network in clear). Only for labs."""
 
 
 class HeartbeatSRSelector(Model):
@@ -169,6 +171,8 @@ class XenPoolSpec(ResourceCommon):
     """Secret with the keys `username` and `password` of the pool's root account."""
     tls: TLSSettings = TLSSettings()
     """XenAPI TLS verification: a CA, or an explicit `insecureSkipVerify`."""
+    xenapi_port: Port | None = None
+    """Port of the hosts' XenAPI; default 443 (80 with `tls.plainHTTP`)."""
     ha: HASettings = HASettings()
     """Pool HA."""
     vswitch_controller: VSwitchController | None = None
@@ -202,7 +206,7 @@ class XenPoolSpec(ResourceCommon):
             raise ValueError("members: addresses must be unique")
         if self.master is not None and self.master not in names:
             raise ValueError(f"master: {self.master!r} is not one of the members")
-        if self.tls.ca_secret_ref is None and not self.tls.insecure_skip_verify:
+        if self.tls.ca_secret_ref is None and not self.tls.insecure_skip_verify and not self.tls.plain_http:
             raise ValueError("tls: give caSecretRef, or set insecureSkipVerify: true explicitly")
         if self.uniqueness.policy == "MakeUnique":
             if self.uniqueness.ssh is None:

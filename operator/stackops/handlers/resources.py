@@ -33,6 +33,7 @@ class Deps:
     reconcilers: dict[str, Reconciler]
     secrets: SecretReader
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    custom_api: Any = None  # for status checkpoints written in the middle of a pass
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -91,6 +92,18 @@ class StatusWriter:
         self.write(outcome.conditions, fields=outcome.fields, drift=outcome.drift, applied=outcome.applied)
 
 
+def _checkpoint(kind: Kind, deps: Deps, meta: Any, writer: StatusWriter) -> Any:
+    """Status fields patched at once (validated like every status write), and kept in the pass's view of status."""
+    async def write(fields: dict[str, Any]) -> None:
+        checked = kind.status.model_validate(fields).model_dump(by_alias=True, exclude_unset=True, mode="json")
+        writer.previous.update(checked)
+        if deps.custom_api is None:
+            return
+        await asyncio.to_thread(deps.custom_api.patch_namespaced_custom_object_status, kind.group, kind.version,
+                                meta["namespace"], kind.plural, meta["name"], {"status": checked})
+    return write
+
+
 def _post(body: Any) -> Any:
     def event(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
@@ -123,7 +136,8 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
         writer.write(st.progressing(error.reason, str(error)))
         raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from None
     ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=writer.generation, spec=spec,
-                  status=writer.previous, secrets=secrets, event=_post(body), logger=logger)
+                  status=writer.previous, secrets=secrets, event=_post(body), logger=logger,
+                  checkpoint=_checkpoint(kind, deps, meta, writer))
     reconciler = deps.reconcilers[kind.kind]
     async with deps.lock(meta["uid"]):
         try:

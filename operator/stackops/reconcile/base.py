@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Any, Awaitable, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
@@ -49,6 +49,11 @@ class ReconcileError(Exception):
 
 
 EventSink = Callable[[str, str, str], None]  # (type "Normal"|"Warning", reason, message)
+Checkpoint = Callable[[dict[str, Any]], Awaitable[None]]  # status fields (camelCase) written at once
+
+
+async def keep_in_memory(fields: dict[str, Any]) -> None:
+    """The checkpoint of tools without a cluster: nothing is persisted."""
 
 
 @dataclass
@@ -63,6 +68,8 @@ class Context:
     secrets: dict[str, dict[str, SecretStr]]
     event: EventSink
     logger: logging.Logger | logging.LoggerAdapter
+    checkpoint: Checkpoint = keep_in_memory
+    """Write status fields now, before a step that must survive a crash (e.g. the intent of an HA dance)."""
 
     def secret(self, name: str, key: str) -> SecretStr:
         return self.secrets[name][key]

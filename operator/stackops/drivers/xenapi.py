@@ -1,0 +1,303 @@
+"""The XenAPI driver, on the official `XenAPI` SDK (XML-RPC).
+
+What it adds to the SDK:
+- finding the pool master: log in to the members in turn; a supporter answers `HOST_IS_SLAVE [master address]`
+  and the driver reconnects there (the SDK does not follow it); a master change during a session is followed the
+  same way, once per call;
+- typed errors (`XenAPIError` and subclasses) carrying xapi's error code and parameters — never the password;
+- TLS verified with the CA bundle from a Secret; unverified only when the spec says `insecureSkipVerify`; plain
+  HTTP only when the spec says `plainHTTP` (labs);
+- timeouts on every connection, and calls run in threads so the operator's event loop never blocks;
+- `slave_local` sessions for the emergency calls a supporter serves while it has no master;
+- counters of calls and logins for tests and benchmarks.
+"""
+from __future__ import annotations
+
+import asyncio
+import http.client
+import socket
+import ssl
+import xmlrpc.client
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import XenAPI
+from pydantic import SecretStr
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class XenAPIError(Exception):
+    """A XenAPI call failed. `code` is xapi's error code (e.g. `HA_IS_ENABLED`), `params` its parameters."""
+
+    reason = "XenAPIError"
+
+    def __init__(self, call: str, code: str, params: list[str] | None = None, message: str = ""):
+        self.call = call
+        self.code = code
+        self.params = list(params or [])
+        detail = message or " ".join([code, *self.params]).strip()
+        super().__init__(f"{call}: {detail}")
+
+
+class XenAuthError(XenAPIError):
+    """SESSION_AUTHENTICATION_FAILED: the credentials in the Secret are refused."""
+
+    reason = "AuthenticationFailed"
+
+
+class XenUnreachable(XenAPIError):
+    """No answer from the host: refused, reset, timed out, DNS."""
+
+    reason = "Unreachable"
+
+
+class XenTLSError(XenAPIError):
+    """The host's certificate did not verify against the CA."""
+
+    reason = "TLSVerificationFailed"
+
+
+class XenNoMaster(XenAPIError):
+    """No member answered as master (every live member points at a master that does not answer)."""
+
+    reason = "MasterUnreachable"
+
+
+def _failure(call: str, error: Exception) -> XenAPIError:
+    if isinstance(error, XenAPI.Failure):
+        details = [str(d) for d in error.details] or ["UNKNOWN"]
+        if details[0] == "SESSION_AUTHENTICATION_FAILED":
+            return XenAuthError(call, details[0], details[1:2])  # the user name, not the password
+        return XenAPIError(call, details[0], details[1:])
+    if isinstance(error, ssl.SSLError):
+        return XenTLSError(call, "TLS", message=f"TLS: {getattr(error, 'reason', None) or error}")
+    if isinstance(error, (socket.timeout, TimeoutError)):
+        return XenUnreachable(call, "TIMEOUT", message="timed out")
+    if isinstance(error, (OSError, http.client.HTTPException)):
+        return XenUnreachable(call, "CONNECTION", message=f"{type(error).__name__}: {error}")
+    if isinstance(error, xmlrpc.client.Fault):
+        return XenAPIError(call, "XMLRPC_FAULT", message=f"XML-RPC fault {error.faultCode}: {error.faultString}")
+    if isinstance(error, xmlrpc.client.ProtocolError):
+        return XenUnreachable(call, "HTTP", message=f"HTTP {error.errcode} {error.errmsg}")
+    return XenAPIError(call, type(error).__name__, message=str(error))
+
+
+class _Transport(xmlrpc.client.Transport):
+    def __init__(self, timeout: float):
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
+class _SafeTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, timeout: float, context: ssl.SSLContext):
+        super().__init__(context=context)
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach the XenAPI of a pool's hosts."""
+
+    port: int = 443
+    plain_http: bool = False
+    ca_pem: str | None = None
+    insecure: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+
+    def url(self, address: str) -> str:
+        scheme = "http" if self.plain_http else "https"
+        host = f"[{address}]" if ":" in address else address
+        default = 80 if self.plain_http else 443
+        return f"{scheme}://{host}/" if self.port == default else f"{scheme}://{host}:{self.port}/"
+
+    def transport(self) -> xmlrpc.client.Transport:
+        if self.plain_http:
+            return _Transport(self.timeout)
+        if self.insecure:
+            context = ssl._create_unverified_context()  # noqa: S323 - only when the spec says insecureSkipVerify
+        else:
+            context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
+            context.check_hostname = False  # XenServer certificates name the host, rarely its address
+        return _SafeTransport(self.timeout, context)
+
+
+@dataclass
+class Counters:
+    calls: int = 0
+    logins: int = 0
+    by_call: dict[str, int] = field(default_factory=dict)
+
+
+class PoolSession:
+    """A session with the pool master, found among `addresses`. Methods run the SDK in a thread."""
+
+    def __init__(self, addresses: list[str], username: str, password: SecretStr, endpoint: Endpoint,
+                 *, originator: str = "stackops"):
+        self.addresses = list(addresses)
+        self.username = username
+        self._password = password
+        self.endpoint = endpoint
+        self.originator = originator
+        self.master_address: str | None = None
+        self._session: Any = None
+        self.counters = Counters()
+        self.unreachable: dict[str, str] = {}  # address → why, from the last search for the master
+
+    def __repr__(self) -> str:
+        return f"<PoolSession master={self.master_address}>"
+
+    # ------------------------------------------------------------------ sync core (runs in a thread)
+
+    def _open(self, address: str) -> Any:
+        session = XenAPI.Session(self.endpoint.url(address), transport=self.endpoint.transport())
+        self.counters.logins += 1
+        session.xenapi.login_with_password(self.username, self._password.get_secret_value(), "2.0", self.originator)
+        return session
+
+    def _connect(self) -> None:
+        """Log in to the master: try the last master first, then every member, following HOST_IS_SLAVE."""
+        self._close()
+        self.unreachable = {}
+        tried: set[str] = set()
+        queue = [a for a in [self.master_address, *self.addresses] if a]
+        while queue:
+            address = queue.pop(0)
+            if address in tried:
+                continue
+            tried.add(address)
+            try:
+                self._session = self._open(address)
+                self.master_address = address
+                return
+            except XenAPI.Failure as error:
+                details = [str(d) for d in error.details]
+                if details and details[0] == "HOST_IS_SLAVE" and len(details) > 1:
+                    queue.insert(0, details[1])
+                    self.unreachable[address] = f"supporter of {details[1]}"
+                    continue
+                raise _failure("session.login_with_password", error) from None
+            except Exception as error:  # noqa: BLE001 - typed below
+                failure = _failure("session.login_with_password", error)
+                if isinstance(failure, XenTLSError):
+                    raise failure from None
+                self.unreachable[address] = str(failure).split(": ", 1)[-1]
+        where = ", ".join(f"{a} ({why})" for a, why in self.unreachable.items())
+        raise XenNoMaster("session.login_with_password", "NO_MASTER", message=f"no pool master answered: {where}")
+
+    def _close(self) -> None:
+        if self._session is not None:
+            try:
+                self._session.xenapi.session.logout()
+            except Exception:  # noqa: BLE001 - a dead session needs no logout
+                pass
+            self._session = None
+
+    def call_sync(self, name: str, *args: Any) -> Any:
+        self.counters.calls += 1
+        self.counters.by_call[name] = self.counters.by_call.get(name, 0) + 1
+        for attempt in range(2):
+            if self._session is None:
+                self._connect()
+            method: Callable[..., Any] = self._session.xenapi
+            for part in name.split("."):
+                method = getattr(method, part)
+            try:
+                return method(*args)
+            except XenAPI.Failure as error:
+                details = [str(d) for d in error.details]
+                if details and details[0] == "HOST_IS_SLAVE" and attempt == 0:  # the master moved
+                    self.master_address = details[1] if len(details) > 1 else None
+                    self._session = None
+                    continue
+                raise _failure(name, error) from None
+            except Exception as error:  # noqa: BLE001
+                failure = _failure(name, error)
+                if isinstance(failure, XenUnreachable) and attempt == 0:
+                    self._session = None  # the master may have died: look for the master again
+                    self.master_address = None
+                    continue
+                raise failure from None
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ async API
+
+    async def call(self, name: str, *args: Any) -> Any:
+        """`await pool.call("pool.enable_ha", srs, {"timeout": "180"})`."""
+        return await asyncio.to_thread(self.call_sync, name, *args)
+
+    async def connect(self) -> str:
+        await asyncio.to_thread(self._connect)
+        assert self.master_address is not None
+        return self.master_address
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    async def task(self, name: str, *args: Any, timeout: float = 900.0, poll: float = 0.5) -> Any:
+        """`Async.<name>`: start the call as a xapi task and wait for it (long calls such as `pool.enable_ha` outlast
+        one HTTP request). A failed task raises its error like a direct call would."""
+        task = await self.call(f"Async.{name}", *args)
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while True:
+                status = await self.call("task.get_status", task)
+                if status == "success":
+                    return await self.call("task.get_result", task)
+                if status in ("failure", "cancelled"):
+                    info = [str(i) for i in (await self.call("task.get_error_info", task)) or ["TASK_FAILED"]]
+                    raise XenAPIError(name, info[0], info[1:])
+                if asyncio.get_running_loop().time() > deadline:
+                    raise XenAPIError(name, "TASK_TIMEOUT", message=f"task still {status} after {timeout:.0f}s")
+                await asyncio.sleep(poll)
+        finally:
+            try:
+                await self.call("task.destroy", task)
+            except XenAPIError:
+                pass
+
+    async def records(self, cls: str) -> dict[str, dict[str, Any]]:
+        return await self.call(f"{cls}.get_all_records")
+
+    def local(self, address: str) -> "LocalSession":
+        """A `slave_local` session on one host, for the emergency calls."""
+        return LocalSession(address, self.username, self._password, self.endpoint)
+
+
+class LocalSession:
+    """`session.slave_local_login_with_password` on one host (a supporter without a reachable master)."""
+
+    def __init__(self, address: str, username: str, password: SecretStr, endpoint: Endpoint):
+        self.address = address
+        self.username = username
+        self._password = password
+        self.endpoint = endpoint
+
+    def call_sync(self, name: str, *args: Any) -> Any:
+        session = XenAPI.Session(self.endpoint.url(self.address), transport=self.endpoint.transport())
+        try:
+            session.slave_local_login_with_password(self.username, self._password.get_secret_value())
+            method: Callable[..., Any] = session.xenapi
+            for part in name.split("."):
+                method = getattr(method, part)
+            return method(*args)
+        except Exception as error:  # noqa: BLE001
+            raise _failure(name, error) from None
+        finally:
+            try:
+                session.logout()  # the SDK sends session.local_logout for a slave_local session
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def call(self, name: str, *args: Any) -> Any:
+        return await asyncio.to_thread(self.call_sync, name, *args)

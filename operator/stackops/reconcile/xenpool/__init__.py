@@ -1,0 +1,264 @@
+"""The XenPool reconciler: observe the pool through its master (one `get_all_records` per class), plan purely,
+apply through the pool API — membership changes inside the HA dance, crash-safe.
+
+The HA dance: xapi refuses joins, ejects and master changes while HA is on. Before HA is disabled, the intent
+and the HA configuration are written to `status.pendingOperation` (a checkpoint, not the end-of-pass status), so
+an operator that dies in the middle finds them on restart, finishes the membership change and re-enables HA with
+the recorded configuration; only then is the record cleared.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ... import status as st
+from ...api.xenpool import PendingPoolOperation, XenPoolSpec
+from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenTLSError
+from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from .actions import (
+    ClearVMPriority,
+    DesignateMaster,
+    DisableHA,
+    EjectHost,
+    EnableHA,
+    EnableHost,
+    JoinHost,
+    PoolAction,
+    SetAllowOvercommit,
+    SetHostFailuresToTolerate,
+    SetVSwitchController,
+)
+from .observed import PoolFacts, observe
+from .plan import Plan, plan
+
+OPERATIONS = {JoinHost: "Join", EjectHost: "Eject", DesignateMaster: "DesignateMaster"}
+
+
+def unreachable(error: XenAPIError) -> ReconcileError:
+    return ReconcileError(error.reason, str(error), retry=not isinstance(error, XenTLSError), delay=30.0,
+                          conditions=[st.ConditionState("Reachable", "False", error.reason, str(error))])
+
+
+class XenPoolReconciler(Reconciler):
+    kind = "XenPool"
+
+    def __init__(self, *, change_timeout: float = 600.0, poll_seconds: float = 1.0):
+        self.change_timeout = change_timeout
+        self.poll = poll_seconds
+
+    def session(self, ctx: Context) -> PoolSession:
+        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        ref = spec.credentials_secret_ref
+        ca = None
+        if spec.tls.ca_secret_ref is not None:
+            ca = ctx.secret(spec.tls.ca_secret_ref.name, spec.tls.ca_secret_ref.key).get_secret_value()
+        endpoint = Endpoint(port=spec.xenapi_port or (80 if spec.tls.plain_http else 443),
+                            plain_http=spec.tls.plain_http, ca_pem=ca, insecure=spec.tls.insecure_skip_verify)
+        return PoolSession([m.address for m in spec.members], ctx.secret(ref.name, "username").get_secret_value(),
+                           ctx.secret(ref.name, "password"), endpoint)
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        session = self.session(ctx)
+        try:
+            facts = await self.observe(session, spec)
+            pending = self.pending(ctx)
+            result = plan(spec, facts)
+            if spec.management_policy == "Observe":
+                return self.report(ctx, facts, result, [], observe_only=True)
+            applied: list[Action] = []
+            if pending is not None and not facts.ha_enabled:  # a dance an earlier pass did not finish
+                ctx.event("Warning", "ResumingHADance", f"HA is off since {pending.started_at} for "
+                          f"{pending.operation} {pending.host}: finishing it and re-enabling HA")
+                await self.dance(ctx, session, spec, facts, result, pending, applied)
+                facts = await self.observe(session, spec)
+                result = plan(spec, facts)
+            elif pending is not None:
+                await ctx.checkpoint({"pendingOperation": None})
+            if result.problems:
+                return self.report(ctx, facts, result, applied)
+            if result.membership:
+                record = None
+                if facts.ha_enabled:
+                    first = result.membership[0]
+                    record = PendingPoolOperation(
+                        operation=OPERATIONS[type(first)], host=getattr(first, "name", ""),
+                        ha_configuration=facts.ha_configuration, heartbeat_srs=self.heartbeat(spec, facts),
+                        started_at=st.now())
+                await self.dance(ctx, session, spec, facts, result, record, applied)
+                facts = await self.observe(session, spec)
+                result = plan(spec, facts)
+                if result.problems:
+                    return self.report(ctx, facts, result, applied)
+            for action in [a for a in result.actions if not a.needs_ha_off]:
+                await self.execute(ctx, session, spec, action, facts)
+                applied.append(action)
+            if applied:
+                facts = await self.observe(session, spec)
+                result = plan(spec, facts)
+            return self.report(ctx, facts, result, applied)
+        except XenAPIError as error:
+            if isinstance(error, XenAuthError):
+                raise ReconcileError(error.reason, f"the credentials in Secret {spec.credentials_secret_ref.name} "
+                                     f"were refused ({error})", delay=60.0,
+                                     conditions=[st.ConditionState("Reachable", "False", error.reason)]) from None
+            if error.reason in ("Unreachable", "MasterUnreachable", "TLSVerificationFailed"):
+                raise unreachable(error) from None
+            ctx.event("Warning", "XenAPIError", str(error))
+            raise ReconcileError(error.code if error.code.isupper() else "XenAPIError", str(error), delay=30.0,
+                                 conditions=[st.ConditionState("Reachable", "True", "Connected")]) from None
+        finally:
+            await session.close()
+
+    async def observe(self, session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
+        return await observe(session, spec)
+
+    def pending(self, ctx: Context) -> PendingPoolOperation | None:
+        recorded = ctx.status.get("pendingOperation")
+        return PendingPoolOperation.model_validate(recorded) if isinstance(recorded, dict) else None
+
+    def heartbeat(self, spec: XenPoolSpec, facts: PoolFacts) -> list[str]:
+        if facts.heartbeat_sr_uuids:
+            return facts.heartbeat_sr_uuids
+        from .plan import heartbeat_sr
+
+        sr = heartbeat_sr(spec, facts)
+        return [] if not hasattr(sr, "uuid") else [sr.uuid]  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ the HA dance
+
+    async def dance(self, ctx: Context, session: PoolSession, spec: XenPoolSpec, facts: PoolFacts, result: Plan,
+                    record: PendingPoolOperation | None, applied: list[Action]) -> None:
+        """Membership changes with HA off: record → disable HA → change → enable HA as recorded → clear."""
+        if record is not None and facts.ha_enabled:
+            await ctx.checkpoint({"pendingOperation": record.model_dump(by_alias=True)})
+            action = DisableHA(f"xapi refuses {record.operation} while HA is on; HA is re-enabled afterwards")
+            await self.execute(ctx, session, spec, action, facts)
+            applied.append(action)
+        for action in result.membership:
+            await self.execute(ctx, session, spec, action, facts)
+            applied.append(action)
+        if record is not None:
+            timeout = int(record.ha_configuration.get("timeout", spec.ha.timeout_seconds))
+            sr_uuid = record.heartbeat_srs[0] if record.heartbeat_srs else ""
+            sr = next((s for s in (await self.observe(session, spec)).srs.values() if s.uuid == sr_uuid), None)
+            enable = EnableHA(sr_uuid, sr.name_label if sr else sr_uuid, timeout, "as it was before the change")
+            await self.enable_ha(session, sr_uuid, dict(record.ha_configuration) or {"timeout": str(timeout)})
+            applied.append(enable)
+            ctx.event("Normal", "Applied", enable.describe())
+            await ctx.checkpoint({"pendingOperation": None})
+
+    async def enable_ha(self, session: PoolSession, sr_uuid: str, configuration: dict[str, str]) -> None:
+        srs = [await session.call("SR.get_by_uuid", sr_uuid)] if sr_uuid else []
+        await session.task("pool.enable_ha", srs, configuration, timeout=self.change_timeout, poll=self.poll)
+
+    # ------------------------------------------------------------------ actions
+
+    async def execute(self, ctx: Context, session: PoolSession, spec: XenPoolSpec, action: PoolAction,
+                      facts: PoolFacts) -> None:
+        pool = facts.pool_ref
+        if isinstance(action, JoinHost):
+            ref = spec.credentials_secret_ref
+            joiner = PoolSession([action.address], session.username, ctx.secret(ref.name, "password"),
+                                 session.endpoint)
+            try:
+                await joiner.call("pool.join", session.master_address, session.username,
+                                  ctx.secret(ref.name, "password").get_secret_value())
+            finally:
+                await joiner.close()
+            await self.wait(session, spec, lambda f: (h := f.host_by_address(action.address)) is not None and h.live,
+                            f"{action.name} to join")
+        elif isinstance(action, EjectHost):
+            await session.call("pool.eject", action.ref)
+            await self.wait(session, spec, lambda f: action.ref not in f.hosts, f"{action.name} to leave")
+        elif isinstance(action, DesignateMaster):
+            current = await self.observe(session, spec)
+            host = current.host_by_address(action.address)
+            if host is None:
+                raise ReconcileError("MasterNotInPool", f"{action.name} is not in the pool", retry=True)
+            await session.call("pool.designate_new_master", host.ref)
+            await self.wait(session, spec, lambda f: f.master is not None and f.master.address == action.address,
+                            f"{action.name} to become master")
+        elif isinstance(action, DisableHA):
+            await session.task("pool.disable_ha", timeout=self.change_timeout, poll=self.poll)
+        elif isinstance(action, EnableHA):
+            await self.enable_ha(session, action.sr_uuid, {"timeout": str(action.timeout)})
+        elif isinstance(action, SetHostFailuresToTolerate):
+            await session.call("pool.set_ha_host_failures_to_tolerate", pool, str(action.value))
+        elif isinstance(action, SetAllowOvercommit):
+            await session.call("pool.set_ha_allow_overcommit", pool, action.value)
+        elif isinstance(action, SetVSwitchController):
+            await session.call("pool.set_vswitch_controller", action.address)
+        elif isinstance(action, ClearVMPriority):
+            await session.call("VM.set_ha_restart_priority", action.ref, "")
+        elif isinstance(action, EnableHost):
+            await session.call("host.enable", action.ref)
+        ctx.event("Normal", "Applied", action.describe())
+
+    async def wait(self, session: PoolSession, spec: XenPoolSpec, done: Any, what: str) -> None:
+        deadline = time.monotonic() + self.change_timeout
+        while True:
+            try:
+                if done(await self.observe(session, spec)):
+                    return
+            except XenAPIError:
+                pass  # the pool is reorganising itself (e.g. a new master): ask again
+            if time.monotonic() > deadline:
+                raise ReconcileError("PoolChangeTimeout", f"waited {self.change_timeout:.0f}s for {what}", delay=30.0)
+            await asyncio.sleep(self.poll)
+
+    # ------------------------------------------------------------------ status
+
+    def report(self, ctx: Context, facts: PoolFacts, result: Plan, applied: list[Action], *,
+               observe_only: bool = False) -> Outcome:
+        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        names = {m.address: m.name for m in spec.members}
+        master = facts.master
+        fields: dict[str, Any] = {
+            "poolUUID": facts.pool_uuid,
+            "master": names.get(master.address, master.name_label) if master else None,
+            "hostCount": len(facts.hosts),
+            "hosts": [{"name": names.get(h.address, h.name_label), "uuid": h.uuid, "address": h.address,
+                       "master": h.ref == facts.master_ref, "enabled": h.enabled, "live": h.live}
+                      for h in sorted(facts.hosts.values(), key=lambda h: names.get(h.address, h.name_label))],
+            "ha": {"enabled": facts.ha_enabled, "timeoutSeconds": _int(facts.ha_configuration.get("timeout")),
+                   "statefiles": facts.ha_statefiles, "hostFailuresToTolerate": facts.ha_host_failures_to_tolerate,
+                   "planExistsFor": facts.ha_plan_exists_for, "overcommitted": facts.ha_overcommitted},
+            "vswitchController": facts.vswitch_controller or None,
+            "vmsWithHARestartPriority": [vm.name_label for vm in facts.vms_with_priority],
+        }
+        reachable = st.ConditionState("Reachable", "True", "Connected", f"pool master {facts.master_address}")
+        pending = result.actions
+        requeue = None
+        if result.problems:
+            first = result.problems[0]
+            conditions = st.stalled(first.reason, "; ".join(p.message for p in result.problems))
+        elif pending:
+            summary = f"{len(pending)} difference(s): " + "; ".join(a.describe() for a in pending[:5])
+            conditions = st.not_ready("DriftObserved", summary) if observe_only else st.progressing("Converging", summary)
+            requeue = None if observe_only else 30.0
+        elif result.waiting:
+            conditions = st.progressing("MemberUnreachable", "members not reachable: " + "; ".join(result.waiting))
+            requeue = 60.0
+        else:
+            message = "the pool matches the spec" + (f"; {'; '.join(result.notices)}" if result.notices else "")
+            conditions = st.ready("PoolConverged", message)
+        if observe_only and pending and [a.record() for a in pending] != ctx.status.get("drift"):
+            ctx.event("Warning", "DriftDetected", f"{len(pending)} difference(s) left alone under Observe: "
+                      + "; ".join(a.describe() for a in pending[:5]))
+        ha_ok = facts.ha_enabled == spec.ha.enabled and not any(isinstance(a, (EnableHA, DisableHA)) for a in pending)
+        domain = [reachable, st.ConditionState("HAConfigured", "True" if ha_ok else "False",
+                                               "HAAsSpecified" if ha_ok else "HADiffers")]
+        return Outcome(conditions=[*conditions, *domain], fields=fields, drift=list(pending), applied=applied,
+                       requeue_after=requeue)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+__all__ = ["XenPoolReconciler"]

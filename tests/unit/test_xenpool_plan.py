@@ -1,0 +1,133 @@
+"""The pure part of XenPool: membership, the three-host rule, HA reconfiguration, settings, uniqueness."""
+from __future__ import annotations
+
+from typing import Any
+
+from stackops.api.xenpool import XenPoolSpec
+from stackops.reconcile.xenpool.actions import (
+    ClearVMPriority,
+    DesignateMaster,
+    DisableHA,
+    EjectHost,
+    EnableHA,
+    EnableHost,
+    JoinHost,
+    SetVSwitchController,
+)
+from stackops.reconcile.xenpool.observed import SR, VM, Candidate, Host, PoolFacts
+from stackops.reconcile.xenpool.plan import plan
+
+
+def spec(members: int = 3, **changes: Any) -> XenPoolSpec:
+    data: dict[str, Any] = {
+        "members": [{"name": f"xen{i}", "address": f"10.0.0.{i}"} for i in range(1, members + 1)],
+        "credentialsSecretRef": {"name": "xen"},
+        "tls": {"insecureSkipVerify": True},
+    }
+    data.update(changes)
+    return XenPoolSpec.model_validate(data)
+
+
+def host(i: int, **changes: Any) -> Host:
+    values: dict[str, Any] = dict(ref=f"h{i}", uuid=f"uuid-{i}", name_label=f"xen{i}", address=f"10.0.0.{i}",
+                                  enabled=True, live=True)
+    values.update(changes)
+    return Host(**values)
+
+
+def facts(hosts: list[Host], **changes: Any) -> PoolFacts:
+    values: dict[str, Any] = dict(
+        pool_ref="p", pool_uuid="pool-uuid", master_ref=hosts[0].ref, ha_enabled=True,
+        ha_configuration={"timeout": "180"}, ha_statefiles=["vdi"], ha_host_failures_to_tolerate=1,
+        ha_plan_exists_for=1, ha_overcommitted=False, ha_allow_overcommit=True, vswitch_controller="",
+        hosts={h.ref: h for h in hosts}, srs={"sr1": SR("sr1", "sr-uuid", "nfs-pri", "nfs", True)},
+        vms_with_priority=[], heartbeat_sr_uuids=["sr-uuid"])
+    values.update(changes)
+    return PoolFacts(**values)
+
+
+def kinds(result) -> list[type]:  # noqa: ANN001
+    return [type(a) for a in result.actions]
+
+
+def test_converged_pool_plans_nothing() -> None:
+    result = plan(spec(), facts([host(1), host(2), host(3)]))
+    assert result.actions == [] and result.problems == []
+
+
+def test_ha_off_is_enabled_with_the_explicit_timeout() -> None:
+    result = plan(spec(), facts([host(1), host(2), host(3)], ha_enabled=False, ha_configuration={}))
+    assert result.actions == [EnableHA("sr-uuid", "nfs-pri", 180)]
+
+
+def test_changed_timeout_is_disable_then_enable() -> None:
+    result = plan(spec(ha={"timeoutSeconds": 300}), facts([host(1), host(2), host(3)]))
+    assert kinds(result) == [DisableHA, EnableHA] and result.actions[1].timeout == 300
+
+
+def test_two_hosts_with_ha_is_refused_unless_allowed() -> None:
+    result = plan(spec(2), facts([host(1), host(2)], ha_enabled=False))
+    assert [p.reason for p in result.problems] == ["TooFewHostsForHA"] and result.actions == []
+    allowed = plan(spec(2, ha={"allowFewerThanThreeHosts": True}), facts([host(1), host(2)], ha_enabled=False))
+    assert kinds(allowed) == [EnableHA]
+
+
+def test_join_is_planned_for_a_standalone_member_and_counts_for_the_three_host_rule() -> None:
+    candidate = Candidate("10.0.0.3", uuid="uuid-3", name_label="xen3", pool_size=1)
+    result = plan(spec(), facts([host(1), host(2)], ha_enabled=False, candidates={"10.0.0.3": candidate}))
+    assert kinds(result) == [JoinHost, EnableHA]
+    assert result.membership == [JoinHost("xen3", "10.0.0.3")]
+
+
+def test_a_clone_is_detected_before_joining() -> None:
+    clone = Candidate("10.0.0.3", uuid="uuid-1", name_label="xen3", pool_size=1)
+    result = plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": clone}))
+    assert [p.reason for p in result.problems] == ["DuplicateHostUUID"] and result.actions == []
+    assert "uuid-1" in result.problems[0].message
+
+
+def test_members_that_cannot_join() -> None:
+    elsewhere = Candidate("10.0.0.3", master_of="10.9.9.9")
+    assert plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": elsewhere})).problems[0].reason == \
+        "MemberInAnotherPool"
+    busy = Candidate("10.0.0.3", uuid="u3", name_label="xen3", pool_size=1, running_vms=("vm-a",))
+    assert plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": busy})).problems[0].reason == \
+        "JoiningHostHasRunningVMs"
+    gone = Candidate("10.0.0.3", error="Unreachable: refused")
+    result = plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": gone}))
+    assert result.waiting and result.problems[0].reason == "TooFewHostsForHA"
+
+
+def test_host_not_in_spec_is_ejected_only_when_allowed() -> None:
+    hosts = [host(1), host(2), host(3), host(4)]
+    noticed = plan(spec(), facts(hosts))
+    assert noticed.actions == [] and "xen4" in noticed.notices[0]
+    ejected = plan(spec(allowedDestructiveActions=["Eject"]), facts(hosts))
+    assert ejected.actions == [EjectHost("xen4", "h4")]
+    busy = [*hosts[:3], host(4, running_vms=("vm-b",))]
+    assert plan(spec(allowedDestructiveActions=["Eject"]), facts(busy)).problems[0].reason == "HostHasResidentVMs"
+
+
+def test_designate_master() -> None:
+    result = plan(spec(master="xen2"), facts([host(1), host(2), host(3)]))
+    assert result.actions == [DesignateMaster("xen2", "10.0.0.2")]
+
+
+def test_settings_vms_and_disabled_hosts() -> None:
+    result = plan(spec(vswitchController={"address": "10.1.1.1"}),
+                  facts([host(1), host(2, enabled=False), host(3, enabled=False, live=False)],
+                        vms_with_priority=[VM("vm1", "router-1", "restart")]))
+    assert result.actions == [SetVSwitchController("10.1.1.1", ""), ClearVMPriority("vm1", "router-1", "restart"),
+                              EnableHost("xen2", "h2")]  # a dead host is not enabled
+    ignored = plan(spec(vmHARestartPriority={"policy": "Ignore"}, hostRecovery={"enableDisabledHosts": False}),
+                   facts([host(1), host(2, enabled=False), host(3)], vms_with_priority=[VM("v", "v", "restart")]))
+    assert ignored.actions == []
+
+
+def test_heartbeat_sr_problems() -> None:
+    two = {"a": SR("a", "ua", "nfs-a", "nfs", True), "b": SR("b", "ub", "nfs-b", "nfs", True)}
+    result = plan(spec(), facts([host(1), host(2), host(3)], ha_enabled=False, srs=two))
+    assert result.problems[0].reason == "HeartbeatSRAmbiguous"
+    named = plan(spec(ha={"heartbeatSR": {"nameLabel": "nfs-b"}}), facts([host(1), host(2), host(3)],
+                                                                        ha_enabled=False, srs=two))
+    assert named.actions == [EnableHA("ub", "nfs-b", 180)]
