@@ -183,6 +183,9 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
         return
     if spec.deletion_policy == "Orphan":
         return
+    if spec.management_policy == "Observe":  # read-only means read-only, deletion included
+        logger.info("managementPolicy is Observe: deleting without touching infrastructure")
+        return
     meta = body["metadata"]
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))

@@ -17,8 +17,8 @@ from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHErr
 from ..base import Action, Context, Outcome, PartialApply, PlannedReconciler, ReconcileError
 from . import guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
-from .observed import Observed
-from .plan import PlanError, management_path, plan, probe_arguments
+from .observed import OWNER_KEY, Observed
+from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
 from .probe import SCRIPT, parse
 
 PROBE_TIMEOUT = 60.0
@@ -109,10 +109,57 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         return with_registration(outcome, found)
 
     async def finalize(self, ctx: Context) -> None:
-        """deletionPolicy Delete: the host leaves CloudStack through maintenance."""
+        """deletionPolicy Delete: the host leaves CloudStack through maintenance first; then the Open vSwitch
+        objects this KvmHost created are removed, each with an `Applied` Event (plan_removal: ports, bonds,
+        tunnels and VLAN bridges before their bridge), and the host is probed again to make sure they are gone.
+
+        The management path is never cut: owned objects it runs over (the bridge carrying `spec.address`, its
+        ports and NICs) are kept, and so is a bridge or VLAN bridge that also holds ports stackops did not create
+        (deleting it would delete them); each kind is named in a Warning Event (`ManagementPathKept`,
+        `SharedObjectsKept`) and the deletion completes. Configuration files, packages, the package repository
+        source, the OVSDB manager and SSL settings stay as they are.
+
+        Any failure — the host unreachable, Open vSwitch not answering, a management-path change of an earlier
+        pass not settled yet, a command failing — raises ReconcileError: the finalizer keeps the object and the
+        handler tries again. Under `Orphan` (which the handler does not even pass here) nothing is done."""
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        if spec.deletion_policy != "Delete":
+            return
         if spec.cloudstack is not None and self.cloudstack is not None:
             await registration.deregister(self.cloudstack, ctx, spec)
+        view = await self.settle(ctx, await self.observe(ctx))
+        removal = self.removal(view, spec.address)
+        if removal.actions:
+            actions: list[Action] = list(removal.actions)
+            await self.execute_each(ctx, actions, view, [])
+            removal = self.removal(await self.observe(ctx), spec.address)
+            if removal.actions:
+                raise ReconcileError("RemovalIncomplete", "Open vSwitch objects this KvmHost created are still on "
+                                     f"the host after removing them: {'; '.join(a.describe() for a in removal.actions)}"
+                                     "; trying again", retry=True, delay=30.0)
+        self.report_kept(ctx, spec, removal.kept)
+
+    def removal(self, view: HostView, address: str) -> Removal:
+        try:
+            removal = plan_removal(view.facts, view.owner, address)
+        except PlanError as error:
+            raise ReconcileError(error.reason, f"{error}; deletion waits", retry=True, delay=60.0) from None
+        path = carrying_path(address, view.facts)
+        assert not guard.risky_actions(removal.actions, path), "plan_removal keeps the management path"
+        return removal
+
+    @staticmethod
+    def report_kept(ctx: Context, spec: KvmHostSpec, kept: tuple[Kept, ...]) -> None:
+        """One Warning Event per kind of object deletion leaves on the host."""
+        path = [k.what for k in kept if k.reason == "ManagementPath"]
+        if path:
+            ctx.event("Warning", "ManagementPathKept", f"kept {', '.join(path)}: the management path to "
+                      f"{spec.address} runs over them and removing them could cut the host off the network; they "
+                      f"keep their {OWNER_KEY} mark (remove them by hand once the host is reached another way)")
+        shared = [f"{k.what} ({k.detail})" for k in kept if k.reason == "SharedObject"]
+        if shared:
+            ctx.event("Warning", "SharedObjectsKept", f"kept {'; '.join(shared)}: deleting them would delete ports "
+                      f"stackops did not create; they keep their {OWNER_KEY} mark")
 
     def connection(self, ctx: Context) -> SSHConnection:
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]

@@ -3,16 +3,19 @@
 Order: packages (repository source, index refresh, install; nothing else is planned while packages are to be
 installed), Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
 internal ports, MTUs), addresses, the OVSDB manager, configuration files, security policy, service restarts.
+
+plan_removal(observed, owner, address) → what deleting the KvmHost under `deletionPolicy: Delete` removes: every
+Open vSwitch object it owns, its ports before their bridge, except what is kept (see plan_removal).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ...api.kvmhost import Bridge, KvmHostSpec
-from . import config
+from . import config, guard
 from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RefreshPackageIndex,
                       RestartService, RunCommand, WriteFile)
-from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsState
+from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
 
 LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
 QEMU_CONF = "/etc/libvirt/qemu.conf"
@@ -207,17 +210,23 @@ def _remove_owned_leftovers(ctx: Ctx, ovs: OvsState) -> list[HostAction]:
     actions: list[HostAction] = []
     for port in owned_ports:
         if port.bridge in wanted_bridges and (port.bridge, port.name) not in wanted_ports:
-            if port.fake_bridge:
-                actions.append(OvsCommand(f"remove VLAN bridge {port.name} (no longer in the spec)",
-                                          disruptive=True, args=("del-br", port.name)))
-            else:
-                actions.append(OvsCommand(f"remove port {port.name} from {port.bridge} (no longer in the spec)",
-                                          disruptive=True, args=("del-port", port.bridge, port.name)))
+            actions.append(_remove_port(port, "no longer in the spec"))
     for bridge in owned_bridges:
         if bridge.name not in wanted_bridges:
-            actions.append(OvsCommand(f"remove bridge {bridge.name} (no longer in the spec)", disruptive=True,
-                                      args=("del-br", bridge.name)))
+            actions.append(_remove_bridge(bridge.name, "no longer in the spec"))
     return actions
+
+
+def _remove_port(port: OvsPort, why: str, label: str = "port") -> OvsCommand:
+    """A port (NIC, bond, tunnel, internal port) leaves its bridge; a fake bridge is deleted as a bridge."""
+    if port.fake_bridge:
+        return OvsCommand(f"remove VLAN bridge {port.name} ({why})", disruptive=True, args=("del-br", port.name))
+    return OvsCommand(f"remove {label} {port.name} from {port.bridge} ({why})", disruptive=True,
+                      args=("del-port", port.bridge, port.name))
+
+
+def _remove_bridge(name: str, why: str) -> OvsCommand:
+    return OvsCommand(f"remove bridge {name} ({why})", disruptive=True, args=("del-br", name))
 
 
 def _foreign(ovs: OvsState, name: str, bridge: str) -> None:
@@ -467,6 +476,19 @@ def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
     """Interfaces a change to which can cut the operator off: the one carrying the management address, the bridge
     it belongs to and that bridge's ports and NICs, and any interface the spec would move the address to."""
     address = spec.address
+    names = carrying_path(address, observed)
+    for bridge in spec.openvswitch.bridges:
+        wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
+                  **{p.name: p.addresses for p in bridge.internal_ports}}
+        for iface, cidrs in wanted.items():
+            if any(c.split("/")[0] == address for c in cidrs) and iface not in names:
+                names.add(iface)
+    return names
+
+
+def carrying_path(address: str, observed: Observed) -> set[str]:
+    """The part of the management path the host has now: the interface carrying `address`, the bridge it belongs
+    to (a VLAN bridge's parent) and that bridge's ports and NICs."""
     names = {iface for iface, cidrs in observed.addresses.items() if any(c.split("/")[0] == address for c in cidrs)}
     ovs = observed.ovs
     if ovs is not None:
@@ -479,12 +501,6 @@ def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
                     if other.bridge == bridge:
                         names.add(other.name)
                         names.update(other.interfaces)
-    for bridge in spec.openvswitch.bridges:
-        wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
-                  **{p.name: p.addresses for p in bridge.internal_ports}}
-        for iface, cidrs in wanted.items():
-            if any(c.split("/")[0] == address for c in cidrs) and iface not in names:
-                names.add(iface)
     return names
 
 
@@ -500,3 +516,97 @@ def plan(spec: KvmHostSpec, observed: Observed, owner: str) -> list[HostAction]:
     actions += plan_security(ctx)
     actions += plan_services(ctx, actions)
     return actions
+
+
+# --------------------------------------------------------------------------------------------------------------
+# deletionPolicy: Delete
+
+REMOVAL_WHY = "deletionPolicy Delete"
+
+
+@dataclass(frozen=True)
+class Kept:
+    """An owned Open vSwitch object that deletion leaves on the host, and why."""
+
+    what: str  # "bridge cloudbr0", "bond bond0 on cloudbr0", "VLAN bridge mgmt0 on cloudbr0"
+    reason: str  # ManagementPath | SharedObject
+    detail: str = ""  # for SharedObject: the ports stackops did not create that deleting it would delete
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What deleting a KvmHost does to the host's Open vSwitch: `actions` in order (every port, bond, tunnel and
+    VLAN bridge before its bridge), `kept` the owned objects left in place."""
+
+    actions: tuple[HostAction, ...] = ()
+    kept: tuple[Kept, ...] = ()
+
+
+def _port_label(ovs: OvsState, port: OvsPort) -> str:
+    if port.fake_bridge:
+        return "VLAN bridge"
+    if len(port.interfaces) > 1 or port.bond_mode:
+        return "bond"
+    iface = ovs.interfaces.get(port.name)
+    kind = iface.type if iface is not None else ""
+    if kind == "internal":
+        return "internal port"
+    return f"{kind} port" if kind else "port"
+
+
+def plan_removal(observed: Observed, owner: str, address: str) -> Removal:
+    """The Open vSwitch objects `owner` (namespace/name) created — marked `external_ids:stackops-owner` — removed,
+    bridge by bridge (by name): its owned VLAN bridges, then its other owned ports (bonds, tunnels, internal ports,
+    NICs), then the bridge itself when owned. Nothing else is touched. Two kinds of owned objects are kept:
+
+    - `ManagementPath`: removing them would name an interface of the path the management `address` runs over now
+      (the interface carrying it, its bridge and that bridge's ports and NICs; `guard.risky_actions`). Deleting
+      them could cut the operator and everyone else off the host, with nobody left to put it back: the whole
+      bridge carrying the address stays, with its owned ports, bonds, tunnels and VLAN bridges.
+    - `SharedObject`: a bridge that also holds ports stackops did not create (a VM's, a hand-made one), or a VLAN
+      bridge whose VLAN has such ports: `ovs-vsctl del-br` would delete those too. Its owned ports are removed.
+
+    Raises PlanError when Open vSwitch is installed but does not answer (its objects cannot be seen); a host
+    without Open vSwitch has nothing to remove."""
+    ovs = observed.ovs
+    if ovs is None:
+        if observed.ovs_version is None:
+            return Removal()
+        raise PlanError("OpenVSwitchNotRunning", "Open vSwitch does not answer (ovs-vsctl show failed): the objects "
+                        "this KvmHost created cannot be removed until it does")
+
+    def mine(port: OvsPort) -> bool:
+        return port.external_ids.get(OWNER_KEY) == owner
+
+    owned_bridges, owned_ports = ovs.owned_by(owner)
+    owned_names = {b.name for b in owned_bridges}
+    candidates: list[tuple[str, HostAction]] = []
+    kept: list[Kept] = []
+    for bridge in sorted(owned_names | {p.bridge for p in owned_ports if p.bridge}):
+        ports = sorted((p for p in owned_ports if p.bridge == bridge), key=lambda p: (not p.fake_bridge, p.name))
+        for port in ports:
+            label = _port_label(ovs, port)
+            what = f"{label} {port.name} on {bridge}"
+            if port.fake_bridge:
+                others = sorted(o.name for o in ovs.ports.values() if o.bridge == bridge and o.tag == port.tag
+                                and o.name != port.name and not mine(o))
+                if others:
+                    kept.append(Kept(what, "SharedObject", f"VLAN {port.tag} also has {', '.join(others)}"))
+                    continue
+            candidates.append((what, _remove_port(port, REMOVAL_WHY, label)))
+        if bridge in owned_names:
+            others = sorted(o.name for o in ovs.ports.values() if o.bridge == bridge and o.name != bridge
+                            and not mine(o))
+            if others:
+                kept.append(Kept(f"bridge {bridge}", "SharedObject", f"it also holds {', '.join(others)}"))
+                continue
+            candidates.append((f"bridge {bridge}", _remove_bridge(bridge, REMOVAL_WHY)))
+    risky = {id(a) for a in guard.risky_actions([action for _, action in candidates],
+                                                 carrying_path(address, observed))}
+    actions: list[HostAction] = []
+    for what, action in candidates:
+        if id(action) in risky:
+            kept.append(Kept(what, "ManagementPath"))
+        else:
+            actions.append(action)
+    return Removal(actions=tuple(actions), kept=tuple(kept))
