@@ -13,6 +13,7 @@ from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
+from stackops_lab.xenapi import cli as xenapi_cli
 
 # Started in this order after the cluster by `up`, stopped in reverse order by `down`.
 COMPONENTS: Sequence[Component] = ()
@@ -61,12 +62,17 @@ def command_cloudstack(args: argparse.Namespace) -> int:
     return cloudstack_cli.run(args, report)
 
 
+def command_xenapi(args: argparse.Namespace) -> int:
+    return xenapi_cli.run(args, report)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": command_prepare,
     "up": command_up,
     "down": command_down,
     "status": command_status,
     "cloudstack": command_cloudstack,
+    "xenapi": command_xenapi,
 }
 
 
@@ -100,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
     cloudstack_cli.add_parser(commands)
+    xenapi_cli.add_parser(commands)
     return result
 
 

@@ -1,0 +1,32 @@
+"""The lab's audit log: every state change, in order, with wall-clock and monotonic time.
+
+Not a XenServer feature (xapi has its own audit log of API calls); it is how tests see what happened and when:
+ha.enabled/ha.disabled (with the configuration), pool.join, pool.eject, host.reboot, master.changed,
+host.fenced, host.enabled/host.disabled, host.dead/host.alive, vm.ha_restart_priority, vm.restarted,
+sdn.controller, session.login, …
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+
+class AuditLog:
+    """Append-only, thread-safe list of events: {"t": monotonic, "time": epoch, "event": name, ...}."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[dict[str, Any]] = []
+
+    def record(self, event: str, **fields: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = {"t": time.monotonic(), "time": time.time(), "event": event}
+        entry.update(fields)
+        with self._lock:
+            self._events.append(entry)
+        return entry
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(event) for event in self._events]

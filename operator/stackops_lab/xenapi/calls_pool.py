@@ -1,0 +1,262 @@
+"""pool HA calls and the vswitch controller (ocaml/xapi/xapi_ha.ml, xapi_pool.ml, xapi_pool_helpers.ml,
+xha_statefile.ml, xapi_sdn_controller.ml).
+
+pool.enable_ha(heartbeat_srs, configuration), in xapi's order:
+1. pool operations (Xapi_pool_helpers.valid_operations): an HA enable, HA disable or master designation in
+   progress → HA_ENABLE_IN_PROGRESS / HA_DISABLE_IN_PROGRESS / DESIGNATE_NEW_MASTER_IN_PROGRESS; HA on →
+   HA_IS_ENABLED;
+2. the HA licence (LICENCE_RESTRICTION ["HA"]); any host with host_metrics.live false → HOST_OFFLINE [host];
+3. the statefile SR: the first of `heartbeat_srs` (an empty set lets xapi pick any SR that qualifies;
+   none → CANNOT_CREATE_STATE_FILE). It must have a plugged PBD for every host — a local SR in a pool of
+   several hosts fails SR_HAS_NO_PBDS [sr] — and an SM type that can hold a statefile (not iso/udev:
+   SR_OPERATION_NOT_SUPPORTED [sr]). Note: xapi raises HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED only for VM
+   agility, never here;
+4. pool.ha_statefiles and pool.ha_configuration are written, then the timeout is derived (configuration
+   "timeout", else other_config "default_ha_timeout", else 60): not a number → INTERNAL_ERROR
+   ['Failure("int_of_string")'], below 10 → INTERNAL_ERROR ['Failure("constraint violation: timeout >= 10")']
+   — and, as in xapi, the configuration written in 4 stays;
+5. after XenTimings.ha_enable every host is armed and ha_enabled := true; a host lost meanwhile →
+   HA_FAILED_TO_FORM_LIVESET and HA stays off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from stackops_lab.xenapi.dispatch import Ctx, Slow, api
+from stackops_lab.xenapi.errors import (CANNOT_CREATE_STATE_FILE, DESIGNATE_NEW_MASTER_IN_PROGRESS,
+                                        FIELD_TYPE_ERROR, HA_DISABLE_IN_PROGRESS, HA_ENABLE_IN_PROGRESS,
+                                        HA_IS_ENABLED, HA_NOT_ENABLED, HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN,
+                                        HOST_OFFLINE, INVALID_IP_ADDRESS_SPECIFIED, INVALID_VALUE,
+                                        LICENCE_RESTRICTION, OPERATION_NOT_ALLOWED, SR_HAS_NO_PBDS,
+                                        SR_OPERATION_NOT_SUPPORTED, XapiError, failure)
+from stackops_lab.xenapi.state import PoolRec, SDNControllerRec, SRRec, VDIRec, new_ref, new_uuid
+
+BLOCKING = {"ha_enable": HA_ENABLE_IN_PROGRESS, "ha_disable": HA_DISABLE_IN_PROGRESS,
+            "designate_new_master": DESIGNATE_NEW_MASTER_IN_PROGRESS}
+NO_STATEFILE_TYPES = {"iso", "udev"}
+STATEFILE_SIZE = 4096 + 64 * 4096  # Xha_statefile.minimum_size
+
+
+def begin_pool_operation(ctx: Ctx, op: str) -> str:
+    """Xapi_pool_helpers.with_pool_operation: refuse, or record `op` in pool.current_operations."""
+    pool = ctx.db.pool
+    for current in pool.current_operations.values():
+        if current in BLOCKING:
+            raise XapiError(BLOCKING[current])
+    if op == "ha_enable" and pool.ha_enabled:
+        raise XapiError(HA_IS_ENABLED)
+    if op == "ha_disable" and not pool.ha_enabled:
+        raise XapiError(HA_NOT_ENABLED)
+    key = new_ref()
+    pool.current_operations[key] = op
+    return key
+
+
+def end_pool_operation(ctx: Ctx, key: str) -> None:
+    ctx.db.pool.current_operations.pop(key, None)
+
+
+def _string_map(name: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise XapiError(FIELD_TYPE_ERROR, name)
+    return dict(value)
+
+
+def _int(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise XapiError(FIELD_TYPE_ERROR, name) from None
+
+
+def assert_sr_can_host_statefile(ctx: Ctx, sr: SRRec) -> None:
+    db = ctx.db
+    pbds = db.pbds_of_sr(sr.ref)
+    if {pbd.host for pbd in pbds} < {host.ref for host in db.hosts()} or not all(p.currently_attached for p in pbds):
+        raise XapiError(SR_HAS_NO_PBDS, sr.ref)
+    if sr.type in NO_STATEFILE_TYPES:
+        raise XapiError(SR_OPERATION_NOT_SUPPORTED, sr.ref)
+
+
+def _statefile(ctx: Ctx, sr: SRRec, kind: str, label: str) -> VDIRec:
+    existing = [v for v in ctx.db.all(VDIRec) if v.SR == sr.ref and v.type == kind]
+    if existing:
+        return existing[0]
+    return ctx.db.add(VDIRec(ref=new_ref(), uuid=new_uuid(), name_label=label, SR=sr.ref, type=kind,
+                             virtual_size=STATEFILE_SIZE, sharable=True))
+
+
+@api("pool.enable_ha", 2)
+def enable_ha(ctx: Ctx, heartbeat_srs: Any, configuration: Any) -> Any:
+    if not isinstance(heartbeat_srs, list) or not all(isinstance(ref, str) for ref in heartbeat_srs):
+        raise XapiError(FIELD_TYPE_ERROR, "heartbeat_srs")
+    configuration = _string_map("configuration", configuration)
+    db, pool = ctx.db, ctx.db.pool
+    key = begin_pool_operation(ctx, "ha_enable")
+    try:
+        if not all(m.spec.ha_licensed for m in ctx.lab.state.members(db)):
+            raise XapiError(LICENCE_RESTRICTION, "HA")
+        for host in db.hosts():
+            if not db.live(host):
+                raise XapiError(HOST_OFFLINE, host.ref)
+        if heartbeat_srs:
+            sr = db.get(SRRec, heartbeat_srs[0])
+        else:
+            candidates = [sr for sr in db.all(SRRec) if _qualifies(ctx, sr)]
+            if not candidates:
+                raise XapiError(CANNOT_CREATE_STATE_FILE)
+            sr = candidates[0]
+        assert_sr_can_host_statefile(ctx, sr)
+        statefile = _statefile(ctx, sr, "ha_statefile", "Statefile for HA")
+        _statefile(ctx, sr, "redo_log", "Metadata for HA")
+        pool.ha_statefiles = [statefile.ref]
+        pool.ha_configuration = configuration
+        pool.ha_plan_exists_for = 0
+        raw = configuration.get("timeout") or pool.other_config.get("default_ha_timeout")
+        try:
+            timeout = int(raw) if raw is not None else 60
+        except ValueError:
+            raise failure("int_of_string") from None
+        if timeout < 10:
+            raise failure("constraint violation: timeout >= 10")
+    except BaseException:
+        end_pool_operation(ctx, key)
+        raise
+
+    def commit() -> str:
+        lost = [m for m in ctx.lab.state.members(db) if not m.serving]
+        if lost:
+            raise XapiError("HA_FAILED_TO_FORM_LIVESET")
+        for machine in ctx.lab.state.members(db):
+            machine.ha_armed = True
+        db.liveset = {host.ref for host in db.hosts()}
+        pool.ha_enabled = True
+        ctx.lab.ha.update_pool_status(db)
+        ctx.audit("ha.enabled", pool=pool.uuid, configuration=dict(configuration), timeout=timeout,
+                  heartbeat_sr=sr.uuid, statefiles=[statefile.uuid])
+        return ""
+
+    return Slow(ctx.lab.timings.ha_enable, commit, lambda: end_pool_operation(ctx, key))
+
+
+def _qualifies(ctx: Ctx, sr: SRRec) -> bool:
+    try:
+        assert_sr_can_host_statefile(ctx, sr)
+    except XapiError:
+        return False
+    return True
+
+
+@api("pool.disable_ha", 0)
+def disable_ha(ctx: Ctx) -> Any:
+    db = ctx.db
+    key = begin_pool_operation(ctx, "ha_disable")
+
+    def commit() -> str:
+        pool = db.pool
+        pool.ha_enabled, pool.ha_plan_exists_for, pool.ha_overcommitted = False, 0, False
+        pool.ha_statefiles = []
+        for machine in ctx.lab.state.members(db):
+            if machine.power == "up":
+                machine.ha_armed = False
+        db.liveset = set()
+        ctx.audit("ha.disabled", pool=pool.uuid, configuration=dict(pool.ha_configuration))
+        return ""
+
+    return Slow(ctx.lab.timings.ha_disable, commit, lambda: end_pool_operation(ctx, key))
+
+
+@api("pool.set_ha_host_failures_to_tolerate", 2)
+def set_ha_host_failures_to_tolerate(ctx: Ctx, self: Any, value: Any) -> str:
+    pool = ctx.db.get(PoolRec, self)
+    number = _int("value", value)
+    if number < 0:
+        raise XapiError(INVALID_VALUE, "ha_host_failures_to_tolerate", number)
+    if pool.ha_plan_exists_for > 0 and number > ctx.lab.ha.max_failures(ctx.db):
+        raise XapiError(HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)
+    pool.ha_host_failures_to_tolerate = number
+    ctx.lab.ha.update_pool_status(ctx.db)
+    ctx.audit("ha.host_failures_to_tolerate", pool=pool.uuid, value=number)
+    return ""
+
+
+@api("pool.ha_compute_max_host_failures_to_tolerate", 0)
+def ha_compute_max_host_failures_to_tolerate(ctx: Ctx) -> int:
+    return ctx.lab.ha.max_failures(ctx.db)
+
+
+@api("pool.sync_database", 0)
+def sync_database(ctx: Ctx) -> str:
+    return ""
+
+
+def _assert_vswitch(ctx: Ctx) -> None:
+    if ctx.machine.spec.network_backend != "openvswitch":
+        raise XapiError(OPERATION_NOT_ALLOWED, "host not configured for vswitch operation")
+
+
+def _assert_ipv4(name: str, address: str) -> None:
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise XapiError(INVALID_IP_ADDRESS_SPECIFIED, name) from None
+
+
+def _introduce(ctx: Ctx, protocol: str, address: str, port: int) -> SDNControllerRec:
+    controller = ctx.db.add(SDNControllerRec(ref=new_ref(), uuid=new_uuid(), protocol=protocol, address=address,
+                                             port=port))
+    ctx.audit("sdn.controller", pool=ctx.db.pool.uuid, protocol=protocol, address=address, port=port)
+    return controller
+
+
+@api("pool.set_vswitch_controller", 1)
+def set_vswitch_controller(ctx: Ctx, address: Any) -> str:
+    """Replaces any SDN controller with ssl:<address>:6632; "" removes it. Persists in the pool database."""
+    if not isinstance(address, str):
+        raise XapiError(FIELD_TYPE_ERROR, "address")
+    _assert_vswitch(ctx)
+    pool = ctx.db.pool
+    if pool.vswitch_controller != address:
+        if address:
+            _assert_ipv4("address", address)
+        pool.vswitch_controller = address
+        for controller in ctx.db.all(SDNControllerRec)[:1]:
+            ctx.db.remove(controller)
+            ctx.audit("sdn.controller_forgotten", pool=pool.uuid, address=controller.address)
+        if address:
+            _introduce(ctx, "ssl", address, 6632)
+    return ""
+
+
+@api("SDN_controller.introduce", 3)
+def sdn_introduce(ctx: Ctx, protocol: Any, address: Any, port: Any) -> str:
+    if not isinstance(address, str):
+        raise XapiError(FIELD_TYPE_ERROR, "address")
+    number = _int("port", port)
+    _assert_vswitch(ctx)
+    if ctx.db.all(SDNControllerRec):
+        raise XapiError(OPERATION_NOT_ALLOWED, "SDN controller has been configured. Please forget it first.")
+    if protocol not in ("ssl", "pssl"):
+        raise XapiError(INVALID_VALUE, protocol)
+    if protocol == "pssl":
+        if address:
+            raise XapiError(INVALID_VALUE, "address", address)
+        if number != 0:
+            raise XapiError(INVALID_VALUE, "port", number)
+    elif address:
+        _assert_ipv4("address", address)
+    else:
+        raise XapiError(INVALID_VALUE, "address", address)
+    if number != 0 and not 0 < number < 65536:
+        raise XapiError(INVALID_VALUE, "port", number)
+    return _introduce(ctx, protocol, address, 6632 if protocol == "ssl" and number == 0 else number).ref
+
+
+@api("SDN_controller.forget", 1)
+def sdn_forget(ctx: Ctx, self: Any) -> str:
+    controller = ctx.db.get(SDNControllerRec, self)
+    ctx.db.remove(controller)
+    ctx.audit("sdn.controller_forgotten", pool=ctx.db.pool.uuid, address=controller.address)
+    return ""

@@ -1,0 +1,100 @@
+"""`stackops lab xenapi`: run the lab XenServer pools in the foreground.
+
+Hosts xen1…xenN listen on 127.0.1.10… (one port for all); consecutive groups of --pool-size hosts form a pool
+(the first is its master, with a shared NFS SR); a remainder of one host stays standalone and joinable. Prints
+one line `ready <url> <url> …` (a URL per host) on stdout once serving, writes the state as JSON to
+--state-file (mode 0600, removed on exit) and runs until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from stackops_lab.xenapi.simulator import XenHostSpec, XenLab
+from stackops_lab.xenapi.timings import XenTimings
+
+
+def add_parser(commands: Any) -> None:
+    """Declare `xenapi` on the `stackops lab` sub-command parser."""
+    parser = commands.add_parser(
+        "xenapi", help="run lab XenServer hosts (a XenAPI simulator, one endpoint per host) in the foreground; "
+                       "prints `ready <url of each host>` on stdout once serving")
+    parser.add_argument("--hosts", type=int, default=3, metavar="N", help="hosts (default: %(default)s)")
+    parser.add_argument("--pool-size", type=int, default=2, metavar="K",
+                        help="hosts per pool, in order; a remainder of one host is standalone (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8090, help="port every host listens on, 0 for any free one "
+                                                               "(default: %(default)s)")
+    parser.add_argument("--username", default="root", help="dom0 user (default: root)")
+    parser.add_argument("--password", default="xenroot", help="dom0 password (default: xenroot)")
+    parser.add_argument("--vms-per-host", type=int, default=2, metavar="N",
+                        help="running guest VMs per host (default: %(default)s)")
+    parser.add_argument("--ha-time-scale", type=float, default=XenTimings.ha_time_scale, metavar="F",
+                        help="lab seconds per second of HA timeout (default: %(default)s)")
+    parser.add_argument("--state-file", type=Path, default=None, metavar="PATH",
+                        help="write {hosts: {name: {address, url}}, port, username, password, pools, pid} as "
+                             "JSON here (mode 0600); removed on exit")
+
+
+def pools_of(names: list[str], size: int) -> list[list[str]]:
+    groups = [names[i:i + size] for i in range(0, len(names), max(1, size))]
+    return [group for group in groups if len(group) > 1 or size == 1]
+
+
+def run(args: argparse.Namespace, report: Any) -> int:
+    if args.hosts < 1 or args.hosts > 200 or args.pool_size < 1:
+        report("error: --hosts must be 1..200 and --pool-size at least 1")
+        return 2
+    names = [f"xen{i + 1}" for i in range(args.hosts)]
+    try:
+        lab = XenLab(hosts=[XenHostSpec(name) for name in names], pools=pools_of(names, args.pool_size),
+                     username=args.username, password=args.password, vms_per_host=args.vms_per_host,
+                     timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port)
+    except (OSError, ValueError) as error:
+        report(f"error: {error}")
+        return 1
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        lab.start()
+        pools = [lab.pool_of(name) for name in names]
+        summary = {p["uuid"]: {"master": p["master"], "members": p["members"]} for p in pools}
+        if args.state_file is not None:
+            args.state_file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(args.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                json.dump({"hosts": {n: {"address": lab.address(n), "url": lab.url(n)} for n in names},
+                           "port": lab.port, "username": lab.username, "password": lab.password,
+                           "pools": list(summary.values()), "pid": os.getpid()}, file)
+        for pool in summary.values():
+            report(f"pool: master {pool['master']}, members {', '.join(pool['members'])}")
+        report(f"dom0 credentials: {lab.username} / {lab.password}")
+        print("ready " + " ".join(lab.url(n) for n in names), flush=True)
+        while not stop.wait(0.5):
+            pass
+        report("stopping the lab XenServer hosts")
+        return 0
+    finally:
+        lab.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if args.state_file is not None:
+            args.state_file.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m stackops_lab.xenapi.cli …` (the same options as `stackops lab xenapi`)."""
+    parser = argparse.ArgumentParser(prog="stackops lab")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["xenapi", *(sys.argv[1:] if argv is None else argv)])
+    return run(args, lambda message: print(message, file=sys.stderr, flush=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Dispatching XML-RPC calls as xapi does (ocaml/xapi/api_server.ml and the generated server):
+
+- the method is `<class>.<call>`; `Async.<class>.<call>` answers at once with a task ref and runs the call
+  in that task (precondition failures then land in task.error_info, not in the answer);
+- an unknown method → MESSAGE_METHOD_UNKNOWN [method]; a wrong number of parameters (session included) →
+  MESSAGE_PARAMETER_COUNT_MISMATCH [method, expected, received];
+- a supporter answers HOST_IS_SLAVE [master address] to everything but the emergency calls
+  (pool.emergency_transition_to_master, pool.emergency_reset_master, session.slave_local_login_with_password,
+  session.local_logout, host.emergency_ha_disable);
+- the session is checked next: unknown, logged out or expired → SESSION_INVALID [ref] (the SDK logs in again
+  and retries);
+- a host whose xapi is starting answers HOST_STILL_BOOTING to everything; one waiting to join the HA liveset
+  at boot is in emergency mode and serves the emergency calls (so host.emergency_ha_disable can end a fence
+  loop).
+
+Calls that take time (pool.enable_ha, designate_new_master …) return `Slow`: the dispatcher releases the lock,
+waits, and finishes the call; if the host was killed or its xapi restarted meanwhile, a synchronous caller's
+connection is dropped without an answer, as a real client would see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stackops_lab.xenapi.classes import generic_calls, wire
+from stackops_lab.xenapi.errors import (HOST_IS_SLAVE, HOST_STILL_BOOTING, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN,
+                                        MESSAGE_PARAMETER_COUNT_MISMATCH, SESSION_INVALID, XapiError)
+from stackops_lab.xenapi.state import HostRec, Machine, PoolDB, SessionRec, TaskRec, new_ref, new_uuid, now
+
+if TYPE_CHECKING:
+    from stackops_lab.xenapi.simulator import XenLab
+
+log = logging.getLogger(__name__)
+DROP = object()  # close the connection without answering
+
+
+@dataclass
+class Call:
+    name: str
+    handler: Callable[..., Any]
+    arity: int  # parameters after the session
+    session: bool = True
+    emergency: bool = False
+    optional: int = 0  # trailing parameters with defaults (datamodel versioned params)
+
+
+CALLS: dict[str, Call] = {}
+
+
+def register(name: str, handler: Callable[..., Any], arity: int, *, session: bool = True,
+             emergency: bool = False, optional: int = 0) -> None:
+    CALLS[name] = Call(name, handler, arity, session, emergency, optional)
+
+
+def api(name: str, arity: int, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def declare(handler: Callable[..., Any]) -> Callable[..., Any]:
+        register(name, handler, arity, **options)
+        return handler
+    return declare
+
+
+generic_calls(register)
+
+
+@dataclass
+class Slow:
+    """A call that finishes `delay` seconds later with `then()` (run under the lock); `cleanup()` runs
+    afterwards in every case (e.g. to clear pool.current_operations)."""
+
+    delay: float
+    then: Callable[[], Any]
+    cleanup: Callable[[], None] | None = None
+
+
+class Ctx:
+    """What a call handler gets: the lab, the host serving the call, its pool database and the session."""
+
+    def __init__(self, lab: XenLab, machine: Machine, session: SessionRec | None) -> None:
+        self.lab = lab
+        self.machine = machine
+        self.session = session
+
+    @property
+    def db(self) -> PoolDB:
+        assert self.machine.db is not None
+        return self.machine.db
+
+    @property
+    def host(self) -> HostRec:
+        return self.db.get(HostRec, self.machine.host_ref)
+
+    def audit(self, event: str, **fields: Any) -> None:
+        self.lab.audit_log.record(event, **{"on": self.machine.name, **fields})
+
+
+def success(value: Any) -> dict[str, Any]:
+    return {"Status": "Success", "Value": wire(value)}
+
+
+def failure(description: list[str]) -> dict[str, Any]:
+    return {"Status": "Failure", "ErrorDescription": [str(item) for item in description]}
+
+
+def task_result(value: Any) -> str:
+    """task.result: the XML-RPC <value> of the call's result ("" for void)."""
+    if value == "":
+        return ""
+    text = xmlrpc.client.dumps((wire(value),))
+    return text[text.index("<value>"): text.rindex("</value>") + len("</value>")].replace("\n", "")
+
+
+class Dispatcher:
+    def __init__(self, lab: XenLab) -> None:
+        self.lab = lab
+
+    def handle(self, machine: Machine, method: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
+        """The answer envelope, or None to drop the connection (the host is down)."""
+        lock = self.lab.state.lock
+        lock.acquire()
+        try:
+            if machine.power != "up":
+                return None
+            try:
+                result = self._call(machine, method, params)
+            except XapiError as error:
+                return failure(error.description)
+            except Exception as error:  # an OCaml exception that is not an API error
+                log.exception("%s failed on %s", method, machine.name)
+                return failure([INTERNAL_ERROR, repr(error)])
+            return None if result is DROP else success(result)
+        finally:
+            lock.release()
+
+    def _call(self, machine: Machine, method: str, params: tuple[Any, ...]) -> Any:
+        is_async = method.startswith("Async.")
+        call = CALLS.get(method[len("Async."):] if is_async else method)
+        # While xapi starts it answers HOST_STILL_BOOTING; waiting to join the HA liveset it is in
+        # emergency mode and serves the emergency calls only.
+        if machine.xapi != "running" and not (call is not None and call.emergency and machine.ha_joining_until):
+            raise XapiError(HOST_STILL_BOOTING)
+        if call is None or (is_async and not call.session):  # no Async.session.login_with_password
+            raise XapiError(MESSAGE_METHOD_UNKNOWN, method)
+        expected = call.arity + (1 if call.session else 0)
+        if not expected - call.optional <= len(params) <= expected:
+            raise XapiError(MESSAGE_PARAMETER_COUNT_MISMATCH, method, expected, len(params))
+        if not call.emergency and not machine.is_master:
+            raise XapiError(HOST_IS_SLAVE, machine.master_address)
+        session = self.check_session(machine, params[0]) if call.session else None
+        ctx = Ctx(self.lab, machine, session)
+        args = params[1:] if call.session else params
+        if is_async:
+            return self.start_task(ctx, call, method, args)
+        return self.run(ctx, call, args)
+
+    def run(self, ctx: Ctx, call: Call, args: tuple[Any, ...]) -> Any:
+        boot = ctx.machine.boot_id
+        result = call.handler(ctx, *args)
+        while isinstance(result, Slow):
+            result = self._finish(ctx.machine, boot, result)
+        return result
+
+    def _finish(self, machine: Machine, boot: int, slow: Slow) -> Any:
+        lock = self.lab.state.lock
+        lock.release()
+        try:
+            time.sleep(max(0.0, slow.delay))
+        finally:
+            lock.acquire()
+        try:
+            if machine.boot_id != boot or machine.power != "up":
+                return DROP
+            return slow.then()
+        finally:
+            if slow.cleanup is not None:
+                slow.cleanup()
+
+    def check_session(self, machine: Machine, ref: Any) -> SessionRec:
+        session = machine.local_sessions.get(ref) if isinstance(ref, str) else None
+        if session is None and machine.is_master and machine.db is not None and isinstance(ref, str):
+            session = machine.db.find(SessionRec, ref)
+        if session is None:
+            raise XapiError(SESSION_INVALID, ref)
+        if time.monotonic() - session.idle_since > self.lab.timings.session_idle:
+            machine.local_sessions.pop(session.ref, None)
+            if machine.db is not None:
+                machine.db.remove(session)
+            raise XapiError(SESSION_INVALID, ref)
+        session.idle_since = time.monotonic()
+        session.last_active = now()
+        return session
+
+    def start_task(self, ctx: Ctx, call: Call, method: str, args: tuple[Any, ...]) -> str:
+        task = ctx.db.add(TaskRec(ref=new_ref(), uuid=new_uuid(), name_label=method,
+                                  resident_on=ctx.machine.host_ref))
+        if ctx.session is not None:
+            ctx.session.tasks.append(task.ref)
+        thread = threading.Thread(target=self._run_task, args=(ctx, call, args, task), daemon=True,
+                                  name=f"xenapi-lab-task-{task.uuid[:8]}")
+        thread.start()
+        return task.ref
+
+    def _run_task(self, ctx: Ctx, call: Call, args: tuple[Any, ...], task: TaskRec) -> None:
+        with self.lab.state.lock:
+            try:
+                result = self.run(ctx, call, args)
+                if result is DROP:
+                    raise XapiError(INTERNAL_ERROR, "xapi restarted while the task ran")
+                task.status, task.result, task.progress = "success", task_result(result), 1.0
+            except XapiError as error:
+                task.status, task.error_info = "failure", error.description
+            except Exception as error:
+                log.exception("task %s failed", task.name_label)
+                task.status, task.error_info = "failure", [INTERNAL_ERROR, repr(error)]
+            task.finished = now()

@@ -1,0 +1,243 @@
+"""What happens to machines: first boot (a fresh standalone pool, as xapi's firstboot scripts make it),
+power loss, boots, reboots, xapi restarts, master changes.
+
+- A host that boots halts its guest VMs (their domains died with it) and comes back enabled, unless it
+  crashed or was fenced while HA was armed: then it comes back with enabled=false (the seeds' hosts "in
+  maintenance mode" that need `xe host-enable`).
+- A master that boots into a pool whose database names another master becomes that master's supporter
+  (xapi.ml check_no_other_masters).
+- A master change (designate, HA failover, emergency transition) restarts xapi on the new master: every
+  session of the pool is gone (SESSION_INVALID; the SDK logs in again).
+- Without its state DB (`remove_state_db`), xapi starts as a fresh standalone pool whose host and dom0 take
+  their UUIDs from /etc/xensource-inventory (INSTALLATION_UUID, CONTROL_DOMAIN_UUID); with the DB kept but a
+  new INSTALLATION_UUID, xapi does not find itself and adds a second host record (dbsync create_localhost).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from stackops_lab.xenapi.state import (NULL_REF, HostMetricsRec, HostRec, Machine, PBDRec, PoolDB, PoolRec,
+                                       SessionRec, SRRec, VMRec, new_ref, new_uuid)
+
+if TYPE_CHECKING:
+    from stackops_lab.xenapi.simulator import XenLab
+
+
+def software_version(machine: Machine) -> dict[str, str]:
+    inventory = machine.inventory
+    return {"product_version": inventory.get("PRODUCT_VERSION", ""),
+            "product_version_text": inventory.get("PRODUCT_VERSION_TEXT", inventory.get("PRODUCT_VERSION", "")),
+            "product_brand": inventory.get("PRODUCT_BRAND", ""),
+            "platform_name": inventory.get("PLATFORM_NAME", "XCP"),
+            "platform_version": inventory.get("PLATFORM_VERSION", ""),
+            "build_number": inventory.get("BUILD_NUMBER", ""),
+            "hostname": machine.hostname, "xapi": "1.20", "xen": "4.13.5",
+            "network_backend": machine.spec.network_backend}
+
+
+class Lifecycle:
+    def __init__(self, lab: XenLab) -> None:
+        self.lab = lab
+
+    # ----------------------------------------------------------------------------------------- databases
+    def add_host_records(self, db: PoolDB, machine: Machine, live: bool = True) -> HostRec:
+        """The host, its metrics, dom0 and local storage in `db` (refs are new, UUIDs from the inventory)."""
+        host_ref = new_ref()
+        metrics = db.add(HostMetricsRec(ref=new_ref(), uuid=new_uuid(), live=live))
+        dom0_uuid = machine.inventory.get("CONTROL_DOMAIN_UUID") or new_uuid()
+        dom0 = db.add(VMRec(ref=new_ref(), uuid=dom0_uuid, name_label=f"Control domain on host: {machine.hostname}",
+                            is_control_domain=True, power_state="Running", resident_on=host_ref, domid=0))
+        host = db.add(HostRec(ref=host_ref, uuid=machine.inventory["INSTALLATION_UUID"], name_label=machine.hostname,
+                              hostname=machine.hostname, address=machine.address, metrics=metrics.ref,
+                              control_domain=dom0.ref, software_version=software_version(machine),
+                              API_version_major=machine.spec.api_version[0],
+                              API_version_minor=machine.spec.api_version[1],
+                              cpu_info={"vendor": machine.spec.cpu_vendor, "cpu_count": "16", "socket_count": "2"}))
+        local = db.add(SRRec(ref=new_ref(), uuid=new_uuid(), name_label="Local storage", type="lvm", shared=False))
+        db.add(PBDRec(ref=new_ref(), uuid=new_uuid(), host=host_ref, SR=local.ref,
+                      device_config={"device": "/dev/sda3"}))
+        return host
+
+    def fresh_pool(self, machine: Machine) -> PoolDB:
+        """First boot: a standalone pool of one host (no guest VMs, local storage only)."""
+        db = PoolDB()
+        host = self.add_host_records(db, machine)
+        local = next(pbd.SR for pbd in db.pbds_of_host(host.ref))
+        db.add(PoolRec(ref=new_ref(), uuid=new_uuid(), master=host.ref, default_SR=local))
+        machine.db, machine.host_ref, machine.role, machine.master_address = db, host.ref, "master", ""
+        machine.ha_armed, machine.state_db = False, True
+        return db
+
+    def add_shared_sr(self, db: PoolDB, spec: dict[str, Any]) -> SRRec:
+        sr = db.add(SRRec(ref=new_ref(), uuid=spec.get("uuid") or new_uuid(), name_label=spec["name_label"],
+                          name_description=spec.get("name_description", ""), type=spec.get("type", "nfs"),
+                          content_type=spec.get("content_type", "user"), shared=True))
+        for host in db.hosts():
+            self.plug_shared(db, sr, host.ref)
+        if db.pool.default_SR == NULL_REF or not db.get(SRRec, db.pool.default_SR).shared:
+            db.pool.default_SR = sr.ref
+        return sr
+
+    def plug_shared(self, db: PoolDB, sr: SRRec, host_ref: str) -> None:
+        db.add(PBDRec(ref=new_ref(), uuid=new_uuid(), host=host_ref, SR=sr.ref,
+                      device_config={"server": "192.0.2.10", "serverpath": f"/export/{sr.name_label}"}))
+
+    def add_guest_vms(self, db: PoolDB, machine: Machine, count: int) -> None:
+        """Running guest VMs; every other one (the first, third …) has ha_restart_priority "restart"."""
+        for index in range(count):
+            protected = index % 2 == 0
+            db.add(VMRec(ref=new_ref(), uuid=new_uuid(), name_label=f"{machine.name}-vm{index + 1}",
+                         power_state="Running", resident_on=machine.host_ref, domid=index + 1,
+                         ha_restart_priority="restart" if protected else "", ha_always_run=protected))
+
+    def forget_host(self, db: PoolDB, host_ref: str) -> None:
+        """What the master drops when a host leaves (eject): the host, metrics, PBDs, SRs only it saw, dom0."""
+        host = db.get(HostRec, host_ref)
+        for pbd in db.pbds_of_host(host_ref):
+            db.remove(pbd)
+            if not db.pbds_of_sr(pbd.SR) and (sr := db.find(SRRec, pbd.SR)) is not None:
+                db.remove(sr)
+        for vm in db.vms_on(host_ref):
+            if vm.is_control_domain:
+                db.remove(vm)
+            else:
+                vm.power_state, vm.resident_on, vm.domid = "Halted", NULL_REF, -1
+        if (metrics := db.find(HostMetricsRec, host.metrics)) is not None:
+            db.remove(metrics)
+        db.remove(host)
+        db.silent_since.pop(host_ref, None)
+        db.liveset.discard(host_ref)
+
+    def clear_sessions(self, db: PoolDB | None) -> None:
+        if db is not None:
+            for session in db.all(SessionRec):
+                db.remove(session)
+
+    # ----------------------------------------------------------------------------------------- machines
+    def power_off(self, machine: Machine) -> None:
+        """The machine stops: its endpoint refuses connections, what was scheduled for it is cancelled."""
+        machine.power, machine.xapi = "down", "stopped"
+        machine.boot_id += 1
+        machine.down_since = time.monotonic()
+        machine.ha_joining_until = 0.0
+        machine.local_sessions.clear()
+        self.lab.listeners[machine.name].stop()
+        db = machine.db
+        if db is not None and db.pool.ha_enabled and machine.ha_armed:
+            machine.crashed_with_ha = True
+
+    def boot_later(self, machine: Machine, delay: float) -> None:
+        """Power on `delay` seconds from now (the boot itself), then start xapi."""
+        boot = machine.boot_id
+        self.lab.scheduler.call_later(delay, lambda: self._booted(machine, boot))
+
+    def reboot(self, machine: Machine, down_for: float, reason: str) -> None:
+        self.power_off(machine)
+        self.lab.audit_log.record("host.reboot", host=machine.name, reason=reason)
+        self.boot_later(machine, down_for + self.lab.timings.host_boot)
+
+    def _booted(self, machine: Machine, boot: int) -> None:
+        if machine.boot_id != boot or machine.power == "up":
+            return
+        machine.power, machine.xapi = "up", "starting"
+        machine.boot_id += 1
+        machine.disabled_until_reboot = False
+        self.lab.listeners[machine.name].start()
+        if not machine.state_db or machine.db is None:
+            self.fresh_pool(machine)
+        db = machine.db
+        assert db is not None
+        for vm in db.vms_on(machine.host_ref):
+            if not vm.is_control_domain:
+                vm.power_state, vm.resident_on, vm.domid = "Halted", NULL_REF, -1
+        self.lab.audit_log.record("host.booted", host=machine.name)
+        if machine.ha_armed and db.pool.ha_enabled:
+            timeout = self.lab.ha.timeout(db)
+            machine.ha_joining_until = time.monotonic() + self.lab.timings.boot_join_seconds(timeout)
+            return  # the HA monitor lets it join the liveset, or fences it again
+        machine.ha_armed = False
+        self.finish_start(machine)
+
+    def finish_start(self, machine: Machine) -> None:
+        """xapi is up: settle the pool role, enable (or not) the host."""
+        db = machine.db
+        assert db is not None
+        machine.xapi, machine.ha_joining_until, machine.down_since = "running", 0.0, None
+        if machine.is_master:
+            self.clear_sessions(db)
+            if db.pool.master != machine.host_ref:
+                current = self.lab.state.machine_of(db, db.pool.master)
+                if current is not None and current.serving and current.is_master:
+                    machine.role, machine.master_address = "slave", current.address
+                    self.lab.audit_log.record("master.demoted", host=machine.name, master=current.name)
+        host = db.find(HostRec, machine.host_ref)
+        if host is not None:
+            enabled = not machine.crashed_with_ha
+            if host.enabled != enabled:
+                host.enabled = enabled
+                self.lab.audit_log.record("host.enabled" if enabled else "host.disabled", host=machine.name,
+                                          reason="boot" if enabled else "ha-crash")
+        machine.crashed_with_ha = False
+        self.lab.ha.update_pool_status(db)
+
+    def restart_xapi(self, machine: Machine, delay: float, reason: str) -> None:
+        """`service xapi restart`: HOST_STILL_BOOTING for `delay`, sessions gone, the inventory read again."""
+        if machine.power != "up":
+            raise ValueError(f"{machine.name} is down")
+        machine.xapi = "starting"
+        machine.boot_id += 1
+        machine.local_sessions.clear()
+        if machine.is_master:
+            self.clear_sessions(machine.db)
+        boot = machine.boot_id
+        self.lab.audit_log.record("xapi.restart", host=machine.name, reason=reason)
+
+        def started() -> None:
+            if machine.boot_id != boot or machine.power != "up":
+                return
+            self.reload_inventory(machine)
+            self.finish_start(machine)
+
+        self.lab.scheduler.call_later(delay, started)
+
+    def reload_inventory(self, machine: Machine) -> None:
+        if not machine.state_db or machine.db is None:
+            self.fresh_pool(machine)
+            self.lab.audit_log.record("xapi.fresh_database", host=machine.name,
+                                      uuid=machine.inventory["INSTALLATION_UUID"])
+            return
+        db = machine.db
+        wanted = machine.inventory["INSTALLATION_UUID"]
+        host = db.find(HostRec, machine.host_ref)
+        if host is None or host.uuid != wanted:
+            found = next((h for h in db.hosts() if h.uuid == wanted), None)
+            if found is None:
+                found = self.add_host_records(db, machine)
+                for sr in db.all(SRRec):
+                    if sr.shared:
+                        self.plug_shared(db, sr, found.ref)
+            if db.pool.master == machine.host_ref:
+                db.pool.master = found.ref
+            machine.host_ref = found.ref
+            host = found
+        host.software_version = software_version(machine)
+        host.hostname = machine.hostname
+
+    def set_master(self, db: PoolDB, new_master: str, repoint: list[Machine], reason: str) -> None:
+        """`new_master` becomes the pool's master; the machines in `repoint` follow it."""
+        old = db.pool.master
+        db.pool.master = new_master
+        db.silent_since.clear()
+        master = self.lab.state.machine_of(db, new_master)
+        for machine in repoint:
+            if machine is master:
+                machine.role, machine.master_address = "master", ""
+            else:
+                machine.role, machine.master_address = "slave", master.address if master else ""
+        self.clear_sessions(db)
+        old_machine = self.lab.state.machine_of(db, old)
+        self.lab.audit_log.record("master.changed", pool=db.pool.uuid, reason=reason,
+                                  old=old_machine.name if old_machine else old,
+                                  new=master.name if master else new_master)

@@ -1,0 +1,145 @@
+"""HTTP plumbing: one ThreadingHTTPServer per lab host, on the host's own address, answering XML-RPC on
+POST / and POST /RPC2 (xapi's HTTP server takes both; the Python SDK posts to the URL's path, /RPC2 for a
+bare http://host:port). Every answer is HTTP 200 text/xml holding the XenAPI envelope; nothing is ever an
+XML-RPC fault. JSON-RPC (/jsonrpc) and HTTPS are not served (plain HTTP only, the lab's choice).
+
+A host that is killed stops listening (connection refused) and its open connections are shut down, so a
+client sees what it would see of a dead host.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import xmlrpc.client
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from xml.parsers.expat import ExpatError
+
+from stackops_lab.xenapi.dispatch import failure
+
+if TYPE_CHECKING:
+    from stackops_lab.xenapi.simulator import XenLab
+    from stackops_lab.xenapi.state import Machine
+
+log = logging.getLogger(__name__)
+RPC_PATHS = ("/", "/RPC2")
+
+
+class HostServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], lab: XenLab, machine: Machine) -> None:
+        self.lab = lab
+        self.machine = machine
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, Handler)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            connections = list(self.connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: HostServer
+    server_version = "xapi/1.20"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        log.debug("%s %s " + format, self.server.machine.name, self.address_string(), *args)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.answer(200, "text/html", b"<html><body>XenServer lab host</body></html>")
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        if self.path.split("?")[0] not in RPC_PATHS:
+            self.answer(404, "text/plain", b"not found")
+            return
+        try:
+            params, method = xmlrpc.client.loads(body)
+        except (ExpatError, ValueError, TypeError) as error:
+            envelope = failure(["XMLRPC_UNMARSHAL_FAILURE", str(body[:200], "utf-8", "replace"), str(error)])
+        else:
+            answer = self.server.lab.dispatcher.handle(self.server.machine, method or "", params)
+            if answer is None:  # the host died under the call: no answer at all
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            envelope = answer
+        payload = xmlrpc.client.dumps((envelope,), methodresponse=True, allow_none=False).encode("utf-8")
+        self.answer(200, "text/xml", payload)
+
+    def answer(self, status: int, content_type: str, payload: bytes) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:
+            self.close_connection = True
+
+
+class Listener:
+    """A host's endpoint: started when its xapi listens, stopped when the host dies."""
+
+    def __init__(self, lab: XenLab, machine: Machine, port: int) -> None:
+        self.lab = lab
+        self.machine = machine
+        self.port = port
+        self.server: HostServer | None = None
+        self.thread: threading.Thread | None = None
+
+    def bind(self) -> int:
+        if self.server is None:
+            self.server = HostServer((self.machine.address, self.port), self.lab, self.machine)
+            self.port = self.server.server_address[1]
+        return self.port
+
+    def start(self) -> None:
+        self.bind()
+        if self.thread is None and self.lab.running:
+            assert self.server is not None
+            self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                           name=f"xenapi-lab-{self.machine.name}", daemon=True)
+            self.thread.start()
+
+    def stop(self) -> None:
+        server, thread = self.server, self.thread
+        self.server, self.thread = None, None
+        if server is None:
+            return
+        if thread is not None:
+            server.shutdown()
+            thread.join(timeout=5)
+        server.server_close()
+        server.close_connections()

@@ -1,0 +1,319 @@
+"""XenLab: a protocol-level simulator of XenServer pools (XenAPI over XML-RPC) for the lab and tests.
+
+    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2"), XenHostSpec("xen3")],
+                pools=[["xen1", "xen2"]]) as lab:
+        session = XenAPI.Session(lab.url("xen1"))
+        session.xenapi.login_with_password("root", lab.password)
+
+Every host has its own endpoint (bind="loopback": host i listens on 127.0.1.<10+i>, all on one port, so the
+address in HOST_IS_SLAVE [address] is enough to reconnect). Hosts listed in a `pools` entry form one pool (the
+first is its master) with the `shared_srs`; hosts not listed are standalone pools with local storage only
+(joinable: a joiner must not have shared SRs). Each host runs `vms_per_host` guest VMs (XenHostSpec.vms
+overrides it), every other one with ha_restart_priority "restart".
+
+The lab binds its ports when constructed, serves once started, and drives every time-based transition from
+one scheduler thread under one lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+# The call modules register the XenAPI calls when imported.
+from stackops_lab.xenapi import calls_host, calls_membership, calls_pool, calls_session
+from stackops_lab.xenapi.audit import AuditLog
+from stackops_lab.xenapi.dispatch import Dispatcher
+from stackops_lab.xenapi.ha import HaMonitor
+from stackops_lab.xenapi.lifecycle import Lifecycle
+from stackops_lab.xenapi.scheduler import Scheduler
+from stackops_lab.xenapi.server import Listener
+from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec, new_uuid
+from stackops_lab.xenapi.timings import XenTimings
+
+CALL_MODULES = (calls_host, calls_membership, calls_pool, calls_session)
+DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
+
+
+@dataclass
+class XenHostSpec:
+    name: str
+    product_version: str = "8.2.1"
+    platform_version: str = "3.2.1"
+    build_number: str = "release/yangtze/master/58"
+    product_brand: str = "XenServer"
+    network_backend: str = "openvswitch"  # or "bridge": no vswitch controller possible
+    cpu_vendor: str = "GenuineIntel"
+    api_version: tuple[int, int] = (2, 21)
+    vms: int | None = None  # running guest VMs; None: the lab's vms_per_host
+    vm_capacity: int = 8  # protected VMs the host can run (HA planning)
+    ha_licensed: bool = True
+
+
+class XenLab:
+    def __init__(self, hosts: list[XenHostSpec] | None = None, pools: list[list[str]] | None = None,
+                 username: str = "root", password: str = "xenroot", timings: XenTimings | None = None,
+                 shared_srs: list[dict[str, Any]] | None = None, vms_per_host: int = 2, bind: str = "loopback",
+                 port: int = 0) -> None:
+        if bind != "loopback":
+            raise ValueError(f"bind={bind!r}: only 'loopback' (127.0.1.<10+i>, no root needed) is supported")
+        specs = hosts if hosts is not None else [XenHostSpec(f"xen{i + 1}") for i in range(3)]
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError("host names must be unique and at least one host is needed")
+        self.username, self.password = username, password
+        self.timings = timings or XenTimings()
+        self.state = LabState()
+        self.audit_log = AuditLog()
+        self.scheduler = Scheduler(self.state.lock)
+        self.lifecycle = Lifecycle(self)
+        self.ha = HaMonitor(self)
+        self.dispatcher = Dispatcher(self)
+        self.running = False
+        self.listeners: dict[str, Listener] = {}
+        for index, spec in enumerate(specs):
+            self.state.machines[spec.name] = Machine(
+                name=spec.name, index=index, address=f"127.0.1.{10 + index}", spec=spec, hostname=spec.name,
+                inventory=self._new_inventory(spec))
+        listed: set[str] = set()
+        with self.state.lock:
+            for members in pools or []:
+                unknown = [name for name in members if name not in self.state.machines or name in listed]
+                if unknown or not members:
+                    raise ValueError(f"pool {members}: unknown or repeated hosts {unknown}")
+                listed.update(members)
+                self._build_pool([self.state.machines[name] for name in members],
+                                 list(DEFAULT_SHARED_SRS if shared_srs is None else shared_srs))
+            for machine in self.state.machines.values():
+                if machine.name not in listed:
+                    self._build_pool([machine], [])
+            for machine in self.state.machines.values():
+                assert machine.db is not None
+                count = vms_per_host if machine.spec.vms is None else machine.spec.vms
+                self.lifecycle.add_guest_vms(machine.db, machine, count)
+        self.port = port
+        try:
+            for machine in self.state.machines.values():
+                listener = Listener(self, machine, self.port)
+                self.listeners[machine.name] = listener
+                self.port = listener.bind()
+        except OSError:
+            for listener in self.listeners.values():
+                listener.stop()
+            raise
+        self.audit_log.record("lab.created", hosts=names, port=self.port)
+
+    @staticmethod
+    def _new_inventory(spec: XenHostSpec) -> dict[str, str]:
+        return {"PRODUCT_BRAND": spec.product_brand, "PRODUCT_NAME": "xenenterprise",
+                "PRODUCT_VERSION": spec.product_version, "PRODUCT_VERSION_TEXT": spec.product_version,
+                "PLATFORM_NAME": "XCP", "PLATFORM_VERSION": spec.platform_version, "BUILD_NUMBER": spec.build_number,
+                "INSTALLATION_UUID": new_uuid(), "CONTROL_DOMAIN_UUID": new_uuid(),
+                "MANAGEMENT_INTERFACE": "xenbr0", "MANAGEMENT_ADDRESS_TYPE": "IPv4", "PRIMARY_DISK": "/dev/sda",
+                "BACKUP_PARTITION": "/dev/sda2", "DOM0_MEM": "4096", "DOM0_VCPUS": "4"}
+
+    def _build_pool(self, machines: list[Machine], shared_srs: list[dict[str, Any]]) -> PoolDB:
+        master = machines[0]
+        db = self.lifecycle.fresh_pool(master)
+        for machine in machines[1:]:
+            host = self.lifecycle.add_host_records(db, machine)
+            machine.db, machine.host_ref, machine.role, machine.master_address = db, host.ref, "slave", master.address
+        for spec in shared_srs:
+            self.lifecycle.add_shared_sr(db, spec)
+        return db
+
+    # ---------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> XenLab:
+        if not self.running:
+            self.running = True
+            self.scheduler.start()
+            with self.state.lock:
+                for machine in self.state.machines.values():
+                    if machine.power == "up":
+                        self.listeners[machine.name].start()
+                self.ha.start()
+        return self
+
+    def stop(self) -> None:
+        with self.state.lock:
+            self.running = False
+            self.ha.running = False
+        self.scheduler.stop()
+        for listener in self.listeners.values():
+            listener.stop()
+
+    def __enter__(self) -> XenLab:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------------------------------- addresses
+    @property
+    def hosts(self) -> list[str]:
+        return list(self.state.machines)
+
+    def address(self, name: str) -> str:
+        return self.state.machine(name).address
+
+    def url(self, name: str) -> str:
+        return f"http://{self.address(name)}:{self.port}"
+
+    def name_of(self, address: str) -> str:
+        machine = self.state.by_address(address)
+        if machine is None:
+            raise KeyError(f"no lab host at {address}")
+        return machine.name
+
+    # ---------------------------------------------------------------------------------------- knobs
+    def kill(self, name: str) -> None:
+        """The host dies (power loss): connection refused; the pool notices after the liveness/HA timeout."""
+        with self.state.lock:
+            machine = self.state.machine(name)
+            if machine.power == "up":
+                self.lifecycle.power_off(machine)
+            else:
+                machine.boot_id += 1  # already down (rebooting, fenced): it stays down until revived
+            self.audit_log.record("host.killed", host=name)
+
+    def revive(self, name: str) -> None:
+        """The host boots again (XenTimings.host_boot): back enabled, or enabled=false after a crash with HA."""
+        with self.state.lock:
+            machine = self.state.machine(name)
+            if machine.power == "up":
+                raise ValueError(f"{name} is running")
+            machine.boot_id += 1  # cancels a pending boot (a fenced host's) in favour of this one
+            self.audit_log.record("host.revived", host=name)
+            self.lifecycle.boot_later(machine, self.timings.host_boot)
+
+    def restart_xapi(self, name: str) -> None:
+        """`service xapi stop; service xapi start`: the inventory is read again; without a state DB the host
+        comes up as a fresh standalone pool with the inventory's UUIDs."""
+        with self.state.lock:
+            self.lifecycle.restart_xapi(self.state.machine(name), self.timings.xapi_restart, reason="lab")
+
+    def remove_state_db(self, name: str) -> None:
+        """`rm /var/lib/xcp/state.db` (takes effect when xapi next starts)."""
+        with self.state.lock:
+            self.state.machine(name).state_db = False
+            self.audit_log.record("host.state_db_removed", host=name)
+
+    def inventory(self, name: str) -> dict[str, str]:
+        with self.state.lock:
+            return dict(self.state.machine(name).inventory)
+
+    def write_inventory(self, name: str, inventory: dict[str, str]) -> None:
+        """Replace /etc/xensource-inventory (read by xapi when it next starts)."""
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in inventory.items()):
+            raise ValueError("the inventory maps strings to strings")
+        if "INSTALLATION_UUID" not in inventory:
+            raise ValueError("INSTALLATION_UUID is required")
+        with self.state.lock:
+            self.state.machine(name).inventory = dict(inventory)
+            self.audit_log.record("host.inventory_written", host=name, uuid=inventory["INSTALLATION_UUID"])
+
+    def set_inventory_uuid(self, name: str, uuid: str) -> None:
+        with self.state.lock:
+            inventory = self.inventory(name)
+            inventory["INSTALLATION_UUID"] = uuid
+            self.write_inventory(name, inventory)
+
+    def clone(self, name: str, from_host: str) -> None:
+        """Make `name` a clone of standalone host `from_host` (a VM template copy): same INSTALLATION_UUID,
+        CONTROL_DOMAIN_UUID and hostname (hence name_label). `name` must be standalone; it comes back as a
+        fresh standalone pool, no guest VMs."""
+        with self.state.lock:
+            machine, source = self.state.machine(name), self.state.machine(from_host)
+            if machine.db is None or len(machine.db.hosts()) > 1:
+                raise ValueError(f"{name} must be a standalone host to become a clone")
+            machine.inventory = dict(source.inventory)
+            machine.hostname = source.hostname
+            self.lifecycle.clear_sessions(machine.db)
+            machine.local_sessions.clear()
+            self.lifecycle.fresh_pool(machine)
+            self.audit_log.record("host.cloned", host=name, source=from_host,
+                                  uuid=machine.inventory["INSTALLATION_UUID"])
+
+    def set_disabled_until_reboot(self, name: str, value: bool = True) -> None:
+        with self.state.lock:
+            self.state.machine(name).disabled_until_reboot = value
+
+    def halt_vms(self, name: str) -> None:
+        """Halt the guest VMs resident on the host (what `xe vm-shutdown` for each would do)."""
+        with self.state.lock:
+            machine = self.state.machine(name)
+            if machine.db is None:
+                return
+            for vm in machine.db.vms_on(machine.host_ref):
+                if not vm.is_control_domain:
+                    vm.power_state, vm.resident_on, vm.domid, vm.ha_always_run = "Halted", "OpaqueRef:NULL", -1, False
+            self.ha.update_pool_status(machine.db)
+
+    def expire_sessions(self) -> None:
+        """Every session becomes invalid (SESSION_INVALID on next use), as after xapi's session timeout."""
+        with self.state.lock:
+            for db in self.state.databases():
+                self.lifecycle.clear_sessions(db)
+            for machine in self.state.machines.values():
+                machine.local_sessions.clear()
+
+    # ---------------------------------------------------------------------------------------- views
+    def audit(self) -> list[dict[str, Any]]:
+        return self.audit_log.snapshot()
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            time.sleep(0.02)
+
+    def pool_of(self, name: str) -> dict[str, Any]:
+        """A snapshot of the pool database the host's xapi uses (as the host believes it)."""
+        with self.state.lock:
+            machine = self.state.machine(name)
+            db = machine.db
+            if db is None:
+                return {"uuid": None, "master": None, "members": [], "standalone": True}
+            pool = db.pool
+            names = {host.ref: self._host_name(db, host) for host in db.hosts()}
+            controllers = [{"protocol": c.protocol, "address": c.address, "port": c.port}
+                           for c in db.all(SDNControllerRec)]
+            return copy.deepcopy({
+                "uuid": pool.uuid, "master": names.get(pool.master), "members": list(names.values()),
+                "master_address": db.get(HostRec, pool.master).address if pool.master in names else None,
+                "role": machine.role, "my_master_address": machine.master_address,
+                "live": {names[h.ref]: db.live(h) for h in db.hosts()},
+                "enabled": {names[h.ref]: h.enabled for h in db.hosts()},
+                "uuids": {names[h.ref]: h.uuid for h in db.hosts()},
+                "ha_enabled": pool.ha_enabled, "ha_configuration": dict(pool.ha_configuration),
+                "ha_statefiles": list(pool.ha_statefiles),
+                "ha_host_failures_to_tolerate": pool.ha_host_failures_to_tolerate,
+                "ha_plan_exists_for": pool.ha_plan_exists_for, "ha_allow_overcommit": pool.ha_allow_overcommit,
+                "ha_armed": {m.name: m.ha_armed for m in self.state.members(db)},
+                "vswitch_controller": pool.vswitch_controller, "sdn_controllers": controllers,
+                "shared_srs": [sr.name_label for sr in db.all(SRRec) if sr.shared],
+                "vms": {vm.name_label: {"power_state": vm.power_state, "resident_on": names.get(vm.resident_on),
+                                        "ha_restart_priority": vm.ha_restart_priority}
+                        for vm in db.all(VMRec) if not vm.is_control_domain},
+            })
+
+    def _host_name(self, db: PoolDB, host: HostRec) -> str:
+        machine = self.state.machine_of(db, host.ref)
+        if machine is None:
+            machine = self.state.by_address(host.address)
+        return machine.name if machine is not None else host.name_label
+
+    def status(self, name: str) -> dict[str, Any]:
+        """The machine itself: power, xapi state, role, HA arming."""
+        with self.state.lock:
+            m = self.state.machine(name)
+            return {"power": m.power, "xapi": m.xapi, "role": m.role, "master_address": m.master_address,
+                    "ha_armed": m.ha_armed, "serving": m.serving, "address": m.address}
