@@ -10,6 +10,7 @@ from pathlib import Path
 from stackops_lab import controlplane
 from stackops_lab.cloudstack import cli as cloudstack_cli
 from stackops_lab.cloudstack.component import CloudStackComponent
+from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
@@ -34,7 +35,8 @@ def command_prepare(args: argparse.Namespace) -> int:
 def command_up(args: argparse.Namespace) -> int:
     hosts = [HostsComponent(args.hosts)] if args.hosts else []
     cloudstack = [CloudStackComponent(routers=args.routers)] if args.cloudstack else []
-    components = [*COMPONENTS, *hosts, *cloudstack, *(OPTIONAL if args.operator else ())]
+    xen = [XenComponent()] if args.xen else []
+    components = [*COMPONENTS, *hosts, *cloudstack, *xen, *(OPTIONAL if args.operator else ())]
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -43,7 +45,8 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_down(args: argparse.Namespace) -> int:
-    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), *OPTIONAL])
+    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), XenComponent(),
+                                                      *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -100,6 +103,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also run the lab CloudStack (the simulator of `stackops lab cloudstack`) in the background")
     up.add_argument("--routers", type=int, default=200, metavar="N",
                     help="virtual routers of the lab CloudStack (default: 200, 50 redundant pairs among them)")
+    up.add_argument("--xen", action="store_true",
+                    help="also run three lab XenServer hosts (the simulator of `stackops lab xenapi`): a pool of two "
+                         "and a fresh install")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")

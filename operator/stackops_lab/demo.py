@@ -17,7 +17,8 @@ from . import controlplane
 from .cli import COMPONENTS, OPTIONAL
 from .cloudstack.component import CloudStackComponent, running
 from .hosts import HostsComponent, LabHosts
-from .manifests import kvmhost_manifests, systemvmtemplate_manifests
+from .manifests import kvmhost_manifests, systemvmtemplate_manifests, xenpool_manifests
+from .xenapi import component as xen_component
 from .operator import DEPLOY, kubectl
 
 EXAMPLES = DEPLOY / "examples"
@@ -39,7 +40,7 @@ def _pending(item: dict) -> bool:
     status = item.get("status") or {}
     if status.get("observedGeneration") != item["metadata"]["generation"]:
         return True
-    if item["kind"] == "KvmHost":
+    if item["kind"] in ("KvmHost", "XenPool"):
         return not _ready(item)
     if item["kind"] == "SystemVMTemplate":
         return not (status.get("routers") or {}).get("total")
@@ -60,12 +61,13 @@ def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
         time.sleep(1)
 
 
-LAB_KINDS = ("KvmHost", "SystemVMTemplate")  # the demo brings lab versions of these
+LAB_KINDS = ("KvmHost", "SystemVMTemplate", "XenPool")  # the demo brings lab versions of these
 
 
 def example_documents() -> list[dict]:
-    """deploy/examples/ without its KvmHost and SystemVMTemplate (and the KvmHost's SSH Secret): their addresses
-    are production ones, and the demo sends traffic only to the lab's own hosts and CloudStack."""
+    """deploy/examples/ without its KvmHost, SystemVMTemplate and XenPool (and the KvmHost's SSH Secret): their
+    addresses are production ones, and the demo sends traffic only to the lab's own hosts, CloudStack and XenServer
+    hosts."""
     documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
                  if isinstance(d, dict)]
     replaced = [d for d in documents if d["kind"] in LAB_KINDS]
@@ -76,7 +78,7 @@ def example_documents() -> list[dict]:
 
 def up() -> int:
     cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), CloudStackComponent(),
-                                                          *OPTIONAL])
+                                                          xen_component.XenComponent(), *OPTIONAL])
     kubeconfig = Path(cluster.kubeconfig)
     hosts = LabHosts(controlplane.default_lab_dir()).running() or []
     cloudstack = running(controlplane.default_lab_dir())
@@ -84,6 +86,9 @@ def up() -> int:
     documents = example_documents() + kvmhost_manifests(hosts, NAMESPACE, cloudstack=cloudstack)
     if cloudstack is not None:
         documents += systemvmtemplate_manifests(cloudstack, NAMESPACE)
+    xen = xen_component.running(controlplane.default_lab_dir())
+    if xen is not None:
+        documents += xenpool_manifests(xen, NAMESPACE)
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
@@ -95,7 +100,8 @@ def up() -> int:
 
 
 def down() -> int:
-    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), *OPTIONAL])
+    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(),
+                                                  xen_component.XenComponent(), *OPTIONAL])
     return 0
 
 

@@ -71,3 +71,22 @@ def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any =
     if cloudstack is not None:
         documents.append(cloudstack_secret(cloudstack, namespace))
     return documents
+
+
+XEN_SECRET = "lab-xen-root"
+
+
+def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-pool") -> list[dict[str, Any]]:
+    """The deploy/examples/ XenPool pointed at the lab XenServer hosts (`stackops lab xenapi` state): every lab host
+    a member (the standalone one gets joined), HA on the NFS SR with the explicit 180 s timeout, plain HTTP."""
+    hosts = xen["hosts"]
+    return [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": XEN_SECRET, "namespace": namespace},
+         "stringData": {"username": xen["username"], "password": xen["password"]}},
+        {"apiVersion": "stackops.io/v1alpha1", "kind": "XenPool", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"members": [{"name": n, "address": h["address"]} for n, h in sorted(hosts.items())],
+                  "credentialsSecretRef": {"name": XEN_SECRET}, "tls": {"plainHTTP": True},
+                  "xenapiPort": xen["port"],
+                  "ha": {"enabled": True, "heartbeatSR": {"type": "nfs"}, "timeoutSeconds": 180},
+                  "vmHARestartPriority": {"policy": "Clear"}, "resyncIntervalSeconds": 60}},
+    ]

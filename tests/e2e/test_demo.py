@@ -50,6 +50,8 @@ def test_demo_then_lab_down(tmp_path: Path) -> None:
         for host in ("lab-kvm1", "lab-kvm2"):
             line = next(line for line in demo.stdout.splitlines() if f"kvmhost.stackops.io/{host} " in line)
             assert "True" in line.split() and "10.250." in line, line
+        line = next(line for line in demo.stdout.splitlines() if "xenpool.stackops.io/lab-pool " in line)
+        assert "xen1" in line and "3" in line.split() and "True" in line.split(), line  # joined, HA on, Ready
         line = next(line for line in demo.stdout.splitlines() if "systemvmtemplate.stackops.io/systemvm-" in line)
         assert "4.19.1" in line and "200" in line, line  # the lab CloudStack's routers, in the rollout's columns
         running = lab_processes(lab_dir)

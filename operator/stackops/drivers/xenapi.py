@@ -17,6 +17,7 @@ import asyncio
 import http.client
 import socket
 import ssl
+import threading
 import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -153,6 +154,7 @@ class PoolSession:
         self._session: Any = None
         self.counters = Counters()
         self.unreachable: dict[str, str] = {}  # address → why, from the last search for the master
+        self._lock = threading.RLock()  # one XML-RPC connection: one call at a time
 
     def __repr__(self) -> str:
         return f"<PoolSession master={self.master_address}>"
@@ -204,6 +206,10 @@ class PoolSession:
             self._session = None
 
     def call_sync(self, name: str, *args: Any) -> Any:
+        with self._lock:
+            return self._call(name, *args)
+
+    def _call(self, name: str, *args: Any) -> Any:
         self.counters.calls += 1
         self.counters.by_call[name] = self.counters.by_call.get(name, 0) + 1
         for attempt in range(2):
@@ -236,13 +242,21 @@ class PoolSession:
         """`await pool.call("pool.enable_ha", srs, {"timeout": "180"})`."""
         return await asyncio.to_thread(self.call_sync, name, *args)
 
+    def _locked_connect(self) -> None:
+        with self._lock:
+            self._connect()
+
+    def _locked_close(self) -> None:
+        with self._lock:
+            self._close()
+
     async def connect(self) -> str:
-        await asyncio.to_thread(self._connect)
+        await asyncio.to_thread(self._locked_connect)
         assert self.master_address is not None
         return self.master_address
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._close)
+        await asyncio.to_thread(self._locked_close)
 
     async def task(self, name: str, *args: Any, timeout: float = 900.0, poll: float = 0.5) -> Any:
         """`Async.<name>`: start the call as a xapi task and wait for it (long calls such as `pool.enable_ha` outlast

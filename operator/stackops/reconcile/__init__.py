@@ -15,6 +15,9 @@ def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object 
     reconcilers: dict[str, Reconciler] = {kind.kind: NotImplementedReconciler(kind.kind) for kind in KINDS}
     if ssh_pool is not None:
         from .kvmhost import KvmHostReconciler
+        from .xenpool import XenPoolReconciler
+
+        reconcilers["XenPool"] = XenPoolReconciler()
 
         reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool, cloudstack_pool)  # type: ignore[arg-type]
     if cloudstack_pool is not None:

@@ -53,7 +53,9 @@ def run(args: argparse.Namespace, report: Any) -> int:
         return 2
     names = [f"xen{i + 1}" for i in range(args.hosts)]
     try:
-        lab = XenLab(hosts=[XenHostSpec(name) for name in names], pools=pools_of(names, args.pool_size),
+        pools = pools_of(names, args.pool_size)
+        pooled = {name for pool in pools for name in pool}  # the others are fresh installs: no VMs, ready to join
+        lab = XenLab(hosts=[XenHostSpec(name, vms=None if name in pooled else 0) for name in names], pools=pools,
                      username=args.username, password=args.password, vms_per_host=args.vms_per_host,
                      timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port)
     except (OSError, ValueError) as error:

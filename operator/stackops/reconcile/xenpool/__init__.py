@@ -9,6 +9,7 @@ the recorded configuration; only then is the record cleared.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -52,7 +53,15 @@ class XenPoolReconciler(Reconciler):
         ref = spec.credentials_secret_ref
         ca = None
         if spec.tls.ca_secret_ref is not None:
-            ca = ctx.secret(spec.tls.ca_secret_ref.name, spec.tls.ca_secret_ref.key).get_secret_value()
+            ref_ca = spec.tls.ca_secret_ref
+            ca = ctx.secret(ref_ca.name, ref_ca.key).get_secret_value()
+            try:
+                ssl.create_default_context(cadata=ca)
+            except (ssl.SSLError, ValueError):
+                message = f"Secret {ref_ca.name} key {ref_ca.key} holds no valid PEM CA certificate (tls.caSecretRef)"
+                raise ReconcileError("InvalidCA", message, delay=60.0,
+                                     conditions=[st.ConditionState("Reachable", "False", "InvalidCA", message)]) \
+                    from None
         endpoint = Endpoint(port=spec.xenapi_port or (80 if spec.tls.plain_http else 443),
                             plain_http=spec.tls.plain_http, ca_pem=ca, insecure=spec.tls.insecure_skip_verify)
         return PoolSession([m.address for m in spec.members], ctx.secret(ref.name, "username").get_secret_value(),

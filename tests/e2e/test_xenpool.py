@@ -1,0 +1,188 @@
+"""The XenPool reconciler against the lab XenAPI (per-host XML-RPC endpoints, one pool database per pool), in
+process: a standalone member is joined and HA enabled with the explicit timeout; the HA dance around a join, and
+an operator that dies in the middle of it; the three-host rule; a cloned host; drift under Observe."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from stackops.api.xenpool import XenPoolSpec
+from stackops.reconcile.base import Context, Outcome, ReconcileError
+from stackops.reconcile.xenpool import XenPoolReconciler
+from stackops.reconcile.xenpool.actions import DisableHA
+from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "xen-root"
+FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.3, eject_reboot=0.5, master_transition=0.3)
+
+
+def lab(names: list[str], pools: list[list[str]]) -> XenLab:
+    """Hosts alone in their pool run no VMs (a host that joins must not)."""
+    alone = {p[0] for p in pools if len(p) == 1}  # standalone: fresh installs without shared SRs or VMs
+    return XenLab(hosts=[XenHostSpec(n, vms=0 if n in alone else None) for n in names],
+                  pools=[p for p in pools if len(p) > 1], timings=FAST, vms_per_host=1)
+
+
+def spec_for(xen: XenLab, names: list[str], **changes: Any) -> XenPoolSpec:
+    data: dict[str, Any] = {
+        "members": [{"name": n, "address": xen.address(n)} for n in names],
+        "credentialsSecretRef": {"name": SECRET},
+        "tls": {"plainHTTP": True},
+        "xenapiPort": xen.port,
+        "ha": {"timeoutSeconds": 180, "heartbeatSR": {"type": "nfs"}},
+    }
+    data.update(changes)
+    return XenPoolSpec.model_validate(data)
+
+
+class Driver:
+    def __init__(self, xen: XenLab, spec: XenPoolSpec, reconciler: XenPoolReconciler | None = None):
+        self.reconciler = reconciler or XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
+        self.spec = spec
+        self.status: dict[str, Any] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.secrets = {SECRET: {"username": SecretStr(xen.username), "password": SecretStr(xen.password)}}
+
+    def context(self) -> Context:
+        async def checkpoint(fields: dict[str, Any]) -> None:
+            self.status.update(fields)
+
+        return Context(namespace="lab", name="pool", generation=1, spec=self.spec, status=self.status,
+                       secrets=self.secrets, event=lambda *e: self.events.append(e),
+                       logger=logging.getLogger("e2e"), checkpoint=checkpoint)
+
+    def run(self) -> Outcome:
+        outcome = asyncio.run(self.reconciler.reconcile(self.context()))
+        self.status.update(outcome.fields)
+        return outcome
+
+    def converge(self, passes: int = 6) -> Outcome:
+        outcome = self.run()
+        for _ in range(passes):
+            if ready(outcome):
+                break
+            outcome = self.run()
+        return outcome
+
+
+def ready(outcome: Outcome) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
+
+
+def condition(outcome: Outcome, type_: str) -> Any:
+    return next(c for c in outcome.conditions if c.type == type_)
+
+
+def events(xen: XenLab, name: str) -> list[dict[str, Any]]:
+    return [e for e in xen.audit() if e.get("event") == name]
+
+
+def test_a_standalone_member_is_joined_and_ha_enabled_with_the_explicit_timeout() -> None:
+    names = ["xen1", "xen2", "xen3"]
+    with lab(names, [["xen1", "xen2"], ["xen3"]]) as xen:
+        driver = Driver(xen, spec_for(xen, names))
+        outcome = driver.converge()
+        assert ready(outcome), outcome.conditions
+        pool = xen.pool_of("xen1")
+        assert sorted(pool["members"]) == names and pool["ha_enabled"]
+        assert pool["ha_configuration"].get("timeout") == "180"
+        assert outcome.fields["master"] == "xen1" and outcome.fields["hostCount"] == 3
+        assert outcome.fields["ha"]["enabled"] and outcome.fields["ha"]["timeoutSeconds"] == 180
+        assert outcome.fields["vmsWithHARestartPriority"] == []
+        assert [e["event"] for e in xen.audit() if e["event"] in ("pool.join", "ha.enabled")] == \
+            ["pool.join", "ha.enabled"], "joined first, HA after"
+        # converged: another pass changes nothing
+        before = len([e for e in xen.audit() if not e["event"].startswith("session")])
+        again = driver.run()
+        assert ready(again) and again.applied == []
+        assert len([e for e in xen.audit() if not e["event"].startswith("session")]) == before
+
+
+def test_join_inside_the_ha_dance_survives_an_operator_dying_in_the_middle() -> None:
+    names = ["xen1", "xen2", "xen3", "xen4"]
+    with lab(names, [["xen1", "xen2", "xen3"], ["xen4"]]) as xen:
+        first = Driver(xen, spec_for(xen, names[:3]))
+        assert ready(first.converge())
+        assert xen.pool_of("xen1")["ha_enabled"]
+
+        class Crash(Exception):
+            pass
+
+        class DiesAfterDisablingHA(XenPoolReconciler):
+            async def execute(self, ctx, session, spec, action, facts):  # noqa: ANN001, ANN201
+                await super().execute(ctx, session, spec, action, facts)
+                if isinstance(action, DisableHA):
+                    raise Crash("SIGKILL")
+
+        dying = Driver(xen, spec_for(xen, names), DiesAfterDisablingHA(change_timeout=30, poll_seconds=0.1))
+        dying.status = dict(first.status)
+        with pytest.raises(Crash):
+            dying.run()
+        assert not xen.pool_of("xen1")["ha_enabled"], "HA was disabled when the operator died"
+        record = dying.status["pendingOperation"]
+        assert record["operation"] == "Join" and record["host"] == "xen4"
+        assert record["haConfiguration"]["timeout"] == "180"
+
+        # a new operator, with the spec changed meanwhile: it finishes the join, restores HA as recorded, then
+        # applies the new timeout through the usual disable/enable
+        restarted = Driver(xen, spec_for(xen, names, ha={"timeoutSeconds": 240, "heartbeatSR": {"type": "nfs"}}))
+        restarted.status = dict(dying.status)
+        outcome = restarted.converge()
+        assert ready(outcome), outcome.conditions
+        assert restarted.status.get("pendingOperation") is None
+        pool = xen.pool_of("xen1")
+        assert sorted(pool["members"]) == names and pool["ha_enabled"]
+        assert pool["ha_configuration"]["timeout"] == "240"
+        enabled = [e.get("configuration", {}).get("timeout") for e in events(xen, "ha.enabled")]
+        assert enabled[-2:] == ["180", "240"], "HA came back as recorded before the spec's new timeout"
+        assert any(r == "ResumingHADance" for _, r, _ in restarted.events)
+
+
+def test_two_hosts_with_ha_stall_and_nothing_changes() -> None:
+    names = ["xen1", "xen2"]
+    with lab(names, [names]) as xen:
+        driver = Driver(xen, spec_for(xen, names))
+        outcome = driver.run()
+        stalled = condition(outcome, "Stalled")
+        assert stalled.status == "True" and stalled.reason == "TooFewHostsForHA"
+        assert not xen.pool_of("xen1")["ha_enabled"] and not events(xen, "ha.enabled")
+
+
+def test_a_cloned_host_is_not_joined() -> None:
+    names = ["xen1", "xen2", "xen3", "xen4"]
+    with lab(names, [["xen1", "xen2", "xen3"], ["xen4"]]) as xen:
+        xen.clone("xen4", from_host="xen1")
+        outcome = Driver(xen, spec_for(xen, names)).run()
+        stalled = condition(outcome, "Stalled")
+        assert stalled.status == "True" and stalled.reason == "DuplicateHostUUID", outcome.conditions
+        assert not events(xen, "pool.join")
+
+
+def test_observe_lists_the_ha_restart_priorities_and_clear_removes_them() -> None:
+    names = ["xen1", "xen2", "xen3"]
+    with lab(names, [names]) as xen:
+        driver = Driver(xen, spec_for(xen, names, managementPolicy="Observe"))
+        observed = driver.run()
+        assert condition(observed, "Ready").reason == "DriftObserved"
+        listed = observed.fields["vmsWithHARestartPriority"]
+        assert listed and not events(xen, "ha.enabled")
+        managed = Driver(xen, spec_for(xen, names))
+        outcome = managed.converge()
+        assert ready(outcome) and outcome.fields["vmsWithHARestartPriority"] == []
+        assert len(events(xen, "vm.ha_restart_priority")) == len(listed)
+
+
+def test_wrong_password_is_reported_without_it() -> None:
+    names = ["xen1", "xen2", "xen3"]
+    with lab(names, [names]) as xen:
+        driver = Driver(xen, spec_for(xen, names))
+        driver.secrets[SECRET]["password"] = SecretStr("not-the-password")
+        with pytest.raises(ReconcileError) as refused:
+            driver.run()
+        assert refused.value.reason == "AuthenticationFailed" and "not-the-password" not in str(refused.value)
