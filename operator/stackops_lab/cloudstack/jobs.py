@@ -9,16 +9,14 @@ result code being that error code.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stackops_lab.cloudstack.audit import AuditLog
+from stackops_lab.audit import AuditLog
+from stackops_lab.scheduler import Scheduler
 from stackops_lab.cloudstack.errors import INTERNAL_ERROR
 from stackops_lab.cloudstack.faults import FaultDice
 from stackops_lab.cloudstack.state import Account, Entity, State
@@ -27,55 +25,6 @@ from stackops_lab.cloudstack.timings import Timings
 log = logging.getLogger(__name__)
 
 PENDING, SUCCEEDED, FAILED = 0, 1, 2
-
-
-class Scheduler:
-    """One thread running callbacks when they fall due (a heap ordered by due time, then submission order).
-    Each callback runs with the state lock held."""
-
-    def __init__(self, lock: threading.RLock) -> None:
-        self._lock = lock
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._condition = threading.Condition()
-        self._sequence = itertools.count()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        with self._condition:
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._sequence), callback))
-            self._condition.notify()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="cloudstack-sim-scheduler", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        with self._condition:
-            self._stopping = True
-            self._condition.notify()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            with self._condition:
-                while not self._stopping:
-                    if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._condition.wait(wait)
-                    else:
-                        self._condition.wait()
-                if self._stopping:
-                    return
-                _, _, callback = heapq.heappop(self._heap)
-            try:
-                with self._lock:
-                    callback()
-            except Exception:  # a broken callback must not stop the simulated cloud
-                log.exception("scheduled callback failed")
 
 
 @dataclass(eq=False)

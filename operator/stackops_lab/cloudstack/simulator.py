@@ -20,12 +20,13 @@ from stackops_lab.cloudstack import images
 from stackops_lab.cloudstack import (commands_clusters, commands_hosts, commands_misc, commands_routers,
                                      commands_systemvms, commands_templates)
 from stackops_lab.cloudstack.api import Api
-from stackops_lab.cloudstack.audit import AuditLog
+from stackops_lab.audit import AuditLog
 from stackops_lab.cloudstack.downloads import TemplateOps
 from stackops_lab.cloudstack.faults import FaultDice, Faults
 from stackops_lab.cloudstack.fleet import Fleet, FleetBuilder
 from stackops_lab.cloudstack.hostops import HostOps
-from stackops_lab.cloudstack.jobs import Jobs, Scheduler
+from stackops_lab.cloudstack.jobs import Jobs
+from stackops_lab.scheduler import Scheduler
 from stackops_lab.cloudstack.routers import RouterOps
 from stackops_lab.cloudstack.server import API_PATH, SimulatorServer
 from stackops_lab.cloudstack.state import State
@@ -55,7 +56,7 @@ class CloudStackSimulator:
         self.secret_key = secret_key or new_key()
         self.state = State()
         self.audit_log = AuditLog()
-        self.scheduler = Scheduler(self.state.lock)
+        self.scheduler = Scheduler(self.state.lock, "cloudstack-sim-scheduler")
         self.jobs = Jobs(self.state, self.scheduler, self.audit_log, self.timings, self.dice)
         self.routers = RouterOps(self)
         self.system_vms = SystemVmOps(self)

@@ -25,11 +25,11 @@ from typing import Any
 
 # The call modules register the XenAPI calls when imported.
 from stackops_lab.xenapi import calls_host, calls_membership, calls_pool, calls_session
-from stackops_lab.xenapi.audit import AuditLog
+from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.ha import HaMonitor
 from stackops_lab.xenapi.lifecycle import Lifecycle
-from stackops_lab.xenapi.scheduler import Scheduler
+from stackops_lab.scheduler import Scheduler
 from stackops_lab.xenapi.server import Listener
 from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec, new_uuid
 from stackops_lab.xenapi.timings import XenTimings

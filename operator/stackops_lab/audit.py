@@ -1,8 +1,9 @@
-"""The simulator's audit log: every state change, in order, with wall-clock and monotonic time.
+"""A simulator's audit log: every state change, in order, with wall-clock and monotonic time.
 
-Not a CloudStack feature (CloudStack has events and the usage log); it is how tests see what happened and
-when, e.g. that the two members of a redundant router pair were never down at the same time
-(`pair.both_down`).
+Neither CloudStack's nor XenServer's feature; it is how tests see what happened and when. The lab CloudStack
+records router reboots (`router.reboot.start`/`.end`, `pair.both_down`), templates, settings, system VMs and hosts;
+the lab XenAPI records ha.enabled/ha.disabled (with the configuration), pool.join, pool.eject, host.reboot,
+master.changed, host.fenced, host.enabled/host.disabled, vm.ha_restart_priority, sdn.controller, session.login, …
 """
 
 from __future__ import annotations
@@ -27,6 +28,5 @@ class AuditLog:
         return entry
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """A copy of the log (each event copied too)."""
         with self._lock:
             return [dict(event) for event in self._events]

@@ -1,5 +1,5 @@
-"""The thread that drives every time-based transition: one heap of callbacks ordered by due time, each run
-with the lab's state lock held (the same design as the CloudStack simulator's jobs.Scheduler)."""
+"""The thread that drives a simulator's time-based transitions (the lab CloudStack's and the lab XenAPI's): one
+heap of callbacks ordered by due time, then submission order, each run with the simulator's state lock held."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock, name: str = "lab-scheduler") -> None:
         self._lock = lock
+        self._name = name
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._condition = threading.Condition()
         self._sequence = itertools.count()
@@ -30,7 +31,7 @@ class Scheduler:
     def start(self) -> None:
         if self._thread is None:
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="xenapi-lab-scheduler", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -58,5 +59,5 @@ class Scheduler:
             try:
                 with self._lock:
                     callback()
-            except Exception:  # a broken callback must not stop the simulated pool
+            except Exception:  # a broken callback must not stop the simulation
                 log.exception("scheduled callback failed")
