@@ -186,3 +186,56 @@ def test_wrong_password_is_reported_without_it() -> None:
         with pytest.raises(ReconcileError) as refused:
             driver.run()
         assert refused.value.reason == "AuthenticationFailed" and "not-the-password" not in str(refused.value)
+
+
+def test_master_killed_with_ha_off_fails_over_after_the_delay() -> None:
+    import time
+
+    names = ["xen1", "xen2", "xen3"]
+    delay = 30  # the smallest delaySeconds the API accepts
+    with lab(names, [names]) as xen:
+        spec = spec_for(xen, names, ha={"enabled": False},
+                        masterFailover={"policy": "EmergencyTransition", "delaySeconds": delay})
+        driver = Driver(xen, spec)
+        assert ready(driver.converge())
+        xen.kill("xen1")
+        killed = time.monotonic()
+        reasons = []
+        while time.monotonic() - killed < delay + 20:
+            try:
+                outcome = driver.run()
+            except ReconcileError as error:  # the supporters may not have noticed yet
+                reasons.append(error.reason)
+                time.sleep(1)
+                continue
+            reasons.append(condition(outcome, "Ready").reason)
+            if xen.pool_of("xen2")["master"] != "xen1":
+                break
+            time.sleep(min(outcome.requeue_after or 1, 1))
+        took = time.monotonic() - killed
+        pool = xen.pool_of("xen2")
+        assert pool["master"] in ("xen2", "xen3"), reasons
+        assert delay <= took <= delay + 10, f"failed over after {took:.1f}s (delay {delay}s, margin 10s)"
+        assert "MasterUnreachable" in reasons, reasons
+        changed = events(xen, "master.changed")
+        assert changed and changed[-1]["reason"] == "emergency" and changed[-1]["new"] in ("xen2", "xen3"), changed
+        assert any(r == "MasterFailover" for _, r, _ in driver.events)
+        outcome = driver.converge()
+        assert ready(outcome) and outcome.fields["master"] in ("xen2", "xen3")
+        assert driver.status.get("masterUnreachableSince") is None
+
+
+def test_master_killed_with_ha_on_is_left_to_xenserver() -> None:
+    names = ["xen1", "xen2", "xen3"]
+    with lab(names, [names]) as xen:
+        spec = spec_for(xen, names, masterFailover={"policy": "EmergencyTransition", "delaySeconds": 30})
+        driver = Driver(xen, spec)
+        assert ready(driver.converge())
+        xen.kill("xen1")
+        outcome = driver.run()
+        assert condition(outcome, "Ready").reason in ("MasterLostHAWillRecover", "Converging", "PoolConverged"), \
+            outcome.conditions
+        assert not any(r == "MasterFailover" for _, r, _ in driver.events)
+        xen.wait_for(lambda: xen.pool_of("xen2")["master"] != "xen1", timeout=20)
+        assert [e["reason"] for e in events(xen, "master.changed")][-1:] == ["ha"], "XenServer's HA elected it"
+        assert not any(r == "MasterFailover" for _, r, _ in driver.events)

@@ -288,3 +288,6 @@ class XenPoolStatus(Status):
     """A membership change in flight (crash-safe HA dance)."""
     cloudstack_cluster_id: str | None = None
     """ID of the CloudStack cluster the pool is registered as."""
+    master_unreachable_since: str | None = None
+    """When the operator first found no pool master answering (RFC 3339); cleared once a master answers. Master
+    failover (`masterFailover`) counts its delay from here."""

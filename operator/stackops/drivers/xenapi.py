@@ -60,9 +60,11 @@ class XenTLSError(XenAPIError):
 
 
 class XenNoMaster(XenAPIError):
-    """No member answered as master (every live member points at a master that does not answer)."""
+    """No member answered as master (every live member points at a master that does not answer). `unreachable`:
+    address → why (`supporter of <master>` for a live supporter)."""
 
     reason = "MasterUnreachable"
+    unreachable: dict[str, str] = {}
 
 
 def _failure(call: str, error: Exception) -> XenAPIError:
@@ -195,7 +197,9 @@ class PoolSession:
                     raise failure from None
                 self.unreachable[address] = str(failure).split(": ", 1)[-1]
         where = ", ".join(f"{a} ({why})" for a, why in self.unreachable.items())
-        raise XenNoMaster("session.login_with_password", "NO_MASTER", message=f"no pool master answered: {where}")
+        lost = XenNoMaster("session.login_with_password", "NO_MASTER", message=f"no pool master answered: {where}")
+        lost.unreachable = dict(self.unreachable)
+        raise lost
 
     def _close(self) -> None:
         if self._session is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ... import status as st
 from ...api.xenpool import PendingPoolOperation, XenPoolSpec
-from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenTLSError
+from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenNoMaster, XenTLSError
 from ..base import Action, Context, Outcome, ReconcileError, Reconciler
 from .actions import (
     ClearVMPriority,
@@ -30,6 +30,7 @@ from .actions import (
     SetHostFailuresToTolerate,
     SetVSwitchController,
 )
+from . import failover
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
 
@@ -71,7 +72,12 @@ class XenPoolReconciler(Reconciler):
         spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
         session = self.session(ctx)
         try:
-            facts = await self.observe(session, spec)
+            try:
+                facts = await self.observe(session, spec)
+            except XenNoMaster as lost:
+                return await failover.master_lost(self, ctx, session, spec, lost)
+            if ctx.status.get("masterUnreachableSince"):
+                await ctx.checkpoint({"masterUnreachableSince": None})
             pending = self.pending(ctx)
             result = plan(spec, facts)
             if spec.management_policy == "Observe":

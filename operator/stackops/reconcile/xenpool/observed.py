@@ -118,7 +118,7 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
 
 
 async def observe(session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
-    records = await asyncio.gather(*(session.records(c) for c in ("pool", "host", "host_metrics", "SR", "VM")))
+    records = [await session.records(c) for c in ("pool", "host", "host_metrics", "SR", "VM")]  # one connection
     facts = parse(*records)
     facts.master_address = session.master_address or ""
     if facts.ha_statefiles:
