@@ -35,8 +35,8 @@ def _unreachable(message: str) -> list[st.ConditionState]:
 async def master_lost(reconciler: Any, ctx: Context, session: PoolSession, spec: XenPoolSpec,
                       lost: XenNoMaster) -> Outcome:
     since = ctx.status.get("masterUnreachableSince")
-    if not since:
-        since = st.now()
+    if not since:  # to the millisecond: the delay is counted from here
+        since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         await ctx.checkpoint({"masterUnreachableSince": since})
     by_address = {m.address: m.name for m in spec.members}
     dead = {why[len(SUPPORTER):] for why in lost.unreachable.values() if why.startswith(SUPPORTER)}
