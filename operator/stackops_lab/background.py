@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +44,8 @@ class BackgroundSimulator:
             progress(f"the lab {self.name} already runs (pid {found['pid']})")
             return found
         log_path = lab_dir / f"{self.name}.log"
-        command = [sys.executable, "-m", self.module, *self.arguments(lab_dir), "--state-file", str(lab_dir / self.state)]
+        command = [sys.executable, "-m", self.module, *self.arguments(lab_dir),
+                   "--state-file", str(lab_dir / self.state)]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
         assert process.stdout is not None
@@ -73,3 +75,32 @@ class BackgroundSimulator:
             time.sleep(0.1)
         if _alive(pid, self.module):
             os.killpg(pid, signal.SIGKILL)
+
+
+def serve(start: Callable[[], None], stop: Callable[[], None], *, state_file: Path | None, state: Callable[[], dict],
+          ready: str, report: Callable[[str], None], banner: list[str], what: str) -> int:
+    """The foreground side of a lab simulator (`stackops lab cloudstack|xenapi`): start it, write its state file
+    (mode 0600, with our pid), print `ready …` on stdout, run until SIGTERM/SIGINT, then stop it and remove the
+    state file."""
+    stopping = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        start()
+        if state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            descriptor = os.open(state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                json.dump({**state(), "pid": os.getpid()}, file)
+        for line in banner:
+            report(line)
+        print(f"ready {ready}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+        report(f"stopping the {what}")
+        return 0
+    finally:
+        stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if state_file is not None:
+            state_file.unlink(missing_ok=True)

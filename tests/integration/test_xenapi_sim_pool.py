@@ -3,45 +3,17 @@ a cloned host among them), pool.eject, pool.designate_new_master, and making a c
 (new inventory UUIDs, state DB removed, xapi restarted)."""
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 import XenAPI
 
-from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+from xenapi_helpers import FAST, failure, login, wait_for
 
-FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.2, eject_reboot=0.3, master_transition=0.2, fence=0.2,
-                  host_boot=0.2, xapi_restart=0.1, liveness=0.3, tick=0.02)
+from stackops_lab.xenapi import XenHostSpec, XenLab
+
 MASTER = "127.0.1.10"
-
-
-def login(lab: XenLab, name: str) -> XenAPI.Session:
-    session = XenAPI.Session(lab.url(name))
-    session.xenapi.login_with_password(lab.username, lab.password)
-    return session
-
-
-def failure(call: Callable[..., Any], *args: Any) -> list[str]:
-    with pytest.raises(XenAPI.Failure) as caught:
-        call(*args)
-    return caught.value.details
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (XenAPI.Failure, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def host_named(session: XenAPI.Session, name: str) -> str:

@@ -13,51 +13,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import XenAPI
 
-from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+from xenapi_helpers import FAST, events, failure, login, wait_for
 
-FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.2, eject_reboot=0.3, master_transition=0.2, fence=0.2,
-                  host_boot=0.2, xapi_restart=0.1, liveness=0.3, tick=0.02)
+from stackops_lab.xenapi import XenHostSpec, XenLab
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def login(lab: XenLab, name: str) -> XenAPI.Session:
-    session = XenAPI.Session(lab.url(name))
-    session.xenapi.login_with_password(lab.username, lab.password, "2.21", "stackops-tests")
-    return session
-
-
-def failure(call: Callable[..., Any], *args: Any) -> list[str]:
-    with pytest.raises(XenAPI.Failure) as caught:
-        call(*args)
-    return caught.value.details
 
 
 def raw(session: XenAPI.Session, method: str, *params: Any) -> Any:
     """The envelope itself: XenAPI.Session is an xmlrpc ServerProxy; names it does not handle go straight out."""
     return getattr(session, method)(*params)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def events(lab: XenLab, name: str) -> list[dict[str, Any]]:
-    return [event for event in lab.audit() if event["event"] == name]
 
 
 def shared_sr(session: XenAPI.Session) -> str:

@@ -7,14 +7,11 @@ Prints the endpoint and keys on stderr, writes them as JSON to --state-file if g
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+from stackops_lab.background import serve
 from stackops_lab.cloudstack.fleet import Fleet
 from stackops_lab.cloudstack.simulator import CloudStackSimulator
 from stackops_lab.cloudstack.timings import Timings
@@ -60,31 +57,16 @@ def run(args: argparse.Namespace, report: Any) -> int:
     except (OSError, ValueError) as error:
         report(f"error: {error}")
         return 1
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        sim.start()
-        if args.state_file is not None:
-            args.state_file.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(args.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                json.dump({"endpoint": sim.endpoint, "baseUrl": sim.base_url, "apiKey": sim.api_key,
-                           "secretKey": sim.secret_key, "pid": os.getpid()}, file)
-        report(f"CloudStack simulator: {sim.endpoint} ({len(sim.state.tables['router'])} routers, "
-               f"{fleet.zones} zones)")
-        report(f"api key: {sim.api_key}")
-        report(f"secret key: {sim.secret_key}")
-        print(f"ready {sim.endpoint}", flush=True)
-        while not stop.wait(0.5):
-            pass
-        report("stopping the CloudStack simulator")
-        return 0
-    finally:
-        sim.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if args.state_file is not None:
-            args.state_file.unlink(missing_ok=True)
+    def state() -> dict:
+        return {"endpoint": sim.endpoint, "baseUrl": sim.base_url, "apiKey": sim.api_key, "secretKey": sim.secret_key}
+
+    def banner() -> list[str]:
+        routers = len(sim.state.tables["router"])
+        return [f"CloudStack simulator: {sim.endpoint} ({routers} routers, {fleet.zones} zones)",
+                f"api key: {sim.api_key}", f"secret key: {sim.secret_key}"]
+
+    return serve(sim.start, sim.stop, state_file=args.state_file, state=state, ready=sim.endpoint, report=report,
+                 banner=banner(), what="CloudStack simulator")
 
 
 def main(argv: list[str] | None = None) -> int:

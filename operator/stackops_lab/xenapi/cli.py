@@ -9,14 +9,11 @@ one line `ready <url> <url> …` (a URL per host) on stdout once serving, writes
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+from stackops_lab.background import serve
 from stackops_lab.xenapi.simulator import XenHostSpec, XenLab
 from stackops_lab.xenapi.timings import XenTimings
 
@@ -61,33 +58,22 @@ def run(args: argparse.Namespace, report: Any) -> int:
     except (OSError, ValueError) as error:
         report(f"error: {error}")
         return 1
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        lab.start()
+    def summary() -> dict:
         pools = [lab.pool_of(name) for name in names]
-        summary = {p["uuid"]: {"master": p["master"], "members": p["members"]} for p in pools}
-        if args.state_file is not None:
-            args.state_file.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(args.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as file:
-                json.dump({"hosts": {n: {"address": lab.address(n), "url": lab.url(n)} for n in names},
-                           "port": lab.port, "username": lab.username, "password": lab.password,
-                           "pools": list(summary.values()), "pid": os.getpid()}, file)
-        for pool in summary.values():
-            report(f"pool: master {pool['master']}, members {', '.join(pool['members'])}")
-        report(f"dom0 credentials: {lab.username} / {lab.password}")
-        print("ready " + " ".join(lab.url(n) for n in names), flush=True)
-        while not stop.wait(0.5):
-            pass
-        report("stopping the lab XenServer hosts")
-        return 0
-    finally:
-        lab.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if args.state_file is not None:
-            args.state_file.unlink(missing_ok=True)
+        return {p["uuid"]: {"master": p["master"], "members": p["members"]} for p in pools}
+
+    def state() -> dict:
+        return {"hosts": {n: {"address": lab.address(n), "url": lab.url(n)} for n in names}, "port": lab.port,
+                "username": lab.username, "password": lab.password, "pools": list(summary().values())}
+
+    def start() -> None:
+        lab.start()
+        banner.extend(f"pool: master {p['master']}, members {', '.join(p['members'])}" for p in summary().values())
+        banner.append(f"dom0 credentials: {lab.username} / {lab.password}")
+
+    banner: list[str] = []
+    return serve(start, lab.stop, state_file=args.state_file, state=state, ready=" ".join(lab.url(n) for n in names),
+                 report=report, banner=banner, what="lab XenServer hosts")
 
 
 def main(argv: list[str] | None = None) -> int:
