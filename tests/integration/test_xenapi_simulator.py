@@ -8,6 +8,7 @@ test_xenapi_sim_ha.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -170,7 +171,14 @@ def test_enable_ha_preconditions_follow_xapi(lab: XenLab) -> None:
     assert alone.xenapi.pool.get_ha_enabled(alone.xenapi.pool.get_all()[0]) is True
 
 
-def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations(lab: XenLab) -> None:
+def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations() -> None:
+    # enabling lasts long enough for the next three calls to meet it in progress on a loaded machine
+    slow = dataclasses.replace(FAST, ha_enable=3.0)
+    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=slow) as lab:
+        async_enable_ha(lab)
+
+
+def async_enable_ha(lab: XenLab) -> None:
     session = login(lab, "xen1")
     nfs = shared_sr(session)
     task = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
@@ -179,10 +187,10 @@ def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations(lab: XenLab) -
     assert record["status"] == "pending" and record["name_label"] == "Async.pool.enable_ha"
     assert failure(session.xenapi.pool.enable_ha, [nfs], {"timeout": "120"}) == ["HA_ENABLE_IN_PROGRESS"]
     assert failure(session.xenapi.pool.disable_ha) == ["HA_ENABLE_IN_PROGRESS"]
-    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", what="task done")
+    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", what="task done", timeout=20)
     assert session.xenapi.task.get_status(task) == "success" and session.xenapi.task.get_result(task) == ""
     failed = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
-    wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done")
+    wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done", timeout=20)
     assert session.xenapi.task.get_error_info(failed) == ["HA_IS_ENABLED"]
     assert session.xenapi.task.get_status(failed) == "failure"
     session.xenapi.task.destroy(failed)
