@@ -91,7 +91,8 @@ def sa_token(kube: Kube) -> Callable[..., str]:
     return kube.service_account_token
 
 
-TEST_OPERATOR_ARGS = ("--cloudstack-poll-seconds=0.2", "--rollout-pass-seconds=5", "--router-retry-seconds=1")
+TEST_OPERATOR_ARGS = ("--cloudstack-poll-seconds=0.2", "--rollout-pass-seconds=5", "--router-retry-seconds=1",
+                      "--xen-poll-seconds=0.2")
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
     reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
-                                      retry_backoff=args.router_retry_seconds)
+                                      retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds)
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()), custom_api=custom_objects_api())
     registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api)
     kopf.run(
@@ -104,6 +104,8 @@ def parser() -> argparse.ArgumentParser:
                      help="length of one router-rollout pass; status is written after each (default 15)")
     run.add_argument("--router-retry-seconds", type=float, default=30.0, metavar="S",
                      help="first backoff before a failed router reboot is retried; doubles per attempt (default 30)")
+    run.add_argument("--xen-poll-seconds", type=float, default=1.0, metavar="S",
+                     help="how often a XenServer pool change (HA, join, eject, master) is polled (default 1)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
 

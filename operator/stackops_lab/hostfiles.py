@@ -5,6 +5,8 @@ daemons a CloudStack KVM host runs (libvirtd, Open vSwitch, sshd) start, stop an
 restart re-reads their configuration as on a real host. cloudstack-agent is not packaged in Debian: its unit is a
 stand-in that only records that it runs (and which agent.properties it "loaded"), and a unit only while the
 package is installed (a lab host may start without it and install it from the lab's repository, aptrepo.py).
+A host standing in a XenServer dom0 (xenapi/dom0.py) also has an `xapi` unit: `stackops-lab-xapi` (XAPI_CONTROL)
+asks the lab's XenAPI simulator to stop or start that host's xapi.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ SYSTEMCTL = r"""#!/bin/sh
 # 3 inactive; unknown unit: status 4, start 5).
 #   units: ssh (sshd), libvirtd, openvswitch-switch (ovsdb-server + ovs-vswitchd, also answering to those two
 #   names), cloudstack-agent (stand-in; a unit only while its package is installed, as its unit file comes with it),
-#   libvirtd*.socket (socket activation is not emulated: they can be masked/stopped, never started).
+#   libvirtd*.socket (socket activation is not emulated: they can be masked/stopped, never started),
+#   xapi (a XenServer dom0 stand-in's: a unit only while /etc/stackops-lab/xapi-control exists; stackops-lab-xapi
+#   asks the lab's XenAPI simulator to stop/start this host's xapi).
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 STATE=/run/stackops-systemctl
@@ -31,6 +35,7 @@ canon() {
         libvirtd|libvirt-bin) echo libvirtd ;;
         openvswitch-switch|ovs-vswitchd|ovsdb-server) echo openvswitch-switch ;;
         cloudstack-agent) agent_installed || return 1; echo cloudstack-agent ;;
+        xapi) [ -r /etc/stackops-lab/xapi-control ] || return 1; echo xapi ;;
         libvirtd.socket|libvirtd-ro.socket|libvirtd-admin.socket|libvirtd-tcp.socket|libvirtd-tls.socket|\
 virtlogd.socket|virtlogd-admin.socket|virtlockd.socket|virtlockd-admin.socket) echo "$u" ;;
         *) return 1 ;;
@@ -47,6 +52,7 @@ describe() {
         libvirtd) echo "Virtualization daemon" ;;
         openvswitch-switch) echo "Open vSwitch" ;;
         cloudstack-agent) echo "CloudStack Agent" ;;
+        xapi) echo "XenAPI server (XAPI)" ;;
         *) echo "Libvirt socket ($1)" ;;
     esac
 }
@@ -182,6 +188,12 @@ cloudstack_agent_stop() {
 }
 cloudstack_agent_reload() { cloudstack_agent_start; }
 
+# ------------------------------------------------------------------ xapi (XenServer dom0 stand-in, lab simulator)
+xapi_pid() { stackops-lab-xapi status >/dev/null 2>&1 && echo 0; }
+xapi_start() { stackops-lab-xapi start; }
+xapi_stop() { stackops-lab-xapi stop; }
+xapi_reload() { xapi_stop; xapi_start; }
+
 # ------------------------------------------------------------------ generic
 fn() { echo "$1" | tr .- __; }
 is_socket() { case "$1" in *.socket) return 0 ;; esac; return 1; }
@@ -283,7 +295,7 @@ done
 
 case "$command" in
     ''|list-units|list-unit-files)
-        for u in ssh libvirtd openvswitch-switch cloudstack-agent; do
+        for u in ssh libvirtd openvswitch-switch cloudstack-agent xapi; do
             canon "$u" >/dev/null || continue
             printf '%-28s %-8s %-10s %s\n' "$(unit_file $u)" loaded "$(active_state $u)" "$(describe $u)"
         done
@@ -338,9 +350,10 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 case "$1" in
     --status-all)
-        for u in cloudstack-agent libvirtd openvswitch-switch ssh; do
+        for u in cloudstack-agent libvirtd openvswitch-switch ssh xapi; do
             [ "$u" != cloudstack-agent ] || \
                 [ "$(dpkg-query -W -f='${db:Status-Status}' cloudstack-agent 2>/dev/null)" = installed ] || continue
+            [ "$u" != xapi ] || [ -r /etc/stackops-lab/xapi-control ] || continue
             if systemctl -q is-active "$u"; then echo " [ + ]  $u"; else echo " [ - ]  $u"; fi
         done
         exit 0 ;;
@@ -353,6 +366,71 @@ action=${2:-}
 [ -n "$action" ] || { echo "Usage: service $name {start|stop|restart|reload|status}" >&2; exit 1; }
 [ "$action" = --full-restart ] && action=restart
 exec systemctl "$action" "$name"
+"""
+
+XAPI_CONTROL = r"""#!/usr/bin/python3 -I
+# stackops-lab-xapi start|stop|status: xapi of a stackops lab host standing in a XenServer dom0. The lab's
+# XenAPI simulator serves this host's XenAPI; its control endpoint (address in /etc/stackops-lab/xapi-control,
+# on 127.0.0.1 of this host only) stops and starts it. `start` sends /etc/xensource-inventory and whether
+# /var/lib/xcp/state.db exists, as xapi reads them when it starts, and returns once xapi serves.
+# Exit codes: 0 done / running; 1 failed (reason on stderr); status: 3 stopped.
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+
+CONTROL = "/etc/stackops-lab/xapi-control"
+INVENTORY = "/etc/xensource-inventory"
+STATE_DB = "/var/lib/xcp/state.db"
+
+
+def call(method, path, body=None):
+    with open(CONTROL) as handle:
+        endpoint = handle.read().strip()
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://{endpoint}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def main(action):
+    try:
+        if action == "status":
+            status, answer = call("GET", "/status")
+        elif action == "stop":
+            status, answer = call("POST", "/stop", {})
+        elif action == "start":
+            try:
+                with open(INVENTORY) as handle:
+                    inventory = handle.read()
+            except FileNotFoundError:
+                inventory = None
+            status, answer = call("POST", "/start", {"inventory": inventory, "state_db": os.path.exists(STATE_DB)})
+        else:
+            print("usage: stackops-lab-xapi start|stop|status", file=sys.stderr)
+            return 2
+    except (OSError, ValueError) as error:
+        if action == "status":
+            print("stopped")
+            return 3
+        print(f"xapi: the lab's XenAPI simulator does not serve this host ({error})", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"xapi: {action} failed: {answer.get('error', status)}", file=sys.stderr)
+        return 1
+    if action == "status":
+        print(answer.get("xapi", "stopped"))
+        return 0 if answer.get("xapi") in ("running", "starting") else 3
+    return 0
+
+
+sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else ""))
 """
 
 # cloudstack-agent is not packaged in Debian: what its package installs in /etc/cloudstack/agent (abridged,

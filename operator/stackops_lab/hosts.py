@@ -6,8 +6,8 @@ mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, P
 - its own hostname, and private files where a KVM host keeps its state: an overlay on /etc (so every edit under
   /etc stays on that host; /etc/libvirt, /etc/openvswitch, /etc/cloudstack and /etc/ssh/sshd_config start as a
   fresh install ships them), bind mounts of the host's directory on /root, /var/log, /var/lib/libvirt,
-  /var/lib/openvswitch, /var/cache/libvirt and /var/cache/apt, and tmpfs on /run and /tmp. /usr stays the
-  machine's (read-only): a package installed on the machine is installed on every host.
+  /var/lib/openvswitch, /var/cache/libvirt, /var/lib/xcp and /var/cache/apt, and tmpfs on /run and /tmp. /usr
+  stays the machine's (read-only): a package installed on the machine is installed on every host.
 - its own package state: overlays on the dpkg database (the machine's, plus a stand-in cloudstack-agent
   registered as installed unless the host is created without it), /var/lib/apt (an empty package index) and
   /var/cache/debconf, and its own /etc/apt whose only source is the lab's repository (aptrepo.py: stand-in
@@ -18,6 +18,11 @@ mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, P
   until the operator configures one), and a `systemctl`/`service` shim on the PATH (also over
   /usr/bin/systemctl) that starts, stops and reports them; cloudstack-agent is a stand-in unit.
 - spare NICs to bond: veth pairs `eno49`/`eno49-peer`, `eno50`/`eno50-peer`, up, without addresses.
+- a XenServer dom0 stand-in when a lab XenAPI simulator is given the host (`XenLab(dom0s={name: host})`,
+  xenapi/dom0.py): the simulator serves that XenServer host's XenAPI at the host's address (a socket in the
+  host's network namespace, `LabHost.netns_path`) and keeps /etc/xensource-inventory and /var/lib/xcp/state.db
+  in the host; the shims' `service xapi stop|start|restart|status` (a unit only while
+  /etc/stackops-lab/xapi-control exists) drive that host's xapi.
 
 The lab's subnet is 10.250.<slot>.0/24 on a bridge `stackops-lab<slot>` (10.250.<slot>.1) that exists only for
 the lab; hosts are .11, .12, … Several labs on one machine take different slots. Nothing else on the machine
@@ -96,9 +101,10 @@ PRIVATE_DIRS = {
     "var-lib-openvswitch": "/var/lib/openvswitch",
     "var-cache-libvirt": "/var/cache/libvirt",
     "var-lib-stackops": "/var/lib/stackops",  # the operator's rollback checkpoints
+    "var-lib-xcp": "/var/lib/xcp",  # xapi's state DB when the host stands in a XenServer dom0 (xenapi/dom0.py)
 }
 # Mount points of PRIVATE_DIRS that the lab may create on the machine (empty) when the machine lacks them.
-CREATED_MOUNT_POINTS = ("/var/lib/stackops",)
+CREATED_MOUNT_POINTS = ("/var/lib/stackops", "/var/lib/xcp")
 APT_ARCHIVES = Path("/var/cache/apt/archives")
 # The host's /etc/apt: only the lab's repository as a source, none of the machine's configuration.
 APT_SOURCES_LIST = f"""\
@@ -131,6 +137,11 @@ class LabHost:
     @property
     def client_key_pem(self) -> str:
         return self.client_key_path.read_text()
+
+    @property
+    def netns_path(self) -> str:
+        """The host's network namespace (for setns(2), `nsenter --net=`)."""
+        return f"/run/netns/{self.netns}"
 
     def run(
         self, command: str, timeout: float = 60, check: bool = False, input: str | None = None
@@ -370,7 +381,8 @@ class LabHosts:
     def write_shims(self) -> Path:
         sbin = self.workdir / "sbin"
         sbin.mkdir()
-        for name, text in (("systemctl", hostfiles.SYSTEMCTL), ("service", hostfiles.SERVICE)):
+        for name, text in (("systemctl", hostfiles.SYSTEMCTL), ("service", hostfiles.SERVICE),
+                           ("stackops-lab-xapi", hostfiles.XAPI_CONTROL)):
             (sbin / name).write_text(text)
             (sbin / name).chmod(0o755)
         return sbin
@@ -446,6 +458,7 @@ class LabHosts:
         copy_skeleton(Path("/var/cache/libvirt"), directory / "var-cache-libvirt")
         (directory / "var-lib-openvswitch").mkdir()
         (directory / "var-lib-stackops").mkdir()
+        (directory / "var-lib-xcp").mkdir()
         for log_dir in ("libvirt/qemu", "openvswitch", "apt", *(("cloudstack/agent",) if agent_installed else ())):
             (directory / "var-log" / log_dir).mkdir(parents=True)
         # the host's own package database, where the cloudstack-agent stand-in is an installed package (or not)

@@ -91,7 +91,10 @@ class LocalOperator:
 
     def start(self, timeout: float = 60) -> None:
         self.health_port = self.health_port or free_port()
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        # a stable peering identity, as the Deployment's POD_ID gives a restarted container: the record a killed
+        # predecessor left is our own, and the new process does not pause for its lifetime
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
+               "POD_ID": f"stackops-local-{self.health_port}"}
         command = [sys.executable, "-m", "stackops.cli", "run", "--verbose",
                    f"--liveness=http://127.0.0.1:{self.health_port}/healthz", *self.args]
         with open(self.log_path, "ab") as log:

@@ -3,81 +3,18 @@ process: a standalone member is joined and HA enabled with the explicit timeout;
 an operator that dies in the middle of it; the three-host rule; a cloned host; drift under Observe."""
 from __future__ import annotations
 
-import asyncio
-import logging
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from xenpool_helpers import SECRET, Driver, condition, lab, ready, spec_for
 
-from stackops.api.xenpool import XenPoolSpec
-from stackops.reconcile.base import Context, Outcome, ReconcileError
+from stackops.reconcile.base import ReconcileError
 from stackops.reconcile.xenpool import XenPoolReconciler
 from stackops.reconcile.xenpool.actions import DisableHA
-from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+from stackops_lab.xenapi import XenLab
 
 pytestmark = pytest.mark.e2e
-
-SECRET = "xen-root"
-FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.3, eject_reboot=0.5, master_transition=0.3)
-
-
-def lab(names: list[str], pools: list[list[str]]) -> XenLab:
-    """Hosts alone in their pool run no VMs (a host that joins must not)."""
-    alone = {p[0] for p in pools if len(p) == 1}  # standalone: fresh installs without shared SRs or VMs
-    return XenLab(hosts=[XenHostSpec(n, vms=0 if n in alone else None) for n in names],
-                  pools=[p for p in pools if len(p) > 1], timings=FAST, vms_per_host=1)
-
-
-def spec_for(xen: XenLab, names: list[str], **changes: Any) -> XenPoolSpec:
-    data: dict[str, Any] = {
-        "members": [{"name": n, "address": xen.address(n)} for n in names],
-        "credentialsSecretRef": {"name": SECRET},
-        "tls": {"plainHTTP": True},
-        "xenapiPort": xen.port,
-        "ha": {"timeoutSeconds": 180, "heartbeatSR": {"type": "nfs"}},
-    }
-    data.update(changes)
-    return XenPoolSpec.model_validate(data)
-
-
-class Driver:
-    def __init__(self, xen: XenLab, spec: XenPoolSpec, reconciler: XenPoolReconciler | None = None):
-        self.reconciler = reconciler or XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
-        self.spec = spec
-        self.status: dict[str, Any] = {}
-        self.events: list[tuple[str, str, str]] = []
-        self.secrets = {SECRET: {"username": SecretStr(xen.username), "password": SecretStr(xen.password)}}
-
-    def context(self) -> Context:
-        async def checkpoint(fields: dict[str, Any]) -> None:
-            self.status.update(fields)
-
-        return Context(namespace="lab", name="pool", generation=1, spec=self.spec, status=self.status,
-                       secrets=self.secrets, event=lambda *e: self.events.append(e),
-                       logger=logging.getLogger("e2e"), checkpoint=checkpoint)
-
-    def run(self) -> Outcome:
-        outcome = asyncio.run(self.reconciler.reconcile(self.context()))
-        self.status.update(outcome.fields)
-        return outcome
-
-    def converge(self, passes: int = 6) -> Outcome:
-        outcome = self.run()
-        for _ in range(passes):
-            if ready(outcome):
-                break
-            outcome = self.run()
-        return outcome
-
-
-def ready(outcome: Outcome) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
-
-
-def condition(outcome: Outcome, type_: str) -> Any:
-    return next(c for c in outcome.conditions if c.type == type_)
-
 
 def events(xen: XenLab, name: str) -> list[dict[str, Any]]:
     return [e for e in xen.audit() if e.get("event") == name]

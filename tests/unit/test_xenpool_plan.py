@@ -12,6 +12,8 @@ from stackops.reconcile.xenpool.actions import (
     EnableHA,
     EnableHost,
     JoinHost,
+    MakeHostUnique,
+    SetHostName,
     SetVSwitchController,
 )
 from stackops.reconcile.xenpool.observed import SR, VM, Candidate, Host, PoolFacts
@@ -86,6 +88,37 @@ def test_a_clone_is_detected_before_joining() -> None:
     assert "uuid-1" in result.problems[0].message
 
 
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def unique_spec(members: int = 4) -> XenPoolSpec:
+    listed = [{"name": f"xen{i}", "address": f"10.0.0.{i}", "sshHostKey": KEY} for i in range(1, members + 1)]
+    data: dict[str, Any] = {"members": listed, "credentialsSecretRef": {"name": "xen"}, "tls": {"plainHTTP": True},
+                            "uniqueness": {"policy": "MakeUnique", "ssh": {"privateKeySecretRef": {"name": "k"}}}}
+    return XenPoolSpec.model_validate(data)
+
+
+def test_make_unique_fixes_the_later_clone_outside_the_pool_and_nothing_joins_in_that_pass() -> None:
+    clone = Candidate("10.0.0.3", uuid="uuid-1", name_label="xen1", pool_size=1)
+    twin = Candidate("10.0.0.4", uuid="uuid-1", name_label="xen1", pool_size=1)
+    result = plan(unique_spec(), facts([host(1), host(2)], candidates={"10.0.0.3": clone, "10.0.0.4": twin}))
+    assert result.problems == []
+    assert result.actions == [MakeHostUnique("xen3", "10.0.0.3", "uuid-1"), MakeHostUnique("xen4", "10.0.0.4", "uuid-1")]
+    # two standalone clones of each other: the first in spec order keeps its UUID, its label is set
+    first = Candidate("10.0.0.3", uuid="uuid-9", name_label="template", pool_size=1)
+    second = Candidate("10.0.0.4", uuid="uuid-9", name_label="template", pool_size=1)
+    result = plan(unique_spec(), facts([host(1), host(2)], candidates={"10.0.0.3": first, "10.0.0.4": second}))
+    assert result.actions == [MakeHostUnique("xen4", "10.0.0.4", "uuid-9"), SetHostName("xen3", "10.0.0.3", "template")]
+
+
+def test_make_unique_renames_a_member_whose_label_is_taken() -> None:
+    named = Candidate("10.0.0.3", uuid="uuid-3", name_label="xen1", pool_size=1)
+    result = plan(unique_spec(3), facts([host(1), host(2)], candidates={"10.0.0.3": named}))
+    assert result.actions == [SetHostName("xen3", "10.0.0.3", "xen1")]
+    detected = plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": named}))
+    assert [p.reason for p in detected.problems] == ["DuplicateHostName"]
+
+
 def test_members_that_cannot_join() -> None:
     elsewhere = Candidate("10.0.0.3", master_of="10.9.9.9")
     assert plan(spec(), facts([host(1), host(2)], candidates={"10.0.0.3": elsewhere})).problems[0].reason == \
@@ -103,7 +136,7 @@ def test_host_not_in_spec_is_ejected_only_when_allowed() -> None:
     noticed = plan(spec(), facts(hosts))
     assert noticed.actions == [] and "xen4" in noticed.notices[0]
     ejected = plan(spec(allowedDestructiveActions=["Eject"]), facts(hosts))
-    assert ejected.actions == [EjectHost("xen4", "h4")]
+    assert ejected.actions == [EjectHost("xen4", "h4", "10.0.0.4")]
     busy = [*hosts[:3], host(4, running_vms=("vm-b",))]
     assert plan(spec(allowedDestructiveActions=["Eject"]), facts(busy)).problems[0].reason == "HostHasResidentVMs"
 

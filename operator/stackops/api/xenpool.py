@@ -228,6 +228,8 @@ class XenHostStatus(StatusModel):
     """Management address."""
     master: bool = False
     """Whether the host is the pool master."""
+    role: Literal["master", "supporter"] = "supporter"
+    """The host's role in the pool."""
     enabled: bool = True
     """Whether the host is enabled."""
     live: bool = True
@@ -265,6 +267,11 @@ class PendingPoolOperation(StatusModel):
     """Heartbeat SR UUIDs to restore afterwards."""
     started_at: str = ""
     """When it began (RFC 3339)."""
+    restore_ha: bool = True
+    """Whether HA was on before the change and is enabled again afterwards."""
+    cluster_unmanaged: bool = False
+    """Whether the CloudStack cluster was set Unmanaged for the change (a master change) and is set Managed
+    again afterwards."""
 
 
 class XenPoolStatus(Status):

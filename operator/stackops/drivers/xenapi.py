@@ -190,7 +190,11 @@ class PoolSession:
                     queue.insert(0, details[1])
                     self.unreachable[address] = f"supporter of {details[1]}"
                     continue
-                raise _failure("session.login_with_password", error) from None
+                failure = _failure("session.login_with_password", error)
+                if isinstance(failure, XenAuthError):
+                    raise failure from None
+                # a host still booting or in HA emergency mode: another member may be the master
+                self.unreachable[address] = " ".join(details) or str(failure)
             except Exception as error:  # noqa: BLE001 - typed below
                 failure = _failure("session.login_with_password", error)
                 if isinstance(failure, XenTLSError):

@@ -8,16 +8,17 @@ from .base import NotImplementedReconciler, Reconciler
 
 
 def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object | None = None,
-                        **rollout: Any) -> dict[str, Reconciler]:
+                        xen_poll_seconds: float = 1.0, **rollout: Any) -> dict[str, Reconciler]:
     """The reconciler of every kind. Kinds whose reconciler has not landed yet report
     `Ready=Unknown`/`ReconcilerNotImplemented`. Without driver pools (offline tools) nothing can be reconciled.
-    `rollout` tunes the SystemVMTemplate rollout (pass_seconds, poll_seconds, retry_backoff)."""
+    `rollout` tunes the SystemVMTemplate rollout (pass_seconds, poll_seconds, retry_backoff);
+    `xen_poll_seconds` how often XenPool changes are polled."""
     reconcilers: dict[str, Reconciler] = {kind.kind: NotImplementedReconciler(kind.kind) for kind in KINDS}
     if ssh_pool is not None:
         from .kvmhost import KvmHostReconciler
         from .xenpool import XenPoolReconciler
 
-        reconcilers["XenPool"] = XenPoolReconciler()
+        reconcilers["XenPool"] = XenPoolReconciler(ssh_pool, cloudstack_pool, poll_seconds=xen_poll_seconds)
 
         reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool, cloudstack_pool)  # type: ignore[arg-type]
     if cloudstack_pool is not None:

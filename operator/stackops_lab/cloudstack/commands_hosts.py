@@ -6,17 +6,29 @@ http://<address>, the address not yet a host of the zone, and the host must pass
 kvm.probe. When the discoverer finds nothing the answer is 530 "Unable to add the host: Cannot find the
 server resources at <url>"; a failed SSH login is 530 "Could not add host at [<url>] with zone [<id>], pod
 [<id>] and cluster [<id>] due to: [Authentication error]." (ids are CloudStack's internal ids). The reason
-is in the audit log (`host.add.failed`). Other hypervisors are not discovered by the simulator. A new host
-is Connecting, then Up after Timings.host_connect.
+is in the audit log (`host.add.failed`). A new host is Connecting, then Up after Timings.host_connect.
+
+For XenServer, addHost mirrors ResourceManagerImpl.discoverHosts/discoverHostsFull + XcpServerDiscoverer.find
+(stackops_lab.cloudstack.xen, through the XenAPI SDK): 431 "Username and Password need to be provided.",
+"Can't specify cluster by both id and name"; 530 "Guid is not updated for cluster with specified cluster id;
+need to wait for hosts in this cluster to come up"; without cluster id or name the cluster is
+"Standalone-<url>"; a cluster named but missing is created before the discovery (and stays when it fails).
+The URL's host is logged in to (HOST_IS_SLAVE followed); its pool must be the cluster's (a cluster without
+hosts takes the pool's uuid as guid), and every host of the pool not yet in the database is added — adding
+one new member of a pool adds all new members. When find returns null (unreachable, wrong credentials, another
+pool: "Please join the host <ip> to XS pool  <guid> through XC/XS before adding it through CS UI", a guid
+another cluster holds) the answer is 530 "Unable to add the host: Cannot find the server resources at <url>";
+when every host is already in the database ("Skipping <address> because <uuid> is already in the
+database.") it is AddHostCmd's 530 "Failed to add host". Other hypervisors are not discovered.
 """
 
 from __future__ import annotations
 
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-from stackops_lab.cloudstack import catalog, kvm, responses
+from stackops_lab.cloudstack import catalog, kvm, responses, xen
 from stackops_lab.cloudstack.errors import ApiError, INTERNAL_ERROR, internal, invalid_value
 from stackops_lab.cloudstack.framework import (BOOLEAN, LIST, UUID, Param, Request, command, keyword_match,
                                                paged)
@@ -100,6 +112,8 @@ def add_host(request: Request) -> dict[str, Any]:
         cluster_name = request.get("clustername")
         parts = urlsplit(url)
         address = parts.hostname or ""
+    if hypervisor == "XenServer":
+        return _add_xen_hosts(request, cluster, cluster_name, parts)
     if hypervisor != "KVM":
         raise refuse(f"the simulator discovers KVM hosts only, not {hypervisor}")
     if parts.scheme != "http" or not address:
@@ -149,6 +163,62 @@ def add_host(request: Request) -> dict[str, Any]:
         return {"count": 1, "host": [responses.host(host)]}
 
 
+def _add_xen_hosts(request: Request, cluster: Cluster | None, cluster_name: str | None, parts: SplitResult
+                   ) -> dict[str, Any]:
+    """addHost for XenServer (called without the state lock held)."""
+    sim = request.sim
+    zone, pod, url = request.get("zoneid"), request.get("podid"), request.get("url")
+    username, password = request.get("username") or "", request.get("password") or ""
+
+    def refuse(reason: str) -> ApiError:
+        sim.audit_log.record("host.add.failed", url=url, reason=reason)
+        xen.log(sim, "WARN", "ResourceManagerImpl", f"Cannot find the server resources at {url}")
+        return _not_found(url)
+
+    with sim.state.lock:
+        if cluster is not None and cluster_name:
+            raise invalid_value("Can't specify cluster by both id and name")
+        if not username.strip() or not password.strip():
+            raise invalid_value("Username and Password need to be provided.")
+        if cluster is not None and cluster.guid is None and sim.hostops.hosts_of(cluster):
+            raise internal("Guid is not updated for cluster with specified cluster id; need to wait for hosts in "
+                           "this cluster to come up")
+        if cluster is None:
+            cluster_name = cluster_name or f"Standalone-{url}"
+            existing = [c for c in sim.state.values("cluster") if c.name == cluster_name and c.pod is pod]
+            cluster = existing[0] if existing else sim.state.add(Cluster(
+                uuid=sim.state.new_uuid(), db_id=sim.state.next_id("cluster"), name=cluster_name, pod=pod,
+                hypervisor="XenServer"))
+        if "://" not in url or not parts.scheme:
+            raise invalid_value(f"uri.scheme is null {url}, add nfs:// (or cifs://) as a prefix")
+        xen.log(sim, "INFO", "ResourceManagerImpl", f"Trying to add a new host at {url} in data center {zone.db_id}")
+        reason = xen.precheck(url, parts.scheme, cluster)
+        if reason is not None:
+            xen.log(sim, "DEBUG", xen.DISCOVERER, reason)
+            raise refuse(reason)
+    address = xen.resolve(parts.hostname or "")
+    if address is None:
+        raise refuse("Unable to resolve the host name")
+    port = parts.port or xen.DEFAULT_PORT
+    try:
+        pool = xen.read_pool(address, port, username, password, sim.timings.xenapi_timeout)
+    except xen.Unreachable as error:
+        xen.log(sim, "WARN", xen.DISCOVERER, str(error))
+        raise refuse(str(error)) from None
+    with sim.state.lock:
+        if not sim.state.live(cluster):
+            raise refuse(f"cluster {cluster.name} was removed during the discovery")
+        added = xen.accept(sim, cluster, pool, address, port, username, password, request.get("hosttags"))
+        if added is None:
+            raise refuse("XcpServerDiscoverer.find returned nothing (see the cloudstack.log events)")
+        if not added:
+            sim.audit_log.record("host.add.failed", url=url, reason="every host of the pool is already in the "
+                                                                    "database")
+            raise ApiError(INTERNAL_ERROR, "Failed to add host")
+        xen.log(sim, "INFO", "ResourceManagerImpl", f"server resources successfully discovered by {xen.DISCOVERER}")
+        return {"count": len(added), "host": [responses.host(h) for h in added]}
+
+
 @command("prepareHostForMaintenance", f"{ADMIN}.PrepareForMaintenanceCmd",
          [Param("id", UUID, required=True, entity=HOST)], is_async=True, instance_type="Host")
 def prepare_host_for_maintenance(request: Request) -> dict[str, Any]:
@@ -190,6 +260,9 @@ def delete_host(request: Request) -> dict[str, Any]:
                 sim.system_vms.set_state(vm, "Stopped")
             vm.host = None
     sim.state.remove(host)
+    cluster = host.cluster
+    if cluster is not None and not sim.hostops.hosts_of(cluster):
+        cluster.guid = None  # doDeleteHost: the last host of a cluster takes the cluster's guid with it
     sim.audit_log.record("host.deleted", host=host.uuid, name=host.name, address=host.address,
                          forced=bool(request.get("forced")))
     return {"success": True}

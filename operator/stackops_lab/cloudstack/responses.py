@@ -63,7 +63,7 @@ def host(h: Host) -> Json:
     result: Json = {
         "id": h.uuid, "name": h.name, "state": h.state, "type": "Routing", "ipaddress": h.address,
         "zoneid": c.zone.uuid, "zonename": c.zone.name, "podid": c.pod.uuid, "podname": c.pod.name,
-        "clusterid": c.uuid, "clustername": c.name, "clustertype": "CloudManaged", "hypervisor": c.hypervisor,
+        "clusterid": c.uuid, "clustername": c.name, "clustertype": c.cluster_type, "hypervisor": c.hypervisor,
         "version": h.version, "resourcestate": h.resource_state, "created": cs_date(h.created),
         "islocalstorageactive": False, "cpunumber": 16, "cpuspeed": 2400, "memorytotal": 68719476736,
         "events": "AgentConnected; PingTimeout; ShutdownRequested; Remove; Ping; AgentDisconnected; "
@@ -72,6 +72,8 @@ def host(h: Host) -> Json:
     }
     if h.tags:
         result["hosttags"] = ",".join(h.tags)
+    if h.hypervisor_version:
+        result["hypervisorversion"] = h.hypervisor_version
     return result
 
 

@@ -93,8 +93,9 @@ class Cluster(Entity):
     hypervisor: str = "KVM"
     cluster_type: str = "CloudManaged"
     allocation_state: str = "Enabled"
-    managed_state: str = "Managed"
+    managed_state: str = "Managed"  # Managed, PrepareUnmanaged, Unmanaged, PrepareUnmanagedError
     url: str | None = None
+    guid: str | None = None  # cluster.guid: a XenServer cluster's pool uuid (unique; None while it has no host)
     kind = "cluster"
 
     @property
@@ -114,6 +115,9 @@ class Host(Entity):
     tags: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     url: str = ""
+    guid: str = ""  # host.guid: a XenServer host's uuid (findHostByGuid); empty for the fleet's made-up hosts
+    hypervisor_version: str = ""  # host.hypervisor_version (XenServer: product_version)
+    details: dict[str, str] = field(default_factory=dict)  # host_details: url, username, password, …
     kind = "host"
 
     @property

@@ -16,3 +16,5 @@ class Timings:
     host_connect: float = 1.0  # added host Connecting → Up
     host_maintenance: float = 1.0  # PrepareForMaintenance → Maintenance
     job: float = 0.05  # minimum time any async job takes
+    cluster_reconnect: float = 1.0  # updateCluster managedstate=Managed → the direct agent scan reconnects hosts
+    xenapi_timeout: float = 10.0  # every XenAPI connection and call of the XenServer discoverer

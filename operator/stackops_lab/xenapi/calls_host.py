@@ -1,6 +1,7 @@
 """host.* and VM.* calls (ocaml/xapi/xapi_host.ml, xapi_host_helpers.ml, xapi_ha.ml, xapi_vm.ml).
 
-- host.enable(host) / host.disable(host) are forwarded to the host (not live → HOST_OFFLINE). Re-enabling
+- host.enable(host) / host.disable(host) are forwarded to the host (not live → HOST_OFFLINE). host.enable on a
+  host whose xapi is still starting meets its emergency_mode_error (HOST_STILL_BOOTING; faults.py). Re-enabling
   checks assert_safe_to_reenable: HOST_DISABLED_UNTIL_REBOOT while dom0's Localdb says so (the lab knob
   `XenLab.set_disabled_until_reboot`; a reboot clears it). With HA on, disabling a host the failover plan
   needs → HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN.
@@ -18,6 +19,7 @@ from typing import Any
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import (FIELD_TYPE_ERROR, HA_NOT_ENABLED, HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN,
                                         HOST_DISABLED_UNTIL_REBOOT, HOST_OFFLINE, INVALID_VALUE, XapiError)
+from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.state import NULL_REF, HostRec, VMRec, now
 
 RESTART_PRIORITIES = ("restart", "best-effort", "")
@@ -39,6 +41,8 @@ def _name(ctx: Ctx, host: HostRec) -> str:
 def host_enable(ctx: Ctx, ref: Any) -> str:
     host = _live_host(ctx, ref)
     machine = ctx.lab.state.machine_of(ctx.db, host.ref)
+    if machine is not None and machine.power == "up" and machine.xapi == "starting":
+        raise faults_of(ctx.lab).emergency_error(machine)  # forwarded to a host whose xapi is not ready
     if not host.enabled:
         if machine is not None and machine.disabled_until_reboot:
             raise XapiError(HOST_DISABLED_UNTIL_REBOOT)

@@ -54,8 +54,8 @@ def _assert_live(ctx: Ctx, host: HostRec) -> None:
 
 
 def _remote_master(ctx: Ctx, address: str, username: Any, password: Any) -> Machine:
-    target = ctx.lab.state.by_address(address)
-    if target is None or target.power != "up":
+    target = ctx.lab.state.by_address(address)  # the lab hosts' addresses: 127.0.1.x, or a dom0's lab host's
+    if target is None or not target.reachable:  # down, or xapi stopped: connection refused
         raise XapiError(JOINING_HOST_CONNECTION_FAILED)
     if target.xapi != "running":
         raise XapiError(HOST_STILL_BOOTING)
@@ -219,7 +219,7 @@ def recover_slaves(ctx: Ctx) -> list[str]:
     recovered = []
     for host in ctx.db.hosts():
         machine = ctx.lab.state.machine_of(ctx.db, host.ref)
-        if host.ref == ctx.machine.host_ref or machine is None or machine.power != "up" or machine.ha_armed:
+        if host.ref == ctx.machine.host_ref or machine is None or not machine.reachable or machine.ha_armed:
             continue  # unreachable or refusing: failures are ignored
         _reset_master(ctx, machine, ctx.machine.address)
         recovered.append(host.ref)

@@ -1,10 +1,17 @@
 """pool HA calls and the vswitch controller (ocaml/xapi/xapi_ha.ml, xapi_pool.ml, xapi_pool_helpers.ml,
 xha_statefile.ml, xapi_sdn_controller.ml).
 
+Pool operations (Xapi_pool_helpers.compute_valid_operations, with_pool_operation): pool.enable_ha, disable_ha and
+designate_new_master are "blocking" operations, recorded in pool.current_operations under the call's task while
+they run. One in progress refuses the others with its own error (HA_ENABLE_IN_PROGRESS, HA_DISABLE_IN_PROGRESS,
+DESIGNATE_NEW_MASTER_IN_PROGRESS). An operation xapi runs by itself ("waiting" ones: cert_refresh,
+exchange_certificates_on_join … — faults.py hold_pool_operation) refuses them with OTHER_OPERATION_IN_PROGRESS
+["pool", pool, op, op's task], which Helpers.retry answers by waiting and trying again: the caller only gets the
+error once the retry budget is spent (xapi: 2 h; XenFaults.retry_budget). With nothing in progress: HA_IS_ENABLED
+for an enable, HA_NOT_ENABLED for a disable.
+
 pool.enable_ha(heartbeat_srs, configuration), in xapi's order:
-1. pool operations (Xapi_pool_helpers.valid_operations): an HA enable, HA disable or master designation in
-   progress → HA_ENABLE_IN_PROGRESS / HA_DISABLE_IN_PROGRESS / DESIGNATE_NEW_MASTER_IN_PROGRESS; HA on →
-   HA_IS_ENABLED;
+1. the pool operation as above;
 2. the HA licence (LICENCE_RESTRICTION ["HA"]); any host with host_metrics.live false → HOST_OFFLINE [host];
 3. the statefile SR: the first of `heartbeat_srs` (an empty set lets xapi pick any SR that qualifies;
    none → CANNOT_CREATE_STATE_FILE). It must have a plugged PBD for every host — a local SR in a pool of
@@ -15,42 +22,66 @@ pool.enable_ha(heartbeat_srs, configuration), in xapi's order:
    "timeout", else other_config "default_ha_timeout", else 60): not a number → INTERNAL_ERROR
    ['Failure("int_of_string")'], below 10 → INTERNAL_ERROR ['Failure("constraint violation: timeout >= 10")']
    — and, as in xapi, the configuration written in 4 stays;
-5. after XenTimings.ha_enable every host is armed and ha_enabled := true; a host lost meanwhile →
-   HA_FAILED_TO_FORM_LIVESET and HA stays off.
+5. after XenTimings.ha_enable every host joins the liveset (Host.ha_join_liveset), is armed, ha_enabled := true.
+   A join that fails (faults.py: a host lost meanwhile or cut off from the heartbeats — answered only after xHA's
+   enable_join_timeout —, without statefile access, or whose xHA daemon does not start) rolls HA back
+   (disable_internal: HA off, nobody armed) and its error is answered.
+
+pool.set_ha_host_failures_to_tolerate(self, value): negative → INVALID_VALUE; while a plan exists
+(ha_plan_exists_for > 0: "don't block changes if we have no plan at all"), HA on and overcommit not allowed, a
+value the plan cannot cover → HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any
 
 from stackops_lab.xenapi.dispatch import Ctx, Slow, api
 from stackops_lab.xenapi.errors import (CANNOT_CREATE_STATE_FILE, DESIGNATE_NEW_MASTER_IN_PROGRESS,
                                         FIELD_TYPE_ERROR, HA_DISABLE_IN_PROGRESS, HA_ENABLE_IN_PROGRESS,
-                                        HA_IS_ENABLED, HA_NOT_ENABLED, HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN,
-                                        HOST_OFFLINE, INVALID_IP_ADDRESS_SPECIFIED, INVALID_VALUE,
-                                        LICENCE_RESTRICTION, OPERATION_NOT_ALLOWED, SR_HAS_NO_PBDS,
+                                        HA_IS_ENABLED, HA_NOT_ENABLED,
+                                        HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN, HOST_OFFLINE,
+                                        INVALID_IP_ADDRESS_SPECIFIED, INVALID_VALUE, LICENCE_RESTRICTION,
+                                        OPERATION_NOT_ALLOWED, OTHER_OPERATION_IN_PROGRESS, SR_HAS_NO_PBDS,
                                         SR_OPERATION_NOT_SUPPORTED, XapiError, failure)
+from stackops_lab.xenapi.faults import WAITING_OPERATIONS, faults_of
 from stackops_lab.xenapi.state import PoolRec, SDNControllerRec, SRRec, VDIRec, new_ref, new_uuid
 
 BLOCKING = {"ha_enable": HA_ENABLE_IN_PROGRESS, "ha_disable": HA_DISABLE_IN_PROGRESS,
             "designate_new_master": DESIGNATE_NEW_MASTER_IN_PROGRESS}
 NO_STATEFILE_TYPES = {"iso", "udev"}
 STATEFILE_SIZE = 4096 + 64 * 4096  # Xha_statefile.minimum_size
+RETRY_STEP = 0.05  # how often a waiting call looks again (xapi: 1-20 s, or an early wake-up)
+
+
+def pool_operation_error(pool: PoolRec, op: str) -> XapiError | None:
+    """Why the blocking operation `op` may not start now (compute_valid_operations), or None."""
+    current = list(pool.current_operations.items())
+    blocking = next(((key, name) for key, name in current if name in BLOCKING), None)
+    waiting = next(((key, name) for key, name in current if name in WAITING_OPERATIONS), None)
+    if blocking is not None:
+        return XapiError(BLOCKING[blocking[1]])
+    if waiting is not None:
+        return XapiError(OTHER_OPERATION_IN_PROGRESS, "pool", pool.ref, waiting[1], waiting[0])
+    if op == "ha_enable" and pool.ha_enabled:
+        return XapiError(HA_IS_ENABLED)
+    if op == "ha_disable" and not pool.ha_enabled:
+        return XapiError(HA_NOT_ENABLED)
+    return None
 
 
 def begin_pool_operation(ctx: Ctx, op: str) -> str:
-    """Xapi_pool_helpers.with_pool_operation: refuse, or record `op` in pool.current_operations."""
-    pool = ctx.db.pool
-    for current in pool.current_operations.values():
-        if current in BLOCKING:
-            raise XapiError(BLOCKING[current])
-    if op == "ha_enable" and pool.ha_enabled:
-        raise XapiError(HA_IS_ENABLED)
-    if op == "ha_disable" and not pool.ha_enabled:
-        raise XapiError(HA_NOT_ENABLED)
-    key = new_ref()
-    pool.current_operations[key] = op
+    """Xapi_pool_helpers.with_pool_operation: refuse, or record `op` in pool.current_operations under the call's
+    task. OTHER_OPERATION_IN_PROGRESS is waited out first (Helpers.retry), up to the retry budget."""
+    started, budget = time.monotonic(), faults_of(ctx.lab).retry_seconds()
+    while (error := pool_operation_error(ctx.db.pool, op)) is not None:
+        if error.code != OTHER_OPERATION_IN_PROGRESS or time.monotonic() - started >= budget:
+            raise error
+        ctx.pause(RETRY_STEP)
+    key = ctx.task_ref or new_ref()
+    ctx.db.pool.current_operations[key] = op
     return key
 
 
@@ -125,11 +156,16 @@ def enable_ha(ctx: Ctx, heartbeat_srs: Any, configuration: Any) -> Any:
         end_pool_operation(ctx, key)
         raise
 
-    def commit() -> str:
-        lost = [m for m in ctx.lab.state.members(db) if not m.serving]
-        if lost:
-            raise XapiError("HA_FAILED_TO_FORM_LIVESET")
-        for machine in ctx.lab.state.members(db):
+    def commit() -> Any:
+        members, faults = ctx.lab.state.members(db), faults_of(ctx.lab)
+        errors = [error for m in members if (error := faults.join_liveset_error(m)) is not None]
+        if any(m.name in faults.heartbeat_partitioned for m in members if m.serving):
+            state["chained"] = True  # the joins block until xHA gives up: enable_join_timeout (t + 60 s)
+            return Slow(ctx.lab.timings.boot_join_seconds(timeout), lambda: _roll_back(ctx, errors[0]),
+                        lambda: end_pool_operation(ctx, key))
+        if errors:
+            _roll_back(ctx, errors[0])
+        for machine in members:
             machine.ha_armed = True
         db.liveset = {host.ref for host in db.hosts()}
         pool.ha_enabled = True
@@ -138,7 +174,15 @@ def enable_ha(ctx: Ctx, heartbeat_srs: Any, configuration: Any) -> Any:
                   heartbeat_sr=sr.uuid, statefiles=[statefile.uuid])
         return ""
 
-    return Slow(ctx.lab.timings.ha_enable, commit, lambda: end_pool_operation(ctx, key))
+    state = {"chained": False}
+    return Slow(ctx.lab.timings.ha_enable, commit, lambda: None if state["chained"] else end_pool_operation(ctx, key))
+
+
+def _roll_back(ctx: Ctx, error: XapiError) -> Any:
+    """xapi_ha.ml enable's failure path: disable_internal, then the first Host.ha_join_liveset error."""
+    ctx.lab.ha.disarm(ctx.db)
+    ctx.audit("ha.enable_failed", pool=ctx.db.pool.uuid, error=error.description)
+    raise error
 
 
 def _qualifies(ctx: Ctx, sr: SRRec) -> bool:
@@ -156,12 +200,8 @@ def disable_ha(ctx: Ctx) -> Any:
 
     def commit() -> str:
         pool = db.pool
-        pool.ha_enabled, pool.ha_plan_exists_for, pool.ha_overcommitted = False, 0, False
+        ctx.lab.ha.disarm(db)
         pool.ha_statefiles = []
-        for machine in ctx.lab.state.members(db):
-            if machine.power == "up":
-                machine.ha_armed = False
-        db.liveset = set()
         ctx.audit("ha.disabled", pool=pool.uuid, configuration=dict(pool.ha_configuration))
         return ""
 
@@ -174,7 +214,8 @@ def set_ha_host_failures_to_tolerate(ctx: Ctx, self: Any, value: Any) -> str:
     number = _int("value", value)
     if number < 0:
         raise XapiError(INVALID_VALUE, "ha_host_failures_to_tolerate", number)
-    if pool.ha_plan_exists_for > 0 and number > ctx.lab.ha.max_failures(ctx.db):
+    if pool.ha_plan_exists_for > 0 and pool.ha_enabled and not pool.ha_allow_overcommit \
+            and number > ctx.lab.ha.max_failures(ctx.db):
         raise XapiError(HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)
     pool.ha_host_failures_to_tolerate = number
     ctx.lab.ha.update_pool_status(ctx.db)

@@ -11,11 +11,14 @@
   and retries);
 - a host whose xapi is starting answers HOST_STILL_BOOTING to everything; one waiting to join the HA liveset
   at boot is in emergency mode and serves the emergency calls (so host.emergency_ha_disable can end a fence
-  loop).
+  loop), answering the others its emergency_mode_error: HOST_STILL_BOOTING, or why its xHA daemon cannot start
+  (faults.py: HA_HOST_CANNOT_ACCESS_STATEFILE, HA_HEARTBEAT_DAEMON_STARTUP_FAILED);
+- environment faults a call meets before its own checks come from faults.py (XenFaults.before_call).
 
 Calls that take time (pool.enable_ha, designate_new_master …) return `Slow`: the dispatcher releases the lock,
 waits, and finishes the call; if the host was killed or its xapi restarted meanwhile, a synchronous caller's
-connection is dropped without an answer, as a real client would see it.
+connection is dropped without an answer, as a real client would see it. A handler that must wait for another
+operation (xapi's Helpers.retry) calls `ctx.pause`, which releases the lock the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.classes import generic_calls, wire
-from stackops_lab.xenapi.errors import (HOST_IS_SLAVE, HOST_STILL_BOOTING, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN,
+from stackops_lab.xenapi.errors import (HOST_IS_SLAVE, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN,
                                         MESSAGE_PARAMETER_COUNT_MISMATCH, SESSION_INVALID, XapiError)
+from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.state import HostRec, Machine, PoolDB, SessionRec, TaskRec, new_ref, new_uuid, now
 
 if TYPE_CHECKING:
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 DROP = object()  # close the connection without answering
+
+
+class Dropped(Exception):
+    """The host went down or its xapi restarted while a call waited: the caller gets no answer (DROP)."""
 
 
 @dataclass
@@ -79,12 +87,27 @@ class Slow:
 
 
 class Ctx:
-    """What a call handler gets: the lab, the host serving the call, its pool database and the session."""
+    """What a call handler gets: the lab, the host serving the call, its pool database, the session and, for an
+    Async call, its task (the key xapi files the call under in current_operations)."""
 
     def __init__(self, lab: XenLab, machine: Machine, session: SessionRec | None) -> None:
         self.lab = lab
         self.machine = machine
         self.session = session
+        self.task_ref: str | None = None
+
+    def pause(self, seconds: float) -> None:
+        """Wait `seconds` with the lab unlocked, as a call blocked in xapi does; Dropped if the host went down or its
+        xapi restarted meanwhile."""
+        boot = self.machine.boot_id
+        lock = self.lab.state.lock
+        lock.release()
+        try:
+            time.sleep(max(0.0, seconds))
+        finally:
+            lock.acquire()
+        if self.machine.boot_id != boot or self.machine.power != "up":
+            raise Dropped()
 
     @property
     def db(self) -> PoolDB:
@@ -130,6 +153,8 @@ class Dispatcher:
                 result = self._call(machine, method, params)
             except XapiError as error:
                 return failure(error.description)
+            except Dropped:
+                return None
             except Exception as error:  # an OCaml exception that is not an API error
                 log.exception("%s failed on %s", method, machine.name)
                 return failure([INTERNAL_ERROR, repr(error)])
@@ -143,7 +168,7 @@ class Dispatcher:
         # While xapi starts it answers HOST_STILL_BOOTING; waiting to join the HA liveset it is in
         # emergency mode and serves the emergency calls only.
         if machine.xapi != "running" and not (call is not None and call.emergency and machine.ha_joining_until):
-            raise XapiError(HOST_STILL_BOOTING)
+            raise faults_of(self.lab).emergency_error(machine)
         if call is None or (is_async and not call.session):  # no Async.session.login_with_password
             raise XapiError(MESSAGE_METHOD_UNKNOWN, method)
         expected = call.arity + (1 if call.session else 0)
@@ -160,6 +185,7 @@ class Dispatcher:
 
     def run(self, ctx: Ctx, call: Call, args: tuple[Any, ...]) -> Any:
         boot = ctx.machine.boot_id
+        faults_of(self.lab).before_call(ctx, call.name, args)
         result = call.handler(ctx, *args)
         while isinstance(result, Slow):
             result = self._finish(ctx.machine, boot, result)
@@ -200,6 +226,7 @@ class Dispatcher:
                                   resident_on=ctx.machine.host_ref))
         if ctx.session is not None:
             ctx.session.tasks.append(task.ref)
+        ctx.task_ref = task.ref
         thread = threading.Thread(target=self._run_task, args=(ctx, call, args, task), daemon=True,
                                   name=f"xenapi-lab-task-{task.uuid[:8]}")
         thread.start()
@@ -208,7 +235,10 @@ class Dispatcher:
     def _run_task(self, ctx: Ctx, call: Call, args: tuple[Any, ...], task: TaskRec) -> None:
         with self.lab.state.lock:
             try:
-                result = self.run(ctx, call, args)
+                try:
+                    result = self.run(ctx, call, args)
+                except Dropped:
+                    result = DROP
                 if result is DROP:
                     raise XapiError(INTERNAL_ERROR, "xapi restarted while the task ran")
                 task.status, task.result, task.progress = "success", task_result(result), 1.0

@@ -17,7 +17,10 @@ A booting host with HA armed waits up to boot_join_timeout (`t + 60`, scaled) fo
 running one, or forms one together with the other booting hosts when they are a strict majority of the pool;
 otherwise it fences again — two hosts that never boot at the same time keep fencing (seeds). Hosts that
 crashed or fenced with HA armed come back enabled=false. `host.emergency_ha_disable` on a booting host breaks
-the loop.
+the loop. A booting host whose xHA daemon cannot start (faults.py: no statefile access, daemon failure) stays in
+emergency mode, retrying: it neither joins nor fences. Once HA is off pool-wide, a booting host stops waiting
+(the master confirms HA is off; the daemon finds the pool state invalid) unless its daemon cannot start and it is
+still armed.
 
 The failover plan (ha_compute_max_host_failures_to_tolerate, ha_plan_exists_for, ha_overcommitted) uses a
 simple capacity model: each live enabled host runs up to `XenHostSpec.vm_capacity` protected VMs.
@@ -28,6 +31,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.state import NULL_REF, HostRec, Machine, PoolDB, VMRec
 
 if TYPE_CHECKING:
@@ -66,6 +70,15 @@ class HaMonitor:
     def _capacity(self, db: PoolDB, host: HostRec) -> int:
         machine = self.lab.state.machine_of(db, host.ref)
         return machine.spec.vm_capacity if machine else 0
+
+    def disarm(self, db: PoolDB) -> None:
+        """Xapi_ha.disable_internal: HA off pool-wide, every host that is up disarmed, no liveset."""
+        pool = db.pool
+        pool.ha_enabled, pool.ha_plan_exists_for, pool.ha_overcommitted = False, 0, False
+        for machine in self.lab.state.members(db):
+            if machine.power == "up":
+                machine.ha_armed = False
+        db.liveset = set()
 
     def update_pool_status(self, db: PoolDB) -> None:
         pool = db.pool
@@ -108,7 +121,9 @@ class HaMonitor:
                 db.silent_since.setdefault(host.ref, now)
         if db.pool.ha_enabled:
             self.check_ha(db, now)
-        elif master is not None and master.serving:
+            return
+        self.release_joiners(db)
+        if master is not None and master.serving:
             for host in db.hosts():
                 since = db.silent_since.get(host.ref)
                 if since is not None and now - since >= self.lab.timings.liveness and db.live(host):
@@ -134,8 +149,13 @@ class HaMonitor:
                 for ref in survivors:
                     if (machine := self.lab.state.machine_of(db, ref)) is not None:
                         self.fence(machine, reason="isolated")
-        joiners = [m for m in self.lab.state.members(db)
-                   if m.power == "up" and m.xapi == "starting" and m.ha_joining_until > 0]
+        faults = faults_of(self.lab)
+        joiners = []
+        for machine in self._joiners(db):
+            if faults.ha_start_error(machine) is None:
+                joiners.append(machine)
+            else:  # xapi retries ha_start_daemon every 10 s: neither joins nor fences
+                machine.ha_joining_until = now + self.lab.timings.boot_join_seconds(self.timeout(db))
         if not joiners:
             return
         if db.liveset:
@@ -158,6 +178,20 @@ class HaMonitor:
             for machine in joiners:
                 if now >= machine.ha_joining_until:
                     self.fence(machine, reason="boot-join")
+
+    def _joiners(self, db: PoolDB) -> list[Machine]:
+        return [m for m in self.lab.state.members(db) if m.power == "up" and m.xapi == "starting"
+                and m.ha_joining_until > 0]
+
+    def release_joiners(self, db: PoolDB) -> None:
+        """HA is off pool-wide: booting hosts stop waiting for a liveset and start without HA (xapi_ha.ml
+        on_server_restart), except one still armed whose daemon fails: it retries until emergency_ha_disable."""
+        for machine in self._joiners(db):
+            if machine.ha_armed and machine.name in faults_of(self.lab).ha_daemon_fails:
+                continue
+            machine.ha_armed = False
+            self.lab.audit_log.record("ha.boot_without_ha", host=machine.name)
+            self.lab.lifecycle.finish_start(machine)
 
     def declare_dead(self, db: PoolDB, host: HostRec, reason: str, failover: bool,
                      targets: list[str] | None = None) -> None:

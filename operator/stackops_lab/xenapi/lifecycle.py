@@ -11,6 +11,11 @@ power loss, boots, reboots, xapi restarts, master changes.
 - Without its state DB (`remove_state_db`), xapi starts as a fresh standalone pool whose host and dom0 take
   their UUIDs from /etc/xensource-inventory (INSTALLATION_UUID, CONTROL_DOMAIN_UUID); with the DB kept but a
   new INSTALLATION_UUID, xapi does not find itself and adds a second host record (dbsync create_localhost).
+- `service xapi stop` (stop_xapi): the host stays up but its XenAPI port refuses connections and its sessions
+  are gone; it stops heart-beating (the master marks it dead after the liveness timeout). start_xapi brings
+  it back as restart_xapi does.
+- Every xapi start (boot, restart) reads the inventory and looks for the state DB; for a dom0 stand-in
+  (dom0.py) that is the lab host's files, so edits made over SSH take effect then.
 """
 
 from __future__ import annotations
@@ -60,6 +65,17 @@ class Lifecycle:
                       device_config={"device": "/dev/sda3"}))
         return host
 
+    def build_pool(self, machines: list[Machine], shared_srs: list[dict[str, Any]]) -> PoolDB:
+        """A pool of `machines` (the first is its master) with `shared_srs`, as the lab starts it."""
+        master = machines[0]
+        db = self.fresh_pool(master)
+        for machine in machines[1:]:
+            host = self.add_host_records(db, machine)
+            machine.db, machine.host_ref, machine.role, machine.master_address = db, host.ref, "slave", master.address
+        for spec in shared_srs:
+            self.add_shared_sr(db, spec)
+        return db
+
     def fresh_pool(self, machine: Machine) -> PoolDB:
         """First boot: a standalone pool of one host (no guest VMs, local storage only)."""
         db = PoolDB()
@@ -68,6 +84,8 @@ class Lifecycle:
         db.add(PoolRec(ref=new_ref(), uuid=new_uuid(), master=host.ref, default_SR=local))
         machine.db, machine.host_ref, machine.role, machine.master_address = db, host.ref, "master", ""
         machine.ha_armed, machine.state_db = False, True
+        if self.lab.dom0s is not None:
+            self.lab.dom0s.state_db_changed(machine)
         return db
 
     def add_shared_sr(self, db: PoolDB, spec: dict[str, Any]) -> SRRec:
@@ -145,6 +163,7 @@ class Lifecycle:
         machine.boot_id += 1
         machine.disabled_until_reboot = False
         self.lab.listeners[machine.name].start()
+        self.read_dom0_files(machine)
         if not machine.state_db or machine.db is None:
             self.fresh_pool(machine)
         db = machine.db
@@ -182,10 +201,34 @@ class Lifecycle:
         machine.crashed_with_ha = False
         self.lab.ha.update_pool_status(db)
 
+    def read_dom0_files(self, machine: Machine) -> None:
+        """xapi starting reads /etc/xensource-inventory and looks for its state DB (a dom0 stand-in's files)."""
+        if self.lab.dom0s is not None:
+            self.lab.dom0s.load(machine, strict=False)
+
+    def stop_xapi(self, machine: Machine, reason: str) -> None:
+        """`service xapi stop`: connection refused, sessions gone, what was scheduled for xapi cancelled."""
+        if machine.power != "up":
+            raise ValueError(f"{machine.name} is down")
+        machine.xapi, machine.ha_joining_until = "stopped", 0.0
+        machine.boot_id += 1
+        machine.local_sessions.clear()
+        if machine.is_master:
+            self.clear_sessions(machine.db)
+        self.lab.listeners[machine.name].stop()
+        self.lab.audit_log.record("xapi.stop", host=machine.name, reason=reason)
+
+    def start_xapi(self, machine: Machine, delay: float, reason: str) -> None:
+        """`service xapi start` of a stopped xapi: as restart_xapi (the inventory as read by the caller)."""
+        self.lab.audit_log.record("xapi.start", host=machine.name, reason=reason, state_db=machine.state_db,
+                                  uuid=machine.inventory.get("INSTALLATION_UUID"))
+        self.restart_xapi(machine, delay, reason)
+
     def restart_xapi(self, machine: Machine, delay: float, reason: str) -> None:
         """`service xapi restart`: HOST_STILL_BOOTING for `delay`, sessions gone, the inventory read again."""
         if machine.power != "up":
             raise ValueError(f"{machine.name} is down")
+        self.lab.listeners[machine.name].start()  # a stopped xapi listens again
         machine.xapi = "starting"
         machine.boot_id += 1
         machine.local_sessions.clear()
@@ -197,6 +240,7 @@ class Lifecycle:
         def started() -> None:
             if machine.boot_id != boot or machine.power != "up":
                 return
+            self.read_dom0_files(machine)
             self.reload_inventory(machine)
             self.finish_start(machine)
 

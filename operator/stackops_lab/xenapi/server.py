@@ -3,14 +3,21 @@ POST / and POST /RPC2 (xapi's HTTP server takes both; the Python SDK posts to th
 bare http://host:port). Every answer is HTTP 200 text/xml holding the XenAPI envelope; nothing is ever an
 XML-RPC fault. JSON-RPC (/jsonrpc) and HTTPS are not served (plain HTTP only, the lab's choice).
 
-A host that is killed stops listening (connection refused) and its open connections are shut down, so a
-client sees what it would see of a dead host.
+A host that is killed (or whose xapi is stopped) stops listening (connection refused) and its open connections
+are shut down, so a client sees what it would see of a dead host.
+
+A host standing in a lab host's dom0 (dom0.py) listens inside that lab host's network namespace: the socket is
+created by a short-lived thread that enters the namespace (setns(2)) and keeps belonging to it once bound; the
+usual threads serve it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import socket
+import socketserver
 import threading
 import xmlrpc.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +32,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RPC_PATHS = ("/", "/RPC2")
+CLONE_NEWNET = 0x40000000
+
+
+def netns_socket(netns_path: str, address: str, port: int, backlog: int) -> socket.socket:
+    """A TCP socket listening on (address, port) in the network namespace at `netns_path` (needs root): bound
+    by a thread of its own that enters the namespace and ends there (setns changes the calling thread only)."""
+    result: list[socket.socket] = []
+    errors: list[BaseException] = []
+
+    def bind_inside() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, f"setns {netns_path}: {os.strerror(error)}")
+            finally:
+                os.close(fd)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((address, port))
+                sock.listen(backlog)
+            except OSError:
+                sock.close()
+                raise
+            result.append(sock)
+        except BaseException as error:  # handed to the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=bind_inside, name="xenapi-lab-netns-bind", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def adopt_socket(server: socketserver.TCPServer, sock: socket.socket) -> None:
+    """Serve `sock` (already bound and listening) from `server`, made with bind_and_activate=False."""
+    server.socket.close()
+    server.socket = sock
+    server.server_address = sock.getsockname()
+    if isinstance(server, ThreadingHTTPServer):
+        server.server_name, server.server_port = server.server_address[0], server.server_address[1]
 
 
 class HostServer(ThreadingHTTPServer):
@@ -32,12 +85,16 @@ class HostServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 64
 
-    def __init__(self, address: tuple[str, int], lab: XenLab, machine: Machine) -> None:
+    def __init__(self, address: tuple[str, int], lab: XenLab, machine: Machine, netns: str | None = None) -> None:
         self.lab = lab
         self.machine = machine
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(address, Handler)
+        if netns is None:
+            super().__init__(address, Handler)
+            return
+        super().__init__(address, Handler, bind_and_activate=False)
+        adopt_socket(self, netns_socket(netns, address[0], address[1], self.request_queue_size))
 
     def close_connections(self) -> None:
         with self.connections_lock:
@@ -110,18 +167,20 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class Listener:
-    """A host's endpoint: started when its xapi listens, stopped when the host dies."""
+    """A host's endpoint: started when its xapi listens, stopped when the host dies or its xapi stops.
+    `netns`: the path of the network namespace to listen in (a dom0 stand-in's), else the machine's."""
 
-    def __init__(self, lab: XenLab, machine: Machine, port: int) -> None:
+    def __init__(self, lab: XenLab, machine: Machine, port: int, netns: str | None = None) -> None:
         self.lab = lab
         self.machine = machine
         self.port = port
+        self.netns = netns
         self.server: HostServer | None = None
         self.thread: threading.Thread | None = None
 
     def bind(self) -> int:
         if self.server is None:
-            self.server = HostServer((self.machine.address, self.port), self.lab, self.machine)
+            self.server = HostServer((self.machine.address, self.port), self.lab, self.machine, self.netns)
             self.port = self.server.server_address[1]
         return self.port
 

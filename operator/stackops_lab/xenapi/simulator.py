@@ -11,6 +11,13 @@ first is its master) with the `shared_srs`; hosts not listed are standalone pool
 (joinable: a joiner must not have shared SRs). Each host runs `vms_per_host` guest VMs (XenHostSpec.vms
 overrides it), every other one with ha_restart_priority "restart".
 
+With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
+(stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
+socket inside the lab host's network namespace (all on one port, 80 unless `port` says otherwise; plain HTTP),
+and the lab host has the dom0's /etc/xensource-inventory, /var/lib/xcp/state.db and a `service xapi
+stop|start|restart|status` that stops and starts this host's xapi. The files and the lab's methods
+(write_inventory, remove_state_db, clone, inventory, restart_xapi) always agree.
+
 The lab binds its ports when constructed, serves once started, and drives every time-based transition from
 one scheduler thread under one lock.
 """
@@ -21,18 +28,22 @@ import copy
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The call modules register the XenAPI calls when imported.
 from stackops_lab.xenapi import calls_host, calls_membership, calls_pool, calls_session
 from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
+from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
 from stackops_lab.xenapi.ha import HaMonitor
 from stackops_lab.xenapi.lifecycle import Lifecycle
 from stackops_lab.scheduler import Scheduler
 from stackops_lab.xenapi.server import Listener
-from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec, new_uuid
+from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec
 from stackops_lab.xenapi.timings import XenTimings
+
+if TYPE_CHECKING:
+    from stackops_lab.hosts import LabHost
 
 CALL_MODULES = (calls_host, calls_membership, calls_pool, calls_session)
 DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
@@ -57,13 +68,15 @@ class XenLab:
     def __init__(self, hosts: list[XenHostSpec] | None = None, pools: list[list[str]] | None = None,
                  username: str = "root", password: str = "xenroot", timings: XenTimings | None = None,
                  shared_srs: list[dict[str, Any]] | None = None, vms_per_host: int = 2, bind: str = "loopback",
-                 port: int = 0) -> None:
+                 port: int | None = None, dom0s: dict[str, LabHost] | None = None) -> None:
         if bind != "loopback":
             raise ValueError(f"bind={bind!r}: only 'loopback' (127.0.1.<10+i>, no root needed) is supported")
         specs = hosts if hosts is not None else [XenHostSpec(f"xen{i + 1}") for i in range(3)]
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names) or not names:
             raise ValueError("host names must be unique and at least one host is needed")
+        if dom0s is not None:
+            check_dom0s(names, dom0s)
         self.username, self.password = username, password
         self.timings = timings or XenTimings()
         self.state = LabState()
@@ -74,10 +87,11 @@ class XenLab:
         self.dispatcher = Dispatcher(self)
         self.running = False
         self.listeners: dict[str, Listener] = {}
+        self.dom0s: Dom0s | None = None
         for index, spec in enumerate(specs):
             self.state.machines[spec.name] = Machine(
-                name=spec.name, index=index, address=f"127.0.1.{10 + index}", spec=spec, hostname=spec.name,
-                inventory=self._new_inventory(spec))
+                name=spec.name, index=index, address=dom0s[spec.name].address if dom0s else f"127.0.1.{10 + index}",
+                spec=spec, hostname=spec.name, inventory=new_inventory(spec))
         listed: set[str] = set()
         with self.state.lock:
             for members in pools or []:
@@ -85,49 +99,35 @@ class XenLab:
                 if unknown or not members:
                     raise ValueError(f"pool {members}: unknown or repeated hosts {unknown}")
                 listed.update(members)
-                self._build_pool([self.state.machines[name] for name in members],
-                                 list(DEFAULT_SHARED_SRS if shared_srs is None else shared_srs))
+                self.lifecycle.build_pool([self.state.machines[name] for name in members],
+                                          list(DEFAULT_SHARED_SRS if shared_srs is None else shared_srs))
             for machine in self.state.machines.values():
                 if machine.name not in listed:
-                    self._build_pool([machine], [])
+                    self.lifecycle.build_pool([machine], [])
             for machine in self.state.machines.values():
                 assert machine.db is not None
                 count = vms_per_host if machine.spec.vms is None else machine.spec.vms
                 self.lifecycle.add_guest_vms(machine.db, machine, count)
-        self.port = port
+        self.port = port if port is not None else 80 if dom0s else 0
         try:
             for machine in self.state.machines.values():
-                listener = Listener(self, machine, self.port)
+                listener = Listener(self, machine, self.port, dom0s[machine.name].netns_path if dom0s else None)
                 self.listeners[machine.name] = listener
                 self.port = listener.bind()
+            if dom0s:
+                self.dom0s = Dom0s(self, dom0s)
+                self.dom0s.bind()
         except OSError:
-            for listener in self.listeners.values():
-                listener.stop()
+            self.stop()
             raise
         self.audit_log.record("lab.created", hosts=names, port=self.port)
-
-    @staticmethod
-    def _new_inventory(spec: XenHostSpec) -> dict[str, str]:
-        return {"PRODUCT_BRAND": spec.product_brand, "PRODUCT_NAME": "xenenterprise",
-                "PRODUCT_VERSION": spec.product_version, "PRODUCT_VERSION_TEXT": spec.product_version,
-                "PLATFORM_NAME": "XCP", "PLATFORM_VERSION": spec.platform_version, "BUILD_NUMBER": spec.build_number,
-                "INSTALLATION_UUID": new_uuid(), "CONTROL_DOMAIN_UUID": new_uuid(),
-                "MANAGEMENT_INTERFACE": "xenbr0", "MANAGEMENT_ADDRESS_TYPE": "IPv4", "PRIMARY_DISK": "/dev/sda",
-                "BACKUP_PARTITION": "/dev/sda2", "DOM0_MEM": "4096", "DOM0_VCPUS": "4"}
-
-    def _build_pool(self, machines: list[Machine], shared_srs: list[dict[str, Any]]) -> PoolDB:
-        master = machines[0]
-        db = self.lifecycle.fresh_pool(master)
-        for machine in machines[1:]:
-            host = self.lifecycle.add_host_records(db, machine)
-            machine.db, machine.host_ref, machine.role, machine.master_address = db, host.ref, "slave", master.address
-        for spec in shared_srs:
-            self.lifecycle.add_shared_sr(db, spec)
-        return db
 
     # ---------------------------------------------------------------------------------------- lifecycle
     def start(self) -> XenLab:
         if not self.running:
+            if self.dom0s is not None:
+                with self.state.lock:
+                    self.dom0s.start()  # the dom0s' files as the lab knows them, `service xapi` answering
             self.running = True
             self.scheduler.start()
             with self.state.lock:
@@ -144,6 +144,8 @@ class XenLab:
         self.scheduler.stop()
         for listener in self.listeners.values():
             listener.stop()
+        if self.dom0s is not None:
+            self.dom0s.stop()
 
     def __enter__(self) -> XenLab:
         return self.start()
@@ -192,19 +194,32 @@ class XenLab:
 
     def restart_xapi(self, name: str) -> None:
         """`service xapi stop; service xapi start`: the inventory is read again; without a state DB the host
-        comes up as a fresh standalone pool with the inventory's UUIDs."""
+        comes up as a fresh standalone pool with the inventory's UUIDs. A dom0's malformed inventory: ValueError."""
         with self.state.lock:
-            self.lifecycle.restart_xapi(self.state.machine(name), self.timings.xapi_restart, reason="lab")
+            machine = self.state.machine(name)
+            if self.dom0s is not None:
+                self.dom0s.load(machine, strict=True)
+            self.lifecycle.restart_xapi(machine, self.timings.xapi_restart, reason="lab")
+
+    def stop_xapi(self, name: str) -> None:
+        """`service xapi stop`: the host stays up, its XenAPI refuses connections until restart_xapi."""
+        with self.state.lock:
+            self.lifecycle.stop_xapi(self.state.machine(name), reason="lab")
 
     def remove_state_db(self, name: str) -> None:
         """`rm /var/lib/xcp/state.db` (takes effect when xapi next starts)."""
         with self.state.lock:
-            self.state.machine(name).state_db = False
+            machine = self.state.machine(name)
+            machine.state_db = False
+            if self.dom0s is not None:
+                self.dom0s.state_db_changed(machine)
             self.audit_log.record("host.state_db_removed", host=name)
 
     def inventory(self, name: str) -> dict[str, str]:
+        """/etc/xensource-inventory (a dom0's: the file in its lab host; ValueError if malformed)."""
         with self.state.lock:
-            return dict(self.state.machine(name).inventory)
+            machine = self.state.machine(name)
+            return self.dom0s.inventory(machine) if self.dom0s is not None else dict(machine.inventory)
 
     def write_inventory(self, name: str, inventory: dict[str, str]) -> None:
         """Replace /etc/xensource-inventory (read by xapi when it next starts)."""
@@ -212,8 +227,13 @@ class XenLab:
             raise ValueError("the inventory maps strings to strings")
         if "INSTALLATION_UUID" not in inventory:
             raise ValueError("INSTALLATION_UUID is required")
+        if self.dom0s is not None:
+            format_inventory(inventory)  # ValueError if not writable as KEY='value' lines
         with self.state.lock:
-            self.state.machine(name).inventory = dict(inventory)
+            machine = self.state.machine(name)
+            machine.inventory = dict(inventory)
+            if self.dom0s is not None:
+                self.dom0s.inventory_written(machine)
             self.audit_log.record("host.inventory_written", host=name, uuid=inventory["INSTALLATION_UUID"])
 
     def set_inventory_uuid(self, name: str, uuid: str) -> None:
@@ -230,7 +250,9 @@ class XenLab:
             machine, source = self.state.machine(name), self.state.machine(from_host)
             if machine.db is None or len(machine.db.hosts()) > 1:
                 raise ValueError(f"{name} must be a standalone host to become a clone")
-            machine.inventory = dict(source.inventory)
+            machine.inventory = self.inventory(from_host)
+            if self.dom0s is not None:
+                self.dom0s.inventory_written(machine)
             machine.hostname = source.hostname
             self.lifecycle.clear_sessions(machine.db)
             machine.local_sessions.clear()

@@ -277,7 +277,7 @@ class Machine:
     role: str = "master"  # pool.conf: "master" or "slave"
     master_address: str = ""  # pool.conf of a supporter
     power: str = "up"  # "up" or "down"
-    xapi: str = "running"  # "running", "starting" (HOST_STILL_BOOTING) or "stopped" (with power down)
+    xapi: str = "running"  # "running", "starting" (HOST_STILL_BOOTING), "stopped" (power down, `service xapi stop`)
     boot_id: int = 0  # bumped by every reboot, kill and xapi restart: cancels what was scheduled before
     ha_armed: bool = False  # Localdb ha_armed
     ha_joining_until: float = 0.0  # monotonic deadline of an HA boot-join; 0 when not joining
@@ -290,6 +290,11 @@ class Machine:
     @property
     def serving(self) -> bool:
         return self.power == "up" and self.xapi == "running"
+
+    @property
+    def reachable(self) -> bool:
+        """Its XenAPI port accepts connections (it may still answer HOST_STILL_BOOTING)."""
+        return self.power == "up" and self.xapi != "stopped"
 
     @property
     def is_master(self) -> bool:

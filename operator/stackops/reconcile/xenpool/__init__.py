@@ -25,12 +25,15 @@ from .actions import (
     EnableHA,
     EnableHost,
     JoinHost,
+    MakeHostUnique,
     PoolAction,
+    SetHostName,
     SetAllowOvercommit,
     SetHostFailuresToTolerate,
     SetVSwitchController,
 )
-from . import failover
+from . import failover, unique
+from .cluster import ClusterLink, Registration
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
 
@@ -45,9 +48,20 @@ def unreachable(error: XenAPIError) -> ReconcileError:
 class XenPoolReconciler(Reconciler):
     kind = "XenPool"
 
-    def __init__(self, *, change_timeout: float = 600.0, poll_seconds: float = 1.0):
+    def __init__(self, ssh: Any = None, cloudstack: Any = None, *, change_timeout: float = 600.0,
+                 poll_seconds: float = 1.0):
+        self.ssh = ssh  # SSHPool: dom0 access for uniqueness.policy MakeUnique
+        self.cloudstack = cloudstack  # CloudStackPool: the pool's registration as a CloudStack cluster
         self.change_timeout = change_timeout
         self.poll = poll_seconds
+
+    def link(self, ctx: Context, spec: XenPoolSpec) -> ClusterLink | None:
+        if spec.cloudstack is None:
+            return None
+        if self.cloudstack is None:
+            raise ReconcileError("CloudStackUnavailable", "spec.cloudstack is set but this operator runs without "
+                                 "a CloudStack client", retry=False)
+        return ClusterLink(self.cloudstack, ctx, spec)
 
     def session(self, ctx: Context) -> PoolSession:
         spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
@@ -71,6 +85,7 @@ class XenPoolReconciler(Reconciler):
     async def reconcile(self, ctx: Context) -> Outcome:
         spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
         session = self.session(ctx)
+        link = self.link(ctx, spec)
         try:
             try:
                 facts = await self.observe(session, spec)
@@ -81,27 +96,34 @@ class XenPoolReconciler(Reconciler):
             pending = self.pending(ctx)
             result = plan(spec, facts)
             if spec.management_policy == "Observe":
-                return self.report(ctx, facts, result, [], observe_only=True)
+                outcome = self.report(ctx, facts, result, [], observe_only=True)
+                return await self.registered(link, facts, result, outcome, manage=False)
             applied: list[Action] = []
-            if pending is not None and not facts.ha_enabled:  # a dance an earlier pass did not finish
-                ctx.event("Warning", "ResumingHADance", f"HA is off since {pending.started_at} for "
-                          f"{pending.operation} {pending.host}: finishing it and re-enabling HA")
-                await self.dance(ctx, session, spec, facts, result, pending, applied)
+            unfinished = pending is not None and (not facts.ha_enabled and pending.restore_ha
+                                                  or pending.cluster_unmanaged)
+            if pending is not None and unfinished:  # a dance an earlier pass did not finish
+                ctx.event("Warning", "ResumingHADance", f"{pending.operation} {pending.host} began at "
+                          f"{pending.started_at} and was not finished: finishing it"
+                          + (" and re-enabling HA" if pending.restore_ha else ""))
+                await self.dance(ctx, session, spec, facts, result, pending, applied, link)
                 facts = await self.observe(session, spec)
                 result = plan(spec, facts)
             elif pending is not None:
                 await ctx.checkpoint({"pendingOperation": None})
             if result.problems:
                 return self.report(ctx, facts, result, applied)
+            fixes = [a for a in result.actions if isinstance(a, (MakeHostUnique, SetHostName))]
+            if fixes:  # clones are made unique before anything joins
+                for action in fixes:
+                    await self.execute(ctx, session, spec, action, facts)
+                    applied.append(action)
+                facts = await self.observe(session, spec)
+                result = plan(spec, facts)
+                if result.problems:
+                    return self.report(ctx, facts, result, applied)
             if result.membership:
-                record = None
-                if facts.ha_enabled:
-                    first = result.membership[0]
-                    record = PendingPoolOperation(
-                        operation=OPERATIONS[type(first)], host=getattr(first, "name", ""),
-                        ha_configuration=facts.ha_configuration, heartbeat_srs=self.heartbeat(spec, facts),
-                        started_at=st.now())
-                await self.dance(ctx, session, spec, facts, result, record, applied)
+                record = await self.intent(spec, facts, result, link)
+                await self.dance(ctx, session, spec, facts, result, record, applied, link)
                 facts = await self.observe(session, spec)
                 result = plan(spec, facts)
                 if result.problems:
@@ -112,7 +134,7 @@ class XenPoolReconciler(Reconciler):
             if applied:
                 facts = await self.observe(session, spec)
                 result = plan(spec, facts)
-            return self.report(ctx, facts, result, applied)
+            return await self.registered(link, facts, result, self.report(ctx, facts, result, applied), manage=True)
         except XenAPIError as error:
             if isinstance(error, XenAuthError):
                 raise ReconcileError(error.reason, f"the credentials in Secret {spec.credentials_secret_ref.name} "
@@ -129,6 +151,36 @@ class XenPoolReconciler(Reconciler):
     async def observe(self, session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
         return await observe(session, spec)
 
+    async def finalize(self, ctx: Context) -> None:
+        """deletionPolicy Delete removes the CloudStack cluster registration (hosts through maintenance, then the
+        cluster); the XenServer pool is never dismantled."""
+        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        link = self.link(ctx, spec) if spec.deletion_policy == "Delete" else None
+        if link is not None:
+            await link.deregister()
+
+    async def intent(self, spec: XenPoolSpec, facts: PoolFacts, result: Plan,
+                     link: ClusterLink | None) -> PendingPoolOperation | None:
+        """What to record before a membership change: HA to restore, a CloudStack cluster to manage again."""
+        moves_master = any(isinstance(a, DesignateMaster) for a in result.membership)
+        unmanage = moves_master and link is not None and await link.load() is not None
+        if not facts.ha_enabled and not unmanage:
+            return None
+        first = result.membership[0]
+        return PendingPoolOperation(
+            operation=OPERATIONS[type(first)], host=getattr(first, "name", ""),
+            ha_configuration=facts.ha_configuration if facts.ha_enabled else {},
+            heartbeat_srs=self.heartbeat(spec, facts) if facts.ha_enabled else [],
+            restore_ha=facts.ha_enabled, cluster_unmanaged=unmanage, started_at=st.now())
+
+    async def registered(self, link: ClusterLink | None, facts: PoolFacts, result: Plan, outcome: Outcome, *,
+                         manage: bool) -> Outcome:
+        """The pool's CloudStack registration, once the pool itself has no problem; merged into the outcome."""
+        if link is None or result.problems:
+            return outcome
+        found = await link.sync(facts, manage=manage)
+        return with_registration(outcome, found)
+
     def pending(self, ctx: Context) -> PendingPoolOperation | None:
         recorded = ctx.status.get("pendingOperation")
         return PendingPoolOperation.model_validate(recorded) if isinstance(recorded, dict) else None
@@ -144,17 +196,24 @@ class XenPoolReconciler(Reconciler):
     # ------------------------------------------------------------------ the HA dance
 
     async def dance(self, ctx: Context, session: PoolSession, spec: XenPoolSpec, facts: PoolFacts, result: Plan,
-                    record: PendingPoolOperation | None, applied: list[Action]) -> None:
-        """Membership changes with HA off: record → disable HA → change → enable HA as recorded → clear."""
-        if record is not None and facts.ha_enabled:
+                    record: PendingPoolOperation | None, applied: list[Action], link: ClusterLink | None) -> None:
+        """Membership changes with HA off: record → (cluster Unmanaged) → disable HA → change → enable HA as
+        recorded → (cluster Managed) → clear. A host to eject goes into CloudStack maintenance first."""
+        if record is not None:
             await ctx.checkpoint({"pendingOperation": record.model_dump(by_alias=True)})
+        if record is not None and record.cluster_unmanaged and link is not None:
+            if (done := await link.set_managed(False)) is not None:
+                applied.append(done)
+        if record is not None and facts.ha_enabled:
             action = DisableHA(f"xapi refuses {record.operation} while HA is on; HA is re-enabled afterwards")
             await self.execute(ctx, session, spec, action, facts)
             applied.append(action)
         for action in result.membership:
+            if isinstance(action, EjectHost) and link is not None:
+                await link.maintain(action.address)
             await self.execute(ctx, session, spec, action, facts)
             applied.append(action)
-        if record is not None:
+        if record is not None and record.restore_ha:
             timeout = int(record.ha_configuration.get("timeout", spec.ha.timeout_seconds))
             sr_uuid = record.heartbeat_srs[0] if record.heartbeat_srs else ""
             sr = next((s for s in (await self.observe(session, spec)).srs.values() if s.uuid == sr_uuid), None)
@@ -162,6 +221,10 @@ class XenPoolReconciler(Reconciler):
             await self.enable_ha(session, sr_uuid, dict(record.ha_configuration) or {"timeout": str(timeout)})
             applied.append(enable)
             ctx.event("Normal", "Applied", enable.describe())
+        if record is not None and record.cluster_unmanaged and link is not None:
+            if (done := await link.set_managed(True)) is not None:
+                applied.append(done)
+        if record is not None:
             await ctx.checkpoint({"pendingOperation": None})
 
     async def enable_ha(self, session: PoolSession, sr_uuid: str, configuration: dict[str, str]) -> None:
@@ -209,6 +272,10 @@ class XenPoolReconciler(Reconciler):
             await session.call("VM.set_ha_restart_priority", action.ref, "")
         elif isinstance(action, EnableHost):
             await session.call("host.enable", action.ref)
+        elif isinstance(action, MakeHostUnique):
+            await unique.make_unique(self.ssh, ctx, spec, session, action, self.change_timeout, self.poll)
+        elif isinstance(action, SetHostName):
+            await unique.rename(session, action)
         ctx.event("Normal", "Applied", action.describe())
 
     async def wait(self, session: PoolSession, spec: XenPoolSpec, done: Any, what: str) -> None:
@@ -235,7 +302,9 @@ class XenPoolReconciler(Reconciler):
             "master": names.get(master.address, master.name_label) if master else None,
             "hostCount": len(facts.hosts),
             "hosts": [{"name": names.get(h.address, h.name_label), "uuid": h.uuid, "address": h.address,
-                       "master": h.ref == facts.master_ref, "enabled": h.enabled, "live": h.live}
+                       "master": h.ref == facts.master_ref,
+                       "role": "master" if h.ref == facts.master_ref else "supporter", "enabled": h.enabled,
+                       "live": h.live}
                       for h in sorted(facts.hosts.values(), key=lambda h: names.get(h.address, h.name_label))],
             "ha": {"enabled": facts.ha_enabled, "timeoutSeconds": _int(facts.ha_configuration.get("timeout")),
                    "statefiles": facts.ha_statefiles, "hostFailuresToTolerate": facts.ha_host_failures_to_tolerate,
@@ -267,6 +336,30 @@ class XenPoolReconciler(Reconciler):
                                                "HAAsSpecified" if ha_ok else "HADiffers")]
         return Outcome(conditions=[*conditions, *domain], fields=fields, drift=list(pending), applied=applied,
                        requeue_after=requeue)
+
+
+def with_registration(outcome: Outcome, found: Registration) -> Outcome:
+    """The outcome with the cluster registration's condition, id, changes and notices; Ready waits for it."""
+    outcome.conditions = [*outcome.conditions, found.condition]
+    if found.cluster_id is not None:
+        outcome.fields["cloudstackClusterId"] = found.cluster_id
+    outcome.applied = [*outcome.applied, *found.applied]
+    if found.pending:
+        outcome.drift = [*(outcome.drift or []), *found.pending]
+    ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
+    if ready is not None and ready.status == "True":
+        if found.condition.status != "True":
+            kept = [c for c in outcome.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
+            reason, message = f"CloudStack{found.condition.reason}", found.condition.message
+            waiting = st.progressing(reason, message) if found.requeue_after else st.not_ready(reason, message)
+            outcome.conditions = [*waiting, *kept]
+        elif found.notices:
+            outcome.conditions = [st.ConditionState("Ready", "True", ready.reason,
+                                                    "; ".join([ready.message, *found.notices]))
+                                  if c.type == "Ready" else c for c in outcome.conditions]
+    if found.requeue_after:
+        outcome.requeue_after = min(outcome.requeue_after or found.requeue_after, found.requeue_after)
+    return outcome
 
 
 def _int(value: Any) -> int | None:

@@ -27,6 +27,7 @@ class JoinHost(PoolAction):
 class EjectHost(PoolAction):
     name: str
     ref: str
+    address: str = ""
 
     needs_ha_off = True
     disruptive = True
@@ -111,3 +112,31 @@ class EnableHost(PoolAction):
 
     def describe(self) -> str:
         return f"enable host {self.name}, found disabled"
+
+
+@dataclass(frozen=True)
+class MakeHostUnique(PoolAction):
+    """A cloned host outside the pool, fixed over dom0 SSH: new INSTALLATION_UUID and CONTROL_DOMAIN_UUID, xapi
+    state DB removed, xapi restarted (it comes back as a fresh standalone pool), name label set to `name`."""
+
+    name: str
+    address: str
+    uuid: str  # the UUID it shares with another host
+
+    disruptive = True
+
+    def describe(self) -> str:
+        return (f"make host {self.name} ({self.address}) unique: it shares host UUID {self.uuid}; new UUIDs in "
+                "/etc/xensource-inventory, xapi state DB removed, xapi restarted, name label set")
+
+
+@dataclass(frozen=True)
+class SetHostName(PoolAction):
+    """A host whose name label another host also has, renamed to its member name."""
+
+    name: str
+    address: str
+    current: str
+
+    def describe(self) -> str:
+        return f"set the name label of host {self.address} to {self.name} (was {self.current!r}, not unique)"

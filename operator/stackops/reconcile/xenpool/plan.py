@@ -16,7 +16,9 @@ from .actions import (
     EnableHA,
     EnableHost,
     JoinHost,
+    MakeHostUnique,
     PoolAction,
+    SetHostName,
     SetAllowOvercommit,
     SetHostFailuresToTolerate,
     SetVSwitchController,
@@ -66,6 +68,9 @@ def heartbeat_sr(spec: XenPoolSpec, facts: PoolFacts) -> SR | Problem:
 
 
 def plan_uniqueness(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> None:
+    """Duplicate host UUIDs (cloned installations) and name labels among the pool's hosts and the members outside
+    it. Hosts in the pool are never changed; under MakeUnique the later of two clones (spec order) outside the pool
+    is made unique, and a member whose label is taken is renamed to its member name."""
     uuids = [h.uuid for h in facts.hosts.values()] + [c.uuid for c in facts.candidates.values() if c.uuid]
     labels = [h.name_label for h in facts.hosts.values()] + \
         [c.name_label for c in facts.candidates.values() if c.name_label]
@@ -75,13 +80,31 @@ def plan_uniqueness(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> None:
         return
     what = "; ".join([*(f"host UUID {u} is used by more than one host (a cloned installation)" for u in duplicate_uuids),
                       *(f"name label {label!r} is used by more than one host" for label in duplicate_labels)])
-    if spec.uniqueness.policy == "MakeUnique":
-        plan.problems.append(Problem("MakeUniqueNotImplemented", f"{what}; uniqueness.policy MakeUnique is not "
-                                     "implemented in this release: make the clone unique by hand (see README)"))
-    else:
+    if spec.uniqueness.policy != "MakeUnique":
         reason = "DuplicateHostUUID" if duplicate_uuids else "DuplicateHostName"
         plan.problems.append(Problem(reason, f"{what}; nothing is joined until it is fixed "
                                      "(uniqueness.policy: MakeUnique fixes clones over SSH)"))
+        return
+    seen_uuids = {h.uuid for h in facts.hosts.values()}
+    fixed: set[str] = set()
+    for member in spec.members:
+        candidate = facts.candidates.get(member.address)
+        if candidate is None or not candidate.uuid:
+            continue
+        if candidate.uuid in seen_uuids:
+            plan.actions.append(MakeHostUnique(member.name, member.address, candidate.uuid))
+            fixed.add(member.address)
+        seen_uuids.add(candidate.uuid)
+    by_address = {m.address: m.name for m in spec.members}
+    label_holders = [(h.address, h.name_label) for h in facts.hosts.values()] + \
+        [(c.address, c.name_label) for c in facts.candidates.values() if c.name_label]
+    for address, label in sorted(label_holders):
+        name = by_address.get(address)
+        if label in duplicate_labels and address not in fixed and name is not None and label != name:
+            plan.actions.append(SetHostName(name, address, label))
+            fixed.add(address)
+    if not plan.actions:  # duplicates only among hosts the spec does not let us change
+        plan.problems.append(Problem("DuplicateHostName", f"{what}; rename the hosts that are not members"))
 
 
 def plan_membership(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> int:
@@ -125,7 +148,7 @@ def plan_membership(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> int:
             plan.problems.append(Problem("HostHasResidentVMs", f"host {host.name_label} runs VMs "
                                          f"({', '.join(host.running_vms[:5])}); migrate them away to eject it"))
         else:
-            plan.actions.append(EjectHost(host.name_label, host.ref))
+            plan.actions.append(EjectHost(host.name_label, host.ref, host.address))
             size -= 1
     return size
 
@@ -178,7 +201,7 @@ def plan_settings(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> None:
 def plan(spec: XenPoolSpec, facts: PoolFacts) -> Plan:
     result = Plan()
     plan_uniqueness(spec, facts, result)
-    if result.problems:
+    if result.problems or result.actions:  # clones are fixed before anything joins
         return result
     size = plan_membership(spec, facts, result)
     plan_ha(spec, facts, result, size)

@@ -1,0 +1,305 @@
+"""A XenPool's registration as a CloudStack cluster, as the seed describes it: the pool is formed in XenServer
+first, then added to CloudStack once (`addCluster` creates the cluster empty — CloudStack ignores a URL for a
+CloudManaged cluster —, then `addHost` with the master's URL: CloudStack discovers every host of the pool and
+takes the pool's UUID as the cluster's); hosts that join later are added with `addHost` of one of them (CloudStack discovers all new ones);
+a host to be ejected is put into maintenance in CloudStack before it leaves the pool and deleted from CloudStack
+after; while the master moves, the cluster is Unmanaged in CloudStack and Managed again afterwards.
+
+The cluster is found by name in the zone and pod of the spec, so a pool added by hand is adopted, not added twice.
+The XenAPI credentials CloudStack needs are the pool's own (`credentialsSecretRef`).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ... import status as st
+from ...api.xenpool import CloudStackCluster, XenPoolSpec
+from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool
+from ..base import Action, Context, ReconcileError
+from .observed import PoolFacts
+
+MAINTENANCE_TIMEOUT_SECONDS = 1800.0
+POLL_SECONDS = 1.0
+CONNECTING_REQUEUE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class AddCluster(Action):
+    cluster: str
+    master: str
+
+    def describe(self) -> str:
+        return f"add CloudStack cluster {self.cluster} for the pool of master {self.master}"
+
+
+@dataclass(frozen=True)
+class AddClusterHosts(Action):
+    cluster: str
+    names: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"add host(s) {', '.join(self.names)} to CloudStack cluster {self.cluster}"
+
+
+@dataclass(frozen=True)
+class RemoveClusterHost(Action):
+    cluster: str
+    name: str
+
+    disruptive = True
+
+    def describe(self) -> str:
+        return f"remove host {self.name}, no longer in the pool, from CloudStack cluster {self.cluster}"
+
+
+@dataclass(frozen=True)
+class SetClusterManaged(Action):
+    cluster: str
+    managed: bool
+
+    def describe(self) -> str:
+        state = "Managed" if self.managed else "Unmanaged"
+        return f"set CloudStack cluster {self.cluster} {state}"
+
+
+@dataclass
+class Registration:
+    """What the registration step found and did, for status."""
+
+    condition: st.ConditionState
+    cluster_id: str | None = None
+    applied: list[Action] = field(default_factory=list)
+    pending: list[Action] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def client_for(pool: CloudStackPool, ctx: Context, settings: CloudStackCluster) -> CloudStackClient:
+    name = settings.connection.secret_ref.name
+    return pool.get(ctx.secret(name, "url").get_secret_value(), ctx.secret(name, "apiKey").get_secret_value(),
+                    ctx.secret(name, "secretKey"))
+
+
+def host_url(spec: XenPoolSpec, address: str) -> str:
+    """`http://<address>` as CloudStack takes it; a non-default XenAPI port (labs) rides along."""
+    return f"http://{address}" + (f":{spec.xenapi_port}" if spec.xenapi_port else "")
+
+
+def refused(reason: str, message: str) -> ReconcileError:
+    return ReconcileError(reason, message, retry=False,
+                          conditions=[st.ConditionState("Registered", "False", reason, message)])
+
+
+def failed(error: CloudStackError, doing: str) -> ReconcileError:
+    return ReconcileError("RegistrationFailed", f"{doing}: {error}", delay=30.0,
+                          conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
+
+
+async def zone_and_pod(client: CloudStackClient, settings: CloudStackCluster) -> tuple[str, str]:
+    zones = [z for z in await client.list("listZones", name=settings.zone) if z.get("name") == settings.zone]
+    if not zones:
+        raise refused("ZoneNotFound", f"CloudStack has no zone {settings.zone!r} (spec.cloudstack.zone)")
+    zone_id = str(zones[0]["id"])
+    pods = [p for p in await client.list("listPods", zoneid=zone_id, name=settings.pod) if p.get("name") == settings.pod]
+    if not pods:
+        raise refused("PodNotFound", f"zone {settings.zone} has no pod {settings.pod!r} (spec.cloudstack.pod)")
+    return zone_id, str(pods[0]["id"])
+
+
+async def find_cluster(client: CloudStackClient, settings: CloudStackCluster, zone_id: str,
+                       pod_id: str) -> dict[str, Any] | None:
+    found = [c for c in await client.list("listClusters", zoneid=zone_id, podid=pod_id, name=settings.cluster)
+             if c.get("name") == settings.cluster]
+    if not found:
+        return None
+    cluster = found[0]
+    if str(cluster.get("hypervisortype", "")).lower() != "xenserver":
+        raise refused("ClusterNotXenServer", f"CloudStack cluster {settings.cluster} is a "
+                      f"{cluster.get('hypervisortype')} cluster, not XenServer")
+    return cluster
+
+
+class ClusterLink:
+    """The pool's CloudStack cluster for one pass: one client, the zone/pod/cluster ids looked up once."""
+
+    def __init__(self, cloudstack: CloudStackPool, ctx: Context, spec: XenPoolSpec):
+        assert spec.cloudstack is not None
+        self.ctx, self.spec, self.settings = ctx, spec, spec.cloudstack
+        self.client = client_for(cloudstack, ctx, spec.cloudstack)
+        self.zone_id = self.pod_id = ""
+        self.cluster: dict[str, Any] | None = None
+
+    def credentials(self) -> dict[str, str]:
+        ref = self.spec.credentials_secret_ref
+        return {"username": self.ctx.secret(ref.name, "username").get_secret_value(),
+                "password": self.ctx.secret(ref.name, "password").get_secret_value()}
+
+    async def load(self) -> dict[str, Any] | None:
+        try:
+            if not self.zone_id:
+                self.zone_id, self.pod_id = await zone_and_pod(self.client, self.settings)
+            self.cluster = await find_cluster(self.client, self.settings, self.zone_id, self.pod_id)
+        except CloudStackError as error:
+            raise failed(error, "looking up the CloudStack cluster") from None
+        return self.cluster
+
+    async def hosts(self) -> list[dict[str, Any]]:
+        if self.cluster is None:
+            return []
+        return await self.client.list("listHosts", clusterid=self.cluster["id"], type="Routing")
+
+    # ------------------------------------------------------------------ managed state around a master change
+
+    async def set_managed(self, managed: bool) -> Action | None:
+        """Managed/Unmanaged; None when the cluster is not registered or already so."""
+        cluster = await self.load()
+        state = "Managed" if managed else "Unmanaged"
+        if cluster is None or cluster.get("managedstate") == state:
+            return None
+        try:
+            await self.client.call("updateCluster", id=cluster["id"], managedstate=state)
+        except CloudStackError as error:
+            raise failed(error, f"setting cluster {self.settings.cluster} {state}") from None
+        action = SetClusterManaged(self.settings.cluster, managed)
+        self.ctx.event("Normal", "Applied", action.describe())
+        return action
+
+    # ------------------------------------------------------------------ hosts leaving the pool
+
+    async def maintain(self, address: str) -> None:
+        """Put the CloudStack host at `address` into maintenance (CloudStack moves its VMs away) and wait."""
+        if await self.load() is None:
+            return
+        try:
+            host = next((h for h in await self.hosts() if h.get("ipaddress") == address), None)
+            if host is None:
+                return
+            if host.get("resourcestate") not in ("Maintenance", "PrepareForMaintenance"):
+                await self.client.run("prepareHostForMaintenance", id=host["id"], timeout=MAINTENANCE_TIMEOUT_SECONDS)
+                self.ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
+            await self.wait_for_maintenance(host)
+        except CloudStackError as error:
+            raise failed(error, f"putting CloudStack host {address} into maintenance") from None
+
+    async def wait_for_maintenance(self, host: dict[str, Any]) -> None:
+        deadline = time.monotonic() + MAINTENANCE_TIMEOUT_SECONDS
+        while True:
+            found = await self.client.list("listHosts", id=host["id"])
+            state = found[0].get("resourcestate") if found else "Maintenance"
+            if state == "Maintenance":
+                return
+            if state == "ErrorInMaintenance":
+                raise ReconcileError("MaintenanceFailed", f"CloudStack host {host.get('name')} is in "
+                                     "ErrorInMaintenance (its VMs could not be migrated away)", delay=60.0)
+            if time.monotonic() > deadline:
+                raise ReconcileError("MaintenanceTimeout", f"CloudStack host {host.get('name')} did not reach "
+                                     "Maintenance in time", delay=60.0)
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def remove(self, host: dict[str, Any]) -> Action:
+        if host.get("resourcestate") != "Maintenance":
+            await self.client.run("prepareHostForMaintenance", id=host["id"], timeout=MAINTENANCE_TIMEOUT_SECONDS)
+            await self.wait_for_maintenance(host)
+        await self.client.call("deleteHost", id=host["id"])
+        action = RemoveClusterHost(self.settings.cluster, str(host.get("name")))
+        self.ctx.event("Normal", "Applied", action.describe())
+        return action
+
+    async def deregister(self) -> None:
+        """deletionPolicy Delete: every host of the cluster through maintenance and deleteHost, then
+        deleteCluster. The XenServer pool itself is left as it is."""
+        cluster = await self.load()
+        if cluster is None:
+            return
+        try:
+            for host in await self.hosts():
+                await self.remove(host)
+            await self.client.call("deleteCluster", id=cluster["id"])
+        except CloudStackError as error:
+            raise failed(error, f"removing CloudStack cluster {self.settings.cluster}") from None
+        self.ctx.event("Normal", "Applied", f"deleted CloudStack cluster {self.settings.cluster}")
+
+    # ------------------------------------------------------------------ the pass's registration step
+
+    async def sync(self, facts: PoolFacts, *, manage: bool) -> Registration:
+        """Register the pool, add hosts that joined, remove hosts that left; report the cluster's hosts."""
+        cluster = await self.load()
+        applied: list[Action] = []
+        names = {m.address: m.name for m in self.spec.members}
+        master = facts.master
+        try:
+            if cluster is None:
+                if master is None:
+                    return Registration(st.ConditionState("Registered", "False", "NoMaster", "the pool has no master"))
+                action = AddCluster(self.settings.cluster, names.get(master.address, master.name_label))
+                if not manage:
+                    return Registration(st.ConditionState("Registered", "False", "NotRegistered",
+                                                          "the pool is not in CloudStack (left alone under Observe)"),
+                                        pending=[action])
+                # a CloudManaged cluster is created empty (CloudStack ignores a URL here); the addHost of the
+                # master below makes CloudStack discover the pool and add all its hosts
+                answer = await self.client.call(
+                    "addCluster", clustername=self.settings.cluster, clustertype="CloudManaged",
+                    hypervisor="XenServer", zoneid=self.zone_id, podid=self.pod_id)
+                self.ctx.event("Normal", "Applied", action.describe())
+                applied.append(action)
+                cluster = self.cluster = (answer.get("cluster") or [None])[0] or await self.load()
+                if cluster is None:
+                    raise ReconcileError("RegistrationFailed", "addCluster answered no cluster", delay=30.0)
+            hosts = await self.hosts()
+            known = {h.get("ipaddress") for h in hosts}
+            missing = sorted((h for h in facts.hosts.values() if h.address not in known and h.live),
+                             key=lambda h: h.ref != facts.master_ref)  # the master first
+            if missing:
+                action = AddClusterHosts(self.settings.cluster, tuple(sorted(names.get(h.address, h.name_label)
+                                                                             for h in missing)))
+                if manage:
+                    await self.client.call("addHost", zoneid=self.zone_id, podid=self.pod_id,
+                                           clusterid=cluster["id"], hypervisor="XenServer",
+                                           url=host_url(self.spec, missing[0].address), **self.credentials())
+                    self.ctx.event("Normal", "Applied", action.describe())
+                    applied.append(action)
+                    hosts = await self.hosts()
+            pool_addresses = {h.address for h in facts.hosts.values()}
+            for host in [h for h in hosts if h.get("ipaddress") not in pool_addresses]:
+                if manage and "Eject" in self.spec.allowed_destructive_actions:
+                    applied.append(await self.remove(host))
+            if applied:
+                hosts = await self.hosts()
+        except CloudStackError as error:
+            self.ctx.event("Warning", "RegistrationFailed", f"CloudStack cluster {self.settings.cluster}: "
+                           f"{error.errortext}")
+            raise failed(error, f"registering the pool as CloudStack cluster {self.settings.cluster}") from None
+        return self.report(cluster, hosts, facts, applied, manage)
+
+    def report(self, cluster: dict[str, Any], hosts: list[dict[str, Any]], facts: PoolFacts, applied: list[Action],
+               manage: bool) -> Registration:
+        pool_addresses = {h.address for h in facts.hosts.values()}
+        known = {h.get("ipaddress") for h in hosts}
+        absent = sorted(h.name_label for h in facts.hosts.values() if h.address not in known)
+        extra = sorted(str(h.get("name")) for h in hosts if h.get("ipaddress") not in pool_addresses)
+        down = sorted(f"{h.get('name')} {h.get('state')}" for h in hosts
+                      if h.get("ipaddress") in pool_addresses and h.get("state") != "Up")
+        name, cluster_id = self.settings.cluster, str(cluster.get("id"))
+        notices = []
+        if extra:
+            notices.append(f"CloudStack cluster {name} still has host(s) {', '.join(extra)} that left the pool"
+                           + ("" if "Eject" in self.spec.allowed_destructive_actions else
+                              "; add Eject to allowedDestructiveActions to remove them"))
+        if cluster.get("managedstate") == "Unmanaged":
+            reason, message = "ClusterUnmanaged", f"CloudStack cluster {name} is Unmanaged"
+        elif absent:
+            reason, message = "HostsMissing", f"not in CloudStack cluster {name}: {', '.join(absent)}"
+        elif down:
+            reason, message = "HostsNotUp", f"CloudStack cluster {name}: {', '.join(down)}"
+        else:
+            return Registration(st.ConditionState("Registered", "True", "ClusterUp",
+                                                  f"CloudStack cluster {name} ({cluster_id}): {len(hosts)} host(s) Up"),
+                                cluster_id=cluster_id, applied=applied, notices=notices)
+        connecting = any(h.get("state") == "Connecting" for h in hosts) or bool(applied)
+        return Registration(st.ConditionState("Registered", "False", reason, message), cluster_id=cluster_id,
+                            applied=applied, notices=notices,
+                            requeue_after=CONNECTING_REQUEUE_SECONDS if connecting or manage else None)

@@ -1,0 +1,64 @@
+"""The XenAPI driver against the lab simulator: it finds the master from any member (following HOST_IS_SLAVE),
+skips a member that answers but cannot serve (xapi still starting), stops at refused credentials, and reports
+every member when no master answers."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+from xenapi_helpers import FAST
+
+from stackops.drivers.xenapi import Endpoint, PoolSession, XenAuthError, XenNoMaster
+from stackops_lab.xenapi import XenHostSpec, XenLab
+
+
+@pytest.fixture
+def lab() -> Iterator[XenLab]:
+    with XenLab(hosts=[XenHostSpec(n) for n in ("xen1", "xen2", "xen3")], pools=[["xen1", "xen2", "xen3"]],
+                timings=dataclasses.replace(FAST)) as simulator:  # a copy: one test slows it
+        yield simulator
+
+
+def session(lab: XenLab, names: list[str], password: str | None = None) -> PoolSession:
+    return PoolSession([lab.address(n) for n in names], lab.username, SecretStr(password or lab.password),
+                       Endpoint(port=lab.port, plain_http=True, timeout=5))
+
+
+def master_of(pool: PoolSession) -> str:
+    async def go() -> str:
+        try:
+            return await pool.connect()
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def test_the_master_is_found_from_a_supporter(lab: XenLab) -> None:
+    assert master_of(session(lab, ["xen3", "xen2"])) == lab.address("xen1")
+
+
+def test_a_member_still_starting_is_skipped(lab: XenLab) -> None:
+    lab.timings.xapi_restart = 5.0
+    lab.restart_xapi("xen2")
+    pool = session(lab, ["xen2", "xen1"])
+    assert master_of(pool) == lab.address("xen1")
+    assert "HOST_STILL_BOOTING" in pool.unreachable[lab.address("xen2")]
+
+
+def test_refused_credentials_stop_the_search(lab: XenLab) -> None:
+    with pytest.raises(XenAuthError) as refused:
+        master_of(session(lab, ["xen2", "xen1"], password="wrong"))
+    assert "wrong" not in str(refused.value)
+
+
+def test_no_master_names_every_member(lab: XenLab) -> None:
+    lab.kill("xen1")
+    with pytest.raises(XenNoMaster) as lost:
+        master_of(session(lab, ["xen1", "xen2", "xen3"]))
+    unreachable = lost.value.unreachable
+    assert set(unreachable) == {lab.address(n) for n in ("xen1", "xen2", "xen3")}, unreachable
+    assert unreachable[lab.address("xen2")] == f"supporter of {lab.address('xen1')}"

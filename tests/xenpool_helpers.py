@@ -1,0 +1,105 @@
+"""Shared by the XenPool tests that drive the reconciler in process: a lab of XenServer hosts, a spec for it, and a
+driver that runs passes the way the handler does (status kept between passes, checkpoints applied at once)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import SecretStr
+
+from stackops.api.xenpool import XenPoolSpec
+from stackops.drivers.cloudstack import CloudStackPool
+from stackops.reconcile.base import Context, Outcome
+from stackops.reconcile.xenpool import XenPoolReconciler
+from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+
+SECRET = "xen-root"
+CLOUDSTACK = "lab-cloudstack"
+FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.3, eject_reboot=0.5, master_transition=0.3)
+
+
+def lab(names: list[str], pools: list[list[str]]) -> XenLab:
+    """Hosts alone in their pool run no VMs (a host that joins must not)."""
+    alone = {p[0] for p in pools if len(p) == 1}  # standalone: fresh installs without shared SRs or VMs
+    return XenLab(hosts=[XenHostSpec(n, vms=0 if n in alone else None) for n in names],
+                  pools=[p for p in pools if len(p) > 1], timings=FAST, vms_per_host=1)
+
+
+def spec_for(xen: XenLab, names: list[str], **changes: Any) -> XenPoolSpec:
+    data: dict[str, Any] = {
+        "members": [{"name": n, "address": xen.address(n)} for n in names],
+        "credentialsSecretRef": {"name": SECRET},
+        "tls": {"plainHTTP": True},
+        "xenapiPort": xen.port,
+        "ha": {"timeoutSeconds": 180, "heartbeatSR": {"type": "nfs"}},
+    }
+    data.update(changes)
+    return XenPoolSpec.model_validate(data)
+
+
+class Driver:
+    """`cloudstack`: a lab CloudStack (`CloudStackSimulator`) whose keys go in Secret `CLOUDSTACK`; each pass gets
+    a CloudStack client pool of its own (clients belong to one event loop)."""
+
+    def __init__(self, xen: XenLab, spec: XenPoolSpec, reconciler: XenPoolReconciler | None = None,
+                 cloudstack: Any = None, ssh: Any = None):
+        self.reconciler = reconciler or XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
+        self.reconciler.ssh = ssh or self.reconciler.ssh
+        self.spec = spec
+        self.status: dict[str, Any] = {}
+        self.events: list[tuple[str, str, str]] = []
+        self.secrets = {SECRET: {"username": SecretStr(xen.username), "password": SecretStr(xen.password)}}
+        self.cloudstack = cloudstack
+        if cloudstack is not None:
+            self.secrets[CLOUDSTACK] = {"url": SecretStr(cloudstack.endpoint), "apiKey": SecretStr(cloudstack.api_key),
+                                        "secretKey": SecretStr(cloudstack.secret_key)}
+
+    def _call(self, method: Callable[[Context], Awaitable[Any]]) -> Any:
+        async def once() -> Any:
+            pool = CloudStackPool(poll_interval=0.1) if self.cloudstack is not None else None
+            self.reconciler.cloudstack = pool
+            try:
+                return await method(self.context())
+            finally:
+                if pool is not None:
+                    await pool.close()
+
+        return asyncio.run(once())
+
+    def finalize(self) -> None:
+        self._call(self.reconciler.finalize)
+
+    def context(self) -> Context:
+        async def checkpoint(fields: dict[str, Any]) -> None:
+            self.status.update(fields)
+
+        return Context(namespace="lab", name="pool", generation=1, spec=self.spec, status=self.status,
+                       secrets=self.secrets, event=lambda *e: self.events.append(e),
+                       logger=logging.getLogger("e2e"), checkpoint=checkpoint)
+
+    def run(self) -> Outcome:
+        outcome: Outcome = self._call(self.reconciler.reconcile)
+        self.status.update(outcome.fields)
+        return outcome
+
+    def converge(self, passes: int = 6, pause: float = 0.0) -> Outcome:
+        """Passes until Ready; `pause` caps the sleep before a requeued pass (things in CloudStack take time)."""
+        outcome = self.run()
+        for _ in range(passes):
+            if ready(outcome):
+                break
+            if pause:
+                time.sleep(min(outcome.requeue_after or pause, pause))
+            outcome = self.run()
+        return outcome
+
+
+def ready(outcome: Outcome) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
+
+
+def condition(outcome: Outcome, type_: str) -> Any:
+    return next(c for c in outcome.conditions if c.type == type_)
