@@ -88,7 +88,7 @@ def up() -> int:
         documents += systemvmtemplate_manifests(cloudstack, NAMESPACE)
     xen = xen_component.running(controlplane.default_lab_dir())
     if xen is not None:
-        documents += xenpool_manifests(xen, NAMESPACE)
+        documents += [d for d in xenpool_manifests(xen, NAMESPACE, cloudstack=cloudstack) if d not in documents]
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)

@@ -76,11 +76,17 @@ def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any =
 XEN_SECRET = "lab-xen-root"
 
 
-def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-pool") -> list[dict[str, Any]]:
+XEN_CLUSTER = "lab-xen-pool"
+
+
+def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-pool",
+                      cloudstack: Any = None) -> list[dict[str, Any]]:
     """The deploy/examples/ XenPool pointed at the lab XenServer hosts (`stackops lab xenapi` state): every lab host
-    a member (the standalone one gets joined), HA on the NFS SR with the explicit 180 s timeout, plain HTTP."""
+    a member (the standalone one gets joined), HA on the NFS SR with the explicit 180 s timeout, a vswitch
+    controller (a documentation address: only recorded in the pool, never contacted), plain HTTP; with a lab
+    CloudStack, the pool is registered as cluster `lab-xen-pool` of its first zone."""
     hosts = xen["hosts"]
-    return [
+    documents = [
         {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": XEN_SECRET, "namespace": namespace},
          "stringData": {"username": xen["username"], "password": xen["password"]}},
         {"apiVersion": "stackops.io/v1alpha1", "kind": "XenPool", "metadata": {"name": name, "namespace": namespace},
@@ -88,5 +94,12 @@ def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-p
                   "credentialsSecretRef": {"name": XEN_SECRET}, "tls": {"plainHTTP": True},
                   "xenapiPort": xen["port"],
                   "ha": {"enabled": True, "heartbeatSR": {"type": "nfs"}, "timeoutSeconds": 180},
+                  "vswitchController": {"address": "192.0.2.50"},
                   "vmHARestartPriority": {"policy": "Clear"}, "resyncIntervalSeconds": 60}},
     ]
+    if cloudstack is not None:
+        documents[-1]["spec"]["cloudstack"] = {
+            "connection": {"secretRef": {"name": CLOUDSTACK_SECRET}}, "zone": "lab-zone-1",
+            "pod": "lab-zone-1-pod-1", "cluster": XEN_CLUSTER}
+        documents.append(cloudstack_secret(cloudstack, namespace))
+    return documents

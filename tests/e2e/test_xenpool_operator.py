@@ -1,6 +1,7 @@
-"""XenPool through the operator as `make demo` runs it (real API server, deploy/ RBAC): a membership change (a
-fourth host joined, then ejected, and so on) with the operator killed by SIGKILL at 20 random moments of it.
-After every restart HA ends enabled with timeout 180 and the pool's members match the spec."""
+"""XenPool through the operator as `make demo` runs it (real API server, deploy/ RBAC): three fresh hosts become
+a pool with HA (timeout 180) and the vswitch controller, registered as a CloudStack cluster in the lab CloudStack;
+and a membership change (a fourth host joined, then ejected, and so on) with the operator killed by SIGKILL at
+20 random moments of it: after every restart HA ends enabled with timeout 180 and the members match the spec."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,8 @@ import pytest
 import XenAPI
 import yaml
 
+from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.manifests import XEN_CLUSTER, xenpool_manifests
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
 
 pytestmark = pytest.mark.e2e
@@ -111,3 +114,43 @@ def _try(function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
     except (XenAPI.Failure, OSError):
         return None
+
+
+def test_three_fresh_hosts_become_a_pool_registered_in_cloudstack(kube: Any, operator: Any) -> None:
+    """xen1 has the NFS SR attached (HA needs shared storage); xen2 and xen3 are fresh installs."""
+    namespace = f"e2e-xenpool-cs-{int(time.time())}"
+    kube.kubectl("create", "namespace", namespace)
+    hosts = [XenHostSpec("xen1", vms=0), XenHostSpec("xen2", vms=0), XenHostSpec("xen3", vms=0)]
+    fleet = Fleet(zones=1, routers=2, redundant_pairs=0)
+    with XenLab(hosts=hosts, pools=[["xen1"]], timings=TIMINGS) as lab, \
+            CloudStackSimulator(fleet=fleet, timings=Timings(host_connect=0.5, job=0.05)) as sim:
+        state = {"hosts": {n: {"address": lab.address(n)} for n in lab.hosts}, "port": lab.port,
+                 "username": lab.username, "password": lab.password}
+        documents = xenpool_manifests(state, namespace, name="fresh", cloudstack=sim)
+        kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+
+        def ready() -> dict[str, Any] | None:
+            obj = json.loads(kube.kubectl("get", "xenpool", "fresh", "-n", namespace, "-o", "json").stdout)
+            status = obj.get("status") or {}
+            done = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+            return status if done else None
+
+        status = wait_for(ready, timeout=120, what="the fresh pool Ready")
+        pool = lab.pool_of("xen1")
+        assert sorted(pool["members"]) == ["xen1", "xen2", "xen3"] and pool["master"] == "xen1"
+        assert pool["ha_enabled"] and pool["ha_configuration"] == {"timeout": "180"}
+        assert pool["vswitch_controller"] == "192.0.2.50"
+        with sim.state.lock:
+            registered = {h.name: h.state for h in sim.state.values("host")
+                          if h.cluster is not None and h.cluster.name == XEN_CLUSTER}
+            cluster = next(c for c in sim.state.values("cluster") if c.name == XEN_CLUSTER)
+        assert registered == {"xen1": "Up", "xen2": "Up", "xen3": "Up"}
+        assert status["cloudstackClusterId"] == cluster.uuid
+        assert [h["role"] for h in status["hosts"]] == ["master", "supporter", "supporter"]
+        table = kube.kubectl("get", "xenpools", "-n", namespace).stdout
+        header, row = table.splitlines()[:2]
+        assert header.split()[:4] == ["NAME", "MASTER", "HOSTS", "HA"], table
+        assert row.split()[:4] == ["fresh", "xen1", "3", "true"], table
+        kube.kubectl("delete", "xenpool", "fresh", "-n", namespace, "--wait=true", "--timeout=60s")
+    log = operator.log_path.read_text(errors="replace")
+    assert lab.password not in log and sim.secret_key not in log
