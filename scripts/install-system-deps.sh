@@ -6,6 +6,9 @@
 #   - KVM lab hosts (stackops_lab.hosts): openssh-server, openvswitch-switch, libvirt-daemon-system (with its
 #     sysv flavour: no systemd needed), libvirt-clients, qemu-system-x86 + qemu-utils (libvirt's QEMU driver
 #     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping
+#   - CloudStackRelease builds (stackops_lab.release: a CloudStack-like source repository, its build scripts):
+#     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
+#     stand-in makes its jars with it)
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
 # their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
@@ -13,7 +16,8 @@ set -euo pipefail
 packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-reflect2-dev etcd-server
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
-          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo)
+          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo
+          git curl rpm createrepo-c python3)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -139,6 +139,12 @@ class LabHost:
         return self.client_key_path.read_text()
 
     @property
+    def gateway(self) -> str:
+        """The machine's address on the lab's bridge (10.250.<slot>.1): the one address of the machine a host
+        reaches (its 127.0.0.1 is its own), where a server for the hosts binds."""
+        return f"{self.address.rsplit('.', 1)[0]}.1"
+
+    @property
     def netns_path(self) -> str:
         """The host's network namespace (for setns(2), `nsenter --net=`)."""
         return f"/run/netns/{self.netns}"

@@ -26,7 +26,8 @@ KINDS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 CLOSED_PORT = 9  # discard: nothing listens there on this machine
 CLOSED_URL = f"http://127.0.0.1:{CLOSED_PORT}/client/api"
 UNREACHABLE = {"kvmhosts": "Unreachable", "systemvmtemplates": "CloudStackUnreachable",
-               "xenpools": "InvalidCA"}  # the example's CA is a placeholder
+               "xenpools": "InvalidCA",  # the example's CA is a placeholder
+               "cloudstackreleases": "Unreachable"}
 
 
 def example_documents() -> list[dict[str, Any]]:
@@ -45,6 +46,11 @@ def example_documents() -> list[dict[str, Any]]:
             document["spec"]["address"] = "127.0.0.1"
             document["spec"]["ssh"]["port"] = CLOSED_PORT
             ssh_secrets.add(document["spec"]["ssh"]["privateKeySecretRef"]["name"])
+        if document.get("kind") == "CloudStackRelease":  # the build host
+            builder = document["spec"]["builder"]["ssh"]
+            builder["address"] = "127.0.0.1"
+            builder["ssh"]["port"] = CLOSED_PORT
+            ssh_secrets.add(builder["ssh"]["privateKeySecretRef"]["name"])
     for document in documents:  # a real (throw-away) key instead of the placeholder, so the driver gets to connect
         if document.get("kind") == "Secret" and document["metadata"]["name"] in ssh_secrets:
             document["stringData"] = {"ssh-privatekey": throwaway_private_key()}
@@ -115,7 +121,7 @@ def test_every_example_gets_honest_status(kube: Any, examples: list[dict[str, An
         if resource in UNREACHABLE:  # its reconciler exists: the (closed) endpoint is unreachable, retried
             assert ready["status"] == "False" and ready["reason"] == UNREACHABLE[resource], obj["status"]
             assert condition(obj, "Reconciling")["status"] == "True"
-            if resource in ("kvmhosts", "xenpools"):
+            if resource in ("kvmhosts", "xenpools", "cloudstackreleases"):
                 assert condition(obj, "Reachable")["status"] == "False"
         else:
             assert ready["status"] == "Unknown" and ready["reason"] == "ReconcilerNotImplemented", obj["status"]

@@ -89,9 +89,11 @@ class Build(Model):
     skip_tests: bool = True
     """Add `-DskipTests`."""
     maven_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
-    """Full Maven command as words; default `mvn clean install -P <profiles> [-DskipTests]`."""
+    """Full Maven command as words, run in the tree; default `mvn clean install -P <profiles> [-DskipTests]`."""
     version_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
-    """Command that sets the version; default `tools/build/setnextversion.sh --version <version> -s <tree>`."""
+    """Command that sets the version, run in the tree; `%VERSION%` and `%TREE%` in a word are replaced. Default
+    `tools/build/setnextversion.sh -v %VERSION% -b stackops-build -s %TREE%` (the pipeline builds on a local
+    branch `stackops-build`; the script checks out the branch it is given)."""
     timeout_minutes: Annotated[int, Field(ge=1, le=1440)] = 180
     """Build time limit."""
 

@@ -21,6 +21,9 @@ def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object 
         reconcilers["XenPool"] = XenPoolReconciler(ssh_pool, cloudstack_pool, poll_seconds=xen_poll_seconds)
 
         reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool, cloudstack_pool)  # type: ignore[arg-type]
+        from .cloudstackrelease import CloudStackReleaseReconciler
+
+        reconcilers["CloudStackRelease"] = CloudStackReleaseReconciler(ssh_pool)  # type: ignore[arg-type]
     if cloudstack_pool is not None:
         from .systemvmtemplate import SystemVMTemplateReconciler
 

@@ -1,0 +1,168 @@
+"""The CloudStackRelease reconciler: observe (one script on the build host resolves the inputs and reads the
+state of their build), decide purely, and start the pipeline detached when the inputs have not been built.
+
+The build runs on the build host on its own (see scripts.py): the operator only starts it and reads its state
+files, so an operator restart neither loses a build nor starts a second one, and a pass never waits for Maven.
+"""
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+from ... import status as st
+from ...api.cloudstackrelease import CloudStackReleaseSpec
+from ...drivers.ssh import SSHPool
+from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from . import inputs, scripts
+from .observed import BuildFacts, parse
+from .plan import Decision, StartBuild, decide
+from .runner import Runner, runner_for
+
+OBSERVE_TIMEOUT = 900.0  # ls-remote and every patch's download
+START_TIMEOUT = 120.0
+
+
+def _rfc3339(epoch: int) -> str | None:
+    if not epoch:
+        return None
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CloudStackReleaseReconciler(Reconciler):
+    kind = "CloudStackRelease"
+
+    def __init__(self, ssh: SSHPool | None = None):
+        self.ssh = ssh
+
+    async def observe(self, runner: Runner, spec: CloudStackReleaseSpec) -> BuildFacts:
+        up = spec.source.upstream
+        args = [spec.builder.work_dir, inputs.settings(spec), spec.source.repository, spec.source.base_ref,
+                up.repository if up else "-", up.ref if up else "-"]
+        for pr in spec.pull_requests:
+            args += [str(pr.number), inputs.patch_url(spec, pr.number, pr.patch_url)]
+        result = await runner.script(scripts.OBSERVE, args, timeout=OBSERVE_TIMEOUT, label="resolve the inputs")
+        if result.exit_status != 0:
+            raise ReconcileError("BuildHostError", f"looking at the build on {runner.where} failed: "
+                                 f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
+        facts = parse(result.stdout)
+        if facts.problem is None and not facts.missing_tools:
+            expected = inputs.inputs_hash(inputs.settings(spec), facts.base, facts.upstream,
+                                          [(pr.number, facts.patches[pr.number]) for pr in spec.pull_requests])
+            if expected != facts.inputs_hash:
+                raise ReconcileError("InputsHashMismatch", f"the build host computed inputs {facts.inputs_hash} but "
+                                     f"the operator {expected}", retry=False)
+        return facts
+
+    async def reconcile(self, ctx: Context) -> Outcome:
+        spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
+        runner = runner_for(self.ssh, ctx, spec)
+        facts = await self.observe(runner, spec)
+        before = ctx.status
+        built_before = before.get("phase") == "Succeeded" and before.get("inputsHash") == facts.inputs_hash
+        decision = decide(spec, facts, time.time(), built_before=built_before)
+        applied: list[Action] = []
+        if decision.action is not None and spec.management_policy == "Manage":
+            await self.start(ctx, runner, spec, facts, decision.action)
+            applied.append(decision.action)
+        return self.report(ctx, spec, facts, decision, applied)
+
+    async def start(self, ctx: Context, runner: Runner, spec: CloudStackReleaseSpec, facts: BuildFacts,
+                    action: StartBuild) -> None:
+        lines = inputs.inputs_file(spec, facts.base, facts.upstream, facts.patches, action.inputs_hash)
+        result = await runner.script(scripts.start_script(), [spec.builder.work_dir, action.inputs_hash, *lines],
+                                     timeout=START_TIMEOUT, mutation=True, label="start the build")
+        if result.exit_status != 0:
+            raise ReconcileError("BuildStartFailed", f"starting the build on {runner.where} failed: "
+                                 f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
+        if action.superseding and "superseded" in result.stdout:
+            ctx.event("Normal", "BuildSuperseded", f"stopped the build of inputs {action.superseding[:12]}: the "
+                      "spec changed")
+        ctx.event("Normal", "BuildStarted", action.describe())
+
+    async def finalize(self, ctx: Context) -> None:
+        """deletionPolicy Delete: the published packages (and the repository metadata) and the work tree go."""
+        spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
+        if spec.deletion_policy != "Delete":
+            return
+        runner = runner_for(self.ssh, ctx, spec)
+        names = [a.get("name", "") for a in ctx.status.get("artifacts") or [] if a.get("name")]
+        publish = inputs.publish_dir(spec, str(ctx.status.get("inputsHash") or "none"))
+        result = await runner.script(scripts.REMOVE, [spec.builder.work_dir, publish, *names], timeout=300,
+                                     mutation=True, label="remove the release")
+        if result.exit_status != 0:
+            raise ReconcileError("RemoveFailed", f"removing the release on {runner.where} failed: "
+                                 f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
+        ctx.event("Normal", "Applied", f"removed {len(names)} package(s) from {publish} and the work tree")
+
+    # ------------------------------------------------------------------ status
+
+    def report(self, ctx: Context, spec: CloudStackReleaseSpec, facts: BuildFacts, decision: Decision,
+               applied: list[Action]) -> Outcome:
+        fields: dict[str, Any] = {"inputsHash": facts.inputs_hash or None}
+        previous = ctx.status
+        if facts.exists or applied:
+            fields.update(self.build_fields(spec, facts, decision, applied))
+        elif decision.state == "Succeeded":  # built before; the directory is gone: keep what status recorded
+            fields["phase"] = "Succeeded"
+        else:
+            fields["phase"] = "Pending"
+        if facts.base_version:
+            verdict = inputs.version_verdict(spec.version_rule, spec.version, facts.base_version)
+            fields["schemaUpgradeRequired"] = verdict.schema_upgrade_required
+        observe_only = spec.management_policy == "Observe"
+        drift = [decision.action] if decision.action is not None and observe_only else []
+        conditions = self.conditions(spec, facts, decision, applied, observe_only)
+        phase = fields.get("phase")
+        if phase in ("Succeeded", "Failed") and (previous.get("phase") != phase
+                                                 or previous.get("inputsHash") != facts.inputs_hash):
+            kind = "Normal" if phase == "Succeeded" else "Warning"
+            ctx.event(kind, f"Build{phase}", conditions[0].message)
+        requeue = 3.0 if applied else decision.requeue_after
+        reachable = st.ConditionState("Reachable", "True", "Connected", "the build host answers")
+        return Outcome(conditions=[*conditions, reachable], fields=fields, drift=drift, applied=applied,
+                       requeue_after=requeue)
+
+    def build_fields(self, spec: CloudStackReleaseSpec, facts: BuildFacts, decision: Decision,
+                     applied: list[Action]) -> dict[str, Any]:
+        work = spec.builder.work_dir.rstrip("/")
+        log = f"{work}/builds/{facts.inputs_hash}/log"
+        base_url = spec.publish.base_url.rstrip("/") if spec.publish and spec.publish.base_url else None
+        phase = "Pending" if applied else facts.phase or "Pending"
+        finished = facts.finished if phase in ("Succeeded", "Failed") else 0
+        return {
+            "phase": phase,
+            "progress": facts.progress or None if phase not in ("Succeeded", "Failed") and not applied else None,
+            "commit": facts.commit or None,
+            "appliedPullRequests": [{"number": n, "commits": c} for n, c in sorted(facts.applied.items())],
+            "artifacts": [{"name": a.name, "sha256": a.sha256, "size": a.size,
+                           "location": f"{base_url}/{a.name}" if base_url else a.path} for a in facts.artifacts],
+            "buildLog": {"path": log, "tail": facts.log_tail if phase == "Failed" else []},
+            "startedAt": None if applied else _rfc3339(facts.started),
+            "durationSeconds": (finished - facts.started) if finished and facts.started else None,
+        }
+
+    def conditions(self, spec: CloudStackReleaseSpec, facts: BuildFacts, decision: Decision, applied: list[Action],
+                   observe_only: bool) -> list[st.ConditionState]:
+        if decision.state == "Succeeded":
+            what = f"CloudStack {spec.version} built at {facts.commit[:12] or 'an earlier pass'}: " \
+                   f"{len(facts.artifacts)} package(s)"
+            if facts.base_version:
+                what += "; " + inputs.version_verdict(spec.version_rule, spec.version, facts.base_version).message
+            return st.ready("Succeeded", decision.message or what)
+        if decision.state == "Start":
+            action = decision.action
+            assert action is not None
+            if observe_only:
+                return st.not_ready("BuildNeeded", f"not started under Observe: {action.describe()}")
+            return st.progressing("BuildStarted", action.describe())
+        if decision.state == "Running":
+            return st.progressing(decision.reason, decision.message or f"{decision.reason} on the build host")
+        if decision.state == "Waiting":
+            return st.progressing(decision.reason, decision.message)
+        if decision.stalled:
+            return st.stalled(decision.reason, decision.message)
+        return st.progressing(decision.reason, decision.message)
+
+
+__all__ = ["CloudStackReleaseReconciler"]
