@@ -14,6 +14,8 @@ from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent
 from stackops_lab.operator import OperatorComponent
+from stackops_lab.release import cli as release_cli
+from stackops_lab.release.component import ReleaseSourceComponent
 from stackops_lab.xenapi import cli as xenapi_cli
 
 # Started in this order after the cluster by `up`, stopped in reverse order by `down`.
@@ -36,7 +38,12 @@ def command_up(args: argparse.Namespace) -> int:
     hosts = [HostsComponent(args.hosts)] if args.hosts else []
     cloudstack = [CloudStackComponent(routers=args.routers)] if args.cloudstack else []
     xen = [XenComponent()] if args.xen else []
-    components = [*COMPONENTS, *hosts, *cloudstack, *xen, *(OPTIONAL if args.operator else ())]
+    if args.release and not args.hosts:
+        report("error: --release needs --hosts (a lab host is the build host, and the source is served on their "
+               "bridge)")
+        return 2
+    release = [ReleaseSourceComponent()] if args.release else []
+    components = [*COMPONENTS, *hosts, *cloudstack, *xen, *release, *(OPTIONAL if args.operator else ())]
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -46,7 +53,7 @@ def command_up(args: argparse.Namespace) -> int:
 
 def command_down(args: argparse.Namespace) -> int:
     controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), XenComponent(),
-                                                      *OPTIONAL])
+                                                      ReleaseSourceComponent(), *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -69,6 +76,10 @@ def command_xenapi(args: argparse.Namespace) -> int:
     return xenapi_cli.run(args, report)
 
 
+def command_release_source(args: argparse.Namespace) -> int:
+    return release_cli.run(args, report)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": command_prepare,
     "up": command_up,
@@ -76,6 +87,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": command_status,
     "cloudstack": command_cloudstack,
     "xenapi": command_xenapi,
+    "release-source": command_release_source,
 }
 
 
@@ -106,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--xen", action="store_true",
                     help="also run three lab XenServer hosts (the simulator of `stackops lab xenapi`): a pool of two "
                          "and a fresh install")
+    up.add_argument("--release", action="store_true",
+                    help="also serve the lab's CloudStack-like source repository (`stackops lab release-source`) for "
+                         "CloudStackRelease builds on the lab hosts (needs --hosts)")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
@@ -113,6 +128,7 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
     cloudstack_cli.add_parser(commands)
     xenapi_cli.add_parser(commands)
+    release_cli.add_parser(commands)
     return result
 
 

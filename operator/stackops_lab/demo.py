@@ -17,7 +17,8 @@ from . import controlplane
 from .cli import COMPONENTS, OPTIONAL
 from .cloudstack.component import CloudStackComponent, running
 from .hosts import HostsComponent, LabHosts
-from .manifests import kvmhost_manifests, systemvmtemplate_manifests, xenpool_manifests
+from .manifests import cloudstackrelease_manifests, kvmhost_manifests, systemvmtemplate_manifests, xenpool_manifests
+from .release import component as release_component
 from .xenapi import component as xen_component
 from .operator import DEPLOY, kubectl
 
@@ -44,6 +45,8 @@ def _pending(item: dict) -> bool:
         return not _ready(item)
     if item["kind"] == "SystemVMTemplate":
         return not (status.get("routers") or {}).get("total")
+    if item["kind"] == "CloudStackRelease":
+        return status.get("phase") not in ("Succeeded", "Failed")
     return False
 
 
@@ -61,24 +64,27 @@ def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
         time.sleep(1)
 
 
-LAB_KINDS = ("KvmHost", "SystemVMTemplate", "XenPool")  # the demo brings lab versions of these
+LAB_KINDS = ("KvmHost", "SystemVMTemplate", "XenPool", "CloudStackRelease")  # the demo brings lab versions
 
 
 def example_documents() -> list[dict]:
-    """deploy/examples/ without its KvmHost, SystemVMTemplate and XenPool (and the KvmHost's SSH Secret): their
+    """deploy/examples/ without its KvmHost, SystemVMTemplate, XenPool and CloudStackRelease (and their SSH Secrets): their
     addresses are production ones, and the demo sends traffic only to the lab's own hosts, CloudStack and XenServer
     hosts."""
     documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
                  if isinstance(d, dict)]
     replaced = [d for d in documents if d["kind"] in LAB_KINDS]
     secrets = {d["spec"]["ssh"]["privateKeySecretRef"]["name"] for d in replaced if d["kind"] == "KvmHost"}
+    secrets |= {d["spec"]["builder"]["ssh"]["ssh"]["privateKeySecretRef"]["name"] for d in replaced
+                if d["kind"] == "CloudStackRelease"}
     return [d for d in documents if d["kind"] not in LAB_KINDS
             and not (d["kind"] == "Secret" and d["metadata"]["name"] in secrets)]
 
 
 def up() -> int:
     cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), CloudStackComponent(),
-                                                          xen_component.XenComponent(), *OPTIONAL])
+                                                          xen_component.XenComponent(),
+                                                          release_component.ReleaseSourceComponent(), *OPTIONAL])
     kubeconfig = Path(cluster.kubeconfig)
     hosts = LabHosts(controlplane.default_lab_dir()).running() or []
     cloudstack = running(controlplane.default_lab_dir())
@@ -89,6 +95,9 @@ def up() -> int:
     xen = xen_component.running(controlplane.default_lab_dir())
     if xen is not None:
         documents += [d for d in xenpool_manifests(xen, NAMESPACE, cloudstack=cloudstack) if d not in documents]
+    release = release_component.running(controlplane.default_lab_dir())
+    if release is not None:
+        documents += cloudstackrelease_manifests(release, hosts, NAMESPACE)
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
@@ -101,7 +110,8 @@ def up() -> int:
 
 def down() -> int:
     controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(),
-                                                  xen_component.XenComponent(), *OPTIONAL])
+                                                  xen_component.XenComponent(),
+                                                  release_component.ReleaseSourceComponent(), *OPTIONAL])
     return 0
 
 

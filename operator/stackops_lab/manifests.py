@@ -103,3 +103,30 @@ def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-p
             "pod": "lab-zone-1-pod-1", "cluster": XEN_CLUSTER}
         documents.append(cloudstack_secret(cloudstack, namespace))
     return documents
+
+
+RELEASE_NAME = "lab-4.8.0.16"
+
+
+def cloudstackrelease_manifests(release: dict[str, Any], hosts: Sequence[Any], namespace: str) -> list[dict[str, Any]]:
+    """The deploy/examples/ CloudStackRelease built on the first lab host from the lab's release source
+    (`stackops lab release-source` state): 4.8.0.16 of branch 4.8 with two pull requests that apply, the Maven
+    stand-in, RPMs for CentOS 7 published as a yum repository on the build host. Uses the KvmHosts' SSH Secret."""
+    if not hosts:
+        return []
+    host = hosts[0]
+    return [{
+        "apiVersion": "stackops.io/v1alpha1", "kind": "CloudStackRelease",
+        "metadata": {"name": RELEASE_NAME, "namespace": namespace},
+        "spec": {
+            "source": {"repository": release["repository"], "baseRef": release["base_ref"]},
+            "version": "4.8.0.16", "versionRule": "Legacy",
+            "pullRequests": [{"number": n} for n in release["applying"][:2]],
+            "builder": {"type": "SSH", "workDir": "/var/lib/stackops/build", "ssh": {
+                "address": host.address,
+                "ssh": {"user": "root", "privateKeySecretRef": {"name": SSH_SECRET}, "hostKey": host.host_key}}},
+            "build": {"mavenCommand": release["maven_command"], "timeoutMinutes": 30},
+            "packaging": {"enabled": True, "distribution": "centos7"},
+            "publish": {"directory": "/var/lib/stackops/repo/cloudstack-4.8.0.16"},
+        },
+    }]

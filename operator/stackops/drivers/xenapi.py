@@ -74,7 +74,7 @@ def _failure(call: str, error: Exception) -> XenAPIError:
             return XenAuthError(call, details[0], details[1:2])  # the user name, not the password
         return XenAPIError(call, details[0], details[1:])
     if isinstance(error, ssl.SSLError):
-        return XenTLSError(call, "TLS", message=f"TLS: {getattr(error, 'reason', None) or error}")
+        return XenTLSError(call, "TLS", message=_tls_message(error))
     if isinstance(error, (socket.timeout, TimeoutError)):
         return XenUnreachable(call, "TIMEOUT", message="timed out")
     if isinstance(error, (OSError, http.client.HTTPException)):
@@ -84,6 +84,13 @@ def _failure(call: str, error: Exception) -> XenAPIError:
     if isinstance(error, xmlrpc.client.ProtocolError):
         return XenUnreachable(call, "HTTP", message=f"HTTP {error.errcode} {error.errmsg}")
     return XenAPIError(call, type(error).__name__, message=str(error))
+
+
+def _tls_message(error: ssl.SSLError) -> str:
+    """Why the handshake failed: OpenSSL's verify message (unknown CA, self-signed, name mismatch) if any."""
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"TLS: certificate verify failed: {error.verify_message}"
+    return f"TLS: {getattr(error, 'reason', None) or error}"
 
 
 class _Transport(xmlrpc.client.Transport):
@@ -130,8 +137,8 @@ class Endpoint:
         if self.insecure:
             context = ssl._create_unverified_context()  # noqa: S323 - only when the spec says insecureSkipVerify
         else:
+            # the certificate must name the address connected to (xapi's own certificates carry it as an IP SAN)
             context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
-            context.check_hostname = False  # XenServer certificates name the host, rarely its address
         return _SafeTransport(self.timeout, context)
 
 
@@ -198,7 +205,8 @@ class PoolSession:
             except Exception as error:  # noqa: BLE001 - typed below
                 failure = _failure("session.login_with_password", error)
                 if isinstance(failure, XenTLSError):
-                    raise failure from None
+                    detail = str(failure).split(": ", 1)[-1]  # which host presented what
+                    raise XenTLSError(failure.call, failure.code, [address], message=f"{address}: {detail}") from None
                 self.unreachable[address] = str(failure).split(": ", 1)[-1]
         where = ", ".join(f"{a} ({why})" for a, why in self.unreachable.items())
         lost = XenNoMaster("session.login_with_password", "NO_MASTER", message=f"no pool master answered: {where}")

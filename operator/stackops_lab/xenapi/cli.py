@@ -3,7 +3,8 @@
 Hosts xen1…xenN listen on 127.0.1.10… (one port for all); consecutive groups of --pool-size hosts form a pool
 (the first is its master, with a shared NFS SR); a remainder of one host stays standalone and joinable. Prints
 one line `ready <url> <url> …` (a URL per host) on stdout once serving, writes the state as JSON to
---state-file (mode 0600, removed on exit) and runs until SIGINT or SIGTERM.
+--state-file (mode 0600, removed on exit) and runs until SIGINT or SIGTERM. With --tls the hosts speak HTTPS
+with certificates of a lab CA whose certificate is the state's `ca_pem` (what a XenPool's tls.caSecretRef needs).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ def add_parser(commands: Any) -> None:
                         help="running guest VMs per host (default: %(default)s)")
     parser.add_argument("--ha-time-scale", type=float, default=XenTimings.ha_time_scale, metavar="F",
                         help="lab seconds per second of HA timeout (default: %(default)s)")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve HTTPS with certificates signed by a lab CA (its PEM is ca_pem in the state file)")
     parser.add_argument("--state-file", type=Path, default=None, metavar="PATH",
-                        help="write {hosts: {name: {address, url}}, port, username, password, pools, pid} as "
-                             "JSON here (mode 0600); removed on exit")
+                        help="write {hosts: {name: {address, url}}, port, username, password, pools, tls, ca_pem, "
+                             "pid} as JSON here (mode 0600); removed on exit")
 
 
 def pools_of(names: list[str], size: int) -> list[list[str]]:
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace, report: Any) -> int:
         pooled = {name for pool in pools for name in pool}  # the others are fresh installs: no VMs, ready to join
         lab = XenLab(hosts=[XenHostSpec(name, vms=None if name in pooled else 0) for name in names], pools=pools,
                      username=args.username, password=args.password, vms_per_host=args.vms_per_host,
-                     timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port)
+                     timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port, tls=args.tls)
     except (OSError, ValueError) as error:
         report(f"error: {error}")
         return 1
@@ -64,12 +67,15 @@ def run(args: argparse.Namespace, report: Any) -> int:
 
     def state() -> dict:
         return {"hosts": {n: {"address": lab.address(n), "url": lab.url(n)} for n in names}, "port": lab.port,
-                "username": lab.username, "password": lab.password, "pools": list(summary().values())}
+                "username": lab.username, "password": lab.password, "pools": list(summary().values()),
+                "tls": lab.tls is not None, "ca_pem": lab.ca_pem}
 
     def start() -> None:
         lab.start()
         banner.extend(f"pool: master {p['master']}, members {', '.join(p['members'])}" for p in summary().values())
         banner.append(f"dom0 credentials: {lab.username} / {lab.password}")
+        if lab.tls is not None:
+            banner.append("HTTPS with certificates of the lab CA (ca_pem in the state file)")
 
     banner: list[str] = []
     return serve(start, lab.stop, state_file=args.state_file, state=state, ready=" ".join(lab.url(n) for n in names),

@@ -19,6 +19,7 @@ dom0 keeps on disk:
   is not KEY='value', INSTALLATION_UUID missing or not a UUID) fails the start (HTTP 400, the shim prints the
   reason and exits 1) and xapi stays stopped; otherwise xapi starts as Lifecycle.restart_xapi does and the
   answer comes once it serves (systemd's xapi.service is Type=notify: `start` returns when xapi is ready).
+- `/etc/xensource/xapi-ssl.pem` with TLS: the host's key and certificate, read when xapi starts (tls.py).
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ class Dom0s:
         for dom0 in self.by_name.values():
             dom0.start()
         self.active = True
+        for dom0 in self.by_name.values():
+            if dom0.lab.tls is not None:
+                dom0.lab.tls.dom0_written(dom0.machine)
 
     def stop(self) -> None:
         self.active = False

@@ -15,7 +15,8 @@ power loss, boots, reboots, xapi restarts, master changes.
   are gone; it stops heart-beating (the master marks it dead after the liveness timeout). start_xapi brings
   it back as restart_xapi does.
 - Every xapi start (boot, restart) reads the inventory and looks for the state DB; for a dom0 stand-in
-  (dom0.py) that is the lab host's files, so edits made over SSH take effect then.
+  (dom0.py) that is the lab host's files, so edits made over SSH take effect then; with TLS it also reads
+  /etc/xensource/xapi-ssl.pem, made anew (self-signed) when missing (tls.py).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ class Lifecycle:
         machine.power, machine.xapi = "up", "starting"
         machine.boot_id += 1
         machine.disabled_until_reboot = False
+        self.read_certificate(machine)
         self.lab.listeners[machine.name].start()
         self.read_dom0_files(machine)
         if not machine.state_db or machine.db is None:
@@ -206,6 +208,11 @@ class Lifecycle:
         if self.lab.dom0s is not None:
             self.lab.dom0s.load(machine, strict=False)
 
+    def read_certificate(self, machine: Machine) -> None:
+        """xapi starting serves a dom0 stand-in's xapi-ssl.pem (regenerated when missing), with TLS."""
+        if self.lab.tls is not None:
+            self.lab.tls.dom0_read(machine)
+
     def stop_xapi(self, machine: Machine, reason: str) -> None:
         """`service xapi stop`: connection refused, sessions gone, what was scheduled for xapi cancelled."""
         if machine.power != "up":
@@ -228,6 +235,7 @@ class Lifecycle:
         """`service xapi restart`: HOST_STILL_BOOTING for `delay`, sessions gone, the inventory read again."""
         if machine.power != "up":
             raise ValueError(f"{machine.name} is down")
+        self.read_certificate(machine)
         self.lab.listeners[machine.name].start()  # a stopped xapi listens again
         machine.xapi = "starting"
         machine.boot_id += 1

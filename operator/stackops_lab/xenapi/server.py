@@ -1,7 +1,9 @@
 """HTTP plumbing: one ThreadingHTTPServer per lab host, on the host's own address, answering XML-RPC on
 POST / and POST /RPC2 (xapi's HTTP server takes both; the Python SDK posts to the URL's path, /RPC2 for a
 bare http://host:port). Every answer is HTTP 200 text/xml holding the XenAPI envelope; nothing is ever an
-XML-RPC fault. JSON-RPC (/jsonrpc) and HTTPS are not served (plain HTTP only, the lab's choice).
+XML-RPC fault. JSON-RPC (/jsonrpc) is not served. Plain HTTP, unless the lab has TLS (tls.py): then every
+accepted connection is wrapped with the host's current server context and does its handshake in its own thread
+(a client that fails it, or speaks plain HTTP, is disconnected without an answer).
 
 A host that is killed (or whose xapi is stopped) stops listening (connection refused) and its open connections
 are shut down, so a client sees what it would see of a dead host.
@@ -18,13 +20,15 @@ import logging
 import os
 import socket
 import socketserver
+import ssl
 import threading
 import xmlrpc.client
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
 from stackops_lab.xenapi.dispatch import failure
+from stackops_lab.xenapi.tls import HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
     from stackops_lab.xenapi.simulator import XenLab
@@ -95,6 +99,30 @@ class HostServer(ThreadingHTTPServer):
             return
         super().__init__(address, Handler, bind_and_activate=False)
         adopt_socket(self, netns_socket(netns, address[0], address[1], self.request_queue_size))
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept, and with TLS wrap the connection (the handshake waits for finish_request, off the accept loop)."""
+        connection, address = super().get_request()
+        tls = self.lab.tls
+        if tls is None:
+            return connection, address
+        try:
+            return tls.context(self.machine.name).wrap_socket(connection, server_side=True,
+                                                              do_handshake_on_connect=False), address
+        except (OSError, ValueError):
+            connection.close()
+            raise OSError("TLS wrap failed") from None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(HANDSHAKE_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(None)
+            except OSError as error:  # ssl.SSLError included: a plain HTTP client, an unknown CA, a timeout
+                log.debug("%s: TLS handshake with %s failed: %s", self.machine.name, client_address, error)
+                return
+        super().finish_request(request, client_address)
 
     def close_connections(self) -> None:
         with self.connections_lock:

@@ -13,10 +13,13 @@ overrides it), every other one with ha_restart_priority "restart".
 
 With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
 (stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
-socket inside the lab host's network namespace (all on one port, 80 unless `port` says otherwise; plain HTTP),
+socket inside the lab host's network namespace (all on one port, 80 unless `port` says otherwise, 443 with TLS),
 and the lab host has the dom0's /etc/xensource-inventory, /var/lib/xcp/state.db and a `service xapi
 stop|start|restart|status` that stops and starts this host's xapi. The files and the lab's methods
 (write_inventory, remove_state_db, clone, inventory, restart_xapi) always agree.
+
+With `tls=True` (or a LabCA to share) every endpoint speaks HTTPS with a certificate of the lab CA (tls.py);
+`lab.ca_pem` is what clients verify with, `replace_certificate` gives a host another certificate.
 
 The lab binds its ports when constructed, serves once started, and drives every time-based transition from
 one scheduler thread under one lock.
@@ -41,6 +44,7 @@ from stackops_lab.scheduler import Scheduler
 from stackops_lab.xenapi.server import Listener
 from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec
 from stackops_lab.xenapi.timings import XenTimings
+from stackops_lab.xenapi.tls import LabCA, LabTLS
 
 if TYPE_CHECKING:
     from stackops_lab.hosts import LabHost
@@ -68,7 +72,7 @@ class XenLab:
     def __init__(self, hosts: list[XenHostSpec] | None = None, pools: list[list[str]] | None = None,
                  username: str = "root", password: str = "xenroot", timings: XenTimings | None = None,
                  shared_srs: list[dict[str, Any]] | None = None, vms_per_host: int = 2, bind: str = "loopback",
-                 port: int | None = None, dom0s: dict[str, LabHost] | None = None) -> None:
+                 port: int | None = None, dom0s: dict[str, LabHost] | None = None, tls: bool | LabCA = False) -> None:
         if bind != "loopback":
             raise ValueError(f"bind={bind!r}: only 'loopback' (127.0.1.<10+i>, no root needed) is supported")
         specs = hosts if hosts is not None else [XenHostSpec(f"xen{i + 1}") for i in range(3)]
@@ -108,7 +112,8 @@ class XenLab:
                 assert machine.db is not None
                 count = vms_per_host if machine.spec.vms is None else machine.spec.vms
                 self.lifecycle.add_guest_vms(machine.db, machine, count)
-        self.port = port if port is not None else 80 if dom0s else 0
+        self.tls = LabTLS(self, tls if isinstance(tls, LabCA) else LabCA()) if tls else None  # a certificate each
+        self.port = port if port is not None else (443 if tls else 80) if dom0s else 0
         try:
             for machine in self.state.machines.values():
                 listener = Listener(self, machine, self.port, dom0s[machine.name].netns_path if dom0s else None)
@@ -163,7 +168,12 @@ class XenLab:
         return self.state.machine(name).address
 
     def url(self, name: str) -> str:
-        return f"http://{self.address(name)}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.address(name)}:{self.port}"
+
+    @property
+    def ca_pem(self) -> str | None:
+        """The lab CA's certificate (PEM) that signed the hosts' certificates; None without TLS."""
+        return self.tls.ca.pem if self.tls is not None else None
 
     def name_of(self, address: str) -> str:
         machine = self.state.by_address(address)
@@ -253,12 +263,21 @@ class XenLab:
             machine.inventory = self.inventory(from_host)
             if self.dom0s is not None:
                 self.dom0s.inventory_written(machine)
+            if self.tls is not None:  # the copied disk has the source's xapi-ssl.pem: its name, its address
+                self.tls.cloned(machine, source)
             machine.hostname = source.hostname
             self.lifecycle.clear_sessions(machine.db)
             machine.local_sessions.clear()
             self.lifecycle.fresh_pool(machine)
             self.audit_log.record("host.cloned", host=name, source=from_host,
                                   uuid=machine.inventory["INSTALLATION_UUID"])
+
+    def replace_certificate(self, name: str, *, self_signed: bool = False, wrong_address: bool = False,
+                            ca: LabCA | None = None) -> str:
+        """Serve another certificate from now on (tls.LabTLS.replace); its PEM. Without options: the lab CA's."""
+        if self.tls is None:
+            raise ValueError("the lab has no TLS")
+        return self.tls.replace(name, self_signed=self_signed, wrong_address=wrong_address, ca=ca)
 
     def set_disabled_until_reboot(self, name: str, value: bool = True) -> None:
         with self.state.lock:

@@ -14,7 +14,7 @@ import uuid
 
 from ...api.xenpool import XenPoolSpec
 from ...drivers.ssh import SSHError, SSHPool, SSHTarget
-from ...drivers.xenapi import PoolSession, XenAPIError
+from ...drivers.xenapi import PoolSession, XenAPIError, XenTLSError
 from ..base import Context, ReconcileError
 from .actions import MakeHostUnique, SetHostName
 
@@ -76,6 +76,11 @@ async def wait_for_uuid(pool: PoolSession, address: str, wanted: str, timeout: f
             hosts = await own.records("host")
             if any(h.get("uuid") == wanted for h in hosts.values()):
                 return
+        except XenTLSError as error:
+            raise ReconcileError("MakeUniqueCertificate", f"{name} is unique now, but xapi regenerated its server "
+                                 f"certificate, which tls.caSecretRef does not verify ({error}); install a "
+                                 "certificate signed by that CA on it (the pool join waits until then)",
+                                 delay=300.0) from None
         except XenAPIError:
             pass  # xapi is still starting
         finally:
