@@ -106,15 +106,7 @@ def add_cluster(request: Request) -> dict[str, Any]:
     if reason is not None:
         xen.log(sim, "DEBUG", xen.DISCOVERER, reason)
         raise refuse(reason)
-    address = xen.resolve(parts.hostname or "")
-    if address is None:
-        raise refuse("Unable to resolve the host name")
-    port = parts.port or xen.DEFAULT_PORT
-    try:
-        pool = xen.read_pool(address, port, username, password, sim.timings.xenapi_timeout)
-    except xen.Unreachable as error:
-        xen.log(sim, "WARN", xen.DISCOVERER, str(error))
-        raise refuse(str(error)) from None
+    pool, address, port = xen.discover(sim, parts.hostname or "", parts.port, username, password, refuse)
     with sim.state.lock:
         if (taken := _name_taken(request, name, pod)) is not None:
             raise taken

@@ -30,6 +30,8 @@ message}. XenAPI calls run without the state lock, each connection with Timings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import http.client
 import socket
 import xmlrpc.client
@@ -244,6 +246,22 @@ def accept(sim: CloudStackSimulator, cluster: Cluster, pool: XenPool, host_ip: s
         sim.hostops.connect_later(host)
         added.append(host)
     return added
+
+
+def discover(sim: CloudStackSimulator, hostname: str, port: int | None, username: str, password: str,
+             refuse: Callable[[str], Exception]) -> tuple[XenPool, str, int]:
+    """The pool behind a URL's host, with the host's address and port (XcpServerDiscoverer.find, after its checks):
+    resolve, log in following HOST_IS_SLAVE, read the pool; a failure is logged as CloudStack logs it and raised
+    through `refuse`."""
+    address = resolve(hostname)
+    if address is None:
+        raise refuse("Unable to resolve the host name")
+    port = port or DEFAULT_PORT
+    try:
+        return read_pool(address, port, username, password, sim.timings.xenapi_timeout), address, port
+    except Unreachable as error:
+        log(sim, "WARN", DISCOVERER, str(error))
+        raise refuse(str(error)) from None
 
 
 def resolve(address: str) -> str | None:

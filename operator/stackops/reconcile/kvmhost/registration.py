@@ -6,8 +6,6 @@ operator took over is adopted, not added twice.
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +13,9 @@ from ... import status as st
 from ...api.kvmhost import CloudStackHost, KvmHostSpec
 from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackParameterError, CloudStackPool
 from ..base import Action, Context, ReconcileError
+from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 
 CONNECTING_REQUEUE_SECONDS = 5.0
-MAINTENANCE_TIMEOUT_SECONDS = 1800.0
-MAINTENANCE_POLL_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -151,20 +148,8 @@ async def deregister(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> N
         if host.get("resourcestate") not in ("Maintenance", "PrepareForMaintenance"):
             await client.run("prepareHostForMaintenance", id=host_id, timeout=MAINTENANCE_TIMEOUT_SECONDS)
             ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
-        deadline = time.monotonic() + MAINTENANCE_TIMEOUT_SECONDS
-        while True:
-            hosts = await client.list("listHosts", id=host_id)
-            state = hosts[0].get("resourcestate") if hosts else "Maintenance"
-            if state == "Maintenance":
-                break
-            if state == "ErrorInMaintenance":
-                raise ReconcileError("MaintenanceFailed", f"CloudStack host {host.get('name')} is in "
-                                     "ErrorInMaintenance (VMs could not be migrated away); not deleted", delay=60.0)
-            if time.monotonic() > deadline:
-                raise ReconcileError("MaintenanceTimeout", f"CloudStack host {host.get('name')} did not reach "
-                                     "Maintenance in time; not deleted yet", delay=60.0)
-            await asyncio.sleep(MAINTENANCE_POLL_SECONDS)
-        if hosts:
+        present = await wait_for_maintenance(client, host_id, str(host.get("name")))
+        if present:
             await client.call("deleteHost", id=host_id)
             ctx.event("Normal", "Applied", f"deleted host {host.get('name')} from CloudStack")
     except CloudStackError as error:

@@ -10,8 +10,6 @@ The XenAPI credentials CloudStack needs are the pool's own (`credentialsSecretRe
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +17,9 @@ from ... import status as st
 from ...api.xenpool import CloudStackCluster, XenPoolSpec
 from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool
 from ..base import Action, Context, ReconcileError
+from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from .observed import PoolFacts
 
-MAINTENANCE_TIMEOUT_SECONDS = 1800.0
 POLL_SECONDS = 1.0
 CONNECTING_REQUEUE_SECONDS = 5.0
 
@@ -185,19 +183,7 @@ class ClusterLink:
             raise failed(error, f"putting CloudStack host {address} into maintenance") from None
 
     async def wait_for_maintenance(self, host: dict[str, Any]) -> None:
-        deadline = time.monotonic() + MAINTENANCE_TIMEOUT_SECONDS
-        while True:
-            found = await self.client.list("listHosts", id=host["id"])
-            state = found[0].get("resourcestate") if found else "Maintenance"
-            if state == "Maintenance":
-                return
-            if state == "ErrorInMaintenance":
-                raise ReconcileError("MaintenanceFailed", f"CloudStack host {host.get('name')} is in "
-                                     "ErrorInMaintenance (its VMs could not be migrated away)", delay=60.0)
-            if time.monotonic() > deadline:
-                raise ReconcileError("MaintenanceTimeout", f"CloudStack host {host.get('name')} did not reach "
-                                     "Maintenance in time", delay=60.0)
-            await asyncio.sleep(POLL_SECONDS)
+        await wait_for_maintenance(self.client, str(host["id"]), str(host.get("name")), poll=POLL_SECONDS)
 
     async def remove(self, host: dict[str, Any]) -> Action:
         if host.get("resourcestate") != "Maintenance":
