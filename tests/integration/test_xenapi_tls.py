@@ -109,10 +109,10 @@ def test_a_plain_http_client_gets_no_answer_from_a_tls_port(lab: XenLab) -> None
     started = time.monotonic()
     with pytest.raises(XenNoMaster) as lost:
         master_of(lab, ["xen1", "xen2"], endpoint(lab, plain_http=True, ca_pem=None))
-    assert time.monotonic() - started < 3, "refused at once, not after the timeout"
+    assert time.monotonic() - started < 4, "refused at once, not after the timeout"
     reasons = lost.value.unreachable
     assert set(reasons) == {lab.address("xen1"), lab.address("xen2")}
-    assert all(re.search(r"RemoteDisconnected|ConnectionReset", why) for why in reasons.values()), reasons
+    assert all(re.search(r"RemoteDisconnected|ConnectionReset|BrokenPipe", why) for why in reasons.values()), reasons
     assert PASSWORD not in str(lost.value) and not events(lab, "session.login")
 
 
