@@ -107,3 +107,36 @@ def test_problems_before_a_build() -> None:
     assert missing.stalled and missing.reason == "RefNotFound"
     unreachable = decide(spec(), parse("fetch-failed base fatal: unable to access"), 0)
     assert not unreachable.stalled and unreachable.requeue_after
+
+
+def test_a_running_build_is_reported_without_resolving_its_inputs_again(tmp_path: Any) -> None:
+    """While the recorded build runs with the same settings, observe neither asks Git nor downloads a patch (the
+    URLs here lead nowhere): it reports that build's inputs, and the operator's hash check still holds."""
+    from stackops.reconcile.cloudstackrelease.scripts import OBSERVE
+
+    release = spec()
+    line = inputs.settings(release)
+    patches = [(101, "a" * 64), (102, "b" * 64)]
+    known = inputs.inputs_hash(line, "c" * 40, "-", patches)
+    build = tmp_path / "builds" / known
+    build.mkdir(parents=True)
+    (build / "settings").write_text(line + "\n")
+    (build / "inputs").write_text("\n".join(inputs.inputs_file(release, "c" * 40, "-", dict(patches), known)) + "\n")
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (build / "pid").write_text(f"{sleeper.pid}\n")
+        (build / "phase").write_text("Building\n")
+        args = [str(tmp_path), line, known, "http://127.0.0.1:9/nowhere.git", "4.8", "-", "-",
+                "101", "http://127.0.0.1:9/pull/101.patch", "102", "http://127.0.0.1:9/pull/102.patch"]
+        output = subprocess.run(["sh", "-s", "--", *args], input=OBSERVE, capture_output=True, text=True,
+                                timeout=30).stdout
+        facts = parse(output)
+        assert facts.problem is None and facts.running and facts.phase == "Building", output
+        assert facts.inputs_hash == known and facts.patches == dict(patches) and facts.base == "c" * 40
+        # other settings (the spec changed): resolved again, which fails here without a reachable repository
+        changed = subprocess.run(["sh", "-s", "--", str(tmp_path), line + "x", known, *args[3:]], input=OBSERVE,
+                                 capture_output=True, text=True, timeout=60).stdout
+        assert parse(changed).problem is not None, changed
+    finally:
+        sleeper.kill()
+        sleeper.wait()

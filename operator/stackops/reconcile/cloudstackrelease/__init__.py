@@ -35,10 +35,12 @@ class CloudStackReleaseReconciler(Reconciler):
     def __init__(self, ssh: SSHPool | None = None):
         self.ssh = ssh
 
-    async def observe(self, runner: Runner, spec: CloudStackReleaseSpec) -> BuildFacts:
+    async def observe(self, runner: Runner, spec: CloudStackReleaseSpec, known: str = "") -> BuildFacts:
+        """`known`: the inputs hash status recorded; while that build runs with the same settings, its inputs are
+        taken as they are instead of being resolved again (no patch is downloaded on every pass)."""
         up = spec.source.upstream
-        args = [spec.builder.work_dir, inputs.settings(spec), spec.source.repository, spec.source.base_ref,
-                up.repository if up else "-", up.ref if up else "-"]
+        args = [spec.builder.work_dir, inputs.settings(spec), known or "-", spec.source.repository,
+                spec.source.base_ref, up.repository if up else "-", up.ref if up else "-"]
         for pr in spec.pull_requests:
             args += [str(pr.number), inputs.patch_url(spec, pr.number, pr.patch_url)]
         result = await runner.script(scripts.OBSERVE, args, timeout=OBSERVE_TIMEOUT, label="resolve the inputs")
@@ -57,8 +59,8 @@ class CloudStackReleaseReconciler(Reconciler):
     async def reconcile(self, ctx: Context) -> Outcome:
         spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
         runner = runner_for(self.ssh, ctx, spec)
-        facts = await self.observe(runner, spec)
         before = ctx.status
+        facts = await self.observe(runner, spec, str(before.get("inputsHash") or ""))
         built_before = before.get("phase") == "Succeeded" and before.get("inputsHash") == facts.inputs_hash
         decision = decide(spec, facts, time.time(), built_before=built_before)
         applied: list[Action] = []
@@ -70,7 +72,8 @@ class CloudStackReleaseReconciler(Reconciler):
     async def start(self, ctx: Context, runner: Runner, spec: CloudStackReleaseSpec, facts: BuildFacts,
                     action: StartBuild) -> None:
         lines = inputs.inputs_file(spec, facts.base, facts.upstream, facts.patches, action.inputs_hash)
-        result = await runner.script(scripts.start_script(), [spec.builder.work_dir, action.inputs_hash, *lines],
+        result = await runner.script(scripts.start_script(),
+                                     [spec.builder.work_dir, action.inputs_hash, inputs.settings(spec), *lines],
                                      timeout=START_TIMEOUT, mutation=True, label="start the build")
         if result.exit_status != 0:
             raise ReconcileError("BuildStartFailed", f"starting the build on {runner.where} failed: "

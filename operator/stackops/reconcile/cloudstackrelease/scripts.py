@@ -17,12 +17,23 @@ a restarted operator finds it running, or finished, under the same hash. PIPELIN
 from __future__ import annotations
 
 OBSERVE = r"""
-work=$1 settings=$2 repo=$3 ref=$4 up_repo=$5 up_ref=$6
-shift 6
+work=$1 settings=$2 known=$3 repo=$4 ref=$5 up_repo=$6 up_ref=$7
+shift 7
 say() { printf '%s\n' "$*"; }
 for tool in git curl sha256sum setsid flock; do
     command -v "$tool" >/dev/null 2>&1 || say "missing $tool"
 done
+# the build of the inputs status recorded still runs with these settings: its inputs stand (a moved branch or a
+# changed patch is seen once it finishes), and nothing is downloaded again while it runs
+kdir=$work/builds/$known
+kpid=$(cat "$kdir/pid" 2>/dev/null || echo 0)
+if [ "$known" != - ] && [ "$(cat "$kdir/settings" 2>/dev/null)" = "$settings" ] && [ "$kpid" -gt 0 ] 2>/dev/null \
+        && kill -0 "$kpid" 2>/dev/null; then
+    say "base $(sed -n 's/^base=//p' "$kdir/inputs")"
+    say "upstream $(sed -n 's/^upstream=//p' "$kdir/inputs")"
+    sed -n 's/^pr=\([0-9]*\) [^ ]* \([0-9a-f]*\)$/patch \1 \2/p' "$kdir/inputs"
+    hash=$known
+else
 resolve() {  # resolve REPO REF: the commit a branch, tag (peeled) or commit names
     case "$2" in
         [0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]*)
@@ -56,6 +67,7 @@ while [ $# -gt 0 ]; do
     hashes="$hashes $number:$sum"
 done
 hash=$(printf '%s\n' "$settings" "$base" "$upstream" "$hashes" | sha256sum | cut -d' ' -f1)
+fi
 say "hash $hash"
 dir=$work/builds/$hash
 current=$(cat "$work/current" 2>/dev/null || echo -)
@@ -78,11 +90,11 @@ if [ -f "$dir/failure" ]; then tail -n 20 "$dir/log" 2>/dev/null | sed 's/^/log 
 exit 0
 """
 
-# START WORK HASH KEY=VALUE… : supersede a build of other inputs that still runs, then launch the pipeline.
+# START WORK HASH SETTINGS KEY=VALUE… : supersede a build of other inputs that still runs, then launch the pipeline.
 START = r"""
 set -eu
-work=$1 hash=$2
-shift 2
+work=$1 hash=$2 settings=$3
+shift 3
 dir=$work/builds/$hash
 mkdir -p "$dir"
 previous=$(cat "$work/current" 2>/dev/null || echo -)
@@ -100,6 +112,7 @@ rm -f "$dir/failure" "$dir/result" "$dir/finished" "$dir/phase" "$dir/progress"
 : > "$dir/inputs.tmp"
 for pair in "$@"; do printf '%s\n' "$pair" >> "$dir/inputs.tmp"; done
 mv "$dir/inputs.tmp" "$dir/inputs"
+printf '%s\n' "$settings" > "$dir/settings"
 cat > "$dir/pipeline.sh" <<'PIPELINE'
 @PIPELINE@
 PIPELINE
