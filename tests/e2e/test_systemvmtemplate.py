@@ -85,11 +85,15 @@ def test_a_fleet_of_200_routers_rolls_out_within_its_limits() -> None:
             assert len(members) == 2, pair
             assert members[0] in backups, pair
 
-        # tenants heard before and after every router, in that order
+        # tenants heard before and after every router, in that order. Delivery is at least once: a "before" whose
+        # answer did not reach the operator in time is sent again before the reboot, never after it.
         phases: dict[str, list[str]] = {}
         for notice in hook.notices:
             phases.setdefault(notice["router"], []).append(notice["phase"])
-        assert len(phases) == 200 and all(p == ["before", "after"] for p in phases.values())
+        odd = {r: p for r, p in phases.items() if [k for i, k in enumerate(p) if i == 0 or p[i - 1] != k]
+               != ["before", "after"]}
+        assert len(phases) == 200 and not odd, odd
+        assert sum(p.count("after") for p in phases.values()) == 200
         assert set(hook.notices[0]) >= {"router", "network", "account", "domain", "phase"}
 
         # converged: another pass changes nothing
