@@ -29,6 +29,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin stackops
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 9100
 ENTRYPOINT ["stackops"]
 CMD ["run"]

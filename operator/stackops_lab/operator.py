@@ -86,17 +86,22 @@ class LocalOperator:
     kubeconfig: Path
     log_path: Path
     health_port: int = 0
+    metrics_port: int = 0  # Prometheus metrics on 127.0.0.1 (a free port unless given)
     args: tuple[str, ...] = ()  # extra `stackops run` options, e.g. faster CloudStack polling in tests
     process: subprocess.Popen[bytes] | None = None
+    verbose: bool = True  # `--verbose` (tests want debug logs; the Deployment runs without it)
 
     def start(self, timeout: float = 60) -> None:
         self.health_port = self.health_port or free_port()
+        while not self.metrics_port or self.metrics_port == self.health_port:
+            self.metrics_port = free_port()
         # a stable peering identity, as the Deployment's POD_ID gives a restarted container: the record a killed
         # predecessor left is our own, and the new process does not pause for its lifetime
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1",
                "POD_ID": f"stackops-local-{self.health_port}"}
-        command = [sys.executable, "-m", "stackops.cli", "run", "--verbose",
-                   f"--liveness=http://127.0.0.1:{self.health_port}/healthz", *self.args]
+        command = [sys.executable, "-m", "stackops.cli", "run", *(["--verbose"] if self.verbose else []),
+                   f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+                   f"--metrics-address=127.0.0.1:{self.metrics_port}", *self.args]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -114,6 +119,10 @@ class LocalOperator:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def healthy(self) -> bool:
         try:
@@ -163,7 +172,8 @@ class OperatorComponent:
             if _is_our_operator(recorded["pid"]):
                 progress(f"the operator is already running (pid {recorded['pid']}, log {recorded['log']})")
                 return LocalOperator(kubeconfig=Path(recorded["kubeconfig"]), log_path=Path(recorded["log"]),
-                                     health_port=recorded["healthPort"])
+                                     health_port=recorded["healthPort"],
+                                     metrics_port=recorded.get("metricsPort", 0))
         install(cluster.kubeconfig, progress)
         token = service_account_token(cluster.kubeconfig)
         config = token_kubeconfig(cluster.kubeconfig, token, lab_dir / "operator-kubeconfig")
@@ -172,8 +182,9 @@ class OperatorComponent:
         running.start()
         assert running.process is not None
         state.write_text(json.dumps({"pid": running.process.pid, "log": str(running.log_path),
-                                     "kubeconfig": str(config), "healthPort": running.health_port}))
-        progress(f"the operator is running (log {running.log_path})")
+                                     "kubeconfig": str(config), "healthPort": running.health_port,
+                                     "metricsPort": running.metrics_port}))
+        progress(f"the operator is running (log {running.log_path}, metrics {running.metrics_url})")
         return running
 
     def stop(self, lab_dir: Path, progress: Callable[[str], None]) -> None:

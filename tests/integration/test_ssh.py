@@ -496,6 +496,20 @@ def test_private_key_rotation_reconnects(sshd: SSHServer, pool: SSHPool) -> None
     assert pool.counters("127.0.0.1").connects == 2
 
 
+def test_two_keys_to_one_host_do_not_close_each_others_connection(sshd: SSHServer, pool: SSHPool) -> None:
+    """Two resources reaching one host with different Secrets (a KvmHost and the CloudStackRelease built there):
+    one connection each, used at the same time, none closed under the other's running command."""
+    first, second = sshd.target(key_type="ed25519"), sshd.target(key_type="rsa")
+
+    async def both() -> list[ssh.CommandResult]:
+        runs = [pool.connection(t).run(["sh", "-c", "sleep 0.3; echo ok"]) for t in (first, second) * 3]
+        return list(await asyncio.gather(*runs))
+
+    assert [r.stdout.strip() for r in run(both())] == ["ok"] * 6
+    assert pool.counters("127.0.0.1").connects == 2
+    assert pool.is_connected(first) and pool.is_connected(second)
+
+
 def test_explicit_connect_and_close(sshd: SSHServer, pool: SSHPool) -> None:
     target = sshd.target()
     conn = pool.connection(target)

@@ -24,6 +24,8 @@ import aiohttp
 from cs import AIOCloudStack, CloudStackApiException, CloudStackException
 from pydantic import SecretStr
 
+from .. import metrics
+
 log = logging.getLogger(__name__)
 
 PENDING, SUCCESS, FAILURE = 0, 1, 2
@@ -192,11 +194,12 @@ class CloudStackClient:
         self.counters.requests += 1
         self.counters.by_command[command] = self.counters.by_command.get(command, 0) + 1
         async with self._limit:
-            try:
-                return await asyncio.wait_for(
-                    getattr(client, command)(fetch_list=fetch_list, **params), self._timeout * 4)
-            except (CloudStackException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
-                raise _from_cs(command, error) from None
+            with metrics.remote_call("cloudstack"):
+                try:
+                    return await asyncio.wait_for(
+                        getattr(client, command)(fetch_list=fetch_list, **params), self._timeout * 4)
+                except (CloudStackException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
+                    raise _from_cs(command, error) from None
 
     async def request(self, command: str, *, fetch_list: bool = False, **params: Any) -> Any:
         """One command with backoff: 429 always retried, transient errors only for reads."""

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import paramiko
 from pydantic import SecretStr
 
+from .. import metrics
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..api.common import SSHSettings
     from ..reconcile.base import ReconcileError
@@ -53,6 +55,7 @@ _READ_CHUNK = 65536
 _DISPLAY_MAX = 300
 _TAIL_LINES = 5
 _TAIL_CHARS = 800
+SUPERSEDED_IDLE_SECONDS = 600.0  # a connection with another key to the same host, unused this long, is closed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -249,8 +252,9 @@ class SSHTarget:
         return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
     def credential_id(self) -> str:
-        """A digest identifying the private key, so that a rotated key replaces the pooled connection."""
-        return hashlib.sha256(self.private_key.get_secret_value().encode("utf-8", errors="replace")).hexdigest()
+        """A digest identifying the private key (surrounding whitespace aside): one pooled connection per key, so
+        two resources reaching the same host with different keys do not close each other's connection."""
+        return hashlib.sha256(self.private_key.get_secret_value().strip().encode("utf-8", errors="replace")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -355,6 +359,7 @@ class _Host:
         self.client: paramiko.SSHClient | None = None
         self.credential: str | None = None
         self.sessions = threading.BoundedSemaphore(max_sessions)
+        self.last_used = time.monotonic()
 
     def close(self) -> None:
         with self.lock:
@@ -427,7 +432,7 @@ class SSHPool:
     def close(self, target: SSHTarget) -> None:
         """Close the target's connection (the next command reconnects)."""
         with self._lock:
-            host = self._hosts.pop(target.key, None)
+            host = self._hosts.pop(self._key(target), None)
         if host is not None:
             host.close()
 
@@ -445,7 +450,7 @@ class SSHPool:
 
     def is_connected(self, target: SSHTarget) -> bool:
         with self._lock:
-            host = self._hosts.get(target.key)
+            host = self._hosts.get(self._key(target))
         client = host.client if host is not None else None
         transport = client.get_transport() if client is not None else None
         return bool(transport is not None and transport.is_active())
@@ -458,12 +463,26 @@ class SSHPool:
             self._counters[address] = Counters(old.round_trips + round_trips, old.mutations + mutations,
                                                old.connects + connects)
 
+    @staticmethod
+    def _key(target: SSHTarget) -> tuple[str, int, str, str, str]:
+        return (*target.key, target.credential_id())
+
     def _host(self, target: SSHTarget) -> _Host:
+        key = self._key(target)
+        stale: list[_Host] = []
         with self._lock:
-            host = self._hosts.get(target.key)
+            host = self._hosts.get(key)
             if host is None:
-                host = self._hosts[target.key] = _Host(self._max_sessions)
-            return host
+                host = self._hosts[key] = _Host(self._max_sessions)
+                # a rotated key: connections of the same host's other keys, unused for a while, are closed
+                now = time.monotonic()
+                for other in [k for k in self._hosts if k[:4] == key[:4] and k != key]:
+                    if now - self._hosts[other].last_used > SUPERSEDED_IDLE_SECONDS:
+                        stale.append(self._hosts.pop(other))
+            host.last_used = time.monotonic()
+        for old in stale:
+            old.close()
+        return host
 
     def _transport(self, target: SSHTarget, host: _Host) -> paramiko.Transport:
         """The live transport for the target, connecting (again) if there is none or it died."""
@@ -662,7 +681,8 @@ class SSHConnection:
 
     async def connect(self) -> None:
         """Set up the connection now (host key check and authentication) instead of at the first command."""
-        await self._call(self._pool._transport, self.target, self._pool._host(self.target))
+        with metrics.remote_call("ssh"):
+            await self._call(self._pool._transport, self.target, self._pool._host(self.target))
 
     async def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
                   timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = True, mutation: bool = False,
@@ -672,8 +692,9 @@ class SSHConnection:
         changes the host (counted). `label` replaces the command line in messages and logs."""
         _check_argv(argv)
         data = input.encode("utf-8") if isinstance(input, str) else input
-        result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, label)
-        return self._checked(argv, label, result, check)
+        with metrics.remote_call("ssh"):
+            result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, label)
+            return self._checked(argv, label, result, check)
 
     async def run_script(self, script: str, *, args: Sequence[str] = (), timeout: float = DEFAULT_COMMAND_TIMEOUT,
                          check: bool = True, mutation: bool = False, label: str = "script") -> CommandResult:
@@ -682,8 +703,10 @@ class SSHConnection:
         argv = script_argv(args)
         display = f"sh -s ({label})" + (f" {shlex.join(list(args))}" if args else "")
         data = script.encode("utf-8")
-        result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, display)
-        return self._checked(argv, display, result, check)
+        with metrics.remote_call("ssh"):
+            result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation,
+                                      display)
+            return self._checked(argv, display, result, check)
 
     def _checked(self, argv: Sequence[str], label: str | None, result: CommandResult, check: bool) -> CommandResult:
         where = self.target.display

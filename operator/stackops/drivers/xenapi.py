@@ -25,6 +25,8 @@ from typing import Any, Callable
 import XenAPI
 from pydantic import SecretStr
 
+from .. import metrics
+
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -222,7 +224,7 @@ class PoolSession:
             self._session = None
 
     def call_sync(self, name: str, *args: Any) -> Any:
-        with self._lock:
+        with self._lock, metrics.remote_call("xenapi"):
             return self._call(name, *args)
 
     def _call(self, name: str, *args: Any) -> Any:
@@ -259,7 +261,7 @@ class PoolSession:
         return await asyncio.to_thread(self.call_sync, name, *args)
 
     def _locked_connect(self) -> None:
-        with self._lock:
+        with self._lock, metrics.remote_call("xenapi"):
             self._connect()
 
     def _locked_close(self) -> None:
@@ -314,6 +316,10 @@ class LocalSession:
         self.endpoint = endpoint
 
     def call_sync(self, name: str, *args: Any) -> Any:
+        with metrics.remote_call("xenapi"):
+            return self._call_sync(name, *args)
+
+    def _call_sync(self, name: str, *args: Any) -> Any:
         session = XenAPI.Session(self.endpoint.url(self.address), transport=self.endpoint.transport())
         try:
             session.slave_local_login_with_password(self.username, self._password.get_secret_value())

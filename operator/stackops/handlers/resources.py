@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from .. import metrics
 from .. import status as st
 from ..api.kinds import KINDS, Kind
 from ..drivers.secrets import SecretError, SecretReader, needed_secrets
@@ -120,7 +121,16 @@ def backoff(delay: float, retry: int) -> float:
 
 async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any,
                            retry: int = 0) -> None:
-    """One pass over one object; raises kopf.TemporaryError when a retry can help."""
+    """One pass over one object; raises kopf.TemporaryError when a retry can help. Counted and timed
+    (stackops_reconciles_total, …: see metrics.py)."""
+    meta = body["metadata"]
+    with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
+        counted.status = patch.status
+        await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
+
+
+async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any, retry: int,
+                          counted: metrics.ReconcilePass) -> None:
     writer = StatusWriter(kind, body, patch)
     meta = body["metadata"]
     try:
@@ -128,12 +138,14 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
     except ValidationError as error:
         message = format_validation_error(error)
         writer.write(st.stalled("InvalidSpec", message), drift=[])
+        counted.result = "invalid_spec"
         kopf.warn(body, reason="InvalidSpec", message=message)
         return  # nothing to retry until the spec changes
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
     except SecretError as error:
         writer.write(st.progressing(error.reason, str(error)))
+        counted.result = "secret_error"
         raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from None
     ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=writer.generation, spec=spec,
                   status=writer.previous, secrets=secrets, event=_post(body), logger=logger,
@@ -144,6 +156,7 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
             outcome = await reconciler.reconcile(ctx)
         except ReconcileError as error:
             applied = error.applied if isinstance(error, PartialApply) else []
+            counted.result = "retry" if error.retry else "stalled"
             if error.retry:
                 writer.write(st.progressing(error.reason, str(error)) + error.conditions, applied=applied)
                 raise kopf.TemporaryError(str(error), delay=backoff(error.delay, retry)) from None
@@ -153,8 +166,10 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
             logger.exception("reconcile failed unexpectedly")
             message = f"internal error ({type(error).__name__}); see the operator log"
             writer.write(st.progressing("InternalError", message))
+            counted.result = "internal_error"
             raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
     writer.write_outcome(outcome)
+    counted.result = metrics.outcome_result(outcome)
     if outcome.requeue_after:
         raise kopf.TemporaryError("not converged yet; checking again",
                                   delay=outcome.requeue_after)
@@ -219,6 +234,7 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
     @kopf.on.delete(**resource, registry=registry, id="finalize")
     async def on_delete(body: Any, logger: Any, **_: Any) -> None:
         await finalize_object(kind, deps, body, logger)
+        metrics.METRICS.forget(kind.kind, body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 def register(registry: kopf.OperatorRegistry, deps: Deps) -> None:
