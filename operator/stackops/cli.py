@@ -25,6 +25,15 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
+    if args.metrics_address:
+        from . import metrics
+
+        try:
+            host, port = metrics.serve(args.metrics_address)
+        except (OSError, ValueError) as error:
+            print(f"stackops run: cannot serve metrics on {args.metrics_address!r}: {error}", file=sys.stderr)
+            return 2
+        logging.getLogger(__name__).info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
     reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
@@ -76,7 +85,9 @@ def _docs(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from .plan import plan_files
 
-    return plan_files([Path(f) for f in args.filename], out=sys.stdout)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.ERROR)  # the plan is the output
+    return plan_files([Path(f) for f in args.filename], out=sys.stdout, output=args.output, timeout=args.timeout,
+                      namespace=args.namespace)
 
 
 def _lab(args: argparse.Namespace, rest: list[str]) -> int:
@@ -96,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                      help="health endpoint URL to serve ('' to disable)")
+    run.add_argument("--metrics-address", default="0.0.0.0:9100", metavar="HOST:PORT",
+                     help="serve Prometheus metrics on http://HOST:PORT/metrics ('' to disable; default 0.0.0.0:9100)")
     run.add_argument("--cloudstack-concurrency", type=int, default=8, metavar="N",
                      help="requests in flight per CloudStack endpoint (default 8)")
     run.add_argument("--cloudstack-poll-seconds", type=float, default=2.0, metavar="S",
@@ -109,8 +122,19 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
 
-    plan = sub.add_parser("plan", help="show what the operator would change, without a cluster")
+    plan = sub.add_parser(
+        "plan", help="show what the operator would change on the live infrastructure, without a cluster",
+        description="Observe the infrastructure of every resource in the files (read-only, with the operator's own "
+                    "code) and print what the operator would change. Credentials: Secret manifests in the files, "
+                    "else environment variables STACKOPS_SECRET_<SECRET NAME>_<KEY> (upper-cased, other characters "
+                    "than A-Z and 0-9 as _). Exit 0: nothing would change; 2: changes pending; 1: an error.")
     plan.add_argument("-f", "--filename", action="append", required=True, help="manifest file or directory")
+    plan.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    plan.add_argument("-n", "--namespace", default="default",
+                      help="namespace of manifests that name none (default: default)")
+    plan.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                      help="give up on a resource whose infrastructure does not answer within S seconds (default 120)")
+    plan.add_argument("-v", "--verbose", action="store_true", help="log what is done (to stderr)")
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
     crds.add_argument("--output-dir", default=str(REPO_CRDS))

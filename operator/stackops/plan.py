@@ -1,53 +1,252 @@
-"""`stackops plan -f …`: what the operator would change, without a cluster.
+"""`stackops plan -f …`: what the operator would change on the live infrastructure, without a cluster.
 
-Today it parses every manifest through the models (the same validation the operator applies) and reports each
-resource's plan where the kind's reconciler can compute one. Exit codes: 0 nothing would change, 2 changes are
-pending, 1 an error (invalid manifest, or a kind that cannot be planned yet).
+For a GitOps pull request: every resource of the four kinds in the files is validated through the models, its
+Secrets are taken from Secret manifests in the same files or from the environment (`secrets.EnvironmentSecrets`),
+and its reconciler makes one pass with `managementPolicy` forced to `Observe` — the operator's own observe and
+plan code, which reads the infrastructure and changes nothing — and reports what it would do.
+
+Exit codes: 0 nothing would change, 2 changes are pending, 1 an error (an invalid manifest, missing credentials,
+unreachable infrastructure, or a spec the operator would refuse: `Stalled`).
 """
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Mapping
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .api.common import API_VERSION
-from .api.kinds import BY_KIND
+from .api.kinds import BY_KIND, Kind
+from .drivers.secrets import SecretError, needed_secrets
 from .handlers.resources import format_validation_error
-from .reconcile import default_reconcilers
-from .reconcile.base import PlannedReconciler
+from .plan_secrets import ManifestSecrets
+from .reconcile.base import Action, Context, ReconcileError, Reconciler
+
+UNCHANGED, CHANGES, DRIFT, IN_PROGRESS, ERROR = "unchanged", "changes", "drift", "in-progress", "error"
+DEFAULT_NAMESPACE = "default"
+ADDING = ("add", "create", "register", "install", "join", "build", "enable", "write", "start")
+REMOVING = ("remove", "delete", "eject", "destroy", "disable", "deregister", "stop", "unregister")
+log = logging.getLogger("stackops.plan")
+# A rollout plans one stage at a time (each needs the one before done): say what follows the listed changes.
+_REBOOTS = "reboot the routers that need the new version (within maxUnavailable, BACKUP before MASTER)"
+LATER_STAGES = {
+    "Registering": f"RolloutStages: once the templates are Ready, activate them, replace the system VMs and {_REBOOTS}",
+    "Activating": f"RolloutStages: then replace the system VMs and {_REBOOTS}",
+    "ReplacingSystemVMs": f"RolloutStages: then {_REBOOTS}",
+}
 
 
-def manifests(paths: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
+@dataclass
+class Resource:
+    file: Path
+    kind: Kind
+    namespace: str
+    name: str
+    document: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind.kind} {self.namespace}/{self.name}"
+
+
+@dataclass
+class Preview:
+    """One resource's plan: what would change, or why it cannot be planned."""
+
+    resource: Resource
+    result: str
+    changes: list[dict[str, Any]] = field(default_factory=list)  # {"description", "disruptive"}
+    reason: str = ""
+    message: str = ""
+    pending: list[str] = field(default_factory=list)  # domain conditions not True yet: what follows the changes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.resource.kind.kind, "namespace": self.resource.namespace, "name": self.resource.name,
+                "file": str(self.resource.file), "result": self.result, "changes": self.changes,
+                "reason": self.reason, "message": self.message, "pending": self.pending}
+
+
+def documents(paths: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
     for path in paths:
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml")) if path.is_dir() else [path]
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+        else:
+            files = [path]
         for file in files:
             for document in yaml.safe_load_all(file.read_text()):
                 if isinstance(document, dict):
                     yield file, document
 
 
-def plan_files(paths: list[Path], out: IO[str]) -> int:
-    reconcilers = default_reconcilers()
-    errors = pending = 0
-    for file, document in manifests(paths):
+def symbol(description: str) -> str:
+    """`+` adds, `-` removes, `~` changes — read off the description's verb."""
+    verb = description.split(" ", 1)[0].lower()
+    if verb.startswith(REMOVING):
+        return "-"
+    if verb.startswith(ADDING):
+        return "+"
+    return "~"
+
+
+def condition(conditions: list[Any], type_: str) -> Any:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, secrets: ManifestSecrets,
+                  timeout: float) -> Preview:
+    """One pass under Observe: the drift it reports is what a pass under Manage would change."""
+    try:
+        values = secrets.read(resource.namespace, list(needed_secrets(spec)))
+    except SecretError as error:
+        return Preview(resource, ERROR, reason=error.reason, message=str(error))
+    observe = spec.model_copy(update={"management_policy": "Observe"})
+    ctx = Context(namespace=resource.namespace, name=resource.name,
+                  generation=int((resource.document.get("metadata") or {}).get("generation") or 1), spec=observe,
+                  status=dict(resource.document.get("status") or {}), secrets=values,
+                  event=lambda *_: None, logger=log)
+    try:
+        outcome = await asyncio.wait_for(reconciler.reconcile(ctx), timeout)
+    except ReconcileError as error:
+        return Preview(resource, ERROR, reason=error.reason, message=str(error))
+    except asyncio.TimeoutError:
+        return Preview(resource, ERROR, reason="Timeout", message=f"no answer within {timeout:.0f}s")
+    except Exception as error:  # a bug must not hide the other resources' plans
+        log.debug("planning %s failed", resource.title, exc_info=True)
+        return Preview(resource, ERROR, reason="InternalError", message=f"{type(error).__name__}: {error}")
+    changes = [_record(a) for a in outcome.drift or []]
+    stalled, reconciling = condition(outcome.conditions, "Stalled"), condition(outcome.conditions, "Reconciling")
+    ready = condition(outcome.conditions, "Ready")
+    if stalled is not None and stalled.status == "True":
+        return Preview(resource, ERROR, changes, stalled.reason, stalled.message)
+    reachable = condition(outcome.conditions, "Reachable")
+    if reachable is not None and reachable.status == "False":  # e.g. a pool whose master does not answer
+        return Preview(resource, ERROR, changes, reachable.reason, reachable.message)
+    reason, message = (ready.reason, ready.message) if ready is not None else ("", "")
+    pending = [f"{c.type}: {c.reason}" + (f" ({c.message})" if c.message else "") for c in outcome.conditions
+               if c.type not in ("Ready", "Reconciling", "Stalled") and c.reason.startswith("Waiting")]
+    stage = message.split(":", 1)[0]
+    if resource.kind.kind == "SystemVMTemplate" and stage in LATER_STAGES:
+        pending.append(LATER_STAGES[stage])
+    if changes and spec.management_policy == "Observe":  # nothing follows: the operator will not act
+        return Preview(resource, DRIFT, changes, reason, message)
+    if changes:
+        return Preview(resource, CHANGES, changes, reason, message, pending)
+    if reconciling is not None and reconciling.status == "True":
+        return Preview(resource, IN_PROGRESS, [], reconciling.reason, reconciling.message, pending)
+    return Preview(resource, UNCHANGED, [], reason, message, pending)
+
+
+def _record(action: Action | dict[str, Any]) -> dict[str, Any]:
+    return dict(action) if isinstance(action, dict) else action.record()
+
+
+def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | Preview], ManifestSecrets]:
+    """The resources of the four kinds (or an invalid-manifest Preview in their place) and the Secrets."""
+    found: list[Resource | Preview] = []
+    secrets = ManifestSecrets()
+    for file, document in documents(paths):
+        metadata = document.get("metadata") or {}
+        namespace = str(metadata.get("namespace") or default_namespace)
+        if document.get("apiVersion") == "v1" and document.get("kind") == "Secret":
+            secrets.add(namespace, document)
+            continue
         kind = BY_KIND.get(str(document.get("kind")))
         if kind is None or document.get("apiVersion") != API_VERSION:
-            continue  # Secrets and other manifests are inputs, not plans
-        name = f"{kind.kind}/{(document.get('metadata') or {}).get('name', '?')}"
+            continue  # namespaces and other manifests are not planned
+        found.append(Resource(file, kind, namespace, str(metadata.get("name") or "?"), document))
+    return found, secrets
+
+
+async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets,
+                   reconcilers: dict[str, Reconciler], timeout: float, concurrency: int = 16) -> list[Preview]:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(item: Resource | Preview) -> Preview:
+        if isinstance(item, Preview):
+            return item
         try:
-            kind.spec.model_validate(document.get("spec") or {})
+            spec = item.kind.spec.model_validate(item.document.get("spec") or {})
         except ValidationError as error:
-            print(f"{name} ({file}): invalid: {format_validation_error(error)}", file=out)
-            errors += 1
-            continue
-        if not isinstance(reconcilers[kind.kind], PlannedReconciler):
-            print(f"{name} ({file}): valid; cannot plan: this version has no {kind.kind} reconciler yet", file=out)
-            errors += 1
-            continue
-        print(f"{name} ({file}): planning against live infrastructure is not wired into this command yet", file=out)
-        errors += 1
-    if errors:
+            return Preview(item, ERROR, reason="InvalidSpec", message=format_validation_error(error))
+        async with limit:
+            return await preview(reconcilers[item.kind.kind], item, spec, secrets, timeout)
+
+    return list(await asyncio.gather(*(one(item) for item in resources)))
+
+
+def render_text(previews: list[Preview], out: IO[str]) -> None:
+    for item in previews:
+        where = f"({item.resource.file})"
+        if item.result == UNCHANGED:
+            print(f"{item.resource.title} {where}: no changes", file=out)
+        elif item.result == ERROR:
+            print(f"{item.resource.title} {where}: cannot plan: {item.reason}: {item.message}", file=out)
+        elif item.result == IN_PROGRESS:
+            print(f"{item.resource.title} {where}: no new changes; in progress: {item.reason}: {item.message}",
+                  file=out)
+        else:
+            count = len(item.changes)
+            noun = "change" if count == 1 else "changes"
+            heading = (f"{count} {noun} left alone (managementPolicy: Observe)" if item.result == DRIFT
+                       else f"{count} {noun}")
+            print(f"{item.resource.title} {where}: {heading}", file=out)
+            for change in item.changes:
+                text = str(change.get("description", ""))
+                mark = " (disruptive)" if change.get("disruptive") else ""
+                print(f"  {symbol(text)} {text}{mark}", file=out)
+            for line in item.pending:
+                print(f"  then {line}", file=out)
+    counts = {result: sum(1 for p in previews if p.result == result)
+              for result in (CHANGES, UNCHANGED, DRIFT, IN_PROGRESS, ERROR)}
+    parts = [f"{counts[CHANGES]} to change", f"{counts[UNCHANGED]} unchanged"]
+    parts += [f"{counts[r]} {label}" for r, label in ((DRIFT, "observed with drift"), (IN_PROGRESS, "in progress"),
+                                                     (ERROR, "with errors")) if counts[r]]
+    noun = "resource" if len(previews) == 1 else "resources"
+    print(f"{len(previews)} {noun}: " + ", ".join(parts), file=out)
+
+
+def exit_code(previews: list[Preview]) -> int:
+    if any(p.result == ERROR for p in previews):
         return 1
-    return 2 if pending else 0
+    return 2 if any(p.result in (CHANGES, IN_PROGRESS) for p in previews) else 0
+
+
+def plan_files(paths: list[Path], out: IO[str], *, output: str = "text", timeout: float = 120.0,
+               namespace: str = DEFAULT_NAMESPACE, environ: Mapping[str, str] | None = None,
+               reconcilers: dict[str, Reconciler] | None = None) -> int:
+    """Plan every resource in `paths`; returns the exit code. `reconcilers` replaces the real ones (tests)."""
+    try:
+        resources, secrets = collect(paths, namespace)
+    except (OSError, yaml.YAMLError) as error:
+        print(f"stackops plan: cannot read the manifests: {error}", file=out)
+        return 1
+    secrets.environ = dict(os.environ if environ is None else environ)
+    previews = asyncio.run(_plan(resources, secrets, reconcilers, timeout))
+    if output == "json":
+        json.dump({"resources": [p.to_json() for p in previews], "exitCode": exit_code(previews)}, out, indent=2)
+        out.write("\n")
+    else:
+        render_text(previews, out)
+    return exit_code(previews)
+
+
+async def _plan(resources: list[Resource | Preview], secrets: ManifestSecrets,
+                reconcilers: dict[str, Reconciler] | None, timeout: float) -> list[Preview]:
+    if reconcilers is not None:
+        return await plan_all(resources, secrets, reconcilers, timeout)
+    from .drivers.cloudstack import CloudStackPool
+    from .drivers.ssh import SSHPool
+    from .reconcile import default_reconcilers
+
+    ssh, cloudstack = SSHPool(), CloudStackPool(per_endpoint=8, poll_interval=1.0)
+    try:
+        return await plan_all(resources, secrets, default_reconcilers(ssh, cloudstack), timeout)
+    finally:
+        await cloudstack.close()
+        ssh.close_all()

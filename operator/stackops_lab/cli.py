@@ -68,6 +68,22 @@ def command_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_examples(args: argparse.Namespace) -> int:
+    from stackops_lab import examples
+
+    lab_dir = args.dir or controlplane.default_lab_dir()
+    try:
+        written = examples.write(lab_dir, args.output)
+    except examples.LabMissing as error:
+        report(f"error: {error}")
+        return 1
+    for path in written:
+        print(path)
+    for kind, dropped in examples.DROPPED.items():
+        report(f"{kind}: dropped {'; '.join(dropped)}")
+    return 0
+
+
 def command_cloudstack(args: argparse.Namespace) -> int:
     return cloudstack_cli.run(args, report)
 
@@ -85,6 +101,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": command_up,
     "down": command_down,
     "status": command_status,
+    "examples": command_examples,
     "cloudstack": command_cloudstack,
     "xenapi": command_xenapi,
     "release-source": command_release_source,
@@ -114,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--cloudstack", action="store_true",
                     help="also run the lab CloudStack (the simulator of `stackops lab cloudstack`) in the background")
     up.add_argument("--routers", type=int, default=200, metavar="N",
-                    help="virtual routers of the lab CloudStack (default: 200, 50 redundant pairs among them)")
+                    help="virtual routers of the lab CloudStack (default: 200; half of them in redundant pairs)")
     up.add_argument("--xen", action="store_true",
                     help="also run three lab XenServer hosts (the simulator of `stackops lab xenapi`): a pool of two "
                          "and a fresh install")
@@ -126,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
+    examples = commands.add_parser(
+        "examples", help="write deploy/examples/ pointed at the running lab (for `stackops plan` and `kubectl apply`)")
+    examples.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="directory to write")
     cloudstack_cli.add_parser(commands)
     xenapi_cli.add_parser(commands)
     release_cli.add_parser(commands)

@@ -1,7 +1,8 @@
 """The deployment manifests, the examples and the Dockerfile, checked without a cluster or a container engine.
 
 - deploy/: the kustomize base (CRDs from crds/, RBAC, peering, Deployment): least-privilege RBAC with the exact
-  rules written out below, so that any widening fails here first; a hardened single-replica Deployment.
+  rules written out below, so that any widening fails here first; a hardened single-replica Deployment; the
+  metrics Service, and deploy/monitoring/'s optional ServiceMonitor.
 - deploy/examples/: every example validates through its kind's model, uses the camelCase names the CRD knows,
   and every Secret it references is there with the keys its use requires.
 - Dockerfile: a small lint (non-root USER, pinned base, no remote ADD, pip without cache), and hadolint when it
@@ -116,6 +117,7 @@ def test_kubectl_kustomize_builds_the_base() -> None:
         ("ClusterRole", "stackops-operator"),
         ("ClusterRoleBinding", "stackops-operator"),
         ("Deployment", "stackops-operator"),
+        ("Service", "stackops-operator-metrics"),
     ])
     cluster_scoped = {"Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"}
     for o in objects:
@@ -265,6 +267,56 @@ def test_deployment_image_is_the_placeholder_overridden_by_kustomize() -> None:
     assert env["PYTHONUNBUFFERED"] == "1"
 
 
+# --- metrics ----------------------------------------------------------------------------------------------------
+
+MONITORING = DEPLOY / "monitoring"
+
+
+def metrics_service() -> dict[str, Any]:
+    return one(deploy_objects(), "Service", "stackops-operator-metrics")
+
+
+def test_deployment_serves_metrics_on_the_named_port() -> None:
+    c = container()
+    address = next((a.split("=", 1)[1] for a in c["args"] if a.startswith("--metrics-address=")), None)
+    if address is None:
+        address = cli_parser().parse_args(["run"]).metrics_address
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == int(address.rpartition(":")[2]) == 9100
+    assert address.rpartition(":")[0] in ("0.0.0.0", ""), "Prometheus scrapes the pod IP, not loopback"
+
+
+def test_metrics_service_selects_the_operator_pod() -> None:
+    service = metrics_service()
+    assert service["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    pod_labels = deployment()["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9100, "targetPort": "metrics",
+                                         "protocol": "TCP"}]
+
+
+def test_service_monitor_is_optional_and_scrapes_the_metrics_service() -> None:
+    base = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
+    assert not any("monitoring" in entry for entry in base), "the ServiceMonitor CRD may be missing: not in the base"
+    assert yaml.safe_load((MONITORING / "kustomization.yaml").read_text())["resources"] == ["servicemonitor.yaml"]
+    monitor = one([d for _, d in manifests(MONITORING)], "ServiceMonitor", "stackops-operator")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == OPERATOR_NAMESPACE
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/part-of"] == "stackops"
+    service = metrics_service()
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [OPERATOR_NAMESPACE]}
+    assert [(e["port"], e.get("path", "/metrics")) for e in monitor["spec"]["endpoints"]] == [("metrics", "/metrics")]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_kubectl_kustomize_builds_the_monitoring_component() -> None:
+    result = subprocess.run(["kubectl", "kustomize", str(MONITORING)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    objects = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [("ServiceMonitor", "stackops-operator")]
+
+
 # --- examples ---------------------------------------------------------------------------------------------------
 
 
@@ -391,17 +443,28 @@ def test_examples_apply_in_order() -> None:
             assert document["metadata"]["namespace"] == EXAMPLES_NAMESPACE, path.name
 
 
-def test_stackops_plan_reports_every_example_valid() -> None:
+def test_stackops_plan_plans_every_example() -> None:
+    """Every example validates and its Secrets are found in the examples; the reconcilers are stand-ins here (the
+    examples name production addresses: tests/e2e/test_plan.py plans them against the lab)."""
     from io import StringIO
 
+    from stackops import status as st
     from stackops.plan import plan_files
+    from stackops.reconcile.base import Context, Outcome, Reconciler
+
+    seen: list[Context] = []
+
+    class Converged(Reconciler):
+        async def reconcile(self, ctx: Context) -> Outcome:
+            seen.append(ctx)
+            return Outcome(conditions=st.ready("Converged"), drift=[])
 
     out = StringIO()
-    plan_files([EXAMPLES], out=out)
-    lines = out.getvalue().splitlines()
-    assert len(lines) == len(resource_examples())
-    assert all(": valid" in line or "planning" in line for line in lines), lines
-    assert not any("invalid" in line for line in lines), lines
+    code = plan_files([EXAMPLES], out=out, reconcilers={k.kind: Converged() for k in KINDS}, environ={})
+    assert code == 0, out.getvalue()
+    assert sorted((c.spec.__class__.__name__, c.name) for c in seen) == sorted(
+        (BY_KIND[d["kind"]].spec.__name__, d["metadata"]["name"]) for _, d in resource_examples())
+    assert all(c.spec.management_policy == "Observe" for c in seen)
 
 
 # --- Dockerfile -------------------------------------------------------------------------------------------------

@@ -34,9 +34,9 @@ class CloudStackComponent(BackgroundSimulator):
     module = "stackops_lab.cloudstack.cli"
     state = "cloudstack.json"
 
-    def __init__(self, *, routers: int = 200, redundant_pairs: int = 50, router_reboot: float = 3.0) -> None:
+    def __init__(self, *, routers: int = 200, redundant_pairs: int | None = None, router_reboot: float = 3.0) -> None:
         self.routers = routers
-        self.redundant_pairs = redundant_pairs
+        self.redundant_pairs = routers // 4 if redundant_pairs is None else redundant_pairs  # half the routers paired
         self.router_reboot = router_reboot
 
     def arguments(self, lab_dir: Path) -> list[str]:
