@@ -3,6 +3,8 @@ process: a standalone member is joined and HA enabled with the explicit timeout;
 an operator that dies in the middle of it; the three-host rule; a cloned host; drift under Observe."""
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 import pytest
@@ -160,6 +162,33 @@ def test_master_killed_with_ha_off_fails_over_after_the_delay() -> None:
         outcome = driver.converge()
         assert ready(outcome) and outcome.fields["master"] in ("xen2", "xen3")
         assert driver.status.get("masterUnreachableSince") is None
+
+
+def test_master_killed_under_observe_is_never_failed_over() -> None:
+    """Observe is read-only, failover included: past the delay, the operator only reports."""
+    import datetime
+
+    names = ["xen1", "xen2", "xen3"]
+    with lab(names, [names]) as xen:
+        spec = spec_for(xen, names, ha={"enabled": False}, managementPolicy="Observe",
+                        masterFailover={"policy": "EmergencyTransition", "delaySeconds": 30})
+        driver = Driver(xen, spec)
+        driver.run()
+        xen.kill("xen1")
+        long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=600)
+        driver.status["masterUnreachableSince"] = long_ago.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for _ in range(3):
+            try:
+                outcome = driver.run()
+            except ReconcileError as error:  # the supporters may not have noticed yet
+                assert error.reason == "MasterUnreachable", error
+                time.sleep(1)
+                continue
+            assert condition(outcome, "Ready").reason == "MasterUnreachable", outcome.conditions
+            assert "Observe" in condition(outcome, "Ready").message
+        assert xen.pool_of("xen2")["master"] == "xen1"
+        assert not events(xen, "master.changed")
+        assert not any(r == "MasterFailover" for _, r, _ in driver.events)
 
 
 def test_master_killed_with_ha_on_is_left_to_xenserver() -> None:

@@ -55,6 +55,11 @@ async def master_lost(reconciler: Any, ctx: Context, session: PoolSession, spec:
                    "recover it, or let the operator fail over (EmergencyTransition)")
         return Outcome(conditions=[*st.progressing("MasterUnreachable", message), *_unreachable(message)],
                        fields=fields, requeue_after=30.0)
+    if spec.management_policy == "Observe":  # read-only: a failover is a change like any other
+        message = (f"master {old} does not answer since {since} and HA is off; managementPolicy is Observe: the "
+                   "operator does not fail over")
+        return Outcome(conditions=[*st.progressing("MasterUnreachable", message), *_unreachable(message)],
+                       fields=fields, requeue_after=30.0)
     waited = _seconds_since(since)
     if waited < policy.delay_seconds:
         left = policy.delay_seconds - waited
