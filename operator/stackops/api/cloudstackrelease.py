@@ -142,6 +142,9 @@ class CloudStackReleaseSpec(ResourceCommon):
     deletion_policy: DeletionPolicy = "Orphan"
     """What deleting the release does: `Orphan` keeps the published packages; `Delete` removes them and the work
     tree."""
+    resync_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    """How often the inputs are resolved again (the head of `baseRef`, each pull request's patch): inputs that
+    changed are built; unchanged ones never are twice."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> "CloudStackReleaseSpec":
