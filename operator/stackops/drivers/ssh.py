@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 SUDO_PREFIX = ("sudo", "-n", "--")
 DEFAULT_COMMAND_TIMEOUT = 60.0
+IDLE_POLL_SECONDS = 5.0  # how often an idle connection's paramiko thread wakes up (see SSHPool._connect)
 _READ_CHUNK = 65536
 _DISPLAY_MAX = 300
 _TAIL_LINES = 5
@@ -548,6 +549,12 @@ class SSHPool:
         assert transport is not None
         if self._keepalive:
             transport.set_keepalive(int(self._keepalive))
+        # paramiko's transport thread reads with a 0.1 s socket timeout (Transport._active_check_timeout) only to
+        # notice a close and to send keepalives: ten wake-ups a second per idle connection, which with hundreds of
+        # pooled connections took a third of a core and starved the event loop of the GIL (bench/scale.py). Once
+        # connected, it wakes every IDLE_POLL_SECONDS instead: incoming data still wakes it at once; keepalives and
+        # a close are noticed up to that much later (close() itself does not wait for the thread).
+        transport.sock.settimeout(IDLE_POLL_SECONDS)
         log.debug("ssh %s: connected in %.0f ms (host key %s)", where, (time.monotonic() - started) * 1000,
                   pinned.fingerprint)
         return client
