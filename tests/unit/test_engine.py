@@ -242,6 +242,53 @@ def test_paused_object_keeps_its_diff_base() -> None:
     assert "stackops.io/last-handled-configuration" in patch["metadata"]["annotations"]
 
 
+def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> None:
+    """The resync timer starts a pass on generation 3; the spec changes (generation 4) while it waits for its
+    Secrets. The passes take the object one after the other, in the order they started, each with the spec it
+    read under the object's lock: the last status written is generation 4's (before, the resync pass had read
+    its spec before waiting and wrote generation 3's status after the update's)."""
+    live = kvm_body(resyncIntervalSeconds=60)
+    live["status"] = {"lastReconcileTime": "2000-01-01T00:00:00Z", "observedGeneration": 3}
+    written: list[int] = []
+
+    class SlowFirstSecrets(FakeSecrets):
+        calls = 0
+
+        async def read(self, namespace: str, needed: list) -> dict[str, dict[str, SecretStr]]:
+            SlowFirstSecrets.calls += 1
+            await asyncio.sleep(0.3 if SlowFirstSecrets.calls == 1 else 0.01)
+            return await super().read(namespace, needed)
+
+    class Slow(FakeInfra):
+        async def observe(self, ctx: Context) -> dict:
+            await asyncio.sleep(0.1)
+            return await super().observe(ctx)
+
+    deps = resources.Deps(reconcilers={"KvmHost": Slow({}, {})},
+                          secrets=SlowFirstSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
+
+    async def one(body: dict, resync: bool) -> None:
+        patch = kopf.Patch()
+        await resources.reconcile_object(KVMHOST, deps, body, patch, logging.getLogger("t"), resync=resync)
+        written.append(patch.status["observedGeneration"])
+
+    async def scenario() -> None:
+        timer = asyncio.create_task(one(live, resync=True))
+        await asyncio.sleep(0.05)
+        changed = kvm_body(resyncIntervalSeconds=60)
+        changed["metadata"]["generation"] = 4
+        await asyncio.gather(timer, one(changed, resync=False))
+
+    asyncio.run(scenario())
+    assert written == [3, 4]
+
+
+def test_resync_in() -> None:
+    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": st.now()}}
+    assert 58 <= resources._resync_in(body) <= 60
+    assert resources._resync_in({"spec": {"resyncIntervalSeconds": 60}, "status": {}}) is None
+
+
 def test_resync_due() -> None:
     body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": "2000-01-01T00:00:00Z"}}
     assert resources._resync_due(body)

@@ -120,13 +120,20 @@ def backoff(delay: float, retry: int) -> float:
 
 
 async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any,
-                           retry: int = 0) -> None:
+                           retry: int = 0, *, resync: bool = False) -> None:
     """One pass over one object; raises kopf.TemporaryError when a retry can help. Counted and timed
-    (stackops_reconciles_total, …: see metrics.py)."""
+    (stackops_reconciles_total, …: see metrics.py).
+
+    One pass at a time per object, and the spec and generation are read once the pass holds the object's lock: a
+    resync pass (whose `body` kopf keeps live) that waited for a spec change's pass sees the new spec, or nothing
+    left to do, and never writes an older generation's status over it."""
     meta = body["metadata"]
-    with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
-        counted.status = patch.status
-        await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
+    async with deps.lock(meta["uid"]):
+        if resync and not _resync_due(body):
+            return  # another pass reconciled the object while this one waited
+        with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
+            counted.status = patch.status
+            await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
 
 
 async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any, retry: int,
@@ -151,23 +158,22 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
                   status=writer.previous, secrets=secrets, event=_post(body), logger=logger,
                   checkpoint=_checkpoint(kind, deps, meta, writer))
     reconciler = deps.reconcilers[kind.kind]
-    async with deps.lock(meta["uid"]):
-        try:
-            outcome = await reconciler.reconcile(ctx)
-        except ReconcileError as error:
-            applied = error.applied if isinstance(error, PartialApply) else []
-            counted.result = "retry" if error.retry else "stalled"
-            if error.retry:
-                writer.write(st.progressing(error.reason, str(error)) + error.conditions, applied=applied)
-                raise kopf.TemporaryError(str(error), delay=backoff(error.delay, retry)) from None
-            writer.write(st.stalled(error.reason, str(error)) + error.conditions, applied=applied)
-            return
-        except Exception as error:  # a bug or an unexpected library failure: log it, keep status readable
-            logger.exception("reconcile failed unexpectedly")
-            message = f"internal error ({type(error).__name__}); see the operator log"
-            writer.write(st.progressing("InternalError", message))
-            counted.result = "internal_error"
-            raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
+    try:
+        outcome = await reconciler.reconcile(ctx)
+    except ReconcileError as error:
+        applied = error.applied if isinstance(error, PartialApply) else []
+        counted.result = "retry" if error.retry else "stalled"
+        if error.retry:
+            writer.write(st.progressing(error.reason, str(error)) + error.conditions, applied=applied)
+            raise kopf.TemporaryError(str(error), delay=backoff(error.delay, retry)) from None
+        writer.write(st.stalled(error.reason, str(error)) + error.conditions, applied=applied)
+        return
+    except Exception as error:  # a bug or an unexpected library failure: log it, keep status readable
+        logger.exception("reconcile failed unexpectedly")
+        message = f"internal error ({type(error).__name__}); see the operator log"
+        writer.write(st.progressing("InternalError", message))
+        counted.result = "internal_error"
+        raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
     writer.write_outcome(outcome)
     counted.result = metrics.outcome_result(outcome)
     if outcome.requeue_after:
@@ -175,17 +181,23 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
                                   delay=outcome.requeue_after)
 
 
-def _resync_due(body: Any) -> bool:
+def _resync_in(body: Any) -> float | None:
+    """Seconds until the object's next resync is due (≤ 0: due now); None when it has none."""
     spec = body.get("spec") or {}
     interval = spec.get("resyncIntervalSeconds")
     last = (body.get("status") or {}).get("lastReconcileTime")
     if not interval or not last:
-        return False
+        return None
     try:
         then = datetime.datetime.fromisoformat(str(last).replace("Z", "+00:00"))
     except ValueError:
-        return True
-    return (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds() >= float(interval)
+        return 0.0
+    return float(interval) - (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
+
+
+def _resync_due(body: Any) -> bool:
+    wait = _resync_in(body)
+    return wait is not None and wait <= 0
 
 
 async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> None:
@@ -228,8 +240,12 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
         @kopf.timer(**resource, registry=registry, interval=RESYNC_CHECK_SECONDS, initial_delay=RESYNC_CHECK_SECONDS,
                     when=_not_paused, id="resync")
         async def on_timer(body: Any, patch: kopf.Patch, logger: Any, **_: Any) -> None:
-            if _resync_due(body):
-                await reconcile_object(kind, deps, body, patch, logger)
+            wait = _resync_in(body)
+            if wait is None or wait > RESYNC_CHECK_SECONDS:
+                return
+            if wait > 0:  # due before the next tick: on time rather than up to a tick late
+                await asyncio.sleep(wait)
+            await reconcile_object(kind, deps, body, patch, logger, resync=True)
 
     @kopf.on.delete(**resource, registry=registry, id="finalize")
     async def on_delete(body: Any, logger: Any, **_: Any) -> None:

@@ -55,7 +55,7 @@ def configure(settings: kopf.OperatorSettings, *, standalone: bool = False) -> N
     settings.execution.max_workers = 20
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
-    settings.batching.worker_limit = 100
+    (getattr(settings, "queueing", None) or settings.batching).worker_limit = 100  # `queueing` since kopf 1.45
 
     # Named, cluster-wide peering: two operator replicas never act at once.
     settings.peering.name = PEERING_NAME
