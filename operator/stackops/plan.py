@@ -101,6 +101,10 @@ def condition(conditions: list[Any], type_: str) -> Any:
 async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, secrets: ManifestSecrets,
                   timeout: float) -> Preview:
     """One pass under Observe: the drift it reports is what a pass under Manage would change."""
+    builder = getattr(spec, "builder", None)
+    if builder is not None and builder.type == "Local":  # the build host is the operator's container, not here
+        return Preview(resource, ERROR, reason="LocalBuilder", message="builder.type Local builds in the operator's "
+                       "container: its state cannot be observed from here")
     try:
         values = secrets.read(resource.namespace, list(needed_secrets(spec)))
     except SecretError as error:

@@ -197,6 +197,16 @@ def test_a_secret_in_another_namespace_does_not_count(tmp_path: Path) -> None:
     assert plan(write(tmp_path, kvmhost(), other), Fake())[0] == 1
 
 
+def test_a_local_builder_is_not_observed_here(tmp_path: Path) -> None:
+    release = {"apiVersion": "stackops.io/v1alpha1", "kind": "CloudStackRelease",
+               "metadata": {"name": "r", "namespace": "site"},
+               "spec": {**copy.deepcopy(MINIMAL["CloudStackRelease"]), "builder": {"type": "Local"}}}
+    fake = Fake()
+    out = StringIO()
+    code = plan_files([write(tmp_path, release)], out, reconcilers={"CloudStackRelease": fake}, environ={})
+    assert code == 1 and "cannot plan: LocalBuilder" in out.getvalue() and fake.seen == []
+
+
 def test_json_output(tmp_path: Path) -> None:
     code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(changes("create bridge cloudbr0")), output="json")
     report = json.loads(out)
