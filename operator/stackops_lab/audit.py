@@ -9,19 +9,21 @@ master.changed, host.fenced, host.enabled/host.disabled, vm.ha_restart_priority,
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
+
+from stackops_lab.clock import Clock
 
 
 class AuditLog:
     """Append-only, thread-safe list of events: {"t": monotonic, "time": epoch, "event": name, ...}."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock = clock or Clock()
         self._lock = threading.Lock()
         self._events: list[dict[str, Any]] = []
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry: dict[str, Any] = {"t": time.monotonic(), "time": time.time(), "event": event}
+        entry: dict[str, Any] = {"t": self._clock.monotonic(), "time": self._clock.time(), "event": event}
         entry.update(fields)
         with self._lock:
             self._events.append(entry)

@@ -1,5 +1,9 @@
-"""The thread that drives a simulator's time-based transitions (the lab CloudStack's and the lab XenAPI's): one
-heap of callbacks ordered by due time, then submission order, each run with the simulator's state lock held."""
+"""What drives a simulator's time-based transitions (the lab CloudStack's and the lab XenAPI's): one heap of
+callbacks ordered by due time, then submission order, each run with the simulator's state lock held.
+
+On the machine's clock a thread runs them when they fall due. On a `ManualClock` nothing runs until a test calls
+`advance(seconds)`, which runs, in the caller's thread and in order, every callback that falls due in that time
+(those it schedules too), moving the clock to each one's due time."""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
+
+from stackops_lab.clock import Clock, ManualClock
 
 log = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, lock: threading.RLock, name: str = "lab-scheduler") -> None:
+    def __init__(self, lock: threading.RLock, name: str = "lab-scheduler", clock: Clock | None = None) -> None:
         self._lock = lock
+        self.clock = clock or Clock()
         self._name = name
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._condition = threading.Condition()
@@ -25,11 +31,11 @@ class Scheduler:
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         with self._condition:
-            heapq.heappush(self._heap, (time.monotonic() + max(0.0, delay), next(self._sequence), callback))
+            heapq.heappush(self._heap, (self.clock.monotonic() + max(0.0, delay), next(self._sequence), callback))
             self._condition.notify()
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and not self.clock.manual:
             self._stopping = False
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
@@ -47,7 +53,7 @@ class Scheduler:
             with self._condition:
                 while not self._stopping:
                     if self._heap:
-                        wait = self._heap[0][0] - time.monotonic()
+                        wait = self._heap[0][0] - self.clock.monotonic()
                         if wait <= 0:
                             break
                         self._condition.wait(wait)
@@ -56,8 +62,26 @@ class Scheduler:
                 if self._stopping:
                     return
                 _, _, callback = heapq.heappop(self._heap)
-            try:
-                with self._lock:
-                    callback()
-            except Exception:  # a broken callback must not stop the simulation
-                log.exception("scheduled callback failed")
+            self._call(callback)
+
+    def _call(self, callback: Callable[[], None]) -> None:
+        try:
+            with self._lock:
+                callback()
+        except Exception:  # a broken callback must not stop the simulation
+            log.exception("scheduled callback failed")
+
+    def advance(self, seconds: float = 0.0) -> None:
+        """Move a manual clock `seconds` ahead, running what falls due on the way (0: what is due now)."""
+        clock = self.clock
+        if not isinstance(clock, ManualClock):
+            raise RuntimeError("advance() needs a scheduler on a ManualClock")
+        until = clock.monotonic() + max(0.0, seconds)
+        while True:
+            with self._condition:
+                if not self._heap or self._heap[0][0] > until:
+                    break
+                due, _, callback = heapq.heappop(self._heap)
+            clock.move_to(due)
+            self._call(callback)
+        clock.move_to(until)

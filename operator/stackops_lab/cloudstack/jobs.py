@@ -92,7 +92,7 @@ class Jobs:
                           injected_failure=job.injected_failure)
 
         def start() -> None:
-            job.earliest = time.monotonic() + self.timings.job
+            job.earliest = self.scheduler.clock.monotonic() + self.timings.job
             context = JobContext(self, job)
             if job.injected_failure and failure_text is not None:
                 context.fail(INTERNAL_ERROR, failure_text)
@@ -119,10 +119,10 @@ class Jobs:
     def finish(self, job: Job, status: int, code: int, result: dict[str, Any]) -> None:
         if job.status != PENDING:
             return
-        wait = job.earliest - time.monotonic()
+        wait = job.earliest - self.scheduler.clock.monotonic()
         if wait > 0:
             self.scheduler.call_later(wait, lambda: self.finish(job, status, code, result))
             return
-        job.status, job.result_code, job.result, job.completed = status, code, result, time.time()
+        job.status, job.result_code, job.result, job.completed = status, code, result, self.scheduler.clock.time()
         self.audit.record("job.completed", job=job.uuid, cmd=job.cmd, status=status, resultcode=code,
                           instance=job.instance_uuid)

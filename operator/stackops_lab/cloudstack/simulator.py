@@ -26,6 +26,7 @@ from stackops_lab.cloudstack.faults import FaultDice, Faults
 from stackops_lab.cloudstack.fleet import Fleet, FleetBuilder
 from stackops_lab.cloudstack.hostops import HostOps
 from stackops_lab.cloudstack.jobs import Jobs
+from stackops_lab.clock import Clock
 from stackops_lab.scheduler import Scheduler
 from stackops_lab.cloudstack.routers import RouterOps
 from stackops_lab.cloudstack.server import API_PATH, SimulatorServer
@@ -46,7 +47,7 @@ def new_key() -> str:
 class CloudStackSimulator:
     def __init__(self, fleet: Fleet | None = None, timings: Timings | None = None, faults: Faults | None = None,
                  host: str = "127.0.0.1", port: int = 0, ssh_key_path: str | None = None,
-                 api_key: str | None = None, secret_key: str | None = None) -> None:
+                 api_key: str | None = None, secret_key: str | None = None, clock: Clock | None = None) -> None:
         self.fleet = fleet or Fleet()
         self.timings = timings or Timings()
         self._faults = faults or Faults()
@@ -55,8 +56,9 @@ class CloudStackSimulator:
         self.api_key = api_key or new_key()
         self.secret_key = secret_key or new_key()
         self.state = State()
-        self.audit_log = AuditLog()
-        self.scheduler = Scheduler(self.state.lock, "cloudstack-sim-scheduler")
+        self.clock = clock or Clock()
+        self.audit_log = AuditLog(self.clock)
+        self.scheduler = Scheduler(self.state.lock, "cloudstack-sim-scheduler", self.clock)
         self.jobs = Jobs(self.state, self.scheduler, self.audit_log, self.timings, self.dice)
         self.routers = RouterOps(self)
         self.system_vms = SystemVmOps(self)

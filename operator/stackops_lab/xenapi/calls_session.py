@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from stackops_lab.xenapi.dispatch import Ctx, api
@@ -26,7 +25,7 @@ def _authenticate(ctx: Ctx, uname: Any, pwd: Any) -> None:
 
 def _session(ctx: Ctx, uname: str, originator: str, local: bool) -> SessionRec:
     return SessionRec(ref=new_ref(), uuid=new_uuid(), this_host=ctx.machine.host_ref, auth_user_name=uname,
-                      originator=originator, local=local, idle_since=time.monotonic())
+                      originator=originator, local=local, idle_since=ctx.lab.clock.monotonic())
 
 
 @api("session.login_with_password", 4, session=False, optional=2)

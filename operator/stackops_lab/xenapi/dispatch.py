@@ -212,12 +212,12 @@ class Dispatcher:
             session = machine.db.find(SessionRec, ref)
         if session is None:
             raise XapiError(SESSION_INVALID, ref)
-        if time.monotonic() - session.idle_since > self.lab.timings.session_idle:
+        if self.lab.clock.monotonic() - session.idle_since > self.lab.timings.session_idle:
             machine.local_sessions.pop(session.ref, None)
             if machine.db is not None:
                 machine.db.remove(session)
             raise XapiError(SESSION_INVALID, ref)
-        session.idle_since = time.monotonic()
+        session.idle_since = self.lab.clock.monotonic()
         session.last_active = now()
         return session
 

@@ -28,7 +28,6 @@ simple capacity model: each live enabled host runs up to `XenHostSpec.vm_capacit
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from stackops_lab.xenapi.faults import faults_of
@@ -103,7 +102,7 @@ class HaMonitor:
         self.lab.scheduler.call_later(self.lab.timings.tick, self.tick)
 
     def check(self, db: PoolDB) -> None:
-        now = time.monotonic()
+        now = self.lab.clock.monotonic()
         state = self.lab.state
         master = state.machine_of(db, db.pool.master)
         for host in db.hosts():

@@ -21,7 +21,6 @@ power loss, boots, reboots, xapi restarts, master changes.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.state import (NULL_REF, HostMetricsRec, HostRec, Machine, PBDRec, PoolDB, PoolRec,
@@ -139,7 +138,7 @@ class Lifecycle:
         """The machine stops: its endpoint refuses connections, what was scheduled for it is cancelled."""
         machine.power, machine.xapi = "down", "stopped"
         machine.boot_id += 1
-        machine.down_since = time.monotonic()
+        machine.down_since = self.lab.clock.monotonic()
         machine.ha_joining_until = 0.0
         machine.local_sessions.clear()
         self.lab.listeners[machine.name].stop()
@@ -176,7 +175,7 @@ class Lifecycle:
         self.lab.audit_log.record("host.booted", host=machine.name)
         if machine.ha_armed and db.pool.ha_enabled:
             timeout = self.lab.ha.timeout(db)
-            machine.ha_joining_until = time.monotonic() + self.lab.timings.boot_join_seconds(timeout)
+            machine.ha_joining_until = self.lab.clock.monotonic() + self.lab.timings.boot_join_seconds(timeout)
             return  # the HA monitor lets it join the liveset, or fences it again
         machine.ha_armed = False
         self.finish_start(machine)

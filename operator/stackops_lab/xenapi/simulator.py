@@ -40,6 +40,7 @@ from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
 from stackops_lab.xenapi.ha import HaMonitor
 from stackops_lab.xenapi.lifecycle import Lifecycle
+from stackops_lab.clock import Clock
 from stackops_lab.scheduler import Scheduler
 from stackops_lab.xenapi.server import Listener
 from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec
@@ -72,7 +73,8 @@ class XenLab:
     def __init__(self, hosts: list[XenHostSpec] | None = None, pools: list[list[str]] | None = None,
                  username: str = "root", password: str = "xenroot", timings: XenTimings | None = None,
                  shared_srs: list[dict[str, Any]] | None = None, vms_per_host: int = 2, bind: str = "loopback",
-                 port: int | None = None, dom0s: dict[str, LabHost] | None = None, tls: bool | LabCA = False) -> None:
+                 port: int | None = None, dom0s: dict[str, LabHost] | None = None, tls: bool | LabCA = False,
+                 clock: Clock | None = None) -> None:
         if bind != "loopback":
             raise ValueError(f"bind={bind!r}: only 'loopback' (127.0.1.<10+i>, no root needed) is supported")
         specs = hosts if hosts is not None else [XenHostSpec(f"xen{i + 1}") for i in range(3)]
@@ -84,8 +86,9 @@ class XenLab:
         self.username, self.password = username, password
         self.timings = timings or XenTimings()
         self.state = LabState()
-        self.audit_log = AuditLog()
-        self.scheduler = Scheduler(self.state.lock)
+        self.clock = clock or Clock()
+        self.audit_log = AuditLog(self.clock)
+        self.scheduler = Scheduler(self.state.lock, "xenapi-sim-scheduler", self.clock)
         self.lifecycle = Lifecycle(self)
         self.ha = HaMonitor(self)
         self.dispatcher = Dispatcher(self)
