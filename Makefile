@@ -33,14 +33,15 @@ check-generated: venv
 lab-prepare: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare; fi
 
-# pytest exits 5 when it collected no test: make treats that as a failure, as it should.
-test: venv check-generated lab-prepare
+# pytest exits 5 when it collected no test: make treats that as a failure, as it should. Like `make demo`, it
+# installs what it needs first (Debian packages only when missing: as root, or it says which to install).
+test: deps check-generated lab-prepare
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv lab-prepare
+integration: deps lab-prepare
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 demo: deps lab-prepare

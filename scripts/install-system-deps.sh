@@ -9,6 +9,7 @@
 #   - CloudStackRelease builds (stackops_lab.release: a CloudStack-like source repository, its build scripts):
 #     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
 #     stand-in makes its jars with it)
+#   - the virtual environment: python3-venv (Debian's python3 has no `venv` without it), make
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
 # their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
@@ -17,7 +18,7 @@ packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-re
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo
-          git curl rpm createrepo-c python3)
+          git curl rpm createrepo-c python3 python3-venv make)
 
 missing=()
 for package in "${packages[@]}"; do
