@@ -243,6 +243,113 @@ def test_patterns_compile_and_have_no_look_around(name: str) -> None:
         assert "\\Z" not in pattern and "\\A" not in pattern, f"{path}: Python-only anchor in {pattern}"
 
 
+def patterns_of(name: str) -> list[str]:
+    return [node["pattern"] for _, node in nodes(root_schema(generated()[name])) if "pattern" in node]
+
+
+def test_patterns_use_no_escape_only_one_dialect_reads() -> None:
+    # The API server compiles patterns with Go's RE2, pydantic with Rust's regex, these tests with Python's re:
+    # \uXXXX is not RE2, \x{...} and \p{...} are not Python. A character beyond \xff stands as itself.
+    for name in generated():
+        for pattern in patterns_of(name):
+            assert not re.search(r"(?<!\\)(\\\\)*\\(u[0-9a-fA-F]{4}|U|x\{|[pP]\{|N\{)", pattern), f"{name}: {pattern}"
+
+
+def test_checked_in_crds_hold_no_raw_yaml_line_breaks() -> None:
+    # YAML reads U+0085, U+2028 and U+2029 as line breaks: the pattern that refuses them in agent.properties
+    # values carries them escaped (double-quoted \L, \P), not raw inside a folded scalar.
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        text = path.read_text()
+        assert not any(char in text for char in "\x85\u2028\u2029"), path.name
+    assert '"^[^\\\\x00-\\\\x1f\\\\x7f-\\\\x9f\\L\\P]*$"' in (CRD_DIR / "stackops.io_kvmhosts.yaml").read_text()
+
+
+SAMPLES = {
+    # (the field, values that must match, values that must not)
+    "properties": (["host-passthrough", "C:\\dir\\", "a=b:c#d!e", "caf\u00e9 \u00a0\u4e2d\U0001F600", ""],
+                   ["a\nb", "a\rb", "a\x00b", "a\x7fb", "a\x80b", "a\x85b", "a\x9fb", "a\u2028b", "a\u2029b"]),
+    "extra": (["qemu-guest-agent", "g++", "gcc-c++", "libstdc++6", "a"],
+              ["openssh-server-", "vim+", "vim+-", "vim-+", "-vim", "Vim"]),
+    "cloudstackAgentVersion": (["4.19.0.0", "4.19.0.0~rc1", "4"], ["4.19.0.0-", "4.19.0.0+", "v4"]),
+}
+
+
+def kvmhost_pattern(field: str) -> str:
+    (pattern,) = {node["pattern"] for path, node in nodes(root_schema(generated()["stackops.io_kvmhosts.yaml"]))
+                  if "pattern" in node and path.rstrip("[]{}").endswith("." + field)}
+    return pattern
+
+
+@pytest.mark.parametrize("field", list(SAMPLES))
+def test_kvmhost_value_patterns_in_python_re(field: str) -> None:
+    good, bad = SAMPLES[field]
+    pattern = kvmhost_pattern(field)
+    assert [v for v in good if not re.search(pattern, v)] == []
+    assert [v for v in bad if re.search(pattern, v)] == []
+
+
+def test_patterns_compile_and_match_alike_in_go_re2(tmp_path: Path) -> None:
+    """Every CRD pattern compiled by Go's regexp (RE2, as the API server compiles it), and the KvmHost value
+    patterns matching the samples as Python's re does. Skipped without a Go toolchain."""
+    import json
+    import subprocess
+    go = shutil.which("go")
+    if go is None:
+        pytest.skip("no `go` on PATH: the patterns are checked with Python's re only")
+    patterns = sorted({p for name in generated() for p in patterns_of(name)})
+    samples = [[kvmhost_pattern(field), good + bad] for field, (good, bad) in SAMPLES.items()]
+    (tmp_path / "input.json").write_text(json.dumps({"patterns": patterns, "samples": samples}))
+    (tmp_path / "main.go").write_text(GO_CHECK)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GOCACHE": str(tmp_path / "cache"), "GO111MODULE": "off",
+           "GOPATH": str(tmp_path / "gopath"), "GOFLAGS": ""}
+    result = subprocess.run([go, "run", "main.go"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["errors"] == []
+    for (pattern, values), matches in zip(samples, answer["matches"]):
+        assert matches == [bool(re.search(pattern, v)) for v in values], pattern
+
+
+GO_CHECK = """package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+)
+
+func main() {
+	var input struct {
+		Patterns []string   `json:"patterns"`
+		Samples  [][]any    `json:"samples"`
+	}
+	data, _ := os.ReadFile("input.json")
+	if err := json.Unmarshal(data, &input); err != nil {
+		panic(err)
+	}
+	errors := []string{}
+	for _, p := range input.Patterns {
+		if _, err := regexp.Compile(p); err != nil {
+			errors = append(errors, err.Error())
+		}
+	}
+	matches := [][]bool{}
+	for _, sample := range input.Samples {
+		re := regexp.MustCompile(sample[0].(string))
+		row := []bool{}
+		for _, v := range sample[1].([]any) {
+			row = append(row, re.MatchString(v.(string)))
+		}
+		matches = append(matches, row)
+	}
+	out, _ := json.Marshal(map[string]any{"errors": errors, "matches": matches})
+	fmt.Print(string(out))
+}
+"""
+
+
 def test_pattern_count_is_plausible() -> None:
     # Guards the walk above: the spec schemas carry many patterns.
     total = sum(1 for _, crd in stackops_crds() for _, node in nodes(root_schema(crd)) if "pattern" in node)

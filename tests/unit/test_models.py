@@ -518,10 +518,37 @@ def test_shell_metacharacters_rejected_in_property_keys(label: str) -> None:
     assert "spec.cloudstackAgent.properties" in error_text("KvmHost", data)
 
 
-@pytest.mark.parametrize("value", ["host-passthrough\nhost=evil", "a\rb", "a\x00b", "a\x7fb"])
+@pytest.mark.parametrize("value", ["host-passthrough\nhost=evil", "a\rb", "a\x00b", "a\x7fb",
+                                   # C1 controls and the Unicode line/paragraph separators (issue 12)
+                                   "a\u2028b=evil", "a\u2029b", "a\x85b=evil", "a\x80b", "a\x9fb"])
 def test_control_characters_rejected_in_property_values(value: str) -> None:
     data = spec("KvmHost", cloudstackAgent={"properties": {"guest.cpu.mode": value}})
     assert "spec.cloudstackAgent.properties" in error_text("KvmHost", data)
+
+
+@pytest.mark.parametrize("value", ["host-passthrough", "C:\\dir\\", "a=b:c#d!e", " x ", "caf\u00e9 \u00a0\u4e2d", ""])
+def test_property_values_accepted(value: str) -> None:
+    data = spec("KvmHost", cloudstackAgent={"properties": {"guest.cpu.mode": value}})
+    assert parse("KvmHost", data).cloudstack_agent.properties["guest.cpu.mode"] == value
+
+
+@pytest.mark.parametrize("name", ["openssh-server-", "vim+", "vim+-", "vim-+", "-vim", "+vim"])
+def test_package_names_with_an_apt_modifier_suffix_rejected(name: str) -> None:
+    # `apt-get install openssh-server-` removes openssh-server.
+    data = spec("KvmHost", packages={"extra": ["qemu-guest-agent", name]})
+    assert "spec.packages.extra[1]" in error_text("KvmHost", data)
+
+
+@pytest.mark.parametrize("name", ["qemu-guest-agent", "g++", "gcc-c++", "libstdc++6", "python3.11", "nfs_utils", "a"])
+def test_package_names_accepted(name: str) -> None:
+    assert parse("KvmHost", spec("KvmHost", packages={"extra": [name]})).packages.extra == [name]
+
+
+@pytest.mark.parametrize("version", ["4.19.0.0-", "4.19.0.0+"])
+def test_agent_version_with_an_apt_modifier_suffix_rejected(version: str) -> None:
+    # `apt-get install cloudstack-agent=4.19.0.0-` would remove the agent.
+    data = spec("KvmHost", packages={"cloudstackAgentVersion": version})
+    assert "spec.packages.cloudstackAgentVersion" in error_text("KvmHost", data)
 
 
 @pytest.mark.parametrize("value", ["NFS SR\nx", "a\x00b", ""])

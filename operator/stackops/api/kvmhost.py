@@ -31,10 +31,19 @@ from .common import (
 
 Cidr = Annotated[str, Field(pattern=CIDR_V4, max_length=18)]
 Mtu = Annotated[int, Field(ge=576, le=9216)]
-PackageName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+_-]{0,127}$")]
+# A package name as apt and dnf/yum take it on their command line. Not ending in `-` or a single `+`: apt-get
+# reads `foo-` as "remove foo" and `foo+` as "install foo" when no package has the whole name (`g++` and
+# `gcc-c++` stay possible: `foo++` can at worst install `foo+`).
+PackageName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9.+_-]{0,126}[a-z0-9._]|[a-z0-9.+_-]{0,125}\+\+)?$")]
+# The same for the version in `cloudstack-agent=<version>` (apt) or `cloudstack-agent-<version>` (dnf/yum).
+PackageVersion = Annotated[str, Field(pattern=r"^[0-9]([0-9A-Za-z.+~_-]{0,62}[0-9A-Za-z.~_])?$")]
 PropertyKey = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")]
-# Values end up in a Java properties file: one line, no control characters.
-PropertyValue = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=1024)]
+# Values end up in agent.properties, written escaped as Java's Properties.store escapes them
+# (reconcile/kvmhost/properties.py). Refused besides: C0 and C1 control characters, DEL, and the Unicode line and
+# paragraph separators U+2028 and U+2029 -- text that line-based readers and tools split or mangle. The two
+# separators stand in the pattern as themselves: the API server's RE2 spells them \x{2028}, Python's re \u2028,
+# and neither reads the other's escape.
+PropertyValue = Annotated[str, Field(pattern="^[^\\x00-\\x1f\\x7f-\\x9f\u2028\u2029]*$", max_length=1024)]
 HostTag = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
 
 
@@ -46,7 +55,7 @@ class Packages(Model):
     """Install missing packages with the host's package manager."""
     repository_url: HttpUrl | None = None
     """Package repository to add for cloudstack-agent (e.g. one a CloudStackRelease publishes)."""
-    cloudstack_agent_version: Annotated[str, Field(pattern=r"^[0-9][0-9A-Za-z.+~_-]{0,63}$")] | None = None
+    cloudstack_agent_version: PackageVersion | None = None
     """Exact cloudstack-agent version to install; unset: the repository's newest."""
     extra: Annotated[list[PackageName], Field(max_length=64)] = []
     """Further packages to install."""
