@@ -176,6 +176,18 @@ INVALID: list[Any] = [
                  "spec.openvswitch.bridges[0].vlanBridges[0].vlan", id="vlan-string"),
     pytest.param("KvmHostBridge", ("packages", "extra", 0), "vim&&reboot", "spec.packages.extra[0]",
                  id="package-name-shell"),
+    pytest.param("KvmHostBridge", ("packages", "extra", 0), "openssh-server-", "spec.packages.extra[0]",
+                 id="package-name-apt-remove-suffix"),
+    pytest.param("KvmHostBridge", ("packages", "extra", 0), "vim+", "spec.packages.extra[0]",
+                 id="package-name-apt-install-suffix"),
+    pytest.param("KvmHost", ("packages",), {"cloudstackAgentVersion": "4.19.0.0-"},
+                 "spec.packages.cloudstackAgentVersion", id="agent-version-apt-remove-suffix"),
+    pytest.param("KvmHost", ("cloudstackAgent",), {"properties": {"guest.cpu.mode": "a\u2028b=evil"}},
+                 "spec.cloudstackAgent.properties", id="property-value-line-separator"),
+    pytest.param("KvmHost", ("cloudstackAgent",), {"properties": {"guest.cpu.mode": "a\x85b=evil"}},
+                 "spec.cloudstackAgent.properties", id="property-value-next-line"),
+    pytest.param("KvmHost", ("cloudstackAgent",), {"properties": {"guest.cpu.mode": "a\rb=evil"}},
+                 "spec.cloudstackAgent.properties", id="property-value-carriage-return"),
     pytest.param("KvmHost", ("packages",), {"repositoryURL": "http://repo.example.com/a b"},
                  "spec.packages.repositoryURL", id="repository-url-space"),
     pytest.param("SystemVMTemplate", ("version",), "4.8", "spec.version", id="version-4.8"),
@@ -302,6 +314,21 @@ def test_kvmhost_agent_properties_kept(kube: Kube, crd_state: dict[str, Any], na
     data = {**MINIMAL["KvmHost"], "cloudstackAgent": {"properties": properties}}
     assert kubectl_apply(kube, manifest("KvmHost", name, namespace, data)).returncode == 0
     assert stored_spec(kube, "KvmHost", name, namespace)["cloudstackAgent"]["properties"] == properties
+
+
+def test_kvmhost_awkward_valid_values_accepted(kube: Kube, crd_state: dict[str, Any], namespace: str) -> None:
+    # What the patterns must not refuse: agent.properties values with backslashes, separators and non-ASCII
+    # (written escaped), and package names ending in "++".
+    require_crd(crd_state, "KvmHost")
+    name = unique("awkward")
+    properties = {"guest.cpu.mode": "C:\\dir\\ a=b:c#d!e caf\u00e9 \u4e2d", "network.bridge.type": "openvswitch"}
+    data = {**MINIMAL["KvmHost"], "cloudstackAgent": {"properties": properties},
+            "packages": {"extra": ["g++", "gcc-c++"], "cloudstackAgentVersion": "4.19.0.0~rc1"}}
+    result = kubectl_apply(kube, manifest("KvmHost", name, namespace, data))
+    assert result.returncode == 0, result.stderr
+    spec = stored_spec(kube, "KvmHost", name, namespace)
+    assert spec["cloudstackAgent"]["properties"] == properties
+    assert spec["packages"]["extra"] == ["g++", "gcc-c++"]
 
 
 def test_systemvmtemplate_int_or_string_accepted(kube: Kube, crd_state: dict[str, Any], namespace: str) -> None:
