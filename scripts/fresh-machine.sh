@@ -91,6 +91,7 @@ inside=$(cat <<'SCRIPT'
 set -eu
 root=$1; shift
 mount --make-rprivate /
+mount --bind "$root" "$root"  # its / is a mount point, as on a machine (`ip netns exec` remounts it)
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"

@@ -97,26 +97,23 @@ class Binaries:
 
 
 def ensure_binaries(progress: Progress) -> Binaries:
-    """Return the control plane binaries, building kube-apiserver (once) if it is not cached."""
+    """Return the control plane binaries, building kube-apiserver and kubectl (once) if they are not cached.
+
+    The lab's own kubectl, built from the same source, never one the machine happens to have: a machine that
+    never ran the project has none, and a newer one would hide what the built one does not do."""
     require_packages(RUN_PACKAGES)
-    system_kubectl = shutil.which("kubectl")
-    need_kubectl = system_kubectl is None
-    build = find_cached_build(need_kubectl)
+    build = find_cached_build()
     if build is None:
         require_packages(BUILD_PACKAGES)
-        build = build_once(need_kubectl, progress)
-    kubectl = Path(system_kubectl) if system_kubectl else build / "kubectl"
-    return Binaries(kube_apiserver=build / "kube-apiserver", etcd=ETCD, kubectl=kubectl)
+        build = build_once(progress)
+    return Binaries(kube_apiserver=build / "kube-apiserver", etcd=ETCD, kubectl=build / "kubectl")
 
 
 def find_kubectl() -> Path:
-    """kubectl from PATH, else the one built next to the cached kube-apiserver."""
-    system_kubectl = shutil.which("kubectl")
-    if system_kubectl:
-        return Path(system_kubectl)
-    build = find_cached_build(need_kubectl=True)
+    """The kubectl built next to the cached kube-apiserver."""
+    build = find_cached_build()
     if build is None:
-        raise LabError("kubectl is neither on PATH nor built yet; run `stackops lab up` once")
+        raise LabError("the lab's kubectl is not built yet; run `stackops lab prepare` (or `make test`) once")
     return build / "kubectl"
 
 
@@ -140,26 +137,28 @@ def package_installed(name: str) -> bool:
     return result.returncode == 0 and result.stdout.startswith("ii")
 
 
-def find_cached_build(need_kubectl: bool) -> Path | None:
-    """The most recent cached build directory holding the binaries we need, if any."""
+BUILT = ("kube-apiserver", "kubectl")
+
+
+def find_cached_build() -> Path | None:
+    """The most recent cached build directory holding both binaries, if any."""
     candidates = []
     for directory in cache_dir().glob(f"kube-apiserver-*-{BUILD_RECIPE}"):
-        wanted = ["kube-apiserver"] + (["kubectl"] if need_kubectl else [])
-        if all(os.access(directory / name, os.X_OK) for name in wanted):
+        if all(os.access(directory / name, os.X_OK) for name in BUILT):
             candidates.append(directory)
     return max(candidates, key=lambda d: d.stat().st_mtime, default=None)
 
 
-def build_once(need_kubectl: bool, progress: Progress) -> Path:
-    """Build kube-apiserver (and kubectl if asked) under a lock, unless another process just did."""
+def build_once(progress: Progress) -> Path:
+    """Build kube-apiserver and kubectl under a lock, unless another process just did."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     with file_lock(cache / "kube-apiserver.lock", progress):
-        build = find_cached_build(need_kubectl)
+        build = find_cached_build()
         if build is not None:
             return build
         with tempfile.TemporaryDirectory(prefix="kube-apiserver-build-", dir=cache) as work:
-            return build_in(Path(work), need_kubectl, progress)
+            return build_in(Path(work), progress)
 
 
 @contextmanager
@@ -176,7 +175,7 @@ def file_lock(path: Path, progress: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_in(work: Path, need_kubectl: bool, progress: Progress) -> Path:
+def build_in(work: Path, progress: Progress) -> Path:
     log = cache_dir() / "kube-apiserver-build.log"
     log.write_text("")
     progress(f"downloading Debian source package `{SOURCE_PACKAGE}` (build log: {log})…")
@@ -187,7 +186,7 @@ def build_in(work: Path, need_kubectl: bool, progress: Progress) -> Path:
     apply_debian_patches(tree, progress)
     replace_reflect2(tree)
     fix_zero_value_validation(tree)
-    names = ["kube-apiserver"] + (["kubectl"] if need_kubectl else [])
+    names = list(BUILT)
     progress(f"building {' and '.join(names)} from Debian source {version} (first time only, ~6 min)…")
     started = time.monotonic()
     run_make(tree, [f"cmd/{name}" for name in names], work / "home", log, progress)

@@ -102,9 +102,10 @@ def up() -> int:
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
     progress("every example is reconciled; stop everything with `stackops lab down` (or `make demo-down`)")
-    progress(f"export KUBECONFIG={kubeconfig}")
+    kubectl_binary = controlplane.find_kubectl()
+    progress(f"export KUBECONFIG={kubeconfig} PATH={kubectl_binary.parent}:$PATH  # the lab's kubectl")
     print(f"$ kubectl get {KINDS} -A", flush=True)
-    os.execvp("kubectl", ["kubectl", f"--kubeconfig={kubeconfig}", "get", KINDS, "-A"])
+    os.execv(kubectl_binary, ["kubectl", f"--kubeconfig={kubeconfig}", "get", KINDS, "-A"])
     return 0  # not reached
 
 

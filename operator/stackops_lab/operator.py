@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import yaml
 
+from stackops_lab import controlplane
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 NAMESPACE = "stackops-system"
@@ -31,8 +33,8 @@ CRD_NAMES = ("xenpools.stackops.io", "kvmhosts.stackops.io", "systemvmtemplates.
 
 def kubectl(kubeconfig: Path | str, *args: str, input: str | None = None,
             check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", *args], input=input, text=True,
-                            capture_output=True, timeout=timeout)
+    result = subprocess.run([str(controlplane.find_kubectl()), f"--kubeconfig={kubeconfig}", *args], input=input,
+                            text=True, capture_output=True, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result
