@@ -2,9 +2,11 @@
 # The stackops operator image: `docker build -t stackops:0.1.0 .` (deploy/ refers to stackops:0.1.0).
 # Stage 1 builds wheels of stackops and of every dependency; stage 2 installs them into a venv from those wheels
 # only (no index, no compiler, no build tools, no test dependencies) and runs as an unprivileged user.
-# SSH goes through paramiko, so no openssh-client is needed.
+# SSH goes through paramiko, so no openssh-client is needed. PID 1 is tini (Debian's package): it reaps every orphaned
+# child (a local build's detached processes among them), which the operator as PID 1 would leave as zombies that
+# still look alive to `kill -0`, and forwards signals to the operator.
 
-FROM python:3.11-slim AS build
+FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -13,7 +15,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 LABEL org.opencontainers.image.title="stackops" \
       org.opencontainers.image.description="Kubernetes operator that runs Apache CloudStack infrastructure from Git" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -23,12 +25,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/stackops \
     PATH=/opt/stackops/bin:$PATH
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    python -m venv /opt/stackops \
+    apt-get update \
+    && apt-get install -y --no-install-recommends tini=0.19.0-1* \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /opt/stackops \
     && /opt/stackops/bin/pip install --no-cache-dir --no-index --find-links=/wheels stackops \
     && groupadd --system --gid 10001 stackops \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin stackops
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080 9100
-ENTRYPOINT ["stackops"]
+ENTRYPOINT ["/usr/bin/tini", "--", "stackops"]
 CMD ["run"]

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -31,6 +32,7 @@ from stackops_lab.controlplane import LabError, find_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+TINI = "/usr/bin/tini"
 EXAMPLES = DEPLOY / "examples"
 CRDS = ROOT / "crds"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -258,7 +260,7 @@ def test_deployment_resources() -> None:
 
 def test_deployment_probes_hit_the_liveness_endpoint() -> None:
     c = container()
-    assert c["command"] == ["stackops"] and c["args"][0] == "run"
+    assert c["command"] == [TINI, "--", "stackops"] and c["args"][0] == "run"
     liveness = next((a.split("=", 1)[1] for a in c["args"] if a.startswith("--liveness=")), None)
     if liveness is None:
         liveness = cli_parser().parse_args(["run"]).liveness
@@ -559,8 +561,20 @@ def test_dockerfile_runs_as_non_root_user() -> None:
 
 def test_dockerfile_entrypoint_and_cmd() -> None:
     final = dict(stages(instructions())[-1][1:])
-    assert final["ENTRYPOINT"] == '["stackops"]'
+    assert final["ENTRYPOINT"] == f'["{TINI}", "--", "stackops"]'
     assert final["CMD"] == '["run"]'
+
+
+def test_pid_1_is_an_init_that_reaps_children() -> None:
+    """tini from Debian's package is PID 1 in the image and in the Deployment (whose `command` replaces the image's
+    ENTRYPOINT): an orphaned build process is reaped, not left a zombie that `kill -0` takes for a live build."""
+    final = stages(instructions())[-1]
+    installs = [a for i, a in final if i == "RUN" and re.search(r"apt-get install -y --no-install-recommends [^&]*"
+                                                                 r"\btini=", a)]
+    assert installs, "the final stage installs Debian's tini (version pinned)"
+    entrypoint = json.loads(dict(final)["ENTRYPOINT"])
+    assert entrypoint[:2] == [TINI, "--"] and container()["command"][:2] == [TINI, "--"]
+
 
 
 def test_dockerfile_has_no_remote_add_and_no_pip_cache() -> None:
