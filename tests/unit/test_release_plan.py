@@ -61,51 +61,64 @@ def test_version_rule(rule: str, version: str, base: str, upgrade: bool) -> None
     assert inputs.version_verdict(rule, version, base).schema_upgrade_required is upgrade
 
 
+HASH = "9" * 64
+OTHER = "8" * 64
+C1, C2, C3 = "1" * 40, "2" * 40, "3" * 40
+
+
+def records(*lines: str) -> str:
+    """Observe records written as `key field…` with ` | ` between fields, tab-separated as the script writes them."""
+    return "".join(line.replace(" | ", "\t") + "\n" for line in lines)
+
+
 def observed(*lines: str) -> Any:
-    return parse("\n".join(["base " + "c" * 40, "upstream -", "patch 101 " + "a" * 64, "patch 102 " + "b" * 64,
-                            "hash " + "h" * 64, "current -", *lines]))
+    return parse(records("base | " + "c" * 40, "upstream | -", "patch | 101 | " + "a" * 64,
+                         "patch | 102 | " + "b" * 64, "hash | " + HASH, "current | -", *lines))
 
 
 def test_parse_a_finished_build() -> None:
-    facts = observed("phase Succeeded", "started 100", "finished 160", "progress Publishing",
-                     "base_version 4.8.0", "result commit " + "e" * 40, "result pr 101 c1 c2", "result pr 102 c3",
-                     "result artifact cloudstack-agent-4.8.0.16-1.el7.noarch.rpm " + "f" * 64 + " 1234 /srv/x.rpm")
+    facts = observed("phase | Succeeded", "started | 100", "finished | 160", "progress | Publishing",
+                     "base_version | 4.8.0", "result | commit | " + "e" * 40, f"result | pr | 101 | {C1} {C2}",
+                     f"result | pr | 102 | {C3}",
+                     "result | artifact | cloudstack-agent-4.8.0.16-1.el7.noarch.rpm | " + "f" * 64 +
+                     " | 1234 | /srv/x.rpm")
     assert facts.exists and facts.patches == {101: "a" * 64, 102: "b" * 64}
-    assert facts.applied == {101: ["c1", "c2"], 102: ["c3"]} and facts.commit == "e" * 40
+    assert facts.applied == {101: [C1, C2], 102: [C3]} and facts.commit == "e" * 40
     assert facts.artifacts[0].size == 1234 and facts.artifacts[0].path == "/srv/x.rpm"
 
 
 def test_decisions() -> None:
     release = spec()
-    start = decide(release, observed("state none"), now=1000)
+    start = decide(release, observed("state | none"), now=1000)
     assert start.state == "Start" and isinstance(start.action, StartBuild)
     assert start.action.pull_requests == (101, 102) and not start.action.superseding
-    assert decide(release, observed("state none"), 1000, built_before=True).state == "Succeeded"
-    running = decide(release, observed("running 42", "phase Building", "progress Building"), 1000)
+    assert decide(release, observed("state | none"), 1000, built_before=True).state == "Succeeded"
+    running = decide(release, observed("running | 42", "phase | Building", "progress | Building"), 1000)
     assert running.state == "Running" and running.reason == "Building" and running.requeue_after
     # the pipeline wrote its terminal phase and has not exited yet
-    assert decide(release, observed("running 42", "phase Succeeded"), 1000).state == "Succeeded"
-    conflict = decide(release, observed("phase Failed", "finished 900", "failure PatchDoesNotApply pull request "
-                                        "#102 does not apply"), 1000)
+    assert decide(release, observed("running | 42", "phase | Succeeded"), 1000).state == "Succeeded"
+    conflict = decide(release, observed("phase | Failed", "finished | 900", "failure | PatchDoesNotApply | pull "
+                                        "request #102 does not apply"), 1000)
     assert conflict.state == "Failed" and conflict.stalled and "#102" in conflict.message
-    legacy = decide(release, observed("phase Failed", "failure SchemaUpgradeRequired version 4.9.0.1"), 1000)
+    legacy = decide(release, observed("phase | Failed", "failure | SchemaUpgradeRequired | version 4.9.0.1"), 1000)
     assert legacy.stalled and legacy.reason == "SchemaUpgradeRequired"
-    flaky = observed("phase Failed", "finished 990", "failure FetchFailed git fetch failed")
+    flaky = observed("phase | Failed", "finished | 990", "failure | FetchFailed | git fetch failed")
     assert decide(release, flaky, 1000).state == "Waiting"
     again = decide(release, flaky, 990 + RETRY_SECONDS)
     assert again.state == "Start" and again.action is not None and again.action.retry_of == "FetchFailed"
-    killed = decide(release, observed("phase Building"), 1000)  # nothing runs, no result: the host rebooted
+    killed = decide(release, observed("phase | Building"), 1000)  # nothing runs, no result: the host rebooted
     assert killed.state == "Start" and "Building" in killed.action.retry_of
-    superseding = decide(release, parse("hash " + "h" * 64 + "\ncurrent " + "o" * 64 + "\ncurrent-running 7\n"
-                                        "state none\nbase x\nupstream -\npatch 101 a\npatch 102 b"), 1000)
-    assert superseding.action is not None and superseding.action.superseding == "o" * 64
+    superseding = decide(release, parse(records("hash | " + HASH, "current | " + OTHER, "current-running | 7",
+                                                "state | none", "base | " + C1, "upstream | -",
+                                                "patch | 101 | " + "a" * 64, "patch | 102 | " + "b" * 64)), 1000)
+    assert superseding.action is not None and superseding.action.superseding == OTHER
 
 
 def test_problems_before_a_build() -> None:
-    assert decide(spec(), parse("missing createrepo_c"), 0).reason == "ToolMissing"
-    missing = decide(spec(), parse("ref-missing base 4.99"), 0)
+    assert decide(spec(), parse(records("missing | createrepo_c")), 0).reason == "ToolMissing"
+    missing = decide(spec(), parse(records("ref-missing | base | 4.99")), 0)
     assert missing.stalled and missing.reason == "RefNotFound"
-    unreachable = decide(spec(), parse("fetch-failed base fatal: unable to access"), 0)
+    unreachable = decide(spec(), parse(records("fetch-failed | base | fatal: unable to access")), 0)
     assert not unreachable.stalled and unreachable.requeue_after
 
 
@@ -126,7 +139,7 @@ def test_a_running_build_is_reported_without_resolving_its_inputs_again(tmp_path
     try:
         (build / "pid").write_text(f"{sleeper.pid}\n")
         (build / "phase").write_text("Building\n")
-        args = [str(tmp_path), line, known, "http://127.0.0.1:9/nowhere.git", "4.8", "-", "-",
+        args = [str(tmp_path), line, known, "false", "http://127.0.0.1:9/nowhere.git", "4.8", "-", "-",
                 "101", "http://127.0.0.1:9/pull/101.patch", "102", "http://127.0.0.1:9/pull/102.patch"]
         output = subprocess.run(["sh", "-s", "--", *args], input=OBSERVE, capture_output=True, text=True,
                                 timeout=30).stdout

@@ -145,15 +145,33 @@ class CloudStackReleaseSpec(ResourceCommon):
     resync_interval_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
     """How often the inputs are resolved again (the head of `baseRef`, each pull request's patch): inputs that
     changed are built; unchanged ones never are twice."""
+    allow_file_urls: bool = Field(False, alias="allowFileURLs")
+    """Allow `file://` URLs in `source.repository`, `source.upstream.repository` and `pullRequests[].patchURL`.
+    They read files of the build host (with `builder.type: Local`, of the operator's container), so a spec that
+    uses one without this is refused (`InvalidSpec`)."""
 
     @model_validator(mode="after")
     def _cross_field(self) -> "CloudStackReleaseSpec":
         if self.builder.type == "SSH" and self.builder.ssh is None:
             raise ValueError("builder.ssh is required when builder.type is SSH")
+        if not self.allow_file_urls:
+            for where, url in self.urls():
+                if url.lower().startswith("file:"):
+                    raise ValueError(f"{where}: a file:// URL reads files of the build host; set allowFileURLs: "
+                                     "true to allow it")
         numbers = [pr.number for pr in self.pull_requests]
         if len(set(numbers)) != len(numbers):
             raise ValueError("pullRequests: each number at most once")
         return self
+
+    def urls(self) -> list[tuple[str, str]]:
+        """(field, URL) of every repository and patch URL the spec gives."""
+        found = [("source.repository", self.source.repository)]
+        if self.source.upstream is not None:
+            found.append(("source.upstream.repository", self.source.upstream.repository))
+        found += [(f"pullRequests[{i}].patchURL", pr.patch_url) for i, pr in enumerate(self.pull_requests)
+                  if pr.patch_url]
+        return found
 
 
 class AppliedPullRequest(StatusModel):

@@ -15,7 +15,7 @@ from ...api.cloudstackrelease import CloudStackReleaseSpec
 from ...drivers.ssh import SSHPool
 from ..base import Action, Context, Outcome, ReconcileError, Reconciler
 from . import inputs, scripts
-from .observed import BuildFacts, parse
+from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
 from .plan import Decision, StartBuild, decide
 from .runner import Runner, runner_for
 
@@ -39,7 +39,7 @@ class CloudStackReleaseReconciler(Reconciler):
         """`known`: the inputs hash status recorded; while that build runs with the same settings, its inputs are
         taken as they are instead of being resolved again (no patch is downloaded on every pass)."""
         up = spec.source.upstream
-        args = [spec.builder.work_dir, inputs.settings(spec), known or "-", spec.source.repository,
+        args = [spec.builder.work_dir, inputs.settings(spec), known or "-", inputs.files(spec), spec.source.repository,
                 spec.source.base_ref, up.repository if up else "-", up.ref if up else "-"]
         for pr in spec.pull_requests:
             args += [str(pr.number), inputs.patch_url(spec, pr.number, pr.patch_url)]
@@ -47,7 +47,11 @@ class CloudStackReleaseReconciler(Reconciler):
         if result.exit_status != 0:
             raise ReconcileError("BuildHostError", f"looking at the build on {runner.where} failed: "
                                  f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
-        facts = parse(result.stdout)
+        try:
+            facts = parse(result.stdout)
+        except BuildOutputInvalid as error:
+            raise ReconcileError(error.reason, f"the answer of {runner.where} is refused: {error}", retry=False) \
+                from None
         if facts.problem is None and not facts.missing_tools:
             expected = inputs.inputs_hash(inputs.settings(spec), facts.base, facts.upstream,
                                           [(pr.number, facts.patches[pr.number]) for pr in spec.pull_requests])
@@ -89,7 +93,8 @@ class CloudStackReleaseReconciler(Reconciler):
         if spec.deletion_policy != "Delete":
             return
         runner = runner_for(self.ssh, ctx, spec)
-        names = [a.get("name", "") for a in ctx.status.get("artifacts") or [] if a.get("name")]
+        # names status recorded; only plain file names are joined to the publish directory
+        names = [a.get("name", "") for a in ctx.status.get("artifacts") or [] if plain_name(str(a.get("name", "")))]
         publish = inputs.publish_dir(spec, str(ctx.status.get("inputsHash") or "none"))
         result = await runner.script(scripts.REMOVE, [spec.builder.work_dir, publish, *names], timeout=300,
                                      mutation=True, label="remove the release")

@@ -45,6 +45,11 @@ def publish_dir(spec: CloudStackReleaseSpec, inputs_hash: str) -> str:
     return f"{spec.builder.work_dir.rstrip('/')}/builds/{inputs_hash}/rpms"
 
 
+def files(spec: CloudStackReleaseSpec) -> str:
+    """`true` when Git and curl may read `file://` URLs (the spec's `allowFileURLs`), else `false`."""
+    return str(spec.allow_file_urls).lower()
+
+
 def settings(spec: CloudStackReleaseSpec) -> str:
     """Everything the build depends on besides the commits and patch contents, as one canonical line."""
     upstream = spec.source.upstream
@@ -76,7 +81,7 @@ def inputs_file(spec: CloudStackReleaseSpec, base: str, upstream: str, patches: 
              f"version_command={' '.join(version_command(spec))}", f"maven={' '.join(maven_command(spec))}",
              f"timeout_seconds={spec.build.timeout_minutes * 60}",
              f"packaging={str(spec.packaging.enabled).lower()}", f"distribution={spec.packaging.distribution}",
-             f"publish={publish_dir(spec, inputs_hash_)}"]
+             f"publish={publish_dir(spec, inputs_hash_)}", f"files={files(spec)}"]
     lines += [f"pr={pr.number} {patch_url(spec, pr.number, pr.patch_url)} {patches[pr.number]}"
               for pr in spec.pull_requests]
     return lines

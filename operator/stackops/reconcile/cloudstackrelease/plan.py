@@ -11,7 +11,7 @@ from .observed import BuildFacts
 TRANSIENT = {"FetchFailed", "PatchDownloadFailed", "PatchChanged", "Interrupted", "Superseded", "SourceUnreachable"}
 # Failures a person must resolve (the spec or the source must change): Stalled.
 STALLING = {"SchemaUpgradeRequired", "PatchDoesNotApply", "RebaseConflict", "VersionFailed", "BuildFailed",
-            "PackagingFailed", "PublishFailed", "RefNotFound", "ToolMissing"}
+            "PackagingFailed", "PublishFailed", "RefNotFound", "ToolMissing", "ArtifactNameInvalid"}
 RETRY_SECONDS = 60
 TERMINAL = ("Succeeded", "Failed")
 
