@@ -64,10 +64,14 @@ def test_add_host_checks_a_real_kvm_host(lab_host: LabHost, tmp_path: Path) -> N
         assert (host["state"], host["resourcestate"], host["hosttags"], host["version"]) == (
             "Connecting", "Enabled", "lab,kvm", "4.19.1.0")
         assert host["clustername"] == "lab-kvm-new"
-        deadline = time.monotonic() + 5
+        # Up after Timings.host_connect; the deadline only stops a hang (a loaded machine needs far less)
+        deadline = time.monotonic() + 60
         while api.listHosts(id=host["id"])["host"][0]["state"] != "Up":
             assert time.monotonic() < deadline, "the host did not come Up"
             time.sleep(0.05)
+        connected = [(e["from"]["state"], e["state"]) for e in sim.audit()
+                     if e["event"] == "host.state" and e["host"] == host["id"]]
+        assert connected == [("Connecting", "Up")]
 
         with pytest.raises(CloudStackApiException) as caught:  # the same host twice
             api.addHost(clustername="lab-kvm-new", username="root", **place)

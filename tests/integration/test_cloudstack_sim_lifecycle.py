@@ -1,6 +1,12 @@
 """The lab CloudStack simulator's infrastructure over time, through the `cs` client: template registration and
 download, zone-scoped configuration, rolling a new system VM template out to routers (redundant pairs
-included) and system VMs, template deletion, host maintenance and removal. Needs no Kubernetes."""
+included) and system VMs, template deletion, host maintenance and removal. Needs no Kubernetes.
+
+A test that looks at a state lasting only until the simulator's next transition (a download's progress, a
+router stopped, a replacement system VM still Starting) runs the simulator on a `ManualClock` (the `manual`
+fixture): the simulator's time moves only when the test calls `scheduler.advance`, so what it looks at cannot
+change under it however busy the machine is. Such a test never waits for a job through the client (nothing
+would complete it); it advances the clock and then asks queryAsyncJobResult."""
 from __future__ import annotations
 
 import time
@@ -10,7 +16,9 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
+from stackops_lab.clock import ManualClock
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.cloudstack.downloads import STEPS
 
 FAST = Timings(template_download=0.4, router_reboot=0.3, systemvm_recreate=0.4, host_connect=0.2,
                host_maintenance=0.2, job=0.05)
@@ -21,7 +29,8 @@ def client(sim: CloudStackSimulator, **options: Any) -> CloudStack:
     return CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=30, **options)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll until truthy. The timeout only stops a hang: it is never reached when things work."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -35,6 +44,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
 @pytest.fixture
 def sim() -> Iterator[CloudStackSimulator]:
     with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def manual() -> Iterator[CloudStackSimulator]:
+    """Like `sim`, but its time moves only when the test calls `manual.scheduler.advance`."""
+    with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST,
+                             clock=ManualClock()) as simulator:
         yield simulator
 
 
@@ -67,17 +84,40 @@ def wait_ready(api: CloudStack, template_id: str) -> list[str]:
     return seen
 
 
+def download(sim: CloudStackSimulator, api: CloudStack, template_id: str) -> None:
+    """On a manual clock: move the simulator through a whole download, then wait for the real fetch of the image
+    (a thread of its own, not on the simulator's clock) to have made the template ready."""
+    sim.scheduler.advance(sim.timings.template_download * 1.5)
+    wait_ready(api, template_id)
+
+
 # ---------------------------------------------------------------------------------------------- templates
 
 
-def test_register_template_downloads_with_progress_until_ready(sim: CloudStackSimulator) -> None:
+def test_register_template_downloads_with_progress_until_ready(manual: CloudStackSimulator) -> None:
+    sim = manual
     api = client(sim)
     zone = zone_named(api, "lab-zone-1")
     template = register(sim, api, zone["id"])
     assert (template["isready"], template["templatetype"], template["zoneid"]) == (False, "SYSTEM", zone["id"])
-    statuses = wait_ready(api, template["id"])
-    assert statuses[-1] == "Download Complete"
-    assert any(status.endswith("% Downloaded") for status in statuses), statuses
+
+    def status() -> str:
+        (row,) = api.listTemplates(templatefilter="all", id=template["id"])["template"]
+        assert row["isready"] is False or row["status"] == "Download Complete"
+        return row["status"]
+
+    # the progress steps fall template_download / STEPS apart; the test looks halfway between two steps
+    step = FAST.template_download / STEPS
+    statuses = [status()]
+    sim.scheduler.advance(0)
+    statuses.append(status())
+    sim.scheduler.advance(step / 2)
+    for _ in range(1, STEPS):
+        sim.scheduler.advance(step)
+        statuses.append(status())
+    assert statuses == ["Allocated"] + [f"{percent}% Downloaded" for percent in range(0, 100, 100 // STEPS)]
+    sim.scheduler.advance(step)  # the last step: complete as soon as the image's bytes are in
+    assert wait_ready(api, template["id"])[-1] == "Download Complete"
     row = api.listTemplates(templatefilter="self", id=template["id"])["template"][0]
     # the checksum is shown without its {ALGO} prefix, as TemplateJoinDaoImpl shows it
     assert row["checksum"] == sim.image_checksum("KVM", NEW).split("}", 1)[1]
@@ -108,8 +148,13 @@ def test_a_checksum_mismatch_or_a_missing_url_leaves_the_template_failed(sim: Cl
         zoneid=zone["id"], ostypeid=api.listOsTypes()["ostype"][0]["id"])["template"][0]
 
     def failed(template_id: str) -> dict[str, Any] | None:
+        """The row once the download has ended. "Installing Template" is still under way: the progress reaches
+        100 % after template_download, but the verdict waits for the image's bytes, which a busy machine may
+        fetch later than that."""
         row = api.listTemplates(templatefilter="all", id=template_id)["template"][0]
-        return row if "Download" not in row["status"] and "Allocated" != row["status"] else None
+        status = row["status"]
+        under_way = status in ("Allocated", "Installing Template") or status.endswith("% Downloaded")
+        return None if under_way else row
 
     row = wait_for(lambda: failed(bad["id"]), what="the checksum failure")
     actual = sim.image_checksum("KVM", "4.19.2")
@@ -234,7 +279,8 @@ def test_upgrade_router_template_answers_reboot_jobs_for_the_routers_needing_it(
     assert api.upgradeRouterTemplate(clusterid=cluster["id"]) == {}
 
 
-def test_redundant_pairs_fail_over_and_a_both_down_pair_is_recorded(sim: CloudStackSimulator) -> None:
+def test_redundant_pairs_fail_over_and_a_both_down_pair_is_recorded(manual: CloudStackSimulator) -> None:
+    sim = manual
     api = client(sim)
     routers = api.listRouters(listall=True, fetch_list=True)
     pairs: dict[str, list[dict[str, Any]]] = {}
@@ -246,11 +292,16 @@ def test_redundant_pairs_fail_over_and_a_both_down_pair_is_recorded(sim: CloudSt
     primary = next(r for r in first if r["redundantstate"] == "PRIMARY")
     backup = next(r for r in first if r["redundantstate"] == "BACKUP")
 
+    def router(router_id: str) -> dict[str, Any]:
+        return api.listRouters(id=router_id)["router"][0]
+
     job = api.rebootRouter(id=primary["id"])["jobid"]
-    wait_for(lambda: api.listRouters(id=primary["id"])["router"][0]["state"] != "Running", what="the stop")
-    assert api.listRouters(id=backup["id"])["router"][0]["redundantstate"] == "PRIMARY"
+    sim.scheduler.advance(0)  # the job starts: the primary stops, and the backup takes over at once
+    assert (router(primary["id"])["state"], router(primary["id"])["redundantstate"]) == ("Stopping", "UNKNOWN")
+    assert router(backup["id"])["redundantstate"] == "PRIMARY"
     assert api.queryAsyncJobResult(jobid=job)["jobstatus"] == 0
-    wait_for(lambda: api.queryAsyncJobResult(jobid=job)["jobstatus"] == 1, what="the primary's reboot")
+    sim.scheduler.advance(FAST.router_reboot * 1.5)  # the whole reboot, and then some
+    assert api.queryAsyncJobResult(jobid=job)["jobstatus"] == 1
     now = {r["id"]: r for r in api.listRouters(listall=True, fetch_list=True)}
     assert (now[primary["id"]]["redundantstate"], now[backup["id"]]["redundantstate"]) == ("BACKUP", "PRIMARY")
     assert now[primary["id"]]["state"] == "Running"
@@ -258,7 +309,10 @@ def test_redundant_pairs_fail_over_and_a_both_down_pair_is_recorded(sim: CloudSt
 
     # rebooting both members at once cuts the tenant off: the audit log says so
     jobs = [api.rebootRouter(id=r["id"])["jobid"] for r in second]
-    wait_for(lambda: all(api.queryAsyncJobResult(jobid=j)["jobstatus"] == 1 for j in jobs), what="both reboots")
+    sim.scheduler.advance(0)  # both jobs start together
+    assert {router(r["id"])["state"] for r in second} == {"Stopping"}
+    sim.scheduler.advance(FAST.router_reboot * 1.5)
+    assert [api.queryAsyncJobResult(jobid=j)["jobstatus"] for j in jobs] == [1, 1]
     down = [e for e in sim.audit() if e["event"] == "pair.both_down"]
     assert len(down) == 1 and set(down[0]["routers"]) == {r["id"] for r in second}
     states = {api.listRouters(id=r["id"])["router"][0]["redundantstate"] for r in second}
@@ -269,23 +323,34 @@ def test_redundant_pairs_fail_over_and_a_both_down_pair_is_recorded(sim: CloudSt
 # ---------------------------------------------------------------------------------------------- system VMs
 
 
-def test_a_destroyed_system_vm_is_replaced_from_the_newest_ready_system_template(sim: CloudStackSimulator) -> None:
-    api = client(sim, fetch_result=True)
+def test_a_destroyed_system_vm_is_replaced_from_the_newest_ready_system_template(
+        manual: CloudStackSimulator) -> None:
+    sim = manual
+    api = client(sim)
     zone = zone_named(api, "lab-zone-1")  # its system VMs run on KVM
     template = register(sim, api, zone["id"])
-    wait_ready(api, template["id"])
+    download(sim, api, template["id"])
     ssvm = api.listSystemVms(zoneid=zone["id"], systemvmtype="secondarystoragevm")["systemvm"][0]
     assert ssvm["templatename"] == "systemvm-kvm-4.18.0"
-    destroyed = api.destroySystemVm(id=ssvm["id"])["systemvm"]
+
+    def ssvms() -> list[dict[str, Any]]:
+        return api.listSystemVms(zoneid=zone["id"], systemvmtype="secondarystoragevm").get("systemvm", [])
+
+    job = api.destroySystemVm(id=ssvm["id"])["jobid"]
+    sim.scheduler.advance(0)  # the job starts: the VM stops
+    assert [(vm["id"], vm["state"]) for vm in ssvms()] == [(ssvm["id"], "Stopping")]
+    sim.scheduler.advance(FAST.job * 1.5)  # destroyed after the minimum job time; no replacement yet
+    result = api.queryAsyncJobResult(jobid=job)
+    assert result["jobstatus"] == 1
+    destroyed = result["jobresult"]["systemvm"]
     assert (destroyed["id"], destroyed["state"]) == (ssvm["id"], "Destroyed")
-    assert api.listSystemVms(id=ssvm["id"]) == {}
-
-    def replacement(state: str) -> dict[str, Any] | None:
-        vms = api.listSystemVms(zoneid=zone["id"], systemvmtype="secondarystoragevm").get("systemvm", [])
-        return next((vm for vm in vms if vm["state"] == state), None)
-
-    starting = wait_for(lambda: replacement("Starting"), what="the replacement to appear")
-    running = wait_for(lambda: replacement("Running"), what="the replacement to run")
+    assert api.listSystemVms(id=ssvm["id"]) == {} and ssvms() == []
+    sim.scheduler.advance(FAST.systemvm_recreate / 2)  # the replacement is created, Starting
+    (starting,) = ssvms()
+    assert starting["state"] == "Starting"
+    sim.scheduler.advance(FAST.systemvm_recreate / 2)  # and Running after the rest of systemvm_recreate
+    (running,) = ssvms()
+    assert running["state"] == "Running"
     assert starting["id"] == running["id"] != ssvm["id"] and running["name"] != ssvm["name"]
     assert running["name"].startswith("s-") and running["templateid"] == template["id"]
     events = [e["event"] for e in sim.audit() if e["event"].startswith("systemvm.") and e["event"] != "systemvm.state"]

@@ -262,8 +262,10 @@ def test_unmanaged_hosts_disconnect_and_reconnect_through_xenapi(
     master = login(lab, "xen1")
     (xen2,) = master.xenapi.host.get_by_name_label("xen2")
     master.xenapi.pool.designate_new_master(xen2)
+    # every host live again too: the reconnect below must find the pool settled, not in the middle of the move
     wait_for(lambda: lab.pool_of("xen2")["master"] == "xen2" and lab.status("xen1")["serving"]
-             and login(lab, "xen2"), timeout=PATIENCE, what="xen2 serving as master, xen1 back")
+             and all(lab.pool_of("xen2")["live"].values()) and login(lab, "xen2"), timeout=PATIENCE,
+             what="xen2 serving as master, xen1 back, every host live")
     api.updateCluster(id=cluster, managedstate="Managed")
     wait_states(api, cluster, {name: "Up" for name in everyone})
     states = [e for e in sim.audit() if e["event"] == "host.state" and e["name"] == "xen1"]
