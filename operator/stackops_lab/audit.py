@@ -3,7 +3,8 @@
 Neither CloudStack's nor XenServer's feature; it is how tests see what happened and when. The lab CloudStack
 records router reboots (`router.reboot.start`/`.end`, `pair.both_down`), templates, settings, system VMs and hosts;
 the lab XenAPI records ha.enabled/ha.disabled (with the configuration), pool.join, pool.eject, host.reboot,
-master.changed, host.fenced, host.enabled/host.disabled, vm.ha_restart_priority, sdn.controller, session.login, …
+master.changed, host.fenced, host.enabled/host.disabled, vm.ha_restart_priority, sdn.controller, session.login,
+pool.operation_released, tls.handshake_failed, …
 """
 
 from __future__ import annotations

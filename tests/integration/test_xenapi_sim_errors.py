@@ -9,15 +9,15 @@ pool.set_vswitch_controller, pool.join, pool.eject, pool.designate_new_master, p
 pool.recover_slaves, host.enable, host.set_name_label, VM.set_ha_restart_priority.
 
 Environment failures (statefile, heartbeat network, xHA daemon, a pool held by xapi itself, a master rejecting a
-joiner) are injected with stackops_lab.xenapi.faults. Operations asserted to be in progress are made slow (3 s and
-more) so that a loaded machine cannot race past them.
+joiner) are injected with stackops_lab.xenapi.faults. A test that looks at a state lasting only until the next
+transition (an operation in progress, a host still booting or waiting in emergency mode) runs its lab on a
+ManualClock: the lab's time moves only when the test moves it, so a loaded machine cannot race past what it looks
+at, and durations are checked in the lab's time (audit log stamps).
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, events, failure, login, wait_for
+from xenapi_helpers import FAST, advance_until, blocking, drive, events, failure, login, wait_for
 
+from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
 from stackops_lab.xenapi.faults import faults_of
 
@@ -147,10 +148,12 @@ def covers(*codes: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
 
 def pool_lab(count: int = 2, timings: XenTimings = FAST, extra: list[XenHostSpec] | None = None,
-             **spec: Any) -> XenLab:
-    """xen1 … xen<count> pooled (xen1 master, NFS shared), plus the `extra` standalone hosts."""
+             manual: bool = False, **spec: Any) -> XenLab:
+    """xen1 … xen<count> pooled (xen1 master, NFS shared), plus the `extra` standalone hosts; `manual`: on a
+    ManualClock."""
     pooled = [XenHostSpec(f"xen{i + 1}", **spec) for i in range(count)]
-    return XenLab(hosts=pooled + (extra or []), pools=[[h.name for h in pooled]], timings=timings)
+    return XenLab(hosts=pooled + (extra or []), pools=[[h.name for h in pooled]], timings=timings,
+                  clock=ManualClock() if manual else None)
 
 
 def raw(session: XenAPI.Session, method: str, *params: Any) -> Any:
@@ -179,22 +182,33 @@ def start_task(session: XenAPI.Session, method: str, *args: Any) -> str:
     return call(*args)
 
 
-def task_error(session: XenAPI.Session, task: str, timeout: float = 30.0) -> list[str]:
+def task_done(session: XenAPI.Session, task: str, lab: XenLab | None = None, timeout: float = 30.0) -> None:
+    """Until the task is no longer pending: on a ManualClock `lab`, moving its clock as far as the task waits."""
+    def done() -> bool:
+        return session.xenapi.task.get_status(task) != "pending"
+
+    if lab is not None and lab.clock.manual:
+        drive(lab, done, what="task done", timeout=timeout)
+    else:
+        wait_for(done, timeout=timeout, what="task done")
+
+
+def task_error(session: XenAPI.Session, task: str, timeout: float = 30.0, lab: XenLab | None = None) -> list[str]:
     """What the reconciler reads of a failed task: task.get_status, get_error_info, then task.destroy."""
-    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", timeout=timeout, what="task done")
+    task_done(session, task, lab, timeout)
     assert session.xenapi.task.get_status(task) == "failure"
     info = session.xenapi.task.get_error_info(task)
     session.xenapi.task.destroy(task)
     return info
 
 
-def task_failure(session: XenAPI.Session, method: str, *args: Any) -> list[str]:
-    return task_error(session, start_task(session, method, *args))
+def task_failure(session: XenAPI.Session, method: str, *args: Any, lab: XenLab | None = None) -> list[str]:
+    return task_error(session, start_task(session, method, *args), lab=lab)
 
 
-def task_success(session: XenAPI.Session, method: str, *args: Any) -> str:
+def task_success(session: XenAPI.Session, method: str, *args: Any, lab: XenLab | None = None) -> str:
     task = start_task(session, method, *args)
-    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", timeout=30, what="task done")
+    task_done(session, task, lab)
     assert session.xenapi.task.get_status(task) == "success", session.xenapi.task.get_error_info(task)
     result = session.xenapi.task.get_result(task)
     session.xenapi.task.destroy(task)
@@ -271,9 +285,8 @@ def test_host_is_slave() -> None:
 
 @covers("HOST_STILL_BOOTING")
 def test_host_still_booting() -> None:
-    # xapi takes a minute to start; the master keeps its supporter live meanwhile
-    slow = dataclasses.replace(FAST, xapi_restart=60.0, liveness=120.0)
-    with pool_lab(2, timings=slow, extra=[XenHostSpec("xen3", vms=0)]) as lab:
+    # on a ManualClock xapi stays starting (XenTimings.xapi_restart) until the test moves the clock: it does not
+    with pool_lab(2, extra=[XenHostSpec("xen3", vms=0)], manual=True) as lab:
         master, joiner = login(lab, "xen1"), login(lab, "xen3")
         lab.restart_xapi("xen2")
         assert login_error(lab, "xen2") == ["HOST_STILL_BOOTING"]
@@ -384,17 +397,18 @@ def test_ha_not_enabled(idle_pool: XenLab) -> None:
 
 
 @covers("HA_ENABLE_IN_PROGRESS", "HA_DISABLE_IN_PROGRESS", "DESIGNATE_NEW_MASTER_IN_PROGRESS")
-@pytest.mark.parametrize(("running", "slow", "code"), [
-    ("pool.enable_ha", {"ha_enable": 3.0}, "HA_ENABLE_IN_PROGRESS"),
-    ("pool.disable_ha", {"ha_disable": 3.0}, "HA_DISABLE_IN_PROGRESS"),
-    ("pool.designate_new_master", {"master_transition": 3.0}, "DESIGNATE_NEW_MASTER_IN_PROGRESS"),
+@pytest.mark.parametrize(("running", "code"), [
+    ("pool.enable_ha", "HA_ENABLE_IN_PROGRESS"),
+    ("pool.disable_ha", "HA_DISABLE_IN_PROGRESS"),
+    ("pool.designate_new_master", "DESIGNATE_NEW_MASTER_IN_PROGRESS"),
 ], ids=["enable", "disable", "designate"])
-def test_a_pool_operation_in_progress(running: str, slow: dict[str, float], code: str) -> None:
-    with pool_lab(2, timings=dataclasses.replace(FAST, **slow)) as lab:
+def test_a_pool_operation_in_progress(running: str, code: str) -> None:
+    # on a ManualClock the operation stays in progress until the test moves the clock
+    with pool_lab(2, manual=True) as lab:
         session = login(lab, "xen1")
         nfs, xen2, pool = shared_sr(session), host_ref(session, "xen2"), pool_ref(session)
         if running == "pool.disable_ha":
-            session.xenapi.pool.enable_ha([nfs], TIMEOUT)
+            blocking(lab, session.xenapi.pool.enable_ha, [nfs], TIMEOUT)
         args = {"pool.enable_ha": ([nfs], TIMEOUT), "pool.designate_new_master": (xen2,)}.get(running, ())
         task = start_task(session, running, *args)
         wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="operation recorded")
@@ -402,11 +416,14 @@ def test_a_pool_operation_in_progress(running: str, slow: dict[str, float], code
         assert failure(session.xenapi.pool.disable_ha) == [code]
         assert failure(session.xenapi.pool.designate_new_master, xen2) == [code]
         assert task_failure(session, "pool.enable_ha", [nfs], TIMEOUT) == [code]
+        assert list(session.xenapi.pool.get_current_operations(pool)) == [task]  # the refused ones left nothing
+        assert session.xenapi.task.get_status(task) == "pending"
 
 
 @covers("OTHER_OPERATION_IN_PROGRESS")
 def test_other_operation_in_progress() -> None:
-    with pool_lab(2) as lab:
+    # on a ManualClock: the calls wait (lab time) for the retry budget, the held operation outlasts them
+    with pool_lab(2, manual=True) as lab:
         faults = faults_of(lab)
         faults.retry_budget = 0.5  # xapi waits up to 2 h for the other operation
         key = faults.hold_pool_operation("xen1", "cert_refresh", seconds=120.0)
@@ -414,20 +431,29 @@ def test_other_operation_in_progress() -> None:
         nfs, xen2, pool = shared_sr(session), host_ref(session, "xen2"), pool_ref(session)
         assert session.xenapi.pool.get_current_operations(pool) == {key: "cert_refresh"}
         expected = ["OTHER_OPERATION_IN_PROGRESS", "pool", pool, "cert_refresh", key]
-        assert task_failure(session, "pool.enable_ha", [nfs], TIMEOUT) == expected
-        assert failure(session.xenapi.pool.disable_ha) == expected  # before HA_NOT_ENABLED
-        assert failure(session.xenapi.pool.designate_new_master, xen2) == expected
+        started = lab.clock.monotonic()
+        assert task_failure(session, "pool.enable_ha", [nfs], TIMEOUT, lab=lab) == expected
+        assert lab.clock.monotonic() - started >= faults.retry_budget  # it waited the budget out first
+        assert failure(blocking, lab, session.xenapi.pool.disable_ha) == expected  # before HA_NOT_ENABLED
+        assert failure(blocking, lab, session.xenapi.pool.designate_new_master, xen2) == expected
+        assert lab.clock.monotonic() - started < 120.0
+        assert session.xenapi.pool.get_current_operations(pool) == {key: "cert_refresh"}
 
 
 def test_a_pool_operation_waits_for_one_xapi_runs_itself() -> None:
-    with pool_lab(2) as lab:
+    with pool_lab(2, manual=True) as lab:
         session = login(lab, "xen1")
         nfs = shared_sr(session)
-        started = time.monotonic()
         faults_of(lab).hold_pool_operation("xen1", "exchange_certificates_on_join", seconds=1.0)
-        assert task_success(session, "pool.enable_ha", [nfs], TIMEOUT) == ""
-        assert time.monotonic() - started >= 1.0
+        assert task_success(session, "pool.enable_ha", [nfs], TIMEOUT, lab=lab) == ""
         assert session.xenapi.pool.get_ha_enabled(pool_ref(session)) is True
+        # in the lab's time: the enable went on once the held operation ended, then took its own time
+        log = [e for e in lab.audit() if e["event"] in ("pool.operation_held", "pool.operation_released",
+                                                        "ha.enabled")]
+        assert [e["event"] for e in log] == ["pool.operation_held", "pool.operation_released", "ha.enabled"]
+        held, released, enabled = log
+        assert released["t"] - held["t"] == pytest.approx(1.0, abs=1e-3)
+        assert enabled["t"] - released["t"] >= FAST.ha_enable
 
 
 @covers("LICENCE_RESTRICTION")
@@ -465,16 +491,19 @@ def assert_ha_rolled_back(lab: XenLab, session: XenAPI.Session) -> None:
 
 @covers("HA_FAILED_TO_FORM_LIVESET")
 def test_ha_failed_to_form_liveset() -> None:
-    with pool_lab(3) as lab:
+    with pool_lab(3, manual=True) as lab:
         session = login(lab, "xen1")
         nfs = shared_sr(session)
         faults_of(lab).heartbeat_partitioned.add("xen3")
-        started = time.monotonic()
-        assert task_failure(session, "pool.enable_ha", [nfs], TIMEOUT) == ["HA_FAILED_TO_FORM_LIVESET"]
-        assert time.monotonic() - started >= FAST.boot_join_seconds(30)  # xHA's enable_join_timeout
+        started = lab.clock.monotonic()
+        assert task_failure(session, "pool.enable_ha", [nfs], TIMEOUT, lab=lab) == ["HA_FAILED_TO_FORM_LIVESET"]
+        (failed,) = events(lab, "ha.enable_failed")
+        # in the lab's time: the enable's own work, then xHA's enable_join_timeout (t + 60 s, scaled)
+        assert failed["t"] - started >= FAST.boot_join_seconds(30)
+        assert failed["t"] - started == pytest.approx(FAST.ha_enable + FAST.boot_join_seconds(30), abs=1e-3)
         assert_ha_rolled_back(lab, session)
         faults_of(lab).heartbeat_partitioned.clear()
-        assert task_success(session, "pool.enable_ha", [nfs], TIMEOUT) == ""
+        assert task_success(session, "pool.enable_ha", [nfs], TIMEOUT, lab=lab) == ""
 
 
 @covers("HA_HOST_CANNOT_ACCESS_STATEFILE")
@@ -489,9 +518,9 @@ def test_ha_host_cannot_access_statefile_when_enabling() -> None:
 
 
 def boot_with_ha_armed(lab: XenLab, name: str, fault: str) -> None:
-    """HA on in the pool; then `fault` strikes `name`, which crashes and boots again, armed."""
+    """HA on in the pool (a ManualClock lab); then `fault` strikes `name`, which crashes and boots again, armed."""
     session = login(lab, "xen1")
-    session.xenapi.pool.enable_ha([shared_sr(session)], {"timeout": "20"})
+    blocking(lab, session.xenapi.pool.enable_ha, [shared_sr(session)], {"timeout": "20"})
     getattr(faults_of(lab), fault).add(name)
     lab.kill(name)
     lab.revive(name)
@@ -503,19 +532,21 @@ def boot_with_ha_armed(lab: XenLab, name: str, fault: str) -> None:
     ("ha_daemon_fails", "HA_HEARTBEAT_DAEMON_STARTUP_FAILED"),
 ], ids=["statefile", "daemon"])
 def test_a_host_booting_with_ha_armed_stays_in_emergency_mode(fault: str, code: str) -> None:
-    with pool_lab(3) as lab:
+    with pool_lab(3, manual=True) as lab:
         boot_with_ha_armed(lab, "xen3", fault)
-        wait_for(lambda: login_error(lab, "xen3") == [code], what=f"xen3 answering {code}")
+        advance_until(lab, lambda: login_error(lab, "xen3") == [code], what=f"xen3 answering {code}")
         local = XenAPI.Session(lab.url("xen3"))
         local.slave_local_login_with_password("root", lab.password)  # emergency calls are served
-        time.sleep(3 * FAST.boot_join_seconds(20))  # it retries: neither joins nor fences
+        # three boot-join timeouts of the lab's time: it retries, neither joins nor fences
+        lab.scheduler.advance(3 * FAST.boot_join_seconds(20))
         assert login_error(lab, "xen3") == [code]
         assert lab.status("xen3")["power"] == "up" and events(lab, "host.fenced") == []
         if fault == "statefile_inaccessible":
             faults_of(lab).statefile_inaccessible.clear()  # storage back: it joins the liveset
         else:
             local.xenapi.host.emergency_ha_disable(False)  # the way out of a daemon that does not start
-        wait_for(lambda: login_error(lab, "xen3") == ["HOST_IS_SLAVE", MASTER], what="xen3 a supporter again")
+        advance_until(lab, lambda: login_error(lab, "xen3") == ["HOST_IS_SLAVE", MASTER],
+                      what="xen3 a supporter again")
 
 
 @covers("HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN")

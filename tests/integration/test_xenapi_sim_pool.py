@@ -3,15 +3,15 @@ a cloned host among them), pool.eject, pool.designate_new_master, and making a c
 (new inventory UUIDs, state DB removed, xapi restarted)."""
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, failure, login, wait_for
+from xenapi_helpers import FAST, advance_until, drive, failure, login, wait_for
 
+from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
 
 MASTER = "127.0.1.10"
@@ -112,45 +112,54 @@ def test_restart_xapi_keeping_the_database_adds_a_host_record_for_a_new_uuid(lab
     assert fresh in uuids and len(uuids) == 2  # dbsync's create_localhost: the old record stays behind
 
 
-def test_eject(lab: XenLab) -> None:
-    master = login(lab, "xen1")
-    xen1, xen2 = host_named(master, "xen1"), host_named(master, "xen2")
-    assert failure(master.xenapi.pool.eject, xen2) == ["OPERATION_NOT_ALLOWED", "VM resident on host"]
-    assert failure(master.xenapi.pool.eject, xen1) == ["INTERNAL_ERROR", "Xapi_pool.Cannot_eject_master"]
-    for vm in master.xenapi.host.get_resident_VMs(xen2):
-        if not master.xenapi.VM.get_is_control_domain(vm):
-            master.xenapi.VM.hard_shutdown(vm)
-    master.xenapi.pool.eject(xen2)
-    assert master.xenapi.host.get_by_name_label("xen2") == []
-    assert lab.status("xen2")["power"] == "down"
-    ejected = wait_for(lambda: login(lab, "xen2"), what="xen2 back as a standalone host")
-    hosts = ejected.xenapi.host.get_all_records()
-    assert [h["uuid"] for h in hosts.values()] == [lab.inventory("xen2")["INSTALLATION_UUID"]]
-    assert not any(sr["shared"] for sr in ejected.xenapi.SR.get_all_records().values())
-    assert lab.pool_of("xen2")["uuid"] != lab.pool_of("xen1")["uuid"]
-    names = [(e["event"], e.get("host")) for e in lab.audit() if e["event"] in ("pool.eject", "host.reboot")]
-    assert names == [("pool.eject", "xen2"), ("host.reboot", "xen2")]
+def test_eject() -> None:
+    # on a ManualClock the ejected host stays down (XenTimings.eject_reboot) until the test moves the clock
+    hosts = [XenHostSpec("xen1"), XenHostSpec("xen2")]
+    with XenLab(hosts=hosts, pools=[["xen1", "xen2"]], timings=FAST, clock=ManualClock()) as lab:
+        master = login(lab, "xen1")
+        xen1, xen2 = host_named(master, "xen1"), host_named(master, "xen2")
+        assert failure(master.xenapi.pool.eject, xen2) == ["OPERATION_NOT_ALLOWED", "VM resident on host"]
+        assert failure(master.xenapi.pool.eject, xen1) == ["INTERNAL_ERROR", "Xapi_pool.Cannot_eject_master"]
+        for vm in master.xenapi.host.get_resident_VMs(xen2):
+            if not master.xenapi.VM.get_is_control_domain(vm):
+                master.xenapi.VM.hard_shutdown(vm)
+        master.xenapi.pool.eject(xen2)
+        assert master.xenapi.host.get_by_name_label("xen2") == []
+        assert lab.status("xen2")["power"] == "down"
+        with pytest.raises(ConnectionRefusedError):
+            login(lab, "xen2")
+        ejected = advance_until(lab, lambda: login(lab, "xen2"), what="xen2 back as a standalone host")
+        hosts_of = ejected.xenapi.host.get_all_records()
+        assert [h["uuid"] for h in hosts_of.values()] == [lab.inventory("xen2")["INSTALLATION_UUID"]]
+        assert not any(sr["shared"] for sr in ejected.xenapi.SR.get_all_records().values())
+        assert lab.pool_of("xen2")["uuid"] != lab.pool_of("xen1")["uuid"]
+        names = [(e["event"], e.get("host")) for e in lab.audit() if e["event"] in ("pool.eject", "host.reboot")]
+        assert names == [("pool.eject", "xen2"), ("host.reboot", "xen2")]
+        (reboot,) = [e for e in lab.audit() if e["event"] == "host.reboot"]
+        (booted,) = [e for e in lab.audit() if e["event"] == "host.booted" and e["host"] == "xen2"]
+        assert booted["t"] - reboot["t"] >= FAST.eject_reboot  # down that long, in the lab's time
 
 
 def test_designate_new_master() -> None:
-    # The transition lasts long enough for the second call to meet it in progress on a loaded machine.
-    slow = dataclasses.replace(FAST, master_transition=3.0)
-    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=slow) as lab:
-        designate_new_master(lab)
-
-
-def designate_new_master(lab: XenLab) -> None:
-    master = login(lab, "xen1")
-    xen2 = host_named(master, "xen2")
-    task = master.xenapi.Async.pool.designate_new_master(xen2)
-    assert failure(master.xenapi.pool.designate_new_master, xen2) == ["DESIGNATE_NEW_MASTER_IN_PROGRESS"]
-    wait_for(lambda: lab.pool_of("xen1")["master"] == "xen2", what="xen2 master")
-    new = wait_for(lambda: login(lab, "xen2"), what="xen2 serving as master")
-    assert new.xenapi.task.get_status(task) == "success"
-    pool = new.xenapi.pool.get_all()[0]
-    assert new.xenapi.host.get_name_label(new.xenapi.pool.get_master(pool)) == "xen2"
-    wait_for(lambda: lab.status("xen1")["serving"], what="xen1 back")
-    assert failure(XenAPI.Session(lab.url("xen1")).xenapi.login_with_password, "root", lab.password) == [
-        "HOST_IS_SLAVE", "127.0.1.11"]
-    (event,) = [e for e in lab.audit() if e["event"] == "master.changed"]
-    assert (event["old"], event["new"], event["reason"]) == ("xen1", "xen2", "designate")
+    # on a ManualClock the transition stays in progress until the test moves the clock past
+    # XenTimings.master_transition: the second call meets it in progress however busy the machine is
+    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=FAST,
+                clock=ManualClock()) as lab:
+        master = login(lab, "xen1")
+        xen2 = host_named(master, "xen2")
+        pool = master.xenapi.pool.get_all()[0]
+        task = master.xenapi.Async.pool.designate_new_master(xen2)
+        # the task's thread records the operation (pool.current_operations) once it runs
+        wait_for(lambda: task in master.xenapi.pool.get_current_operations(pool), what="the designation in progress")
+        assert failure(master.xenapi.pool.designate_new_master, xen2) == ["DESIGNATE_NEW_MASTER_IN_PROGRESS"]
+        assert master.xenapi.task.get_status(task) == "pending" and lab.pool_of("xen1")["master"] == "xen1"
+        drive(lab, lambda: lab.pool_of("xen1")["master"] == "xen2", what="the designation committed")
+        new = advance_until(lab, lambda: login(lab, "xen2"), what="xen2 serving as master")
+        assert new.xenapi.task.get_status(task) == "success"
+        pool = new.xenapi.pool.get_all()[0]
+        assert new.xenapi.host.get_name_label(new.xenapi.pool.get_master(pool)) == "xen2"
+        advance_until(lab, lambda: lab.status("xen1")["serving"], what="xen1 back")
+        assert failure(XenAPI.Session(lab.url("xen1")).xenapi.login_with_password, "root", lab.password) == [
+            "HOST_IS_SLAVE", "127.0.1.11"]
+        (event,) = [e for e in lab.audit() if e["event"] == "master.changed"]
+        assert (event["old"], event["new"], event["reason"]) == ("xen1", "xen2", "designate")

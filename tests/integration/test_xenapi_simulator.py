@@ -8,7 +8,6 @@ test_xenapi_sim_ha.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -21,8 +20,9 @@ from typing import Any
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, events, failure, login, wait_for
+from xenapi_helpers import FAST, drive, events, failure, login, wait_for
 
+from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,29 +172,34 @@ def test_enable_ha_preconditions_follow_xapi(lab: XenLab) -> None:
 
 
 def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations() -> None:
-    # enabling lasts long enough for the next three calls to meet it in progress on a loaded machine
-    slow = dataclasses.replace(FAST, ha_enable=3.0)
-    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=slow) as lab:
-        async_enable_ha(lab)
-
-
-def async_enable_ha(lab: XenLab) -> None:
-    session = login(lab, "xen1")
-    nfs = shared_sr(session)
-    task = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
-    assert task.startswith("OpaqueRef:")
-    record = session.xenapi.task.get_record(task)
-    assert record["status"] == "pending" and record["name_label"] == "Async.pool.enable_ha"
-    assert failure(session.xenapi.pool.enable_ha, [nfs], {"timeout": "120"}) == ["HA_ENABLE_IN_PROGRESS"]
-    assert failure(session.xenapi.pool.disable_ha) == ["HA_ENABLE_IN_PROGRESS"]
-    wait_for(lambda: session.xenapi.task.get_status(task) != "pending", what="task done", timeout=20)
-    assert session.xenapi.task.get_status(task) == "success" and session.xenapi.task.get_result(task) == ""
-    failed = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
-    wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done", timeout=20)
-    assert session.xenapi.task.get_error_info(failed) == ["HA_IS_ENABLED"]
-    assert session.xenapi.task.get_status(failed) == "failure"
-    session.xenapi.task.destroy(failed)
-    assert failure(session.xenapi.task.get_status, failed) == ["HANDLE_INVALID", "task", failed]
+    # on a ManualClock the enable stays in progress until the test moves the clock past XenTimings.ha_enable
+    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=FAST,
+                clock=ManualClock()) as lab:
+        session = login(lab, "xen1")
+        pool = session.xenapi.pool.get_all()[0]
+        nfs = shared_sr(session)
+        task = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
+        assert task.startswith("OpaqueRef:")
+        record = session.xenapi.task.get_record(task)
+        assert record["status"] == "pending" and record["name_label"] == "Async.pool.enable_ha"
+        # the task's thread records the operation (pool.current_operations) once it runs
+        wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="the enable in progress")
+        assert failure(session.xenapi.pool.enable_ha, [nfs], {"timeout": "120"}) == ["HA_ENABLE_IN_PROGRESS"]
+        assert failure(session.xenapi.pool.disable_ha) == ["HA_ENABLE_IN_PROGRESS"]
+        assert session.xenapi.task.get_status(task) == "pending"
+        assert session.xenapi.pool.get_ha_enabled(pool) is False
+        started = lab.clock.monotonic()
+        drive(lab, lambda: session.xenapi.task.get_status(task) != "pending", what="task done")
+        assert session.xenapi.task.get_status(task) == "success" and session.xenapi.task.get_result(task) == ""
+        (enabled,) = events(lab, "ha.enabled")
+        assert enabled["t"] - started == pytest.approx(FAST.ha_enable, abs=1e-3)  # the enable took its time
+        assert session.xenapi.pool.get_current_operations(pool) == {}
+        failed = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
+        wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done")
+        assert session.xenapi.task.get_error_info(failed) == ["HA_IS_ENABLED"]
+        assert session.xenapi.task.get_status(failed) == "failure"
+        session.xenapi.task.destroy(failed)
+        assert failure(session.xenapi.task.get_status, failed) == ["HANDLE_INVALID", "task", failed]
 
 
 # ------------------------------------------------------------------------------------------------ VMs, hosts

@@ -35,7 +35,6 @@ value the plan cannot cover → HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN.
 from __future__ import annotations
 
 import ipaddress
-import time
 from typing import Any
 
 from stackops_lab.xenapi.dispatch import Ctx, Slow, api
@@ -75,9 +74,10 @@ def pool_operation_error(pool: PoolRec, op: str) -> XapiError | None:
 def begin_pool_operation(ctx: Ctx, op: str) -> str:
     """Xapi_pool_helpers.with_pool_operation: refuse, or record `op` in pool.current_operations under the call's
     task. OTHER_OPERATION_IN_PROGRESS is waited out first (Helpers.retry), up to the retry budget."""
-    started, budget = time.monotonic(), faults_of(ctx.lab).retry_seconds()
+    clock = ctx.lab.clock
+    started, budget = clock.monotonic(), faults_of(ctx.lab).retry_seconds()
     while (error := pool_operation_error(ctx.db.pool, op)) is not None:
-        if error.code != OTHER_OPERATION_IN_PROGRESS or time.monotonic() - started >= budget:
+        if error.code != OTHER_OPERATION_IN_PROGRESS or clock.monotonic() - started >= budget:
             raise error
         ctx.pause(RETRY_STEP)
     key = ctx.task_ref or new_ref()

@@ -19,13 +19,16 @@ Calls that take time (pool.enable_ha, designate_new_master …) return `Slow`: t
 waits, and finishes the call; if the host was killed or its xapi restarted meanwhile, a synchronous caller's
 connection is dropped without an answer, as a real client would see it. A handler that must wait for another
 operation (xapi's Helpers.retry) calls `ctx.pause`, which releases the lock the same way.
+
+Such waits are in the lab's time (Dispatcher.wait): on a `ManualClock` the call waits until a test advances the
+clock past its end (`XenLab.waiting_calls` says when each waiting call goes on), so the call stays in progress,
+however busy the machine is, until the test has looked.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import xmlrpc.client
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,12 +103,7 @@ class Ctx:
         """Wait `seconds` with the lab unlocked, as a call blocked in xapi does; Dropped if the host went down or its
         xapi restarted meanwhile."""
         boot = self.machine.boot_id
-        lock = self.lab.state.lock
-        lock.release()
-        try:
-            time.sleep(max(0.0, seconds))
-        finally:
-            lock.acquire()
+        self.lab.dispatcher.wait(seconds)
         if self.machine.boot_id != boot or self.machine.power != "up":
             raise Dropped()
 
@@ -141,6 +139,38 @@ def task_result(value: Any) -> str:
 class Dispatcher:
     def __init__(self, lab: XenLab) -> None:
         self.lab = lab
+        self.waits: dict[threading.Event, float] = {}  # calls waiting on a ManualClock → when they go on
+
+    def wait(self, seconds: float) -> None:
+        """Wait `seconds` of the lab's time with the lab unlocked (called, and returning, with the lock held): the
+        scheduler wakes the call when the lab's clock gets that far (on a ManualClock, when a test advances it);
+        Dropped if the lab stops first."""
+        lock = self.lab.state.lock
+        if not self.lab.running:
+            raise Dropped()
+        woken = threading.Event()
+        self.waits[woken] = self.lab.clock.monotonic() + max(0.0, seconds)
+
+        def wake() -> None:
+            self.waits.pop(woken, None)
+            woken.set()
+
+        # scheduled before the lock is released: a test that sees what the call did so far sees it waiting too
+        self.lab.scheduler.call_later(seconds, wake)
+        lock.release()
+        try:
+            woken.wait()
+        finally:
+            lock.acquire()
+        if not self.lab.running:
+            raise Dropped()
+
+    def wake_all(self) -> None:
+        """The lab stops: calls waiting on a ManualClock end (Dropped) instead of waiting for ever."""
+        with self.lab.state.lock:
+            waiting, self.waits = list(self.waits), {}
+        for woken in waiting:
+            woken.set()
 
     def handle(self, machine: Machine, method: str, params: tuple[Any, ...]) -> dict[str, Any] | None:
         """The answer envelope, or None to drop the connection (the host is down)."""
@@ -192,13 +222,8 @@ class Dispatcher:
         return result
 
     def _finish(self, machine: Machine, boot: int, slow: Slow) -> Any:
-        lock = self.lab.state.lock
-        lock.release()
         try:
-            time.sleep(max(0.0, slow.delay))
-        finally:
-            lock.acquire()
-        try:
+            self.wait(slow.delay)
             if machine.boot_id != boot or machine.power != "up":
                 return DROP
             return slow.then()

@@ -27,9 +27,9 @@ Hosts are named as in XenHostSpec.name. Change faults between calls, or under `l
   (Http_request_rejected / Http_error in Xapi_pool.join_common).
 - hold_pool_operation(host, op, seconds): an operation xapi runs by itself (cert_refresh,
   exchange_certificates_on_join during another host's join, …: Xapi_pool_helpers' "waiting" operations) is in the
-  host's pool.current_operations for `seconds`. pool.enable_ha / disable_ha / designate_new_master meeting it wait
-  (Helpers.retry) and fail with OTHER_OPERATION_IN_PROGRESS ["pool", pool, op, op's task] once `retry_budget` is
-  spent.
+  host's pool.current_operations for `seconds` (audit log: pool.operation_held, pool.operation_released).
+  pool.enable_ha / disable_ha / designate_new_master meeting it wait (Helpers.retry) and fail with
+  OTHER_OPERATION_IN_PROGRESS ["pool", pool, op, op's task] once `retry_budget` is spent.
 - retry_budget: how long a call waits for another operation before OTHER_OPERATION_IN_PROGRESS (xapi's
   Repeat_with_uniform_backoff.standard: 2 h). None: 7200 × XenTimings.ha_time_scale lab seconds.
 """
@@ -80,7 +80,12 @@ class XenFaults:
             key = new_ref()
             db.pool.current_operations[key] = op
             lab.audit_log.record("pool.operation_held", host=host, op=op, seconds=seconds)
-        lab.scheduler.call_later(seconds, lambda: db.pool.current_operations.pop(key, None))
+
+        def release() -> None:
+            if db.pool.current_operations.pop(key, None) is not None:
+                lab.audit_log.record("pool.operation_released", host=host, op=op)
+
+        lab.scheduler.call_later(seconds, release)
         return key
 
     def retry_seconds(self) -> float:

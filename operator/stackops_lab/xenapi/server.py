@@ -3,7 +3,8 @@ POST / and POST /RPC2 (xapi's HTTP server takes both; the Python SDK posts to th
 bare http://host:port). Every answer is HTTP 200 text/xml holding the XenAPI envelope; nothing is ever an
 XML-RPC fault. JSON-RPC (/jsonrpc) is not served. Plain HTTP, unless the lab has TLS (tls.py): then every
 accepted connection is wrapped with the host's current server context and does its handshake in its own thread
-(a client that fails it, or speaks plain HTTP, is disconnected without an answer).
+(a client that fails it, or speaks plain HTTP, is disconnected without an answer; the audit log's
+tls.handshake_failed says why).
 
 A host that is killed (or whose xapi is stopped) stops listening (connection refused) and its open connections
 are shut down, so a client sees what it would see of a dead host.
@@ -121,6 +122,7 @@ class HostServer(ThreadingHTTPServer):
                 request.settimeout(None)
             except OSError as error:  # ssl.SSLError included: a plain HTTP client, an unknown CA, a timeout
                 log.debug("%s: TLS handshake with %s failed: %s", self.machine.name, client_address, error)
+                self.lab.audit_log.record("tls.handshake_failed", host=self.machine.name, error=str(error))
                 return
         super().finish_request(request, client_address)
 

@@ -150,6 +150,7 @@ class XenLab:
             self.running = False
             self.ha.running = False
         self.scheduler.stop()
+        self.dispatcher.wake_all()
         for listener in self.listeners.values():
             listener.stop()
         if self.dom0s is not None:
@@ -308,6 +309,12 @@ class XenLab:
     # ---------------------------------------------------------------------------------------- views
     def audit(self) -> list[dict[str, Any]]:
         return self.audit_log.snapshot()
+
+    def waiting_calls(self) -> list[float]:
+        """On a ManualClock: when (lab clock, monotonic) each call now waiting on the clock goes on — a Slow call's
+        end, a retry's next look —, earliest first. Such a call waits until a test advances the clock that far."""
+        with self.state.lock:
+            return sorted(self.dispatcher.waits.values())
 
     def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
