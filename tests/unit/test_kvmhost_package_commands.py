@@ -34,7 +34,8 @@ YUM_REPO = "/etc/yum.repos.d/stackops-cloudstack.repo"
 WITHOUT_AGENT = {k: v for k, v in INSTALLED.items() if k != "cloudstack-agent"}
 APT_INSTALL = ("env", "DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_SUSPEND=1", "apt-get", "install", "-y", "-q",
                "--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o",
-               "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300")
+               "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300", "-o", "APT::Cmd::Pattern-Only=1",
+               "--no-remove")
 
 
 def spec(**packages: Any) -> KvmHostSpec:

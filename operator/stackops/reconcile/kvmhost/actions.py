@@ -26,8 +26,20 @@ WRITE_FILE_NO_BACKUP = WRITE_FILE.replace(_BACKUP, "")
 # edited and takes the package's version of an unmodified one: confdef + confold), no service restarts by
 # needrestart (Ubuntu), and waiting for a dpkg lock another apt holds (unattended-upgrades) instead of failing.
 APT_ENV = ("DEBIAN_FRONTEND=noninteractive", "NEEDRESTART_SUSPEND=1")
+# An install installs the packages named and nothing else, and never removes one. apt takes an argument that is no
+# package's exact name as a regular expression when it has one of `.?+*|[^$` (apt 2.6, Debian 12: `apt-get -s
+# install ba.h` planned 403 new packages, `libc6.` 179), and a name ending in `-` as a removal.
+# APT::Cmd::Pattern-Only=1 (what the `apt` command sets for itself since apt 2.0; apt-get's default is off, an
+# older apt ignores it) leaves only explicit patterns: regexes anchored with ^ or $, globs with `*?[`, tasks ending
+# in ^, `?`/`~` patterns, none of which a package name passes (api/kvmhost.py PackageName);
+# `ba.h` and `libc6.` then fail with "Unable to locate package" (exit 100) while `python3.11`, `g++` and
+# `name=version` install as before. `?exact-name(…)` is no alternative: a name no package has installs nothing
+# and apt exits 0. --no-remove makes apt refuse (exit 100, "Packages need to be removed but remove is disabled")
+# any plan that removes a package: `bash-`, or a package that conflicts with an installed one (sysvinit-core
+# would remove 12). Checked with `apt-get -s` on Debian 12 (apt 2.6.1); tests/unit/test_kvmhost_package_commands.py
+# runs the real apt-get -s on this argv where apt is installed.
 APT_INSTALL_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
-                       "-o", "DPkg::Lock::Timeout=300")
+                       "-o", "DPkg::Lock::Timeout=300", "-o", "APT::Cmd::Pattern-Only=1", "--no-remove")
 
 # Moves an address from a NIC that became a bridge port to an interface of that bridge, with the NIC's other
 # routes (the default route, …): $1 the CIDR, $2 the NIC, $3 the new interface. Only positional arguments.
