@@ -28,10 +28,12 @@ class Scheduler:
         self._sequence = itertools.count()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._running = threading.local()  # .due: the due time of the callback this thread runs
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        """Run `callback` `delay` seconds after now (the simulation's: a callback's follow-ups keep its pace)."""
         with self._condition:
-            heapq.heappush(self._heap, (self.clock.monotonic() + max(0.0, delay), next(self._sequence), callback))
+            heapq.heappush(self._heap, (self.now() + max(0.0, delay), next(self._sequence), callback))
             self._condition.notify()
 
     def start(self) -> None:
@@ -61,15 +63,24 @@ class Scheduler:
                         self._condition.wait()
                 if self._stopping:
                     return
-                _, _, callback = heapq.heappop(self._heap)
-            self._call(callback)
+                due, _, callback = heapq.heappop(self._heap)
+            self._call(due, callback)
 
-    def _call(self, callback: Callable[[], None]) -> None:
+    def now(self) -> float:
+        """The simulation's present: inside a callback, the time it was due (a thread that runs late on a busy
+        machine still sees the callbacks in their order and their time), else the clock's."""
+        due = getattr(self._running, "due", None)
+        return self.clock.monotonic() if due is None else due
+
+    def _call(self, due: float, callback: Callable[[], None]) -> None:
+        self._running.due = due
         try:
             with self._lock:
                 callback()
         except Exception:  # a broken callback must not stop the simulation
             log.exception("scheduled callback failed")
+        finally:
+            self._running.due = None
 
     def advance(self, seconds: float = 0.0) -> None:
         """Move a manual clock `seconds` ahead, running what falls due on the way (0: what is due now)."""
@@ -83,5 +94,5 @@ class Scheduler:
                     break
                 due, _, callback = heapq.heappop(self._heap)
             clock.move_to(due)
-            self._call(callback)
+            self._call(due, callback)
         clock.move_to(until)

@@ -41,6 +41,36 @@ def test_a_manual_clock_moves_only_when_advanced() -> None:
     scheduler.stop()
 
 
+def test_a_late_callback_sees_its_due_time_and_its_follow_ups_keep_the_pace() -> None:
+    """On the machine's clock a busy machine runs a callback late: inside it, the present is its due time."""
+
+    class LateClock(Clock):
+        now = 100.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = LateClock()
+    scheduler = Scheduler(threading.RLock(), clock=clock)
+    seen: list[tuple[str, float]] = []
+
+    def first() -> None:
+        seen.append(("first", scheduler.now()))
+        scheduler.call_later(1.0, lambda: seen.append(("follow-up", scheduler.now())))
+
+    scheduler.call_later(1.0, first)
+    clock.now = 105.0  # the thread wakes 4 s late
+    scheduler.start()
+    deadline = threading.Event()
+    for _ in range(500):  # a hang guard: both are overdue and run at once
+        if len(seen) == 2:
+            break
+        deadline.wait(0.01)
+    scheduler.stop()
+    assert seen == [("first", 101.0), ("follow-up", 102.0)]
+    assert scheduler.now() == 105.0  # outside a callback: the clock
+
+
 def test_a_failing_callback_does_not_stop_the_others() -> None:
     scheduler = Scheduler(threading.RLock(), clock=ManualClock())
     ran: list[str] = []

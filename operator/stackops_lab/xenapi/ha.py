@@ -102,7 +102,7 @@ class HaMonitor:
         self.lab.scheduler.call_later(self.lab.timings.tick, self.tick)
 
     def check(self, db: PoolDB) -> None:
-        now = self.lab.clock.monotonic()
+        now = self.lab.scheduler.now()
         state = self.lab.state
         master = state.machine_of(db, db.pool.master)
         for host in db.hosts():
