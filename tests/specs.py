@@ -32,6 +32,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "CloudStackRelease": {
         "source": {"repository": "https://github.com/apache/cloudstack.git", "baseRef": "4.8"},
         "version": "4.8.0.16",
+        "builder": {"type": "Local"},
     },
 }
 

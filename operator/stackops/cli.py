@@ -34,10 +34,21 @@ def _run(args: argparse.Namespace) -> int:
             print(f"stackops run: cannot serve metrics on {args.metrics_address!r}: {error}", file=sys.stderr)
             return 2
         logging.getLogger(__name__).info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
+    local_builds = None
+    if args.allow_local_builds:  # before any Secret is read: the process is made non-dumpable first
+        from .reconcile.cloudstackrelease.isolation import LocalBuilds, protect_operator
+
+        try:
+            protect_operator()
+        except OSError as error:
+            print(f"stackops run: --allow-local-builds: {error}", file=sys.stderr)
+            return 2
+        local_builds = LocalBuilds.discover()
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
     reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
-                                      retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds)
+                                      retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
+                                      local_builds=local_builds)
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()), custom_api=custom_objects_api())
     registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api)
     kopf.run(
@@ -119,6 +130,9 @@ def parser() -> argparse.ArgumentParser:
                      help="first backoff before a failed router reboot is retried; doubles per attempt (default 30)")
     run.add_argument("--xen-poll-seconds", type=float, default=1.0, metavar="S",
                      help="how often a XenServer pool change (HA, join, eject, master) is polled (default 1)")
+    run.add_argument("--allow-local-builds", action="store_true",
+                     help="let CloudStackReleases with builder.type Local build in this operator's container, in user "
+                          "and mount namespaces without its credentials (default: refused, LocalBuildsDisabled)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.add_argument("--debug", action="store_true")
 

@@ -576,6 +576,15 @@ def test_pid_1_is_an_init_that_reaps_children() -> None:
     assert entrypoint[:2] == [TINI, "--"] and container()["command"][:2] == [TINI, "--"]
 
 
+def test_the_deployment_allows_no_local_builds() -> None:
+    """CloudStackReleases with builder.type Local are refused by the operator deploy/ runs (LocalBuildsDisabled)."""
+    args = cli_parser().parse_args(container()["args"])
+    assert args.allow_local_builds is False
+    for document in deploy_objects():
+        pod = (document.get("spec") or {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            assert "--allow-local-builds" not in [*c.get("command", []), *c.get("args", [])], document["kind"]
+
 
 def test_dockerfile_has_no_remote_add_and_no_pip_cache() -> None:
     for instruction, arguments in instructions():

@@ -125,7 +125,8 @@ TABLE: list[Row] = [
           "BuildHostTimeout", "SourceUnreachable", "PatchDownloadFailed"),
     *rows("CloudStackRelease", "ready", "Succeeded"),
     *rows("CloudStackRelease", "not_ready", "BuildNeeded", observe=True),
-    *rows("CloudStackRelease", "stalled", "InputsHashMismatch", "SSHUnavailable", "BuildOutputInvalid"),
+    *rows("CloudStackRelease", "stalled", "InputsHashMismatch", "SSHUnavailable", "LocalBuildsDisabled",
+          "LocalBuildIsolationUnavailable", "BuildOutputInvalid"),
 ]
 
 # Raised only while an object is being deleted: the finalizer retries and writes no condition.

@@ -71,10 +71,12 @@ class SSHBuilder(Model):
 
 
 class Builder(Model):
-    """Where the build runs."""
+    """Where the build runs. There is no default: the spec says where spec-chosen commands run."""
 
-    type: Literal["Local", "SSH"] = "Local"
-    """`Local`: in the operator's pod (needs Maven, JDK and rpmbuild there). `SSH`: on `ssh.address`."""
+    type: Literal["Local", "SSH"]
+    """`SSH`: on `ssh.address`. `Local`: in the operator's own container, isolated from the operator's credentials,
+    and only when the operator runs with `--allow-local-builds` (else `Stalled`, `LocalBuildsDisabled`; see the
+    README's CloudStackRelease part)."""
     ssh: SSHBuilder | None = None
     """Build host for `type: SSH`."""
     work_dir: AbsolutePath = "/var/lib/stackops/build"
@@ -131,8 +133,8 @@ class CloudStackReleaseSpec(ResourceCommon):
     """Build even when the version needs a database upgrade path (otherwise `Stalled`, `SchemaUpgradeRequired`)."""
     pull_requests: Annotated[list[PullRequest], Field(max_length=200)] = []
     """Pull requests to apply, in order."""
-    builder: Builder = Builder()
-    """Where to build."""
+    builder: Builder
+    """Where to build: a build host over SSH, or the operator's own container."""
     build: Build = Build()
     """Maven build."""
     packaging: Packaging = Packaging()

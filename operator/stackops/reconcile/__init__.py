@@ -8,11 +8,13 @@ from .base import NotImplementedReconciler, Reconciler
 
 
 def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object | None = None,
-                        xen_poll_seconds: float = 1.0, **rollout: Any) -> dict[str, Reconciler]:
+                        xen_poll_seconds: float = 1.0, local_builds: object | None = None,
+                        **rollout: Any) -> dict[str, Reconciler]:
     """The reconciler of every kind. Kinds whose reconciler has not landed yet report
     `Ready=Unknown`/`ReconcilerNotImplemented`. Without driver pools (offline tools) nothing can be reconciled.
     `rollout` tunes the SystemVMTemplate rollout (pass_seconds, poll_seconds, retry_backoff);
-    `xen_poll_seconds` how often XenPool changes are polled."""
+    `xen_poll_seconds` how often XenPool changes are polled; `local_builds` (a cloudstackrelease.isolation.LocalBuilds)
+    lets CloudStackReleases build in the operator's container, None refuses them."""
     reconcilers: dict[str, Reconciler] = {kind.kind: NotImplementedReconciler(kind.kind) for kind in KINDS}
     if ssh_pool is not None:
         from .kvmhost import KvmHostReconciler
@@ -23,7 +25,8 @@ def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object 
         reconcilers["KvmHost"] = KvmHostReconciler(ssh_pool, cloudstack_pool)  # type: ignore[arg-type]
         from .cloudstackrelease import CloudStackReleaseReconciler
 
-        reconcilers["CloudStackRelease"] = CloudStackReleaseReconciler(ssh_pool)  # type: ignore[arg-type]
+        reconcilers["CloudStackRelease"] = CloudStackReleaseReconciler(
+            ssh_pool, local_builds)  # type: ignore[arg-type]
     if cloudstack_pool is not None:
         from .systemvmtemplate import SystemVMTemplateReconciler
 

@@ -15,6 +15,7 @@ from ...api.cloudstackrelease import CloudStackReleaseSpec
 from ...drivers.ssh import SSHPool
 from ..base import Action, Context, Outcome, ReconcileError, Reconciler
 from . import inputs, scripts
+from .isolation import LocalBuilds
 from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
 from .plan import Decision, StartBuild, decide
 from .runner import Runner, runner_for
@@ -32,8 +33,10 @@ def _rfc3339(epoch: int) -> str | None:
 class CloudStackReleaseReconciler(Reconciler):
     kind = "CloudStackRelease"
 
-    def __init__(self, ssh: SSHPool | None = None):
+    def __init__(self, ssh: SSHPool | None = None, local_builds: LocalBuilds | None = None):
+        """`local_builds`: how `builder.type: Local` builds are isolated; None (the default) refuses them."""
         self.ssh = ssh
+        self.local_builds = local_builds
 
     async def observe(self, runner: Runner, spec: CloudStackReleaseSpec, known: str = "") -> BuildFacts:
         """`known`: the inputs hash status recorded; while that build runs with the same settings, its inputs are
@@ -62,7 +65,7 @@ class CloudStackReleaseReconciler(Reconciler):
 
     async def reconcile(self, ctx: Context) -> Outcome:
         spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
-        runner = runner_for(self.ssh, ctx, spec)
+        runner = runner_for(self.ssh, ctx, spec, self.local_builds)
         before = ctx.status
         facts = await self.observe(runner, spec, str(before.get("inputsHash") or ""))
         built_before = before.get("phase") == "Succeeded" and before.get("inputsHash") == facts.inputs_hash
@@ -92,7 +95,11 @@ class CloudStackReleaseReconciler(Reconciler):
         spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
         if spec.deletion_policy != "Delete":
             return
-        runner = runner_for(self.ssh, ctx, spec)
+        if spec.builder.type == "Local" and self.local_builds is None:
+            ctx.event("Warning", "LocalBuildsDisabled", "deletionPolicy Delete: nothing removed, this operator runs "
+                      "without --allow-local-builds")
+            return
+        runner = runner_for(self.ssh, ctx, spec, self.local_builds)
         # names status recorded; only plain file names are joined to the publish directory
         names = [a.get("name", "") for a in ctx.status.get("artifacts") or [] if plain_name(str(a.get("name", "")))]
         publish = inputs.publish_dir(spec, str(ctx.status.get("inputsHash") or "none"))

@@ -1,4 +1,5 @@
-"""Where a release's scripts run: the build host over SSH (pinned host key), or the operator's own container."""
+"""Where a release's scripts run: the build host over SSH (pinned host key), or the operator's own container
+(only with `--allow-local-builds`, isolated from the operator's credentials)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,8 +10,10 @@ from typing import Protocol
 
 from ... import status as st
 from ...api.cloudstackrelease import CloudStackReleaseSpec
-from ...drivers.ssh import CommandResult, SSHError, SSHPool, SSHTarget, script_argv
+from ...drivers.ssh import CommandResult, SSHError, SSHPool, SSHTarget
 from ..base import Context, ReconcileError
+from . import isolation
+from .isolation import LocalBuilds
 
 
 class Runner(Protocol):
@@ -37,17 +40,23 @@ class SSHRunner:
 
 
 class LocalRunner:
-    """`sh -s` in the operator's container (builder.type Local)."""
+    """`sh -s` in the operator's container, in user and mount namespaces without its credentials (builder.type
+    Local; see isolation.py)."""
 
     where = "the operator's container"
 
+    def __init__(self, local: LocalBuilds):
+        self.local = local
+
     async def script(self, text: str, args: Sequence[str], *, timeout: float, mutation: bool = False,
                      label: str = "script") -> CommandResult:
-        process = await asyncio.create_subprocess_exec(
-            *script_argv(args), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(text.encode()), timeout)
+            process = await isolation.spawn(self.local, list(args))
+        except isolation.IsolationUnavailable as error:
+            raise ReconcileError("LocalBuildIsolationUnavailable", f"a local build cannot be isolated from the "
+                                 f"operator's credentials here, so none runs: {error}", retry=False) from None
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(isolation.GO + text.encode()), timeout)
         except asyncio.TimeoutError:
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
@@ -57,10 +66,14 @@ class LocalRunner:
                              stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
 
-def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec) -> Runner:
+def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec, local: LocalBuilds | None) -> Runner:
     builder = spec.builder
     if builder.type == "Local":
-        return LocalRunner()
+        if local is None:
+            raise ReconcileError("LocalBuildsDisabled", "builder.type is Local, but this operator runs without "
+                                 "--allow-local-builds: spec-chosen commands do not run in its container (use "
+                                 "builder.type SSH)", retry=False)
+        return LocalRunner(local)
     assert builder.ssh is not None  # the schema requires it for type SSH
     if ssh is None:
         raise ReconcileError("SSHUnavailable", "builder.type is SSH but this operator runs without SSH", retry=False)
