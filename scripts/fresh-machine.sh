@@ -85,42 +85,48 @@ rm -rf "$root/root/stackops"
 git clone -q "$repo" "$root/root/stackops"
 echo "[$(stamp)] fresh clone of $(git -C "$repo" rev-parse --short HEAD) in $root/root/stackops"
 
-# The machine's side: a mount namespace of its own, in which the root gets fresh kernel filesystems and an empty
-# /run and /tmp; then each target in a clean environment, as a login shell of root would have it.
+# The machine's side: mount and PID namespaces of its own. The root becomes its / with pivot_root (not chroot: a
+# chrooted process may not make user namespaces, which a machine may), with fresh kernel filesystems and an empty
+# /run and /tmp; then each target in a clean environment, as a login shell of root would have it. Whatever the
+# targets leave running ends with the namespace's first process.
+mkdir -p "$root/var/log/fresh-machine"
 inside=$(cat <<'SCRIPT'
 set -eu
 root=$1; shift
 mount --make-rprivate /
-mount --bind "$root" "$root"  # its / is a mount point, as on a machine (`ip netns exec` remounts it)
+mount --bind "$root" "$root"  # a mount point, to pivot to (and `ip netns exec` remounts /)
 mount -t proc proc "$root/proc"
 mount -t sysfs sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=0755 run "$root/run"
 mount -t tmpfs -o mode=1777 tmp "$root/tmp"
-mkdir -p "$root/run/lock" && chmod 1777 "$root/run/lock"
+mkdir -p "$root/run/lock" "$root/.old-root" && chmod 1777 "$root/run/lock"
+cd "$root"
+pivot_root . .old-root
+exec /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+  PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 /bin/bash -c '
+set -u
+umount -l /.old-root && rmdir /.old-root
 status=0
 for target in "$@"; do
   started=$(date +%s)
+  log=/var/log/fresh-machine/$target.log
   echo "[$(date -u +%H:%M:%S)] make $target"
-  if chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb LANG=C.UTF-8 \
-       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-       PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 \
-       bash -c "cd /root/stackops && make $target" >"$root/../$target.log" 2>&1 </dev/null; then
+  if (cd /root/stackops && make "$target") >"$log" 2>&1 </dev/null; then
     result=passed
   else
     result="FAILED ($?)"; status=1
   fi
-  echo "[$(date -u +%H:%M:%S)] make $target: $result in $(( $(date +%s) - started )) s (log: $root/../$target.log)"
-  tail -n 5 "$root/../$target.log"
+  echo "[$(date -u +%H:%M:%S)] make $target: $result in $(( $(date +%s) - started )) s"
+  tail -n 5 "$log"
   [ "$status" -eq 0 ] || break
 done
-# what the targets left running (nothing should be) ends with the machine
-for proc in /proc/[0-9]*; do
-  [ "$(readlink "$proc/root" 2>/dev/null)" = "$root" ] && echo "left running: $(tr '\0' ' ' <"$proc/cmdline")" \
-    && kill -KILL "${proc#/proc/}" 2>/dev/null
-done
 exit $status
+' fresh-machine "$@"
 SCRIPT
 )
-unshare --mount --fork bash -c "$inside" fresh-machine "$root" "${targets[@]}"
-echo "[$(stamp)] all in $((SECONDS - started)) s"
+status=0
+unshare --mount --pid --fork bash -c "$inside" fresh-machine "$root" "${targets[@]}" || status=$?
+cp "$root"/var/log/fresh-machine/*.log "$work/" 2>/dev/null || true
+echo "[$(stamp)] all in $((SECONDS - started)) s; logs: $work/*.log"
+exit $status
