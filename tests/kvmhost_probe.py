@@ -21,11 +21,11 @@ def ovs_section(name: str) -> str:
     return (DATA / "ovsdb" / f"{name}.json").read_text()
 
 
-def probe_output(*, ovs: bool = True, files: dict[str, str | None] | None = None,
+def probe_output(*, ovs: bool = True, files: dict[str, str | bytes | None] | None = None,
                  packages: dict[str, str] | None = None, addresses: dict[str, list[str]] | None = None,
                  services: dict[str, str] | None = None, listening: tuple[int, ...] = (22, 16509),
                  empty_ovs: bool = False) -> str:
-    """What the probe script prints on a host in the given state."""
+    """What the probe script prints on a host in the given state (a file's content as text, or as bytes)."""
     files = {LIBVIRTD_CONF: (DATA / "libvirtd.conf").read_text(), "/etc/libvirt/qemu.conf":
              (DATA / "qemu.conf").read_text(), AGENT_PROPERTIES: AGENT_PROPERTIES_STOCK,
              "/etc/cloudstack/agent/log4j-cloud.xml": LOG4J_STOCK, "/etc/default/libvirtd": "",
@@ -43,7 +43,8 @@ def probe_output(*, ovs: bool = True, files: dict[str, str | None] | None = None
     out += ["@@libvirt-version -", "libvirtd (libvirt) 9.0.0", "@@qemu-version -",
             "QEMU emulator version 7.2.0 (Debian 1:7.2+dfsg-7)"]
     for path, content in files.items():
-        out += [f"@@file {path}", "@@missing" if content is None else base64.b64encode(content.encode()).decode()]
+        data = content.encode() if isinstance(content, str) else content
+        out += [f"@@file {path}", "@@missing" if data is None else base64.b64encode(data).decode()]
     links = [{"ifname": name, "flags": ["UP"], "addr_info": [
         {"family": "inet", "local": c.split("/")[0], "prefixlen": int(c.split("/")[1])} for c in cidrs]}
         for name, cidrs in (addresses or {"eth0": ["10.250.0.11/24"],

@@ -1,18 +1,21 @@
 """The changes the KvmHost reconciler can make, each one command on the host (argv, quoted by the SSH driver)."""
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from ..base import Action
+from .observed import file_bytes
 
 OVS_TIMEOUT = "--timeout=30"
 
 # Writes a file atomically, keeping a backup of the previous content: stdin → <path>.stackops-new → <path>.
-# The path is a positional argument ($1), never part of the script text.
+# The path is a positional argument ($1), never part of the script text. stdin is the content in base64: a file's
+# bytes need not be UTF-8 (observed.file_text), and the SSH driver and the guarded apply send text as UTF-8.
 WRITE_FILE = (
     'set -e; f="$1"; mkdir -p "$(dirname "$f")"; '
     'if [ -f "$f" ]; then cp -p "$f" "$f.stackops-backup"; fi; '
-    'cat > "$f.stackops-new"; '
+    'base64 -d > "$f.stackops-new"; '
     'if [ -f "$f" ]; then chmod --reference="$f" "$f.stackops-new"; chown --reference="$f" "$f.stackops-new"; fi; '
     'mv -f "$f.stackops-new" "$f"'
 )
@@ -120,7 +123,7 @@ class WriteFile(HostAction):
         return ("sh", "-c", WRITE_FILE if self.backup else WRITE_FILE_NO_BACKUP, "stackops-write-file", self.path)
 
     def stdin(self) -> str | None:
-        return self.content
+        return base64.b64encode(file_bytes(self.content)).decode("ascii")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,17 @@ OWNER_KEY = "stackops-owner"
 ADDRESSES_KEY = "stackops-addresses"
 
 
+def file_text(data: bytes) -> str:
+    """A configuration file's bytes as text: UTF-8, and each byte that is not UTF-8 (an admin's Latin-1 `é`, …)
+    as one lone surrogate (surrogateescape), so that `file_bytes` gives the file's bytes back unchanged."""
+    return data.decode("utf-8", "surrogateescape")
+
+
+def file_bytes(text: str) -> bytes:
+    """The bytes of a file's text (inverse of `file_text`): lines stackops did not edit keep their bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 @dataclass(frozen=True)
 class OvsInterface:
     name: str
@@ -109,7 +120,7 @@ class Observed:
     qemu_version: str | None
     agent_version: str | None
     ovs: OvsState | None  # None: Open vSwitch is not running
-    files: dict[str, str | None]  # path → content (None: missing)
+    files: dict[str, str | None]  # path → content as file_text decodes it (None: missing)
     addresses: dict[str, tuple[str, ...]]  # interface → IPv4 CIDRs
     links_up: dict[str, bool]
     services: dict[str, bool]  # service → active

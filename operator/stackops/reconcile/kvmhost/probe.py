@@ -11,7 +11,7 @@ import re
 from typing import Any, Iterator
 
 from .guard import PROBE_SECTION, parse_checkpoints
-from .observed import Observed, OvsBridge, OvsInterface, OvsPort, OvsState
+from .observed import Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
 
 FILES = (
     "/etc/libvirt/libvirtd.conf",
@@ -244,8 +244,7 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
     files: dict[str, str | None] = {}
     for name, argument, body in sections(output):
         if name == "file":
-            files[argument] = None if body.strip() == "@@missing" else base64.b64decode(body).decode(
-                "utf-8", errors="replace")
+            files[argument] = None if body.strip() == "@@missing" else file_text(base64.b64decode(body))
         else:
             found[name] = body
     packages: dict[str, str | None] = {}
