@@ -311,6 +311,13 @@ def test_appending_after_a_dangling_continuation_starts_a_new_line() -> None:
     assert config.set_keys("a=1\\", {"b": "2"}, STYLE) == "a=1\\\n\nb=2\n"
 
 
+def test_a_latin1_byte_in_a_managed_value_is_the_character_java_reads() -> None:
+    # the probe decodes a file's bytes as UTF-8 with surrogateescape: a lone Latin-1 byte stays that byte
+    text = "guest.cpu.model=caf\xe9\n".encode("latin-1").decode("utf-8", "surrogateescape")
+    assert config.current_values(text, ["guest.cpu.model"], "properties") == {"guest.cpu.model": "café"}
+    assert config.needs_change(text, {"guest.cpu.model": "café"}, "properties") == {}
+
+
 def test_unchanged_file_plans_nothing_and_is_kept_byte_for_byte() -> None:
     text = "# comment\r\na = 1 \r\n! other\rnetwork.bridge.type=openvswitch\nz=caf\u00e9"
     wanted = {"network.bridge.type": "openvswitch"}

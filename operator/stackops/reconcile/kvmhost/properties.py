@@ -48,13 +48,14 @@ class Parsed:
 
 
 def as_java_reads(text: str) -> str:
-    """The characters the agent reads: each byte of the UTF-8 text as one ISO-8859-1 character."""
-    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+    """The characters the agent reads: each byte of the file as one ISO-8859-1 character (the file's text is its
+    bytes decoded as UTF-8 with `surrogateescape`, so a byte that is not UTF-8 is that byte again here)."""
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def from_java_chars(chars: str) -> str:
     """Inverse of `as_java_reads` (the bytes back, read as UTF-8)."""
-    return chars.encode("latin-1").decode("utf-8", "surrogatepass")
+    return chars.encode("latin-1").decode("utf-8", "surrogateescape")
 
 
 def physical_lines(chars: str) -> list[tuple[str, str]]:
