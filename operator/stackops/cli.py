@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
 REPO_CRDS = Path("crds")
+# A namespace name. kopf would also take globs and negations (`team-*`, `!kube-system`), but only by listing and
+# watching every namespace, which the namespaced installation must not need: names only.
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -19,10 +23,11 @@ def _run(args: argparse.Namespace) -> int:
     from .handlers import Deps, build
     from .reconcile import default_reconcilers
 
-    namespaces = args.namespace or []
-    if namespaces and not args.standalone:
-        print("stackops run: --namespace needs --standalone (peering is cluster-wide in this release)",
-              file=sys.stderr)
+    namespaces = list(dict.fromkeys(args.namespace or []))  # in order, each once
+    invalid = [n for n in namespaces if not NAMESPACE_NAME.fullmatch(n)]
+    if invalid:
+        print(f"stackops run: --namespace takes namespace names (RFC 1123 labels, no patterns): "
+              f"{', '.join(map(repr, invalid))}", file=sys.stderr)
         return 2
     kopf.configure(verbose=args.verbose, debug=args.debug)
     if args.metrics_address:
@@ -50,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
                                       local_builds=local_builds)
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()), custom_api=custom_objects_api())
-    registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api)
+    registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api, namespaces=namespaces)
     kopf.run(
         registry=registry,
         settings=settings,
@@ -113,7 +118,8 @@ def parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the operator")
     run.add_argument("-n", "--namespace", action="append",
-                     help="watch only this namespace (repeatable); default: all namespaces")
+                     help="watch only this namespace (repeatable; peering by a KopfPeering in each, RBAC: "
+                          "deploy/namespaced/); default: all namespaces")
     run.add_argument("--standalone", action="store_true", help="no peering (for a single local run)")
     run.add_argument("--priority", type=int, default=0, help="peering priority")
     run.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",

@@ -2,7 +2,7 @@
 
 The lab has no kubelet, so the Deployment in deploy/ never starts a pod; instead the operator runs as a local
 process authenticated with a token of the Deployment's ServiceAccount (minted through the TokenRequest API), so
-every API call it makes is checked against deploy/'s ClusterRole.
+every API call it makes is checked against deploy/'s ClusterRole (or, with deploy/namespaced/, its Roles).
 """
 from __future__ import annotations
 
@@ -25,10 +25,11 @@ from stackops_lab import controlplane
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
+NAMESPACED = DEPLOY / "namespaced"  # the installation for listed namespaces only (Roles, no ClusterRole)
 NAMESPACE = "stackops-system"
 SERVICE_ACCOUNT = "stackops-operator"
 CRD_NAMES = ("xenpools.stackops.io", "kvmhosts.stackops.io", "systemvmtemplates.stackops.io",
-             "cloudstackreleases.stackops.io", "clusterkopfpeerings.kopf.dev")
+             "cloudstackreleases.stackops.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
 
 
 def kubectl(kubeconfig: Path | str, *args: str, input: str | None = None,
@@ -40,12 +41,23 @@ def kubectl(kubeconfig: Path | str, *args: str, input: str | None = None,
     return result
 
 
-def install(kubeconfig: Path | str, progress: Callable[[str], None] = lambda _: None) -> None:
-    """`kubectl apply -k deploy/` (namespace, CRDs, RBAC, peering, Deployment) and wait for the CRDs."""
-    progress("installing stackops (kubectl apply -k deploy/)")
-    kubectl(kubeconfig, "apply", "-k", str(DEPLOY))
+def install(kubeconfig: Path | str, progress: Callable[[str], None] = lambda _: None,
+            directory: Path = DEPLOY) -> None:
+    """`kubectl apply -k deploy/` (namespace, CRDs, RBAC, Deployment) and wait for the CRDs; `directory`
+    NAMESPACED installs deploy/namespaced/ instead (its watched namespaces must exist)."""
+    progress(f"installing stackops (kubectl apply -k {directory.relative_to(REPO)}/)")
+    kubectl(kubeconfig, "apply", "-k", str(directory))
     kubectl(kubeconfig, "wait", "--for=condition=established", "--timeout=60s",
             *(f"crd/{name}" for name in CRD_NAMES))
+
+
+def deployed_namespaces(kubeconfig: Path | str, directory: Path = NAMESPACED) -> list[str]:
+    """The namespaces the Deployment of installation `directory` watches (its `--namespace` arguments; none: all),
+    for running the operator locally as that installation runs it."""
+    built = kubectl(kubeconfig, "kustomize", str(directory)).stdout
+    [deployment] = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "Deployment"]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    return [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--namespace=")]
 
 
 def service_account_token(kubeconfig: Path | str, namespace: str = NAMESPACE, name: str = SERVICE_ACCOUNT,

@@ -1,8 +1,9 @@
 """The deployment manifests, the examples and the Dockerfile, checked without a cluster or a container engine.
 
-- deploy/: the kustomize base (CRDs from crds/, RBAC, peering, Deployment): least-privilege RBAC with the exact
-  rules written out below, so that any widening fails here first; a hardened single-replica Deployment; the
-  metrics Service, and deploy/monitoring/'s optional ServiceMonitor.
+- deploy/: the installation for every namespace, on deploy/common/ (CRDs from crds/, ServiceAccount, Deployment):
+  least-privilege RBAC with the exact rules written out below, so that any widening fails here first; a hardened
+  single-replica Deployment; the metrics Service, and deploy/monitoring/'s optional ServiceMonitor. The
+  namespaced installation, deploy/namespaced/, is checked in test_deploy_namespaced.py.
 - deploy/examples/: every example validates through its kind's model, uses the camelCase names the CRD knows,
   and every Secret it references is there with the keys its use requires.
 - Dockerfile: a small lint (non-root USER, pinned base, no remote ADD, pip without cache), and hadolint when it
@@ -32,6 +33,7 @@ from stackops_lab.controlplane import LabError, find_kubectl
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
+COMMON = DEPLOY / "common"  # what deploy/ and deploy/namespaced/ share
 TINI = "/usr/bin/tini"
 EXAMPLES = DEPLOY / "examples"
 CRDS = ROOT / "crds"
@@ -68,7 +70,9 @@ def manifests(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
 
 
 def deploy_objects() -> list[dict[str, Any]]:
-    return [d for _, d in manifests(DEPLOY)]
+    """The installation for every namespace: deploy/ and the common/ part it builds on (deploy/namespaced/ has its
+    own tests, test_deploy_namespaced.py)."""
+    return [d for _, d in manifests(DEPLOY)] + [d for _, d in manifests(COMMON)]
 
 
 def example_objects() -> list[tuple[Path, dict[str, Any]]]:
@@ -85,19 +89,20 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
 
 
 def test_kustomization_resources_exist() -> None:
-    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
-    assert set(kustomization) <= {"apiVersion", "kind", "bases", "resources", "images", "labels", "commonLabels"}
-    # `namespace:` would be written into the cluster-scoped ClusterKopfPeering too (a custom kind kustomize
-    # takes for namespaced): the namespaced objects name their namespace themselves.
-    assert "namespace" not in kustomization
-    # the CRDs' directory under `bases`, which the lab's kubectl 1.20 (kustomize v2.0) needs for a directory
-    assert kustomization["bases"] == ["../crds"]
-    listed = kustomization["bases"] + kustomization["resources"]
-    for entry in listed:
-        assert (DEPLOY / entry).exists(), entry
-    local = {entry for entry in listed if not entry.startswith("../")}
-    present = {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
-    assert local == present, "every manifest in deploy/ is in the base, and only those"
+    for directory, bases in ((DEPLOY, ["common"]), (COMMON, ["../../crds"])):
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert set(kustomization) <= {"apiVersion", "kind", "bases", "resources", "images", "labels", "commonLabels"}
+        # `namespace:` would be written into the cluster-scoped ClusterKopfPeering too (a custom kind kustomize
+        # takes for namespaced): the namespaced objects name their namespace themselves.
+        assert "namespace" not in kustomization
+        # directories under `bases`, which the lab's kubectl 1.20 (kustomize v2.0) needs for a directory
+        assert kustomization["bases"] == bases
+        listed = kustomization["bases"] + kustomization["resources"]
+        for entry in listed:
+            assert (directory / entry).exists(), entry
+        local = set(kustomization["resources"])
+        present = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        assert local == present, f"every manifest in {directory} is in its kustomization, and only those"
 
 
 def test_crds_kustomization_lists_every_generated_crd() -> None:
@@ -308,8 +313,10 @@ def test_metrics_service_selects_the_operator_pod() -> None:
 
 
 def test_service_monitor_is_optional_and_scrapes_the_metrics_service() -> None:
-    base = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
-    assert not any("monitoring" in entry for entry in base), "the ServiceMonitor CRD may be missing: not in the base"
+    for directory in (DEPLOY, COMMON):
+        base = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert not any("monitoring" in entry for entry in base["bases"] + base["resources"]), \
+            "the ServiceMonitor CRD may be missing: not in the base"
     assert yaml.safe_load((MONITORING / "kustomization.yaml").read_text())["resources"] == ["servicemonitor.yaml"]
     monitor = one([d for _, d in manifests(MONITORING)], "ServiceMonitor", "stackops-operator")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"

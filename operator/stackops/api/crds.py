@@ -153,16 +153,20 @@ def crd(kind: Kind) -> dict[str, Any]:
     }
 
 
-def peering_crd() -> dict[str, Any]:
-    """kopf's cluster-wide peering resource, so that two operator replicas never both act (named peering)."""
+def peering_crd(*, namespaced: bool = False) -> dict[str, Any]:
+    """kopf's peering resource, so that two operator replicas never both act (named peering): cluster-scoped
+    ClusterKopfPeering for the operator that watches every namespace, KopfPeering (one in each watched namespace)
+    for the one started with `--namespace` (deploy/namespaced/)."""
+    kind = "KopfPeering" if namespaced else "ClusterKopfPeering"
+    singular = kind.lower()
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "clusterkopfpeerings.kopf.dev", "labels": {"app.kubernetes.io/part-of": "stackops"}},
+        "metadata": {"name": f"{singular}s.kopf.dev", "labels": {"app.kubernetes.io/part-of": "stackops"}},
         "spec": {
             "group": "kopf.dev",
-            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
-            "scope": "Cluster",
+            "names": {"kind": kind, "plural": f"{singular}s", "singular": singular},
+            "scope": "Namespaced" if namespaced else "Cluster",
             "versions": [{
                 "name": "v1",
                 "served": True,
@@ -179,9 +183,10 @@ def peering_crd() -> dict[str, Any]:
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
-    """File name → CRD, for every kind and kopf's peering."""
+    """File name → CRD, for every kind and kopf's two peering resources."""
     files = {f"{GROUP}_{k.plural}.yaml": crd(k) for k in KINDS}
     files["kopf.dev_clusterkopfpeerings.yaml"] = peering_crd()
+    files["kopf.dev_kopfpeerings.yaml"] = peering_crd(namespaced=True)
     return files
 
 

@@ -1,12 +1,15 @@
-"""Startup: wait until the CRDs are served, then make sure the operator's peering object exists.
+"""Startup: wait until the CRDs are served, then make sure the operator's peering objects exist.
 
 `kubectl apply -k deploy/` creates the CRDs and the Deployment together, so the operator may start before its
-resources are served; it waits for them (resources are resolved once, after startup). The ClusterKopfPeering is
-created here rather than in deploy/ because an object in the same apply as its CRD cannot be mapped yet.
+resources are served; it waits for them (resources are resolved once, after startup). The peering objects are
+created here rather than in deploy/ because an object in the same apply as its CRD cannot be mapped yet: the
+ClusterKopfPeering when the operator watches every namespace, else a KopfPeering in each watched namespace
+(`stackops run --namespace …`, deploy/namespaced/), where its Role allows it.
 """
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -16,17 +19,19 @@ from ..api.kinds import KINDS
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
 PEERING_PLURAL = "clusterkopfpeerings"
+NAMESPACED_PEERING_PLURAL = "kopfpeerings"
 CRD_RETRY_SECONDS = 5
 
 
-def missing_resources(custom_api: Any) -> list[str]:
-    """The operator's resources (and the peering resource) the API server does not serve yet."""
+def missing_resources(custom_api: Any, *, namespaced: bool = False) -> list[str]:
+    """The operator's resources (and the peering resource it uses) the API server does not serve yet."""
     from kubernetes.client.exceptions import ApiException
 
     wanted = {(k.group, k.version): set() for k in KINDS}
     for k in KINDS:
         wanted[(k.group, k.version)].add(k.plural)
-    wanted.setdefault((PEERING_GROUP, PEERING_VERSION), set()).add(PEERING_PLURAL)
+    peering = NAMESPACED_PEERING_PLURAL if namespaced else PEERING_PLURAL
+    wanted.setdefault((PEERING_GROUP, PEERING_VERSION), set()).add(peering)
     missing = []
     for (group, version), plurals in wanted.items():
         try:
@@ -39,14 +44,20 @@ def missing_resources(custom_api: Any) -> list[str]:
     return missing
 
 
+def _peering_body(kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": {"app.kubernetes.io/part-of": "stackops"}}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}", "kind": kind, "metadata": metadata}
+
+
 def ensure_cluster_peering(custom_api: Any, name: str) -> bool:
     """Create the ClusterKopfPeering `name` unless it exists; True when created."""
     from kubernetes.client.exceptions import ApiException
 
-    body = {"apiVersion": f"{PEERING_GROUP}/{PEERING_VERSION}", "kind": "ClusterKopfPeering",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "stackops"}}}
     try:
-        custom_api.create_cluster_custom_object(PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL, body)
+        custom_api.create_cluster_custom_object(PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL,
+                                                _peering_body("ClusterKopfPeering", name))
     except ApiException as error:
         if error.status == 409:
             return False
@@ -54,10 +65,46 @@ def ensure_cluster_peering(custom_api: Any, name: str) -> bool:
     return True
 
 
-async def prepare(custom_api: Any, peering_name: str | None, logger: Any) -> None:
-    missing = await asyncio.to_thread(missing_resources, custom_api)
+def ensure_namespaced_peering(custom_api: Any, name: str, namespace: str) -> bool:
+    """Create the KopfPeering `name` in `namespace` unless it exists; True when created.
+
+    A namespace that does not exist, or where the operator holds no Role, is a TemporaryError that says so (the
+    startup handler retries it), not a traceback with a bare 403."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        custom_api.create_namespaced_custom_object(PEERING_GROUP, PEERING_VERSION, namespace,
+                                                   NAMESPACED_PEERING_PLURAL,
+                                                   _peering_body("KopfPeering", name, namespace))
+    except ApiException as error:
+        if error.status == 409:
+            return False
+        if error.status == 403:
+            raise kopf.TemporaryError(
+                f"namespace {namespace!r} is watched (--namespace) but the operator may not create its "
+                f"KopfPeering there: bind the Role of deploy/namespaced/ in that namespace",
+                delay=CRD_RETRY_SECONDS) from None
+        if error.status == 404:
+            raise kopf.TemporaryError(f"namespace {namespace!r} is watched (--namespace) but does not exist",
+                                      delay=CRD_RETRY_SECONDS) from None
+        raise
+    return True
+
+
+async def prepare(custom_api: Any, peering_name: str | None, logger: Any, namespaces: Sequence[str] = ()) -> None:
+    """Wait for the CRDs; then create the peering object(s) named `peering_name` (None: standalone, no peering).
+
+    `namespaces`: the watched namespaces, empty for all (cluster-wide peering)."""
+    missing = await asyncio.to_thread(missing_resources, custom_api, namespaced=bool(namespaces))
     if missing:
         raise kopf.TemporaryError(f"waiting for the CRDs to be served: {', '.join(missing)} "
                                   f"(kubectl apply -k deploy/ installs them)", delay=CRD_RETRY_SECONDS)
-    if peering_name and await asyncio.to_thread(ensure_cluster_peering, custom_api, peering_name):
-        logger.info(f"created ClusterKopfPeering {peering_name!r}")
+    if not peering_name:
+        return
+    if not namespaces:
+        if await asyncio.to_thread(ensure_cluster_peering, custom_api, peering_name):
+            logger.info(f"created ClusterKopfPeering {peering_name!r}")
+        return
+    for namespace in namespaces:
+        if await asyncio.to_thread(ensure_namespaced_peering, custom_api, peering_name, namespace):
+            logger.info(f"created KopfPeering {peering_name!r} in namespace {namespace!r}")

@@ -31,8 +31,8 @@ class PausableDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         super().store(body=body, patch=patch, essence=essence)
 
 
-def configure(settings: kopf.OperatorSettings, *, standalone: bool = False) -> None:
-    """Apply stackops' operator settings to kopf's settings object."""
+def configure(settings: kopf.OperatorSettings, *, standalone: bool = False, namespaced: bool = False) -> None:
+    """Apply stackops' operator settings to kopf's settings object (`namespaced`: started with --namespace)."""
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = PausableDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
@@ -49,7 +49,8 @@ def configure(settings: kopf.OperatorSettings, *, standalone: bool = False) -> N
     settings.watching.inactivity_timeout = 90
     settings.watching.reconnect_backoff = 1.0
 
-    # No cluster-wide scanning of CRDs and namespaces: the resources are known and the RBAC stays small.
+    # No cluster-wide scanning of CRDs and namespaces: the resources are known and the RBAC stays small. With
+    # --namespace, kopf takes the names as they are (no globs) and watches each namespace on its own.
     settings.scanning.disabled = True
 
     settings.execution.max_workers = 20
@@ -57,8 +58,10 @@ def configure(settings: kopf.OperatorSettings, *, standalone: bool = False) -> N
     settings.networking.connect_timeout = 15
     (getattr(settings, "queueing", None) or settings.batching).worker_limit = 100  # `queueing` since kopf 1.45
 
-    # Named, cluster-wide peering: two operator replicas never act at once.
+    # Named peering: two operator replicas never act at once. Cluster-wide (a ClusterKopfPeering) when the operator
+    # watches every namespace; with --namespace, a KopfPeering in each watched namespace, so that the operator
+    # needs no cluster-wide permission at all (kopf.run sets the same from its `clusterwide` argument).
     settings.peering.name = PEERING_NAME
-    settings.peering.clusterwide = True
+    settings.peering.clusterwide = not namespaced
     settings.peering.mandatory = not standalone
     settings.peering.standalone = standalone

@@ -1,0 +1,171 @@
+"""The namespaced installation on a real API server: deploy/namespaced/ applied, and `stackops run` with the
+Deployment's own `--namespace` arguments and a token of its ServiceAccount, so every call is checked against the
+installation's Roles.
+
+- an object in the watched namespace is reconciled (its Secret read, status written, a KopfPeering kept there);
+- the same object in another namespace is left alone, and the operator could not even see it: listing it, or
+  reading a Secret there, with the operator's token is refused (403);
+- the operator logs no 403 for its own work: it needs no cluster-wide permission.
+
+Its own control plane, not the session's: there deploy/ binds a ClusterRole to the same ServiceAccount, and the
+operator of test_operator.py watches every namespace.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from stackops_lab import controlplane
+from stackops_lab import operator as lab_operator
+from specs import MINIMAL
+
+pytestmark = pytest.mark.integration
+
+WATCHED = "stackops-demo"  # deploy/namespaced/ as shipped watches the examples' namespace
+OTHER = "stackops-other"
+CLOSED_PORT = 9  # discard: nothing listens there on this machine
+TEST_OPERATOR_ARGS = ("--cloudstack-poll-seconds=0.2", "--xen-poll-seconds=0.2")
+
+
+def throwaway_private_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
+
+
+def kvmhost_with_secret(namespace: str, key: str) -> list[dict[str, Any]]:
+    """A KvmHost on a closed loopback port and its SSH key Secret, in `namespace`."""
+    spec = json.loads(json.dumps(MINIMAL["KvmHost"]))
+    spec["address"] = "127.0.0.1"
+    spec["ssh"]["port"] = CLOSED_PORT
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
+              "metadata": {"name": spec["ssh"]["privateKeySecretRef"]["name"], "namespace": namespace},
+              "stringData": {"ssh-privatekey": key}}
+    host = {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost",
+            "metadata": {"name": "kvm01", "namespace": namespace}, "spec": spec}
+    return [secret, host]
+
+
+def progress(message: str) -> None:
+    print(f"[lab] {message}", file=sys.__stderr__, flush=True)
+
+
+class Cluster:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                token: str | None = None) -> Any:
+        """kubectl as the admin, or as the bearer of `token` (and then as nobody else)."""
+        auth = (f"--token={token}",) if token is not None else ()
+        return lab_operator.kubectl(self.kubeconfig, *auth, *args, input=input, check=check)
+
+    def get(self, resource: str, namespace: str, name: str) -> dict[str, Any]:
+        return json.loads(self.kubectl("get", resource, name, "-n", namespace, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    plane = controlplane.LocalControlPlane(tmp_path_factory.mktemp("controlplane-namespaced"))
+    try:
+        info = plane.start(progress)
+        yield Cluster(info.kubeconfig)
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """deploy/namespaced/ applied (its namespaces first: it does not create them), a KvmHost with its Secret in
+    the watched namespace and in another one, then the operator as the Deployment runs it."""
+    for namespace in (WATCHED, OTHER):
+        cluster.kubectl("create", "namespace", namespace)
+    lab_operator.install(cluster.kubeconfig, directory=lab_operator.NAMESPACED)
+    namespaces = lab_operator.deployed_namespaces(cluster.kubeconfig)
+    assert namespaces == [WATCHED]
+    key = throwaway_private_key()
+    documents = kvmhost_with_secret(WATCHED, key) + kvmhost_with_secret(OTHER, key)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
+    other_before = cluster.get("kvmhosts", OTHER, "kvm01")
+
+    workdir = tmp_path_factory.mktemp("operator-namespaced")
+    token = lab_operator.service_account_token(cluster.kubeconfig)
+    config = lab_operator.token_kubeconfig(cluster.kubeconfig, token, workdir / "kubeconfig")
+    running = lab_operator.LocalOperator(kubeconfig=config, log_path=workdir / "operator.log",
+                                         args=(*TEST_OPERATOR_ARGS, *(f"--namespace={n}" for n in namespaces)))
+    running.start()
+    try:
+        yield {"operator": running, "token": token, "key": key, "other_before": other_before}
+    finally:
+        running.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "") -> Any:
+    """A hang guard around an event the test needs, not a time the test measures."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+def reconciled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    obj = cluster.get("kvmhosts", namespace, "kvm01")
+    return obj if (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"] else None
+
+
+def test_reconciles_the_watched_namespace_and_ignores_the_other(cluster: Cluster,
+                                                                installed: dict[str, Any]) -> None:
+    obj = wait_for(lambda: reconciled(cluster, WATCHED), what=f"kvmhost {WATCHED}/kvm01 reconciled")
+    ready = condition(obj, "Ready")
+    # its Secret was read (a missing or forbidden one would say SecretNotFound / SecretForbidden): it got to
+    # connect, and the port is closed
+    assert (ready["status"], ready["reason"]) == ("False", "Unreachable"), obj["status"]
+    assert "stackops.io/finalizer" in obj["metadata"]["finalizers"]
+    identity = f"stackops-local-{installed['operator'].health_port}"  # its POD_ID: the keep-alive's key
+    wait_for(lambda: identity in (cluster.get("kopfpeerings", WATCHED, "stackops").get("status") or {}),
+             what=f"the operator's keep-alive in KopfPeering {WATCHED}/stackops")
+    assert json.loads(cluster.kubectl("get", "clusterkopfpeerings", "-o", "json").stdout)["items"] == []
+
+    other = cluster.get("kvmhosts", OTHER, "kvm01")
+    assert other["metadata"]["resourceVersion"] == installed["other_before"]["metadata"]["resourceVersion"]
+    assert "status" not in other and not other["metadata"].get("finalizers")
+    assert OTHER not in installed["operator"].log_path.read_text(errors="replace")
+
+
+def test_the_operator_cannot_see_outside_its_namespaces(cluster: Cluster, installed: dict[str, Any]) -> None:
+    token = installed["token"]
+    # the same requests the operator makes, with its token: allowed where it is installed, refused elsewhere
+    allowed = cluster.kubectl("get", "secret", "kvm-ssh", "-n", WATCHED, "-o", "name", token=token)
+    assert allowed.stdout.strip() == "secret/kvm-ssh"
+    for args in (("get", "secret", "kvm-ssh", "-n", OTHER),
+                 ("get", "kvmhosts", "-n", OTHER),
+                 ("get", "secrets", "-n", WATCHED),  # by name only, never listed
+                 ("get", "secrets", "--all-namespaces"),
+                 ("get", "kvmhosts", "--all-namespaces"),
+                 ("get", "namespaces")):
+        refused = cluster.kubectl(*args, token=token, check=False)
+        assert refused.returncode != 0 and "Forbidden" in refused.stderr, (args, refused.stdout, refused.stderr)
+        assert installed["key"] not in refused.stdout
+
+
+def test_no_forbidden_in_the_operator_log(cluster: Cluster, installed: dict[str, Any]) -> None:
+    wait_for(lambda: reconciled(cluster, WATCHED), what="the first reconcile")
+    log = installed["operator"].log_path.read_text(errors="replace")
+    assert "forbidden" not in log.lower() and " 403" not in log, installed["operator"].log_tail()
+    assert installed["key"] not in log
