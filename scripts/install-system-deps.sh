@@ -10,6 +10,8 @@
 #     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
 #     stand-in makes its jars with it)
 #   - the virtual environment: python3-venv (Debian's python3 has no `venv` without it), make
+#   - the lab's signed apt repository (stackops_lab.aptrepo): gpg and gpg-agent (gpg signs through the agent;
+#     the hosts' apt verifies with gpgv, which apt depends on)
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
 # their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
@@ -18,7 +20,7 @@ packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-re
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo
-          git curl rpm createrepo-c python3 python3-venv make)
+          git curl rpm createrepo-c python3 python3-venv make gpg gpg-agent)
 
 missing=()
 for package in "${packages[@]}"; do

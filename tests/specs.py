@@ -78,6 +78,8 @@ FULL: dict[str, dict[str, Any]] = {
         "ssh": {"user": "stackops", "port": 22, "privateKeySecretRef": {"name": "kvm-ssh", "key": "ssh-privatekey"},
                 "hostKey": HOST_KEY, "sudo": True, "connectTimeoutSeconds": 15},
         "packages": {"install": True, "repositoryURL": "http://repo.example.com:8080/cloudstack/4.19/",
+                     "signingKeySecretRef": {"name": "cloudstack-repo-key", "key": "signing-key.asc"},
+                     "allowPlainHTTP": True,
                      "cloudstackAgentVersion": "4.19.1.0-1.el8", "extra": ["qemu-guest-agent", "libvirt-daemon-kvm"]},
         "openvswitch": {
             "bridges": [

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import yaml
 
 from .manifests import (
+    cloudstack_secret_data,
     cloudstackrelease_manifests,
     kvmhost_manifests,
     systemvmtemplate_manifests,
@@ -78,7 +79,9 @@ class Retarget:
         spec["address"] = host.address
         spec["ssh"].update(hostKey=host.host_key, port=22)
         self.ssh_secrets.add(spec["ssh"]["privateKeySecretRef"]["name"])
-        spec.pop("packages", None)
+        key = (spec.pop("packages", None) or {}).get("signingKeySecretRef")
+        if key:
+            self.unused_secrets.add(key["name"])
         spec.get("securityPolicy", {}).pop("seLinux", None)
         ovs = spec.get("openvswitch") or {}
         ovs.pop("manager", None)
@@ -144,8 +147,7 @@ class Retarget:
         if name in self.ssh_secrets:
             document["stringData"] = {"ssh-privatekey": self.hosts[0].client_key_pem}
         elif name in self.cloudstack_secrets:
-            document["stringData"] = {"url": self.cloudstack.endpoint, "apiKey": self.cloudstack.api_key,
-                                      "secretKey": self.cloudstack.secret_key}
+            document["stringData"] = cloudstack_secret_data(self.cloudstack)
         elif name in self.xen_secrets:
             document["stringData"] = {"username": self.xen["username"], "password": self.xen["password"]}
         return document

@@ -31,9 +31,28 @@ def systemvmtemplate_manifests(cloudstack: Any, namespace: str, *, max_unavailab
     }]
 
 
-def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any = None) -> list[dict[str, Any]]:
+PACKAGE_KEY_SECRET, PACKAGE_KEY = "lab-package-key", "signing-key.asc"
+
+
+def package_key_secret(key: str, namespace: str) -> dict[str, Any]:
+    """The Secret holding the public key the lab's apt repository is signed with (aptrepo.public_key)."""
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": PACKAGE_KEY_SECRET, "namespace": namespace},
+            "stringData": {PACKAGE_KEY: key}}
+
+
+def lab_packages(repository_url: str) -> dict[str, Any]:
+    """`spec.packages` installing from the lab's repository served at `repository_url`: verified with its key
+    (package_key_secret); over plain HTTP when the URL says so, as the lab serves it on its own bridge."""
+    return {"repositoryURL": repository_url,
+            "signingKeySecretRef": {"name": PACKAGE_KEY_SECRET, "key": PACKAGE_KEY},
+            **({"allowPlainHTTP": True} if repository_url.startswith("http://") else {})}
+
+
+def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any = None,
+                      repository_url: str | None = None, repository_key: str = "") -> list[dict[str, Any]]:
     """A Secret with the lab's client key and one KvmHost per lab host; with a lab CloudStack, each host is
-    registered in its first zone's KVM cluster."""
+    registered in its first zone's KVM cluster; with `repository_url` (the lab's apt repository served there,
+    signed with `repository_key`), each host takes cloudstack-agent from it."""
     if not hosts:
         return []
     documents: list[dict[str, Any]] = [{
@@ -68,6 +87,10 @@ def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any =
             documents[-1]["spec"]["cloudstack"] = {
                 "connection": {"secretRef": {"name": CLOUDSTACK_SECRET}}, "zone": "lab-zone-1",
                 "pod": "lab-zone-1-pod-1", "cluster": "lab-zone-1-kvm", "hostTags": ["lab"]}
+        if repository_url is not None:
+            documents[-1]["spec"]["packages"] = lab_packages(repository_url)
+    if repository_url is not None:
+        documents.append(package_key_secret(repository_key, namespace))
     if cloudstack is not None:
         documents.append(cloudstack_secret(cloudstack, namespace))
     return documents

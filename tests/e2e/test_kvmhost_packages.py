@@ -1,6 +1,6 @@
 """KvmHost package installation against real lab hosts that lack cloudstack-agent: apt-get inside the host installs
-it from the lab's repository (stand-in .debs, `stackops_lab.aptrepo`) or from the spec's repositoryURL served over
-HTTP; a pinned version is installed exactly and upgraded without overwriting the agent.properties the operator
+it from the lab's repository (stand-in .debs, `stackops_lab.aptrepo`, signed) or from the spec's repositoryURL served
+over HTTP and verified with the repository's key from a Secret; a pinned version is installed exactly and upgraded without overwriting the agent.properties the operator
 edited; a version the repository does not have fails with a clear reason and changes nothing else."""
 from __future__ import annotations
 
@@ -21,13 +21,16 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome, PartialApply
 from stackops.reconcile.kvmhost import KvmHostReconciler
+from stackops_lab import aptrepo
 from stackops_lab.hosts import LabHosts
+from stackops_lab.manifests import PACKAGE_KEY, PACKAGE_KEY_SECRET, lab_packages
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "kvm-ssh"
 AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
 SOURCE = "/etc/apt/sources.list.d/stackops-cloudstack.list"
+KEYRING = "/etc/apt/keyrings/stackops-cloudstack.asc"
 
 
 def spec_for(host: Any, **packages: Any) -> KvmHostSpec:
@@ -40,9 +43,11 @@ def spec_for(host: Any, **packages: Any) -> KvmHostSpec:
     })
 
 
-def context(host: Any, spec: KvmHostSpec, events: list) -> Context:
-    return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={},
-                   secrets={SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}},
+def context(host: Any, spec: KvmHostSpec, events: list, repository_key: str = "") -> Context:
+    secrets = {SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}}
+    if repository_key:
+        secrets[PACKAGE_KEY_SECRET] = {PACKAGE_KEY: SecretStr(repository_key)}
+    return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={}, secrets=secrets,
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 
@@ -159,11 +164,13 @@ def test_agent_is_installed_from_the_spec_repository_over_http(make_lab_hosts, p
     host.run("rm -f /etc/apt/sources.list", check=True)  # a host without the CloudStack repository configured
     reconciler = KvmHostReconciler(pool)
     events: list = []
+    key = aptrepo.public_key(lab.repository)
     with http_server(lab.repository.parent, state.gateway) as port:
         url = f"http://{state.gateway}:{port}/{lab.repository.name}/"
-        ctx = context(host, spec_for(host, repositoryURL=url), events)
+        ctx = context(host, spec_for(host, **lab_packages(url)), events, repository_key=key)
         first = reconcile(reconciler, ctx)
         assert [a.describe() for a in first.applied] == [
+            f"add the signing key of the package repository {url} ({KEYRING})",
             f"add the package repository {url} ({SOURCE})",
             "refresh the package index (apt-get update): the repository source changed",
             "install cloudstack-agent with apt"]
@@ -172,14 +179,16 @@ def test_agent_is_installed_from_the_spec_repository_over_http(make_lab_hosts, p
         assert ready(outcome), outcome.drift
         assert installed_version(host) == "4.19.2.0"
         source = host.run(f"cat {SOURCE}").stdout
-        assert source.splitlines()[-1] == f"deb [trusted=yes] {url.rstrip('/')} /", source
+        assert source.splitlines()[-1] == f"deb [signed-by={KEYRING}] {url.rstrip('/')} /", source
+        assert host.run(f"cat {KEYRING}").stdout == key and host.run(f"stat -c %a {KEYRING}").stdout.strip() == "644"
         assert host.run(f"ls {SOURCE}.stackops-backup {SOURCE}.stackops-new 2>/dev/null").stdout == ""
         quiet(outcome, pool, host, reconciler, ctx)
 
     # the spec drops the repository: the source stackops wrote goes, the package stays
     ctx = context(host, spec_for(host), events)
     dropped = reconcile(reconciler, ctx)
-    assert [a.describe() for a in dropped.applied] == [f"remove the package repository source {SOURCE} (no longer "
-                                                       "in the spec)"]
-    assert ready(dropped) and host.run(f"test -e {SOURCE}").returncode == 1
+    assert [a.describe() for a in dropped.applied] == [
+        f"remove the package repository source {SOURCE} (no longer in the spec)",
+        f"remove the package repository key {KEYRING} (no longer in the spec)"]
+    assert ready(dropped) and host.run(f"test -e {SOURCE} || test -e {KEYRING}").returncode == 1
     assert installed_version(host) == "4.19.2.0"

@@ -154,8 +154,11 @@ def test_parse_reads_the_index_age_and_the_versions_it_lists() -> None:
 # ------------------------------------------------------------------------------------------ spec's repository
 
 
+UNSIGNED_HTTP = {"allowUnsigned": True, "allowPlainHTTP": True}  # as every repository was before signing keys
+
+
 def test_the_spec_repository_becomes_an_apt_source_written_atomically_without_backup() -> None:
-    s = spec(repositoryURL="http://repo.example.com/cloudstack/4.19/")
+    s = spec(repositoryURL="http://repo.example.com/cloudstack/4.19/", **UNSIGNED_HTTP)
     write, refresh, install = planned(s, host(packages=WITHOUT_AGENT, index_age=60,
                                               available={"cloudstack-agent": ("4.19.1.0",)}))
     assert isinstance(write, WriteFile) and write.path == APT_SOURCE and not write.backup
@@ -169,11 +172,12 @@ def test_the_spec_repository_becomes_an_apt_source_written_atomically_without_ba
 
 
 def test_a_repository_source_in_place_plans_nothing_and_a_changed_one_does_not_hold_the_rest() -> None:
-    s = spec(repositoryURL="http://repo.example.com/cloudstack/4.19/")
+    s = spec(repositoryURL="http://repo.example.com/cloudstack/4.19/", **UNSIGNED_HTTP)
     source = f"{REPOSITORY_MARKER}\ndeb [trusted=yes] http://repo.example.com/cloudstack/4.19 /\n"
     assert package_actions(planned(s, host(files={APT_SOURCE: source}))) == []
     assert not any(getattr(a, "path", None) == APT_SOURCE for a in planned(s, host(files={APT_SOURCE: source})))
-    other = planned(spec(repositoryURL="http://repo.example.com/cloudstack/4.20/"), host(files={APT_SOURCE: source}))
+    other = planned(spec(repositoryURL="http://repo.example.com/cloudstack/4.20/", **UNSIGNED_HTTP),
+                    host(files={APT_SOURCE: source}))
     assert isinstance(other[0], WriteFile) and other[0].describe().startswith("update the package repository")
     assert len(other) > 1, "nothing to install: the rest of the plan goes on in the same pass"
 
@@ -185,7 +189,8 @@ def test_a_dropped_repository_is_removed_only_when_stackops_wrote_it() -> None:
     foreign = planned(spec(), host(files={APT_SOURCE: "deb http://mirror.example.com/cloudstack /\n"}))
     assert not any(APT_SOURCE in a.argv() for a in foreign)
     assert not any(getattr(a, "path", None) == APT_SOURCE
-                   for a in planned(spec(install=False, repositoryURL="http://r.example.com/"), host()))
+                   for a in planned(spec(install=False, repositoryURL="http://r.example.com/", **UNSIGNED_HTTP),
+                                    host()))
 
 
 # ------------------------------------------------------------------------------------------------ dnf and yum
@@ -193,7 +198,8 @@ def test_a_dropped_repository_is_removed_only_when_stackops_wrote_it() -> None:
 
 @pytest.mark.parametrize("manager", ["dnf", "yum"])
 def test_dnf_and_yum_expire_their_metadata_and_install_name_version(manager: str) -> None:
-    s = spec(cloudstackAgentVersion="4.19.1.0-1.el8", repositoryURL="https://repo.example.com/el8/4.19/")
+    s = spec(cloudstackAgentVersion="4.19.1.0-1.el8", repositoryURL="https://repo.example.com/el8/4.19/",
+             allowUnsigned=True)
     names = {"qemu-kvm": "6.2.0-1.el8", "libvirt": "8.0.0-1.el8", "libvirt-client": "8.0.0-1.el8",
              "bridge-utils": "1.7-1.el8", "openvswitch": "2.17-1.el8"}
     write, refresh, install = planned(s, host(packages=names, manager=manager))

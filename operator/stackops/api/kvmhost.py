@@ -49,16 +49,50 @@ HostTag = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
 
 class Packages(Model):
     """Packages the host needs: KVM/qemu, libvirt, bridge-utils, Open vSwitch and cloudstack-agent, named as the
-    host's package manager (apt or yum/dnf, detected) names them."""
+    host's package manager (apt or yum/dnf, detected) names them.
+
+    A `repositoryURL` is verified with the OpenPGP key in `signingKeySecretRef` (apt: `signed-by=`; dnf/yum:
+    `gpgcheck=1`, `repo_gpgcheck=1`, `gpgkey=`) and fetched over https. An unsigned repository needs
+    `allowUnsigned: true`, a plain `http://` one `allowPlainHTTP: true`; without them the spec is refused
+    (`InvalidSpec`)."""
 
     install: bool = True
     """Install missing packages with the host's package manager."""
     repository_url: HttpUrl | None = None
-    """Package repository to add for cloudstack-agent (e.g. one a CloudStackRelease publishes)."""
+    """Package repository to add for cloudstack-agent (e.g. one a CloudStackRelease publishes): a flat apt
+    repository (`deb <url> /`) or a yum/dnf `baseurl`."""
+    signing_key_secret_ref: SecretKeySelector | None = None
+    """Secret key holding the ASCII-armored OpenPGP public key (`-----BEGIN PGP PUBLIC KEY BLOCK-----`, as `gpg
+    --armor --export` prints it) the repository is signed with. Written to `/etc/apt/keyrings/stackops-cloudstack.asc`
+    (apt: the `Release` file must be signed, `InRelease` or `Release.gpg`) or
+    `/etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack` (dnf/yum: `repodata/repomd.xml.asc` and the packages must
+    be signed)."""
+    allow_unsigned: bool = False
+    """Accept a repository without a signing key (apt `[trusted=yes]`, dnf/yum `gpgcheck=0`): whoever can change
+    what the URL serves can run code as root on the host."""
+    allow_plain_http: bool = False
+    """Accept an `http://` repository URL. With a signing key, packages cannot be altered, but an eavesdropper
+    sees what is installed and a man in the middle can withhold updates or replay older signed metadata."""
     cloudstack_agent_version: PackageVersion | None = None
     """Exact cloudstack-agent version to install; unset: the repository's newest."""
     extra: Annotated[list[PackageName], Field(max_length=64)] = []
     """Further packages to install."""
+
+    @model_validator(mode="after")
+    def _verified_repository(self) -> "Packages":
+        url = self.repository_url
+        if url is None:
+            if self.signing_key_secret_ref is not None:
+                raise ValueError("signingKeySecretRef is set without a repositoryURL to verify")
+            return self
+        if self.signing_key_secret_ref is not None and self.allow_unsigned:
+            raise ValueError("set either signingKeySecretRef or allowUnsigned, not both")
+        if self.signing_key_secret_ref is None and not self.allow_unsigned:
+            raise ValueError("repositoryURL needs signingKeySecretRef (the repository's OpenPGP public key), or "
+                             "allowUnsigned: true to install from it unverified")
+        if url.startswith("http://") and not self.allow_plain_http:
+            raise ValueError("repositoryURL is plain http://: use https://, or set allowPlainHTTP: true")
+        return self
 
 
 class Bond(Model):

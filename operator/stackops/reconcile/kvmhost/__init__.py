@@ -35,10 +35,12 @@ PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure messa
 
 @dataclass(frozen=True)
 class HostView:
-    """What plan needs: the facts and who owns the objects the operator creates."""
+    """What plan needs: the facts, who owns the objects the operator creates, and the package repository's
+    signing key (the value of spec.packages.signingKeySecretRef, read with the other Secrets)."""
 
     owner: str
     facts: Observed
+    signing_key: str | None = None
 
 
 def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
@@ -173,11 +175,14 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                                                            label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port))
+        key_ref = spec.packages.signing_key_secret_ref
+        key = ctx.secret(key_ref.name, key_ref.key).get_secret_value() if key_ref is not None else None
+        return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
+                        signing_key=key)
 
     def plan(self, spec: Any, observed: HostView) -> list[Action]:
         try:
-            return list(plan(spec, observed.facts, observed.owner))
+            return list(plan(spec, observed.facts, observed.owner, observed.signing_key))
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
                                  conditions=[st.ConditionState("Reachable", "True", "Connected"),

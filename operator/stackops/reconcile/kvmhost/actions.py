@@ -24,6 +24,11 @@ assert _BACKUP in WRITE_FILE
 # The same without the backup: for files in directories whose every file counts (apt's sources.list.d warns about
 # any other name on every run).
 WRITE_FILE_NO_BACKUP = WRITE_FILE.replace(_BACKUP, "")
+# The same, world-readable whatever root's umask: apt reads a repository's keyring as its unprivileged `_apt` user
+# (a key file it cannot read is ignored, and the repository's signature then fails).
+_MOVE = 'mv -f "$f.stackops-new" "$f"'
+assert WRITE_FILE_NO_BACKUP.endswith(_MOVE)
+WRITE_READABLE_FILE = WRITE_FILE_NO_BACKUP.replace(_MOVE, f'chmod 0644 "$f.stackops-new"; {_MOVE}')
 
 # apt-get run by the operator: never a question (noninteractive; dpkg keeps a configuration file the operator
 # edited and takes the package's version of an unmodified one: confdef + confold), no service restarts by
@@ -118,9 +123,11 @@ class WriteFile(HostAction):
     content: str = ""
     service: str | None = None  # restarted afterwards when its configuration changed
     backup: bool = True  # keep the previous content as <path>.stackops-backup
+    readable: bool = False  # mode 0644, no backup (a repository key)
 
     def argv(self) -> tuple[str, ...]:
-        return ("sh", "-c", WRITE_FILE if self.backup else WRITE_FILE_NO_BACKUP, "stackops-write-file", self.path)
+        script = WRITE_READABLE_FILE if self.readable else WRITE_FILE if self.backup else WRITE_FILE_NO_BACKUP
+        return ("sh", "-c", script, "stackops-write-file", self.path)
 
     def stdin(self) -> str | None:
         return base64.b64encode(file_bytes(self.content)).decode("ascii")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...api.kvmhost import Bridge, KvmHostSpec
-from . import config, guard
+from . import config, guard, repository
 from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RefreshPackageIndex,
                       RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
@@ -35,12 +35,9 @@ PACKAGES = {
             "bridge-utils": "bridge-utils", "openvswitch": "openvswitch", "agent": "cloudstack-agent"},
 }
 PACKAGES["dnf"] = PACKAGES["yum"]
-# spec.packages.repositoryURL as a source of the host's package manager (a flat apt repository, as
-# dpkg-scanpackages and CloudStack's package builds publish one; a yum/dnf baseurl).
-REPOSITORY_FILES = {"apt": "/etc/apt/sources.list.d/stackops-cloudstack.list",
-                    "dnf": "/etc/yum.repos.d/stackops-cloudstack.repo",
-                    "yum": "/etc/yum.repos.d/stackops-cloudstack.repo"}
-REPOSITORY_MARKER = "# Written by stackops from the KvmHost's spec.packages.repositoryURL"
+# spec.packages.repositoryURL as a source of the host's package manager, and its signing key (repository.py).
+REPOSITORY_FILES = repository.SOURCE_FILES
+REPOSITORY_MARKER = repository.MARKER
 # An apt index older than this is refreshed before an install: the versions it lists may be gone from the mirror.
 APT_INDEX_MAX_AGE_SECONDS = 3600
 
@@ -58,6 +55,7 @@ class Ctx:
     spec: KvmHostSpec
     observed: Observed
     owner: str
+    signing_key: str | None = None  # the value of spec.packages.signingKeySecretRef
 
 
 def package_names(spec: KvmHostSpec, manager: str | None) -> list[str]:
@@ -94,32 +92,20 @@ def version_matches(manager: str | None, installed: str, wanted: str) -> bool:
     return installed == wanted or (manager in ("dnf", "yum") and installed.startswith(f"{wanted}-"))
 
 
-def repository_source(manager: str, url: str) -> str:
-    if manager == "apt":
-        # No signing key can be given in the spec: the repository is trusted as its URL is (prefer https).
-        return f"{REPOSITORY_MARKER}\ndeb [trusted=yes] {url.rstrip('/')} /\n"
-    return (f"{REPOSITORY_MARKER}\n[stackops-cloudstack]\nname=CloudStack packages (stackops)\nbaseurl={url}\n"
-            "enabled=1\ngpgcheck=0\n")
-
-
 def plan_repository(ctx: Ctx, manager: str) -> list[HostAction]:
-    """The spec's package repository as a source file of the host's package manager (written atomically); a
-    source stackops wrote is removed when the spec drops the URL."""
-    path = REPOSITORY_FILES.get(manager)
-    if path is None:
-        return []
-    have = ctx.observed.files.get(path)
-    url = ctx.spec.packages.repository_url
-    if url is None:
-        if have is not None and have.startswith(REPOSITORY_MARKER):
-            return [RunCommand(f"remove the package repository source {path} (no longer in the spec)",
-                               command=("rm", "-f", path))]
-        return []
-    content = repository_source(manager, str(url))
-    if have == content:
-        return []
-    return [WriteFile(f"{'add' if have is None else 'update'} the package repository {url} ({path})", path=path,
-                      content=content, backup=False)]
+    """The spec's package repository as a source file of the host's package manager and, when it is signed, its
+    key (written atomically); what stackops wrote is removed when the spec drops the URL. A key that is not one
+    armored OpenPGP public key stops the plan (`SigningKeyInvalid`)."""
+    packages = ctx.spec.packages
+    ref = packages.signing_key_secret_ref
+    key = None
+    if ref is not None:
+        try:
+            key = repository.armored_public_key(ctx.signing_key or "")
+        except repository.KeyInvalid as error:
+            raise PlanError("SigningKeyInvalid", f"packages.signingKeySecretRef (Secret {ref.name}, key {ref.key}): "
+                            f"{error}") from None
+    return repository.plan_repository(manager, packages.repository_url, key, ctx.observed.files)
 
 
 def _refresh_reason(ctx: Ctx, manager: str, installs: list[tuple[str, str | None]], source_changed: bool) -> str:
@@ -504,8 +490,9 @@ def carrying_path(address: str, observed: Observed) -> set[str]:
     return names
 
 
-def plan(spec: KvmHostSpec, observed: Observed, owner: str) -> list[HostAction]:
-    ctx = Ctx(spec=spec, observed=observed, owner=owner)
+def plan(spec: KvmHostSpec, observed: Observed, owner: str, signing_key: str | None = None) -> list[HostAction]:
+    """`signing_key`: the value of spec.packages.signingKeySecretRef, when the spec has one."""
+    ctx = Ctx(spec=spec, observed=observed, owner=owner, signing_key=signing_key)
     actions = plan_packages(ctx)
     if any(isinstance(a, InstallPackages) for a in actions):
         return actions  # the rest is planned against the host once its packages are there

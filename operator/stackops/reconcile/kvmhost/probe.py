@@ -23,6 +23,8 @@ FILES = (
     "/etc/selinux/config",
     "/etc/apt/sources.list.d/stackops-cloudstack.list",
     "/etc/yum.repos.d/stackops-cloudstack.repo",
+    "/etc/apt/keyrings/stackops-cloudstack.asc",
+    "/etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack",
 )
 SERVICES = ("libvirtd", "openvswitch-switch", "openvswitch", "cloudstack-agent")
 CERTIFICATE = "/etc/openvswitch/ovsclient-cert.pem"
@@ -90,7 +92,8 @@ for q in qemu-system-x86_64 /usr/libexec/qemu-kvm qemu-kvm; do
 done
 for f in /etc/libvirt/libvirtd.conf /etc/libvirt/qemu.conf /etc/cloudstack/agent/agent.properties \
          /etc/cloudstack/agent/log4j-cloud.xml /etc/default/libvirtd /etc/sysconfig/libvirtd /etc/selinux/config \
-         /etc/apt/sources.list.d/stackops-cloudstack.list /etc/yum.repos.d/stackops-cloudstack.repo; do
+         /etc/apt/sources.list.d/stackops-cloudstack.list /etc/yum.repos.d/stackops-cloudstack.repo \
+         /etc/apt/keyrings/stackops-cloudstack.asc /etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack; do
   section file "$f"; if [ -f "$f" ]; then base64 < "$f"; else echo @@missing; fi
 done
 section ip-addr -; have ip && ip -j -4 addr show 2>/dev/null
