@@ -105,7 +105,9 @@ class LocalOperator:
     process: subprocess.Popen[bytes] | None = None
     verbose: bool = True  # `--verbose` (tests want debug logs; the Deployment runs without it)
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, wait: bool = True) -> None:
+        """Start `stackops run`; unless `wait` is False, return once its health endpoint answers (which it does
+        only after the startup handlers succeeded)."""
         self.health_port = self.health_port or free_port()
         while not self.metrics_port or self.metrics_port == self.health_port:
             self.metrics_port = free_port()
@@ -119,6 +121,8 @@ class LocalOperator:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)
+        if not wait:
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

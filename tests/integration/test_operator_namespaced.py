@@ -5,7 +5,8 @@ installation's Roles.
 - an object in the watched namespace is reconciled (its Secret read, status written, a KopfPeering kept there);
 - the same object in another namespace is left alone, and the operator could not even see it: listing it, or
   reading a Secret there, with the operator's token is refused (403);
-- the operator logs no 403 for its own work: it needs no cluster-wide permission.
+- the operator logs no 403 for its own work: it needs no cluster-wide permission;
+- told to watch a namespace where it holds no Role, it stays in its startup and says which namespace.
 
 Its own control plane, not the session's: there deploy/ binds a ClusterRole to the same ServiceAccount, and the
 operator of test_operator.py watches every namespace.
@@ -104,7 +105,7 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
                                          args=(*TEST_OPERATOR_ARGS, *(f"--namespace={n}" for n in namespaces)))
     running.start()
     try:
-        yield {"operator": running, "token": token, "key": key, "other_before": other_before}
+        yield {"operator": running, "token": token, "key": key, "other_before": other_before, "kubeconfig": config}
     finally:
         running.stop()
 
@@ -169,3 +170,22 @@ def test_no_forbidden_in_the_operator_log(cluster: Cluster, installed: dict[str,
     log = installed["operator"].log_path.read_text(errors="replace")
     assert "forbidden" not in log.lower() and " 403" not in log, installed["operator"].log_tail()
     assert installed["key"] not in log
+
+
+def test_a_watched_namespace_without_its_role_is_named(cluster: Cluster, installed: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """A `--namespace` added without its Role: the startup retries with a message naming the namespace, and the
+    operator does nothing meanwhile (no watch starts, no health answer, so a Pod would be restarted)."""
+    second = lab_operator.LocalOperator(kubeconfig=installed["kubeconfig"], log_path=tmp_path / "operator.log",
+                                        args=(f"--namespace={WATCHED}", f"--namespace={OTHER}"))
+    second.start(wait=False)
+    try:
+        wait_for(lambda: f"namespace '{OTHER}' is watched (--namespace) but the operator may not create its "
+                         f"KopfPeering there" in second.log_path.read_text(errors="replace"),
+                 what="the startup to name the namespace without its Role")
+        assert second.process is not None and second.process.poll() is None, second.log_tail()
+        assert not second.healthy()
+        log = second.log_path.read_text(errors="replace")
+        assert "Starting the watch-stream" not in log and "Traceback" not in log, second.log_tail()
+    finally:
+        second.stop()
