@@ -42,7 +42,7 @@ def spec_for(sim: Any, *, max_unavailable: int | str = 10, webhook: bool = False
 
 def secrets_for(sim: Any, webhook_url: str = "") -> dict[str, dict[str, SecretStr]]:
     secrets = {SECRET: {"url": SecretStr(sim.endpoint), "apiKey": SecretStr(sim.api_key),
-                        "secretKey": SecretStr(sim.secret_key)}}
+                        "secretKey": SecretStr(sim.secret_key), "allowPlainHTTP": SecretStr("true")}}
     if webhook_url:
         secrets[WEBHOOK_SECRET] = {"url": SecretStr(webhook_url)}
     return secrets

@@ -55,7 +55,8 @@ class Driver:
         self.cloudstack = cloudstack
         if cloudstack is not None:
             self.secrets[CLOUDSTACK] = {"url": SecretStr(cloudstack.endpoint), "apiKey": SecretStr(cloudstack.api_key),
-                                        "secretKey": SecretStr(cloudstack.secret_key)}
+                                        "secretKey": SecretStr(cloudstack.secret_key),
+                                        "allowPlainHTTP": SecretStr("true")}
 
     def _call(self, method: Callable[[Context], Awaitable[Any]]) -> Any:
         async def once() -> Any:

@@ -10,11 +10,17 @@ CLOUDSTACK_SECRET = "lab-cloudstack"
 SYSTEMVM_VERSION = "4.19.1"
 
 
+def cloudstack_secret_data(cloudstack: Any) -> dict[str, str]:
+    """`url`, `apiKey`, `secretKey` of the lab CloudStack, and `allowPlainHTTP`: the lab serves its API over plain
+    HTTP, which the operator refuses without the Secret's consent."""
+    return {"url": cloudstack.endpoint, "apiKey": cloudstack.api_key, "secretKey": cloudstack.secret_key,
+            "allowPlainHTTP": "true"}
+
+
 def cloudstack_secret(cloudstack: Any, namespace: str) -> dict[str, Any]:
-    """The Secret a CloudStack connection references: `url`, `apiKey`, `secretKey` of the lab CloudStack."""
+    """The Secret a CloudStack connection references (cloudstack_secret_data)."""
     return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": CLOUDSTACK_SECRET, "namespace": namespace},
-            "stringData": {"url": cloudstack.endpoint, "apiKey": cloudstack.api_key,
-                           "secretKey": cloudstack.secret_key}}
+            "stringData": cloudstack_secret_data(cloudstack)}
 
 
 def systemvmtemplate_manifests(cloudstack: Any, namespace: str, *, max_unavailable: int = 10) -> list[dict[str, Any]]:

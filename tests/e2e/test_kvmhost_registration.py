@@ -35,7 +35,7 @@ def spec_for(host: Any, **cloudstack: Any) -> KvmHostSpec:
 def context(host: Any, sim: CloudStackSimulator, spec: KvmHostSpec, events: list) -> Context:
     secrets = {"lab-kvm-ssh": {"ssh-privatekey": SecretStr(host.client_key_pem)},
                CLOUDSTACK: {"url": SecretStr(sim.endpoint), "apiKey": SecretStr(sim.api_key),
-                            "secretKey": SecretStr(sim.secret_key)}}
+                            "secretKey": SecretStr(sim.secret_key), "allowPlainHTTP": SecretStr("true")}}
     return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={}, secrets=secrets,
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 

@@ -42,7 +42,8 @@ def test_rollout_survives_sigkill_of_the_operator(kube: Any, operator: Any) -> N
                                                                          exclude_none=True)
         documents = [
             {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET, "namespace": namespace},
-             "stringData": {"url": sim.endpoint, "apiKey": sim.api_key, "secretKey": sim.secret_key}},
+             "stringData": {"url": sim.endpoint, "apiKey": sim.api_key, "secretKey": sim.secret_key,
+                            "allowPlainHTTP": "true"}},
             {"apiVersion": "stackops.io/v1alpha1", "kind": "SystemVMTemplate",
              "metadata": {"name": "cve-fix", "namespace": namespace}, "spec": spec},
         ]

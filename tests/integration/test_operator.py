@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
 KINDS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 CLOSED_PORT = 9  # discard: nothing listens there on this machine
-CLOSED_URL = f"http://127.0.0.1:{CLOSED_PORT}/client/api"
+CLOSED_URL = f"https://127.0.0.1:{CLOSED_PORT}/client/api"  # https: a plain-HTTP CloudStack URL is refused
 UNREACHABLE = {"kvmhosts": "Unreachable", "systemvmtemplates": "CloudStackUnreachable",
                "xenpools": "InvalidCA",  # the example's CA is a placeholder
                "cloudstackreleases": "Unreachable"}

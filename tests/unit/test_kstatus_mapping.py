@@ -125,6 +125,11 @@ TABLE: list[Row] = [
           "BuildHostTimeout", "SourceUnreachable", "PatchDownloadFailed"),
     *rows("CloudStackRelease", "ready", "Succeeded"),
     *rows("CloudStackRelease", "not_ready", "BuildNeeded", observe=True),
+    # reconcile/cloudstack.py: a CloudStack URL that is not https, without the Secret's allowPlainHTTP
+    *rows(("KvmHost", "XenPool", "SystemVMTemplate"), "stalled", "InsecureEndpoint"),
+    # XenPool reports the driver's refusal of a CloudStack too old through cluster.failed() (KvmHost and
+    # SystemVMTemplate through the wrappers of derived_rows)
+    *rows("XenPool", "stalled", "UnsupportedCloudStackVersion"),
     *rows("CloudStackRelease", "stalled", "InputsHashMismatch", "SSHUnavailable", "LocalBuildsDisabled",
           "LocalBuildIsolationUnavailable", "BuildOutputInvalid"),
 ]
@@ -306,6 +311,7 @@ FILE_KINDS: dict[str, tuple[str, ...]] = {
     "drivers/cloudstack.py": ("SystemVMTemplate",),
     "drivers/xenapi.py": ("XenPool",),
     "reconcile/maintenance.py": (),
+    "reconcile/cloudstack.py": ("KvmHost", "XenPool", "SystemVMTemplate"),
     "reconcile/kvmhost/": ("KvmHost",), "reconcile/xenpool/": ("XenPool",),
     "reconcile/systemvmtemplate/": ("SystemVMTemplate",), "reconcile/cloudstackrelease/": ("CloudStackRelease",),
 }

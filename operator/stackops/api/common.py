@@ -158,7 +158,8 @@ class CloudStackConnection(Model):
     (e.g. `https://cloud.example.com/client/api`), `apiKey` and `secretKey` of an admin account."""
 
     secret_ref: CloudStackSecretRef
-    """Secret with the keys `url` (e.g. `https://cloud.example.com/client/api`), `apiKey` and `secretKey`."""
+    """Secret with the keys `url` (e.g. `https://cloud.example.com/client/api`), `apiKey` and `secretKey`. A plain
+    `http://` url is refused (`InsecureEndpoint`) unless the Secret also has the key `allowPlainHTTP: "true"`."""
 
 
 class Condition(StatusModel):

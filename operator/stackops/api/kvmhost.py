@@ -363,3 +363,5 @@ class KvmHostStatus(Status):
     cloudstack_host_state: str | None = None
     """The host's state in CloudStack (Up, Connecting, Alert, Disconnected, Down…) and its resource state when not
     Enabled (e.g. `Up/Maintenance`)."""
+    cloudstack_version: str | None = None
+    """The CloudStack management server's version (`listCapabilities` → `cloudstackversion`), as last read."""

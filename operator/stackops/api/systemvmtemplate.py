@@ -251,3 +251,5 @@ class SystemVMTemplateStatus(Status):
     """Router rollout."""
     next_window: str | None = None
     """When the next maintenance window opens (RFC 3339), while waiting for it."""
+    cloudstack_version: str | None = None
+    """The CloudStack management server's version (`listCapabilities` → `cloudstackversion`), as last read."""

@@ -295,6 +295,8 @@ class XenPoolStatus(Status):
     """A membership change in flight (crash-safe HA dance)."""
     cloudstack_cluster_id: str | None = None
     """ID of the CloudStack cluster the pool is registered as."""
+    cloudstack_version: str | None = None
+    """The CloudStack management server's version (`listCapabilities` → `cloudstackversion`), as last read."""
     master_unreachable_since: str | None = None
     """When the operator first found no pool master answering (RFC 3339); cleared once a master answers. Master
     failover (`masterFailover`) counts its delay from here."""

@@ -9,6 +9,12 @@ What it adds to `cs`:
 - async jobs: `start` returns the job id, `job` reads one result, `wait` polls until done;
 - paging (`fetch_list`, 500 a page) for every `list`;
 - a per-endpoint concurrency limit shared by every resource that uses the endpoint (`CloudStackPool`);
+- secrets never in a URL: a request that carries one (a `SecretStr` value, or a parameter named in
+  `SECRET_PARAMETERS`, the ones CloudStack marks `requestHasSensitiveInfo`) goes as a POST with a form body,
+  every other one as a GET;
+- the management server's version (`listCapabilities` → `cloudstackversion`), read once and kept for
+  `version_ttl` seconds; a command or parameter that version does not have (`REQUIRES`) is refused with
+  `CloudStackUnsupportedVersion` before anything is sent;
 - counters of requests, retries and failures for tests and benchmarks.
 """
 from __future__ import annotations
@@ -16,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp
 from cs import AIOCloudStack, CloudStackApiException, CloudStackException
@@ -29,6 +36,17 @@ from .. import metrics
 log = logging.getLogger(__name__)
 
 PENDING, SUCCESS, FAILURE = 0, 1, 2
+
+# Parameters whose value is a credential: the request goes as a POST (addHost's and addCluster's `password`).
+SECRET_PARAMETERS = frozenset({"password"})
+
+# What the operator sends that CloudStack did not always have: (command, parameter) → the first version with it,
+# from `@Parameter(since = …)` in CloudStack's API command classes. Everything else the operator sends is older
+# than the versions it supports (see the README).
+REQUIRES: dict[tuple[str, str], str] = {
+    ("registerTemplate", "templatetype"): "4.19.0",  # RegisterTemplateCmd: SYSTEM/ROUTING templates by type
+}
+_VERSION = re.compile(r"^(\d+(?:\.\d+)+)")
 
 
 class CloudStackError(Exception):
@@ -90,6 +108,48 @@ class CloudStackJobTimeout(CloudStackError):
     reason = "CloudStackJobTimeout"
 
 
+class CloudStackUnsupportedVersion(CloudStackError):
+    """The management server's version lacks a command or parameter the operator needs; nothing was sent."""
+
+    reason = "UnsupportedCloudStackVersion"
+
+    def __init__(self, command: str, message: str, *, minimum: str = "", version: str = ""):
+        super().__init__(command, message)
+        self.minimum = minimum
+        self.version = version
+
+
+def version_parts(version: str) -> tuple[int, ...] | None:
+    """`4.19.1.0` → (4, 19, 1, 0); a suffix (`-SNAPSHOT`) is ignored; None when there is no version number."""
+    match = _VERSION.match(version.strip())
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def older(version: str, minimum: str) -> bool:
+    """Whether `version` comes before `minimum` (4.18.1.0 < 4.19.0 == 4.19.0.0); an unreadable version does."""
+    have, need = version_parts(version), version_parts(minimum)
+    assert need is not None, minimum
+    if have is None:
+        return True
+    width = max(len(have), len(need))
+    return have + (0,) * (width - len(have)) < need + (0,) * (width - len(need))
+
+
+def unsupported(command: str, params: Mapping[str, Any], version: str) -> CloudStackUnsupportedVersion | None:
+    """The refusal for a request that `version` cannot carry out as meant, or None."""
+    for (name, parameter), minimum in REQUIRES.items():
+        if name == command and parameter in params and older(version, minimum):
+            return CloudStackUnsupportedVersion(
+                command, f"parameter {parameter} needs CloudStack {minimum} or later; the management server "
+                f"runs {version or 'an unknown version'} (not sent)", minimum=minimum, version=version)
+    return None
+
+
+def carries_secret(params: Mapping[str, Any]) -> bool:
+    """Whether a request holds a credential, and so must go as a POST."""
+    return any(isinstance(value, SecretStr) or name.lower() in SECRET_PARAMETERS for name, value in params.items())
+
+
 def _typed(command: str, errorcode: int, cserrorcode: int, text: str) -> CloudStackError:
     if errorcode == 401:
         return CloudStackAuthError(command, text or "unauthorized", errorcode=401, cserrorcode=cserrorcode)
@@ -133,6 +193,7 @@ class Counters:
     retries: int = 0
     rate_limited: int = 0
     failures: int = 0
+    posts: int = 0
     by_command: dict[str, int] = field(default_factory=dict)
 
 
@@ -159,7 +220,8 @@ class CloudStackClient:
 
     def __init__(self, endpoint: str, api_key: str, secret_key: SecretStr, *, verify: bool | str = True,
                  timeout: float = 30.0, limit: asyncio.Semaphore | None = None, attempts: int = 6,
-                 backoff: float = 0.5, max_backoff: float = 20.0, poll_interval: float = 1.0):
+                 backoff: float = 0.5, max_backoff: float = 20.0, poll_interval: float = 1.0,
+                 version_ttl: float = 300.0):
         self.endpoint = endpoint
         self._api_key = api_key
         self._secret = secret_key
@@ -170,39 +232,62 @@ class CloudStackClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.poll_interval = poll_interval
+        self.version_ttl = version_ttl
         self.counters = Counters()
-        self._cs: AIOCloudStack | None = None
+        self._cs: dict[str, AIOCloudStack] = {}  # by HTTP method: "get", "post"
+        self._version: tuple[str, float] | None = None  # (version, when read)
 
     def __repr__(self) -> str:
         return f"<CloudStackClient {self.endpoint}>"
 
-    async def _client(self) -> AIOCloudStack:
-        if self._cs is None:
+    async def _client(self, method: str) -> AIOCloudStack:
+        client = self._cs.get(method)
+        if client is None:
             client = AIOCloudStack(endpoint=self.endpoint, key=self._api_key, secret=self._secret.get_secret_value(),
-                                   timeout=int(self._timeout), verify=self._verify, fetch_result=False)
+                                   timeout=int(self._timeout), verify=self._verify, fetch_result=False,
+                                   method=method)
             await client.__aenter__()
-            self._cs = client
-        return self._cs
+            self._cs[method] = client
+        return client
 
     async def close(self) -> None:
-        if self._cs is not None:
-            await self._cs.close()
-            self._cs = None
+        clients, self._cs = list(self._cs.values()), {}
+        for client in clients:
+            await client.close()
 
     async def _once(self, command: str, params: dict[str, Any], fetch_list: bool) -> Any:
-        client = await self._client()
+        method = "post" if carries_secret(params) else "get"
+        plain = {name: value.get_secret_value() if isinstance(value, SecretStr) else value
+                 for name, value in params.items()}
+        client = await self._client(method)
         self.counters.requests += 1
+        self.counters.posts += method == "post"
         self.counters.by_command[command] = self.counters.by_command.get(command, 0) + 1
         async with self._limit:
             with metrics.remote_call("cloudstack"):
                 try:
                     return await asyncio.wait_for(
-                        getattr(client, command)(fetch_list=fetch_list, **params), self._timeout * 4)
+                        getattr(client, command)(fetch_list=fetch_list, **plain), self._timeout * 4)
                 except (CloudStackException, aiohttp.ClientError, asyncio.TimeoutError, OSError) as error:
                     raise _from_cs(command, error) from None
 
+    async def version(self) -> str:
+        """The management server's version (`listCapabilities` → `cloudstackversion`), read again after
+        `version_ttl` seconds; "" when it does not say."""
+        if self._version is None or time.monotonic() - self._version[1] >= self.version_ttl:
+            answer = await self.call("listCapabilities")
+            capability = answer.get("capability") if isinstance(answer.get("capability"), dict) else {}
+            self._version = (str(capability.get("cloudstackversion") or ""), time.monotonic())
+        return self._version[0]
+
     async def request(self, command: str, *, fetch_list: bool = False, **params: Any) -> Any:
-        """One command with backoff: 429 always retried, transient errors only for reads."""
+        """One command with backoff: 429 always retried, transient errors only for reads. A command or parameter
+        the server's version lacks (`REQUIRES`) raises CloudStackUnsupportedVersion and is not sent."""
+        if any(name == command and parameter in params for name, parameter in REQUIRES):
+            refusal = unsupported(command, params, await self.version())
+            if refusal is not None:
+                self.counters.failures += 1
+                raise refusal
         for attempt in range(1, self.attempts + 1):
             try:
                 return await self._once(command, params, fetch_list)

@@ -12,6 +12,10 @@ Mirrors ApiServlet + ApiServer:
 - success: exactly one top-level key, `<command lowercased>response`.
 - `response` must be json here (case-insensitive): CloudStack answers XML without it; the simulator answers
   JSON only and refuses other requests with HTTP 430 and an XML error envelope (after authentication).
+- GET and POST are the same to CloudStack (the signature covers the parameters, wherever they came from). For a
+  command with a credential among its parameters (`requestHasSensitiveInfo`: addHost, addCluster) the audit log
+  records `api.sensitive_request` with the HTTP method and the names of the parameters that came in the URL, so
+  tests can tell whether a password reached a URL (and with it proxy and access logs).
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ def json_body(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def xml_error(name: str, body: dict[str, Any]) -> bytes:
+def xml_error(name: str, body: dict[str, Any], version: str = catalog.CLOUDSTACK_VERSION) -> bytes:
     inner = "".join(f"<{key}>{escape(str(value))}</{key}>" for key, value in body.items() if key != "uuidList")
-    return (f'<?xml version="1.0" encoding="UTF-8"?><{name} cloud-stack-version="{catalog.CLOUDSTACK_VERSION}">'
+    return (f'<?xml version="1.0" encoding="UTF-8"?><{name} cloud-stack-version="{version}">'
             f"{inner}</{name}>").encode()
 
 
@@ -54,11 +58,16 @@ class Api:
     def __init__(self, sim: CloudStackSimulator) -> None:
         self.sim = sim
 
-    def handle(self, params: dict[str, str]) -> Answer:
+    def handle(self, params: dict[str, str], method: str = "GET", in_url: tuple[str, ...] = ()) -> Answer:
+        """One API request: its parameters (query string and form body merged), the HTTP method, and the names of
+        the parameters that came in the query string."""
         response_type = params.get("response")
         as_json = response_type is not None and response_type.lower() == "json"
         name = params.get("command")
         cmd = REGISTRY.get(name) if name else None
+        if cmd is not None and cmd.sensitive:
+            self.sim.audit_log.record("api.sensitive_request", command=cmd.name, method=method,
+                                      url_parameters=sorted(in_url))
         try:
             caller = self.verify(params, name, cmd)
             assert cmd is not None
@@ -79,7 +88,7 @@ class Api:
             key = "errorresponse" if cmd is None or error.code == UNSUPPORTED_ACTION_ERROR else cmd.response_name
             if as_json:
                 return error.code, JSON_TYPE, json_body({key: error.body()})
-            return error.code, XML_TYPE, xml_error(key, error.body())
+            return error.code, XML_TYPE, xml_error(key, error.body(), self.sim.version)
 
     def verify(self, params: dict[str, str], name: str | None, cmd: Command | None) -> Account:
         """ApiServer.verifyRequest; raises the 401 (or 429) answer."""

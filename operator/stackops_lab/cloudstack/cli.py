@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from stackops_lab.background import serve
+from stackops_lab.cloudstack import catalog
 from stackops_lab.cloudstack.fleet import Fleet
 from stackops_lab.cloudstack.simulator import CloudStackSimulator
 from stackops_lab.cloudstack.timings import Timings
@@ -35,6 +36,9 @@ def add_parser(commands: Any) -> None:
                         help="how long a router reboot takes (default: %(default)s)")
     parser.add_argument("--template-download", type=float, default=Timings.template_download, metavar="SECONDS",
                         help="how long a template download takes (default: %(default)s)")
+    parser.add_argument("--cloudstack-version", default=catalog.CLOUDSTACK_VERSION, metavar="VERSION",
+                        help="the management server version listCapabilities reports; parameters newer than it are "
+                             "ignored, as that CloudStack does (default: %(default)s)")
     parser.add_argument("--api-key", default=None, help="the admin's API key (default: random)")
     parser.add_argument("--secret-key", default=None, help="the admin's secret key (default: random)")
     parser.add_argument("--ssh-key", default=None, metavar="PATH",
@@ -53,7 +57,8 @@ def run(args: argparse.Namespace, report: Any) -> int:
     timings = Timings(router_reboot=args.router_reboot, template_download=args.template_download)
     try:
         sim = CloudStackSimulator(fleet=fleet, timings=timings, host=args.host, port=args.port,
-                                  ssh_key_path=args.ssh_key, api_key=args.api_key, secret_key=args.secret_key)
+                                  ssh_key_path=args.ssh_key, api_key=args.api_key, secret_key=args.secret_key,
+                                  version=args.cloudstack_version)
     except (OSError, ValueError) as error:
         report(f"error: {error}")
         return 1

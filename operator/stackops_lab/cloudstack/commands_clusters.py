@@ -50,7 +50,7 @@ def _name_taken(request: Request, name: str, pod: Any) -> ApiError | None:
          [Param("clustername", required=True), Param("clustertype", required=True),
           Param("hypervisor", required=True), Param("zoneid", UUID, required=True, entity=("zone",)),
           Param("podid", UUID, required=True, entity=("pod",)), Param("url"), Param("username"),
-          Param("password"), Param("allocationstate")], locked=False)
+          Param("password"), Param("allocationstate")], locked=False, sensitive=True)
 def add_cluster(request: Request) -> dict[str, Any]:
     """Runs without the state lock held (an external cluster is discovered through XenAPI)."""
     sim = request.sim

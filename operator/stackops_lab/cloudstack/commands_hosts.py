@@ -86,7 +86,7 @@ def _not_found(url: str) -> ApiError:
          [Param("zoneid", UUID, required=True, entity=("zone",)), Param("podid", UUID, required=True, entity=("pod",)),
           Param("url", required=True), Param("hypervisor", required=True),
           Param("clusterid", UUID, entity=("cluster",)), Param("clustername"), Param("username"),
-          Param("password"), Param("hosttags", LIST), Param("allocationstate")], locked=False)
+          Param("password"), Param("hosttags", LIST), Param("allocationstate")], locked=False, sensitive=True)
 def add_host(request: Request) -> dict[str, Any]:
     """Runs without the state lock held (the checks take seconds); takes it to read and to write."""
     sim = request.sim

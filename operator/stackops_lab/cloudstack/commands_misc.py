@@ -135,7 +135,7 @@ def list_os_types(request: Request) -> dict[str, Any]:
 @command("listCapabilities", f"{USER}.config.ListCapabilitiesCmd")
 def list_capabilities(request: Request) -> dict[str, Any]:
     return {"capability": {
-        "securitygroupsenabled": False, "dynamicrolesenabled": True, "cloudstackversion": catalog.CLOUDSTACK_VERSION,
+        "securitygroupsenabled": False, "dynamicrolesenabled": True, "cloudstackversion": request.sim.version,
         "userpublictemplateenabled": True, "supportELB": "false", "projectinviterequired": False,
         "allowusercreateprojects": True, "customdiskofferingminsize": 1, "customdiskofferingmaxsize": 1024,
         "regionsecondaryenabled": False, "kvmsnapshotenabled": False, "allowuserviewdestroyedvm": False,

@@ -35,7 +35,7 @@ TEMPLATE = ("template",)
          [Param("name", required=True), Param("displaytext"), Param("format", required=True),
           Param("hypervisor", required=True), Param("url", required=True), Param("zoneid", UUID, entity=ZONE),
           Param("zoneids", UUID_LIST, entity=ZONE), Param("ostypeid", UUID, required=True, entity=("ostype",)),
-          Param("checksum"), Param("templatetype"), Param("isextractable", BOOLEAN), Param("ispublic", BOOLEAN),
+          Param("checksum"), Param("templatetype", since="4.19.0"), Param("isextractable", BOOLEAN), Param("ispublic", BOOLEAN),
           Param("isfeatured", BOOLEAN), Param("passwordenabled", BOOLEAN), Param("requireshvm", BOOLEAN),
           Param("bits", INTEGER), Param("isrouting", BOOLEAN), Param("templatetag"), Param("account"),
           Param("domainid", UUID, entity=("domain",)), Param("sshkeyenabled", BOOLEAN),

@@ -6,7 +6,7 @@
   incorrect long value format, or entity does not exist or due to incorrect parameter annotation for the field
   in api cmd class."; "-1" passes as the special value -1; a bad integer → 431 "... due to invalid value <v>
   for parameter <name>"; booleans are Boolean.valueOf (anything but "true" is false); unknown parameters are
-  ignored.
+  ignored, and so are those the simulated version does not have yet (`Param.since`, from `@Parameter(since = …)`).
 - BaseListCmd paging: default and maximum page size 500 (default.page.size); pagesize -1 means unlimited
   (and then page is refused); `count` is the total, the list holds one page.
 """
@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stackops_lab.cloudstack import versions
 from stackops_lab.cloudstack.errors import ApiError, invalid_value, param_error
 from stackops_lab.cloudstack.state import Account, Entity
 
@@ -37,6 +38,7 @@ class Param:
     type: str = STRING
     required: bool = False
     entity: tuple[str, ...] = ()  # kinds a UUID parameter may name
+    since: str | None = None  # the first CloudStack version with the parameter; older ones ignore it
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Command:
     is_list: bool = False
     is_async: bool = False
     instance_type: str | None = None  # ApiCommandResourceType of the job's instance
+    sensitive: bool = False  # @APICommand(requestHasSensitiveInfo = true): a credential among the parameters
     response_name: str = ""
     all_params: tuple[Param, ...] = field(default=())
     locked: bool = True  # run the handler with the state lock held (addHost takes it itself)
@@ -83,15 +86,16 @@ LIST_PARAMS = (Param("keyword"), Param("page", INTEGER), Param("pagesize", INTEG
 
 
 def command(name: str, java_class: str, params: Sequence[Param] = (), *, is_list: bool = False,
-            is_async: bool = False, instance_type: str | None = None, locked: bool = True
-            ) -> Callable[[Handler], Handler]:
+            is_async: bool = False, instance_type: str | None = None, locked: bool = True,
+            sensitive: bool = False) -> Callable[[Handler], Handler]:
     """Register an API command handler (ApiServer's s_apiNameCmdClassMap)."""
 
     def register(handler: Handler) -> Handler:
         declared = tuple(params) + (LIST_PARAMS if is_list else ())
         REGISTRY[name] = Command(name=name, java_class=java_class, handler=handler, params=tuple(params),
                                  is_list=is_list, is_async=is_async, instance_type=instance_type,
-                                 response_name=name.lower() + "response", all_params=declared, locked=locked)
+                                 response_name=name.lower() + "response", all_params=declared, locked=locked,
+                                 sensitive=sensitive)
         return handler
 
     return register
@@ -120,6 +124,8 @@ def process(sim: CloudStackSimulator, cmd: Command, raw: dict[str, str]) -> dict
     """ParamProcessWorker.processParameters (call with the state lock held)."""
     values: dict[str, Any] = {}
     for param in cmd.all_params:
+        if param.since is not None and versions.compare(sim.version, param.since) < 0:
+            continue  # the parameter does not exist in this version: an unknown parameter, ignored
         text = raw.get(param.name)
         if text is None:
             if param.required:

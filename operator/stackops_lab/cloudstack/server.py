@@ -5,6 +5,7 @@
 - GET /images/<file>     lab system VM images (images.py)
 - GET /lab/health        200 {"status": "ok"}
 - GET /lab/audit         the audit log (JSON list)
+- GET /lab/access        the access log: each request line (method, path and query string) and status
 - GET/POST /lab/faults   the faults (JSON); POST a JSON object of fields to change
 """
 
@@ -46,6 +47,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.debug("%s " + format, self.address_string(), *args)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """The access log line, as a web server or proxy in front of CloudStack writes it: the request line, URL
+        and query string included (kept by the simulator: `access_log()`)."""
+        self.server.sim.access.append(f"{self.requestline} {code}")
+        super().log_request(code, size)
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self.route("GET")
 
@@ -63,8 +70,10 @@ class Handler(BaseHTTPRequestHandler):
             params: dict[str, str] = {}
             if method == "POST" and "x-www-form-urlencoded" in (self.headers.get("Content-Type") or ""):
                 params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
-            params.update(parse_qsl(parts.query, keep_blank_values=True))
-            status, content_type, payload = self.server.sim.api.handle(params)
+            in_url = parse_qsl(parts.query, keep_blank_values=True)
+            params.update(in_url)
+            status, content_type, payload = self.server.sim.api.handle(params, method,
+                                                                       tuple(name for name, _ in in_url))
             self.answer(status, content_type, payload)
         elif path.startswith("/images/") and method in ("GET", "HEAD"):
             name = path[len("/images/"):]
@@ -78,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             self.answer(200, JSON_TYPE, json_body({"status": "ok", "endpoint": self.server.sim.endpoint}))
         elif path == "/lab/audit" and method == "GET":
             self.answer(200, JSON_TYPE, json_body(self.server.sim.audit()))
+        elif path == "/lab/access" and method == "GET":
+            self.answer(200, JSON_TYPE, json_body(self.server.sim.access_log()))
         elif path == "/lab/faults" and method in ("GET", "POST"):
             faults = self.server.sim.faults
             if method == "POST":

@@ -10,12 +10,13 @@ time-based transition from one scheduler thread.
 
 from __future__ import annotations
 
+import collections
 import secrets
 import threading
 from types import TracebackType
 from typing import Any
 
-from stackops_lab.cloudstack import images
+from stackops_lab.cloudstack import catalog, images
 # The command modules register the API commands when imported.
 from stackops_lab.cloudstack import (commands_clusters, commands_hosts, commands_misc, commands_routers,
                                      commands_systemvms, commands_templates)
@@ -37,6 +38,7 @@ from stackops_lab.cloudstack.timings import Timings
 COMMAND_MODULES = (commands_clusters, commands_hosts, commands_misc, commands_routers, commands_systemvms,
                    commands_templates)
 HOST_STATES = ("Up", "Down", "Disconnected", "Alert", "Connecting")
+ACCESS_LOG_LINES = 100_000
 
 
 def new_key() -> str:
@@ -47,7 +49,12 @@ def new_key() -> str:
 class CloudStackSimulator:
     def __init__(self, fleet: Fleet | None = None, timings: Timings | None = None, faults: Faults | None = None,
                  host: str = "127.0.0.1", port: int = 0, ssh_key_path: str | None = None,
-                 api_key: str | None = None, secret_key: str | None = None, clock: Clock | None = None) -> None:
+                 api_key: str | None = None, secret_key: str | None = None, clock: Clock | None = None,
+                 version: str = catalog.CLOUDSTACK_VERSION) -> None:
+        self.version = version
+        """The management server's version: what listCapabilities reports; parameters newer than it are ignored,
+        as that version's CloudStack ignores parameters it does not know. Tests may change it."""
+        self.access: collections.deque[str] = collections.deque(maxlen=ACCESS_LOG_LINES)
         self.fleet = fleet or Fleet()
         self.timings = timings or Timings()
         self._faults = faults or Faults()
@@ -116,6 +123,10 @@ class CloudStackSimulator:
 
     def audit(self) -> list[dict[str, Any]]:
         return self.audit_log.snapshot()
+
+    def access_log(self) -> list[str]:
+        """The last request lines (`GET /client/api?command=… HTTP/1.1 200`), as an access log has them."""
+        return list(self.access)
 
     def image_url(self, hypervisor: str, version: str) -> str:
         return f"{self.base_url}/images/{images.file_name(hypervisor, version)}"

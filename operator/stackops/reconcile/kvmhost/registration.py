@@ -11,7 +11,9 @@ from typing import Any
 
 from ... import status as st
 from ...api.kvmhost import CloudStackHost, KvmHostSpec
-from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackParameterError, CloudStackPool
+from ...drivers.cloudstack import (CloudStackClient, CloudStackError, CloudStackParameterError, CloudStackPool,
+                                   CloudStackUnsupportedVersion)
+from .. import cloudstack
 from ..base import Action, Context, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 
@@ -43,9 +45,7 @@ class Registration:
 
 
 def client_for(pool: CloudStackPool, ctx: Context, settings: CloudStackHost) -> CloudStackClient:
-    name = settings.connection.secret_ref.name
-    return pool.get(ctx.secret(name, "url").get_secret_value(), ctx.secret(name, "apiKey").get_secret_value(),
-                    ctx.secret(name, "secretKey"))
+    return cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
 
 
 def describe_state(host: dict[str, Any]) -> str:
@@ -88,6 +88,9 @@ async def placement(client: CloudStackClient, settings: CloudStackHost) -> tuple
 
 
 def failure(error: CloudStackError, doing: str) -> ReconcileError:
+    if isinstance(error, CloudStackUnsupportedVersion):  # nothing was sent; a person must upgrade CloudStack
+        return ReconcileError(error.reason, f"{doing}: {error}", retry=False,
+                              conditions=[st.ConditionState("Registered", "False", error.reason, str(error))])
     return ReconcileError(error.reason if not isinstance(error, CloudStackParameterError) else "RegistrationRefused",
                           f"{doing}: {error}", retry=True, delay=30.0,
                           conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
@@ -109,6 +112,7 @@ async def register(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, *, man
     assert settings is not None
     client = client_for(pool, ctx, settings)
     try:
+        await cloudstack.record_version(client, ctx)
         host = await find_host(client, spec.address)
         if host is not None:
             return registered(host, [])
@@ -122,7 +126,7 @@ async def register(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, *, man
                                   "url": f"http://{spec.address}", "username": settings.username}
         if settings.password_secret_ref is not None:
             ref = settings.password_secret_ref
-            params["password"] = ctx.secret(ref.name, ref.key).get_secret_value()
+            params["password"] = ctx.secret(ref.name, ref.key)  # a SecretStr: the driver sends it as a POST
         if settings.host_tags:
             params["hosttags"] = ",".join(settings.host_tags)
         answer = await client.call("addHost", **params)

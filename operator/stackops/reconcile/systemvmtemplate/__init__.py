@@ -17,7 +17,9 @@ from ...drivers.cloudstack import (
     CloudStackError,
     CloudStackParameterError,
     CloudStackPool,
+    CloudStackUnsupportedVersion,
 )
+from .. import cloudstack
 from ..base import Action, Context, Outcome, ReconcileError, Reconciler
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
 from .notify import Notifier
@@ -29,14 +31,14 @@ STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.
 
 
 def client_for(pool: CloudStackPool, ctx: Context, secret_name: str) -> CloudStackClient:
-    return pool.get(ctx.secret(secret_name, "url").get_secret_value(),
-                    ctx.secret(secret_name, "apiKey").get_secret_value(), ctx.secret(secret_name, "secretKey"))
+    return cloudstack.client_for(pool, ctx, secret_name)
 
 
 def cloudstack_failure(error: CloudStackError, doing: str) -> ReconcileError:
-    """A driver error as a reason for status: refused parameters need a person, the rest is retried."""
-    return ReconcileError(error.reason, f"{doing}: {error}", retry=not isinstance(error, CloudStackParameterError),
-                          delay=15.0)
+    """A driver error as a reason for status: refused parameters and a CloudStack too old for a command need a
+    person, the rest is retried."""
+    needs_person = isinstance(error, (CloudStackParameterError, CloudStackUnsupportedVersion))
+    return ReconcileError(error.reason, f"{doing}: {error}", retry=not needs_person, delay=15.0)
 
 
 class SystemVMTemplateReconciler(Reconciler):
@@ -55,6 +57,7 @@ class SystemVMTemplateReconciler(Reconciler):
         names = [template_name(spec, t) for t in spec.templates]
         systemvms = SystemVMProgress.model_validate(ctx.status.get("systemVMs") or {})
         try:
+            await cloudstack.record_version(client, ctx)
             observed = await observe(client, names, settings_read(spec))
         except CloudStackError as error:
             raise cloudstack_failure(error, "reading CloudStack") from None

@@ -15,7 +15,8 @@ from typing import Any
 
 from ... import status as st
 from ...api.xenpool import CloudStackCluster, XenPoolSpec
-from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool
+from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool, CloudStackUnsupportedVersion
+from .. import cloudstack
 from ..base import Action, Context, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from .observed import PoolFacts
@@ -76,9 +77,7 @@ class Registration:
 
 
 def client_for(pool: CloudStackPool, ctx: Context, settings: CloudStackCluster) -> CloudStackClient:
-    name = settings.connection.secret_ref.name
-    return pool.get(ctx.secret(name, "url").get_secret_value(), ctx.secret(name, "apiKey").get_secret_value(),
-                    ctx.secret(name, "secretKey"))
+    return cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
 
 
 def host_url(spec: XenPoolSpec, address: str) -> str:
@@ -92,6 +91,8 @@ def refused(reason: str, message: str) -> ReconcileError:
 
 
 def failed(error: CloudStackError, doing: str) -> ReconcileError:
+    if isinstance(error, CloudStackUnsupportedVersion):  # nothing was sent; a person must upgrade CloudStack
+        return refused(error.reason, f"{doing}: {error}")
     return ReconcileError("RegistrationFailed", f"{doing}: {error}", delay=30.0,
                           conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
 
@@ -130,14 +131,16 @@ class ClusterLink:
         self.zone_id = self.pod_id = ""
         self.cluster: dict[str, Any] | None = None
 
-    def credentials(self) -> dict[str, str]:
+    def credentials(self) -> dict[str, Any]:
+        """The pool's XenAPI login for addHost; the password a SecretStr, which the driver sends as a POST."""
         ref = self.spec.credentials_secret_ref
         return {"username": self.ctx.secret(ref.name, "username").get_secret_value(),
-                "password": self.ctx.secret(ref.name, "password").get_secret_value()}
+                "password": self.ctx.secret(ref.name, "password")}
 
     async def load(self) -> dict[str, Any] | None:
         try:
             if not self.zone_id:
+                await cloudstack.record_version(self.client, self.ctx)
                 self.zone_id, self.pod_id = await zone_and_pod(self.client, self.settings)
             self.cluster = await find_cluster(self.client, self.settings, self.zone_id, self.pod_id)
         except CloudStackError as error:
