@@ -36,7 +36,9 @@ def spec_for(sim: Any, *, max_unavailable: int | str = 10, webhook: bool = False
         "resyncIntervalSeconds": 30,
     }
     if webhook:
-        body["notifications"] = {"webhookURLSecretRef": {"name": WEBHOOK_SECRET, "key": "url"}}
+        # the test's webhook listens on 127.0.0.1: a loopback address, which needs the opt-in
+        body["notifications"] = {"webhookURLSecretRef": {"name": WEBHOOK_SECRET, "key": "url"},
+                                 "allowLocalAddresses": True}
     return SystemVMTemplateSpec.model_validate(body)
 
 

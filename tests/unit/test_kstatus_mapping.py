@@ -118,7 +118,8 @@ TABLE: list[Row] = [
     *rows("SystemVMTemplate", "progressing", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters",
           "WaitingForMaintenanceWindow", "RetryingRouters", "NotificationFailed"),
     *rows("SystemVMTemplate", "ready", "RolloutComplete"),
-    *rows("SystemVMTemplate", "stalled", "RoutersFailed", "RolloutBlocked", "OsTypeNotFound"),
+    *rows("SystemVMTemplate", "stalled", "RoutersFailed", "RolloutBlocked", "OsTypeNotFound",
+          "WebhookAddressNotAllowed"),
     *rows("SystemVMTemplate", "not_ready", "DriftDetected", observe=True),
     # CloudStackRelease (the pipeline's phases and failures are derived below)
     *rows("CloudStackRelease", "progressing", "BuildStarted", "Pending", "BuildHostError", "BuildStartFailed",

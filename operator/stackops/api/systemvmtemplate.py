@@ -128,6 +128,12 @@ class Notifications(Model):
 
     webhook_url_secret_ref: SecretKeySelector
     """Secret key holding the webhook URL (it may carry a token)."""
+    allow_local_addresses: bool = False
+    """Let the webhook's host be, or resolve to, a loopback (`localhost`, 127.0.0.0/8, ::1), link-local
+    (169.254.0.0/16 with the cloud metadata service 169.254.169.254, fe80::/10), unspecified or other cloud metadata
+    address (fd00:ec2::254, 100.100.100.200): the operator's own Pod and node. Without it such a notice is not sent
+    and the rollout stalls (`WebhookAddressNotAllowed`). Checked on the addresses the name resolves to when each
+    notice is sent; redirects are never followed."""
 
 
 class SystemVMTemplateSpec(ResourceCommon):

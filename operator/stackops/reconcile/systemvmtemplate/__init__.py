@@ -120,11 +120,12 @@ class SystemVMTemplateReconciler(Reconciler):
 
     async def _routers(self, ctx: Context, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan,
                        observed: Observed, progress: RouterProgress) -> Outcome:
-        url = None
+        url, allow_local = None, False
         if spec.notifications is not None:
             ref = spec.notifications.webhook_url_secret_ref
-            url = ctx.secret(ref.name, ref.key)
-        wave = RouterWave(client, spec, plan, observed, progress, Notifier(url), ctx.event,
+            url, allow_local = ctx.secret(ref.name, ref.key), spec.notifications.allow_local_addresses
+        notifier = Notifier(url, allow_local=allow_local)
+        wave = RouterWave(client, spec, plan, observed, progress, notifier, ctx.event,
                           deadline=time.time() + self.pass_seconds, poll_seconds=self.poll_seconds,
                           retry_backoff=self.retry_backoff)
         await wave.run()
@@ -202,6 +203,9 @@ class SystemVMTemplateReconciler(Reconciler):
                            wave: RouterWave) -> tuple[list[st.ConditionState], str, float | None]:
         counts = (f"{progress.upgraded}/{progress.total} routers upgraded, {progress.in_progress} rebooting, "
                   f"{progress.failed} failed")
+        if wave.notification_reason == "WebhookAddressNotAllowed":  # the Secret or the spec must change
+            return (st.stalled(wave.notification_reason, f"{wave.notification_error}; {counts}"), "UpgradingRouters",
+                    None)
         if wave.notification_error:
             return st.progressing("NotificationFailed", f"{wave.notification_error}; {counts}"), "UpgradingRouters", 30.0
         if wave.remaining == 0:

@@ -74,6 +74,7 @@ class RouterWave:
         self.external_busy = {r.id for r in plan.routers_in_scope if r.transitional and r.id not in self.flights}
         self.window_closed = False
         self.notification_error = ""
+        self.notification_reason = ""
 
     # ------------------------------------------------------------------ the loop
 
@@ -103,7 +104,7 @@ class RouterWave:
         try:
             await self.notifier.send(router, zone, "before", version=router.version, targetVersion=self.spec.version)
         except NotificationError as error:  # tenants must hear before their router goes down: start nothing more
-            self.notification_error = str(error)
+            self.notification_error, self.notification_reason = str(error), error.reason
             return False
         try:
             job_id = ""
