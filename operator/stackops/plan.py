@@ -7,6 +7,9 @@ plan code, which reads the infrastructure and changes nothing — and reports wh
 
 Exit codes: 0 nothing would change, 2 changes are pending, 1 an error (an invalid manifest, missing credentials,
 unreachable infrastructure, or a spec the operator would refuse: `Stalled`).
+
+Errors name the file, document, field and line, and never quote a manifest: the files hold Secrets
+(plan_manifests.py).
 """
 from __future__ import annotations
 
@@ -18,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from .api.common import API_VERSION
 from .api.kinds import BY_KIND, Kind
 from .drivers.secrets import SecretError, needed_secrets
-from .handlers.resources import format_validation_error
+from .handlers.resources import UNION_TAGS
+from .plan_manifests import Manifest, ManifestError, read
 from .plan_secrets import ManifestSecrets
 from .reconcile.base import Action, Context, ReconcileError, Reconciler
 
@@ -49,10 +52,15 @@ class Resource:
     namespace: str
     name: str
     document: dict[str, Any]
+    manifest: Manifest | None = None  # where it is in the file (None: built by a caller, not read from a file)
 
     @property
     def title(self) -> str:
         return f"{self.kind.kind} {self.namespace}/{self.name}"
+
+    @property
+    def where(self) -> str:
+        return self.manifest.where if self.manifest is not None else str(self.file)
 
 
 @dataclass
@@ -72,16 +80,33 @@ class Preview:
                 "reason": self.reason, "message": self.message, "pending": self.pending}
 
 
-def documents(paths: list[Path]) -> Iterator[tuple[Path, dict[str, Any]]]:
-    for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-        else:
-            files = [path]
-        for file in files:
-            for document in yaml.safe_load_all(file.read_text()):
-                if isinstance(document, dict):
-                    yield file, document
+def documents(paths: list[Path]) -> Iterator[Manifest]:
+    """The mappings among the files' documents (ManifestError names a document that does not parse)."""
+    for manifest in read(paths):
+        if isinstance(manifest.document, dict):
+            yield manifest
+
+
+def invalid_spec(error: ValidationError, manifest: Manifest | None) -> str:
+    """`spec.members[0].address (line 12): String should match pattern …; …` — each field with its line in the
+    file (the model's messages name fields and rules; the input is never included)."""
+    parts: list[str] = []
+    for item in error.errors(include_url=False, include_input=False):
+        keys: list[str | int] = ["spec"]
+        path = "spec"
+        for loc in item["loc"]:
+            if isinstance(loc, int):
+                keys.append(loc)
+                path += f"[{loc}]"
+            elif loc not in UNION_TAGS and "[" not in loc:  # "int", "str", "function-after[…]" name union branches
+                keys.append(loc)
+                path += f".{loc}"
+        line = manifest.line(keys) if manifest is not None else None
+        message = item["msg"].removeprefix("Value error, ")
+        part = f"{path}{f' (line {line})' if line else ''}: {message}"
+        if part not in parts:
+            parts.append(part)
+    return "; ".join(parts)
 
 
 def symbol(description: str) -> str:
@@ -154,16 +179,19 @@ def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | 
     """The resources of the four kinds (or an invalid-manifest Preview in their place) and the Secrets."""
     found: list[Resource | Preview] = []
     secrets = ManifestSecrets()
-    for file, document in documents(paths):
-        metadata = document.get("metadata") or {}
+    for manifest in documents(paths):
+        document = manifest.document
+        metadata = document.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
         namespace = str(metadata.get("namespace") or default_namespace)
         if document.get("apiVersion") == "v1" and document.get("kind") == "Secret":
-            secrets.add(namespace, document)
+            secrets.add(namespace, document, manifest)
             continue
         kind = BY_KIND.get(str(document.get("kind")))
         if kind is None or document.get("apiVersion") != API_VERSION:
             continue  # namespaces and other manifests are not planned
-        found.append(Resource(file, kind, namespace, str(metadata.get("name") or "?"), document))
+        found.append(Resource(manifest.file, kind, namespace, str(metadata.get("name") or "?"), document,
+                              manifest))
     return found, secrets
 
 
@@ -177,7 +205,7 @@ async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets
         try:
             spec = item.kind.spec.model_validate(item.document.get("spec") or {})
         except ValidationError as error:
-            return Preview(item, ERROR, reason="InvalidSpec", message=format_validation_error(error))
+            return Preview(item, ERROR, reason="InvalidSpec", message=invalid_spec(error, item.manifest))
         async with limit:
             return await preview(reconcilers[item.kind.kind], item, spec, secrets, timeout)
 
@@ -186,7 +214,7 @@ async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets
 
 def render_text(previews: list[Preview], out: IO[str]) -> None:
     for item in previews:
-        where = f"({item.resource.file})"
+        where = f"({item.resource.where if item.result == ERROR else item.resource.file})"
         if item.result == UNCHANGED:
             print(f"{item.resource.title} {where}: no changes", file=out)
         elif item.result == ERROR:
@@ -227,7 +255,7 @@ def plan_files(paths: list[Path], out: IO[str], *, output: str = "text", timeout
     """Plan every resource in `paths`; returns the exit code. `reconcilers` replaces the real ones (tests)."""
     try:
         resources, secrets = collect(paths, namespace)
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, ManifestError) as error:
         print(f"stackops plan: cannot read the manifests: {error}", file=out)
         return 1
     secrets.environ = dict(os.environ if environ is None else environ)

@@ -4,7 +4,9 @@ A-Z and 0-9 turned into `_`: Secret `cloudstack-api`, key `apiKey` → `STACKOPS
 
 A Secret manifest is matched by namespace and name, like the operator reads it; the environment is the way for a CI
 job whose repository keeps Secrets sealed or encrypted (SOPS-encrypted values, `ENC[…]`, count as absent).
-Values are SecretStr from the start: never printed."""
+Values are SecretStr from the start: never printed. A Secret manifest of the wrong shape (`stringData` not a
+mapping, a value not a string, `data` not base64) is reported, where a resource needs it, by file, document, field
+and line, never by value."""
 from __future__ import annotations
 
 import base64
@@ -15,6 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from .drivers.secrets import Needed, SecretError
+from .plan_manifests import Manifest
 
 PREFIX = "STACKOPS_SECRET_"
 
@@ -34,19 +37,33 @@ class ManifestSecrets:
         self._manifests: dict[tuple[str, str], dict[str, SecretStr]] = {}
         self._broken: dict[tuple[str, str], str] = {}
 
-    def add(self, namespace: str, document: dict[str, Any]) -> None:
-        name = str((document.get("metadata") or {}).get("name") or "")
+    def add(self, namespace: str, document: dict[str, Any], manifest: Manifest | None = None) -> None:
+        metadata = document.get("metadata")
+        name = str((metadata if isinstance(metadata, dict) else {}).get("name") or "")
         values: dict[str, SecretStr] = {}
-        for key, encoded in (document.get("data") or {}).items():
-            if _encrypted(encoded):
+
+        def broken(field: str, path: list[str], what: str) -> None:
+            line = manifest.line(path) if manifest is not None else None
+            where = f" ({manifest.where}{f', line {line}' if line else ''})" if manifest is not None else ""
+            self._broken.setdefault((namespace, name), f"Secret {namespace}/{name}{where}: {field} {what}")
+
+        for section in ("data", "stringData"):
+            entries = document.get(section)
+            if entries is not None and not isinstance(entries, dict):
+                broken(section, [section], "is not a mapping of keys to values")
                 continue
-            try:
-                values[str(key)] = SecretStr(base64.b64decode(str(encoded), validate=True).decode("utf-8", "replace"))
-            except (binascii.Error, ValueError):
-                self._broken[(namespace, name)] = f"Secret {namespace}/{name}: data.{key} is not base64"
-        for key, plain in (document.get("stringData") or {}).items():
-            if not _encrypted(plain):
-                values[str(key)] = SecretStr(str(plain))
+            for key, value in (entries or {}).items():
+                if _encrypted(value):
+                    continue
+                if not isinstance(value, str):
+                    broken(f"{section}.{key}", [section, key], "is not a string")
+                elif section == "stringData":
+                    values[str(key)] = SecretStr(value)
+                else:
+                    try:
+                        values[str(key)] = SecretStr(base64.b64decode(value, validate=True).decode("utf-8", "replace"))
+                    except (binascii.Error, ValueError):
+                        broken(f"data.{key}", [section, key], "is not base64")
         self._manifests[(namespace, name)] = values
 
     def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, SecretStr]]:
