@@ -1,7 +1,9 @@
 """The SSH driver against a real OpenSSH server (`/usr/sbin/sshd`, Debian package `openssh-server`).
 
 Each server runs on 127.0.0.1 on a free port with its own host keys (ed25519, ecdsa, rsa), an
-AuthorizedKeysFile holding generated client keys, no PAM, as `sshd -D -e -f <config>`.
+AuthorizedKeysFile holding generated client keys, no PAM, as `sshd -D -e -f <config>` in a mount namespace of its
+own whose /run is a private tmpfs holding the /run/sshd sshd wants: the machine's /run is neither needed nor
+touched.
 """
 from __future__ import annotations
 
@@ -31,6 +33,10 @@ from stackops.drivers.ssh import SSHPool, SSHTarget
 pytestmark = pytest.mark.integration
 
 SSHD = "/usr/sbin/sshd"
+UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
+# In the new mount namespace: a private /run with /run/sshd (privilege separation), then sshd itself.
+LAUNCH = 'mount -t tmpfs -o mode=0755,size=4m stackops-sshd /run && mkdir -m 0755 /run/sshd && exec "$0" "$@"'
+START_TIMEOUT_SECONDS = 60  # far above what sshd needs to start on a loaded machine
 SSH_KEYGEN = shutil.which("ssh-keygen") or "/usr/bin/ssh-keygen"
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 
@@ -112,13 +118,15 @@ LogLevel VERBOSE
         self.log_path = self.directory / "sshd.log"
 
     def start(self) -> None:
-        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         assert self.log_path is not None
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.directory / "sshd_config")],
-                                        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        # unshare and sh exec: the process is sshd itself (stop() kills it and its sessions by its pid)
+        self.process = subprocess.Popen(
+            [UNSHARE, "--mount", "--propagation", "private", "sh", "-c", LAUNCH,
+             SSHD, "-D", "-e", "-f", str(self.directory / "sshd_config")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd exited with {self.process.returncode}: {self.log()}")
@@ -166,7 +174,9 @@ def new_server() -> SSHServer:
     if not os.path.exists(SSHD):
         pytest.skip(f"{SSHD} is missing: install the Debian package openssh-server")
     if os.geteuid() != 0:
-        pytest.skip("sshd needs root here (privilege separation, /run/sshd)")
+        pytest.skip("sshd needs root here (privilege separation, a mount namespace for its /run/sshd)")
+    if not os.path.exists(UNSHARE):
+        pytest.skip(f"{UNSHARE} is missing: install the Debian package util-linux")
     server = SSHServer(Path(tempfile.mkdtemp(prefix="stackops-sshd-")))
     server.setup()
     server.start()
@@ -270,15 +280,28 @@ def test_wrong_client_key_is_authentication_failed(sshd: SSHServer, pool: SSHPoo
     assert pool.counters("127.0.0.1").connects == 0
 
 
-def test_closed_port_is_unreachable_quickly(sshd: SSHServer, pool: SSHPool) -> None:
-    started = time.monotonic()
-    with pytest.raises(ssh.Unreachable, match="refused"):
+def test_closed_port_is_unreachable_quickly(sshd: SSHServer, pool: SSHPool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quickly: on the refusal itself, after one attempt, without waiting for a timeout or trying again."""
+    attempts: list[SSHTarget] = []
+    open_socket = ssh._open_socket
+    monkeypatch.setattr(ssh, "_open_socket", lambda target: attempts.append(target) or open_socket(target))
+    with pytest.raises(ssh.Unreachable, match="connection refused"):
         run(pool.connection(sshd.target(port=free_port())).run(["true"]))
-    assert time.monotonic() - started < 2
+    assert len(attempts) == 1, "connected once: no retry"
 
 
-def test_silent_server_is_unreachable_after_the_connect_timeout(sshd: SSHServer, pool: SSHPool) -> None:
-    """A port that accepts but never speaks SSH (a hung host) fails after connect_timeout, not later."""
+def test_silent_server_is_unreachable_after_the_connect_timeout(sshd: SSHServer, pool: SSHPool,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port that accepts but never speaks SSH (a hung host) fails after connect_timeout, not later: every
+    timeout of the handshake is the connect timeout (none of paramiko's longer defaults)."""
+    handshakes: list[dict] = []
+    connect = paramiko.SSHClient.connect
+
+    def recording_connect(self: paramiko.SSHClient, *args, **kwargs):
+        handshakes.append(kwargs)
+        return connect(self, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.SSHClient, "connect", recording_connect)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(5)
@@ -287,9 +310,15 @@ def test_silent_server_is_unreachable_after_the_connect_timeout(sshd: SSHServer,
     thread.start()
     try:
         started = time.monotonic()
-        with pytest.raises(ssh.Unreachable):
+        with pytest.raises(ssh.Unreachable, match="SSH handshake with .* failed"):
             run(pool.connection(sshd.target(port=listener.getsockname()[1], connect_timeout=1)).run(["true"]))
-        assert 0.9 < time.monotonic() - started < 4
+        elapsed = time.monotonic() - started
+        assert elapsed >= 0.9, "it waited for the server's banner"
+        assert elapsed < 60, "hang guard only (the bound is far above any timeout involved)"
+        assert [{key: handshake[key] for key in ("timeout", "banner_timeout", "auth_timeout", "channel_timeout")}
+                for handshake in handshakes] == [dict.fromkeys(("timeout", "banner_timeout", "auth_timeout",
+                                                                "channel_timeout"), 1.0)]
+        assert pool.counters("127.0.0.1").connects == 0
     finally:
         listener.close()
         for s in accepted:
@@ -301,7 +330,9 @@ def test_command_timeout(sshd: SSHServer, pool: SSHPool) -> None:
     started = time.monotonic()
     with pytest.raises(ssh.SSHTimeout, match="did not finish within 1s"):
         run(conn.run(["sleep", "30"], timeout=1))
-    assert time.monotonic() - started < 3
+    # Hang guard, far above the 1 s timeout: a driver that waited for the command instead would get here only
+    # once `sleep 30` had ended (and, without the timeout, would not raise at all).
+    assert time.monotonic() - started < 25
     assert run(conn.run(["echo", "still usable"])).stdout == "still usable\n"
     assert pool.counters("127.0.0.1").connects == 1
 
@@ -444,13 +475,23 @@ def test_connection_lost_mid_command(own_sshd: SSHServer, pool: SSHPool) -> None
     """A connection dying under a running command is reported, not retried: whether it ran is unknown."""
     conn = pool.connection(own_sshd.target())
     run(conn.run(["true"]))
-    killer = threading.Timer(0.5, own_sshd.stop)
+    running = own_sshd.directory / f"running-{secrets.token_hex(4)}"
+
+    def kill_once_running() -> None:  # the server dies while the command runs, however long it takes to start
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not running.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own_sshd.stop()
+
+    killer = threading.Thread(target=kill_once_running, daemon=True)
     killer.start()
-    started = time.monotonic()
+    # The command would outlive the test; its timeout is far above what noticing the lost connection takes, so
+    # only a connection loss that went unnoticed ends in SSHTimeout (and fails the test).
     with pytest.raises(ssh.ConnectionLost, match="whether it completed is unknown"):
-        run(conn.run(["sleep", "20"], timeout=15, mutation=True))
+        run(conn.run(["sh", "-c", 'touch "$1" && exec sleep 300', "sh", str(running)], timeout=120,
+                     mutation=True))
     killer.join()
-    assert time.monotonic() - started < 5
+    assert running.exists()
     assert pool.counters("127.0.0.1") == ssh.Counters(round_trips=2, mutations=1, connects=1)
 
 

@@ -4,6 +4,7 @@ and never exposed."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -284,8 +285,14 @@ def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> No
 
 
 def test_resync_in() -> None:
-    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": st.now()}}
-    assert 58 <= resources._resync_in(body) <= 60
+    last = st.now()
+    then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))
+    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": last}}
+    before = datetime.datetime.now(datetime.timezone.utc)
+    wait = resources._resync_in(body)
+    after = datetime.datetime.now(datetime.timezone.utc)
+    # the interval less the time since the last pass, read between `before` and `after` (however slow this is)
+    assert 60 - (after - then).total_seconds() <= wait <= 60 - (before - then).total_seconds()
     assert resources._resync_in({"spec": {"resyncIntervalSeconds": 60}, "status": {}}) is None
 
 
