@@ -323,3 +323,35 @@ def test_argv_is_checked_before_connecting() -> None:
 def test_paramiko_knows_the_types_we_pin() -> None:
     for name in ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"):
         assert any(name in cls.identifiers() for cls in paramiko.key_classes), name
+
+
+class _BusyTransport:
+    """A transport whose server refuses sessions `refusals` times, as OpenSSH does at MaxSessions."""
+
+    def __init__(self, refusals: int, code: int = paramiko.common.OPEN_FAILED_CONNECT_FAILED) -> None:
+        self.refusals, self.code, self.opened = refusals, code, 0
+
+    def open_session(self, timeout: float) -> str:
+        if self.refusals:
+            self.refusals -= 1
+            raise paramiko.ChannelException(self.code, "Connect failed")
+        self.opened += 1
+        return "channel"
+
+    def is_active(self) -> bool:
+        return True
+
+
+def test_a_session_refused_at_the_servers_session_limit_is_asked_for_again() -> None:
+    transport = _BusyTransport(refusals=3)
+    channel = SSHPool._open_session(transport, make_target(), lambda: 60.0)
+    assert (channel, transport.refusals, transport.opened) == ("channel", 0, 1)
+
+
+def test_other_refusals_and_a_spent_budget_are_not_asked_again() -> None:
+    prohibited = _BusyTransport(refusals=1, code=paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED)
+    with pytest.raises(paramiko.ChannelException):
+        SSHPool._open_session(prohibited, make_target(), lambda: 60.0)
+    spent = _BusyTransport(refusals=1)
+    with pytest.raises(paramiko.ChannelException):
+        SSHPool._open_session(spent, make_target(), lambda: 0.0)

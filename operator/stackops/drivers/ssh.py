@@ -599,7 +599,7 @@ class SSHPool:
             raise timed_out()
         try:
             try:
-                channel = transport.open_session(timeout=max(0.001, min(remaining(), target.connect_timeout)))
+                channel = self._open_session(transport, target, remaining)
             except (paramiko.SSHException, EOFError, OSError) as error:
                 if retry_allowed and remaining() > 0:
                     raise _Retry() from error
@@ -633,6 +633,24 @@ class SSHPool:
                 channel.close()
         finally:
             host.sessions.release()
+
+    @staticmethod
+    def _open_session(transport: paramiko.Transport, target: SSHTarget,
+                      remaining: Callable[[], float]) -> paramiko.Channel:
+        """A session channel. The server refuses one (OpenSSH: "open failed: Connect failed") while it still counts
+        sessions that this side has closed but it has not yet seen closed (its MaxSessions, default 10); that
+        passes by itself, so it is asked again, with backoff, until the command's time is up — the connection is
+        fine and other commands use it."""
+        pause = 0.02
+        while True:
+            try:
+                return transport.open_session(timeout=max(0.001, min(remaining(), target.connect_timeout)))
+            except paramiko.ChannelException as error:
+                if error.code != paramiko.common.OPEN_FAILED_CONNECT_FAILED or not transport.is_active() \
+                        or remaining() <= pause:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
 
     @staticmethod
     def _communicate(channel: paramiko.Channel, stdin: bytes | None, deadline: float,
