@@ -284,6 +284,43 @@ def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> No
     assert written == [3, 4]
 
 
+def test_a_pass_that_waited_leaves_an_object_paused_meanwhile_alone(events: list) -> None:
+    """A resync pass waits for the object's lock while another pass runs; the object is paused meanwhile. kopf's
+    `when=` filter was evaluated before the wait: the pass itself must look again, and neither observe nor write."""
+    live = kvm_body(resyncIntervalSeconds=60)
+    live["status"] = {"lastReconcileTime": "2000-01-01T00:00:00Z", "observedGeneration": 3}
+    infra = FakeInfra({"a": 1}, {})
+    observed: list[str] = []
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    class Held(FakeInfra):
+        async def observe(self, ctx: Context) -> dict:
+            observed.append("first" if not entered.is_set() else "again")
+            entered.set()
+            await release.wait()
+            return await infra.observe(ctx)
+
+    deps = resources.Deps(reconcilers={"KvmHost": Held({}, {})},
+                          secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
+    resync_patch = kopf.Patch()
+
+    async def scenario() -> None:
+        first = asyncio.create_task(resources.reconcile_object(
+            KVMHOST, deps, kvm_body(resyncIntervalSeconds=60), kopf.Patch(), logging.getLogger("t")))
+        await entered.wait()  # the first pass holds the object
+        resync = asyncio.create_task(resources.reconcile_object(
+            KVMHOST, deps, live, resync_patch, logging.getLogger("t"), resync=True))
+        await asyncio.sleep(0)  # the resync pass now waits for the lock
+        live["metadata"]["annotations"] = {"stackops.io/paused": "true"}
+        release.set()
+        await asyncio.gather(first, resync)
+
+    asyncio.run(scenario())
+    assert observed == ["first"]
+    assert not resync_patch
+
+
 def test_resync_in() -> None:
     last = st.now()
     then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))

@@ -129,6 +129,8 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
     left to do, and never writes an older generation's status over it."""
     meta = body["metadata"]
     async with deps.lock(meta["uid"]):
+        if is_paused(body):
+            return  # paused while this pass waited: kopf's `when=` looked before the wait
         if resync and not _resync_due(body):
             return  # another pass reconciled the object while this one waited
         with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
