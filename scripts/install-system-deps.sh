@@ -10,6 +10,7 @@
 #     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
 #     stand-in makes its jars with it)
 #   - the virtual environment: python3-venv (Debian's python3 has no `venv` without it), make
+#   - default-jdk-headless: agent.properties edits are checked against the real java.util.Properties.load
 #   - the lab's signed apt repository (stackops_lab.aptrepo): gpg and gpg-agent (gpg signs through the agent;
 #     the hosts' apt verifies with gpgv, which apt depends on)
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
@@ -20,7 +21,8 @@ packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-re
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo
-          git curl rpm createrepo-c python3 python3-venv make gpg gpg-agent)
+          git curl rpm createrepo-c python3 python3-venv make
+          default-jdk-headless gpg gpg-agent)
 
 missing=()
 for package in "${packages[@]}"; do
