@@ -74,7 +74,7 @@ class ManifestSecrets:
             if (namespace, item.name) in self._broken:
                 raise SecretError("SecretUnreadable", self._broken[(namespace, item.name)])
             values = result.setdefault(item.name, dict(self._manifests.get((namespace, item.name), {})))
-            for key in item.keys:
+            for key in item.keys + item.optional:
                 if key not in values and environment_name(item.name, key) in self.environ:
                     values[key] = SecretStr(self.environ[environment_name(item.name, key)])
             missing = [k for k in item.keys if k not in values]

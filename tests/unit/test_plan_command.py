@@ -18,7 +18,8 @@ import yaml
 from stackops import status as st
 from stackops.cli import main as cli_main
 from stackops.plan import plan_files, symbol
-from stackops.plan_secrets import environment_name
+from stackops.drivers.secrets import Needed
+from stackops.plan_secrets import ManifestSecrets, environment_name
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
 from specs import MINIMAL
 
@@ -163,6 +164,18 @@ def test_secrets_from_the_environment(tmp_path: Path) -> None:
                      environ={"STACKOPS_SECRET_KVM01_SSH_SSH_PRIVATEKEY": SECRET_VALUE})
     assert code == 0, out
     assert fake.seen[0].secret("kvm01-ssh", "ssh-privatekey").get_secret_value() == SECRET_VALUE
+
+
+def test_optional_keys_come_from_the_environment_too() -> None:
+    """A CloudStack Secret's allowPlainHTTP (a lab's http:// endpoint) is read from the environment when there;
+    absent, it is simply not there (it is optional)."""
+    needed = [Needed("spec.cloudstack.apiSecretRef", "cloudstack-api", ("url", "apiKey", "secretKey"),
+                     ("allowPlainHTTP",))]
+    environ = {environment_name("cloudstack-api", key): "v" for key in ("url", "apiKey", "secretKey")}
+    assert set(ManifestSecrets(environ).read("demo", needed)["cloudstack-api"]) == {"url", "apiKey", "secretKey"}
+    environ[environment_name("cloudstack-api", "allowPlainHTTP")] = "true"
+    values = ManifestSecrets(environ).read("demo", needed)["cloudstack-api"]
+    assert values["allowPlainHTTP"].get_secret_value() == "true"
 
 
 def test_sops_encrypted_values_are_taken_from_the_environment(tmp_path: Path) -> None:

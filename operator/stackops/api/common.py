@@ -88,6 +88,7 @@ class SecretReference(Model):
     """A Secret in the same namespace as the resource; the keys it must hold are named where it is used."""
 
     required_keys: ClassVar[tuple[str, ...]] = ()
+    optional_keys: ClassVar[tuple[str, ...]] = ()  # read when present (`stackops plan`: from the environment too)
     name: SecretName
     """Name of the Secret."""
 
@@ -105,9 +106,10 @@ class TLSSecretRef(SecretReference):
 
 
 class CloudStackSecretRef(SecretReference):
-    """A Secret with the keys `url`, `apiKey` and `secretKey`."""
+    """A Secret with the keys `url`, `apiKey` and `secretKey` (and `allowPlainHTTP` for an http:// url)."""
 
     required_keys: ClassVar[tuple[str, ...]] = ("url", "apiKey", "secretKey")
+    optional_keys: ClassVar[tuple[str, ...]] = ("allowPlainHTTP",)
 
 
 class SecretKeySelector(Model):

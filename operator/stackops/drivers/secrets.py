@@ -21,11 +21,12 @@ class SecretError(Exception):
 
 @dataclass(frozen=True)
 class Needed:
-    """One Secret the spec references and the keys it must hold."""
+    """One Secret the spec references, the keys it must hold and those read when present."""
 
     path: str
     name: str
     keys: tuple[str, ...]
+    optional: tuple[str, ...] = ()
 
 
 def needed_secrets(spec: BaseModel, path: str = "spec") -> Iterator[Needed]:
@@ -34,7 +35,7 @@ def needed_secrets(spec: BaseModel, path: str = "spec") -> Iterator[Needed]:
         yield Needed(path, spec.name, (spec.key,))
         return
     if isinstance(spec, SecretReference):
-        yield Needed(path, spec.name, spec.required_keys)
+        yield Needed(path, spec.name, spec.required_keys, spec.optional_keys)
         return
     for name, field in type(spec).model_fields.items():
         value = getattr(spec, name)
