@@ -321,6 +321,48 @@ def test_a_pass_that_waited_leaves_an_object_paused_meanwhile_alone(events: list
     assert not resync_patch
 
 
+def test_the_resync_timer_ends_its_wait_when_kopf_stops_it() -> None:
+    """Deleting (or pausing) an object stops its timer: a resync that was waiting to fall due returns at once
+    instead of holding the deletion for the rest of its wait."""
+
+    class Stopper:
+        def __init__(self) -> None:
+            self.event = asyncio.Event()
+            self.waited: list[float] = []
+
+        async def wait(self, timeout: float) -> None:
+            self.waited.append(timeout)
+            await self.event.wait()
+
+        def __bool__(self) -> bool:
+            return self.event.is_set()
+
+    registry = kopf.OperatorRegistry()
+    infra = FakeInfra({}, {})
+    deps = resources.Deps(reconcilers={"KvmHost": infra}, secrets=FakeSecrets({}))
+    resources.register_kind(registry, KVMHOST, deps)
+    [timer] = [h.fn for h in registry._spawning.get_all_handlers() if h.id == "resync"]
+    body = kvm_body(resyncIntervalSeconds=60)
+    due_in = 20  # within the timer's check interval: it waits for the due time
+    last = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=60 - due_in)
+    body["status"] = {"lastReconcileTime": last.strftime("%Y-%m-%dT%H:%M:%SZ"), "observedGeneration": 3}
+    stopper = Stopper()
+
+    async def scenario() -> None:
+        waiting = asyncio.create_task(timer(body=body, patch=kopf.Patch(), logger=logging.getLogger("t"),
+                                            stopped=stopper))
+        for _ in range(100):  # the timer starts waiting without any real delay
+            if stopper.waited:
+                break
+            await asyncio.sleep(0)
+        stopper.event.set()  # kopf stops the timer: the object is being deleted
+        await asyncio.wait_for(waiting, 60)  # a hang guard only: it returns at once
+
+    asyncio.run(scenario())
+    assert stopper.waited and 0 < stopper.waited[0] <= due_in, "the timer waits on kopf's stop flag"
+    assert infra.observations == 0  # no pass ran
+
+
 def test_resync_in() -> None:
     last = st.now()
     then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))

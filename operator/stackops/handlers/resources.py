@@ -241,12 +241,14 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
     if getattr(deps.reconcilers[kind.kind], "resync", True):
         @kopf.timer(**resource, registry=registry, interval=RESYNC_CHECK_SECONDS, initial_delay=RESYNC_CHECK_SECONDS,
                     when=_not_paused, id="resync")
-        async def on_timer(body: Any, patch: kopf.Patch, logger: Any, **_: Any) -> None:
+        async def on_timer(body: Any, patch: kopf.Patch, logger: Any, stopped: Any, **_: Any) -> None:
             wait = _resync_in(body)
             if wait is None or wait > RESYNC_CHECK_SECONDS:
                 return
             if wait > 0:  # due before the next tick: on time rather than up to a tick late
-                await asyncio.sleep(wait)
+                await stopped.wait(wait)  # a deletion or a pause stops the timer at once, not after the wait
+                if stopped:
+                    return
             await reconcile_object(kind, deps, body, patch, logger, resync=True)
 
     @kopf.on.delete(**resource, registry=registry, id="finalize")
