@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import SecretStr
@@ -14,6 +16,7 @@ from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.xenpool import XenPoolReconciler
+from stackops_lab.clock import Clock
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
 
 SECRET = "xen-root"
@@ -21,11 +24,35 @@ CLOUDSTACK = "lab-cloudstack"
 FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.3, eject_reboot=0.5, master_transition=0.3)
 
 
-def lab(names: list[str], pools: list[list[str]]) -> XenLab:
-    """Hosts alone in their pool run no VMs (a host that joins must not)."""
+def lab(names: list[str], pools: list[list[str]], clock: Clock | None = None) -> XenLab:
+    """Hosts alone in their pool run no VMs (a host that joins must not). With a `ManualClock`, the lab's time
+    moves only when the test moves it (`lab.scheduler.advance`, or `lab_time_runs`)."""
     alone = {p[0] for p in pools if len(p) == 1}  # standalone: fresh installs without shared SRs or VMs
     return XenLab(hosts=[XenHostSpec(n, vms=0 if n in alone else None) for n in names],
-                  pools=[p for p in pools if len(p) > 1], timings=FAST, vms_per_host=1)
+                  pools=[p for p in pools if len(p) > 1], timings=FAST, vms_per_host=1, clock=clock)
+
+
+@contextmanager
+def lab_time_runs(xen: XenLab) -> Iterator[None]:
+    """While the block runs, a thread moves the manual clock of `xen` along with the machine's (for passes that
+    wait for the lab's transitions, e.g. a convergence); outside it, the lab's time stands still."""
+    done = threading.Event()
+
+    def pump() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            now = time.monotonic()
+            xen.scheduler.advance(now - last)
+            last = now
+            done.wait(0.005)
+
+    thread = threading.Thread(target=pump, name="lab-time", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def spec_for(xen: XenLab, names: list[str], **changes: Any) -> XenPoolSpec:

@@ -68,6 +68,12 @@ LAUNCH = (
     " && mount -t tmpfs -o mode=0755,size=16m stackops-light /var/cache/apt"
     ' && exec "$0" -D -e -f "$1"'
 )
+# `sshd -t` (the configuration check before the hosts start) also wants /run/sshd: the same empty /run, in a
+# private mount namespace of its own (`unshare --mount`), so nothing is ever made under the machine's /run.
+CHECK = (
+    "mount -t tmpfs -o mode=0755,size=4m stackops-light /run && mkdir -m 0755 /run/sshd"
+    ' && exec "$0" -t -f "$1"'
+)
 SSHD_CONFIG = """\
 # stackops light lab host {name}: an OpenSSH server only, on its own address with its own host key.
 ListenAddress {address}:22
@@ -311,7 +317,7 @@ def claim_link(slot: int) -> str:
 def check_prerequisites() -> None:
     if os.geteuid() != 0:
         raise LabError("light hosts need root (network and mount namespaces); run as root")
-    missing = [tool for tool in ("ip",) if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "unshare") if shutil.which(tool) is None]
     if not Path(SSHD).exists():
         missing.append(f"{SSHD} (openssh-server)")
     if missing:
@@ -319,8 +325,11 @@ def check_prerequisites() -> None:
 
 
 def check_config(config: Path) -> None:
-    result = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False,
-                            timeout=30)
+    """`sshd -t` on a host's configuration, in a private mount namespace whose /run holds an empty /run/sshd (the
+    machine may have none: sshd is not running on it, or it was never started since boot)."""
+    unshare = shutil.which("unshare") or "/usr/bin/unshare"
+    result = subprocess.run([unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", CHECK, SSHD,
+                             str(config)], capture_output=True, text=True, check=False, timeout=30)
     if result.returncode != 0:
         raise LabError(f"sshd refuses the light host configuration {config}: {result.stderr.strip()}")
 
@@ -415,11 +424,13 @@ def public_line(key: ed25519.Ed25519PrivateKey) -> str:
 
 
 def _is_our_sshd(pid: int, config: Path) -> bool:
+    """The listener rewrites its command line into one string ("sshd: /usr/sbin/sshd -D -e -f <config> [listener]
+    …"), so the configuration's path is looked for in the whole of it, not as one of its NUL-separated words."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
-    return str(config).encode() in command
+    return f" {config} ".encode() in command + b" "
 
 
 def _signal(pid: int, sig: int) -> None:

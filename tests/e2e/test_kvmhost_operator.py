@@ -3,6 +3,9 @@ is repaired within one resync interval; an unreachable host is reported and reco
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import threading
 import time
 from typing import Any, Callable
 
@@ -24,6 +27,50 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+class StatusWatch:
+    """`kubectl get --watch -o json` of one object: every version of it the API server stores, in order (each
+    reconcile pass writes its status once)."""
+
+    def __init__(self, kube: Any, namespace: str, kind: str, name: str) -> None:
+        self.objects: list[dict[str, Any]] = []
+        self.process = subprocess.Popen([kube.kubectl_binary, f"--kubeconfig={kube.kubeconfig}", "get", kind, name,
+                                         "-n", namespace, "-o", "json", "--watch"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        decoder, buffer = json.JSONDecoder(), ""
+        while chunk := os.read(self.process.stdout.fileno(), 1 << 16):
+            buffer += chunk.decode()
+            while buffer.strip():
+                try:
+                    obj, end = decoder.raw_decode(buffer.lstrip())
+                except ValueError:
+                    break  # the rest of the object has not arrived yet
+                buffer = buffer.lstrip()[end:]
+                self.objects.append(obj)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.thread.join(timeout=30)
+
+
+def passes(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The statuses written by reconcile passes after the first object, one per pass: a pass stamps
+    lastReconcileTime (to the second) and, when it applied something, writes lastApplied."""
+    written = []
+    previous = objects[0].get("status") or {}
+    for obj in objects[1:]:
+        status = obj.get("status") or {}
+        if any(status.get(key) != previous.get(key) for key in ("lastReconcileTime", "lastApplied")):
+            written.append(status)
+        previous = status
+    return written
 
 
 def condition(kube: Any, namespace: str, name: str, type_: str) -> dict[str, Any]:
@@ -48,15 +95,36 @@ def managed_hosts(kube: Any, operator: Any, make_lab_hosts: Callable[[int], list
 
 
 def test_drift_is_repaired_within_one_interval(kube: Any, managed_hosts: tuple[str, list]) -> None:
+    """Within one interval, counted in passes rather than in seconds (the operator's time is the machine's, however
+    busy): the drift is repaired by the first pass that starts after it was made — at most one pass, one already
+    running when the drift was made, ends in between."""
     namespace, hosts = managed_hosts
     host = hosts[0]
-    host.run("ovs-vsctl del-br storage0")
-    host.run("sed -i 's/^listen_tcp = 1/listen_tcp = 0/' /etc/libvirt/libvirtd.conf")
-    started = time.monotonic()
-    wait_for(lambda: "storage0" in host.run("ovs-vsctl list-br").stdout and
-             host.run("grep -c '^listen_tcp = 1' /etc/libvirt/libvirtd.conf").stdout.strip() == "1",
-             timeout=2 * INTERVAL + 30, what="drift repaired")
-    assert time.monotonic() - started <= 2 * INTERVAL + 30
+    watch = StatusWatch(kube, namespace, "kvmhost", f"lab-{host.name}")
+    try:
+        wait_for(lambda: watch.objects, timeout=60, what="the watch")  # established: it printed the object
+        host.run("ovs-vsctl del-br storage0")
+        host.run("sed -i 's/^listen_tcp = 1/listen_tcp = 0/' /etc/libvirt/libvirtd.conf")
+
+        def repaired_by() -> int | None:
+            """How many passes it took until the last of the repairs was applied."""
+            done: set[str] = set()
+            for count, status in enumerate(passes(list(watch.objects)), 1):
+                applied = [a["description"] for a in status.get("lastApplied") or []] \
+                    if status.get("lastApplied") != (watch.objects[0].get("status") or {}).get("lastApplied") else []
+                done |= {"storage0" for d in applied if d.startswith("create VLAN bridge storage0 ")}
+                done |= {"libvirtd" for d in applied if "libvirtd.conf" in d}
+                if done == {"storage0", "libvirtd"}:
+                    return count
+            return None
+
+        # the timeouts only guard against a hang: far above one interval on a loaded machine
+        count = wait_for(repaired_by, timeout=10 * INTERVAL, what="the repair in status")
+    finally:
+        watch.stop()
+    assert count <= 2, f"repaired by pass {count} after the drift: {passes(watch.objects)}"
+    assert "storage0" in host.run("ovs-vsctl list-br").stdout
+    assert host.run("grep -c '^listen_tcp = 1' /etc/libvirt/libvirtd.conf").stdout.strip() == "1"
     events = kube.kubectl("get", "events", "-n", namespace, "--field-selector",
                           f"involvedObject.name=lab-{host.name}").stdout
     assert "create VLAN bridge storage0" in events
@@ -67,13 +135,15 @@ def test_unreachable_host_is_reported_and_recovered(kube: Any, managed_hosts: tu
     host = hosts[1]
     name = f"lab-{host.name}"
     host.run("pkill -x sshd")  # the listener and every session: the host is gone for SSH
+    # (the timeouts only guard against a hang: the next resync, or the retry after the operator's backoff, capped
+    # at 300 s, comes well before them however busy the machine is)
     reachable = wait_for(lambda: (c := condition(kube, namespace, name, "Reachable")).get("status") == "False" and c,
-                         timeout=2 * INTERVAL + 30, what="Reachable=False")
+                         timeout=10 * INTERVAL, what="Reachable=False")
     assert reachable["reason"] == "Unreachable"
-    assert condition(kube, namespace, name, "Ready")["status"] == "False"
+    assert condition(kube, namespace, name, "Ready")["status"] == "False"  # written with it; sshd is still down
     host.run("/usr/sbin/sshd -E /var/log/auth.log")
     wait_for(lambda: condition(kube, namespace, name, "Ready").get("status") == "True",
-             timeout=3 * INTERVAL + 60, what="recovery without intervention")
+             timeout=20 * INTERVAL, what="recovery without intervention")
     assert condition(kube, namespace, name, "Reachable")["status"] == "True"
 
 
@@ -92,7 +162,7 @@ def test_management_path_cut_is_reverted_and_reported(kube: Any, managed_hosts: 
     kube.kubectl("patch", "kvmhost", name, "-n", namespace, "--type=merge",
                  "-p", json.dumps({"spec": {"openvswitch": openvswitch}}))
     stalled = wait_for(lambda: (c := condition(kube, namespace, name, "Stalled")).get("reason") == "RolledBack"
-                       and c, timeout=120, what="Stalled/RolledBack")
+                       and c, timeout=300, what="Stalled/RolledBack")
     assert stalled["status"] == "True" and "mgmt0" in stalled["message"], stalled
     status = json.loads(kube.kubectl("get", "kvmhost", name, "-n", namespace, "-o", "json").stdout)["status"]
     assert status["rollback"]["generation"] == status["observedGeneration"] and status["rollback"]["reason"]
