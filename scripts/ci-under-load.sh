@@ -13,7 +13,7 @@ runs=${1:-3}
 repo=$PWD
 logs=$(mktemp -d /var/tmp/stackops-ci-XXXXXX)
 
-make --no-print-directory deps >/dev/null
+make --no-print-directory deps >"$logs/deps.log" 2>&1 || { tail -n 20 "$logs/deps.log"; exit 1; }
 (
   trap 'exit 0' TERM
   while true; do
