@@ -5,7 +5,8 @@
 #   - etcd-server: the API server's store
 #   - KVM lab hosts (stackops_lab.hosts): openssh-server, openvswitch-switch, libvirt-daemon-system (with its
 #     sysv flavour: no systemd needed), libvirt-clients, qemu-system-x86 + qemu-utils (libvirt's QEMU driver
-#     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping
+#     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping, iptables
+#     (network partitions between the machine and a host: LabHost.cut_off)
 #   - CloudStackRelease builds (stackops_lab.release: a CloudStack-like source repository, its build scripts):
 #     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
 #     stand-in makes its jars with it)
@@ -20,7 +21,7 @@ set -euo pipefail
 packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-reflect2-dev etcd-server
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
-          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping sudo
+          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo
           git curl rpm createrepo-c python3 python3-venv make
           default-jdk-headless gpg gpg-agent)
 

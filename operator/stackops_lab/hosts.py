@@ -23,6 +23,9 @@ mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, P
   host's network namespace, `LabHost.netns_path`) and keeps /etc/xensource-inventory and /var/lib/xcp/state.db
   in the host; the shims' `service xapi stop|start|restart|status` (a unit only while
   /etc/stackops-lab/xapi-control exists) drive that host's xapi.
+- network partitions: `cut_off(addresses)` drops what reaches the host from those addresses (iptables in its
+  network namespace; `cut_off([host.gateway])` cuts the machine, hence the operator, from that host only),
+  `reconnect()` ends it.
 
 The lab's subnet is 10.250.<slot>.0/24 on a bridge `stackops-lab<slot>` (10.250.<slot>.1) that exists only for
 the lab; hosts are .11, .12, … Several labs on one machine take different slots. Nothing else on the machine
@@ -78,6 +81,7 @@ HOST_PACKAGES = (
     "bridge-utils",
     "iproute2",
     "iputils-ping",
+    "iptables",  # LabHost.cut_off: network partitions
 )
 HOSTINIT = Path(__file__).with_name("hostinit.py")
 STATE_FILE = "hosts.json"
@@ -113,6 +117,7 @@ APT_SOURCES_LIST = f"""\
 """
 APT_ETC_DIRS = ("apt.conf.d", "auth.conf.d", "keyrings", "preferences.d", "sources.list.d", "trusted.gpg.d")
 DEBCONF_CACHE = "/var/cache/debconf"
+CUT_CHAIN = "STACKOPS-LAB-CUT"  # LabHost.cut_off's rules, in the host's network namespace
 
 
 # --------------------------------------------------------------------------- hosts
@@ -161,6 +166,30 @@ class LabHost:
         if check and result.returncode != 0:
             raise LabError(f"{self.name}: `{command}` exited {result.returncode}: {result.stderr.strip()}")
         return result
+
+    def cut_off(self, sources: Sequence[str], *, reject: bool = False) -> None:
+        """A network partition between `sources` and this host only: from now on, what arrives from those addresses
+        is dropped (`reject`: refused at once, a TCP reset or ICMP port-unreachable, as a firewall may) by
+        iptables in the host's own network namespace, replies to this host's own connections included. The
+        other hosts still reach it, and it them. `reconnect` ends it. E.g. `cut_off([host.gateway])` cuts the
+        machine (the operator) from this host only."""
+        target = ["REJECT", "--reject-with", "tcp-reset"] if reject else ["DROP"]
+        self.iptables("-N", CUT_CHAIN, check=False)  # exists already: cut off from more sources
+        if self.iptables("-C", "INPUT", "-j", CUT_CHAIN, check=False).returncode != 0:
+            self.iptables("-I", "INPUT", "1", "-j", CUT_CHAIN)
+        for source in sources:
+            if reject:
+                self.iptables("-A", CUT_CHAIN, "-s", source, "-p", "tcp", "-j", *target)
+            self.iptables("-A", CUT_CHAIN, "-s", source, "-j",
+                          *(["REJECT", "--reject-with", "icmp-port-unreachable"] if reject else target))
+
+    def reconnect(self) -> None:
+        """Undo every `cut_off`."""
+        self.iptables("-F", CUT_CHAIN, check=False)
+
+    def iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`iptables ARGS` in the host's network namespace."""
+        return ip("netns", "exec", self.netns, "iptables", "-w", *args, check=check)
 
     def alive(self) -> bool:
         return is_host_init(self.init_pid, self.init_started, self.directory)

@@ -103,7 +103,8 @@ TABLE: list[Row] = [
           "MasterNotInPool", "PoolChangeTimeout", "FailoverTimeout", "MakeUniqueFailed", "MakeUniqueTimeout",
           "MakeUniqueCertificate", "HostNotFound", "RegistrationFailed", "AuthenticationFailed", "XenAPIError",
           "HA_IS_ENABLED", "JOINING_HOST_CANNOT_CONTAIN_SHARED_SRS"),  # xapi's error codes are reasons as they are
-    *rows("XenPool", "progressing", "MasterLostHAWillRecover", "MasterUnreachable", domain=UNREACHABLE),
+    *rows("XenPool", "progressing", "MasterLostHAWillRecover", "MasterUnreachable",
+          "MasterUnreachableFromOperatorOnly", "SupportersViewUnavailable", domain=UNREACHABLE),
     *rows("XenPool", "not_ready", "DriftObserved", observe=True),
     *rows("XenPool", "stalled", "TooFewHostsForHA", "DuplicateHostUUID", "DuplicateHostName", "MemberInAnotherPool",
           "MemberIsMasterOfOtherHosts", "JoiningHostHasRunningVMs", "HostHasResidentVMs", "CannotEjectMaster",

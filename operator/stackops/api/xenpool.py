@@ -37,7 +37,8 @@ class XenPoolMember(Model):
     address: Host
     """Management address of the host (XenAPI is served here; dom0 SSH too)."""
     ssh_host_key: Annotated[str, Field(pattern=SSH_PUBLIC_KEY, max_length=16384)] | None = None
-    """dom0's pinned SSH host key (`ssh-ed25519 AAAA…`); needed only when `uniqueness.policy` is `MakeUnique`."""
+    """dom0's pinned SSH host key (`ssh-ed25519 AAAA…`); needed when `uniqueness.policy` is `MakeUnique`, and for
+    `masterFailover.policy: EmergencyTransition` (a supporter without one cannot be asked)."""
 
 
 class TLSSettings(Model):
@@ -117,10 +118,15 @@ class MasterFailover(Model):
     the operator only reports."""
 
     policy: Literal["Disabled", "EmergencyTransition"] = "Disabled"
-    """`EmergencyTransition`: after `delaySeconds` without a master, pick a live supporter,
-    `pool.emergency_transition_to_master` there and `pool.recover_slaves`."""
+    """`EmergencyTransition`: when the operator finds no master, it asks each live supporter from its dom0 (over
+    the dom0 SSH of `uniqueness.ssh` and `members[].sshHostKey`, required for it) whether it reaches the master;
+    once a majority of the live supporters have not reached it for `delaySeconds`, one of them (the spec's
+    `master` if it is one) gets `pool.emergency_transition_to_master`, then `pool.recover_slaves`. The operator's
+    own view is never enough: without dom0 SSH, or while the master answers its supporters, there is no
+    failover."""
     delay_seconds: Annotated[int, Field(ge=30, le=86400)] = 300
-    """How long the master must be unreachable before failing over."""
+    """How long a majority of the live supporters must have been unable to reach the master before failing
+    over."""
 
 
 class DomZeroSSH(Model):
@@ -143,7 +149,8 @@ class Uniqueness(Model):
     """`Detect`: duplicate host UUIDs or name labels among the members stop the pool (`Stalled`).
     `MakeUnique`: the clone is fixed over SSH (new UUIDs, state DB removed, xapi restarted, name label set)."""
     ssh: DomZeroSSH | None = None
-    """dom0 SSH settings; required for `MakeUnique`."""
+    """dom0 SSH settings; required for `MakeUnique`, and for `masterFailover.policy: EmergencyTransition` (the
+    supporters are asked from dom0 whether they reach the master)."""
 
 
 class CloudStackCluster(Model):
@@ -298,5 +305,8 @@ class XenPoolStatus(Status):
     cloudstack_version: str | None = None
     """The CloudStack management server's version (`listCapabilities` → `cloudstackversion`), as last read."""
     master_unreachable_since: str | None = None
-    """When the operator first found no pool master answering (RFC 3339); cleared once a master answers. Master
-    failover (`masterFailover`) counts its delay from here."""
+    """When the operator first found no pool master answering (RFC 3339); cleared once a master answers."""
+    supporters_lost_master_since: str | None = None
+    """When a pass first found a majority of the live supporters unable to reach the master from their dom0
+    (RFC 3339); cleared by a pass that does not, and once a master answers. Master failover (`masterFailover`)
+    counts its delay from here."""

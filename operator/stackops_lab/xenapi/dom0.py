@@ -20,6 +20,10 @@ dom0 keeps on disk:
   reason and exits 1) and xapi stays stopped; otherwise xapi starts as Lifecycle.restart_xapi does and the
   answer comes once it serves (systemd's xapi.service is Type=notify: `start` returns when xapi is ready).
 - `/etc/xensource/xapi-ssl.pem` with TLS: the host's key and certificate, read when xapi starts (tls.py).
+- network partitions: `lab.dom0s.cut_off(name, addresses)` cuts those addresses (e.g. the machine's, where the
+  operator runs) from that host only, at the network (iptables in the lab host); `reconnect(name)` ends it.
+  The XenAPI simulator's own pool (which supporter follows which master) does not see it: a partition between
+  the hosts themselves is not modelled.
 """
 
 from __future__ import annotations
@@ -228,6 +232,17 @@ class Dom0s:
         self.active = False
         for dom0 in self.by_name.values():
             dom0.stop()
+
+    def cut_off(self, name: str, sources: list[str], *, reject: bool = False) -> None:
+        """A network partition between `sources` and host `name` only (LabHost.cut_off), in the audit log as
+        net.cut: e.g. the machine's address on the lab bridge (`LabHost.gateway`: the operator) cut from the
+        master, while the supporters still reach it. The simulator's own view of the pool is not changed."""
+        self.by_name[name].host.cut_off(sources, reject=reject)
+        self.by_name[name].lab.audit_log.record("net.cut", host=name, sources=list(sources), reject=reject)
+
+    def reconnect(self, name: str) -> None:
+        self.by_name[name].host.reconnect()
+        self.by_name[name].lab.audit_log.record("net.reconnected", host=name)
 
     def inventory_written(self, machine: Machine) -> None:
         if self.active:

@@ -91,8 +91,8 @@ class XenPoolReconciler(Reconciler):
                 facts = await self.observe(session, spec)
             except XenNoMaster as lost:
                 return await failover.master_lost(self, ctx, session, spec, lost)
-            if ctx.status.get("masterUnreachableSince"):
-                await ctx.checkpoint({"masterUnreachableSince": None})
+            if ctx.status.get("masterUnreachableSince") or ctx.status.get("supportersLostMasterSince"):
+                await ctx.checkpoint({"masterUnreachableSince": None, "supportersLostMasterSince": None})
             pending = self.pending(ctx)
             result = plan(spec, facts)
             if spec.management_policy == "Observe":
