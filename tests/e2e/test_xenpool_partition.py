@@ -93,10 +93,13 @@ def test_the_operator_cut_from_the_master_only_makes_no_second_master(make_lab_h
             cut = passes(driver, past_the_delay, hang_guard=DELAY + 600)
             reasons = [condition(o, "Ready").reason for _, o in cut]
             assert not events(xen, "master.changed"), f"an emergency transition while the master is alive: {reasons}"
-            assert set(reasons) == {"MasterUnreachableFromOperatorOnly"}, reasons
-            last = condition(cut[-1][1], "Ready").message
+            # (a supporter's view may be unknown for a pass on a very busy machine: an SSH timeout — no failover either)
+            assert set(reasons) <= {"MasterUnreachableFromOperatorOnly", "SupportersViewUnavailable"}, reasons
+            partitioned = [o for _, o in cut if condition(o, "Ready").reason == "MasterUnreachableFromOperatorOnly"]
+            assert partitioned, reasons
+            last = condition(partitioned[-1], "Ready").message
             assert "xen2: reaches" in last and "xen3: reaches" in last, last
-            assert condition(cut[-1][1], "Reachable").status == "False"
+            assert condition(partitioned[-1], "Reachable").status == "False"
             warned = [m for _, r, m in driver.events if r == "MasterUnreachableFromOperatorOnly"]
             assert warned, driver.events
             assert xen.pool_of("xen2")["master"] == "xen1" and masters(xen) == ["xen1"]
@@ -104,12 +107,13 @@ def test_the_operator_cut_from_the_master_only_makes_no_second_master(make_lab_h
 
             # now xen1 really dies: its supporters cannot reach it either
             xen.kill("xen1")
-            agreed: set[str] = set()
+            agreed: list[str] = []  # each value supportersLostMasterSince took
 
             def failed_over(started: float, outcome: Outcome) -> bool:
-                if driver.status.get("supportersLostMasterSince"):
-                    agreed.add(driver.status["supportersLostMasterSince"])
-                return condition(outcome, "Ready").reason not in ("MasterUnreachable",
+                stamp = driver.status.get("supportersLostMasterSince")
+                if stamp and stamp not in agreed:
+                    agreed.append(stamp)
+                return condition(outcome, "Ready").reason not in ("MasterUnreachable", "SupportersViewUnavailable",
                                                                   "MasterUnreachableFromOperatorOnly")
 
             dead = passes(driver, failed_over, hang_guard=DELAY + 600)
@@ -126,9 +130,10 @@ def test_the_operator_cut_from_the_master_only_makes_no_second_master(make_lab_h
         at, emergency = changed[0]
         assert cut_at < killed_at < at and emergency["reason"] == "emergency" and emergency["old"] == "xen1"
         assert emergency["new"] == "xen2", "the first supporter in spec order that cannot reach the master"
-        # the delay counts from the first pass the supporters agreed, which came after the kill (one wall clock)
-        assert len(agreed) == 1, agreed
-        counted_from = _epoch(agreed.pop())
+        # the delay counts from the first pass the supporters agreed (since the last pass that found no majority, if
+        # any), which came after the kill (one wall clock)
+        assert agreed, reasons
+        counted_from = _epoch(agreed[-1])
         assert counted_from >= audit[killed_at]["time"] - 0.001
         assert emergency["time"] - counted_from >= DELAY
         # …and none later than needed: each pass waiting for the delay asked to be called back by its end (+0.5 s),
