@@ -69,7 +69,13 @@ class Driver:
 
         return Context(namespace="lab", name="rollout", generation=self.generation, spec=self.spec,
                        status=dict(self.status), secrets=self.secrets,
-                       event=lambda t, r, m: self.events.append((t, r, m)), logger=logging.getLogger("rollout"))
+                       event=lambda t, r, m: self.events.append((t, r, m)), logger=logging.getLogger("rollout"),
+                       checkpoint=self.checkpoint)
+
+    async def checkpoint(self, fields: dict[str, Any]) -> None:
+        """As the handlers' checkpoint: status fields validated and written at once, in the middle of a pass."""
+        checked = SystemVMTemplateStatus.model_validate(fields)
+        self.status.update(checked.model_dump(by_alias=True, exclude_unset=True, mode="json"))
 
     def write(self, outcome: Outcome) -> None:
         self.status["observedGeneration"] = self.generation

@@ -117,7 +117,7 @@ TABLE: list[Row] = [
     *rows("XenPool", "not_ready", "CloudStackNoMaster"),
     # SystemVMTemplate
     *rows("SystemVMTemplate", "progressing", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters",
-          "WaitingForMaintenanceWindow", "RetryingRouters", "NotificationFailed"),
+          "WaitingForMaintenanceWindow", "RetryingRouters", "NotificationFailed", "ResolvingReboots"),
     *rows("SystemVMTemplate", "ready", "RolloutComplete"),
     *rows("SystemVMTemplate", "stalled", "RoutersFailed", "RolloutBlocked", "OsTypeNotFound",
           "WebhookAddressNotAllowed"),

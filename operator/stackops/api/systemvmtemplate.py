@@ -181,14 +181,16 @@ class TemplateStatus(StatusModel):
 
 
 class RouterInFlight(StatusModel):
-    """A router reboot the operator started and has not seen finish."""
+    """A router reboot the operator started and has not seen finish. Written before the reboot is submitted and
+    again with its job right after, so that an operator restart neither loses it nor reboots the router twice."""
 
     id: str
     """Router ID."""
     name: str
     """Router name."""
     job_id: str = ""
-    """CloudStack async job of the reboot."""
+    """CloudStack async job of the reboot; empty while it is being submitted (an operator that stopped then finds
+    the job with `listAsyncJobs`, or reboots the router if CloudStack has none)."""
     started: str = ""
     """When the reboot was started (RFC 3339)."""
 
@@ -206,6 +208,8 @@ class RouterRetry(StatusModel):
     """Earliest time of the next attempt (RFC 3339)."""
     last_error: str = ""
     """Why the last attempt failed."""
+    job_id: str = ""
+    """CloudStack async job of the last failed attempt (never taken for a later attempt's job)."""
 
 
 class RouterProgress(StatusModel):

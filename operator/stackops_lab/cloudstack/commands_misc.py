@@ -1,5 +1,5 @@
-"""Listing commands for the cloud's structure and accounts, configuration, capabilities and
-queryAsyncJobResult.
+"""Listing commands for the cloud's structure and accounts, configuration, capabilities, queryAsyncJobResult and
+listAsyncJobs.
 
 Ownership filters follow AccountManager.buildACLSearchParameters for a root admin: with an `id` every
 object is found; with `domainid` (and `account`) the objects of that domain/account (subdomains with
@@ -9,10 +9,12 @@ plain listRouters/listNetworks/listVPCs finds none of the tenants' routers, netw
 
 from __future__ import annotations
 
+import calendar
+import re
 from typing import Any
 
 from stackops_lab.cloudstack import catalog, responses
-from stackops_lab.cloudstack.errors import invalid_value
+from stackops_lab.cloudstack.errors import invalid_value, param_error
 from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, UUID, Param, Request, command, keyword_match,
                                                paged)
 from stackops_lab.cloudstack.state import Account, Domain
@@ -237,3 +239,36 @@ def list_vpcs(request: Request) -> dict[str, Any]:
          [Param("jobid", UUID, required=True, entity=("job",))])
 def query_async_job_result(request: Request) -> dict[str, Any]:
     return responses.job(request.get("jobid"))
+
+
+_DATE = re.compile(r"^(\d+)-(\d+)-(\d+)")
+
+
+def _start_of_day(text: str) -> float | None:
+    """ParamProcessWorker for a DATE parameter of any command but the event/alert/usage ones: SimpleDateFormat
+    `yyyy-MM-dd`, not lenient, reading the beginning of the text (a time after the date is ignored), in the
+    server's time zone (here UTC); None when it does not parse."""
+    match = _DATE.match(text)
+    if not match:
+        return None
+    year, month, day = (int(g) for g in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+        return None
+    return float(calendar.timegm((year, month, day, 0, 0, 0)))
+
+
+@command("listAsyncJobs", f"{USER}.job.ListAsyncJobsCmd", [Param("startdate"), *OWNER_PARAMS], is_list=True)
+def list_async_jobs(request: Request) -> dict[str, Any]:
+    """QueryManagerImpl.searchForAsyncJobsInternal: the jobs of the accounts the caller may list (a root admin's
+    own without listall=true), `keyword` matched in `cmd` (LIKE %keyword%), created at or after `startdate`,
+    pending and finished alike, ordered by id. (`managementserverid`, 4.19, is not simulated.)"""
+    since = None
+    if request.has("startdate"):
+        since = _start_of_day(request.get("startdate"))
+        if since is None:
+            raise param_error(f"Unable to parse date {request.get('startdate')} for command listasyncjobs, please "
+                              "pass dates in the format mentioned in the api documentation")
+    found = [j for j in request.sim.state.values("job")
+             if owned_by_visible(request, j.account) and keyword_match(request, j.cmd)
+             and (since is None or j.created >= since)]
+    return paged(request, "asyncjobs", sorted(found, key=lambda j: j.db_id), responses.job)

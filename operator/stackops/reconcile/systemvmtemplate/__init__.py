@@ -3,7 +3,8 @@
 Each pass observes CloudStack (one `list*` per collection), plans the next stage from what it sees (plan.py, pure)
 and applies it: registrations, zone settings, one system VM replacement per zone at a time, or one bounded wave of
 router reboots (rollout.py). Progress that CloudStack cannot tell us (retry counts, reboots in flight) lives in
-status, so a restarted operator picks up where the last one stopped.
+status, each reboot written before it is submitted and again with its job, so a restarted operator picks up where
+the last one stopped (resume.py).
 """
 from __future__ import annotations
 
@@ -45,11 +46,12 @@ class SystemVMTemplateReconciler(Reconciler):
     kind = "SystemVMTemplate"
 
     def __init__(self, pool: CloudStackPool, *, pass_seconds: float = 15.0, poll_seconds: float = 1.0,
-                 retry_backoff: float = 30.0):
+                 retry_backoff: float = 30.0, settle_seconds: float = 60.0):
         self.pool = pool
         self.pass_seconds = pass_seconds
         self.poll_seconds = poll_seconds
         self.retry_backoff = retry_backoff
+        self.settle_seconds = settle_seconds  # a reboot written but not known to CloudStack: how long to wait
 
     async def reconcile(self, ctx: Context) -> Outcome:
         spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
@@ -61,8 +63,8 @@ class SystemVMTemplateReconciler(Reconciler):
             observed = await observe(client, names, settings_read(spec))
         except CloudStackError as error:
             raise cloudstack_failure(error, "reading CloudStack") from None
-        plan = plan_rollout(spec, observed, systemvms.expected)
         progress = self._progress(ctx)
+        plan = plan_rollout(spec, observed, systemvms.expected, [f.id for f in progress.in_flight])
         if spec.management_policy == "Observe":
             return self._observe_only(ctx, plan, observed, progress)
         if plan.problems:
@@ -127,7 +129,8 @@ class SystemVMTemplateReconciler(Reconciler):
         notifier = Notifier(url, allow_local=allow_local)
         wave = RouterWave(client, spec, plan, observed, progress, notifier, ctx.event,
                           deadline=time.time() + self.pass_seconds, poll_seconds=self.poll_seconds,
-                          retry_backoff=self.retry_backoff)
+                          retry_backoff=self.retry_backoff, checkpoint=ctx.checkpoint,
+                          settle_seconds=self.settle_seconds)
         await wave.run()
         wave.write()
         outcome = self._report(ctx, plan, observed, progress, [], wave=wave)
@@ -213,7 +216,7 @@ class SystemVMTemplateReconciler(Reconciler):
                 return (st.stalled("RoutersFailed", f"{counts}: {', '.join(progress.failed_routers[:20])}"),
                         "Failed", None)
             return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
-        if wave.window_closed and not wave.flights:
+        if wave.window_closed and not wave.flights and not wave.intents:
             window = window_state(spec.rollout.routers.maintenance_window, st_now())
             delay = 300.0
             if window.next_open is not None:
@@ -222,6 +225,9 @@ class SystemVMTemplateReconciler(Reconciler):
         if not wave.flights and wave.retries:
             soonest = min((r.not_before for r in wave.retries.values()), default="")
             return st.progressing("RetryingRouters", f"{counts}; next retry at {soonest}"), "UpgradingRouters", 5.0
+        if not wave.flights and wave.intents:
+            return (st.progressing("ResolvingReboots", f"{counts}; {len(wave.intents)} reboot(s) were written but "
+                                   "CloudStack has no job for them yet"), "UpgradingRouters", 5.0)
         return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
 
     def _complete_conditions(self, progress: RouterProgress) -> list[st.ConditionState]:

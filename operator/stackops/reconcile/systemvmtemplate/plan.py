@@ -73,6 +73,7 @@ class Plan:
     routers_in_scope: list[Router] = field(default_factory=list)
     routers_todo: list[Router] = field(default_factory=list)  # need the new version and are Running
     routers_skipped: list[Router] = field(default_factory=list)  # need it but are not Running
+    routers_in_flight: list[Router] = field(default_factory=list)  # rebooted by this rollout, not seen to finish
     routers_upgraded: int = 0
 
     @property
@@ -85,7 +86,7 @@ class Plan:
             return "Activating"
         if self.system_vms or self.system_vms_waiting:
             return "ReplacingSystemVMs"
-        if self.routers_todo:
+        if self.routers_todo or self.routers_in_flight:  # a reboot in flight still needs its "after" notice
             return "UpgradingRouters"
         return "Complete"
 
@@ -199,9 +200,11 @@ def _template_for(hypervisor: str, zone_id: str, plan: Plan) -> Template | None:
     return None
 
 
-def plan_routers(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan) -> None:
+def plan_routers(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan, in_flight: list[str] = ()) -> None:
+    """`in_flight`: ids of the routers status shows rebooting (`routers.inFlight`)."""
     rules = spec.rollout.routers
     scope = {(h.lower(), z) for (h, z) in plan.ready}
+    plan.routers_in_flight = [r for r in observed.routers if r.id in set(in_flight)]
     for router in observed.routers:
         if (router.hypervisor.lower(), router.zone_id) not in scope:
             continue
@@ -218,8 +221,10 @@ def plan_routers(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan) -> 
             plan.routers_skipped.append(router)
 
 
-def plan_rollout(spec: SystemVMTemplateSpec, observed: Observed, expected_system_vms: list[str] = ()) -> Plan:
-    """Everything the rollout still has to do, staged: later stages are planned only when earlier ones are done."""
+def plan_rollout(spec: SystemVMTemplateSpec, observed: Observed, expected_system_vms: list[str] = (),
+                 in_flight: list[str] = ()) -> Plan:
+    """Everything the rollout still has to do, staged: later stages are planned only when earlier ones are done.
+    `in_flight`: the router reboots status shows in flight (the router stage lasts until they are seen to end)."""
     plan = Plan()
     wanted = targets(spec, observed, plan)
     if plan.problems:
@@ -233,7 +238,7 @@ def plan_rollout(spec: SystemVMTemplateSpec, observed: Observed, expected_system
     plan_system_vms(spec, observed, plan, list(expected_system_vms))
     if plan.system_vms or plan.system_vms_waiting:
         return plan
-    plan_routers(spec, observed, plan)
+    plan_routers(spec, observed, plan, in_flight)
     return plan
 
 
