@@ -91,7 +91,7 @@ TABLE: list[Row] = [
     *rows("KvmHost", "not_ready", "DriftObserved", observe=True),
     *rows("KvmHost", "stalled", "RolledBack", "InterfaceInUse", "PackagesMissing", "NoPackageManager",
           "OpenVSwitchNotRunning", "SELinuxUnavailable", "AppArmorUnavailable", "ZoneNotFound", "PodNotFound",
-          "ClusterNotFound", "ClusterNotKVM", "SigningKeyInvalid"),
+          "ClusterNotFound", "ClusterNotKVM", "SigningKeyInvalid", "ClientCertificateInvalid"),
     # Ready waits for the CloudStack host: CloudStackHost<state>, retried while the state can change by itself
     *rows("KvmHost", "progressing", "CloudStackHostConnecting", "CloudStackHostAlert", "CloudStackHostDisconnected",
           "CloudStackHostDown", "CloudStackHostError", "CloudStackHostUp"),  # Up but Disabled / in Maintenance

@@ -182,9 +182,14 @@ class OVSDBManager(Model):
     """Manager port."""
     client_certificate: Literal["Generate", "Secret"] = "Generate"
     """`Generate`: a key and self-signed certificate are made on the host (`ovs-pki req` + `self-sign`) and their
-    fingerprint shown in status, to paste into the controller. `Secret`: taken from `certificateSecretRef`."""
+    fingerprint shown in status, to paste into the controller. `Secret`: the key and certificate of
+    `certificateSecretRef` are written to `/etc/openvswitch/stackops-client-{privkey,cert}.pem` (mode 0600; the key
+    only ever on the command's stdin) and used by `set-ssl`; rewritten when their content or mode differs; the
+    certificate's fingerprint is shown in status."""
     certificate_secret_ref: TLSSecretRef | None = None
-    """Secret (type `kubernetes.io/tls`: `tls.crt`, `tls.key`, optional `ca.crt`) for `clientCertificate: Secret`."""
+    """Secret (type `kubernetes.io/tls`: `tls.crt`, `tls.key` without a passphrase and belonging to the first
+    certificate of `tls.crt`, optional `ca.crt`) for `clientCertificate: Secret`. With `ca.crt` the manager is
+    verified against it (`/etc/openvswitch/stackops-cacert.pem`, no bootstrap)."""
     bootstrap_ca: bool = True
     """Learn the manager's CA certificate on first connect (`set-ssl --bootstrap`) when no `ca.crt` is given."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ... import status as st
@@ -35,12 +35,15 @@ PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure messa
 
 @dataclass(frozen=True)
 class HostView:
-    """What plan needs: the facts, who owns the objects the operator creates, and the package repository's
-    signing key (the value of spec.packages.signingKeySecretRef, read with the other Secrets)."""
+    """What plan needs: the facts, who owns the objects the operator creates, and the values of the Secrets plan
+    writes to the host (read with the other Secrets): the package repository's signing key
+    (spec.packages.signingKeySecretRef) and the OVSDB client certificate (openvswitch.manager.certificateSecretRef,
+    for clientCertificate: Secret)."""
 
     owner: str
     facts: Observed
     signing_key: str | None = None
+    client_tls: dict[str, str] | None = field(default=None, repr=False)
 
 
 def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
@@ -78,6 +81,15 @@ def with_registration(outcome: Outcome, found: registration.Registration) -> Out
     if found.requeue_after:
         outcome.requeue_after = min(outcome.requeue_after or found.requeue_after, found.requeue_after)
     return outcome
+
+
+def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
+    """The keys of openvswitch.manager.certificateSecretRef that clientCertificate: Secret writes to the host."""
+    manager = spec.openvswitch.manager
+    if manager is None or manager.client_certificate != "Secret" or manager.certificate_secret_ref is None:
+        return None
+    values = ctx.secrets.get(manager.certificate_secret_ref.name, {})
+    return {k: v.get_secret_value() for k, v in values.items() if k in ("tls.crt", "tls.key", "ca.crt")}
 
 
 def unreachable(error: SSHError) -> ReconcileError:
@@ -178,11 +190,11 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         key_ref = spec.packages.signing_key_secret_ref
         key = ctx.secret(key_ref.name, key_ref.key).get_secret_value() if key_ref is not None else None
         return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
-                        signing_key=key)
+                        signing_key=key, client_tls=client_tls(ctx, spec))
 
     def plan(self, spec: Any, observed: HostView) -> list[Action]:
         try:
-            return list(plan(spec, observed.facts, observed.owner, observed.signing_key))
+            return list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
                                  conditions=[st.ConditionState("Reachable", "True", "Connected"),
@@ -383,8 +395,10 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         }
         manager = spec.openvswitch.manager
         if manager is not None and facts.ovs is not None:
+            shown = facts.client_certificate_fingerprint if manager.client_certificate == "Secret" else \
+                facts.certificate_fingerprint
             fields["manager"] = {"target": ",".join(facts.ovs.managers), "connected": facts.ovs.manager_connected,
-                                 "certificateFingerprint": facts.certificate_fingerprint or ""}
+                                 "certificateFingerprint": shown or ""}
         reverted = guard.latest(facts.checkpoints, observed.owner, "rolled-back")
         if reverted is not None:
             fields["rollback"] = guard.rollback_status(reverted, spec.address)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..base import Action
 from .observed import file_bytes
@@ -29,6 +29,16 @@ WRITE_FILE_NO_BACKUP = WRITE_FILE.replace(_BACKUP, "")
 _MOVE = 'mv -f "$f.stackops-new" "$f"'
 assert WRITE_FILE_NO_BACKUP.endswith(_MOVE)
 WRITE_READABLE_FILE = WRITE_FILE_NO_BACKUP.replace(_MOVE, f'chmod 0644 "$f.stackops-new"; {_MOVE}')
+
+# Writes a file only root (or Open vSwitch's user) may read, atomically: created with mode 0600 from the first byte
+# (umask 077), given the owner of $2 when that exists (the user a daemon reading it runs as), then moved over $1.
+# No backup: a copy of an old private key is not left behind. stdin is the content in base64, as for WRITE_FILE.
+WRITE_PRIVATE_FILE = (
+    'set -e; umask 077; f="$1"; mkdir -p "$(dirname "$f")"; '
+    'base64 -d > "$f.stackops-new"; chmod 0600 "$f.stackops-new"; '
+    'if [ -n "$2" ] && [ -e "$2" ]; then chown --reference="$2" "$f.stackops-new"; fi; '
+    'mv -f "$f.stackops-new" "$f"'
+)
 
 # apt-get run by the operator: never a question (noninteractive; dpkg keeps a configuration file the operator
 # edited and takes the package's version of an unmodified one: confdef + confold), no service restarts by
@@ -131,6 +141,22 @@ class WriteFile(HostAction):
 
     def stdin(self) -> str | None:
         return base64.b64encode(file_bytes(self.content)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class WritePrivateFile(HostAction):
+    """Write a file with mode 0600 (a private key, and the certificates that go with it). The content goes on
+    stdin only: it is in no argv, description or repr."""
+
+    path: str = ""
+    content: str = field(default="", repr=False)
+    owner_reference: str = ""  # a file whose owner the new file gets, when it exists
+
+    def argv(self) -> tuple[str, ...]:
+        return ("sh", "-c", WRITE_PRIVATE_FILE, "stackops-write-private-file", self.path, self.owner_reference)
+
+    def stdin(self) -> str | None:
+        return base64.b64encode(self.content.encode("utf-8")).decode("ascii")
 
 
 @dataclass(frozen=True)

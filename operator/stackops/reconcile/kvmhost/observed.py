@@ -58,11 +58,23 @@ class OvsState:
     managers: tuple[str, ...] = ()
     manager_connected: bool = False
     ssl_configured: bool = False
+    ssl_private_key: str = ""  # `ovs-vsctl get-ssl`: the files the SSL table names
+    ssl_certificate: str = ""
+    ssl_ca_certificate: str = ""
+    ssl_bootstrap: bool = False
 
     def owned_by(self, owner: str) -> tuple[list[OvsBridge], list[OvsPort]]:
         bridges = [b for b in self.bridges.values() if b.external_ids.get(OWNER_KEY) == owner]
         ports = [p for p in self.ports.values() if p.external_ids.get(OWNER_KEY) == owner]
         return bridges, ports
+
+
+@dataclass(frozen=True)
+class ClientFile:
+    """A file of the OVSDB client certificate written from a Secret, as the probe sees it (never its content)."""
+
+    mode: str  # octal, as `stat -c %a` shows it
+    digest: str  # SHA-256 of the content, hex
 
 
 @dataclass(frozen=True)
@@ -135,3 +147,5 @@ class Observed:
     # apt only, and only looked up when a package is to be installed (missing, or not the pinned version):
     package_index_age: int | None = None  # seconds since the newest index file changed; None: no index
     available: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package → versions the index lists
+    client_files: dict[str, ClientFile] = field(default_factory=dict)  # clientCertificate: Secret's files present
+    client_certificate_fingerprint: str | None = None  # SHA-1 of the certificate written from the Secret

@@ -9,10 +9,10 @@ Open vSwitch object it owns, its ports before their bridge, except what is kept 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...api.kvmhost import Bridge, KvmHostSpec
-from . import config, guard, repository
+from . import client_certificate, config, guard, repository
 from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RefreshPackageIndex,
                       RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
@@ -22,10 +22,10 @@ QEMU_CONF = "/etc/libvirt/qemu.conf"
 AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
 AGENT_LOG4J = "/etc/cloudstack/agent/log4j-cloud.xml"
 LIBVIRTD_DEFAULTS = {"apt": "/etc/default/libvirtd", "dnf": "/etc/sysconfig/libvirtd", "yum": "/etc/sysconfig/libvirtd"}
-PKI_DIR = "/etc/openvswitch"
-CLIENT_KEY = f"{PKI_DIR}/ovsclient-privkey.pem"
-CLIENT_CERT = f"{PKI_DIR}/ovsclient-cert.pem"
-CA_CERT = f"{PKI_DIR}/cacert.pem"
+PKI_DIR = client_certificate.PKI_DIR
+CLIENT_KEY = client_certificate.GENERATED_KEY
+CLIENT_CERT = client_certificate.GENERATED_CERT
+CA_CERT = client_certificate.CA_CERT
 
 # What each role is called by each package manager.
 PACKAGES = {
@@ -56,6 +56,7 @@ class Ctx:
     observed: Observed
     owner: str
     signing_key: str | None = None  # the value of spec.packages.signingKeySecretRef
+    client_tls: dict[str, str] | None = field(default=None, repr=False)  # openvswitch.manager.certificateSecretRef
 
 
 def package_names(spec: KvmHostSpec, manager: str | None) -> list[str]:
@@ -346,7 +347,20 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
     return actions
 
 
+def client_material(ctx: Ctx) -> client_certificate.Material | None:
+    """The client key and certificate of `clientCertificate: Secret`, checked (`ClientCertificateInvalid`)."""
+    manager = ctx.spec.openvswitch.manager
+    if manager is None or manager.client_certificate != "Secret" or manager.certificate_secret_ref is None:
+        return None
+    try:
+        return client_certificate.material(ctx.client_tls or {}, manager.certificate_secret_ref.name)
+    except client_certificate.MaterialInvalid as error:
+        raise PlanError("ClientCertificateInvalid", f"openvswitch.manager.certificateSecretRef: {error}; nothing "
+                        "was written") from None
+
+
 def plan_manager(ctx: Ctx) -> list[HostAction]:
+    """SSL (the client certificate, generated or from a Secret: client_certificate.py), then the manager."""
     manager = ctx.spec.openvswitch.manager
     ovs = ctx.observed.ovs
     if manager is None or ovs is None:
@@ -354,14 +368,8 @@ def plan_manager(ctx: Ctx) -> list[HostAction]:
     actions: list[HostAction] = []
     target = f"{manager.protocol}:{manager.address}:{manager.port}"
     if manager.protocol == "ssl":
-        if manager.client_certificate == "Generate" and ctx.observed.certificate_fingerprint is None:
-            actions.append(RunCommand("generate the OVSDB client key and self-signed certificate (ovs-pki)",
-                                      command=("sh", "-c", 'cd "$1" && ovs-pki --force req ovsclient '
-                                               '&& ovs-pki --force self-sign ovsclient', "stackops-ovs-pki", PKI_DIR)))
-        if not ovs.ssl_configured:
-            bootstrap = ("--", "--bootstrap", "set-ssl") if manager.bootstrap_ca else ("--", "set-ssl")
-            actions.append(OvsCommand("configure SSL for the OVSDB manager connection",
-                                      args=(*bootstrap, CLIENT_KEY, CLIENT_CERT, CA_CERT)))
+        actions += client_certificate.plan_ssl(manager, ovs, client_material(ctx), ctx.observed.client_files,
+                                               generated=ctx.observed.certificate_fingerprint is not None)
     if ovs.managers != (target,):
         actions.append(OvsCommand(f"set the OVSDB manager to {target}", args=("set-manager", target)))
     return actions
@@ -490,9 +498,11 @@ def carrying_path(address: str, observed: Observed) -> set[str]:
     return names
 
 
-def plan(spec: KvmHostSpec, observed: Observed, owner: str, signing_key: str | None = None) -> list[HostAction]:
-    """`signing_key`: the value of spec.packages.signingKeySecretRef, when the spec has one."""
-    ctx = Ctx(spec=spec, observed=observed, owner=owner, signing_key=signing_key)
+def plan(spec: KvmHostSpec, observed: Observed, owner: str, signing_key: str | None = None,
+         client_tls: dict[str, str] | None = None) -> list[HostAction]:
+    """`signing_key`: the value of spec.packages.signingKeySecretRef, when the spec has one; `client_tls`: the
+    keys of openvswitch.manager.certificateSecretRef (`tls.crt`, `tls.key`, `ca.crt`), when it has one."""
+    ctx = Ctx(spec=spec, observed=observed, owner=owner, signing_key=signing_key, client_tls=client_tls)
     actions = plan_packages(ctx)
     if any(isinstance(a, InstallPackages) for a in actions):
         return actions  # the rest is planned against the host once its packages are there

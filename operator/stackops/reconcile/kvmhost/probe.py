@@ -11,7 +11,7 @@ import re
 from typing import Any, Iterator
 
 from .guard import PROBE_SECTION, parse_checkpoints
-from .observed import Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
+from .observed import ClientFile, Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
 
 FILES = (
     "/etc/libvirt/libvirtd.conf",
@@ -110,6 +110,15 @@ section certificate -
 if [ -f /etc/openvswitch/ovsclient-cert.pem ] && have openssl; then
   openssl x509 -in /etc/openvswitch/ovsclient-cert.pem -noout -fingerprint -sha1 2>/dev/null
 fi
+section client-files -
+for f in /etc/openvswitch/stackops-client-privkey.pem /etc/openvswitch/stackops-client-cert.pem \
+         /etc/openvswitch/stackops-cacert.pem; do
+  if [ -f "$f" ]; then printf '%s %s %s\n' "$(stat -c %a "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"; fi
+done
+section client-certificate -
+if [ -f /etc/openvswitch/stackops-client-cert.pem ] && have openssl; then
+  openssl x509 -in /etc/openvswitch/stackops-client-cert.pem -noout -fingerprint -sha1 2>/dev/null
+fi
 section listening -; have ss && ss -Hltn 2>/dev/null
 """ + PROBE_SECTION + """true
 """
@@ -196,7 +205,27 @@ def parse_ovs(bridges: str, ports: str, interfaces: str, managers: str, ssl: str
         managers=tuple(str(r["target"]) for r in manager_rows),
         manager_connected=any(r.get("is_connected") is True for r in manager_rows),
         ssl_configured="Private key:" in ssl and "Certificate:" in ssl,
+        **_ssl_settings(ssl),
     )
+
+
+def _ssl_settings(text: str) -> dict[str, Any]:
+    """`ovs-vsctl get-ssl`: `Private key: <path>`, `Certificate: …`, `CA Certificate: …`, `Bootstrap: true`."""
+    found = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
+    return {"ssl_private_key": found.get("Private key", "").strip(),
+            "ssl_certificate": found.get("Certificate", "").strip(),
+            "ssl_ca_certificate": found.get("CA Certificate", "").strip(),
+            "ssl_bootstrap": found.get("Bootstrap", "").strip() == "true"}
+
+
+def _client_files(text: str) -> dict[str, ClientFile]:
+    """`<mode> <sha256> <path>` lines of the client-files section."""
+    files = {}
+    for line in text.splitlines():
+        fields = line.split(" ", 2)
+        if len(fields) == 3 and fields[0].isdigit() and re.fullmatch(r"[0-9a-f]{64}", fields[1]):
+            files[fields[2]] = ClientFile(mode=fields[0], digest=fields[1])
+    return files
 
 
 def _version(text: str) -> str | None:
@@ -294,4 +323,6 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
         host_time=host_time,
         package_index_age=index_age,
         available=available,
+        client_files=_client_files(found.get("client-files", "")),
+        client_certificate_fingerprint=found.get("client-certificate", "").partition("=")[2].strip() or None,
     )
