@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stackops_lab.controlplane import find_kubectl
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,8 +48,8 @@ class Lab:
                               capture_output=True, text=True, timeout=timeout)
 
     def kubectl(self, *args: str) -> str:
-        result = subprocess.run(["kubectl", f"--kubeconfig={self.kubeconfig}", *args], capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([str(find_kubectl()), f"--kubeconfig={self.kubeconfig}", *args], capture_output=True,
+                                text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
