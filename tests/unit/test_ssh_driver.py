@@ -348,6 +348,22 @@ def test_a_session_refused_at_the_servers_session_limit_is_asked_for_again() -> 
     assert (channel, transport.refusals, transport.opened) == ("channel", 0, 1)
 
 
+def test_a_session_the_busy_server_is_slow_to_open_is_asked_for_again_on_the_same_connection() -> None:
+    class SlowTransport(_BusyTransport):
+        def open_session(self, timeout: float) -> str:
+            if self.refusals:
+                self.refusals -= 1
+                raise paramiko.SSHException("Timeout opening channel.")
+            return super().open_session(timeout)
+
+    transport = SlowTransport(refusals=1)
+    assert SSHPool._open_session(transport, make_target(), lambda: 60.0) == "channel"
+    assert transport.opened == 1
+    # twice: perhaps a dead connection that does not know it yet; the caller reconnects
+    with pytest.raises(paramiko.SSHException, match="Timeout opening channel"):
+        SSHPool._open_session(SlowTransport(refusals=2), make_target(), lambda: 60.0)
+
+
 def test_other_refusals_and_a_spent_budget_are_not_asked_again() -> None:
     prohibited = _BusyTransport(refusals=1, code=paramiko.common.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED)
     with pytest.raises(paramiko.ChannelException):

@@ -638,10 +638,13 @@ class SSHPool:
     def _open_session(transport: paramiko.Transport, target: SSHTarget,
                       remaining: Callable[[], float]) -> paramiko.Channel:
         """A session channel. The server refuses one (OpenSSH: "open failed: Connect failed") while it still counts
-        sessions that this side has closed but it has not yet seen closed (its MaxSessions, default 10); that
-        passes by itself, so it is asked again, with backoff, until the command's time is up — the connection is
-        fine and other commands use it."""
+        sessions that this side has closed but it has not yet seen closed (its MaxSessions, default 10), and a busy
+        server may not answer within the connect timeout; both pass by themselves while the connection is alive,
+        so it is asked again, with backoff, until the command's time is up — the connection is fine and other
+        commands use it (dropping it would cut their commands off). A second timeout is taken for a dead
+        connection that does not know it yet: the caller reconnects."""
         pause = 0.02
+        timeouts = 0
         while True:
             try:
                 return transport.open_session(timeout=max(0.001, min(remaining(), target.connect_timeout)))
@@ -649,8 +652,13 @@ class SSHPool:
                 if error.code != paramiko.common.OPEN_FAILED_CONNECT_FAILED or not transport.is_active() \
                         or remaining() <= pause:
                     raise
-                time.sleep(pause)
-                pause = min(pause * 2, 1.0)
+            except paramiko.SSHException as error:
+                timeouts += 1
+                if "Timeout opening channel" not in str(error) or timeouts > 1 or not transport.is_active() \
+                        or remaining() <= pause:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     @staticmethod
     def _communicate(channel: paramiko.Channel, stdin: bytes | None, deadline: float,
