@@ -70,7 +70,9 @@ cp -a "$base" "$root"
 
 # How this machine reaches the registries, and nothing else of it.
 cp -a /etc/apt/sources.list.d/. "$root/etc/apt/sources.list.d/" 2>/dev/null || true
-[ -f /etc/apt/sources.list ] && cp /etc/apt/sources.list "$root/etc/apt/sources.list"
+# this machine's sources replace debootstrap's (the same archive twice makes apt warn)
+if [ -f /etc/apt/sources.list ]; then cp /etc/apt/sources.list "$root/etc/apt/sources.list"
+else rm -f "$root/etc/apt/sources.list"; fi
 for file in /etc/apt/apt.conf.d/*; do
   grep -qs '^Acquire::' "$file" && cp "$file" "$root/etc/apt/apt.conf.d/"
 done
