@@ -8,7 +8,9 @@ What it adds to `cs`:
   no clear answer may have run — the next level-based pass observes what happened instead;
 - async jobs: `start` returns the job id, `job` reads one result, `wait` polls until done;
 - paging (`fetch_list`, 500 a page) for every `list`;
-- a per-endpoint concurrency limit shared by every resource that uses the endpoint (`CloudStackPool`);
+- a per-endpoint concurrency limit shared by every resource that uses the endpoint (`CloudStackPool`); the pool
+  keeps one client per endpoint and keys, under a salted digest of the keys (never the keys), and closes a client
+  no object uses any more (deleted, its endpoint changed, its keys rotated: `holdings`);
 - secrets never in a URL: a request that carries one (a `SecretStr` value, or a parameter named in
   `SECRET_PARAMETERS`, the ones CloudStack marks `requestHasSensitiveInfo`) goes as a POST with a form body,
   every other one as a GET;
@@ -20,7 +22,10 @@ What it adds to `cs`:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import random
 import re
 import time
@@ -32,6 +37,7 @@ from cs import AIOCloudStack, CloudStackApiException, CloudStackException
 from pydantic import SecretStr
 
 from .. import metrics
+from . import holdings
 
 log = logging.getLogger(__name__)
 
@@ -349,24 +355,44 @@ class CloudStackClient:
 
 
 class CloudStackPool:
-    """One client per (endpoint, API key), sharing one concurrency limit per endpoint."""
+    """One client per (endpoint, API key, secret key), sharing one concurrency limit per endpoint. The keys are kept
+    by the client only (it signs with them); the pool's own key holds a salted digest of them."""
 
     def __init__(self, *, per_endpoint: int = 8, **options: Any):
         self.per_endpoint = per_endpoint
         self._options = options
-        self._clients: dict[tuple[str, str, str], CloudStackClient] = {}
+        self._clients: dict[tuple[str, str], CloudStackClient] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._salt = os.urandom(16)
+
+    def key(self, endpoint: str, api_key: str, secret_key: SecretStr) -> tuple[str, str]:
+        """(endpoint, digest of the keys): a rotated key is another client."""
+        keys = f"{api_key}\0{secret_key.get_secret_value()}".encode("utf-8", errors="replace")
+        return (endpoint, hmac.new(self._salt, keys, hashlib.sha256).hexdigest())
 
     def get(self, endpoint: str, api_key: str, secret_key: SecretStr, **options: Any) -> CloudStackClient:
-        key = (endpoint, api_key, secret_key.get_secret_value())
+        """The client for the endpoint and keys; the running pass's object holds it (`holdings`)."""
+        key = self.key(endpoint, api_key, secret_key)
         client = self._clients.get(key)
         if client is None:
             limit = self._limits.setdefault(endpoint, asyncio.Semaphore(self.per_endpoint))
             client = CloudStackClient(endpoint, api_key, secret_key, limit=limit, **{**self._options, **options})
             self._clients[key] = client
+        holdings.note(self, key)
         return client
+
+    def release(self, key: tuple[str, str]) -> Any:
+        """Drop the client kept under `key` now (with its keys) and return its closing: no object uses it."""
+        client = self._clients.pop(key, None)
+        if client is None:
+            return None
+        if not any(endpoint == key[0] for endpoint, _ in self._clients):
+            self._limits.pop(key[0], None)
+        log.info("a CloudStack client closed: no object uses its endpoint and keys any more")
+        return client.close()
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        self._limits.clear()
