@@ -44,14 +44,16 @@ EXAMPLES_NAMESPACE = "stackops-demo"
 SERVICE_ACCOUNT = "stackops-operator"
 
 # Every (API group, resource, verb) the operator's ClusterRole grants, and nothing else. kopf lists, watches and
-# patches the four kinds (finalizer, annotations) and patches their status; the operator reads Secrets by name;
-# kopf posts core v1 Events; the operator creates its ClusterKopfPeering at startup when missing, and kopf lists,
-# watches and patches it (keep-alives in status). No `get`: nothing reads these objects by name.
+# patches the four kinds (finalizer, annotations) and patches their status; the operator reads Secrets and
+# ConfigMaps by name; kopf posts core v1 Events; the operator creates its ClusterKopfPeering at startup when
+# missing, and kopf lists, watches and patches it (keep-alives in status). No `get`: nothing reads these objects by
+# name.
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_RULES: frozenset[tuple[str, str, str]] = frozenset(
     {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("list", "watch", "patch")}
     | {("stackops.io", f"{plural}/status", "patch") for plural in _KIND_PLURALS}
     | {("", "secrets", "get")}
+    | {("", "configmaps", "get")}
     | {("", "events", "create")}
     | {("kopf.dev", "clusterkopfpeerings", verb) for verb in ("list", "watch", "patch", "create")}
 )
@@ -187,8 +189,8 @@ def test_rbac_covers_every_kind() -> None:
 def test_rbac_never_grants_dangerous_verbs() -> None:
     for rule in cluster_role_rules():
         assert not {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"} & set(rule["verbs"])
-        if "secrets" in rule["resources"]:
-            assert rule["verbs"] == ["get"], "Secrets are read by name only, never listed or watched"
+        if {"secrets", "configmaps"} & set(rule["resources"]):
+            assert rule["verbs"] == ["get"], "Secrets and ConfigMaps are read by name only, never listed or watched"
 
 
 def test_binding_ties_the_role_to_the_service_account() -> None:

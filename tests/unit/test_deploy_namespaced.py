@@ -39,13 +39,14 @@ SERVICE_ACCOUNT = "stackops-operator"
 SHIPPED_NAMESPACES = ["stackops-demo"]  # deploy/examples/' namespace
 
 # Every (API group, resource, verb) each Role grants in its namespace, and nothing else: the four kinds listed,
-# watched and patched, their status patched, Secrets read by name, Events posted, and the KopfPeering created at
-# startup when missing, listed, watched and patched (keep-alives).
+# watched and patched, their status patched, Secrets and ConfigMaps read by name, Events posted, and the
+# KopfPeering created at startup when missing, listed, watched and patched (keep-alives).
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_ROLE_RULES: frozenset[tuple[str, str, str]] = frozenset(
     {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("list", "watch", "patch")}
     | {("stackops.io", f"{plural}/status", "patch") for plural in _KIND_PLURALS}
     | {("", "secrets", "get")}
+    | {("", "configmaps", "get")}
     | {("", "events", "create")}
     | {("kopf.dev", "kopfpeerings", verb) for verb in ("list", "watch", "patch", "create")}
 )
@@ -140,8 +141,8 @@ def test_every_role_grants_exactly_the_expected_rules(objects: list[dict[str, An
             assert set(rule) <= {"apiGroups", "resources", "verbs"}, f"unexpected rule fields: {rule}"
             for field in ("apiGroups", "resources", "verbs"):
                 assert not [value for value in rule[field] if "*" in value], f"wildcard in {field}: {rule}"
-            if "secrets" in rule["resources"]:
-                assert rule["verbs"] == ["get"], "Secrets are read by name only, never listed or watched"
+            if {"secrets", "configmaps"} & set(rule["resources"]):
+                assert rule["verbs"] == ["get"], "Secrets and ConfigMaps are read by name only, never listed or watched"
             granted |= {(g, r, v) for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
         where = role["metadata"]["namespace"]
         assert granted - EXPECTED_ROLE_RULES == set(), f"Role in {where} grants more than expected"

@@ -1,4 +1,4 @@
-"""Types shared by every kind: the model base, Secret references, policies, conditions, status base.
+"""Types shared by every kind: the model base, Secret and ConfigMap references, policies, conditions, status base.
 
 The pydantic models are the single source of truth: the CRD schemas in ``crds/`` are generated from
 them (``stackops crds``), the operator parses every object through them, and the README's field
@@ -119,6 +119,15 @@ class SecretKeySelector(Model):
     """Name of the Secret."""
     key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)]
     """Key inside the Secret's data."""
+
+
+class ConfigMapKeySelector(Model):
+    """One key of a ConfigMap in the same namespace as the resource: for a value that is not secret."""
+
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+    """Name of the ConfigMap."""
+    key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)]
+    """Key inside the ConfigMap's data."""
 
 
 class SSHKeySecretRef(SecretKeySelector):
