@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.cloudstack import CloudStackPool
@@ -78,7 +79,9 @@ class Driver:
         self.spec = spec
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str, str]] = []
-        self.secrets = {SECRET: {"username": SecretStr(xen.username), "password": SecretStr(xen.password)}}
+        # the password may go to every lab XenServer host and the lab CloudStack (addHost), as the lab's Secret says
+        allowed = [xen.address(n) for n in xen.hosts] + ([cloudstack.endpoint] if cloudstack is not None else [])
+        self.secrets = {SECRET: secret({"username": xen.username, "password": xen.password}, *allowed)}
         self.cloudstack = cloudstack
         if cloudstack is not None:
             self.secrets[CLOUDSTACK] = {"url": SecretStr(cloudstack.endpoint), "apiKey": SecretStr(cloudstack.api_key),

@@ -4,6 +4,11 @@ A-Z and 0-9 turned into `_`: Secret `cloudstack-api`, key `apiKey` → `STACKOPS
 
 A Secret manifest is matched by namespace and name, like the operator reads it; the environment is the way for a CI
 job whose repository keeps Secrets sealed or encrypted (SOPS-encrypted values, `ENC[…]`, count as absent).
+
+Where a Secret's credentials may be sent (`stackops.io/allowed-destinations`, see destinations.py) follows where its
+values come from: from the manifest's annotation when every value comes from the files, and only from
+`STACKOPS_DESTINATIONS_<NAME>` when any comes from the environment — the author of a branch can edit the manifests,
+so a list in them must not open the way for a credential the CI job holds.
 Values are SecretStr from the start: never printed. A Secret manifest of the wrong shape (`stringData` not a
 mapping, a value not a string, `data` not base64) is reported, where a resource needs it, by file, document, field
 and line, never by value."""
@@ -16,7 +21,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from .drivers.secrets import Needed, SecretError
+from .destinations import ANNOTATION
+from .drivers.secrets import Needed, SecretData, SecretError, parse_destinations
 from .plan_manifests import Manifest
 
 PREFIX = "STACKOPS_SECRET_"
@@ -31,10 +37,16 @@ def environment_name(secret: str, key: str) -> str:
     return PREFIX + re.sub(r"[^A-Z0-9]", "_", f"{secret}_{key}".upper())
 
 
+def destinations_name(secret: str) -> str:
+    """The variable holding a Secret's allowed destinations when its values come from the environment."""
+    return "STACKOPS_DESTINATIONS_" + re.sub(r"[^A-Z0-9]", "_", secret.upper())
+
+
 class ManifestSecrets:
     def __init__(self, environ: dict[str, str] | None = None):
         self.environ = environ or {}
         self._manifests: dict[tuple[str, str], dict[str, SecretStr]] = {}
+        self._annotations: dict[tuple[str, str], dict[str, str]] = {}
         self._broken: dict[tuple[str, str], str] = {}
 
     def add(self, namespace: str, document: dict[str, Any], manifest: Manifest | None = None) -> None:
@@ -65,18 +77,23 @@ class ManifestSecrets:
                     except (binascii.Error, ValueError):
                         broken(f"data.{key}", [section, key], "is not base64")
         self._manifests[(namespace, name)] = values
+        annotations = (metadata if isinstance(metadata, dict) else {}).get("annotations")
+        if isinstance(annotations, dict) and ANNOTATION in annotations:
+            self._annotations[(namespace, name)] = {ANNOTATION: str(annotations[ANNOTATION])}
 
-    def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, SecretStr]]:
+    def read(self, namespace: str, needed: list[Needed]) -> dict[str, SecretData]:
         """Secret name → key → value for every needed key, like SecretReader.read; SecretError names what is
         missing and where it was looked for (never a value)."""
-        result: dict[str, dict[str, SecretStr]] = {}
+        result: dict[str, SecretData] = {}
+        from_environment: set[str] = set()
         for item in needed:
             if (namespace, item.name) in self._broken:
                 raise SecretError("SecretUnreadable", self._broken[(namespace, item.name)])
-            values = result.setdefault(item.name, dict(self._manifests.get((namespace, item.name), {})))
+            values = result.setdefault(item.name, SecretData(self._manifests.get((namespace, item.name), {})))
             for key in item.keys + item.optional:
                 if key not in values and environment_name(item.name, key) in self.environ:
                     values[key] = SecretStr(self.environ[environment_name(item.name, key)])
+                    from_environment.add(item.name)
             missing = [k for k in item.keys if k not in values]
             if missing:
                 where = (f"Secret {namespace}/{item.name} in the files has no key {', '.join(missing)}"
@@ -84,4 +101,11 @@ class ManifestSecrets:
                          f"no Secret {namespace}/{item.name} in the files")
                 variables = ", ".join(environment_name(item.name, k) for k in missing)
                 raise SecretError("SecretNotFound", f"{item.path}: {where} and no {variables} in the environment")
+        for name, values in result.items():
+            if name in from_environment:
+                variable = destinations_name(name)
+                annotations = {ANNOTATION: self.environ[variable]} if variable in self.environ else None
+            else:
+                annotations = self._annotations.get((namespace, name))
+            values.destinations = parse_destinations(namespace, name, annotations)
         return result

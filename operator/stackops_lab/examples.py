@@ -17,10 +17,12 @@ from typing import Any, Sequence
 import yaml
 
 from .manifests import (
+    allowed,
     cloudstack_secret_data,
     cloudstackrelease_manifests,
     kvmhost_manifests,
     systemvmtemplate_manifests,
+    xen_destinations,
     xenpool_manifests,
 )
 
@@ -144,12 +146,17 @@ class Retarget:
         name = document["metadata"]["name"]
         if name in self.unused_secrets:
             return None
+        annotations = document["metadata"].setdefault("annotations", {})
         if name in self.ssh_secrets:
             document["stringData"] = {"ssh-privatekey": self.hosts[0].client_key_pem}
+            annotations.update(allowed(*(host.address for host in self.hosts)))
         elif name in self.cloudstack_secrets:
             document["stringData"] = cloudstack_secret_data(self.cloudstack)
         elif name in self.xen_secrets:
             document["stringData"] = {"username": self.xen["username"], "password": self.xen["password"]}
+            annotations.update(xen_destinations(self.xen, self.cloudstack))
+        if not annotations:
+            del document["metadata"]["annotations"]
         return document
 
     def files(self, examples: list[tuple[str, list[dict[str, Any]]]]) -> list[tuple[str, list[dict[str, Any]]]]:

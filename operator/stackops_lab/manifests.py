@@ -10,6 +10,14 @@ CLOUDSTACK_SECRET = "lab-cloudstack"
 SYSTEMVM_VERSION = "4.19.1"
 
 
+DESTINATIONS = "stackops.io/allowed-destinations"
+
+
+def allowed(*destinations: str) -> dict[str, str]:
+    """A credential Secret's annotation: where the operator may send it (the lab's own addresses and URLs)."""
+    return {DESTINATIONS: ", ".join(dict.fromkeys(destinations))}
+
+
 def cloudstack_secret_data(cloudstack: Any) -> dict[str, str]:
     """`url`, `apiKey`, `secretKey` of the lab CloudStack, and `allowPlainHTTP`: the lab serves its API over plain
     HTTP, which the operator refuses without the Secret's consent."""
@@ -63,7 +71,8 @@ def kvmhost_manifests(hosts: Sequence[Any], namespace: str, *, cloudstack: Any =
         return []
     documents: list[dict[str, Any]] = [{
         "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
-        "metadata": {"name": SSH_SECRET, "namespace": namespace},
+        "metadata": {"name": SSH_SECRET, "namespace": namespace,
+                     "annotations": allowed(*(host.address for host in hosts))},
         "stringData": {"ssh-privatekey": hosts[0].client_key_pem},
     }]
     for index, host in enumerate(hosts):
@@ -108,6 +117,12 @@ XEN_SECRET = "lab-xen-root"
 XEN_CLUSTER = "lab-xen-pool"
 
 
+def xen_destinations(xen: dict[str, Any], cloudstack: Any = None) -> dict[str, str]:
+    """Where the lab's XenServer password may go: every lab XenServer host, and the lab CloudStack (addHost)."""
+    return allowed(*(h["address"] for _, h in sorted(xen["hosts"].items())),
+                   *([cloudstack.endpoint] if cloudstack is not None else []))
+
+
 def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-pool",
                       cloudstack: Any = None) -> list[dict[str, Any]]:
     """The deploy/examples/ XenPool pointed at the lab XenServer hosts (`stackops lab xenapi` state): every lab host
@@ -116,7 +131,8 @@ def xenpool_manifests(xen: dict[str, Any], namespace: str, *, name: str = "lab-p
     CloudStack, the pool is registered as cluster `lab-xen-pool` of its first zone."""
     hosts = xen["hosts"]
     documents = [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": XEN_SECRET, "namespace": namespace},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": XEN_SECRET, "namespace": namespace, "annotations": xen_destinations(xen, cloudstack)},
          "stringData": {"username": xen["username"], "password": xen["password"]}},
         {"apiVersion": "stackops.io/v1alpha1", "kind": "XenPool", "metadata": {"name": name, "namespace": namespace},
          "spec": {"members": [{"name": n, "address": h["address"]} for n, h in sorted(hosts.items())],

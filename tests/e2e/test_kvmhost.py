@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -40,7 +41,7 @@ def spec_for(host: Any, peer: Any, **changes: Any) -> KvmHostSpec:
 
 def context(host: Any, spec: KvmHostSpec, events: list, status: dict | None = None) -> Context:
     return Context(namespace="lab", name=host.name, generation=1, spec=spec, status=status or {},
-                   secrets={SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}},
+                   secrets={SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)},
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -123,8 +124,8 @@ def spec(host: Any, peer: Any) -> KvmHostSpec:
 
 def context(host: Any, s: KvmHostSpec, tls: dict[str, str], events: list) -> Context:
     return Context(namespace="lab", name=host.name, generation=1, spec=s, status={},
-                   secrets={SSH_SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)},
-                            TLS_SECRET: {k: SecretStr(v) for k, v in tls.items()}},
+                   secrets={SSH_SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address),
+                            TLS_SECRET: secret(tls, host.address)},
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 

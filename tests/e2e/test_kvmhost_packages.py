@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -44,7 +45,7 @@ def spec_for(host: Any, **packages: Any) -> KvmHostSpec:
 
 
 def context(host: Any, spec: KvmHostSpec, events: list, repository_key: str = "") -> Context:
-    secrets = {SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}}
+    secrets = {SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)}
     if repository_key:
         secrets[PACKAGE_KEY_SECRET] = {PACKAGE_KEY: SecretStr(repository_key)}
     return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={}, secrets=secrets,

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
@@ -33,7 +34,7 @@ def spec_for(host: Any, **cloudstack: Any) -> KvmHostSpec:
 
 
 def context(host: Any, sim: CloudStackSimulator, spec: KvmHostSpec, events: list) -> Context:
-    secrets = {"lab-kvm-ssh": {"ssh-privatekey": SecretStr(host.client_key_pem)},
+    secrets = {"lab-kvm-ssh": secret({"ssh-privatekey": host.client_key_pem}, host.address),
                CLOUDSTACK: {"url": SecretStr(sim.endpoint), "apiKey": SecretStr(sim.api_key),
                             "secretKey": SecretStr(sim.secret_key), "allowPlainHTTP": SecretStr("true")}}
     return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={}, secrets=secrets,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -41,7 +42,7 @@ def spec_for(host: Any, bridges: list[dict[str, Any]], policy: str = "Delete") -
 
 def context(host: Any, spec: KvmHostSpec, events: list) -> Context:
     return Context(namespace=NAMESPACE, name=host.name, generation=1, spec=spec, status={},
-                   secrets={SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}},
+                   secrets={SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)},
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 

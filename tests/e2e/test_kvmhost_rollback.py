@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHError, SSHPool, SSHTarget
@@ -44,7 +45,7 @@ def spec_for(host: Any, bridge: dict[str, Any]) -> KvmHostSpec:
 
 def context(host: Any, spec: KvmHostSpec, generation: int, events: list, status: dict | None = None) -> Context:
     return Context(namespace="lab", name=host.name, generation=generation, spec=spec, status=status or {},
-                   secrets={SECRET: {"ssh-privatekey": SecretStr(host.client_key_pem)}},
+                   secrets={SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)},
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 

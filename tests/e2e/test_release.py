@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.cloudstackrelease import CloudStackReleaseSpec
 from stackops.drivers.ssh import SSHPool
@@ -55,7 +56,7 @@ class Driver:
         self.spec = spec
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str, str]] = []
-        self.secrets = {KEY: {"ssh-privatekey": SecretStr(host.client_key_pem)}}
+        self.secrets = {KEY: secret({"ssh-privatekey": host.client_key_pem}, host.address)}
 
     def run(self, reconciler: CloudStackReleaseReconciler) -> Outcome:
         ctx = Context(namespace="lab", name="release", generation=1, spec=self.spec, status=self.status,

@@ -109,7 +109,9 @@ def test_membership_change_survives_sigkill_at_random_moments(kube: Any, operato
                     "xenapiPort": lab.port, "ha": {"timeoutSeconds": 180},
                     "allowedDestructiveActions": ["Eject"], "resyncIntervalSeconds": 30}
             documents = [
-                {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "xen-root", "namespace": namespace},
+                {"apiVersion": "v1", "kind": "Secret",
+                 "metadata": {"name": "xen-root", "namespace": namespace, "annotations": {
+                     "stackops.io/allowed-destinations": " ".join(lab.address(h.name) for h in hosts)}},
                  "stringData": {"username": lab.username, "password": lab.password}},
                 {"apiVersion": "stackops.io/v1alpha1", "kind": "XenPool",
                  "metadata": {"name": "pool", "namespace": namespace}, "spec": spec}]

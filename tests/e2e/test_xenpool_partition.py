@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from xenpool_helpers import FAST, Driver, condition, lab, ready, spec_for
+from credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import SSHPool
@@ -79,7 +80,8 @@ def test_the_operator_cut_from_the_master_only_makes_no_second_master(make_lab_h
         ssh = SSHPool()
         try:
             driver = Driver(xen, spec(xen, hosts), ssh=ssh)
-            driver.secrets[KEY_SECRET] = {"ssh-privatekey": SecretStr(hosts[0].client_key_pem)}
+            driver.secrets[KEY_SECRET] = secret({"ssh-privatekey": hosts[0].client_key_pem},
+                                                *(xen.address(n) for n in NAMES))
             assert ready(driver.converge()) and driver.status["master"] == "xen1"
 
             # the machine (the operator) is cut from xen1 only: refused at once, so passes stay short

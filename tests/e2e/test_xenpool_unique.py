@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from xenpool_helpers import FAST, Driver, condition, ready
+from credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import SSHPool
@@ -49,7 +50,8 @@ def test_a_clone_is_made_unique_over_ssh_and_joined(make_lab_hosts) -> None:
         ssh = SSHPool()
         try:
             driver = Driver(xen, spec(xen, hosts, "MakeUnique"), ssh=ssh)
-            driver.secrets[KEY_SECRET] = {"ssh-privatekey": SecretStr(hosts[3].client_key_pem)}
+            driver.secrets[KEY_SECRET] = secret({"ssh-privatekey": hosts[3].client_key_pem},
+                                                *(xen.address(n) for n in xen.hosts))
             outcome = driver.converge(passes=8)
         finally:
             ssh.shutdown()

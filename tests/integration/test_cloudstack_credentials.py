@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from xenpool_helpers import CLOUDSTACK, Driver, lab, spec_for
+from credentials import secret as secret_data
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
@@ -53,13 +54,15 @@ def assert_never_in_a_url(sim: CloudStackSimulator, caplog: pytest.LogCaptureFix
 
 
 def kvm_context(sim: CloudStackSimulator, spec: KvmHostSpec, status: dict[str, Any], *,
-                secret: dict[str, str] | None = None) -> Context:
+                secret: dict[str, str] | None = None, password_to: tuple[str, ...] | None = None) -> Context:
+    """`password_to`: where the host password's Secret allows it (default: the host and the CloudStack url)."""
     async def checkpoint(fields: dict[str, Any]) -> None:
         status.update(fields)
 
     values = cloudstack_secret_data(sim) if secret is None else secret
+    allowed = (spec.address, values["url"]) if password_to is None else password_to
     secrets = {CS_SECRET: {k: SecretStr(v) for k, v in values.items()},
-               PASSWORD_SECRET: {"password": SecretStr(KVM_PASSWORD)}}
+               PASSWORD_SECRET: secret_data({"password": KVM_PASSWORD}, *allowed)}
     return Context(namespace="lab", name="kvm1", generation=1, spec=spec, status=dict(status), secrets=secrets,
                    event=lambda *_: None, logger=logging.getLogger("test"), checkpoint=checkpoint)
 

@@ -46,7 +46,9 @@ def manifests() -> str:
     documents = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
-         "metadata": {"name": f"{NAME}-ssh", "namespace": NAMESPACE}, "stringData": {"ssh-privatekey": key}},
+         "metadata": {"name": f"{NAME}-ssh", "namespace": NAMESPACE,
+                      "annotations": {"stackops.io/allowed-destinations": "127.0.0.1"}},
+         "stringData": {"ssh-privatekey": key}},
         {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost", "metadata": {"name": NAME, "namespace": NAMESPACE},
          "spec": {"address": "127.0.0.1", "deletionPolicy": "Orphan",
                   "ssh": {"port": CLOSED_PORT, "privateKeySecretRef": {"name": f"{NAME}-ssh"}, "hostKey": HOST_KEY,

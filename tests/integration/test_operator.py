@@ -60,6 +60,9 @@ def example_documents() -> list[dict[str, Any]]:
             document["stringData"] = {"ssh-privatekey": throwaway_private_key()}
         elif document.get("kind") == "Secret" and "url" in document.get("stringData", {}):  # CloudStack, webhook
             document["stringData"]["url"] = CLOSED_URL
+        annotations = document.get("metadata", {}).get("annotations") or {}
+        if "stackops.io/allowed-destinations" in annotations:  # the credentials follow the addresses to loopback
+            annotations["stackops.io/allowed-destinations"] = f"127.0.0.0/24, {CLOSED_URL}"
     return documents
 
 

@@ -49,7 +49,8 @@ def kvmhost_with_secret(namespace: str, key: str) -> list[dict[str, Any]]:
     spec["address"] = "127.0.0.1"
     spec["ssh"]["port"] = CLOSED_PORT
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
-              "metadata": {"name": spec["ssh"]["privateKeySecretRef"]["name"], "namespace": namespace},
+              "metadata": {"name": spec["ssh"]["privateKeySecretRef"]["name"], "namespace": namespace,
+                           "annotations": {"stackops.io/allowed-destinations": "127.0.0.1"}},
               "stringData": {"ssh-privatekey": key}}
     host = {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost",
             "metadata": {"name": "kvm01", "namespace": namespace}, "spec": spec}

@@ -39,7 +39,10 @@ def master_of(pool: PoolSession) -> str:
 
 
 def test_the_master_is_found_from_a_supporter(lab: XenLab) -> None:
-    assert master_of(session(lab, ["xen3", "xen2"])) == lab.address("xen1")
+    """xen3 names the master: the session goes there next, before xen2."""
+    pool = session(lab, ["xen3", "xen2", "xen1"])
+    assert master_of(pool) == lab.address("xen1")
+    assert pool.unreachable == {lab.address("xen3"): f"supporter of {lab.address('xen1')}"}
 
 
 def test_a_member_still_starting_is_skipped(lab: XenLab) -> None:
@@ -63,3 +66,20 @@ def test_no_master_names_every_member(lab: XenLab) -> None:
     unreachable = lost.value.unreachable
     assert set(unreachable) == {lab.address(n) for n in ("xen1", "xen2", "xen3")}, unreachable
     assert unreachable[lab.address("xen2")] == f"supporter of {lab.address('xen1')}"
+
+
+def test_a_supporter_naming_a_master_outside_the_members_is_not_followed(lab: XenLab) -> None:
+    """The password goes to the session's addresses only (the members its Secret allows): xen2 and xen3 answer
+    HOST_IS_SLAVE naming xen1, which is not among them, so xen1 never gets a login (issue 12, item 3)."""
+    pool = session(lab, ["xen2", "xen3"])
+    with pytest.raises(XenNoMaster) as lost:
+        master_of(pool)
+    assert lost.value.unreachable[lab.address("xen2")] == (
+        f"supporter of {lab.address('xen1')}, which is not a member address (not followed: the password goes to "
+        "members only)")
+    assert [e for e in lab.audit() if e["event"] == "session.login"] == []
+
+
+def test_a_local_session_is_only_for_a_member(lab: XenLab) -> None:
+    with pytest.raises(ValueError):
+        session(lab, ["xen2", "xen3"]).local(lab.address("xen1"))

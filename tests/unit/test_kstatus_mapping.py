@@ -79,7 +79,9 @@ TABLE: list[Row] = [
     # handlers/resources.py, drivers/secrets.py, reconcile/base.py: every kind
     *rows(ALL, "stalled", "InvalidSpec"),
     *rows(ALL, "progressing", "SecretNotFound", "SecretKeyMissing", "SecretForbidden", "SecretUnreadable",
-          "InternalError"),
+          "InternalError", "CredentialDestinationsInvalid"),
+    # reconcile/base.py Context.credential: a credential's Secret does not list where the spec sends it
+    *rows(ALL, "stalled", "CredentialNotAllowed"),
     *rows(ALL, "unknown", "ReconcilerNotImplemented"),
     # KvmHost
     *rows("KvmHost", "ready", "Configured"),

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 import stackops.reconcile.kvmhost as kvmhost
 from specs import HOST_KEY
+from credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult, SSHTimeout, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError
@@ -312,7 +313,7 @@ def fake_reconciler(host: FakeHost) -> KvmHostReconciler:
 def context(s: KvmHostSpec, generation: int = 3, status: dict | None = None, events: list | None = None) -> Context:
     sink = events if events is not None else []
     return Context(namespace="lab", name="kvm1", generation=generation, spec=s, status=status or {},
-                   secrets={"k": {"ssh-privatekey": SecretStr("unused")}}, event=lambda *e: sink.append(e),
+                   secrets={"k": secret({"ssh-privatekey": "unused"}, s.address)}, event=lambda *e: sink.append(e),
                    logger=logging.getLogger("test"))
 
 

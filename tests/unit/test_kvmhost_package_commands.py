@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from kvmhost_probe import INSTALLED, OWNER, probe_output
 from specs import HOST_KEY
+from credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult
 from stackops.reconcile.base import Context, PartialApply
@@ -253,7 +254,7 @@ def test_a_failed_install_is_reported_with_apts_error_lines_and_nothing_after_it
     s = spec(cloudstackAgentVersion="9.9")
     events: list = []
     ctx = Context(namespace="lab", name="kvm1", generation=1, spec=s, status={},
-                  secrets={"k": {"ssh-privatekey": SecretStr("unused")}}, event=lambda *e: events.append(e),
+                  secrets={"k": secret({"ssh-privatekey": "unused"}, s.address)}, event=lambda *e: events.append(e),
                   logger=logging.getLogger("test"))
     with pytest.raises(PartialApply) as failed:
         asyncio.run(KvmHostReconciler(OnePool(connection)).reconcile(ctx))  # type: ignore[arg-type]

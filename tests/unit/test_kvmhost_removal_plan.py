@@ -15,6 +15,7 @@ from pydantic import SecretStr
 import stackops.reconcile.kvmhost as kvmhost
 from kvmhost_probe import OWNER, probe_output
 from specs import HOST_KEY
+from credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError
@@ -250,7 +251,7 @@ def spec(**changes: Any) -> KvmHostSpec:
 
 def context(s: KvmHostSpec, events: list) -> Context:
     return Context(namespace="lab", name="kvm1", generation=3, spec=s, status={},
-                   secrets={"k": {"ssh-privatekey": SecretStr("unused")}}, event=lambda *e: events.append(e),
+                   secrets={"k": secret({"ssh-privatekey": "unused"}, s.address)}, event=lambda *e: events.append(e),
                    logger=logging.getLogger("test"))
 
 

@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 
 from kvmhost_probe import INSTALLED, OWNER, probe_output
 from specs import HOST_KEY
+from credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.secrets import needed_secrets
 from stackops.reconcile.base import Context, ReconcileError
@@ -188,7 +189,7 @@ class OnePool:
 def test_the_reconciler_reads_the_key_from_its_secret_and_stalls_on_a_private_key() -> None:
     connection = Recorder(host())
     ctx = Context(namespace="lab", name="kvm1", generation=1, spec=signed(), status={},
-                  secrets={"k": {"ssh-privatekey": SecretStr("unused")}, SECRET: {SECRET_KEY: SecretStr(PRIVATE)}},
+                  secrets={"k": secret({"ssh-privatekey": "unused"}, "10.250.0.0/24"), SECRET: {SECRET_KEY: SecretStr(PRIVATE)}},
                   event=lambda *e: None, logger=logging.getLogger("test"))
     with pytest.raises(ReconcileError) as stalled:
         asyncio.run(KvmHostReconciler(OnePool(connection)).reconcile(ctx))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from stackops import status as st
 from stackops.cli import main as cli_main
 from stackops.plan import plan_files, symbol
 from stackops.drivers.secrets import Needed
-from stackops.plan_secrets import ManifestSecrets, environment_name
+from stackops.plan_secrets import ManifestSecrets, destinations_name, environment_name
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
 from specs import MINIMAL
 
@@ -176,6 +176,29 @@ def test_optional_keys_come_from_the_environment_too() -> None:
     environ[environment_name("cloudstack-api", "allowPlainHTTP")] = "true"
     values = ManifestSecrets(environ).read("demo", needed)["cloudstack-api"]
     assert values["allowPlainHTTP"].get_secret_value() == "true"
+
+
+def test_where_credentials_may_go_follows_where_their_values_come_from() -> None:
+    """A list in the files counts for values from the files; for a value from the CI job's environment only the
+    environment's list counts: a branch's author can edit the manifests, not the job's variables."""
+    needed = [Needed("spec.ssh.privateKeySecretRef", "kvm01-ssh", ("ssh-privatekey",))]
+    document = {"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "kvm01-ssh", "annotations": {"stackops.io/allowed-destinations": "10.9.9.9"}},
+                "stringData": {"ssh-privatekey": SECRET_VALUE}}
+    files = ManifestSecrets({})
+    files.add("demo", document)
+    assert files.read("demo", needed)["kvm01-ssh"].destinations.allows("10.9.9.9")
+
+    sealed = copy.deepcopy(document)
+    sealed["stringData"]["ssh-privatekey"] = "ENC[AES256_GCM,data:Zm9v,iv:YmFy,tag:YmF6,type:str]"
+    environ = {environment_name("kvm01-ssh", "ssh-privatekey"): SECRET_VALUE}
+    from_environment = ManifestSecrets(environ)
+    from_environment.add("demo", sealed)
+    assert not from_environment.read("demo", needed)["kvm01-ssh"].destinations, "the manifest's list is ignored"
+    environ[destinations_name("kvm01-ssh")] = "10.0.0.0/24"
+    assert destinations_name("kvm01-ssh") == "STACKOPS_DESTINATIONS_KVM01_SSH"
+    allowed = from_environment.read("demo", needed)["kvm01-ssh"].destinations
+    assert allowed.allows("10.0.0.7") and not allowed.allows("10.9.9.9")
 
 
 def test_sops_encrypted_values_are_taken_from_the_environment(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import CommandResult, SSHTimeout
@@ -163,7 +164,7 @@ def run_pass(pool: XenPoolSpec, ssh: Any, status: dict[str, Any], events: list[t
         status.update(fields)
 
     ctx = Context(namespace="lab", name="pool", generation=1, spec=pool, status=status,
-                  secrets={"dom0": {"ssh-privatekey": SecretStr("not parsed by the stand-in")}},
+                  secrets={"dom0": secret({"ssh-privatekey": "not parsed by the stand-in"}, "10.0.0.0/24")},
                   event=lambda *e: events.append(e), logger=logging.getLogger("test"), checkpoint=checkpoint)
     try:
         outcome = asyncio.run(failover.master_lost(XenPoolReconciler(ssh), ctx, session, pool, lost([2, 3, 4])))

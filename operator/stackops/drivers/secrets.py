@@ -10,6 +10,7 @@ from typing import Any, Iterator
 from pydantic import BaseModel, SecretStr
 
 from ..api.common import SecretKeySelector, SecretReference
+from ..destinations import ANNOTATION, NOWHERE, Destinations, DestinationsInvalid
 
 class SecretError(Exception):
     """A referenced Secret or key is missing or unreadable. The message names them, never a value."""
@@ -17,6 +18,27 @@ class SecretError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
+
+
+class SecretData(dict[str, SecretStr]):
+    """One Secret's keys and values, and where its credentials may be sent (its `stackops.io/allowed-destinations`
+    annotation; none: nowhere a spec chooses)."""
+
+    def __init__(self, values: dict[str, SecretStr] | None = None, destinations: Destinations = NOWHERE):
+        super().__init__(values or {})
+        self.destinations = destinations
+
+
+def parse_destinations(namespace: str, name: str, annotations: dict[str, str] | None) -> Destinations:
+    """The Secret's allow-list; SecretError `CredentialDestinationsInvalid` quoting the entry that does not parse."""
+    text = (annotations or {}).get(ANNOTATION)
+    if text is None:
+        return NOWHERE
+    try:
+        return Destinations.parse(str(text))
+    except DestinationsInvalid as error:
+        raise SecretError("CredentialDestinationsInvalid",
+                          f"Secret {namespace}/{name}: annotation {ANNOTATION}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -53,9 +75,9 @@ class SecretReader:
     def __init__(self, core_api: Any):
         self._core = core_api
 
-    async def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, SecretStr]]:
+    async def read(self, namespace: str, needed: list[Needed]) -> dict[str, SecretData]:
         """Secret name → key → value, for every needed key; raises SecretError naming what is missing."""
-        result: dict[str, dict[str, SecretStr]] = {}
+        result: dict[str, SecretData] = {}
         for item in needed:
             if item.name not in result:
                 result[item.name] = await asyncio.to_thread(self._read_one, namespace, item.name)
@@ -65,7 +87,7 @@ class SecretReader:
                                   f"Secret {namespace}/{item.name} ({item.path}) has no key {', '.join(missing)}")
         return result
 
-    def _read_one(self, namespace: str, name: str) -> dict[str, SecretStr]:
+    def _read_one(self, namespace: str, name: str) -> SecretData:
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -81,5 +103,6 @@ class SecretReader:
             values[key] = SecretStr(base64.b64decode(encoded).decode("utf-8", errors="replace"))
         for key, plain in (secret.string_data or {}).items():
             values[key] = SecretStr(plain)
-        return values
+        annotations = getattr(getattr(secret, "metadata", None), "annotations", None)
+        return SecretData(values, parse_destinations(namespace, name, annotations))
 

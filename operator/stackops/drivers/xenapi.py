@@ -152,7 +152,10 @@ class Counters:
 
 
 class PoolSession:
-    """A session with the pool master, found among `addresses`. Methods run the SDK in a thread."""
+    """A session with the pool master, found among `addresses`. Methods run the SDK in a thread.
+
+    The password goes to `addresses` only (the members the credentials may be sent to): a supporter's
+    `HOST_IS_SLAVE` naming another address is not followed (the members are tried in turn instead)."""
 
     def __init__(self, addresses: list[str], username: str, password: SecretStr, endpoint: Endpoint,
                  *, originator: str = "stackops"):
@@ -196,8 +199,12 @@ class PoolSession:
             except XenAPI.Failure as error:
                 details = [str(d) for d in error.details]
                 if details and details[0] == "HOST_IS_SLAVE" and len(details) > 1:
-                    queue.insert(0, details[1])
-                    self.unreachable[address] = f"supporter of {details[1]}"
+                    if details[1] in self.addresses:
+                        queue.insert(0, details[1])
+                        self.unreachable[address] = f"supporter of {details[1]}"
+                    else:
+                        self.unreachable[address] = (f"supporter of {details[1]}, which is not a member address "
+                                                     "(not followed: the password goes to members only)")
                     continue
                 failure = _failure("session.login_with_password", error)
                 if isinstance(failure, XenAuthError):
@@ -241,7 +248,8 @@ class PoolSession:
             except XenAPI.Failure as error:
                 details = [str(d) for d in error.details]
                 if details and details[0] == "HOST_IS_SLAVE" and attempt == 0:  # the master moved
-                    self.master_address = details[1] if len(details) > 1 else None
+                    moved = details[1] if len(details) > 1 else None
+                    self.master_address = moved if moved in self.addresses else None  # else: search the members
                     self._session = None
                     continue
                 raise _failure(name, error) from None
@@ -302,7 +310,9 @@ class PoolSession:
         return await self.call(f"{cls}.get_all_records")
 
     def local(self, address: str) -> "LocalSession":
-        """A `slave_local` session on one host, for the emergency calls."""
+        """A `slave_local` session on one host, for the emergency calls; a member address only."""
+        if address not in self.addresses:
+            raise ValueError(f"{address} is not a member address of this session")
         return LocalSession(address, self.username, self._password, self.endpoint)
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Generic, TypeVar
+from typing import Any, Awaitable, Callable, ClassVar, Generic, Iterable, Mapping, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
 from .. import status as st
+from ..destinations import ANNOTATION, NOWHERE, safe_destination
 
 Observed = TypeVar("Observed")
 
@@ -48,6 +49,22 @@ class ReconcileError(Exception):
         self.conditions = conditions or []  # domain conditions to report with the failure (e.g. Reachable=False)
 
 
+class CredentialNotAllowed(ReconcileError):
+    """A credential would go to a destination its Secret does not list: nothing is sent. A person must widen the
+    Secret's list or correct the spec (Stalled; the next resync or change looks again)."""
+
+    reason = "CredentialNotAllowed"
+
+    def __init__(self, namespace: str, secret: str, refused: list[str], what: str):
+        """`refused`: the destinations as messages show them."""
+        shown = ", ".join(refused)
+        super().__init__(self.reason,
+                         f"Secret {namespace}/{secret} does not allow sending it to {shown} ({what}): its annotation {ANNOTATION} "
+                         "must list each address (or a CIDR, *.<domain> or URL prefix holding it); nothing was sent",
+                         retry=False)
+        self.refused = refused
+
+
 EventSink = Callable[[str, str, str], None]  # (type "Normal"|"Warning", reason, message)
 Checkpoint = Callable[[dict[str, Any]], Awaitable[None]]  # status fields (camelCase) written at once
 
@@ -72,7 +89,20 @@ class Context:
     """Write status fields now, before a step that must survive a crash (e.g. the intent of an HA dance)."""
 
     def secret(self, name: str, key: str) -> SecretStr:
+        """A value that goes nowhere a spec chooses (a CA, a public key, or a credential whose destination is in its
+        own Secret, as a CloudStack `url`). A credential sent to an address from the spec: `credential`."""
         return self.secrets[name][key]
+
+    def credential(self, name: str, key: str, *, to: Iterable[str] | Mapping[str, str], what: str) -> SecretStr:
+        """The value, when the Secret's allowed destinations hold every one of `to` (addresses from the spec, or
+        URLs; a mapping gives each the words a message shows instead, e.g. for a URL kept in a Secret); else
+        CredentialNotAllowed (Stalled), and nothing is sent anywhere. `what` names the use, e.g. "the XenAPI login"."""
+        values = self.secrets[name]
+        shown = dict(to) if isinstance(to, Mapping) else {d: safe_destination(d) for d in to}
+        refused = getattr(values, "destinations", NOWHERE).refused(shown)
+        if refused:
+            raise CredentialNotAllowed(self.namespace, name, [shown[d] for d in refused], what)
+        return values[key]
 
 
 @dataclass

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from .. import status as st
 from ..drivers.cloudstack import CloudStackClient, CloudStackPool
-from .base import Context, ReconcileError
+from ..destinations import NOWHERE
+from .base import Context, CredentialNotAllowed, ReconcileError
 
 PLAIN_HTTP_KEY = "allowPlainHTTP"
 
@@ -39,7 +40,17 @@ def client_for(pool: CloudStackPool, ctx: Context, secret_name: str, *,
                    f'{PLAIN_HTTP_KEY}: "true" to the Secret. Nothing was sent')
         conditions = [st.ConditionState(condition, "False", "InsecureEndpoint", message)] if condition else []
         raise ReconcileError("InsecureEndpoint", message, retry=False, conditions=conditions)
+    destinations = getattr(values, "destinations", NOWHERE)
+    if destinations and not destinations.allows_url(url):  # the url is the Secret's own: a list there must hold it
+        raise CredentialNotAllowed(ctx.namespace, secret_name, [f"its own url ({scheme}://…)"], "the API keys")
     return pool.get(url, values["apiKey"].get_secret_value(), values["secretKey"])
+
+
+def endpoint(ctx: Context, secret_name: str) -> dict[str, str]:
+    """The CloudStack url of a connection Secret as a destination for `Context.credential` (a host password that
+    addHost/addCluster hands to CloudStack), shown by the Secret's name, never by the URL."""
+    url = ctx.secrets[secret_name]["url"].get_secret_value().strip()
+    return {url: f"the CloudStack url of Secret {ctx.namespace}/{secret_name}"}
 
 
 async def record_version(client: CloudStackClient, ctx: Context) -> str:

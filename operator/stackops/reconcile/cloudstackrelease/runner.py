@@ -78,4 +78,5 @@ def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec, l
     if ssh is None:
         raise ReconcileError("SSHUnavailable", "builder.type is SSH but this operator runs without SSH", retry=False)
     ref = builder.ssh.ssh.private_key_secret_ref
-    return SSHRunner(ssh, SSHTarget.from_settings(builder.ssh.address, builder.ssh.ssh, ctx.secret(ref.name, ref.key)))
+    key = ctx.credential(ref.name, ref.key, to=[builder.ssh.address], what="SSH to the build host")
+    return SSHRunner(ssh, SSHTarget.from_settings(builder.ssh.address, builder.ssh.ssh, key))

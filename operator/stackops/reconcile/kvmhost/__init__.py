@@ -88,7 +88,9 @@ def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
     manager = spec.openvswitch.manager
     if manager is None or manager.client_certificate != "Secret" or manager.certificate_secret_ref is None:
         return None
-    values = ctx.secrets.get(manager.certificate_secret_ref.name, {})
+    name = manager.certificate_secret_ref.name
+    ctx.credential(name, "tls.key", to=[spec.address], what="the OVSDB client key written to the host")
+    values = ctx.secrets.get(name, {})
     return {k: v.get_secret_value() for k, v in values.items() if k in ("tls.crt", "tls.key", "ca.crt")}
 
 
@@ -178,7 +180,8 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
     def connection(self, ctx: Context) -> SSHConnection:
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
         ref = spec.ssh.private_key_secret_ref
-        return self.pool.connection(SSHTarget.from_settings(spec.address, spec.ssh, ctx.secret(ref.name, ref.key)))
+        key = ctx.credential(ref.name, ref.key, to=[spec.address], what="SSH")
+        return self.pool.connection(SSHTarget.from_settings(spec.address, spec.ssh, key))
 
     async def observe(self, ctx: Context) -> HostView:
         spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]

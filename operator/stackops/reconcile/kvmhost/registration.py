@@ -126,7 +126,9 @@ async def register(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, *, man
                                   "url": f"http://{spec.address}", "username": settings.username}
         if settings.password_secret_ref is not None:
             ref = settings.password_secret_ref
-            params["password"] = ctx.secret(ref.name, ref.key)  # a SecretStr: the driver sends it as a POST
+            to = {**cloudstack.endpoint(ctx, settings.connection.secret_ref.name), spec.address: spec.address}
+            # a SecretStr: the driver sends it as a POST; CloudStack logs in to the host with it
+            params["password"] = ctx.credential(ref.name, ref.key, to=to, what="addHost in CloudStack")
         if settings.host_tags:
             params["hosttags"] = ",".join(settings.host_tags)
         answer = await client.call("addHost", **params)

@@ -79,8 +79,9 @@ class XenPoolReconciler(Reconciler):
                     from None
         endpoint = Endpoint(port=spec.xenapi_port or (80 if spec.tls.plain_http else 443),
                             plain_http=spec.tls.plain_http, ca_pem=ca, insecure=spec.tls.insecure_skip_verify)
-        return PoolSession([m.address for m in spec.members], ctx.secret(ref.name, "username").get_secret_value(),
-                           ctx.secret(ref.name, "password"), endpoint)
+        addresses = [m.address for m in spec.members]
+        password = ctx.credential(ref.name, "password", to=addresses, what="the XenAPI login")
+        return PoolSession(addresses, ctx.secret(ref.name, "username").get_secret_value(), password, endpoint)
 
     async def reconcile(self, ctx: Context) -> Outcome:
         spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
@@ -238,11 +239,12 @@ class XenPoolReconciler(Reconciler):
         pool = facts.pool_ref
         if isinstance(action, JoinHost):
             ref = spec.credentials_secret_ref
-            joiner = PoolSession([action.address], session.username, ctx.secret(ref.name, "password"),
-                                 session.endpoint)
+            assert session.master_address is not None  # connected: the master answered
+            password = ctx.credential(ref.name, "password", to=[action.address, session.master_address],
+                                      what="pool.join")
+            joiner = PoolSession([action.address], session.username, password, session.endpoint)
             try:
-                await joiner.call("pool.join", session.master_address, session.username,
-                                  ctx.secret(ref.name, "password").get_secret_value())
+                await joiner.call("pool.join", session.master_address, session.username, password.get_secret_value())
             finally:
                 await joiner.close()
             await self.wait(session, spec, lambda f: (h := f.host_by_address(action.address)) is not None and h.live,

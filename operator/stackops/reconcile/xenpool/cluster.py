@@ -17,7 +17,7 @@ from ... import status as st
 from ...api.xenpool import CloudStackCluster, XenPoolSpec
 from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool, CloudStackUnsupportedVersion
 from .. import cloudstack
-from ..base import Action, Context, ReconcileError
+from ..base import Action, Context, CredentialNotAllowed, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from .observed import PoolFacts
 
@@ -131,11 +131,17 @@ class ClusterLink:
         self.zone_id = self.pod_id = ""
         self.cluster: dict[str, Any] | None = None
 
-    def credentials(self) -> dict[str, Any]:
-        """The pool's XenAPI login for addHost; the password a SecretStr, which the driver sends as a POST."""
+    def credentials(self, address: str) -> dict[str, Any]:
+        """The pool's XenAPI login for addHost of the host at `address`: CloudStack gets the password and logs in
+        there, so the Secret must allow both. The password a SecretStr, which the driver sends as a POST."""
         ref = self.spec.credentials_secret_ref
-        return {"username": self.ctx.secret(ref.name, "username").get_secret_value(),
-                "password": self.ctx.secret(ref.name, "password")}
+        to = {**cloudstack.endpoint(self.ctx, self.settings.connection.secret_ref.name), address: address}
+        try:
+            password = self.ctx.credential(ref.name, "password", to=to, what="addHost in CloudStack")
+        except CredentialNotAllowed as error:
+            error.conditions = [st.ConditionState("Registered", "False", error.reason, str(error))]
+            raise
+        return {"username": self.ctx.secret(ref.name, "username").get_secret_value(), "password": password}
 
     async def load(self) -> dict[str, Any] | None:
         try:
@@ -248,7 +254,8 @@ class ClusterLink:
                 if manage:
                     await self.client.call("addHost", zoneid=self.zone_id, podid=self.pod_id,
                                            clusterid=cluster["id"], hypervisor="XenServer",
-                                           url=host_url(self.spec, missing[0].address), **self.credentials())
+                                           url=host_url(self.spec, missing[0].address),
+                                           **self.credentials(missing[0].address))
                     self.ctx.event("Normal", "Applied", action.describe())
                     applied.append(action)
                     hosts = await self.hosts()

@@ -44,7 +44,8 @@ def target(spec: XenPoolSpec, ctx: Context, address: str) -> SSHTarget:
                              retry=False)
     ref = settings.private_key_secret_ref
     return SSHTarget(address=address, port=settings.port, user=settings.user, host_key=member.ssh_host_key,
-                     private_key=ctx.secret(ref.name, ref.key), connect_timeout=float(settings.connect_timeout_seconds))
+                     private_key=ctx.credential(ref.name, ref.key, to=[address], what="dom0 SSH"),
+                     connect_timeout=float(settings.connect_timeout_seconds))
 
 
 async def make_unique(ssh: SSHPool | None, ctx: Context, spec: XenPoolSpec, session: PoolSession,
