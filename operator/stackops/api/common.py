@@ -131,7 +131,8 @@ class ConfigMapKeySelector(Model):
 
 
 class SSHKeySecretRef(SecretKeySelector):
-    """A Secret key holding an SSH private key."""
+    """A Secret key holding an SSH private key; the Secret's annotation `stackops.io/allowed-destinations` must list
+    the host's address."""
 
     key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)] = "ssh-privatekey"
     """Key inside the Secret's data (default `ssh-privatekey`, as in a `kubernetes.io/ssh-auth` Secret)."""

@@ -189,7 +189,8 @@ class OVSDBManager(Model):
     certificate_secret_ref: TLSSecretRef | None = None
     """Secret (type `kubernetes.io/tls`: `tls.crt`, `tls.key` without a passphrase and belonging to the first
     certificate of `tls.crt`, optional `ca.crt`) for `clientCertificate: Secret`. With `ca.crt` the manager is
-    verified against it (`/etc/openvswitch/stackops-cacert.pem`, no bootstrap)."""
+    verified against it (`/etc/openvswitch/stackops-cacert.pem`, no bootstrap). Its annotation
+    `stackops.io/allowed-destinations` must list the host's address."""
     bootstrap_ca: bool = True
     """Learn the manager's CA certificate on first connect (`set-ssl --bootstrap`) when no `ca.crt` is given."""
 
@@ -266,7 +267,8 @@ class CloudStackHost(Model):
     """User CloudStack logs in as on the host to set up the agent."""
     password_secret_ref: SecretKeySelector | None = None
     """Secret key with that user's password; unset: CloudStack logs in with its own SSH key (4.18 and later; the
-    management server's public key must be in the user's `authorized_keys`)."""
+    management server's public key must be in the user's `authorized_keys`). The Secret's annotation
+    `stackops.io/allowed-destinations` must list the CloudStack url and the host's address."""
 
 
 class KvmHostSpec(ResourceCommon):

@@ -175,7 +175,9 @@ class XenPoolSpec(ResourceCommon):
     """Member that should be the pool master; a different master is moved here (`designate_new_master`,
     inside the HA dance). Unset: whichever member is master stays master."""
     credentials_secret_ref: CredentialsSecretRef
-    """Secret with the keys `username` and `password` of the pool's root account."""
+    """Secret with the keys `username` and `password` of the pool's root account. Its annotation
+    `stackops.io/allowed-destinations` must list every member's address, and with `cloudstack` the CloudStack url
+    (else `CredentialNotAllowed`, nothing sent)."""
     tls: TLSSettings = TLSSettings()
     """XenAPI TLS verification: a CA, or an explicit `insecureSkipVerify`."""
     xenapi_port: Port | None = None
