@@ -5,40 +5,19 @@ import base64
 from dataclasses import dataclass, field
 
 from ..base import Action
+from ..shell import load
 from .observed import file_bytes
+from .paths import with_paths
 
 OVS_TIMEOUT = "--timeout=30"
 
-# Writes a file atomically, keeping a backup of the previous content: stdin → <path>.stackops-new → <path>.
-# The path is a positional argument ($1), never part of the script text. stdin is the content in base64: a file's
-# bytes need not be UTF-8 (observed.file_text), and the SSH driver and the guarded apply send text as UTF-8.
-WRITE_FILE = (
-    'set -e; f="$1"; mkdir -p "$(dirname "$f")"; '
-    'if [ -f "$f" ]; then cp -p "$f" "$f.stackops-backup"; fi; '
-    'base64 -d > "$f.stackops-new"; '
-    'if [ -f "$f" ]; then chmod --reference="$f" "$f.stackops-new"; chown --reference="$f" "$f.stackops-new"; fi; '
-    'mv -f "$f.stackops-new" "$f"'
-)
-_BACKUP = 'if [ -f "$f" ]; then cp -p "$f" "$f.stackops-backup"; fi; '
-assert _BACKUP in WRITE_FILE
-# The same without the backup: for files in directories whose every file counts (apt's sources.list.d warns about
-# any other name on every run).
-WRITE_FILE_NO_BACKUP = WRITE_FILE.replace(_BACKUP, "")
-# The same, world-readable whatever root's umask: apt reads a repository's keyring as its unprivileged `_apt` user
-# (a key file it cannot read is ignored, and the repository's signature then fails).
-_MOVE = 'mv -f "$f.stackops-new" "$f"'
-assert WRITE_FILE_NO_BACKUP.endswith(_MOVE)
-WRITE_READABLE_FILE = WRITE_FILE_NO_BACKUP.replace(_MOVE, f'chmod 0644 "$f.stackops-new"; {_MOVE}')
-
-# Writes a file only root (or Open vSwitch's user) may read, atomically: created with mode 0600 from the first byte
-# (umask 077), given the owner of $2 when that exists (the user a daemon reading it runs as), then moved over $1.
-# No backup: a copy of an old private key is not left behind. stdin is the content in base64, as for WRITE_FILE.
-WRITE_PRIVATE_FILE = (
-    'set -e; umask 077; f="$1"; mkdir -p "$(dirname "$f")"; '
-    'base64 -d > "$f.stackops-new"; chmod 0600 "$f.stackops-new"; '
-    'if [ -n "$2" ] && [ -e "$2" ]; then chown --reference="$2" "$f.stackops-new"; fi; '
-    'mv -f "$f.stackops-new" "$f"'
-)
+# Scripts run as `sh -c SCRIPT NAME ARGS…` (scripts/*.sh): paths are positional arguments, never part of the text.
+# The write-file scripts take the content on stdin in base64: a file's bytes need not be UTF-8 (observed.file_text),
+# and the SSH driver and the guarded apply send text as UTF-8.
+WRITE_FILE = load(__package__, "write-file.sh")  # atomically, with a backup of the previous content
+WRITE_FILE_NO_BACKUP = load(__package__, "write-file-no-backup.sh")  # for apt's sources.list.d
+WRITE_READABLE_FILE = load(__package__, "write-readable-file.sh")  # mode 0644, no backup: a repository key
+WRITE_PRIVATE_FILE = load(__package__, "write-private-file.sh")  # mode 0600 from the first byte, no backup
 
 # apt-get run by the operator: never a question (noninteractive; dpkg keeps a configuration file the operator
 # edited and takes the package's version of an unmodified one: confdef + confold), no service restarts by
@@ -60,18 +39,13 @@ APT_INSTALL_OPTIONS = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Opt
                        "-o", "DPkg::Lock::Timeout=300", "-o", "APT::Cmd::Pattern-Only=1", "--no-remove")
 
 # Moves an address from a NIC that became a bridge port to an interface of that bridge, with the NIC's other
-# routes (the default route, …): $1 the CIDR, $2 the NIC, $3 the new interface. Only positional arguments.
-MOVE_ADDRESS = (
-    'set -eu; set -f; cidr="$1"; from="$2"; to="$3"; '
-    'routes=$(ip -4 route show dev "$from" | grep -v " proto kernel " '
-    '| sed -E "s/ (linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive)( |\\$)/ /g"); '
-    'ip link set dev "$to" up; '
-    'ip addr replace "$cidr" dev "$to"; '
-    'ip addr del "$cidr" dev "$from"; '
-    'printf "%s\\n" "$routes" | while IFS= read -r route; do '
-    '[ -n "$route" ] || continue; ip route replace $route dev "$to"; done; '
-    'if command -v arping >/dev/null 2>&1; then arping -q -U -c 1 -I "$to" "${cidr%/*}" || true; fi'
-)
+# routes (the default route, …): $1 the CIDR, $2 the NIC, $3 the new interface.
+MOVE_ADDRESS = load(__package__, "move-address.sh")
+# AppArmor profile $1 disabled (linked into disable/, unloaded) or enforced again; the directory from paths.py.
+APPARMOR_DISABLE = with_paths(load(__package__, "apparmor-disable.sh"), "APPARMOR_DIR")
+APPARMOR_ENFORCE = with_paths(load(__package__, "apparmor-enforce.sh"), "APPARMOR_DIR")
+# ovs-pki's client key and self-signed certificate, made in directory $1 (clientCertificate: Generate).
+OVS_PKI_GENERATE = load(__package__, "ovs-pki-generate.sh")
 
 
 @dataclass(frozen=True)

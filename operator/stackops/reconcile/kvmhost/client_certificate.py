@@ -24,18 +24,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from ...api.kvmhost import OVSDBManager
-from .actions import HostAction, OvsCommand, RunCommand, WritePrivateFile
+from .actions import OVS_PKI_GENERATE, HostAction, OvsCommand, RunCommand, WritePrivateFile
 from .observed import ClientFile, OvsState
+from .paths import CA_CERT, GENERATED_CERT, GENERATED_KEY, OWNER_REFERENCE, PKI_DIR, SECRET_CA, SECRET_CERT, SECRET_KEY
 
-PKI_DIR = "/etc/openvswitch"
-GENERATED_KEY = f"{PKI_DIR}/ovsclient-privkey.pem"  # ovs-pki's names (clientCertificate: Generate)
-GENERATED_CERT = f"{PKI_DIR}/ovsclient-cert.pem"
-CA_CERT = f"{PKI_DIR}/cacert.pem"  # where --bootstrap stores the CA it learns
-SECRET_KEY = f"{PKI_DIR}/stackops-client-privkey.pem"
-SECRET_CERT = f"{PKI_DIR}/stackops-client-cert.pem"
-SECRET_CA = f"{PKI_DIR}/stackops-cacert.pem"
-SECRET_FILES = (SECRET_KEY, SECRET_CERT, SECRET_CA)
-OWNER_REFERENCE = f"{PKI_DIR}/conf.db"  # the files get the owner of Open vSwitch's database
 
 _BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)\r?\n-----END \1-----", re.S)
 _KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY")
@@ -142,8 +134,7 @@ def plan_ssl(manager: OVSDBManager, ovs: OvsState, found: Material | None, files
     else:
         if not generated:
             actions.append(RunCommand("generate the OVSDB client key and self-signed certificate (ovs-pki)",
-                                      command=("sh", "-c", 'cd "$1" && ovs-pki --force req ovsclient '
-                                               '&& ovs-pki --force self-sign ovsclient', "stackops-ovs-pki", PKI_DIR)))
+                                      command=("sh", "-c", OVS_PKI_GENERATE, "stackops-ovs-pki", PKI_DIR)))
         key, certificate, ca, bootstrap = GENERATED_KEY, GENERATED_CERT, CA_CERT, manager.bootstrap_ca
     if (ovs.ssl_private_key, ovs.ssl_certificate, ovs.ssl_ca_certificate, ovs.ssl_bootstrap) != \
             (key, certificate, ca, bootstrap):

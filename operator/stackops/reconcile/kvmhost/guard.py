@@ -20,7 +20,8 @@ probe.py); a rolled-back one becomes `status.rollback`, and the same plan is not
 generation of the same spec.
 
 Everything from the spec reaches the host as positional arguments or as commands quoted with `shlex` (exactly as
-the SSH driver quotes a command), never interpolated into script text.
+the SSH driver quotes a command), never interpolated into script text. The scripts are scripts/guard-*.sh and
+scripts/probe-checkpoints.sh; the checkpoint directory reaches them from paths.py.
 """
 from __future__ import annotations
 
@@ -35,189 +36,24 @@ from typing import Iterable, Sequence
 
 from pydantic import BaseModel
 
+from ..shell import fill, load
 from .actions import HostAction
 from .observed import Checkpoint
+from .paths import CHECKPOINT_DIR, with_paths
 
-CHECKPOINT_DIR = "/var/lib/stackops/checkpoint"
-RETENTION_DAYS = 7  # finished checkpoints of other (maybe deleted) objects are removed after this long
 ID_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,64}$")
-PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-# Route flags `ip route show` prints that `ip route replace` does not take.
-_ROUTE_FLAGS = r"s/ (linkdown|dead|offload|trap|rt_offload|rt_trap|rt_offload_failed|pervasive)( |$)/ /g; s/ +$//"
 
 # The revert timer: `sh revert.sh <checkpoint dir> <seconds>`, started detached by START.
-REVERT = f"""# stackops: restores this checkpoint unless the operator confirms it within $2 seconds
-set -u
-export LC_ALL=C PATH={PATH}
-dir=$1 timeout=$2
-n=0
-while [ "$n" -lt "$timeout" ]; do
-  [ -d "$dir" ] || exit 0
-  [ -e "$dir/confirmed" ] && exit 0
-  sleep 1
-  n=$((n + 1))
-done
-mkdir "$dir/decided" 2>/dev/null || exit 0  # the operator confirmed first
-fail() {{ printf '%s\\n' "$*" >> "$dir/revert.errors"; }}
-if [ ! -e "$dir/applied" ] && [ -s "$dir/apply.pid" ]; then  # the change is still being applied: stop it
-  pid=$(cat "$dir/apply.pid")
-  kill -s TERM -- "-$pid" 2>/dev/null
-  sleep 1
-  kill -s KILL -- "-$pid" 2>/dev/null
-fi
-ovsdb-client restore < "$dir/ovsdb.backup" || fail "ovsdb-client restore failed"
-sleep 1  # ovs-vswitchd reconfigures from the restored database: bridges and ports of the change go away
-exists() {{ ip link show dev "$1" >/dev/null 2>&1 </dev/null; }}
-set -f
-while read -r kind name value rest; do
-  [ "$kind" = link ] || continue
-  if [ -n "$value" ]; then ip link set dev "$name" mtu "$value" </dev/null || fail "MTU $value on $name"; fi
-  ip link set dev "$name" "$rest" </dev/null || fail "link $name $rest"
-done < "$dir/network"
-for name in $(awk '$1 == "link" {{ print $2 }}' "$dir/network"); do
-  for cidr in $(ip -4 -o addr show dev "$name" 2>/dev/null </dev/null | awk '{{ print $4 }}'); do
-    grep -qxF "addr $name $cidr" "$dir/network" || ip addr del "$cidr" dev "$name" </dev/null \\
-      || fail "remove $cidr from $name"
-  done
-done
-while read -r kind name cidr rest; do
-  [ "$kind" = addr ] || continue
-  for other in $(ip -4 -o addr show </dev/null | awk -v ip="${{cidr%/*}}" -v keep="$name" \\
-      '{{ sub(/@.*/, "", $2); split($4, a, "/"); if (a[1] == ip && $2 != keep) print $2 "=" $4 }}'); do
-    ip addr del "${{other#*=}}" dev "${{other%%=*}}" </dev/null || ! exists "${{other%%=*}}" \
-      || fail "remove ${{other#*=}} from ${{other%%=*}}"
-  done
-  ip addr replace "$cidr" dev "$name" </dev/null || fail "address $cidr on $name"
-  if command -v arping >/dev/null 2>&1; then arping -q -U -c 1 -I "$name" "${{cidr%/*}}" </dev/null || true; fi
-done < "$dir/network"
-while read -r kind name route; do
-  [ "$kind" = route ] || continue
-  ip route replace $route dev "$name" </dev/null || fail "route $route dev $name"
-done < "$dir/network"
-names=$(awk '$1 == "link" {{ printf "%s%s", sep, $2; sep = ", " }}' "$dir/network")
-reason="no confirmation from the operator within ${{timeout}}s, so the host restored the Open vSwitch database and \\
-the links, addresses and routes of ${{names:-no interface}} as they were before the change"
-if [ -s "$dir/revert.errors" ]; then reason="$reason, with errors: $(tr '\\n' ';' < "$dir/revert.errors")"; fi
-{{ printf 'time %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)"; printf 'reason %s\\n' "$reason"; }} > "$dir/rolled-back.new"
-mv -f "$dir/rolled-back.new" "$dir/rolled-back"
-"""
-
+REVERT = load(__package__, "guard-revert.sh")
 # One round trip: clean up, checkpoint, start the timer, start the apply (its script on stdin), wait a moment.
 # `sh -c START stackops-checkpoint ID TIMEOUT WAIT GENERATION OWNER DIGEST CHANGES IFACE…`.
 # Exit 3: no checkpoint or no timer, so nothing was changed.
-START = f"""set -u
-umask 077
-export LC_ALL=C PATH={PATH}
-id=$1 timeout=$2 wait=$3 generation=$4 owner=$5 digest=$6 changes=$7
-shift 7
-case $id in ''|*[!0-9A-Za-z-]*) echo "invalid checkpoint id" >&2; exit 3;; esac
-for tool in ovsdb-client ip setsid awk sed base64; do
-  command -v "$tool" >/dev/null 2>&1 || {{ echo "$tool not found on the host" >&2; exit 3; }}
-done
-base={CHECKPOINT_DIR}
-dir=$base/$id
-mkdir -p "$base" || exit 3
-machine=$(cat /etc/machine-id 2>/dev/null || true)
-now=$(date +%s)
-for old in "$base"/*/; do  # finished checkpoints: this object's, and anyone's after {RETENTION_DAYS} days
-  old=${{old%/}}
-  [ -d "$old" ] || continue
-  [ "$(cat "$old/machine-id" 2>/dev/null || true)" = "$machine" ] || continue
-  if [ -e "$old/confirmed" ] || [ -e "$old/rolled-back" ]; then :
-  elif [ ! -d "$old/decided" ] && [ "$(cat "$old/expires" 2>/dev/null || echo 0)" -lt "$((now - 30))" ]; then :
-  else continue
-  fi
-  if [ "$(cat "$old/owner" 2>/dev/null || true)" = "$owner" ] \\
-      || [ -n "$(find "$old" -maxdepth 0 -mtime +{RETENTION_DAYS} 2>/dev/null)" ]; then
-    rm -rf "$old"
-  fi
-done
-mkdir "$dir" || exit 3
-printf '%s\\n' "$machine" > "$dir/machine-id"
-if ! ovsdb-client backup > "$dir/ovsdb.backup" 2> "$dir/checkpoint.log"; then
-  echo "ovsdb-client backup failed: $(tail -n 3 "$dir/checkpoint.log")" >&2
-  rm -rf "$dir"
-  exit 3
-fi
-ip -j addr show > "$dir/ip-addr.json" 2>/dev/null
-ip -j -4 route show > "$dir/ip-route.json" 2>/dev/null
-for i in "$@"; do
-  link=$(ip -o link show dev "$i" 2>/dev/null) || continue
-  printf '%s\\n' "$link" | awk -v i="$i" '{{ up = ($3 ~ /[<,]UP[,>]/) ? "up" : "down"; mtu = ""
-    for (n = 1; n < NF; n++) if ($n == "mtu") mtu = $(n + 1)
-    print "link", i, mtu, up }}'
-  ip -4 -o addr show dev "$i" | awk -v i="$i" '{{ print "addr", i, $4 }}'
-  ip -4 route show dev "$i" | sed -E '{_ROUTE_FLAGS}' | awk -v i="$i" 'NF {{ print "route", i, $0 }}'
-done > "$dir/network"
-printf '%s\\n' "$owner" > "$dir/owner"
-printf '%s\\n' "$generation" > "$dir/generation"
-printf '%s\\n' "$digest" > "$dir/digest"
-printf '%s\\n' "$changes" > "$dir/changes"
-cat > "$dir/apply.sh"
-cat > "$dir/revert.sh" <<'STACKOPS_REVERT'
-{REVERT}STACKOPS_REVERT
-started=$(date +%s)
-printf '%s\\n' "$started" > "$dir/started"
-printf '%s\\n' "$((started + timeout))" > "$dir/expires"
-setsid sh "$dir/revert.sh" "$dir" "$timeout" </dev/null >>"$dir/revert.log" 2>&1 &
-timer=$!
-echo "$timer" > "$dir/timer.pid"
-if ! kill -0 "$timer" 2>/dev/null; then  # never apply without a running timer
-  echo "the revert timer did not start: $(tail -n 3 "$dir/revert.log")" >&2
-  rm -rf "$dir"
-  exit 3
-fi
-setsid sh -c 'sh "$1/apply.sh" "$1"; echo "$?" > "$1/applied.new"; mv -f "$1/applied.new" "$1/applied"' \\
-  stackops-apply "$dir" </dev/null >>"$dir/apply.log" 2>&1 &
-echo "$!" > "$dir/apply.pid"
-n=0
-while [ ! -e "$dir/applied" ] && [ "$n" -lt "$((wait * 10))" ]; do
-  sleep 0.1 2>/dev/null || sleep 1
-  n=$((n + 1))
-done
-if [ -e "$dir/applied" ]; then echo "applied $(cat "$dir/applied")"; else echo running; fi
-"""
-
+START = with_paths(fill(load(__package__, "guard-start.sh"), "@REVERT@", REVERT), "CHECKPOINT_DIR")
 # Confirm checkpoint $1 once its apply has finished (over a connection opened after the change): prints
 # `state confirmed|running|reverting|rolled-back|missing`, then `applied N`, `progress N`, `log <base64>`.
-CONFIRM = f"""set -u
-export LC_ALL=C PATH={PATH}
-case ${{1:-}} in ''|*[!0-9A-Za-z-]*) echo "state missing"; exit 0;; esac
-dir={CHECKPOINT_DIR}/$1
-if [ ! -d "$dir" ]; then echo "state missing"; exit 0; fi
-if [ -e "$dir/confirmed" ]; then state=confirmed
-elif [ -e "$dir/rolled-back" ]; then state=rolled-back
-elif [ -d "$dir/decided" ]; then state=reverting
-elif [ ! -e "$dir/applied" ]; then state=running
-elif mkdir "$dir/decided" 2>/dev/null; then : > "$dir/confirmed"; state=confirmed
-else state=reverting
-fi
-echo "state $state"
-if [ -e "$dir/applied" ]; then echo "applied $(cat "$dir/applied")"; fi
-if [ -e "$dir/progress" ]; then echo "progress $(cat "$dir/progress")"; fi
-echo "log $(tail -n 20 "$dir/apply.log" 2>/dev/null | base64 | tr -d '\\n')"
-"""
-
+CONFIRM = with_paths(load(__package__, "guard-confirm.sh"), "CHECKPOINT_DIR")
 # The probe's section: this machine's checkpoints, one line each, values base64 (see parse_checkpoints).
-PROBE_SECTION = f"""section checkpoints -
-if [ -d {CHECKPOINT_DIR} ]; then
-  machine=$(cat /etc/machine-id 2>/dev/null || true)
-  printf 'now %s\\n' "$(date +%s)"
-  for d in {CHECKPOINT_DIR}/*/; do
-    d=${{d%/}}
-    [ -d "$d" ] || continue
-    [ "$(cat "$d/machine-id" 2>/dev/null || true)" = "$machine" ] || continue
-    printf 'checkpoint %s' "${{d##*/}}"
-    for f in owner generation digest changes started expires applied progress rolled-back; do
-      if [ -f "$d/$f" ]; then printf ' %s=%s' "$f" "$(base64 < "$d/$f" | tr -d '\\n')"; fi
-    done
-    if [ -e "$d/confirmed" ]; then printf ' confirmed='; fi
-    if [ -d "$d/decided" ]; then printf ' decided='; fi
-    printf '\\n'
-  done
-fi
-"""
+PROBE_SECTION = with_paths(load(__package__, "probe-checkpoints.sh"), "CHECKPOINT_DIR")
 
 
 # --------------------------------------------------------------------------------------------------------------

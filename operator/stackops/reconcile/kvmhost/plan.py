@@ -13,19 +13,11 @@ from dataclasses import dataclass, field
 
 from ...api.kvmhost import Bridge, KvmHostSpec
 from . import client_certificate, config, guard, repository
-from .actions import (HostAction, InstallPackages, IpCommand, MoveAddress, OvsCommand, RefreshPackageIndex,
-                      RestartService, RunCommand, WriteFile)
+from .actions import (APPARMOR_DISABLE, APPARMOR_ENFORCE, HostAction, InstallPackages, IpCommand, MoveAddress,
+                      OvsCommand, RefreshPackageIndex, RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
+from .paths import AGENT_LOG4J, AGENT_PROPERTIES, LIBVIRTD_CONF, LIBVIRTD_DEFAULTS, QEMU_CONF, SELINUX_CONFIG
 
-LIBVIRTD_CONF = "/etc/libvirt/libvirtd.conf"
-QEMU_CONF = "/etc/libvirt/qemu.conf"
-AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
-AGENT_LOG4J = "/etc/cloudstack/agent/log4j-cloud.xml"
-LIBVIRTD_DEFAULTS = {"apt": "/etc/default/libvirtd", "dnf": "/etc/sysconfig/libvirtd", "yum": "/etc/sysconfig/libvirtd"}
-PKI_DIR = client_certificate.PKI_DIR
-CLIENT_KEY = client_certificate.GENERATED_KEY
-CLIENT_CERT = client_certificate.GENERATED_CERT
-CA_CERT = client_certificate.CA_CERT
 
 # What each role is called by each package manager.
 PACKAGES = {
@@ -425,7 +417,7 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
         if observed.selinux != policy.se_linux:
             actions.append(RunCommand(f"set SELinux to {policy.se_linux}",
                                       command=("setenforce", "1" if policy.se_linux == "Enforcing" else "0")))
-        actions += _edit(ctx, "/etc/selinux/config", {"SELINUX": policy.se_linux.lower()}, "properties", None,
+        actions += _edit(ctx, SELINUX_CONFIG, {"SELINUX": policy.se_linux.lower()}, "properties", None,
                          "SELinux")
     if policy.app_armor != "Unmanaged":
         if observed.apparmor is None:
@@ -436,14 +428,12 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
             for profile in profiles:
                 if profile not in disabled:
                     actions.append(RunCommand(f"disable the AppArmor profile {profile}", command=(
-                        "sh", "-c", 'ln -sf "/etc/apparmor.d/$1" "/etc/apparmor.d/disable/$1" && '
-                        '(apparmor_parser -R "/etc/apparmor.d/$1" || true)', "stackops-apparmor", profile)))
+                        "sh", "-c", APPARMOR_DISABLE, "stackops-apparmor", profile)))
         else:
             for profile in profiles:
                 if profile in disabled:
                     actions.append(RunCommand(f"enforce the AppArmor profile {profile}", command=(
-                        "sh", "-c", 'rm -f "/etc/apparmor.d/disable/$1" && apparmor_parser -r "/etc/apparmor.d/$1"',
-                        "stackops-apparmor", profile)))
+                        "sh", "-c", APPARMOR_ENFORCE, "stackops-apparmor", profile)))
     return actions
 
 

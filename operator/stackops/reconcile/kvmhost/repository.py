@@ -18,13 +18,10 @@ import binascii
 import re
 
 from .actions import HostAction, RunCommand, WriteFile
+from .paths import REPOSITORY_KEYS, REPOSITORY_SOURCES
 
-SOURCE_FILES = {"apt": "/etc/apt/sources.list.d/stackops-cloudstack.list",
-                "dnf": "/etc/yum.repos.d/stackops-cloudstack.repo",
-                "yum": "/etc/yum.repos.d/stackops-cloudstack.repo"}
-KEY_FILES = {"apt": "/etc/apt/keyrings/stackops-cloudstack.asc",
-             "dnf": "/etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack",
-             "yum": "/etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack"}
+SOURCE_FILES = REPOSITORY_SOURCES
+KEY_FILES = REPOSITORY_KEYS
 MARKER = "# Written by stackops from the KvmHost's spec.packages.repositoryURL"
 
 BEGIN, END = "-----BEGIN PGP PUBLIC KEY BLOCK-----", "-----END PGP PUBLIC KEY BLOCK-----"
