@@ -140,8 +140,7 @@ class CloudStackReleaseReconciler(Reconciler):
 
     def build_fields(self, spec: CloudStackReleaseSpec, facts: BuildFacts, decision: Decision,
                      applied: list[Action]) -> dict[str, Any]:
-        work = spec.builder.work_dir.rstrip("/")
-        log = f"{work}/builds/{facts.inputs_hash}/log"
+        log = f"{inputs.build_dir(spec, facts.inputs_hash)}/log"
         base_url = spec.publish.base_url.rstrip("/") if spec.publish and spec.publish.base_url else None
         phase = "Pending" if applied else facts.phase or "Pending"
         finished = facts.finished if phase in ("Succeeded", "Failed") else 0

@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 from ...api.cloudstackrelease import CloudStackReleaseSpec
 
+# The work directory's layout (builder.workDir), which the scripts get from here (scripts.py): the Git work tree,
+# and one directory per set of inputs.
 SOURCE_DIR = "src"
+BUILDS_DIR = "builds"
 BUILD_BRANCH = "stackops-build"
 DEFAULT_VERSION_COMMAND = ["tools/build/setnextversion.sh", "-v", "%VERSION%", "-b", BUILD_BRANCH, "-s", "%TREE%"]
 
@@ -23,6 +26,10 @@ def patch_url(spec: CloudStackReleaseSpec, number: int, given: str | None) -> st
 
 def tree(spec: CloudStackReleaseSpec) -> str:
     return f"{spec.builder.work_dir.rstrip('/')}/{SOURCE_DIR}"
+
+
+def build_dir(spec: CloudStackReleaseSpec, inputs_hash: str) -> str:
+    return f"{spec.builder.work_dir.rstrip('/')}/{BUILDS_DIR}/{inputs_hash}"
 
 
 def maven_command(spec: CloudStackReleaseSpec) -> list[str]:
@@ -42,7 +49,7 @@ def version_command(spec: CloudStackReleaseSpec) -> list[str]:
 def publish_dir(spec: CloudStackReleaseSpec, inputs_hash: str) -> str:
     if spec.publish is not None:
         return spec.publish.directory
-    return f"{spec.builder.work_dir.rstrip('/')}/builds/{inputs_hash}/rpms"
+    return f"{build_dir(spec, inputs_hash)}/rpms"
 
 
 def files(spec: CloudStackReleaseSpec) -> str:
