@@ -1,8 +1,8 @@
 """Asking live supporters, from their dom0 over SSH, whether they reach the pool master (quorum.py decides).
 
-Each supporter's dom0 runs PROBE (one SSH round trip, read-only, all supporters at once): a TCP connect to its
-master's management address on the XenAPI port, with bash's `/dev/tcp` under coreutils' `timeout` — both in every
-XenServer / XCP-ng dom0 (CentOS-based), unlike `nc`. The answer is only believed when the same probe first
+Each supporter's dom0 runs PROBE (scripts/reach.sh; one SSH round trip, read-only, all supporters at once): a TCP
+connect to its master's management address on the XenAPI port, with bash's `/dev/tcp` under coreutils' `timeout` —
+both in every XenServer / XCP-ng dom0 (CentOS-based), unlike `nc`. The answer is only believed when the same probe first
 connects to the supporter's own XenAPI (it answered the operator there): a bash without `/dev/tcp`, a missing
 `timeout` or anything else that would make every connect fail gives "unknown", never "cannot reach". Nothing
 secret is sent; the dom0 SSH settings are `uniqueness.ssh` and `members[].sshHostKey` (as for MakeUnique).
@@ -15,29 +15,14 @@ from typing import Any
 from ...api.xenpool import XenPoolSpec
 from ...drivers.ssh import SSHError
 from ..base import Context
+from ..shell import load
 from . import unique
 from .quorum import SupporterView
 
 CONNECT_SECONDS = 5  # per TCP connect in dom0
 COMMAND_SECONDS = 30.0  # the whole probe, SSH included
 REACHED, UNREACHABLE = 0, 10  # PROBE's exit statuses; anything else: unknown
-PROBE = r"""
-# $1: the master's address, $2: the XenAPI port, $3: seconds per connect, $4: this host's own address
-export LC_ALL=C
-command -v bash >/dev/null 2>&1 && command -v timeout >/dev/null 2>&1 || {
-    echo "bash or timeout is missing in dom0"; exit 11; }
-connect() { timeout "$3" bash -c 'exec 3<>"/dev/tcp/$1/$2"' probe "$1" "$2" 2>&1; }
-if ! why=$(connect "$4" "$2" "$3"); then
-    echo "cannot connect to its own XenAPI ($4:$2) either, so the probe proves nothing: $why"; exit 11
-fi
-why=$(connect "$1" "$2" "$3")
-case $? in
-    0) exit 0 ;;
-    124) echo "connecting to $1:$2 timed out after $3 s"; exit 10 ;;
-    1) echo "cannot connect to $1:$2: ${why##*: }"; exit 10 ;;  # bash: "…/dev/tcp/…: Connection refused"
-    *) echo "the probe failed: $why"; exit 11 ;;
-esac
-"""
+PROBE = load(__package__, "reach.sh")  # $1 the master's address, $2 the port, $3 seconds per connect, $4 its own
 
 
 def _line(text: str) -> str:

@@ -16,24 +16,16 @@ from ...api.xenpool import XenPoolSpec
 from ...drivers.ssh import SSHError, SSHPool, SSHTarget
 from ...drivers.xenapi import PoolSession, XenAPIError, XenTLSError
 from ..base import Context, ReconcileError
+from ..shell import load, with_values
 from .actions import MakeHostUnique, SetHostName
 
+# The dom0 files the script (scripts/make-unique.sh) changes: $1 the new host UUID, $2 the new dom0 UUID, $3 the
+# UUID the host shares with another.
 INVENTORY = "/etc/xensource-inventory"
 STATE_DBS = ("/var/lib/xcp/state.db", "/var/xapi/state.db")  # 7.x+, 6.x
-SCRIPT = r"""
-trap '' HUP PIPE
-set -eu
-inventory=/etc/xensource-inventory
-test -f "$inventory" || { echo "$inventory is missing: not a XenServer dom0" >&2; exit 2; }
-grep -q "^INSTALLATION_UUID='$3'$" "$inventory" || {
-    echo "INSTALLATION_UUID is not $3 any more: left alone" >&2; exit 3; }
-service xapi stop
-sed -i -e "s/^INSTALLATION_UUID=.*/INSTALLATION_UUID='$1'/" \
-       -e "s/^CONTROL_DOMAIN_UUID=.*/CONTROL_DOMAIN_UUID='$2'/" "$inventory"
-grep -q "^INSTALLATION_UUID='$1'$" "$inventory"
-rm -f /var/lib/xcp/state.db /var/xapi/state.db /etc/xensource/xapi-ssl.pem
-service xapi start
-"""
+SERVER_CERTIFICATE = "/etc/xensource/xapi-ssl.pem"  # xapi makes a new one as it starts
+SCRIPT = with_values(load(__package__, "make-unique.sh"), "reconcile/xenpool/unique.py",
+                     {"INVENTORY": INVENTORY, "STATE_DBS": STATE_DBS, "SERVER_CERTIFICATE": SERVER_CERTIFICATE})
 
 
 def target(spec: XenPoolSpec, ctx: Context, address: str) -> SSHTarget:
