@@ -37,6 +37,7 @@ work=$(mktemp -d /var/tmp/stackops-fresh.XXXXXX)
 root=$work/root
 
 stamp() { date -u +%H:%M:%S; }
+# shellcheck disable=SC2317 # run by the EXIT trap below, which shellcheck 0.9 does not follow
 cleanup() {
   if [ "$keep" = no ]; then
     rm -rf --one-file-system "$root"
