@@ -123,6 +123,10 @@ def test_plan_examples_against_the_lab(tmp_path: Path) -> None:
                     for key, value in document.get("stringData", {}).items():
                         name = "".join(c if c.isalnum() else "_" for c in f"{document['metadata']['name']}_{key}".upper())
                         env[f"STACKOPS_SECRET_{name}"] = value
+                    allowed = (document["metadata"].get("annotations") or {}).get("stackops.io/allowed-destinations")
+                    if allowed:  # where the job lets each credential go: its own variable, never the manifests'
+                        name = "".join(c if c.isalnum() else "_" for c in document["metadata"]["name"].upper())
+                        env[f"STACKOPS_DESTINATIONS_{name}"] = allowed
                 elif document:
                     kept.append(document)
             (bare / path.name).write_text(yaml.safe_dump_all(kept, sort_keys=False))
