@@ -133,6 +133,9 @@ def test_plan_examples_against_the_lab(tmp_path: Path) -> None:
         code, from_env = plan(lab, bare, env=env)
         assert code == 2, from_env
         assert from_env.replace(str(bare), str(examples)) == output
+        unlisted = {k: v for k, v in env.items() if not k.startswith("STACKOPS_DESTINATIONS_")}
+        code, refused = plan(lab, bare, env=unlisted)  # the manifests' lists do not count for the job's credentials
+        assert code == 1 and "CredentialNotAllowed: Secret stackops-demo/xenpool-ams1-a-root" in refused, refused
         code, missing = plan(lab, bare)
         assert code == 1 and "STACKOPS_SECRET_KVM01_SSH_SSH_PRIVATEKEY in the environment" in missing, missing
 
