@@ -16,6 +16,7 @@ NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
+    from .drivers import kube, xenapi
     from .drivers.kube import core_api, custom_objects_api
     from .drivers.cloudstack import CloudStackPool
     from .drivers.secrets import SecretReader
@@ -49,8 +50,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"stackops run: --allow-local-builds: {error}", file=sys.stderr)
             return 2
         local_builds = LocalBuilds.discover()
+    xenapi.use_workers(args.xenapi_workers)
+    kube.use_workers(args.kube_workers)
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
-    reconcilers = default_reconcilers(SSHPool(), cloudstack, pass_seconds=args.rollout_pass_seconds,
+    ssh = SSHPool(max_workers=args.ssh_workers)
+    reconcilers = default_reconcilers(ssh, cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
                                       local_builds=local_builds)
@@ -112,6 +116,13 @@ def _lab(args: argparse.Namespace, rest: list[str]) -> int:
     return lab_main(rest)
 
 
+def _threads(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"needs at least 1 thread, not {number}")
+    return number
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="stackops", description="Run CloudStack infrastructure from Git.")
     sub = top.add_subparsers(dest="command", required=True)
@@ -136,6 +147,13 @@ def parser() -> argparse.ArgumentParser:
                      help="first backoff before a failed router reboot is retried; doubles per attempt (default 30)")
     run.add_argument("--xen-poll-seconds", type=float, default=1.0, metavar="S",
                      help="how often a XenServer pool change (HA, join, eject, master) is polled (default 1)")
+    run.add_argument("--ssh-workers", type=_threads, default=32, metavar="N",
+                     help="SSH commands running at once, all hosts together; more wait, and the wait counts against "
+                          "their timeouts (default 32; 4 more threads confirm guarded KvmHost changes)")
+    run.add_argument("--xenapi-workers", type=_threads, default=16, metavar="N",
+                     help="XenAPI calls running at once, all XenPools together (default 16)")
+    run.add_argument("--kube-workers", type=_threads, default=8, metavar="N",
+                     help="Secret reads and status patches running at once (default 8)")
     run.add_argument("--allow-local-builds", action="store_true",
                      help="let CloudStackReleases with builder.type Local build in this operator's container, in user "
                           "and mount namespaces without its credentials (default: refused, LocalBuildsDisabled)")

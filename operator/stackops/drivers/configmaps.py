@@ -3,7 +3,6 @@ package repository's OpenPGP public key). Read like Secrets (drivers/secrets.py)
 resource's namespace; a missing or unreadable one is an error whose reason and message name it."""
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -11,6 +10,7 @@ from typing import Any, Iterator
 from pydantic import BaseModel
 
 from ..api.common import ConfigMapKeySelector
+from . import kube
 
 
 class ConfigMapError(Exception):
@@ -66,7 +66,7 @@ class ConfigMapReader:
         result: dict[str, dict[str, str]] = {}
         for item in needed:
             if item.name not in result:
-                result[item.name] = await asyncio.to_thread(self._read_one, namespace, item.name)
+                result[item.name] = await kube.call(self._read_one, namespace, item.name)
             missing_keys(namespace, item, result[item.name])
         return result
 

@@ -1,8 +1,29 @@
-"""The Kubernetes API client for what kopf does not do for us (reading Secrets)."""
+"""The Kubernetes API client for what kopf does not do for us (reading Secrets, status checkpoints, peering).
+
+The client is blocking: its calls run in threads of their own (`call`, `WORKERS`), so XenAPI calls or SSH commands
+hanging on dead hosts never hold up a Secret read or a status patch, nor the other way round.
+"""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
+
+from .workers import Workers
+
+T = TypeVar("T")
+DEFAULT_WORKERS = 8  # Kubernetes API calls at once (short requests; kopf's own go through its aiohttp client)
+WORKERS = Workers("kube", DEFAULT_WORKERS)
+
+
+def use_workers(size: int) -> None:
+    """Run Kubernetes client calls in `size` threads (`stackops run --kube-workers`); before the first call."""
+    global WORKERS
+    WORKERS = Workers("kube", size)
+
+
+async def call(func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)`, a blocking Kubernetes client call, in one of the `WORKERS` threads."""
+    return await WORKERS.run(func, *args)
 
 
 def core_api() -> Any:

@@ -2,7 +2,6 @@
 they cannot reach status, Events or logs by accident."""
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -11,6 +10,7 @@ from pydantic import BaseModel, SecretStr
 
 from ..api.common import SecretKeySelector, SecretReference
 from ..destinations import ANNOTATION, NOWHERE, Destinations, DestinationsInvalid
+from . import kube
 
 class SecretError(Exception):
     """A referenced Secret or key is missing or unreadable. The message names them, never a value."""
@@ -80,7 +80,7 @@ class SecretReader:
         result: dict[str, SecretData] = {}
         for item in needed:
             if item.name not in result:
-                result[item.name] = await asyncio.to_thread(self._read_one, namespace, item.name)
+                result[item.name] = await kube.call(self._read_one, namespace, item.name)
             missing = [k for k in item.keys if k not in result[item.name]]
             if missing:
                 raise SecretError("SecretKeyMissing",

@@ -7,7 +7,9 @@ What it adds to the SDK:
 - typed errors (`XenAPIError` and subclasses) carrying xapi's error code and parameters — never the password;
 - TLS verified with the CA bundle from a Secret; unverified only when the spec says `insecureSkipVerify`; plain
   HTTP only when the spec says `plainHTTP` (labs);
-- timeouts on every connection, and calls run in threads so the operator's event loop never blocks;
+- timeouts on every connection, and calls run in the driver's own bounded threads (`WORKERS`, workers.py), so the
+  operator's event loop never blocks and calls hanging on a dead host hold up no SSH command or Secret read; the
+  wait for a thread counts against a task's timeout;
 - `slave_local` sessions for the emergency calls a supporter serves while it has no master;
 - counters of calls and logins for tests and benchmarks.
 """
@@ -26,8 +28,17 @@ import XenAPI
 from pydantic import SecretStr
 
 from .. import metrics
+from .workers import Workers
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_WORKERS = 16  # XenAPI calls at once, all pools together (each session makes one call at a time)
+WORKERS = Workers("xenapi", DEFAULT_WORKERS)
+
+
+def use_workers(size: int) -> None:
+    """Run XenAPI calls in `size` threads (`stackops run --xenapi-workers`); before the first call."""
+    global WORKERS
+    WORKERS = Workers("xenapi", size)
 
 
 class XenAPIError(Exception):
@@ -266,7 +277,7 @@ class PoolSession:
 
     async def call(self, name: str, *args: Any) -> Any:
         """`await pool.call("pool.enable_ha", srs, {"timeout": "180"})`."""
-        return await asyncio.to_thread(self.call_sync, name, *args)
+        return await WORKERS.run(self.call_sync, name, *args)
 
     def _locked_connect(self) -> None:
         with self._lock, metrics.remote_call("xenapi"):
@@ -277,18 +288,19 @@ class PoolSession:
             self._close()
 
     async def connect(self) -> str:
-        await asyncio.to_thread(self._locked_connect)
+        await WORKERS.run(self._locked_connect)
         assert self.master_address is not None
         return self.master_address
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._locked_close)
+        await WORKERS.run(self._locked_close)
 
     async def task(self, name: str, *args: Any, timeout: float = 900.0, poll: float = 0.5) -> Any:
         """`Async.<name>`: start the call as a xapi task and wait for it (long calls such as `pool.enable_ha` outlast
-        one HTTP request). A failed task raises its error like a direct call would."""
-        task = await self.call(f"Async.{name}", *args)
+        one HTTP request). A failed task raises its error like a direct call would. `timeout` counts from this
+        call, its waits for a XenAPI worker included."""
         deadline = asyncio.get_running_loop().time() + timeout
+        task = await self.call(f"Async.{name}", *args)
         try:
             while True:
                 status = await self.call("task.get_status", task)
@@ -346,4 +358,4 @@ class LocalSession:
                 pass
 
     async def call(self, name: str, *args: Any) -> Any:
-        return await asyncio.to_thread(self.call_sync, name, *args)
+        return await WORKERS.run(self.call_sync, name, *args)

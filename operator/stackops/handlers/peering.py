@@ -8,13 +8,14 @@ ClusterKopfPeering when the operator watches every namespace, else a KopfPeering
 """
 from __future__ import annotations
 
-import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
 from ..api.kinds import KINDS
+from ..drivers import kube
 
 PEERING_GROUP = "kopf.dev"
 PEERING_VERSION = "v1"
@@ -95,16 +96,16 @@ async def prepare(custom_api: Any, peering_name: str | None, logger: Any, namesp
     """Wait for the CRDs; then create the peering object(s) named `peering_name` (None: standalone, no peering).
 
     `namespaces`: the watched namespaces, empty for all (cluster-wide peering)."""
-    missing = await asyncio.to_thread(missing_resources, custom_api, namespaced=bool(namespaces))
+    missing = await kube.call(functools.partial(missing_resources, custom_api, namespaced=bool(namespaces)))
     if missing:
         raise kopf.TemporaryError(f"waiting for the CRDs to be served: {', '.join(missing)} "
                                   f"(kubectl apply -k deploy/ installs them)", delay=CRD_RETRY_SECONDS)
     if not peering_name:
         return
     if not namespaces:
-        if await asyncio.to_thread(ensure_cluster_peering, custom_api, peering_name):
+        if await kube.call(ensure_cluster_peering, custom_api, peering_name):
             logger.info(f"created ClusterKopfPeering {peering_name!r}")
         return
     for namespace in namespaces:
-        if await asyncio.to_thread(ensure_namespaced_peering, custom_api, peering_name, namespace):
+        if await kube.call(ensure_namespaced_peering, custom_api, peering_name, namespace):
             logger.info(f"created KopfPeering {peering_name!r} in namespace {namespace!r}")
