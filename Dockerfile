@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # The stackops operator image: `docker build -t stackops:0.1.0 .` (deploy/ refers to stackops:0.1.0).
 # Stage 1 builds wheels of stackops and of every dependency; stage 2 installs them into a venv from those wheels
-# only (no index, no compiler, no build tools, no test dependencies) and runs as an unprivileged user.
+# only (no index, no compiler, no build tools, no test dependencies) and runs as an unprivileged user. The lab
+# (lab/, the stackops-lab distribution) is not in the build context, so not in the image
+# (tests/unit/test_lab_distribution.py builds this wheel and checks).
 # SSH goes through paramiko, so no openssh-client is needed. PID 1 is tini (Debian's package): it reaps every orphaned
 # child (a local build's detached processes among them), which the operator as PID 1 would leave as zombies that
 # still look alive to `kill -0`, and forwards signals to the operator.

@@ -13,10 +13,12 @@ system-deps:
 
 venv: $(BIN)/stackops
 
-$(BIN)/stackops: pyproject.toml
+# The operator (stackops, with the test dependencies) and the lab (stackops-lab, lab/: its own distribution, not in
+# the image), both editable.
+$(BIN)/stackops: pyproject.toml lab/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]' -e lab/
 	touch $@
 
 crds: venv
@@ -57,4 +59,4 @@ lab-down: venv
 	$(BIN)/stackops lab down
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info operator/*.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info operator/*.egg-info lab/build lab/*.egg-info

@@ -111,9 +111,9 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace, rest: list[str]) -> int:
-    from stackops_lab.cli import main as lab_main  # the lab is only imported for this command
+    from . import plugins  # the lab is its own distribution (lab/), found by its entry point
 
-    return lab_main(rest)
+    return plugins.run("lab", rest)
 
 
 def _threads(text: str) -> int:
@@ -182,7 +182,8 @@ def parser() -> argparse.ArgumentParser:
     docs.add_argument("--readme", default="README.md")
     docs.add_argument("--check", action="store_true", help="exit 1 when the README's reference is stale")
 
-    sub.add_parser("lab", help="the local lab: up | down | status", add_help=False)
+    sub.add_parser("lab", help="the local lab: up | down | status (the stackops-lab distribution, lab/)",
+                   add_help=False)
     return top
 
 

@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_scale_bench_prints_every_figure() -> None:
     claimed_before = {slot: link_alias(claim_link(slot)) for slot in range(SLOTS)}
     env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "operator"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "operator"), str(REPO / "lab"),
+                                                      env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, str(REPO / "bench" / "scale.py"), "--kvmhosts", "5", "--others", "2", "--resync", "30",
          "--idle-seconds", "5", "--settle-seconds", "2", "--latency-samples", "3", "--routers", "20",

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-OPERATOR_DIR = Path(__file__).resolve().parents[2] / "operator"
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = os.pathsep.join([str(REPO / "operator"), str(REPO / "lab")])  # this checkout's stackops and stackops_lab
 
 CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -225,12 +226,11 @@ def test_custom_resources_keep_zero_values(kube: Kube) -> None:
 
 
 def lab(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run `stackops lab …` in a separate process, as a user would."""
-    code = "import sys; from stackops_lab.cli import main; sys.exit(main(sys.argv[1:]))"
+    """Run `stackops lab …` in a separate process, as a user would (the command found by the lab's entry point)."""
     env = {key: value for key, value in os.environ.items() if key != "KUBECONFIG"}
-    env["PYTHONPATH"] = str(OPERATOR_DIR)
+    env["PYTHONPATH"] = SOURCES
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
+        [sys.executable, "-m", "stackops.cli", "lab", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -272,7 +272,7 @@ def test_host_disable_and_enable(lab: XenLab) -> None:
 
 def test_cli_runs_the_lab_and_writes_its_state(tmp_path: Path) -> None:
     state_file = tmp_path / "xenapi.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "lab")])}
     process = subprocess.Popen([sys.executable, "-m", "stackops_lab.xenapi.cli", "--hosts", "3", "--pool-size", "2",
                                 "--port", "0", "--password", "pw", "--state-file", str(state_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -194,7 +194,7 @@ def test_a_ca_secret_without_a_pem_is_invalid_ca() -> None:
 def test_cli_tls_serves_https_and_writes_the_ca_into_its_state(tmp_path: Path) -> None:
     assert "--tls" in XenComponent(tls=True).arguments(tmp_path) and "--tls" not in XenComponent().arguments(tmp_path)
     state_file = tmp_path / "xenapi.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "lab")])}
     process = subprocess.Popen([sys.executable, "-m", "stackops_lab.xenapi.cli", "--hosts", "2", "--pool-size", "2",
                                 "--port", "0", "--password", PASSWORD, "--tls", "--state-file", str(state_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from . import controlplane
+from . import checkout, controlplane
+from .checkout import EXAMPLES
 from .cli import COMPONENTS, OPTIONAL
 from .cloudstack.component import CloudStackComponent, running
 from .hosts import HostsComponent, LabHosts
 from .manifests import cloudstackrelease_manifests, kvmhost_manifests, systemvmtemplate_manifests, xenpool_manifests
 from .release import component as release_component
 from .xenapi import component as xen_component
-from .operator import DEPLOY, kubectl
+from .operator import kubectl
 
-EXAMPLES = DEPLOY / "examples"
 KINDS = "xenpools,kvmhosts,systemvmtemplates,cloudstackreleases"
 NAMESPACE = "stackops-demo"
 HOSTS = 2
@@ -71,8 +71,8 @@ def example_documents() -> list[dict]:
     """deploy/examples/ without its KvmHost, SystemVMTemplate, XenPool and CloudStackRelease (and their SSH Secrets): their
     addresses are production ones, and the demo sends traffic only to the lab's own hosts, CloudStack and XenServer
     hosts."""
-    documents = [d for path in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(path.read_text())
-                 if isinstance(d, dict)]
+    documents = [d for path in sorted(checkout.path(EXAMPLES).glob("*.yaml"))
+                 for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
     replaced = [d for d in documents if d["kind"] in LAB_KINDS]
     secrets = {d["spec"]["ssh"]["privateKeySecretRef"]["name"] for d in replaced if d["kind"] == "KvmHost"}
     secrets |= {d["spec"]["builder"]["ssh"]["ssh"]["privateKeySecretRef"]["name"] for d in replaced

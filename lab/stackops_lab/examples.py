@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import yaml
 
+from . import checkout
+from .checkout import EXAMPLES
 from .manifests import (
     allowed,
     cloudstack_secret_data,
@@ -26,7 +28,6 @@ from .manifests import (
     xenpool_manifests,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 LAB_ZONE, LAB_POD = "lab-zone-1", "lab-zone-1-pod-1"
 DROPPED = {
     "KvmHost": ["spec.packages (production package repository)", "spec.openvswitch.manager (no NSX manager)",
@@ -44,7 +45,7 @@ class LabMissing(Exception):
 
 def load(directory: Path = EXAMPLES) -> list[tuple[str, list[dict[str, Any]]]]:
     return [(path.name, [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)])
-            for path in sorted(directory.glob("*.yaml"))]
+            for path in sorted(checkout.path(directory).glob("*.yaml"))]
 
 
 def _lab_spec(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:

@@ -21,11 +21,9 @@ from typing import Any, Callable
 
 import yaml
 
-from stackops_lab import controlplane
+from stackops_lab import checkout, controlplane
+from stackops_lab.checkout import DEPLOY, NAMESPACED
 
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy"
-NAMESPACED = DEPLOY / "namespaced"  # the installation for listed namespaces only (Roles, no ClusterRole)
 NAMESPACE = "stackops-system"
 SERVICE_ACCOUNT = "stackops-operator"
 CRD_NAMES = ("xenpools.stackops.io", "kvmhosts.stackops.io", "systemvmtemplates.stackops.io",
@@ -45,8 +43,8 @@ def install(kubeconfig: Path | str, progress: Callable[[str], None] = lambda _: 
             directory: Path = DEPLOY) -> None:
     """`kubectl apply -k deploy/` (namespace, CRDs, RBAC, Deployment) and wait for the CRDs; `directory`
     NAMESPACED installs deploy/namespaced/ instead (its watched namespaces must exist)."""
-    progress(f"installing stackops (kubectl apply -k {directory.relative_to(REPO)}/)")
-    kubectl(kubeconfig, "apply", "-k", str(directory))
+    progress(f"installing stackops (kubectl apply -k {directory}/)")
+    kubectl(kubeconfig, "apply", "-k", str(checkout.path(directory)))
     kubectl(kubeconfig, "wait", "--for=condition=established", "--timeout=60s",
             *(f"crd/{name}" for name in CRD_NAMES))
 
@@ -54,7 +52,7 @@ def install(kubeconfig: Path | str, progress: Callable[[str], None] = lambda _: 
 def deployed_namespaces(kubeconfig: Path | str, directory: Path = NAMESPACED) -> list[str]:
     """The namespaces the Deployment of installation `directory` watches (its `--namespace` arguments; none: all),
     for running the operator locally as that installation runs it."""
-    built = kubectl(kubeconfig, "kustomize", str(directory)).stdout
+    built = kubectl(kubeconfig, "kustomize", str(checkout.path(directory))).stdout
     [deployment] = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     return [a.split("=", 1)[1] for a in container.get("args", []) if a.startswith("--namespace=")]
