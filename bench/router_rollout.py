@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from rollout_helpers import Driver, analyse, secrets_for, spec_for  # noqa: E402
+from support.rollout import Driver, analyse, secrets_for, spec_for  # noqa: E402
 
 from stackops.drivers.cloudstack import CloudStackPool  # noqa: E402
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler  # noqa: E402

@@ -9,67 +9,19 @@ for the session and is stopped at the end.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import pytest
 
 from stackops_lab import controlplane
 from stackops_lab import operator as lab_operator
-
-
-class KubectlError(subprocess.CalledProcessError):
-    def __str__(self) -> str:
-        return f"{super().__str__()}\nstdout: {self.stdout}\nstderr: {self.stderr}"
-
-
-@dataclass(frozen=True)
-class Kube:
-    """A cluster for tests, driven through kubectl."""
-
-    provider: str
-    kubeconfig: str
-    server: str
-    admin_token: str
-    kubectl_binary: str
-
-    def kubectl(
-        self,
-        *args: str,
-        input: str | None = None,
-        check: bool = True,
-        as_token: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl as the admin, or as the bearer of `as_token`."""
-        command = [self.kubectl_binary, f"--kubeconfig={self.kubeconfig}"]
-        if as_token is not None:
-            command.append(f"--token={as_token}")
-        command += args
-        result = subprocess.run(command, input=input, capture_output=True, text=True, check=False, timeout=120)
-        if check and result.returncode != 0:
-            raise KubectlError(result.returncode, command, result.stdout, result.stderr)
-        return result
-
-    def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
-        """A token for ServiceAccount `namespace/name`, minted with the TokenRequest API."""
-        return lab_operator.service_account_token(self.kubeconfig, namespace, name, seconds)
+from support.kube import Kube, kube_for
 
 
 def progress(message: str) -> None:
     """Shown even while pytest captures output: the first start builds kube-apiserver (minutes)."""
     print(f"[lab] {message}", file=sys.__stderr__, flush=True)
-
-
-def kube_for(cluster: controlplane.ClusterInfo) -> Kube:
-    return Kube(
-        provider=cluster.provider,
-        kubeconfig=str(cluster.kubeconfig),
-        server=cluster.server,
-        admin_token=cluster.admin_token,
-        kubectl_binary=str(controlplane.find_kubectl()),
-    )
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from credentials import secret
+from support.credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool

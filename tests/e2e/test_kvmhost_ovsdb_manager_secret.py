@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
-from credentials import secret
+from support.credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from credentials import secret
+from support.credentials import secret
 
 from stackops.api.cloudstackrelease import CloudStackReleaseSpec
 from stackops.drivers.ssh import SSHPool

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 from cs import CloudStack
-from rollout_helpers import VERSION, Driver, Webhook, analyse, reboots_by_pair, secrets_for, spec_for
+from support.rollout import VERSION, Driver, Webhook, analyse, reboots_by_pair, secrets_for, spec_for
 
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler

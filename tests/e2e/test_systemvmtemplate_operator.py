@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from rollout_helpers import SECRET, analyse, spec_for
+from support.rollout import SECRET, analyse, spec_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from xenapi_helpers import FAST, events, failure, login, wait_for
+from support.xenapi import FAST, events, failure, login, wait_for
 
 from stackops_lab.hosts import LabHost
 from stackops_lab.xenapi import XenHostSpec, XenLab

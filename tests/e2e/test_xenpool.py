@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from xenpool_helpers import FAST, SECRET, Driver, condition, lab, lab_time_runs, ready, spec_for
+from support.xenpool import FAST, SECRET, Driver, condition, lab, lab_time_runs, ready, spec_for
 
 from stackops.reconcile.base import ReconcileError
 from stackops.reconcile.xenpool import XenPoolReconciler

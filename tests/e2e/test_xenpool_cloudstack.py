@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from xenpool_helpers import CLOUDSTACK, Driver, condition, lab, ready, spec_for
+from support.xenpool import CLOUDSTACK, Driver, condition, lab, ready, spec_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.xenapi import XenLab

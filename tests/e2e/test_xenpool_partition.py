@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from xenpool_helpers import FAST, Driver, condition, lab, ready, spec_for
-from credentials import secret
+from support.xenpool import FAST, Driver, condition, lab, ready, spec_for
+from support.credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import SSHPool

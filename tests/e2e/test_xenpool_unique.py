@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from xenpool_helpers import FAST, Driver, condition, ready
-from credentials import secret
+from support.xenpool import FAST, Driver, condition, ready
+from support.credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import SSHPool

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from xenpool_helpers import CLOUDSTACK, Driver, lab, spec_for
-from credentials import secret as secret_data
+from support.xenpool import CLOUDSTACK, Driver, lab, spec_for
+from support.credentials import secret as secret_data
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
@@ -134,7 +134,7 @@ def test_xenpool_registration_sends_the_pool_password_in_a_post_body(caplog: pyt
 
 
 def template_context(sim: CloudStackSimulator, secret: dict[str, str]) -> Context:
-    from rollout_helpers import spec_for as template_spec
+    from support.rollout import spec_for as template_spec
 
     return Context(namespace="lab", name="rollout", generation=1, spec=template_spec(sim), status={},
                    secrets={CS_SECRET: {k: SecretStr(v) for k, v in secret.items()}}, event=lambda *_: None,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
-from xenapi_helpers import FAST, login, wait_for
+from support.xenapi import FAST, login, wait_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.xenapi import XenHostSpec, XenLab

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cs import CloudStack
 from pydantic import SecretStr
-from rollout_helpers import SECRET, spec_for
+from support.rollout import SECRET, spec_for
 
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.base import Context, Outcome, ReconcileError

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from support.kube import Kube
 
 pytestmark = pytest.mark.integration
 

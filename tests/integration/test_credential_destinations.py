@@ -9,9 +9,9 @@ import asyncio
 import logging
 
 import pytest
-from credentials import secret
+from support.credentials import secret
 from pydantic import SecretStr
-from xenpool_helpers import CLOUDSTACK, SECRET, Driver, condition, lab, spec_for
+from support.xenpool import CLOUDSTACK, SECRET, Driver, condition, lab, spec_for
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool

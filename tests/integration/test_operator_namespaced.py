@@ -25,7 +25,7 @@ import yaml
 
 from stackops_lab import controlplane
 from stackops_lab import operator as lab_operator
-from specs import MINIMAL
+from support.specs import MINIMAL
 
 pytestmark = pytest.mark.integration
 

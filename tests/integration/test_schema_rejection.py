@@ -17,7 +17,7 @@ from stackops.api.common import API_VERSION
 from stackops.api.kinds import BY_KIND, KINDS
 
 if TYPE_CHECKING:
-    from conftest import Kube
+    from support.kube import Kube
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ CRD_DIR = REPO / "crds"
 CRD_NAMES = [f"{k.plural}.{k.group}" for k in KINDS] + ["clusterkopfpeerings.kopf.dev"]
 
 
-from specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
+from support.specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
 
 # KvmHost with one bridge carrying a bond and a VLAN bridge, to spoil the nested fields.
 KVM_WITH_BRIDGE = {

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from rollout_helpers import VERSION, Driver, Webhook, secrets_for, spec_for
+from support.rollout import VERSION, Driver, Webhook, secrets_for, spec_for
 
 from stackops.drivers.cloudstack import CloudStackClient, CloudStackPool
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
-from xenapi_helpers import FAST
+from support.xenapi import FAST
 
 from stackops.drivers.xenapi import Endpoint, PoolSession, XenAuthError, XenNoMaster
 from stackops_lab.clock import ManualClock

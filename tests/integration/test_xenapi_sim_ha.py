@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, advance_until, blocking, events, failure, login, wait_for
+from support.xenapi import FAST, advance_until, blocking, events, failure, login, wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab

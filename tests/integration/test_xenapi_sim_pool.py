@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, advance_until, drive, failure, login, wait_for
+from support.xenapi import FAST, advance_until, drive, failure, login, wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import XenAPI
 
-from xenapi_helpers import FAST, drive, events, failure, login, wait_for
+from support.xenapi import FAST, drive, events, failure, login, wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab

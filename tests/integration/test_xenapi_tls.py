@@ -21,9 +21,9 @@ import pytest
 import XenAPI
 from cryptography import x509
 from pydantic import SecretStr
-from xenapi_helpers import FAST, events
-from xenpool_helpers import Driver, condition, ready, spec_for
-from xenpool_helpers import FAST as POOL_FAST
+from support.xenapi import FAST, events
+from support.xenpool import Driver, condition, ready, spec_for
+from support.xenpool import FAST as POOL_FAST
 
 from stackops.drivers.xenapi import Endpoint, PoolSession, XenNoMaster, XenTLSError
 from stackops.reconcile.base import ReconcileError

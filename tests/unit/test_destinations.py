@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from credentials import secret
+from support.credentials import secret
 from pydantic import SecretStr
 
 from stackops.destinations import Destinations, DestinationsInvalid, safe_destination

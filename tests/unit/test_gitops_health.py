@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-import gitops_eval as ge
-import kstatus
+from support import gitops_eval as ge
+from support import kstatus
 from stackops.api.common import API_VERSION, PAUSED_ANNOTATION
 from stackops.api.kinds import KINDS
 

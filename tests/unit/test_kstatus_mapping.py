@@ -7,7 +7,7 @@ The table below lists, per kind, each reason and which of the status helpers wri
 reason only names why). Reasons that come from typed driver errors (SSH, CloudStack, XenAPI) and from the
 CloudStackRelease pipeline are derived by running the operator's own wrappers over every error class, so a new
 error class is mapped without editing this file. Each row's status is written through the real `StatusWriter`
-(observedGeneration, merge_conditions) over an earlier status, then run through `tests/kstatus.py` (a port of
+(observedGeneration, merge_conditions) over an earlier status, then run through `tests/support/kstatus.py` (a port of
 cli-utils' generic rules), the kind's health.lua and the kind's CEL expressions.
 
 Two checks keep the table honest: a scan of the operator's source for reason literals (what is passed to the
@@ -29,8 +29,8 @@ from typing import Any, Iterator
 import kopf
 import pytest
 
-import gitops_eval as ge
-import kstatus
+from support import gitops_eval as ge
+from support import kstatus
 from stackops import status as st
 from stackops.api.common import API_VERSION, PAUSED_ANNOTATION
 from stackops.api.kinds import BY_KIND, KINDS

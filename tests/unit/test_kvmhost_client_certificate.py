@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from kvmhost_probe import OWNER, probe_output
-from specs import HOST_KEY
+from support.kvmhost_probe import OWNER, probe_output
+from support.specs import HOST_KEY
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import guard
 from stackops.reconcile.kvmhost.actions import OvsCommand, RunCommand, WritePrivateFile

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from kvmhost_probe import LOG4J_STOCK, OWNER, probe_output
-from specs import HOST_KEY
+from support.kvmhost_probe import LOG4J_STOCK, OWNER, probe_output
+from support.specs import HOST_KEY
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import guard
 from stackops.reconcile.kvmhost.actions import WriteFile

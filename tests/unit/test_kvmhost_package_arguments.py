@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from specs import HOST_KEY
+from support.specs import HOST_KEY
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost.actions import InstallPackages
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from kvmhost_probe import DATA, INSTALLED, OWNER, probe_output
-from specs import HOST_KEY
+from support.kvmhost_probe import DATA, INSTALLED, OWNER, probe_output
+from support.specs import HOST_KEY
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import config
 from stackops.reconcile.kvmhost.actions import (InstallPackages, OvsCommand, RefreshPackageIndex, RestartService,

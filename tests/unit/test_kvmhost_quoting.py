@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from specs import HOST_KEY
+from support.specs import HOST_KEY
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import build_command
 from stackops.reconcile.kvmhost.plan import plan
 from stackops.reconcile.kvmhost.probe import parse
-from kvmhost_probe import probe_output
+from support.kvmhost_probe import probe_output
 
 NASTY = ["x; touch {c}", "$(touch {c})", "`touch {c}`", "x | touch {c}", "x && touch {c}", "x > {c}",
          "x\ntouch {c}", "x' ; touch {c} ; '", 'x" ; touch {c} ; "', "x y"]

@@ -13,9 +13,9 @@ import pytest
 from pydantic import SecretStr
 
 import stackops.reconcile.kvmhost as kvmhost
-from kvmhost_probe import OWNER, probe_output
-from specs import HOST_KEY
-from credentials import secret
+from support.kvmhost_probe import OWNER, probe_output
+from support.specs import HOST_KEY
+from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from kvmhost_probe import INSTALLED, OWNER, probe_output
-from specs import HOST_KEY
-from credentials import secret
+from support.kvmhost_probe import INSTALLED, OWNER, probe_output
+from support.specs import HOST_KEY
+from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.secrets import needed_secrets
 from stackops.reconcile.base import Context, ReconcileError

@@ -15,7 +15,7 @@ from stackops.api.systemvmtemplate import SystemVMTemplateSpec
 from stackops.api.xenpool import XenPoolSpec
 from stackops.handlers.resources import format_validation_error
 
-from specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
+from support.specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
 
 MODELS: dict[str, type[BaseModel]] = {
     "XenPool": XenPoolSpec,

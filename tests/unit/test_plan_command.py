@@ -21,7 +21,7 @@ from stackops.plan import plan_files, symbol
 from stackops.drivers.secrets import Needed
 from stackops.plan_secrets import ManifestSecrets, destinations_name, environment_name
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
-from specs import MINIMAL
+from support.specs import MINIMAL
 
 SECRET_VALUE = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key-but-secret\n-----END OPENSSH PRIVATE KEY-----"
 

@@ -11,7 +11,7 @@ import pytest
 from stackops import status as st
 from stackops.plan import plan_files
 from stackops.reconcile.base import Context, Outcome, Reconciler
-from specs import MINIMAL
+from support.specs import MINIMAL
 
 SECRET = "s3cr3t-Pa55w0rd"  # in every Secret below; never in the output
 

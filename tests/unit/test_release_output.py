@@ -21,7 +21,7 @@ from stackops.reconcile.base import Context, ReconcileError
 from stackops.reconcile.cloudstackrelease import CloudStackReleaseReconciler, inputs, scripts
 from stackops.reconcile.cloudstackrelease.observed import BuildOutputInvalid, parse
 
-from specs import HOST_KEY
+from support.specs import HOST_KEY
 
 BASE = "c" * 40  # a commit as baseRef: the observe script resolves it without asking Git
 SHA = "f" * 64

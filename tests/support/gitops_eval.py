@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GITOPS = ROOT / "deploy" / "gitops"
 ARGOCD = GITOPS / "argocd"
 ARGOCD_GROUP = ARGOCD / "stackops.io"

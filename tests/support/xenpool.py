@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from pydantic import SecretStr
-from credentials import secret
+from support.credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.cloudstack import CloudStackPool
