@@ -14,15 +14,11 @@ import asyncio
 import math
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from support.rollout import Driver, analyse, secrets_for, spec_for  # noqa: E402
-
-from stackops.drivers.cloudstack import CloudStackPool  # noqa: E402
-from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler  # noqa: E402
-from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings  # noqa: E402
+from stackops.drivers.cloudstack import CloudStackPool
+from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
+from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import Driver, analyse, secrets_for, spec_for
 
 
 async def main(args: argparse.Namespace) -> int:

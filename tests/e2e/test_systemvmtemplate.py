@@ -7,11 +7,13 @@ import asyncio
 
 import pytest
 from cs import CloudStack
-from support.rollout import VERSION, Driver, Webhook, analyse, reboots_by_pair, secrets_for, spec_for
 
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import VERSION, Driver, analyse, secrets_for, spec_for
+
+from support.rollout import Webhook, reboots_by_pair
 
 pytestmark = pytest.mark.e2e
 

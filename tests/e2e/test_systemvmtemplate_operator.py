@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from support.rollout import SECRET, analyse, spec_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import SECRET, analyse, spec_for
 
 pytestmark = pytest.mark.e2e
 

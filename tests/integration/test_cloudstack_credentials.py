@@ -134,7 +134,7 @@ def test_xenpool_registration_sends_the_pool_password_in_a_post_body(caplog: pyt
 
 
 def template_context(sim: CloudStackSimulator, secret: dict[str, str]) -> Context:
-    from support.rollout import spec_for as template_spec
+    from stackops_lab.rollout import spec_for as template_spec
 
     return Context(namespace="lab", name="rollout", generation=1, spec=template_spec(sim), status={},
                    secrets={CS_SECRET: {k: SecretStr(v) for k, v in secret.items()}}, event=lambda *_: None,

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from cs import CloudStack
 from pydantic import SecretStr
-from support.rollout import SECRET, spec_for
 
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import SECRET, spec_for
 
 def cloudstack_secret_data(sim: CloudStackSimulator) -> dict[str, str]:
     """The lab's CloudStack Secret: plain HTTP, with the Secret's consent."""

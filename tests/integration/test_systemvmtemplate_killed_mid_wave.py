@@ -19,12 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from support.rollout import VERSION, Driver, Webhook, secrets_for, spec_for
 
 from stackops.drivers.cloudstack import CloudStackClient, CloudStackPool
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.clock import ManualClock
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import VERSION, Driver, secrets_for, spec_for
+
+from support.rollout import Webhook
 
 FAST = Timings(template_download=0.4, router_reboot=0.3, systemvm_recreate=0.4, host_connect=0.2,
                host_maintenance=0.2, job=0.05)
