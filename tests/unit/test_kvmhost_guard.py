@@ -275,7 +275,7 @@ class FakeConnection:
         self.host = host
         self.target = target
 
-    async def run(self, argv, *, input=None, timeout=60.0, check=True, mutation=False, label=None):
+    async def run(self, argv, *, input=None, timeout=60.0, check=True, mutation=False, label=None, urgent=False):
         self.host.calls.append(label or argv[0])
         if argv[:3] == ["sh", "-c", guard.START]:
             if isinstance(self.host.start, Exception):
@@ -283,11 +283,13 @@ class FakeConnection:
             return CommandResult(0, self.host.start, "")
         return CommandResult(0, "", "")
 
-    async def run_script(self, script, *, args=(), timeout=60.0, check=True, mutation=False, label="script"):
+    async def run_script(self, script, *, args=(), timeout=60.0, check=True, mutation=False, label="script",
+                         urgent=False):
         if script is probe.SCRIPT:
             self.host.calls.append("probe")
             return CommandResult(0, self.host.probe, "")
         assert script is guard.CONFIRM
+        assert urgent, "a confirm must not queue behind other hosts' commands (the host reverts without it)"
         self.host.calls.append("confirm")
         answer = self.host.confirms.pop(0) if self.host.confirms else Unreachable("down")
         if isinstance(answer, Exception):

@@ -13,18 +13,20 @@
 - `SSHPool` keeps one live connection per (address, port, user, host key), shared by concurrent callers, and
   reconnects once, transparently, when the connection has died (host or sshd restarted). It counts round trips
   (one per command), mutations (commands run with `mutation=True`) and connects per address for tests and
-  benchmarks.
-- paramiko is blocking: every call runs in the pool's own thread pool, so many hosts do not queue behind the
-  event loop's small default executor.
+  benchmarks. The key holds a digest of the private key, never the key. Which objects use a connection is kept by
+  `holdings`: one no object uses any more (deleted, its address or key changed) is closed (`release`).
+- paramiko is blocking: every call runs in the pool's own bounded worker threads (workers.py), not in the
+  event loop's small default executor shared with XenAPI and Kubernetes calls. Time a command waits there for a
+  thread counts against its timeout (a command with timeout T that waited W gets T - W, or fails with
+  `SSHTimeout` saying so). `urgent` commands (KvmHost's confirm of a guarded change, which the host reverts unless
+  it comes in time) are taken before queued ordinary ones, by threads kept for them.
 
 Errors are typed (`SSHError` subclasses) with a `reason` for status and `retry`/`delay` for the reconcile engine:
 `error.reconcile_error()` turns one into a `ReconcileError`.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
-import functools
 import hashlib
 import io
 import logging
@@ -34,7 +36,6 @@ import shlex
 import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -42,6 +43,8 @@ import paramiko
 from pydantic import SecretStr
 
 from .. import metrics
+from .workers import Workers
+from . import holdings
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..api.common import SSHSettings
@@ -57,6 +60,8 @@ _DISPLAY_MAX = 300
 _TAIL_LINES = 5
 _TAIL_CHARS = 800
 SUPERSEDED_IDLE_SECONDS = 600.0  # a connection with another key to the same host, unused this long, is closed
+DEFAULT_WORKERS = 32  # threads running commands at once, all hosts together
+URGENT_WORKERS = 4  # more threads, for urgent commands only (KvmHost confirms)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -403,20 +408,24 @@ def _open_socket(target: SSHTarget) -> socket.socket:
 class SSHPool:
     """One live SSH connection per (address, port, user, host key), shared and reused; thread-safe."""
 
-    def __init__(self, *, max_workers: int = 32, max_sessions: int = 8, keepalive_seconds: float = 30.0):
-        """`max_sessions` bounds the commands running at once on one connection (OpenSSH's `MaxSessions`
-        defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls."""
+    def __init__(self, *, max_workers: int = DEFAULT_WORKERS, urgent_workers: int = URGENT_WORKERS,
+                 max_sessions: int = 8, keepalive_seconds: float = 30.0):
+        """`max_workers` threads run commands (all hosts together; more wait in a queue) and `urgent_workers` more
+        run only urgent ones; `max_sessions` bounds the commands running at once on one connection (OpenSSH's
+        `MaxSessions` defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls."""
         self._hosts: dict[tuple[str, int, str, str], _Host] = {}
         self._counters: dict[str, Counters] = {}
         self._lock = threading.Lock()
         self._max_sessions = max_sessions
         self._keepalive = keepalive_seconds
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="ssh")
+        self._workers = Workers("ssh", max_workers, reserved=urgent_workers)
 
     # -- public API
 
     def connection(self, target: SSHTarget) -> "SSHConnection":
-        """A handle on the target's pooled connection; it connects on first use."""
+        """A handle on the target's pooled connection; it connects on first use. The running pass's object holds
+        the connection (`holdings`)."""
+        holdings.note(self, self._key(target))
         return SSHConnection(self, target)
 
     def counters(self, address: str) -> Counters:
@@ -437,6 +446,15 @@ class SSHPool:
         if host is not None:
             host.close()
 
+    def release(self, key: tuple[str, int, str, str, str]) -> None:
+        """Close the connection kept under `key` (address, port, user, host key, key digest) and forget it: no
+        object uses it any more (`holdings`)."""
+        with self._lock:
+            host = self._hosts.pop(key, None)
+        if host is not None:
+            log.info("ssh %s@%s:%s: closed, no object uses this connection any more", key[2], key[0], key[1])
+            host.close()
+
     def close_all(self) -> None:
         with self._lock:
             hosts = list(self._hosts.values())
@@ -447,7 +465,7 @@ class SSHPool:
     def shutdown(self) -> None:
         """Close every connection and stop the worker threads (the pool is unusable afterwards)."""
         self.close_all()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown()
 
     def is_connected(self, target: SSHTarget) -> bool:
         with self._lock:
@@ -565,18 +583,24 @@ class SSHPool:
                 host._close_locked()
 
     def _execute(self, target: SSHTarget, argv: Sequence[str], stdin: bytes | None, timeout: float,
-                 mutation: bool, label: str | None) -> CommandResult:
+                 mutation: bool, label: str | None, queued_at: float | None = None) -> CommandResult:
         """Blocking: one command, one round trip (plus one reconnect if the pooled connection was dead). `timeout`
-        counts from when the connection is ready; connecting has its own timeout."""
+        counts from `queued_at` (when the command was handed to the workers: the wait for a thread is taken off it)
+        and, besides that wait, from when the connection is ready; connecting has its own timeout."""
         command = build_command(argv, sudo=target.sudo)
         display = _display(label or command)
         where = target.display
+        waited = max(0.0, time.monotonic() - queued_at) if queued_at is not None else 0.0
+        if waited >= timeout:
+            raise SSHTimeout(f"{display} on {where} was not run: it waited {waited:.1f}s for a free SSH worker, "
+                             f"its whole timeout of {timeout:g}s (every worker was busy with other commands)",
+                             host=where)
         host = self._host(target)
         for attempt in (1, 2):
             transport = self._transport(target, host)  # bounded by the connect timeout
             try:
-                return self._exec_once(target, host, transport, command, display, stdin, timeout, mutation,
-                                       retry_allowed=attempt == 1)
+                return self._exec_once(target, host, transport, command, display, stdin, timeout - waited, mutation,
+                                       retry_allowed=attempt == 1, waited=waited)
             except _Retry:
                 self._invalidate(host, transport)
                 log.info("ssh %s: connection lost before the command started; reconnecting", where)
@@ -585,7 +609,8 @@ class SSHPool:
 
     def _exec_once(self, target: SSHTarget, host: _Host, transport: paramiko.Transport, command: str,
                    display: str, stdin: bytes | None, timeout: float, mutation: bool,
-                   retry_allowed: bool) -> CommandResult:
+                   retry_allowed: bool, waited: float = 0.0) -> CommandResult:
+        """`timeout`: what is left of the command's timeout after `waited` in the workers' queue."""
         where = target.display
         deadline = time.monotonic() + timeout
 
@@ -593,6 +618,9 @@ class SSHPool:
             return deadline - time.monotonic()
 
         def timed_out() -> SSHTimeout:
+            if waited:
+                return SSHTimeout(f"{display} on {where} did not finish within {timeout + waited:g}s, {waited:.1f}s "
+                                  f"of which it waited for a free SSH worker", host=where)
             return SSHTimeout(f"{display} on {where} did not finish within {timeout:g}s", host=where)
 
         if not host.sessions.acquire(timeout=max(0.0, remaining())):
@@ -708,9 +736,8 @@ class SSHConnection:
     def __repr__(self) -> str:
         return f"SSHConnection({self.target.display}, sudo={self.target.sudo})"
 
-    async def _call(self, func, *args):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool._executor, functools.partial(func, *args))
+    async def _call(self, func, *args, urgent: bool = False):
+        return await self._pool._workers.run(func, *args, urgent=urgent)
 
     async def connect(self) -> None:
         """Set up the connection now (host key check and authentication) instead of at the first command."""
@@ -719,26 +746,30 @@ class SSHConnection:
 
     async def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
                   timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = True, mutation: bool = False,
-                  label: str | None = None) -> CommandResult:
+                  label: str | None = None, urgent: bool = False) -> CommandResult:
         """Run argv (every argument quoted, sudo-wrapped if the target says so): one round trip. `input` goes to
-        stdin (the place for secrets). `check`: raise CommandFailed on a non-zero exit. `mutation`: the command
-        changes the host (counted). `label` replaces the command line in messages and logs."""
+        stdin (the place for secrets). `timeout` includes the wait for a free worker. `check`: raise CommandFailed
+        on a non-zero exit. `mutation`: the command changes the host (counted). `label` replaces the command line in
+        messages and logs. `urgent`: run before queued ordinary commands, on threads kept for urgent ones."""
         _check_argv(argv)
         data = input.encode("utf-8") if isinstance(input, str) else input
         with metrics.remote_call("ssh"):
-            result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, label)
+            result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation, label,
+                                      time.monotonic(), urgent=urgent)
             return self._checked(argv, label, result, check)
 
     async def run_script(self, script: str, *, args: Sequence[str] = (), timeout: float = DEFAULT_COMMAND_TIMEOUT,
-                         check: bool = True, mutation: bool = False, label: str = "script") -> CommandResult:
+                         check: bool = True, mutation: bool = False, label: str = "script",
+                         urgent: bool = False) -> CommandResult:
         """Run a shell script sent on stdin to `sh -s -- ARGS…` (sudo-wrapped if the target says so) in one round
-        trip. Values from the spec go in `args` ($1…, "$@"), never into the script text."""
+        trip. Values from the spec go in `args` ($1…, "$@"), never into the script text. `timeout` and `urgent` as
+        for `run`."""
         argv = script_argv(args)
         display = f"sh -s ({label})" + (f" {shlex.join(list(args))}" if args else "")
         data = script.encode("utf-8")
         with metrics.remote_call("ssh"):
             result = await self._call(self._pool._execute, self.target, argv, data, float(timeout), mutation,
-                                      display)
+                                      display, time.monotonic(), urgent=urgent)
             return self._checked(argv, display, result, check)
 
     def _checked(self, argv: Sequence[str], label: str | None, result: CommandResult, check: bool) -> CommandResult:

@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from .. import metrics
 from .. import status as st
 from ..api.kinds import KINDS, Kind
+from ..drivers import kube
+from ..drivers.holdings import Holdings
 from ..drivers.secrets import SecretError, SecretReader, needed_secrets
 from ..reconcile.base import Context, Outcome, PartialApply, ReconcileError, Reconciler
 from .settings import is_paused
@@ -35,6 +37,7 @@ class Deps:
     secrets: SecretReader
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     custom_api: Any = None  # for status checkpoints written in the middle of a pass
+    holdings: Holdings = field(default_factory=Holdings)  # the pooled connections each object holds
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -100,8 +103,8 @@ def _checkpoint(kind: Kind, deps: Deps, meta: Any, writer: StatusWriter) -> Any:
         writer.previous.update(checked)
         if deps.custom_api is None:
             return
-        await asyncio.to_thread(deps.custom_api.patch_namespaced_custom_object_status, kind.group, kind.version,
-                                meta["namespace"], kind.plural, meta["name"], {"status": checked})
+        await kube.call(deps.custom_api.patch_namespaced_custom_object_status, kind.group, kind.version,
+                        meta["namespace"], kind.plural, meta["name"], {"status": checked})
     return write
 
 
@@ -133,9 +136,10 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
             return  # paused while this pass waited: kopf's `when=` looked before the wait
         if resync and not _resync_due(body):
             return  # another pass reconciled the object while this one waited
-        with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
-            counted.status = patch.status
-            await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
+        async with deps.holdings.held_by(meta["uid"]):  # what the pass does not use (any more) is released
+            with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
+                counted.status = patch.status
+                await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
 
 
 async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any, retry: int,
@@ -222,7 +226,7 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
         raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets: {error}", delay=SECRET_RETRY_SECONDS)
     ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=int(meta.get("generation") or 0),
                   spec=spec, status=dict(body.get("status") or {}), secrets=secrets, event=_post(body), logger=logger)
-    async with deps.lock(meta["uid"]):
+    async with deps.lock(meta["uid"]), deps.holdings.held_by(meta["uid"]):
         try:
             await deps.reconcilers[kind.kind].finalize(ctx)
         except ReconcileError as error:
@@ -254,6 +258,8 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
     @kopf.on.delete(**resource, registry=registry, id="finalize")
     async def on_delete(body: Any, logger: Any, **_: Any) -> None:
         await finalize_object(kind, deps, body, logger)
+        async with deps.lock(body["metadata"]["uid"]):  # whatever the deletionPolicy, valid spec or not
+            await deps.holdings.forget(body["metadata"]["uid"])
         metrics.METRICS.forget(kind.kind, body["metadata"]["namespace"], body["metadata"]["name"])
 
 

@@ -237,7 +237,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
             try:
                 result = guard.parse_confirm((await self.connection(ctx).run_script(
                     guard.CONFIRM, args=[checkpoint.id], timeout=CONFIRM_TIMEOUT_SECONDS, mutation=True,
-                    label=f"confirm checkpoint {checkpoint.id}")).stdout)
+                    label=f"confirm checkpoint {checkpoint.id}", urgent=True)).stdout)
             except SSHError as error:
                 raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
                     error.reconcile_error() from None
@@ -342,7 +342,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
     async def reconnect_and_confirm(self, target: SSHTarget, checkpoint: str,
                                     deadline: float) -> guard.ConfirmResult | None:
         """Fresh connections with short timeouts until one confirms (or finds the host reverting), or the
-        deadline passes (None)."""
+        deadline passes (None). The confirm is urgent: it does not queue behind other hosts' commands."""
         while True:
             left = deadline - time.monotonic()
             if left <= 0.2:
@@ -353,7 +353,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
             try:
                 result = guard.parse_confirm((await connection.run_script(
                     guard.CONFIRM, args=[checkpoint], timeout=max(0.5, min(CONFIRM_TIMEOUT_SECONDS, left)),
-                    mutation=True, label=f"confirm checkpoint {checkpoint}")).stdout)
+                    mutation=True, label=f"confirm checkpoint {checkpoint}", urgent=True)).stdout)
                 if result.state != "running":
                     return result
             except (Unreachable, ConnectionLost, SSHTimeout):
