@@ -13,20 +13,11 @@ import pytest
 import yaml
 
 from stackops_lab.manifests import kvmhost_manifests
+from support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
 INTERVAL = 30  # the smallest resyncIntervalSeconds the API accepts
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class StatusWatch:
@@ -90,7 +81,7 @@ def managed_hosts(kube: Any, operator: Any, make_lab_hosts: Callable[[int], list
     kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
     for host in hosts:
         wait_for(lambda: condition(kube, namespace, f"lab-{host.name}", "Ready").get("status") == "True",
-                 timeout=120, what=f"lab-{host.name} Ready")
+                 timeout=120, what=f"lab-{host.name} Ready", interval=1)
     return namespace, hosts
 
 
@@ -102,7 +93,7 @@ def test_drift_is_repaired_within_one_interval(kube: Any, managed_hosts: tuple[s
     host = hosts[0]
     watch = StatusWatch(kube, namespace, "kvmhost", f"lab-{host.name}")
     try:
-        wait_for(lambda: watch.objects, timeout=60, what="the watch")  # established: it printed the object
+        wait_for(lambda: watch.objects, timeout=60, what="the watch", interval=1)  # established: it printed the object
         host.run("ovs-vsctl del-br storage0")
         host.run("sed -i 's/^listen_tcp = 1/listen_tcp = 0/' /etc/libvirt/libvirtd.conf")
 
@@ -119,7 +110,7 @@ def test_drift_is_repaired_within_one_interval(kube: Any, managed_hosts: tuple[s
             return None
 
         # the timeouts only guard against a hang: far above one interval on a loaded machine
-        count = wait_for(repaired_by, timeout=10 * INTERVAL, what="the repair in status")
+        count = wait_for(repaired_by, timeout=10 * INTERVAL, what="the repair in status", interval=1)
     finally:
         watch.stop()
     assert count <= 2, f"repaired by pass {count} after the drift: {passes(watch.objects)}"
@@ -138,12 +129,12 @@ def test_unreachable_host_is_reported_and_recovered(kube: Any, managed_hosts: tu
     # (the timeouts only guard against a hang: the next resync, or the retry after the operator's backoff, capped
     # at 300 s, comes well before them however busy the machine is)
     reachable = wait_for(lambda: (c := condition(kube, namespace, name, "Reachable")).get("status") == "False" and c,
-                         timeout=10 * INTERVAL, what="Reachable=False")
+                         timeout=10 * INTERVAL, what="Reachable=False", interval=1)
     assert reachable["reason"] == "Unreachable"
     assert condition(kube, namespace, name, "Ready")["status"] == "False"  # written with it; sshd is still down
     host.run("/usr/sbin/sshd -E /var/log/auth.log")
     wait_for(lambda: condition(kube, namespace, name, "Ready").get("status") == "True",
-             timeout=20 * INTERVAL, what="recovery without intervention")
+             timeout=20 * INTERVAL, what="recovery without intervention", interval=1)
     assert condition(kube, namespace, name, "Reachable")["status"] == "True"
 
 
@@ -162,7 +153,7 @@ def test_management_path_cut_is_reverted_and_reported(kube: Any, managed_hosts: 
     kube.kubectl("patch", "kvmhost", name, "-n", namespace, "--type=merge",
                  "-p", json.dumps({"spec": {"openvswitch": openvswitch}}))
     stalled = wait_for(lambda: (c := condition(kube, namespace, name, "Stalled")).get("reason") == "RolledBack"
-                       and c, timeout=300, what="Stalled/RolledBack")
+                       and c, timeout=300, what="Stalled/RolledBack", interval=1)
     assert stalled["status"] == "True" and "mgmt0" in stalled["message"], stalled
     status = json.loads(kube.kubectl("get", "kvmhost", name, "-n", namespace, "-o", "json").stdout)["status"]
     assert status["rollback"]["generation"] == status["observedGeneration"] and status["rollback"]["reason"]

@@ -10,7 +10,6 @@ import asyncio
 import datetime
 import json
 import logging
-import time
 from typing import Any, Callable
 
 import pytest
@@ -25,6 +24,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.kvmhost import KvmHostReconciler
+from support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -97,17 +97,6 @@ class Manager:
         return self.peer.run(f"cat {self.DIR}/m.log 2>/dev/null").stdout
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    """Poll until true; the timeout only stops a hang (Open vSwitch reconnects with backoff, up to 8 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def connected(host: Any) -> bool:
     rows = json.loads(host.run("ovs-vsctl --timeout=5 --format=json --columns=is_connected list Manager").stdout)
     return any(row[0] is True for row in rows.get("data", []))
@@ -169,7 +158,8 @@ def test_a_client_certificate_from_a_secret_is_written_used_and_kept(
         assert f"Private key: {SECRET_KEY}" in ssl and f"Certificate: {SECRET_CERT}" in ssl
         assert f"CA Certificate: {SECRET_CA}" in ssl and "Bootstrap: false" in ssl
         assert outcome.fields["manager"]["certificateFingerprint"] == openssl_fingerprint(host)
-        wait_for(lambda: connected(host), "the host connected to the manager with the Secret's certificate")
+        wait_for(lambda: connected(host), what="the host connected to the manager with the Secret's certificate",
+                 timeout=120, interval=0.3)
 
         # drift: the key readable by everyone, the certificate replaced → both put back, nothing else
         host.run(f"chmod 644 {SECRET_KEY}; cp {SECRET_CA} {SECRET_CERT}", check=True)
@@ -187,8 +177,8 @@ def test_a_client_certificate_from_a_secret_is_written_used_and_kept(
         assert on_host(host, SECRET_KEY) == ("600", other_key)
         manager.stop()
         manager.start()
-        wait_for(lambda: "certificate verify failed" in manager.log(), "the manager to refuse the other CA's "
-                 "certificate")
+        wait_for(lambda: "certificate verify failed" in manager.log(), what="the manager to refuse the other CA's "
+                 "certificate", timeout=120, interval=0.3)
 
         everything = json.dumps([outcome.fields, [str(c) for c in outcome.conditions], events], default=str) + \
             caplog.text

@@ -27,6 +27,7 @@ from stackops.drivers.ssh import SSHError, SSHPool, SSHTarget
 from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.guard import CHECKPOINT_DIR
+from support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -81,16 +82,6 @@ def ssh_works(host: Any) -> bool:
         return False
     finally:
         pool.shutdown()
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 300) -> Any:
-    """Polls until `predicate()` holds; the timeout only guards against a hang (far above what a loaded machine
-    needs: the host's timer reverts after TIMEOUT seconds)."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 def checkpoint_file(host: Any, checkpoint: str, name: str) -> str:
@@ -161,8 +152,9 @@ def test_a_change_that_cuts_the_management_path_is_reverted_by_the_host(make_lab
 
         # nobody touches the host: it reverts by itself and is reachable again
         [checkpoint] = checkpoints(host)
-        wait_for(lambda: "rolled-back" in checkpoints(host)[checkpoint], "the host to revert by itself")
-        wait_for(lambda: ssh_works(host), "the host reachable again after its revert")
+        wait_for(lambda: "rolled-back" in checkpoints(host)[checkpoint], what="the host to revert by itself",
+                 timeout=300, interval=0.5)
+        wait_for(lambda: ssh_works(host), what="the host reachable again after its revert", timeout=300, interval=0.5)
         back = time.monotonic() - started
         assert back >= TIMEOUT - 1, f"reachable after {back:.1f}s: the change did not cut the path?"
         armed = int(checkpoint_file(host, checkpoint, "started"))
@@ -215,7 +207,7 @@ def test_a_change_that_cuts_the_management_path_is_reverted_by_the_host(make_lab
         # nothing is reverted later: the confirmation took `decided` (mkdir, atomic) and the timer reverts only if
         # it takes it first; it sees `confirmed` and exits
         assert "decided" in markers, markers
-        wait_for(lambda: not timer_running(host, newer), "the revert timer to exit")
+        wait_for(lambda: not timer_running(host, newer), what="the revert timer to exit", timeout=300, interval=0.5)
         assert "rolled-back" not in checkpoints(host)[newer]
         assert "Port eth0" in host.run("ovs-vsctl show").stdout
         pool.reset_counters(host.address)

@@ -7,28 +7,19 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.rollout import SECRET, analyse, spec_for
+from support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
 MAX_UNAVAILABLE = 6
 KILL_AFTER = 30  # upgraded routers
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def upgraded(sim: CloudStackSimulator) -> int:
@@ -70,7 +61,7 @@ def test_rollout_survives_sigkill_of_the_operator(kube: Any, operator: Any) -> N
         sim.audit_log.record = kill_at_the_30th  # type: ignore[method-assign]
         try:
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
-            wait_for(killed.is_set, timeout=600, what=f"{KILL_AFTER} routers upgraded")
+            wait_for(killed.is_set, timeout=600, what=f"{KILL_AFTER} routers upgraded", interval=0.5)
         finally:
             sim.audit_log.record = record  # type: ignore[method-assign]
         operator.start()
@@ -81,7 +72,7 @@ def test_rollout_survives_sigkill_of_the_operator(kube: Any, operator: Any) -> N
             return any(c["type"] == "Ready" and c["status"] == "True"
                        for c in (obj.get("status") or {}).get("conditions") or [])
 
-        wait_for(ready, timeout=600, what="Ready after the restart")
+        wait_for(ready, timeout=600, what="Ready after the restart", interval=0.5)
         audit = sim.audit()
 
     assert killed_at == [KILL_AFTER], "the kill happened in the middle of the rollout"

@@ -14,7 +14,8 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from support.xenapi import FAST, events, failure, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, events, failure, login
+from support.wait import wait_for
 
 from stackops_lab.hosts import LabHost
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -128,7 +129,8 @@ def test_a_cloned_dom0_made_unique_over_ssh_joins_the_pool(make_lab_hosts: Calla
 
         # … and joins xen1's pool at xen1's lab host address
         unique.xenapi.pool.join(kvm1.address, lab.username, lab.password)
-        wait_for(lambda: lab.pool_of("xen1")["live"].get("xen3"), what="xen3 live in xen1's pool")
+        wait_for(lambda: lab.pool_of("xen1")["live"].get("xen3"), what="xen3 live in xen1's pool", timeout=10,
+                 ignoring=XENAPI_DOWN)
         master = login(lab, "xen1")
         joined = master.xenapi.host.get_by_uuid(host_uuid)
         assert master.xenapi.host.get_name_label(joined) == "xen3"

@@ -20,6 +20,7 @@ import yaml
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.manifests import XEN_CLUSTER, xenpool_manifests
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+from support.wait import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -71,16 +72,6 @@ def ha_off_at(audit: list[dict[str, Any]], index: int) -> bool:
     return bool(last) and last[-1] == "ha.disabled"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def pool_state(lab: XenLab) -> tuple[bool, dict[str, str], list[str]]:
     """(ha_enabled, ha_configuration, member names) as the pool master tells it."""
     session = XenAPI.Session(lab.url(lab.pool_of("xen1")["master"]))
@@ -125,7 +116,7 @@ def test_membership_change_survives_sigkill_at_random_moments(kube: Any, operato
 
         three = ["xen1", "xen2", "xen3"]
         kube.kubectl("apply", "-f", "-", input=manifest(three))
-        wait_for(ready, timeout=300, what="the three-host pool Ready")
+        wait_for(ready, timeout=300, what="the three-host pool Ready", interval=0.3)
         assert pool_state(lab) == (True, {"timeout": "180"}, three)
 
         landed_with_ha_off = 0
@@ -139,7 +130,7 @@ def test_membership_change_survives_sigkill_at_random_moments(kube: Any, operato
                 kube.kubectl("apply", "-f", "-", input=manifest(wanted))
                 began = time.monotonic()
                 if step is not None:
-                    wait_for(killer.done.is_set, timeout=300, what=f"{step} for kill {kill + 1}")
+                    wait_for(killer.done.is_set, timeout=300, what=f"{step} for kill {kill + 1}", interval=0.3)
                     at = killer.index
                 else:
                     time.sleep(rng.uniform(0.0, WINDOW_SECONDS))  # a random moment (the kill lands wherever)
@@ -149,10 +140,10 @@ def test_membership_change_survives_sigkill_at_random_moments(kube: Any, operato
                 ha_off = ha_off_at(lab.audit(), at)
                 assert ha_off or step is None, f"kill {kill + 1} at {step}: HA was on"
                 landed_with_ha_off += ha_off
-                wait_for(lambda: _try(pool_state, lab), timeout=60, what="the pool master")
+                wait_for(lambda: _try(pool_state, lab), timeout=60, what="the pool master", interval=0.3)
                 operator.start()
-                wait_for(ready, timeout=300, what=f"Ready after kill {kill + 1}")
-                state = wait_for(lambda: _try(pool_state, lab), timeout=60, what="the pool master")
+                wait_for(ready, timeout=300, what=f"Ready after kill {kill + 1}", interval=0.3)
+                state = wait_for(lambda: _try(pool_state, lab), timeout=60, what="the pool master", interval=0.3)
                 assert state == (True, {"timeout": "180"}, sorted(wanted)), f"after kill {kill + 1}: {state}"
                 print(f"kill {kill + 1} ({step or 'random'}): HA {'off' if ha_off else 'on'} when killed, "
                       f"converged {time.monotonic() - began:.1f}s after the change")
@@ -194,7 +185,7 @@ def test_three_fresh_hosts_become_a_pool_registered_in_cloudstack(kube: Any, ope
             done = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
             return status if done else None
 
-        status = wait_for(ready, timeout=300, what="the fresh pool Ready")
+        status = wait_for(ready, timeout=300, what="the fresh pool Ready", interval=0.3)
         pool = lab.pool_of("xen1")
         assert sorted(pool["members"]) == ["xen1", "xen2", "xen3"] and pool["master"] == "xen1"
         assert pool["ha_enabled"] and pool["ha_configuration"] == {"timeout": "180"}
@@ -215,6 +206,6 @@ def test_three_fresh_hosts_become_a_pool_registered_in_cloudstack(kube: Any, ope
         # finalizer, so a deletion may take a little over a minute (not what this test is about).
         kube.kubectl("delete", "xenpool", "fresh", "-n", namespace, "--wait=false")
         wait_for(lambda: kube.kubectl("get", "xenpool", "fresh", "-n", namespace, check=False).returncode != 0,
-                 timeout=300, what="the fresh pool deleted")
+                 timeout=300, what="the fresh pool deleted", interval=0.3)
     log = operator.log_path.read_text(errors="replace")
     assert lab.password not in log and sim.secret_key not in log

@@ -9,8 +9,7 @@ change under it however busy the machine is. Such a test never waits for a job t
 would complete it); it advances the clock and then asks queryAsyncJobResult."""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from cs import CloudStack, CloudStackApiException
 from stackops_lab.clock import ManualClock
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.cloudstack.downloads import STEPS
+from support.wait import wait_for
 
 FAST = Timings(template_download=0.4, router_reboot=0.3, systemvm_recreate=0.4, host_connect=0.2,
                host_maintenance=0.2, job=0.05)
@@ -27,18 +27,6 @@ NEW = "4.19.1"
 
 def client(sim: CloudStackSimulator, **options: Any) -> CloudStack:
     return CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=30, **options)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll until truthy. The timeout only stops a hang: it is never reached when things work."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -80,7 +68,7 @@ def wait_ready(api: CloudStack, template_id: str) -> list[str]:
             seen.append(rows[0]["status"])
         return all(row["isready"] for row in rows)
 
-    wait_for(ready, what="the template to be ready")
+    wait_for(ready, what="the template to be ready", timeout=30)
     return seen
 
 
@@ -156,11 +144,11 @@ def test_a_checksum_mismatch_or_a_missing_url_leaves_the_template_failed(sim: Cl
         under_way = status in ("Allocated", "Installing Template") or status.endswith("% Downloaded")
         return None if under_way else row
 
-    row = wait_for(lambda: failed(bad["id"]), what="the checksum failure")
+    row = wait_for(lambda: failed(bad["id"]), what="the checksum failure", timeout=30)
     actual = sim.image_checksum("KVM", "4.19.2")
     assert row["isready"] is False
     assert row["status"] == f'checksum "{actual}" didn\'t match the given value, "{wrong}"'
-    row = wait_for(lambda: failed(missing["id"]), what="the download failure")
+    row = wait_for(lambda: failed(missing["id"]), what="the download failure", timeout=30)
     assert row["isready"] is False and row["status"] == "HTTP Server returned 404 (expected 200 OK) "
     assert {e["event"] for e in sim.audit() if e.get("template") in (bad["id"], missing["id"])} == {
         "template.registered", "template.failed"}
@@ -272,7 +260,7 @@ def test_upgrade_router_template_answers_reboot_jobs_for_the_routers_needing_it(
     assert answer["count"] == len(routers) and len(answer["asyncjobs"]) == len(routers)
     jobs = [job["jobid"] for job in answer["asyncjobs"]]
     results = wait_for(lambda: (lambda rs: rs if all(r["jobstatus"] != 0 for r in rs) else None)(
-        [api.queryAsyncJobResult(jobid=job) for job in jobs]), what="the upgrade jobs")
+        [api.queryAsyncJobResult(jobid=job) for job in jobs]), what="the upgrade jobs", timeout=30)
     assert {r["cmd"] for r in results} == {"org.apache.cloudstack.api.command.admin.router.RebootRouterCmd"}
     assert {r["jobstatus"] for r in results} == {1}
     assert {r["version"] for r in api.listRouters(listall=True, clusterid=cluster["id"], fetch_list=True)} == {NEW}
@@ -377,7 +365,8 @@ def test_host_maintenance_and_removal(sim: CloudStackSimulator) -> None:
                    "into maintenance or perform a forced deletion.")
 
     assert api.prepareHostForMaintenance(id=host["id"])["host"]["resourcestate"] == "PrepareForMaintenance"
-    wait_for(lambda: api.listHosts(id=host["id"])["host"][0]["resourcestate"] == "Maintenance", what="Maintenance")
+    wait_for(lambda: api.listHosts(id=host["id"])["host"][0]["resourcestate"] == "Maintenance", what="Maintenance",
+             timeout=30)
     assert api.listRouters(listall=True, hostid=host["id"]) == {}
     assert {api.listRouters(id=r)["router"][0]["hostid"] for r in on_host} == {other["id"]}
     assert api.cancelHostMaintenance(id=host["id"])["host"]["resourcestate"] == "Enabled"

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
-from support.xenapi import FAST, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, login
+from support.wait import wait_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -70,7 +71,7 @@ def hosts_of(api: CloudStack, cluster_id: str) -> dict[str, dict[str, Any]]:
 
 def wait_states(api: CloudStack, cluster_id: str, expected: dict[str, str]) -> None:
     wait_for(lambda: {n: h["state"] for n, h in hosts_of(api, cluster_id).items()} == expected,
-             timeout=PATIENCE, what=f"hosts {expected}")
+             timeout=PATIENCE, what=f"hosts {expected}", ignoring=XENAPI_DOWN)
 
 
 def logged(sim: CloudStackSimulator, message: str) -> list[dict[str, Any]]:
@@ -201,7 +202,7 @@ def test_a_cloned_host_is_skipped_until_made_unique(
     lab.write_inventory("xen4", inventory)
     lab.remove_state_db("xen4")
     lab.restart_xapi("xen4")
-    session = wait_for(lambda: login(lab, "xen4"), timeout=PATIENCE, what="xapi on xen4")
+    session = wait_for(lambda: login(lab, "xen4"), timeout=PATIENCE, what="xapi on xen4", ignoring=XENAPI_DOWN)
     (me,) = session.xenapi.host.get_all()
     session.xenapi.host.set_name_label(me, "xen4")
     added = api.addHost(**request)["host"]
@@ -226,8 +227,8 @@ def test_a_host_of_another_pool_is_refused_until_it_joins(
     for joiner in ("xen3", "xen4"):  # both join the pool in XenServer first
         login(lab, joiner).xenapi.pool.join(MASTER, lab.username, lab.password)
     wait_for(lambda: all(lab.pool_of("xen1")["live"].get(name) for name in ("xen3", "xen4")), timeout=PATIENCE,
-             what="xen3 and xen4 live in the pool")
-    wait_for(lambda: lab.status("xen4")["serving"], timeout=PATIENCE, what="xapi on xen4")
+             what="xen3 and xen4 live in the pool", ignoring=XENAPI_DOWN)
+    wait_for(lambda: lab.status("xen4")["serving"], timeout=PATIENCE, what="xapi on xen4", ignoring=XENAPI_DOWN)
     added = api.addHost(**request)  # one new member's URL: every new member is added
     assert sorted(h["name"] for h in added["host"]) == ["xen3", "xen4"]
     wait_states(api, cluster, {"xen1": "Up", "xen2": "Up", "xen3": "Up", "xen4": "Up"})
@@ -265,7 +266,7 @@ def test_unmanaged_hosts_disconnect_and_reconnect_through_xenapi(
     # every host live again too: the reconnect below must find the pool settled, not in the middle of the move
     wait_for(lambda: lab.pool_of("xen2")["master"] == "xen2" and lab.status("xen1")["serving"]
              and all(lab.pool_of("xen2")["live"].values()) and login(lab, "xen2"), timeout=PATIENCE,
-             what="xen2 serving as master, xen1 back, every host live")
+             what="xen2 serving as master, xen1 back, every host live", ignoring=XENAPI_DOWN)
     api.updateCluster(id=cluster, managedstate="Managed")
     wait_states(api, cluster, {name: "Up" for name in everyone})
     states = [e for e in sim.audit() if e["event"] == "host.state" and e["name"] == "xen1"]
@@ -273,7 +274,8 @@ def test_unmanaged_hosts_disconnect_and_reconnect_through_xenapi(
 
     # a dead host: host_metrics.live false in the pool → Alert; the others Up
     lab.kill("xen3")
-    wait_for(lambda: lab.pool_of("xen2")["live"]["xen3"] is False, timeout=PATIENCE, what="xen3 not live")
+    wait_for(lambda: lab.pool_of("xen2")["live"]["xen3"] is False, timeout=PATIENCE, what="xen3 not live",
+             ignoring=XENAPI_DOWN)
     cycle({"xen1": "Up", "xen2": "Up", "xen3": "Alert"})
     (failed,) = [e for e in sim.audit() if e["event"] == "host.reconnect.failed"]
     assert (failed["name"], failed["reason"]) == ("xen3", "host_metrics.live is false")

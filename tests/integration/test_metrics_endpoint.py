@@ -3,9 +3,8 @@ KvmHost whose SSH port is closed shows up as reconcile passes, SSH calls that fa
 not-Ready gauge that goes away when the object is deleted. No label names a host."""
 from __future__ import annotations
 
-import time
 import urllib.request
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -14,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from prometheus_client.parser import text_string_to_metric_families
 
 from stackops_lab import operator as lab_operator
+from support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,16 +28,6 @@ def scrape(url: str) -> list[tuple[str, dict[str, str], float]]:
         assert answer.status == 200
         text = answer.read().decode()
     return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def manifests() -> str:
@@ -71,7 +61,7 @@ def test_metrics_endpoint_reports_reconciles_and_remote_calls(kube: Any,
                      and s[1] == {"kind": "KvmHost", "namespace": NAMESPACE, "name": NAME}]
             return samples if reconciles and ssh and ready else None
 
-        samples = wait_for(seen, what="KvmHost reconciles and SSH calls in /metrics")
+        samples = wait_for(seen, what="KvmHost reconciles and SSH calls in /metrics", timeout=90, interval=1)
         results = {s[1]["result"] for s in samples if s[0] == "stackops_reconciles_total"
                    and s[1]["kind"] == "KvmHost" and s[2] >= 1}
         assert "retry" in results, results  # Unreachable: retried with backoff
@@ -91,4 +81,4 @@ def test_metrics_endpoint_reports_reconciles_and_remote_calls(kube: Any,
         return not any(s[0] == "stackops_resource_ready" and s[1].get("name") == NAME
                        for s in scrape(operator.metrics_url))
 
-    wait_for(gone, what="the deleted KvmHost's gauges to go")
+    wait_for(gone, what="the deleted KvmHost's gauges to go", timeout=90, interval=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +20,7 @@ from kubernetes import config as kube_config
 from kubernetes import watch as kube_watch
 
 from stackops_lab import operator as lab_operator
+from support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,17 +74,6 @@ def throwaway_private_key() -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()).decode()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
-
-
 def get(kube: Any, resource: str, namespace: str, name: str) -> dict[str, Any]:
     return json.loads(kube.kubectl("get", resource, name, "-n", namespace, "-o", "json").stdout)
 
@@ -120,7 +109,7 @@ def test_every_example_gets_honest_status(kube: Any, examples: list[dict[str, An
     assert {resource for resource, _, _ in objects} == set(KINDS), "one example per kind"
     for resource, namespace, name in objects:
         obj = wait_for(lambda: (o := get(kube, resource, namespace, name)) and reconciled(o) and o,
-                       what=f"{resource}/{name} observedGeneration")
+                       what=f"{resource}/{name} observedGeneration", timeout=60, interval=0.5)
         ready = condition(obj, "Ready")
         assert ready is not None and ready["observedGeneration"] == obj["metadata"]["generation"]
         assert condition(obj, "Stalled")["status"] == "False"
@@ -183,12 +172,13 @@ def test_paused_object_is_not_touched(kube: Any, examples: list[dict[str, Any]],
     and written; so the test waits for the operator to have looked rather than for some time to pass."""
     resource, namespace, name = next(o for o in example_objects(examples) if o[0] == "kvmhosts")
     uid = wait_for(lambda: (o := get(kube, resource, namespace, name)) and reconciled(o) and o["metadata"]["uid"],
-                   what="first reconcile")
+                   what="first reconcile", timeout=60, interval=0.5)
     since = operator.log_path.stat().st_size
 
     def handled(what: str, predicate: Callable[[dict[str, Any]], bool]) -> None:
         wait_for(lambda: any(b["metadata"].get("uid") == uid and predicate(b)
-                             for b in handling_cycles(operator, since)), what=f"the operator to handle {what}")
+                             for b in handling_cycles(operator, since)), what=f"the operator to handle {what}",
+                             timeout=60, interval=0.5)
 
     def version(verb: str, *args: str) -> str:
         """`kubectl <verb>` on the object; the resourceVersion it made."""
@@ -214,7 +204,8 @@ def test_paused_object_is_not_touched(kube: Any, examples: list[dict[str, Any]],
     assert after["status"]["observedGeneration"] < after["metadata"]["generation"]
 
     kube.kubectl("annotate", resource, name, "-n", namespace, "stackops.io/paused-", f"{FENCE}-")
-    wait_for(lambda: reconciled(get(kube, resource, namespace, name)), what="catch-up after unpause")
+    wait_for(lambda: reconciled(get(kube, resource, namespace, name)), what="catch-up after unpause", timeout=60,
+             interval=0.5)
 
 
 def test_cross_field_error_is_stalled(kube: Any, examples: list[dict[str, Any]]) -> None:
@@ -224,7 +215,7 @@ def test_cross_field_error_is_stalled(kube: Any, examples: list[dict[str, Any]])
     bad["spec"]["master"] = "not-a-member"
     kube.kubectl("apply", "-f", "-", input=json.dumps(bad))
     obj = wait_for(lambda: (o := get(kube, "xenpools", bad["metadata"]["namespace"], "bad-master"))
-                   and reconciled(o) and o, what="InvalidSpec status")
+                   and reconciled(o) and o, what="InvalidSpec status", timeout=60, interval=0.5)
     stalled = condition(obj, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
     assert "master" in stalled["message"] and "not-a-member" in stalled["message"]
@@ -240,7 +231,7 @@ def test_missing_secret_then_recovered(kube: Any, examples: list[dict[str, Any]]
     obj["spec"].pop("notifications", None)
     kube.kubectl("apply", "-f", "-", input=json.dumps(obj))
     waiting = wait_for(lambda: (o := get(kube, "systemvmtemplates", namespace, "late-secret"))
-                       and condition(o, "Ready") and o, what="SecretNotFound")
+                       and condition(o, "Ready") and o, what="SecretNotFound", timeout=60, interval=0.5)
     ready = condition(waiting, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "SecretNotFound", ready
     assert condition(waiting, "Reconciling")["status"] == "True"
@@ -249,7 +240,7 @@ def test_missing_secret_then_recovered(kube: Any, examples: list[dict[str, Any]]
                  f"--from-literal=url={CLOSED_URL}", "--from-literal=apiKey=k",
                  "--from-literal=secretKey=s")
     recovered = wait_for(lambda: (c := condition(get(kube, "systemvmtemplates", namespace, "late-secret"), "Ready"))
-                         and c["reason"] == "CloudStackUnreachable", timeout=90, what="recovery")
+                         and c["reason"] == "CloudStackUnreachable", timeout=90, what="recovery", interval=0.5)
     assert recovered
 
 

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -26,6 +25,7 @@ import yaml
 from stackops_lab import controlplane
 from stackops_lab import operator as lab_operator
 from support.specs import MINIMAL
+from support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -111,17 +111,6 @@ def installed(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         running.stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 90, what: str = "") -> Any:
-    """A hang guard around an event the test needs, not a time the test measures."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
-
-
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
     return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
 
@@ -133,7 +122,8 @@ def reconciled(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
 
 def test_reconciles_the_watched_namespace_and_ignores_the_other(cluster: Cluster,
                                                                 installed: dict[str, Any]) -> None:
-    obj = wait_for(lambda: reconciled(cluster, WATCHED), what=f"kvmhost {WATCHED}/kvm01 reconciled")
+    obj = wait_for(lambda: reconciled(cluster, WATCHED), what=f"kvmhost {WATCHED}/kvm01 reconciled", timeout=90,
+                   interval=0.5)
     ready = condition(obj, "Ready")
     # its Secret was read (a missing or forbidden one would say SecretNotFound / SecretForbidden): it got to
     # connect, and the port is closed
@@ -141,7 +131,7 @@ def test_reconciles_the_watched_namespace_and_ignores_the_other(cluster: Cluster
     assert "stackops.io/finalizer" in obj["metadata"]["finalizers"]
     identity = f"stackops-local-{installed['operator'].health_port}"  # its POD_ID: the keep-alive's key
     wait_for(lambda: identity in (cluster.get("kopfpeerings", WATCHED, "stackops").get("status") or {}),
-             what=f"the operator's keep-alive in KopfPeering {WATCHED}/stackops")
+             what=f"the operator's keep-alive in KopfPeering {WATCHED}/stackops", timeout=90, interval=0.5)
     assert json.loads(cluster.kubectl("get", "clusterkopfpeerings", "-o", "json").stdout)["items"] == []
 
     other = cluster.get("kvmhosts", OTHER, "kvm01")
@@ -167,7 +157,7 @@ def test_the_operator_cannot_see_outside_its_namespaces(cluster: Cluster, instal
 
 
 def test_no_forbidden_in_the_operator_log(cluster: Cluster, installed: dict[str, Any]) -> None:
-    wait_for(lambda: reconciled(cluster, WATCHED), what="the first reconcile")
+    wait_for(lambda: reconciled(cluster, WATCHED), what="the first reconcile", timeout=90, interval=0.5)
     log = installed["operator"].log_path.read_text(errors="replace")
     assert "forbidden" not in log.lower() and " 403" not in log, installed["operator"].log_tail()
     assert installed["key"] not in log
@@ -183,7 +173,7 @@ def test_a_watched_namespace_without_its_role_is_named(cluster: Cluster, install
     try:
         wait_for(lambda: f"namespace '{OTHER}' is watched (--namespace) but the operator may not create its "
                          f"KopfPeering there" in second.log_path.read_text(errors="replace"),
-                 what="the startup to name the namespace without its Role")
+                 what="the startup to name the namespace without its Role", timeout=90, interval=0.5)
         assert second.process is not None and second.process.poll() is None, second.log_tail()
         assert not second.healthy()
         log = second.log_path.read_text(errors="replace")

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import XenAPI
 
-from support.xenapi import FAST, advance_until, blocking, drive, events, failure, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, advance_until, blocking, drive, events, failure, login
+from support.wait import wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
@@ -190,7 +191,7 @@ def task_done(session: XenAPI.Session, task: str, lab: XenLab | None = None, tim
     if lab is not None and lab.clock.manual:
         drive(lab, done, what="task done", timeout=timeout)
     else:
-        wait_for(done, timeout=timeout, what="task done")
+        wait_for(done, timeout=timeout, what="task done", ignoring=XENAPI_DOWN)
 
 
 def task_error(session: XenAPI.Session, task: str, timeout: float = 30.0, lab: XenLab | None = None) -> list[str]:
@@ -271,7 +272,7 @@ def test_session_invalid() -> None:
         assert len(session.xenapi.pool.get_all_records()) == 1  # the SDK logged in again and retried
         again = session.handle
         lab.restart_xapi("xen1")  # a master's xapi restart forgets every session too
-        wait_for(lambda: lab.status("xen1")["serving"], what="xapi back")
+        wait_for(lambda: lab.status("xen1")["serving"], what="xapi back", timeout=10, ignoring=XENAPI_DOWN)
         assert raw(session, "VM.get_all_records", again)["ErrorDescription"] == ["SESSION_INVALID", again]
 
 
@@ -303,7 +304,7 @@ def test_host_offline() -> None:
         xen2 = host_ref(session, "xen2")
         lab.kill("xen2")
         wait_for(lambda: not session.xenapi.host_metrics.get_live(session.xenapi.host.get_metrics(xen2)),
-                 what="xen2 not live")
+                 what="xen2 not live", timeout=10, ignoring=XENAPI_DOWN)
         expected = ["HOST_OFFLINE", xen2]
         assert task_failure(session, "pool.enable_ha", [shared_sr(session)], TIMEOUT) == expected
         assert failure(session.xenapi.host.enable, xen2) == expected
@@ -411,7 +412,8 @@ def test_a_pool_operation_in_progress(running: str, code: str) -> None:
             blocking(lab, session.xenapi.pool.enable_ha, [nfs], TIMEOUT)
         args = {"pool.enable_ha": ([nfs], TIMEOUT), "pool.designate_new_master": (xen2,)}.get(running, ())
         task = start_task(session, running, *args)
-        wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="operation recorded")
+        wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="operation recorded",
+                 timeout=10, ignoring=XENAPI_DOWN)
         assert failure(session.xenapi.pool.enable_ha, [nfs], TIMEOUT) == [code]
         assert failure(session.xenapi.pool.disable_ha) == [code]
         assert failure(session.xenapi.pool.designate_new_master, xen2) == [code]
@@ -617,7 +619,7 @@ def test_join_cannot_reach_the_master_s_service() -> None:
         assert failure(joiner.xenapi.pool.join, MASTER, "root", "wrong") == ["JOINING_HOST_SERVICE_FAILED"]
         faults_of(lab).join_service_rejects.clear()
         joiner.xenapi.pool.join(MASTER, "root", lab.password)
-        wait_for(lambda: lab.pool_of("xen1")["live"].get("xen3"), what="xen3 joined")
+        wait_for(lambda: lab.pool_of("xen1")["live"].get("xen3"), what="xen3 joined", timeout=10, ignoring=XENAPI_DOWN)
 
 
 @covers("OPERATION_NOT_ALLOWED")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import XenAPI
 
-from support.xenapi import FAST, advance_until, blocking, events, failure, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, advance_until, blocking, events, failure, login
+from support.wait import wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -83,10 +84,11 @@ def test_three_host_ha_pool_elects_a_new_master() -> None:
                            if vm["resident_on"] == session.xenapi.pool.get_master(session.xenapi.pool.get_all()[0])
                            and not vm["is_control_domain"])
         lab.kill("xen1")
-        (changed,) = wait_for(lambda: events(lab, "master.changed"), what="HA elects a master")
+        (changed,) = wait_for(lambda: events(lab, "master.changed"), what="HA elects a master", timeout=10,
+                              ignoring=XENAPI_DOWN)
         assert (changed["old"], changed["new"], changed["reason"]) == ("xen1", "xen2", "ha")
         assert events(lab, "host.fenced") == []
-        new = wait_for(lambda: login(lab, "xen2"), what="xen2 serving as master")
+        new = wait_for(lambda: login(lab, "xen2"), what="xen2 serving as master", timeout=10, ignoring=XENAPI_DOWN)
         xen1 = new.xenapi.host.get_by_name_label("xen1")[0]
         assert new.xenapi.host_metrics.get_live(new.xenapi.host.get_metrics(xen1)) is False
         assert failure(XenAPI.Session(lab.url("xen3")).xenapi.login_with_password, "root", lab.password) == [
@@ -96,10 +98,11 @@ def test_three_host_ha_pool_elects_a_new_master() -> None:
         assert vms["xen1-vm1"]["power_state"] == "Running" and vms["xen1-vm1"]["resident_on"] != xen1  # "restart"
         assert vms["xen1-vm2"]["power_state"] == "Halted"  # unprotected
         lab.revive("xen1")
-        wait_for(lambda: lab.status("xen1")["serving"], what="xen1 back")
+        wait_for(lambda: lab.status("xen1")["serving"], what="xen1 back", timeout=10, ignoring=XENAPI_DOWN)
         assert lab.status("xen1")["role"] == "slave" and lab.status("xen1")["master_address"] == "127.0.1.11"
         assert new.xenapi.host.get_enabled(xen1) is False
-        wait_for(lambda: new.xenapi.host_metrics.get_live(new.xenapi.host.get_metrics(xen1)), what="xen1 live")
+        wait_for(lambda: new.xenapi.host_metrics.get_live(new.xenapi.host.get_metrics(xen1)), what="xen1 live",
+                 timeout=10, ignoring=XENAPI_DOWN)
 
 
 def test_without_ha_a_dead_master_needs_an_emergency_transition() -> None:

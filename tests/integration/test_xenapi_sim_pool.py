@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import XenAPI
 
-from support.xenapi import FAST, advance_until, drive, failure, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, advance_until, drive, failure, login
+from support.wait import wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -42,7 +43,8 @@ def test_join_makes_the_host_a_supporter(lab: XenLab) -> None:
     master = login(lab, "xen1")
     xen4 = host_named(master, "xen4")
     assert master.xenapi.host.get_uuid(xen4) == xen4_uuid
-    wait_for(lambda: master.xenapi.host_metrics.get_live(master.xenapi.host.get_metrics(xen4)), what="xen4 live")
+    wait_for(lambda: master.xenapi.host_metrics.get_live(master.xenapi.host.get_metrics(xen4)), what="xen4 live",
+             timeout=10, ignoring=XENAPI_DOWN)
     nfs = next(ref for ref, sr in master.xenapi.SR.get_all_records().items() if sr["shared"])
     assert xen4 in {master.xenapi.PBD.get_host(pbd) for pbd in master.xenapi.SR.get_PBDs(nfs)}
     assert failure(XenAPI.Session(lab.url("xen4")).xenapi.login_with_password, "root", lab.password) == [
@@ -63,7 +65,8 @@ def test_join_pre_checks(lab: XenLab) -> None:
     # xen4 becomes master of xen3: now it cannot join another pool
     with_vms.xenapi.pool.set_vswitch_controller("")
     login(lab, "xen3").xenapi.pool.join("127.0.1.13", "root", lab.password)
-    wait_for(lambda: lab.pool_of("xen4")["live"].get("xen3"), what="xen3 in xen4's pool")
+    wait_for(lambda: lab.pool_of("xen4")["live"].get("xen3"), what="xen3 in xen4's pool", timeout=10,
+             ignoring=XENAPI_DOWN)
     assert failure(login(lab, "xen4").xenapi.pool.join, MASTER, "root", lab.password) == [
         "JOINING_HOST_CANNOT_BE_MASTER_OF_OTHER_HOSTS"]
 
@@ -90,7 +93,7 @@ def test_a_clone_cannot_join_its_original_until_made_unique(lab: XenLab) -> None
     lab.write_inventory("xen4", inventory)
     lab.remove_state_db("xen4")
     lab.restart_xapi("xen4")
-    wait_for(lambda: lab.status("xen4")["serving"], what="xapi on xen4")
+    wait_for(lambda: lab.status("xen4")["serving"], what="xapi on xen4", timeout=10, ignoring=XENAPI_DOWN)
     unique = login(lab, "xen4")
     host, record = next(iter(unique.xenapi.host.get_all_records().items()))
     assert record["uuid"] == inventory["INSTALLATION_UUID"]
@@ -106,7 +109,7 @@ def test_restart_xapi_keeping_the_database_adds_a_host_record_for_a_new_uuid(lab
     fresh = str(uuid.uuid4())
     lab.set_inventory_uuid("xen3", fresh)
     lab.restart_xapi("xen3")
-    wait_for(lambda: lab.status("xen3")["serving"], what="xapi on xen3")
+    wait_for(lambda: lab.status("xen3")["serving"], what="xapi on xen3", timeout=10, ignoring=XENAPI_DOWN)
     session = login(lab, "xen3")
     uuids = sorted(h["uuid"] for h in session.xenapi.host.get_all_records().values())
     assert fresh in uuids and len(uuids) == 2  # dbsync's create_localhost: the old record stays behind
@@ -150,7 +153,8 @@ def test_designate_new_master() -> None:
         pool = master.xenapi.pool.get_all()[0]
         task = master.xenapi.Async.pool.designate_new_master(xen2)
         # the task's thread records the operation (pool.current_operations) once it runs
-        wait_for(lambda: task in master.xenapi.pool.get_current_operations(pool), what="the designation in progress")
+        wait_for(lambda: task in master.xenapi.pool.get_current_operations(pool), what="the designation in progress",
+                 timeout=10, ignoring=XENAPI_DOWN)
         assert failure(master.xenapi.pool.designate_new_master, xen2) == ["DESIGNATE_NEW_MASTER_IN_PROGRESS"]
         assert master.xenapi.task.get_status(task) == "pending" and lab.pool_of("xen1")["master"] == "xen1"
         drive(lab, lambda: lab.pool_of("xen1")["master"] == "xen2", what="the designation committed")

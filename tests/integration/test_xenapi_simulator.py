@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import XenAPI
 
-from support.xenapi import FAST, drive, events, failure, login, wait_for
+from support.xenapi import FAST, XENAPI_DOWN, drive, events, failure, login
+from support.wait import wait_for
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -163,7 +164,7 @@ def test_enable_ha_preconditions_follow_xapi(lab: XenLab) -> None:
     lab.kill("xen2")
     xen2 = session.xenapi.host.get_by_name_label("xen2")[0]
     wait_for(lambda: not session.xenapi.host_metrics.get_live(session.xenapi.host.get_metrics(xen2)),
-             what="xen2 not live")
+             what="xen2 not live", timeout=10, ignoring=XENAPI_DOWN)
     assert failure(session.xenapi.pool.enable_ha, [nfs], {"timeout": "180"}) == ["HOST_OFFLINE", xen2]
     # a standalone host's own local SR qualifies (every host of its pool has a plugged PBD)
     alone = login(lab, "xen3")
@@ -183,7 +184,8 @@ def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations() -> None:
         record = session.xenapi.task.get_record(task)
         assert record["status"] == "pending" and record["name_label"] == "Async.pool.enable_ha"
         # the task's thread records the operation (pool.current_operations) once it runs
-        wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="the enable in progress")
+        wait_for(lambda: task in session.xenapi.pool.get_current_operations(pool), what="the enable in progress",
+                 timeout=10, ignoring=XENAPI_DOWN)
         assert failure(session.xenapi.pool.enable_ha, [nfs], {"timeout": "120"}) == ["HA_ENABLE_IN_PROGRESS"]
         assert failure(session.xenapi.pool.disable_ha) == ["HA_ENABLE_IN_PROGRESS"]
         assert session.xenapi.task.get_status(task) == "pending"
@@ -195,7 +197,8 @@ def test_async_enable_ha_is_a_task_and_blocks_other_ha_operations() -> None:
         assert enabled["t"] - started == pytest.approx(FAST.ha_enable, abs=1e-3)  # the enable took its time
         assert session.xenapi.pool.get_current_operations(pool) == {}
         failed = session.xenapi.Async.pool.enable_ha([nfs], {"timeout": "120"})
-        wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done")
+        wait_for(lambda: session.xenapi.task.get_status(failed) != "pending", what="second task done", timeout=10,
+                 ignoring=XENAPI_DOWN)
         assert session.xenapi.task.get_error_info(failed) == ["HA_IS_ENABLED"]
         assert session.xenapi.task.get_status(failed) == "failure"
         session.xenapi.task.destroy(failed)
@@ -231,7 +234,7 @@ def test_vswitch_controller_persists_in_the_pool_database(lab: XenLab) -> None:
         "INVALID_IP_ADDRESS_SPECIFIED", "address"]
 
     lab.restart_xapi("xen1")  # unlike `ovs-vsctl set-manager`, it survives a toolstack restart
-    wait_for(lambda: lab.status("xen1")["serving"], what="xapi back")
+    wait_for(lambda: lab.status("xen1")["serving"], what="xapi back", timeout=10, ignoring=XENAPI_DOWN)
     session = login(lab, "xen1")
     (controller,) = session.xenapi.SDN_controller.get_all_records().values()
     assert controller["address"] == "192.0.2.5"

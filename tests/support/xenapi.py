@@ -1,6 +1,7 @@
-"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, a call expected to fail, a poll, and
-for a lab on a ManualClock (a test that looks at a state lasting only until the next transition): moving its
-clock until a condition holds, or as far as the calls waiting on it need."""
+"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, a call expected to fail, the errors a
+poll (support.wait.wait_for) counts as "not yet", and for a lab on a ManualClock (a test that looks at a state
+lasting only until the next transition): moving its clock until a condition holds, or as far as the calls waiting on
+it need."""
 from __future__ import annotations
 
 import http.client
@@ -20,6 +21,7 @@ FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.2, eject_reboot=0.3, mas
 
 
 CALL_TIMEOUT = 30.0  # machine seconds; guards a ManualClock test against a hang only
+XENAPI_DOWN = (XenAPI.Failure, OSError)  # what a host rebooting or restarting xapi answers: "not yet" to a poll
 
 
 class GuardedTransport(xmlrpc.client.Transport):
@@ -50,21 +52,6 @@ def failure(call: Callable[..., Any], *args: Any) -> list[str]:
     return caught.value.details
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll until truthy; a XenAPI failure or a refused connection (a host rebooting) counts as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except (XenAPI.Failure, OSError):
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def events(lab: XenLab, name: str) -> list[dict[str, Any]]:
     return [event for event in lab.audit() if event["event"] == name]
 
@@ -85,7 +72,7 @@ def advance_until(lab: XenLab, predicate: Callable[[], Any], what: str = "condit
     while True:
         try:
             value = predicate()
-        except (XenAPI.Failure, OSError):
+        except XENAPI_DOWN:
             value = None
         if value:
             return value
