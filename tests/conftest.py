@@ -1,5 +1,6 @@
-"""Fixtures shared by the integration and end-to-end tiers: a real kube-apiserver for the whole test session, and
-the operator running under the deploy/ RBAC.
+"""What every test shares: the tier marker of its folder (unit, integration, e2e: support/tiers.py), applied to each
+collected test here; and, for the integration and end-to-end tiers, a real kube-apiserver for the whole test session
+and the operator running under the deploy/ RBAC.
 
 With `KUBECONFIG` set, its cluster is used as is; otherwise a local control plane
 (etcd + kube-apiserver, see `stackops_lab.controlplane`) runs in a temporary directory
@@ -17,6 +18,15 @@ import pytest
 from stackops_lab import controlplane
 from stackops_lab import operator as lab_operator
 from support.kube import Kube, kube_for
+from support.tiers import tier_of
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with the tier of the folder it sits in (`-m unit`, `-m integration`, `-m e2e`)."""
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(tier)
 
 
 def progress(message: str) -> None:

@@ -17,8 +17,6 @@ from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 
-pytestmark = pytest.mark.e2e
-
 SECRET = "kvm-ssh"
 
 

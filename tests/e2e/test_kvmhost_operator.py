@@ -15,8 +15,6 @@ import yaml
 from stackops_lab.manifests import kvmhost_manifests
 from support.wait import wait_for
 
-pytestmark = pytest.mark.e2e
-
 INTERVAL = 30  # the smallest resyncIntervalSeconds the API accepts
 
 

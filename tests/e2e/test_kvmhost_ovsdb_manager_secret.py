@@ -26,8 +26,6 @@ from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from support.wait import wait_for
 
-pytestmark = pytest.mark.e2e
-
 SSH_SECRET, TLS_SECRET = "kvm-ssh", "ovs-client"
 PORT = 6632
 SECRET_KEY = "/etc/openvswitch/stackops-client-privkey.pem"  # as api/kvmhost.py documents them

@@ -26,8 +26,6 @@ from stackops_lab import aptrepo
 from stackops_lab.hosts import LabHosts
 from stackops_lab.manifests import PACKAGE_KEY, PACKAGE_KEY_SECRET, lab_packages
 
-pytestmark = pytest.mark.e2e
-
 SECRET = "kvm-ssh"
 AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
 SOURCE = "/etc/apt/sources.list.d/stackops-cloudstack.list"

@@ -19,8 +19,6 @@ from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.manifests import kvmhost_manifests
 
-pytestmark = pytest.mark.e2e
-
 CLOUDSTACK = "lab-cloudstack"
 
 

@@ -23,8 +23,6 @@ from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.guard import CHECKPOINT_DIR
 from stackops.reconcile.kvmhost.observed import OWNER_KEY
 
-pytestmark = pytest.mark.e2e
-
 SECRET = "kvm-ssh"
 NAMESPACE = "lab"
 REMOTE = "198.51.100.7"  # a tunnel's far end; nothing needs to answer there

@@ -29,8 +29,6 @@ from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.guard import CHECKPOINT_DIR
 from support.wait import wait_for
 
-pytestmark = pytest.mark.e2e
-
 SECRET = "kvm-ssh"
 TIMEOUT = 10  # rollbackTimeoutSeconds: the smallest allowed
 

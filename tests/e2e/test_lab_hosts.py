@@ -21,8 +21,6 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from stackops_lab.hosts import LabHost, LabHosts, all_pids, list_netns, readlink_quiet
 
-pytestmark = pytest.mark.e2e
-
 REPO = Path(__file__).resolve().parents[2]
 LIBVIRT_TCP = 'listen_tls = 0\nlisten_tcp = 1\ntcp_port = "16509"\nauth_tcp = "none"\nmdns_adv = 0\n'
 

@@ -14,12 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
 from stackops_lab.controlplane import find_kubectl
-
-pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 KINDS = "xenpools,kvmhosts,systemvmtemplates,cloudstackreleases"

@@ -24,8 +24,6 @@ from stackops.reconcile.cloudstackrelease import CloudStackReleaseReconciler
 from stackops_lab.hosts import LabHost
 from stackops_lab.release import ReleaseServer, SourceFixture, make_source_repository
 
-pytestmark = pytest.mark.e2e
-
 KEY = "build-ssh"
 WORK = "/var/lib/stackops/build"
 PUBLISH = "/var/lib/stackops/repo/4.8.0.16"

@@ -20,8 +20,6 @@ import pytest
 from stackops_lab.hosts import LabHost
 from stackops_lab.release import ReleaseServer, SourceFixture, make_source_repository
 
-pytestmark = pytest.mark.e2e
-
 TREE = "/root/build/cloudstack"
 REPO = "/root/build/repo"
 

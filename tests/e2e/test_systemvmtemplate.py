@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from cs import CloudStack
 
 from stackops.drivers.cloudstack import CloudStackPool
@@ -14,8 +13,6 @@ from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.rollout import VERSION, Driver, analyse, secrets_for, spec_for
 
 from support.rollout import Webhook, reboots_by_pair
-
-pytestmark = pytest.mark.e2e
 
 FAST = Timings(template_download=1.0, router_reboot=0.3, systemvm_recreate=0.5, host_connect=0.2,
                host_maintenance=0.2, job=0.02)

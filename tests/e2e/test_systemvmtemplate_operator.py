@@ -9,14 +9,11 @@ import threading
 import time
 from typing import Any
 
-import pytest
 import yaml
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.rollout import SECRET, analyse, spec_for
 from support.wait import wait_for
-
-pytestmark = pytest.mark.e2e
 
 MAX_UNAVAILABLE = 6
 KILL_AFTER = 30  # upgraded routers

@@ -2,11 +2,13 @@
 namespaces), with /etc/xensource-inventory, /var/lib/xcp/state.db and `service xapi stop|start|status` in the lab
 hosts, driven over real SSH sessions (paramiko, pinned host keys) and the official XenAPI SDK: a cloned host made
 unique the way the operator does it joins the pool; a stopped xapi refuses connections; a malformed inventory
-fails `service xapi start`."""
+fails `service xapi start`; a removed xapi-ssl.pem comes back from `service xapi restart` as a fresh self-signed
+certificate."""
 from __future__ import annotations
 
 import base64
 import io
+import os
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,13 +16,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from support.xenapi import FAST, XENAPI_DOWN, events, failure, login
+from support.xenapi import FAST, XENAPI_DOWN, endpoint, events, failure, login, master_of
 from support.wait import wait_for
 
-from stackops_lab.hosts import LabHost
+from stackops.drivers.xenapi import XenTLSError
+from stackops_lab.hosts import LabHost, LabHosts
 from stackops_lab.xenapi import XenHostSpec, XenLab
-
-pytestmark = pytest.mark.e2e
+from stackops_lab.xenapi.tls import CERTIFICATE_PATH
 
 
 def pinned(host: LabHost) -> paramiko.SSHClient:
@@ -197,3 +199,33 @@ def test_service_xapi_stop_start_and_a_malformed_inventory(make_lab_hosts: Calla
         (host,) = restarted.xenapi.host.get_all()
         assert restarted.xenapi.host.get_uuid(host) == fresh  # a fresh database with the new UUID
         ok(ssh, "test -f /var/lib/xcp/state.db")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root")
+def test_a_removed_xapi_ssl_pem_is_regenerated_self_signed_when_xapi_starts(tmp_path: Path) -> None:
+    """What MakeUnique's `rm /etc/xensource/xapi-ssl.pem; service xapi start` leaves: a new self-signed
+    certificate (xapi's gencert), which a client verifying against the lab CA refuses; pinned, it verifies. A
+certificate written into the file is served from the next start."""
+    manager = LabHosts(tmp_path / "lab")
+    try:
+        [host] = manager.create(1)
+        with XenLab(hosts=[XenHostSpec("xen1")], timings=FAST, dom0s={"xen1": host}, tls=True) as xen:
+            assert xen.port == 443 and xen.url("xen1") == f"https://{host.address}:443"
+            served = xen.tls.certificate("xen1")  # type: ignore[union-attr]
+            assert host.run(f"cat {CERTIFICATE_PATH}", check=True).stdout.strip() == served.pem.strip()
+            assert master_of(xen, ["xen1"], endpoint(xen))[0] == host.address
+            host.run(f"rm {CERTIFICATE_PATH} && service xapi restart", check=True)
+            regenerated = xen.tls.certificate("xen1")  # type: ignore[union-attr]
+            assert regenerated.issuer == "self-signed" and regenerated.cert_pem != served.cert_pem
+            assert host.run(f"cat {CERTIFICATE_PATH}", check=True).stdout.strip() == regenerated.pem.strip()
+            with pytest.raises(XenTLSError, match="self[- ]signed certificate"):
+                master_of(xen, ["xen1"], endpoint(xen))
+            assert master_of(xen, ["xen1"], endpoint(xen, ca_pem=regenerated.cert_pem))[0] == host.address
+            # a certificate installed in the file by hand is what xapi serves once it starts again
+            host.run(f"rm -f {CERTIFICATE_PATH} && cat > {CERTIFICATE_PATH} <<'EOF'\n{served.pem}EOF\n"
+                     "service xapi restart", check=True)
+            assert master_of(xen, ["xen1"], endpoint(xen))[0] == host.address
+            assert [e["reason"] for e in events(xen, "host.certificate_installed")] == \
+                ["lab CA", "generated", CERTIFICATE_PATH]
+    finally:
+        manager.destroy()

@@ -16,8 +16,6 @@ from stackops.reconcile.xenpool.actions import DisableHA
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenLab
 
-pytestmark = pytest.mark.e2e
-
 def events(xen: XenLab, name: str) -> list[dict[str, Any]]:
     return [e for e in xen.audit() if e.get("event") == name]
 

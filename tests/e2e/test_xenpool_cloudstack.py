@@ -7,13 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from support.xenpool import CLOUDSTACK, Driver, condition, lab, ready, spec_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.xenapi import XenLab
-
-pytestmark = pytest.mark.e2e
 
 CLUSTER = "lab-xen-pool"
 TIMINGS = Timings(host_connect=0.5, host_maintenance=0.3, job=0.05)

@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any, Callable
 
-import pytest
 import XenAPI
 import yaml
 
@@ -21,8 +20,6 @@ from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.manifests import XEN_CLUSTER, xenpool_manifests
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
 from support.wait import wait_for
-
-pytestmark = pytest.mark.e2e
 
 # Slow enough that a random moment lands inside the dance (HA off → join/eject → HA on takes ~3 s).
 TIMINGS = XenTimings(ha_enable=1.0, ha_disable=0.5, join=1.0, eject_reboot=1.0, master_transition=0.5,

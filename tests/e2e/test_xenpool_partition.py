@@ -15,7 +15,6 @@ import socket
 import time
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 from support.xenpool import FAST, Driver, condition, lab, ready, spec_for
 from support.credentials import secret
@@ -25,8 +24,6 @@ from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Outcome
 from stackops_lab.hosts import LabHost
 from stackops_lab.xenapi import XenHostSpec, XenLab
-
-pytestmark = pytest.mark.e2e
 
 KEY_SECRET = "dom0-ssh"
 DELAY = 30  # the smallest delaySeconds the API accepts

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from pydantic import SecretStr
 from support.xenpool import FAST, Driver, condition, ready
 from support.credentials import secret
@@ -14,8 +13,6 @@ from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.ssh import SSHPool
 from stackops_lab.hosts import LabHost
 from stackops_lab.xenapi import XenHostSpec, XenLab
-
-pytestmark = pytest.mark.e2e
 
 KEY_SECRET = "dom0-ssh"
 

@@ -15,13 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 import yaml
 
 if TYPE_CHECKING:
     from support.kube import Kube
-
-pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = os.pathsep.join([str(REPO / "operator"), str(REPO / "lab")])  # this checkout's stackops and stackops_lab

@@ -6,7 +6,6 @@ from __future__ import annotations
 import urllib.request
 from typing import Any
 
-import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -14,8 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stackops_lab import operator as lab_operator
 from support.wait import wait_for
-
-pytestmark = pytest.mark.integration
 
 NAMESPACE = "stackops-metrics"
 NAME = "kvm-metrics"

@@ -22,8 +22,6 @@ from kubernetes import watch as kube_watch
 from stackops_lab import operator as lab_operator
 from support.wait import wait_for
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
 KINDS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")

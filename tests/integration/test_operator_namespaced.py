@@ -27,8 +27,6 @@ from stackops_lab import operator as lab_operator
 from support.specs import MINIMAL
 from support.wait import wait_for
 
-pytestmark = pytest.mark.integration
-
 WATCHED = "stackops-demo"  # deploy/namespaced/ as shipped watches the examples' namespace
 OTHER = "stackops-other"
 CLOSED_PORT = 9  # discard: nothing listens there on this machine

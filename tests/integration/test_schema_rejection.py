@@ -19,8 +19,6 @@ from stackops.api.kinds import BY_KIND, KINDS
 if TYPE_CHECKING:
     from support.kube import Kube
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 CRD_NAMES = [f"{k.plural}.{k.group}" for k in KINDS] + ["clusterkopfpeerings.kopf.dev"]

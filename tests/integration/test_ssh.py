@@ -30,8 +30,6 @@ from pydantic import SecretStr
 from stackops.drivers import ssh
 from stackops.drivers.ssh import SSHPool, SSHTarget
 
-pytestmark = pytest.mark.integration
-
 SSHD = "/usr/sbin/sshd"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 # In the new mount namespace: a private /run with /run/sshd (privilege separation), then sshd itself.

@@ -2,9 +2,8 @@
 and the XenPool reconciler verify them. Verified against the CA, the driver follows HOST_IS_SLAVE to the master;
 a certificate of another CA, a self-signed one or one for another address is refused with a typed error that says
 why and where (never the password); `insecure` accepts them all; a plain HTTP client gets no answer from a TLS
-port. The reconciler converges a pool over TLS, and stalls with Reachable=False when the CA is wrong. A dom0
-stand-in whose xapi-ssl.pem is removed comes back from `service xapi restart` with a fresh self-signed
-certificate (root and lab hosts only). Needs no Kubernetes."""
+port. The reconciler converges a pool over TLS, and stalls with Reachable=False when the CA is wrong. Needs no
+Kubernetes. (A dom0 stand-in's regenerated certificate: e2e/test_xen_dom0.py.)"""
 from __future__ import annotations
 
 import asyncio
@@ -21,7 +20,7 @@ import pytest
 import XenAPI
 from cryptography import x509
 from pydantic import SecretStr
-from support.xenapi import FAST, events
+from support.xenapi import FAST, endpoint, events, master_of
 from support.xenpool import Driver, condition, ready, spec_for
 from support.xenpool import FAST as POOL_FAST
 
@@ -29,7 +28,7 @@ from stackops.drivers.xenapi import Endpoint, PoolSession, XenNoMaster, XenTLSEr
 from stackops.reconcile.base import ReconcileError
 from stackops_lab.xenapi import XenHostSpec, XenLab
 from stackops_lab.xenapi.component import XenComponent
-from stackops_lab.xenapi.tls import CERTIFICATE_PATH, LabCA
+from stackops_lab.xenapi.tls import LabCA
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "tls-secret-pw"
@@ -41,24 +40,6 @@ def lab() -> Iterator[XenLab]:
     with XenLab(hosts=[XenHostSpec(n) for n in ("xen1", "xen2", "xen3")], pools=[["xen1", "xen2", "xen3"]],
                 password=PASSWORD, timings=FAST, tls=True) as simulator:
         yield simulator
-
-
-def endpoint(lab: XenLab, **changes: object) -> Endpoint:
-    settings: dict[str, object] = {"port": lab.port, "ca_pem": lab.ca_pem, "timeout": 5.0, **changes}
-    return Endpoint(**settings)  # type: ignore[arg-type]
-
-
-def master_of(lab: XenLab, names: list[str], ep: Endpoint) -> tuple[str, int]:
-    """The master's address found from `names`, and how many hosts its pool has."""
-    pool = PoolSession([lab.address(n) for n in names], lab.username, SecretStr(PASSWORD), ep)
-
-    async def go() -> tuple[str, int]:
-        try:
-            return await pool.connect(), len(await pool.records("host"))
-        finally:
-            await pool.close()
-
-    return asyncio.run(go())
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -212,40 +193,3 @@ def test_cli_tls_serves_https_and_writes_the_ca_into_its_state(tmp_path: Path) -
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
-
-
-# ------------------------------------------------------------------------------------------------ dom0
-
-
-@pytest.mark.e2e
-@pytest.mark.skipif(os.geteuid() != 0, reason="lab hosts need root")
-def test_a_removed_xapi_ssl_pem_is_regenerated_self_signed_when_xapi_starts(tmp_path: Path) -> None:
-    """What MakeUnique's `rm /etc/xensource/xapi-ssl.pem; service xapi start` leaves: a new self-signed
-    certificate (xapi's gencert), which a client verifying against the lab CA refuses; pinned, it verifies. A
-certificate written into the file is served from the next start."""
-    from stackops_lab.hosts import LabHosts
-
-    manager = LabHosts(tmp_path / "lab")
-    try:
-        [host] = manager.create(1)
-        with XenLab(hosts=[XenHostSpec("xen1")], password=PASSWORD, timings=FAST, dom0s={"xen1": host},
-                    tls=True) as xen:
-            assert xen.port == 443 and xen.url("xen1") == f"https://{host.address}:443"
-            served = xen.tls.certificate("xen1")  # type: ignore[union-attr]
-            assert host.run(f"cat {CERTIFICATE_PATH}", check=True).stdout.strip() == served.pem.strip()
-            assert master_of(xen, ["xen1"], endpoint(xen))[0] == host.address
-            host.run(f"rm {CERTIFICATE_PATH} && service xapi restart", check=True)
-            regenerated = xen.tls.certificate("xen1")  # type: ignore[union-attr]
-            assert regenerated.issuer == "self-signed" and regenerated.cert_pem != served.cert_pem
-            assert host.run(f"cat {CERTIFICATE_PATH}", check=True).stdout.strip() == regenerated.pem.strip()
-            with pytest.raises(XenTLSError, match="self[- ]signed certificate"):
-                master_of(xen, ["xen1"], endpoint(xen))
-            assert master_of(xen, ["xen1"], endpoint(xen, ca_pem=regenerated.cert_pem))[0] == host.address
-            # a certificate installed in the file by hand is what xapi serves once it starts again
-            host.run(f"rm -f {CERTIFICATE_PATH} && cat > {CERTIFICATE_PATH} <<'EOF'\n{served.pem}EOF\n"
-                     "service xapi restart", check=True)
-            assert master_of(xen, ["xen1"], endpoint(xen))[0] == host.address
-            assert [e["reason"] for e in events(xen, "host.certificate_installed")] == \
-                ["lab CA", "generated", CERTIFICATE_PATH]
-    finally:
-        manager.destroy()

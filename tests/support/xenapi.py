@@ -1,9 +1,10 @@
-"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, a call expected to fail, the errors a
-poll (support.wait.wait_for) counts as "not yet", and for a lab on a ManualClock (a test that looks at a state
+"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, the driver's view of the master, a
+call expected to fail, the errors a poll (support.wait.wait_for) counts as "not yet", and for a lab on a ManualClock (a test that looks at a state
 lasting only until the next transition): moving its clock until a condition holds, or as far as the calls waiting on
 it need."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import threading
 import time
@@ -13,7 +14,9 @@ from typing import Any
 
 import pytest
 import XenAPI
+from pydantic import SecretStr
 
+from stackops.drivers.xenapi import Endpoint, PoolSession
 from stackops_lab.xenapi import XenLab, XenTimings
 
 FAST = XenTimings(ha_enable=0.2, ha_disable=0.1, join=0.2, eject_reboot=0.3, master_transition=0.2, fence=0.2,
@@ -54,6 +57,26 @@ def failure(call: Callable[..., Any], *args: Any) -> list[str]:
 
 def events(lab: XenLab, name: str) -> list[dict[str, Any]]:
     return [event for event in lab.audit() if event["event"] == name]
+
+
+def endpoint(lab: XenLab, **changes: object) -> Endpoint:
+    """How the driver reaches the lab: its port and CA (a TLS lab's), a 5 s timeout, and `changes`."""
+    settings: dict[str, object] = {"port": lab.port, "ca_pem": lab.ca_pem, "timeout": 5.0, **changes}
+    return Endpoint(**settings)  # type: ignore[arg-type]
+
+
+def master_of(lab: XenLab, names: list[str], ep: Endpoint) -> tuple[str, int]:
+    """The master's address the driver finds from `names` (logged in with the lab's password), and how many hosts
+    its pool has."""
+    pool = PoolSession([lab.address(n) for n in names], lab.username, SecretStr(lab.password), ep)
+
+    async def go() -> tuple[str, int]:
+        try:
+            return await pool.connect(), len(await pool.records("host"))
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
 
 
 # ------------------------------------------------------------------------------------------------ ManualClock labs

@@ -1,14 +1,33 @@
-"""The test tree itself: pytest imports test modules by basename (rootdir-less, `pythonpath = tests`), so two
-files with the same name in different tiers break collection of the whole suite; and the benches stand on their own
-(what they share with the tests is in the lab, stackops_lab)."""
+"""The test tree itself: a test's tier is the folder it sits in (unit/, integration/, e2e/), marked by
+tests/conftest.py and never declared by the file; helpers live in tests/support/; pytest imports test modules by
+basename (rootdir-less, `pythonpath = tests`), so two files with the same name in different tiers break collection
+of the whole suite; and the benches stand on their own (what they share with the tests is in the lab,
+stackops_lab)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
+import pytest
+
+from support.tiers import TESTS, TIERS, tier_of
+
 BENCH = TESTS.parent / "bench"
+TEST_FILES = ("test_*.py", "*_test.py")  # pytest's python_files
+
+# Files that still declare a tier marker, each until the change that owns it drops the line (not this one's to edit).
+DECLARES_ITS_TIER = {"integration/test_pooled_connections.py": "pytestmark = pytest.mark.integration"}
+# Old helper paths kept only for the tests that still import them (tests owned by another change): a shim goes when
+# no test imports it any more.
+SHIMS = {"credentials.py", "kvmhost_probe.py", "rollout_helpers.py", "specs.py"}
+
+
+def collected_files() -> list[Path]:
+    return sorted({path for pattern in TEST_FILES for path in TESTS.rglob(pattern)
+                   if "__pycache__" not in path.parts})
 
 
 def test_test_module_basenames_are_unique() -> None:
@@ -49,3 +68,75 @@ def test_benches_import_nothing_from_the_tests() -> None:
     benches = sorted(BENCH.glob("*.py"))
     assert benches
     assert {path.name: found for path in benches if (found := reaches_into_tests(path.read_text(), tests))} == {}
+
+
+# ------------------------------------------------------------------------------------------------------- tiers
+
+
+def test_tier_of_is_the_folder_under_tests() -> None:
+    assert [tier_of(TESTS / path) for path in ("unit/test_x.py", "integration/test_x.py", "e2e/deep/test_x.py",
+                                               "test_x.py", "support/test_x.py", "unit")] == [
+        "unit", "integration", "e2e", None, None, None]
+    assert tier_of(TESTS.parent / "unit" / "test_x.py") is None
+
+
+def test_every_test_file_sits_in_a_tier_folder() -> None:
+    files = collected_files()
+    assert len(files) > 80
+    assert [str(path.relative_to(TESTS)) for path in files if tier_of(path) is None] == []
+
+
+def tier_markers(source: str) -> list[str]:
+    """Tier markers `source` uses anywhere: pytestmark, a decorator, pytest.param(marks=…), `mark.e2e` alone."""
+    return [node.attr for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and node.attr in TIERS
+            and (isinstance(node.value, ast.Attribute) and node.value.attr == "mark"
+                 or isinstance(node.value, ast.Name) and node.value.id == "mark")]
+
+
+def test_tier_markers_finds_every_way_of_marking() -> None:
+    source = ("import pytest\nfrom pytest import mark\npytestmark = [pytest.mark.e2e, pytest.mark.timeout(5)]\n"
+              "@pytest.mark.integration\ndef test_a(): pass\n@mark.unit\ndef test_b(): pass\n"
+              "@pytest.mark.parametrize('x', [pytest.param(1, marks=pytest.mark.e2e)])\ndef test_c(x): pass\n"
+              "def test_d(request): request.node.add_marker(pytest.mark.integration)\n"
+              "e2e = unit = 1\n")
+    assert sorted(tier_markers(source)) == ["e2e", "e2e", "integration", "integration", "unit"]
+
+
+def test_no_test_file_declares_a_tier_of_its_own() -> None:
+    declared = {str(path.relative_to(TESTS)): found for path in collected_files()
+                if (found := tier_markers(path.read_text()))}
+    for path, line in DECLARES_ITS_TIER.items():  # still there, or the exception goes too
+        assert path in declared and line in (TESTS / path).read_text(), f"{path} no longer declares its tier"
+    assert {path: found for path, found in declared.items() if path not in DECLARES_ITS_TIER} == {}
+
+
+def test_conftest_marks_this_test_unit_and_no_other_tier(request: pytest.FixtureRequest) -> None:
+    assert [mark.name for mark in request.node.iter_markers() if mark.name in TIERS] == ["unit"]
+
+
+def test_each_tier_marker_selects_exactly_its_folder(tmp_path: Path) -> None:
+    """What `pytest -m <tier>` collects from one file of each tier (collection only: nothing runs)."""
+    files = ["tests/unit/test_test_layout.py", "tests/integration/test_controlplane.py", "tests/e2e/test_demo.py"]
+    for tier in TIERS:
+        result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                 "-m", tier, *files], cwd=TESTS.parent, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        selected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
+        assert selected == {f"tests/{tier}/{files[TIERS.index(tier)].split('/')[-1]}"}, result.stdout
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def test_helpers_live_in_support_and_the_top_of_tests_holds_only_conftest() -> None:
+    top = {path.name for path in TESTS.glob("*.py")}
+    assert top - SHIMS == {"conftest.py"}
+    assert (TESTS / "support" / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("shim", sorted(SHIMS))
+def test_a_shim_is_still_imported_by_some_test(shim: str) -> None:
+    module = shim.removesuffix(".py")
+    importers = [path.name for path in collected_files() if module in reaches_into_tests(path.read_text(), {module})]
+    assert importers, f"no test imports tests/{shim} any more: remove it (and from SHIMS)"

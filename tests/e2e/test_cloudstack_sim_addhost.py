@@ -16,8 +16,6 @@ from cs import CloudStack, CloudStackApiException
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.hosts import LabHost, LabHosts
 
-pytestmark = pytest.mark.e2e
-
 LIBVIRT_TCP = 'listen_tls = 0\nlisten_tcp = 1\ntcp_port = "16509"\nauth_tcp = "none"\nmdns_adv = 0\n'
 
 
