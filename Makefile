@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration demo demo-down lab-up lab-down clean
+.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration e2e demo demo-down lab-up lab-down clean
 
 deps: system-deps venv
 
@@ -40,11 +40,16 @@ lab-prepare: venv
 test: deps check-generated lab-prepare
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# One tier each (the folders of tests/; conftest.py marks every test with its folder's tier): unit needs nothing
+# running; integration starts a kube-apiserver, simulators and local processes; e2e needs the lab (root).
 unit: venv
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
 integration: deps lab-prepare
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: deps lab-prepare
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 demo: deps lab-prepare
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh

@@ -140,3 +140,31 @@ def test_a_shim_is_still_imported_by_some_test(shim: str) -> None:
     module = shim.removesuffix(".py")
     importers = [path.name for path in collected_files() if module in reaches_into_tests(path.read_text(), {module})]
     assert importers, f"no test imports tests/{shim} any more: remove it (and from SHIMS)"
+
+
+# ----------------------------------------------------------------------------------------------------- Makefile
+
+
+def make_rules() -> dict[str, tuple[list[str], list[str]]]:
+    """Makefile target → (prerequisites, recipe lines)."""
+    rules: dict[str, tuple[list[str], list[str]]] = {}
+    target = None
+    for line in (TESTS.parent / "Makefile").read_text().splitlines():
+        if line.startswith("\t") and target is not None:
+            rules[target][1].append(line.strip())
+        elif ":" in line and not line.startswith(("#", ".", " ")) and "=" not in line.split(":")[0]:
+            name, prerequisites = line.split(":", 1)
+            target = name.strip()
+            rules[target] = (prerequisites.split(), [])
+        else:
+            target = None
+    return rules
+
+
+def test_make_runs_each_tier_and_test_runs_them_all() -> None:
+    rules = make_rules()
+    for tier in TIERS:
+        assert rules[tier][1] == [f"$(BIN)/pytest tests/{tier} $(PYTEST_ARGS)"], tier
+    assert rules["unit"][0] == ["venv"]
+    assert rules["integration"][0] == rules["e2e"][0] == ["deps", "lab-prepare"]
+    assert rules["test"] == (["deps", "check-generated", "lab-prepare"], ["$(BIN)/pytest $(PYTEST_ARGS)"])
