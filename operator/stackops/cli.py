@@ -19,6 +19,7 @@ def _run(args: argparse.Namespace) -> int:
     from .drivers import kube, xenapi
     from .drivers.kube import core_api, custom_objects_api
     from .drivers.cloudstack import CloudStackPool
+    from .drivers.configmaps import ConfigMapReader
     from .drivers.secrets import SecretReader
     from .drivers.ssh import SSHPool
     from .handlers import Deps, build
@@ -58,7 +59,9 @@ def _run(args: argparse.Namespace) -> int:
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
                                       local_builds=local_builds)
-    deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core_api()), custom_api=custom_objects_api())
+    core = core_api()
+    deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core), custom_api=custom_objects_api(),
+                config_maps=ConfigMapReader(core))
     registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api, namespaces=namespaces)
     kopf.run(
         registry=registry,

@@ -1,9 +1,10 @@
 """`stackops plan -f …`: what the operator would change on the live infrastructure, without a cluster.
 
 For a GitOps pull request: every resource of the four kinds in the files is validated through the models, its
-Secrets are taken from Secret manifests in the same files or from the environment (`secrets.EnvironmentSecrets`),
-and its reconciler makes one pass with `managementPolicy` forced to `Observe` — the operator's own observe and
-plan code, which reads the infrastructure and changes nothing — and reports what it would do.
+Secrets are taken from Secret manifests in the same files or from the environment (plan_secrets.py), its ConfigMaps
+from ConfigMap manifests in the files (plan_configmaps.py), and its reconciler makes one pass with
+`managementPolicy` forced to `Observe` — the operator's own observe and plan code, which reads the infrastructure
+and changes nothing — and reports what it would do.
 
 Exit codes: 0 nothing would change, 2 changes are pending, 1 an error (an invalid manifest, missing credentials,
 unreachable infrastructure, or a spec the operator would refuse: `Stalled`).
@@ -25,8 +26,10 @@ from pydantic import BaseModel, ValidationError
 
 from .api.common import API_VERSION
 from .api.kinds import BY_KIND, Kind
+from .drivers.configmaps import ConfigMapError, needed_config_maps
 from .drivers.secrets import SecretError, needed_secrets
 from .handlers.resources import UNION_TAGS
+from .plan_configmaps import ManifestConfigMaps
 from .plan_manifests import Manifest, ManifestError, read
 from .plan_secrets import ManifestSecrets
 from .reconcile.base import Action, Context, ReconcileError, Reconciler
@@ -124,7 +127,7 @@ def condition(conditions: list[Any], type_: str) -> Any:
 
 
 async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, secrets: ManifestSecrets,
-                  timeout: float) -> Preview:
+                  timeout: float, config_maps: ManifestConfigMaps | None = None) -> Preview:
     """One pass under Observe: the drift it reports is what a pass under Manage would change."""
     builder = getattr(spec, "builder", None)
     if builder is not None and builder.type == "Local":  # the build host is the operator's container, not here
@@ -132,13 +135,14 @@ async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, s
                        "container: its state cannot be observed from here")
     try:
         values = secrets.read(resource.namespace, list(needed_secrets(spec)))
-    except SecretError as error:
+        maps = (config_maps or ManifestConfigMaps()).read(resource.namespace, list(needed_config_maps(spec)))
+    except (SecretError, ConfigMapError) as error:
         return Preview(resource, ERROR, reason=error.reason, message=str(error))
     observe = spec.model_copy(update={"management_policy": "Observe"})
     ctx = Context(namespace=resource.namespace, name=resource.name,
                   generation=int((resource.document.get("metadata") or {}).get("generation") or 1), spec=observe,
                   status=dict(resource.document.get("status") or {}), secrets=values,
-                  event=lambda *_: None, logger=log)
+                  event=lambda *_: None, logger=log, config_maps=maps)
     try:
         outcome = await asyncio.wait_for(reconciler.reconcile(ctx), timeout)
     except ReconcileError as error:
@@ -175,10 +179,12 @@ def _record(action: Action | dict[str, Any]) -> dict[str, Any]:
     return dict(action) if isinstance(action, dict) else action.record()
 
 
-def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | Preview], ManifestSecrets]:
-    """The resources of the four kinds (or an invalid-manifest Preview in their place) and the Secrets."""
+def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | Preview], ManifestSecrets,
+                                                                ManifestConfigMaps]:
+    """The resources of the four kinds (or an invalid-manifest Preview in their place), the Secrets and the
+    ConfigMaps."""
     found: list[Resource | Preview] = []
-    secrets = ManifestSecrets()
+    secrets, config_maps = ManifestSecrets(), ManifestConfigMaps()
     for manifest in documents(paths):
         document = manifest.document
         metadata = document.get("metadata")
@@ -187,16 +193,20 @@ def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | 
         if document.get("apiVersion") == "v1" and document.get("kind") == "Secret":
             secrets.add(namespace, document, manifest)
             continue
+        if document.get("apiVersion") == "v1" and document.get("kind") == "ConfigMap":
+            config_maps.add(namespace, document, manifest)
+            continue
         kind = BY_KIND.get(str(document.get("kind")))
         if kind is None or document.get("apiVersion") != API_VERSION:
             continue  # namespaces and other manifests are not planned
         found.append(Resource(manifest.file, kind, namespace, str(metadata.get("name") or "?"), document,
                               manifest))
-    return found, secrets
+    return found, secrets, config_maps
 
 
 async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets,
-                   reconcilers: dict[str, Reconciler], timeout: float, concurrency: int = 16) -> list[Preview]:
+                   reconcilers: dict[str, Reconciler], timeout: float, concurrency: int = 16,
+                   config_maps: ManifestConfigMaps | None = None) -> list[Preview]:
     limit = asyncio.Semaphore(concurrency)
 
     async def one(item: Resource | Preview) -> Preview:
@@ -207,7 +217,7 @@ async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets
         except ValidationError as error:
             return Preview(item, ERROR, reason="InvalidSpec", message=invalid_spec(error, item.manifest))
         async with limit:
-            return await preview(reconcilers[item.kind.kind], item, spec, secrets, timeout)
+            return await preview(reconcilers[item.kind.kind], item, spec, secrets, timeout, config_maps)
 
     return list(await asyncio.gather(*(one(item) for item in resources)))
 
@@ -254,12 +264,12 @@ def plan_files(paths: list[Path], out: IO[str], *, output: str = "text", timeout
                reconcilers: dict[str, Reconciler] | None = None) -> int:
     """Plan every resource in `paths`; returns the exit code. `reconcilers` replaces the real ones (tests)."""
     try:
-        resources, secrets = collect(paths, namespace)
+        resources, secrets, config_maps = collect(paths, namespace)
     except (OSError, ManifestError) as error:
         print(f"stackops plan: cannot read the manifests: {error}", file=out)
         return 1
     secrets.environ = dict(os.environ if environ is None else environ)
-    previews = asyncio.run(_plan(resources, secrets, reconcilers, timeout))
+    previews = asyncio.run(_plan(resources, secrets, config_maps, reconcilers, timeout))
     if output == "json":
         json.dump({"resources": [p.to_json() for p in previews], "exitCode": exit_code(previews)}, out, indent=2)
         out.write("\n")
@@ -268,17 +278,18 @@ def plan_files(paths: list[Path], out: IO[str], *, output: str = "text", timeout
     return exit_code(previews)
 
 
-async def _plan(resources: list[Resource | Preview], secrets: ManifestSecrets,
+async def _plan(resources: list[Resource | Preview], secrets: ManifestSecrets, config_maps: ManifestConfigMaps,
                 reconcilers: dict[str, Reconciler] | None, timeout: float) -> list[Preview]:
     if reconcilers is not None:
-        return await plan_all(resources, secrets, reconcilers, timeout)
+        return await plan_all(resources, secrets, reconcilers, timeout, config_maps=config_maps)
     from .drivers.cloudstack import CloudStackPool
     from .drivers.ssh import SSHPool
     from .reconcile import default_reconcilers
 
     ssh, cloudstack = SSHPool(), CloudStackPool(per_endpoint=8, poll_interval=1.0)
     try:
-        return await plan_all(resources, secrets, default_reconcilers(ssh, cloudstack), timeout)
+        return await plan_all(resources, secrets, default_reconcilers(ssh, cloudstack), timeout,
+                              config_maps=config_maps)
     finally:
         await cloudstack.close()
         ssh.close_all()

@@ -2,9 +2,10 @@
 Deployment's own `--namespace` arguments and a token of its ServiceAccount, so every call is checked against the
 installation's Roles.
 
-- an object in the watched namespace is reconciled (its Secret read, status written, a KopfPeering kept there);
+- an object in the watched namespace is reconciled (its Secret and ConfigMap read, status written, a KopfPeering
+  kept there);
 - the same object in another namespace is left alone, and the operator could not even see it: listing it, or
-  reading a Secret there, with the operator's token is refused (403);
+  reading a Secret or ConfigMap there, with the operator's token is refused (403);
 - the operator logs no 403 for its own work: it needs no cluster-wide permission;
 - told to watch a namespace where it holds no Role, it stays in its startup and says which namespace.
 
@@ -30,6 +31,7 @@ from support.wait import wait_for
 WATCHED = "stackops-demo"  # deploy/namespaced/ as shipped watches the examples' namespace
 OTHER = "stackops-other"
 CLOSED_PORT = 9  # discard: nothing listens there on this machine
+REPOSITORY_KEY = (Path(__file__).parents[1] / "unit" / "data" / "repository-key.asc").read_text()
 TEST_OPERATOR_ARGS = ("--cloudstack-poll-seconds=0.2", "--xen-poll-seconds=0.2")
 
 
@@ -42,17 +44,22 @@ def throwaway_private_key() -> str:
 
 
 def kvmhost_with_secret(namespace: str, key: str) -> list[dict[str, Any]]:
-    """A KvmHost on a closed loopback port and its SSH key Secret, in `namespace`."""
+    """A KvmHost on a closed loopback port, its SSH key Secret and the ConfigMap holding its package repository's
+    public key, in `namespace`."""
     spec = json.loads(json.dumps(MINIMAL["KvmHost"]))
     spec["address"] = "127.0.0.1"
     spec["ssh"]["port"] = CLOSED_PORT
+    spec["packages"] = {"repositoryURL": "https://repo.example.com/cloudstack/",
+                        "signingKeyConfigMapRef": {"name": "repo-key", "key": "signing-key.asc"}}
     secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
               "metadata": {"name": spec["ssh"]["privateKeySecretRef"]["name"], "namespace": namespace,
                            "annotations": {"stackops.io/allowed-destinations": "127.0.0.1"}},
               "stringData": {"ssh-privatekey": key}}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "repo-key", "namespace": namespace},
+                  "data": {"signing-key.asc": REPOSITORY_KEY}}
     host = {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost",
             "metadata": {"name": "kvm01", "namespace": namespace}, "spec": spec}
-    return [secret, host]
+    return [secret, config_map, host]
 
 
 def progress(message: str) -> None:
@@ -123,8 +130,8 @@ def test_reconciles_the_watched_namespace_and_ignores_the_other(cluster: Cluster
     obj = wait_for(lambda: reconciled(cluster, WATCHED), what=f"kvmhost {WATCHED}/kvm01 reconciled", timeout=90,
                    interval=0.5)
     ready = condition(obj, "Ready")
-    # its Secret was read (a missing or forbidden one would say SecretNotFound / SecretForbidden): it got to
-    # connect, and the port is closed
+    # its Secret and ConfigMap were read (a missing or forbidden one would say SecretNotFound / SecretForbidden,
+    # ConfigMapNotFound / ConfigMapForbidden): it got to connect, and the port is closed
     assert (ready["status"], ready["reason"]) == ("False", "Unreachable"), obj["status"]
     assert "stackops.io/finalizer" in obj["metadata"]["finalizers"]
     identity = f"stackops-local-{installed['operator'].health_port}"  # its POD_ID: the keep-alive's key
@@ -143,9 +150,13 @@ def test_the_operator_cannot_see_outside_its_namespaces(cluster: Cluster, instal
     # the same requests the operator makes, with its token: allowed where it is installed, refused elsewhere
     allowed = cluster.kubectl("get", "secret", "kvm-ssh", "-n", WATCHED, "-o", "name", token=token)
     assert allowed.stdout.strip() == "secret/kvm-ssh"
+    allowed = cluster.kubectl("get", "configmap", "repo-key", "-n", WATCHED, "-o", "name", token=token)
+    assert allowed.stdout.strip() == "configmap/repo-key"
     for args in (("get", "secret", "kvm-ssh", "-n", OTHER),
+                 ("get", "configmap", "repo-key", "-n", OTHER),
                  ("get", "kvmhosts", "-n", OTHER),
                  ("get", "secrets", "-n", WATCHED),  # by name only, never listed
+                 ("get", "configmaps", "-n", WATCHED),
                  ("get", "secrets", "--all-namespaces"),
                  ("get", "kvmhosts", "--all-namespaces"),
                  ("get", "namespaces")):

@@ -85,6 +85,8 @@ TABLE: list[Row] = [
     *rows(ALL, "unknown", "ReconcilerNotImplemented"),
     # KvmHost
     *rows("KvmHost", "ready", "Configured"),
+    *rows("KvmHost", "progressing", "ConfigMapNotFound", "ConfigMapKeyMissing", "ConfigMapForbidden",
+          "ConfigMapUnreadable"),  # drivers/configmaps.py: packages.signingKeyConfigMapRef
     *rows("KvmHost", "progressing", "Converging", "CommandFailed", "CheckpointFailed", "ConnectionLost",
           "RegistrationRefused"),
     *rows("KvmHost", "progressing", "PackageInstallFailed",
@@ -310,6 +312,7 @@ REASON = re.compile(r"^(?:[A-Z][A-Za-z]+|[A-Z][A-Z0-9_]+)$")
 # The files that write status, and the kinds they write it for. plan.py and cli.py are offline tools.
 FILE_KINDS: dict[str, tuple[str, ...]] = {
     "handlers/resources.py": ALL, "drivers/secrets.py": ALL, "reconcile/base.py": ALL,
+    "drivers/configmaps.py": ("KvmHost",),  # the only kind whose spec can name a ConfigMap
     "drivers/ssh.py": ("KvmHost", "CloudStackRelease"),
     # KvmHost registration and XenPool report CloudStack errors through their own wrappers (derived_rows)
     "drivers/cloudstack.py": ("SystemVMTemplate",),
@@ -325,6 +328,7 @@ FIXED_HELPER = {
     "Problem": "stalled",  # xenpool/__init__.py report(): st.stalled(first.reason, …)
     "PlanError": "stalled",  # kvmhost plan(): ReconcileError(error.reason, …, retry=False)
     "SecretError": "progressing",  # handlers/resources.py: st.progressing(error.reason, …)
+    "ConfigMapError": "progressing",  # handlers/resources.py: the same
 }
 
 

@@ -14,6 +14,7 @@ from .common import (
     CIDR_V4,
     CloudStackConnection,
     CloudStackName,
+    ConfigMapKeySelector,
     DeletionPolicy,
     Host,
     HttpUrl,
@@ -51,9 +52,9 @@ class Packages(Model):
     """Packages the host needs: KVM/qemu, libvirt, bridge-utils, Open vSwitch and cloudstack-agent, named as the
     host's package manager (apt or yum/dnf, detected) names them.
 
-    A `repositoryURL` is verified with the OpenPGP key in `signingKeySecretRef` (apt: `signed-by=`; dnf/yum:
-    `gpgcheck=1`, `repo_gpgcheck=1`, `gpgkey=`) and fetched over https. An unsigned repository needs
-    `allowUnsigned: true`, a plain `http://` one `allowPlainHTTP: true`; without them the spec is refused
+    A `repositoryURL` is verified with the OpenPGP key in `signingKeySecretRef` or `signingKeyConfigMapRef` (apt:
+    `signed-by=`; dnf/yum: `gpgcheck=1`, `repo_gpgcheck=1`, `gpgkey=`) and fetched over https. An unsigned repository
+    needs `allowUnsigned: true`, a plain `http://` one `allowPlainHTTP: true`; without them the spec is refused
     (`InvalidSpec`)."""
 
     install: bool = True
@@ -67,6 +68,10 @@ class Packages(Model):
     (apt: the `Release` file must be signed, `InRelease` or `Release.gpg`) or
     `/etc/pki/rpm-gpg/RPM-GPG-KEY-stackops-cloudstack` (dnf/yum: `repodata/repomd.xml.asc` and the packages must
     be signed)."""
+    signing_key_config_map_ref: ConfigMapKeySelector | None = None
+    """ConfigMap key holding the repository's ASCII-armored OpenPGP public key, instead of `signingKeySecretRef` (a
+    public key need not be kept secret; whoever may change the ConfigMap chooses which packages the host trusts):
+    checked and written the same way. Set one of the two, not both."""
     allow_unsigned: bool = False
     """Accept a repository without a signing key (apt `[trusted=yes]`, dnf/yum `gpgcheck=0`): whoever can change
     what the URL serves can run code as root on the host."""
@@ -81,15 +86,19 @@ class Packages(Model):
     @model_validator(mode="after")
     def _verified_repository(self) -> "Packages":
         url = self.repository_url
+        keys = [name for name, ref in (("signingKeySecretRef", self.signing_key_secret_ref),
+                                       ("signingKeyConfigMapRef", self.signing_key_config_map_ref)) if ref is not None]
         if url is None:
-            if self.signing_key_secret_ref is not None:
-                raise ValueError("signingKeySecretRef is set without a repositoryURL to verify")
+            if keys:
+                raise ValueError(f"{keys[0]} is set without a repositoryURL to verify")
             return self
-        if self.signing_key_secret_ref is not None and self.allow_unsigned:
-            raise ValueError("set either signingKeySecretRef or allowUnsigned, not both")
-        if self.signing_key_secret_ref is None and not self.allow_unsigned:
-            raise ValueError("repositoryURL needs signingKeySecretRef (the repository's OpenPGP public key), or "
-                             "allowUnsigned: true to install from it unverified")
+        if len(keys) > 1:
+            raise ValueError("set either signingKeySecretRef or signingKeyConfigMapRef, not both")
+        if keys and self.allow_unsigned:
+            raise ValueError(f"set either {keys[0]} or allowUnsigned, not both")
+        if not keys and not self.allow_unsigned:
+            raise ValueError("repositoryURL needs signingKeySecretRef or signingKeyConfigMapRef (the repository's "
+                             "OpenPGP public key), or allowUnsigned: true to install from it unverified")
         if url.startswith("http://") and not self.allow_plain_http:
             raise ValueError("repositoryURL is plain http://: use https://, or set allowPlainHTTP: true")
         return self

@@ -1,8 +1,8 @@
 """kopf wiring for the four kinds: thin handlers around the reconcile engine.
 
-Each handler parses the spec through the kind's model, reads the referenced Secrets, runs the kind's reconciler
-and writes status through the conditions helper. Paused objects are filtered out before any handler runs (and
-their diff-base is not moved: see settings.PausableDiffBaseStorage), so the operator writes nothing to them.
+Each handler parses the spec through the kind's model, reads the referenced Secrets and ConfigMaps, runs the kind's
+reconciler and writes status through the conditions helper. Paused objects are filtered out before any handler runs
+(and their diff-base is not moved: see settings.PausableDiffBaseStorage), so the operator writes nothing to them.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .. import metrics
 from .. import status as st
 from ..api.kinds import KINDS, Kind
 from ..drivers import kube
+from ..drivers.configmaps import ConfigMapError, ConfigMapReader, read_config_maps
 from ..drivers.holdings import Holdings
 from ..drivers.secrets import SecretError, SecretReader, needed_secrets
 from ..reconcile.base import Context, Outcome, PartialApply, ReconcileError, Reconciler
@@ -38,6 +39,7 @@ class Deps:
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     custom_api: Any = None  # for status checkpoints written in the middle of a pass
     holdings: Holdings = field(default_factory=Holdings)  # the pooled connections each object holds
+    config_maps: ConfigMapReader | None = None  # None: a spec referencing a ConfigMap gets ConfigMapUnreadable
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -156,13 +158,14 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
         return  # nothing to retry until the spec changes
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
-    except SecretError as error:
+        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], spec)
+    except (SecretError, ConfigMapError) as error:
         writer.write(st.progressing(error.reason, str(error)))
         counted.result = "secret_error"
         raise kopf.TemporaryError(str(error), delay=SECRET_RETRY_SECONDS) from None
     ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=writer.generation, spec=spec,
                   status=writer.previous, secrets=secrets, event=_post(body), logger=logger,
-                  checkpoint=_checkpoint(kind, deps, meta, writer))
+                  checkpoint=_checkpoint(kind, deps, meta, writer), config_maps=config_maps)
     reconciler = deps.reconcilers[kind.kind]
     try:
         outcome = await reconciler.reconcile(ctx)
@@ -222,10 +225,13 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
     meta = body["metadata"]
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
-    except SecretError as error:
-        raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets: {error}", delay=SECRET_RETRY_SECONDS)
+        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], spec)
+    except (SecretError, ConfigMapError) as error:
+        raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets and ConfigMaps: {error}",
+                                  delay=SECRET_RETRY_SECONDS)
     ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=int(meta.get("generation") or 0),
-                  spec=spec, status=dict(body.get("status") or {}), secrets=secrets, event=_post(body), logger=logger)
+                  spec=spec, status=dict(body.get("status") or {}), secrets=secrets, event=_post(body), logger=logger,
+                  config_maps=config_maps)
     async with deps.lock(meta["uid"]), deps.holdings.held_by(meta["uid"]):
         try:
             await deps.reconcilers[kind.kind].finalize(ctx)

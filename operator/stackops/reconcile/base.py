@@ -87,6 +87,8 @@ class Context:
     logger: logging.Logger | logging.LoggerAdapter
     checkpoint: Checkpoint = keep_in_memory
     """Write status fields now, before a step that must survive a crash (e.g. the intent of an HA dance)."""
+    config_maps: dict[str, dict[str, str]] = field(default_factory=dict)
+    """The ConfigMaps the spec references: name → key → value (values that are not secret, e.g. a public key)."""
 
     def secret(self, name: str, key: str) -> SecretStr:
         """A value that goes nowhere a spec chooses (a CA, a public key, or a credential whose destination is in its

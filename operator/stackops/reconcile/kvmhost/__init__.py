@@ -35,15 +35,23 @@ PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure messa
 
 @dataclass(frozen=True)
 class HostView:
-    """What plan needs: the facts, who owns the objects the operator creates, and the values of the Secrets plan
-    writes to the host (read with the other Secrets): the package repository's signing key
-    (spec.packages.signingKeySecretRef) and the OVSDB client certificate (openvswitch.manager.certificateSecretRef,
-    for clientCertificate: Secret)."""
+    """What plan needs: the facts, who owns the objects the operator creates, and the values plan writes to the
+    host (read with the other Secrets and ConfigMaps): the package repository's signing key
+    (spec.packages.signingKeySecretRef or signingKeyConfigMapRef) and the OVSDB client certificate
+    (openvswitch.manager.certificateSecretRef, for clientCertificate: Secret)."""
 
     owner: str
     facts: Observed
     signing_key: str | None = None
     client_tls: dict[str, str] | None = field(default=None, repr=False)
+
+
+def signing_key(ctx: Context, spec: KvmHostSpec) -> str | None:
+    """The package repository's public key, from its Secret or its ConfigMap (the spec names one at most)."""
+    secret, config_map = spec.packages.signing_key_secret_ref, spec.packages.signing_key_config_map_ref
+    if secret is not None:
+        return ctx.secret(secret.name, secret.key).get_secret_value()
+    return ctx.config_maps[config_map.name][config_map.key] if config_map is not None else None
 
 
 def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
@@ -190,10 +198,8 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                                                            label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        key_ref = spec.packages.signing_key_secret_ref
-        key = ctx.secret(key_ref.name, key_ref.key).get_secret_value() if key_ref is not None else None
         return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
-                        signing_key=key, client_tls=client_tls(ctx, spec))
+                        signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
     def plan(self, spec: Any, observed: HostView) -> list[Action]:
         try:

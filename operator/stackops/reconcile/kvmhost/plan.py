@@ -47,7 +47,7 @@ class Ctx:
     spec: KvmHostSpec
     observed: Observed
     owner: str
-    signing_key: str | None = None  # the value of spec.packages.signingKeySecretRef
+    signing_key: str | None = None  # the value of spec.packages.signingKeySecretRef or signingKeyConfigMapRef
     client_tls: dict[str, str] | None = field(default=None, repr=False)  # openvswitch.manager.certificateSecretRef
 
 
@@ -90,14 +90,15 @@ def plan_repository(ctx: Ctx, manager: str) -> list[HostAction]:
     key (written atomically); what stackops wrote is removed when the spec drops the URL. A key that is not one
     armored OpenPGP public key stops the plan (`SigningKeyInvalid`)."""
     packages = ctx.spec.packages
-    ref = packages.signing_key_secret_ref
+    secret, config_map = packages.signing_key_secret_ref, packages.signing_key_config_map_ref
     key = None
-    if ref is not None:
+    if secret is not None or config_map is not None:
         try:
             key = repository.armored_public_key(ctx.signing_key or "")
         except repository.KeyInvalid as error:
-            raise PlanError("SigningKeyInvalid", f"packages.signingKeySecretRef (Secret {ref.name}, key {ref.key}): "
-                            f"{error}") from None
+            where = (f"packages.signingKeySecretRef (Secret {secret.name}, key {secret.key})" if secret is not None
+                     else f"packages.signingKeyConfigMapRef (ConfigMap {config_map.name}, key {config_map.key})")
+            raise PlanError("SigningKeyInvalid", f"{where}: {error}") from None
     return repository.plan_repository(manager, packages.repository_url, key, ctx.observed.files)
 
 
