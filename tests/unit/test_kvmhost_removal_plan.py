@@ -310,20 +310,16 @@ def test_a_cloudstack_failure_leaves_the_host_alone(monkeypatch: pytest.MonkeyPa
     assert failed.value.reason == "MaintenanceFailed" and host.calls == []
 
 
-def test_an_unreachable_host_keeps_the_object_for_a_retry() -> None:
-    host = FakeHost(Unreachable("connection refused"))
+@pytest.mark.parametrize(("probe", "reason"), [
+    (Unreachable("connection refused"), "Unreachable"),  # the object is kept for a retry
+    (probe_output(ovs=False), "OpenVSwitchNotRunning"),  # Open vSwitch not answering
+], ids=["unreachable", "open-vswitch-not-answering"])
+def test_a_probe_that_finds_no_usable_host_keeps_the_object_for_a_retry(probe: str | Exception, reason: str) -> None:
+    host = FakeHost(probe)
     with pytest.raises(ReconcileError) as failed:
         finalize(host, spec(), [])
-    assert failed.value.reason == "Unreachable" and failed.value.retry
+    assert failed.value.reason == reason and failed.value.retry
     assert host.calls == ["probe"], "the probe was tried, nothing else"
-
-
-def test_open_vswitch_not_answering_is_retried() -> None:
-    host = FakeHost(probe_output(ovs=False))
-    with pytest.raises(ReconcileError) as failed:
-        finalize(host, spec(), [])
-    assert failed.value.reason == "OpenVSwitchNotRunning" and failed.value.retry
-    assert host.calls == ["probe"]
 
 
 def test_a_failed_removal_stops_with_a_warning_and_is_retried() -> None:
