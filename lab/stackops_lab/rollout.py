@@ -22,7 +22,8 @@ SECRET = "lab-cloudstack"
 WEBHOOK_SECRET = "tenant-notices"
 
 
-def spec_for(sim: Any, *, max_unavailable: int | str = 10, webhook: bool = False, **routers: Any) -> SystemVMTemplateSpec:
+def spec_for(sim: Any, *, max_unavailable: int | str = 10, webhook: bool = False,
+             **routers: Any) -> SystemVMTemplateSpec:
     templates = []
     for hypervisor, fmt in (("KVM", "QCOW2"), ("XenServer", "VHD")):
         if hypervisor in sim.fleet.hypervisors:

@@ -1,7 +1,7 @@
-"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, the driver's view of the master, a
-call expected to fail, the errors a poll (support.wait.wait_for) counts as "not yet", and for a lab on a ManualClock (a test that looks at a state
-lasting only until the next transition): moving its clock until a condition holds, or as far as the calls waiting on
-it need."""
+"""Shared by the lab XenAPI simulator's tests: fast timings, an SDK login, the driver's view of the master, a call
+expected to fail, the errors a poll (support.wait.wait_for) counts as "not yet", and for a lab on a ManualClock (a
+test that looks at a state lasting only until the next transition): moving its clock until a condition holds, or as
+far as the calls waiting on it need."""
 from __future__ import annotations
 
 import asyncio
