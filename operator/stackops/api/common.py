@@ -90,7 +90,9 @@ class SecretReference(Model):
     required_keys: ClassVar[tuple[str, ...]] = ()
     optional_keys: ClassVar[tuple[str, ...]] = ()  # read when present (`stackops plan`: from the environment too)
     name: SecretName
-    """Name of the Secret."""
+    """Name of a Secret in the resource's namespace, read at the start of every pass: a missing Secret or key
+    leaves the resource `Reconciling` (`SecretNotFound`, `SecretKeyMissing`), retried every 30 s. A new value in
+    the Secret is used from the next pass on."""
 
 
 class CredentialsSecretRef(SecretReference):
@@ -116,18 +118,24 @@ class SecretKeySelector(Model):
     """One key of a Secret in the same namespace as the resource."""
 
     name: SecretName
-    """Name of the Secret."""
+    """Name of a Secret in the resource's namespace, read at the start of every pass: a missing one leaves the
+    resource `Reconciling` (`SecretNotFound`), retried every 30 s. A new value in the Secret is used from the next
+    pass on."""
     key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)]
-    """Key inside the Secret's data."""
+    """Key of the Secret's `data` that holds the value; a Secret without it leaves the resource `Reconciling`
+    (`SecretKeyMissing`)."""
 
 
 class ConfigMapKeySelector(Model):
     """One key of a ConfigMap in the same namespace as the resource: for a value that is not secret."""
 
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
-    """Name of the ConfigMap."""
+    """Name of a ConfigMap in the resource's namespace, read at the start of every pass: a missing one leaves the
+    resource `Reconciling` (`ConfigMapNotFound`), retried every 30 s. A new value in the ConfigMap is used from the
+    next pass on."""
     key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)]
-    """Key inside the ConfigMap's data."""
+    """Key of the ConfigMap's `data` (or `binaryData`, read as UTF-8) that holds the value; a ConfigMap without it
+    leaves the resource `Reconciling` (`ConfigMapKeyMissing`)."""
 
 
 class SSHKeySecretRef(SecretKeySelector):
@@ -152,7 +160,8 @@ class SSHSettings(Model):
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
     """Login user. A user other than root needs `sudo: true` and password-less sudo on the host."""
     port: Port = 22
-    """SSH port."""
+    """TCP port of the host's SSH server. Changing it makes the next pass connect anew on that port (the old
+    connection is closed once nothing uses it)."""
     private_key_secret_ref: SSHKeySecretRef
     """Secret key holding the private key (OpenSSH or PEM format), e.g. a `kubernetes.io/ssh-auth` Secret with key
     `ssh-privatekey`."""
@@ -180,7 +189,8 @@ class Condition(StatusModel):
     type: str
     """Condition type: `Ready`, `Reconciling`, `Stalled` or a domain condition of the kind."""
     status: Literal["True", "False", "Unknown"]
-    """Whether the condition holds."""
+    """Whether the condition of this `type` holds (`Unknown`: the operator cannot tell). `Ready` `True` means the
+    last pass found the infrastructure as the spec asks."""
     reason: str
     """CamelCase reason, stable for tools to match on."""
     message: str = ""
@@ -188,7 +198,8 @@ class Condition(StatusModel):
     last_transition_time: str
     """When the status last changed (RFC 3339)."""
     observed_generation: int = 0
-    """The `metadata.generation` the condition was computed for."""
+    """The object's `metadata.generation` when a pass last set this condition; lower than the current one means
+    the condition still describes an earlier spec."""
 
 
 class ActionRecord(StatusModel):

@@ -81,7 +81,9 @@ class Packages(Model):
     cloudstack_agent_version: PackageVersion | None = None
     """Exact cloudstack-agent version to install; unset: the repository's newest."""
     extra: Annotated[list[PackageName], Field(max_length=64)] = []
-    """Further packages to install."""
+    """More packages to install, by the names the host's package manager uses (e.g. `nfs-common` with apt,
+    `nfs-utils` with dnf/yum). A missing one is installed, an installed one is never upgraded, and one dropped
+    from the list stays installed."""
 
     @model_validator(mode="after")
     def _verified_repository(self) -> "Packages":
@@ -109,39 +111,52 @@ class Bond(Model):
     other_config:lacp-time=fast`)."""
 
     name: InterfaceName
-    """Bond port name."""
+    """Name of the bond's Open vSwitch port, e.g. `bond0`. Renaming it creates a new bond and removes the old one
+    (when the operator made it): the bridge loses that uplink for a moment."""
     interfaces: Annotated[list[InterfaceName], Field(min_length=2, max_length=8)]
-    """Member NICs."""
+    """The NICs bonded together, e.g. `eno49` and `eno50`; none may be a port of another bridge
+    (`InterfaceInUse`). Changing the list deletes and re-creates the bond, which interrupts its traffic."""
     bond_mode: Literal["balance-tcp", "balance-slb", "active-backup"] = "balance-tcp"
-    """`bond_mode`."""
+    """How traffic is spread over the NICs (Open vSwitch `bond_mode`): `balance-tcp` by connection (needs LACP on
+    the switch), `balance-slb` by source MAC and VLAN without switch support, `active-backup` one NIC at a time.
+    Changed in place on the next pass."""
     lacp: Literal["active", "passive", "off"] = "active"
-    """`lacp`."""
+    """LACP negotiation with the switch (Open vSwitch `lacp`): `active` sends LACP packets, `passive` only answers
+    them, `off` uses none (then pick `balance-slb` or `active-backup`). Must match the switch ports; changed in
+    place on the next pass."""
     lacp_time: Literal["fast", "slow"] = "fast"
-    """`other_config:lacp-time`."""
+    """How often LACP packets are sent (`other_config:lacp-time`): `fast` every second, so a dead link is noticed
+    in about 3 s; `slow` every 30 s (about 90 s). Should match the switch; changed in place on the next pass."""
 
 
 class VlanBridge(Model):
     """A fake bridge carrying one VLAN of its parent (`ovs-vsctl add-br mgmt0 cloudbr0 123`)."""
 
     name: InterfaceName
-    """Fake bridge name."""
+    """Name of the fake bridge and of its host interface, e.g. `mgmt0`. Renaming it creates a new fake bridge and
+    removes the old one (when the operator made it), with its addresses."""
     vlan: Annotated[int, Field(ge=1, le=4094)]
-    """802.1Q tag."""
+    """802.1Q VLAN ID the fake bridge carries, tagged on its parent bridge's uplinks. Changing it deletes and
+    re-creates the fake bridge on the new VLAN, which interrupts its traffic."""
     addresses: Annotated[list[Cidr], Field(max_length=8)] = []
     """IPv4 addresses (CIDR) on the fake bridge's interface."""
     mtu: Mtu | None = None
-    """MTU of the fake bridge's interface."""
+    """MTU in bytes of the fake bridge's interface (Open vSwitch `mtu_request`); unset leaves it as it is.
+    Changed in place on the next pass."""
 
 
 class Tunnel(Model):
     """A VXLAN or GRE port (`add-port br vxlan0 -- set Interface vxlan0 type=vxlan options:remote_ip=…`)."""
 
     name: InterfaceName
-    """Port name."""
+    """Name of the tunnel's port and interface, e.g. `vxlan0`. Renaming it creates a new port and removes the old
+    one (when the operator made it)."""
     type: Literal["vxlan", "gre"] = "vxlan"
-    """Tunnel type."""
+    """Encapsulation: `vxlan` (UDP port 4789) or `gre` (IP protocol 47); both ends must use the same. Changing it
+    switches the interface's type in place on the next pass."""
     remote_ip: IPv4
-    """`options:remote_ip`."""
+    """IPv4 address of the tunnel's other end (`options:remote_ip`), e.g. the peer hypervisor's tunnel address.
+    Changed in place on the next pass."""
     key: Annotated[int, Field(ge=0, le=4294967295)] | None = None
     """`options:key` (VNI for VXLAN, key for GRE)."""
 
@@ -150,18 +165,23 @@ class InternalPort(Model):
     """An internal port with an address (`add-port br vi0 -- set Interface vi0 type=internal`)."""
 
     name: InterfaceName
-    """Port name."""
+    """Name of the internal port and of the host interface it makes, e.g. `vi0`. Renaming it creates a new port
+    and removes the old one (when the operator made it), with its addresses."""
     addresses: Annotated[list[Cidr], Field(max_length=8)] = []
-    """IPv4 addresses (CIDR)."""
+    """IPv4 addresses with their prefix length, e.g. `10.1.2.3/24`, on the port's interface (`ip addr add`, so a
+    reboot drops them until the next pass adds them again). Addresses the operator added and the spec drops are
+    removed; addresses added by hand are kept."""
     mtu: Mtu | None = None
-    """MTU of the interface."""
+    """MTU in bytes of the port's interface (Open vSwitch `mtu_request`); unset leaves it as it is. Changed in
+    place on the next pass."""
 
 
 class Bridge(Model):
     """An Open vSwitch bridge."""
 
     name: InterfaceName
-    """Bridge name, e.g. `cloudbr0`."""
+    """Name of the bridge and its host interface, e.g. `cloudbr0` (the name CloudStack's KVM traffic labels use).
+    Created when missing; renaming it creates a new bridge and removes the old one when the operator made it."""
     datapath_type: Literal["system", "netdev"] = "system"
     """`datapath_type`: `system` (kernel) or `netdev` (userspace, as OVS-DPDK hosts use)."""
     mtu: Mtu | None = None
@@ -171,24 +191,29 @@ class Bridge(Model):
     ports: Annotated[list[InterfaceName], Field(max_length=32)] = []
     """Plain NICs added as ports."""
     bonds: Annotated[list[Bond], Field(max_length=8)] = []
-    """LACP bonds."""
+    """Bonds of NICs added to this bridge as uplinks. A bond the operator made and the list drops is removed from
+    the bridge on the next pass."""
     vlan_bridges: Annotated[list[VlanBridge], Field(max_length=256)] = []
     """VLAN fake bridges on top of this bridge."""
     tunnels: Annotated[list[Tunnel], Field(max_length=256)] = []
     """VXLAN/GRE ports."""
     internal_ports: Annotated[list[InternalPort], Field(max_length=64)] = []
-    """Internal ports."""
+    """Internal ports on this bridge: extra host interfaces with their own addresses on the bridge's network
+    (e.g. for storage or a tunnel endpoint). One the operator made and the list drops is removed."""
 
 
 class OVSDBManager(Model):
     """The OVSDB manager Open vSwitch connects to (NSX): `ovs-vsctl set-manager ssl:<address>:<port>`."""
 
     protocol: Literal["ssl", "tcp"] = "ssl"
-    """Connection protocol."""
+    """`ssl`: TLS with the client certificate of `clientCertificate` (what NSX expects); `tcp`: plain TCP, neither
+    encrypted nor authenticated. Changing it sets a new manager target (`ovs-vsctl set-manager`), which makes Open
+    vSwitch reconnect."""
     address: Host
     """Manager (controller cluster) address."""
     port: Port = 6632
-    """Manager port."""
+    """TCP port the manager listens on; the default is the OVSDB port NSX controllers use. Changing it sets a new
+    manager target, which makes Open vSwitch reconnect."""
     client_certificate: Literal["Generate", "Secret"] = "Generate"
     """`Generate`: a key and self-signed certificate are made on the host (`ovs-pki req` + `self-sign`) and their
     fingerprint shown in status, to paste into the controller. `Secret`: the key and certificate of
@@ -209,9 +234,12 @@ class OpenVSwitch(Model):
     spec drops them; anything else is never touched."""
 
     bridges: Annotated[list[Bridge], Field(max_length=32)] = []
-    """Bridges."""
+    """Open vSwitch bridges the host must have, with their ports, bonds, VLAN fake bridges, tunnels, internal ports
+    and addresses. A bridge the operator made and the list drops is removed with its ports; bridges made by hand
+    are never removed."""
     manager: OVSDBManager | None = None
-    """OVSDB manager (e.g. NSX)."""
+    """The OVSDB manager (e.g. an NSX controller cluster) Open vSwitch connects to; unset leaves the host's manager
+    setting as it is."""
     rollback_timeout_seconds: Annotated[int, Field(ge=10, le=600)] = 60
     """A change that could cut the management path is reverted on the host unless the operator reconnects and
     confirms within this many seconds."""
@@ -221,15 +249,19 @@ class Libvirt(Model):
     """`/etc/libvirt/libvirtd.conf` keys CloudStack needs, edited key by key (the rest of the file is kept)."""
 
     listen_tls: bool = False
-    """`listen_tls`."""
+    """`listen_tls`: libvirtd also accepts TLS connections on port 16514 (with certificates the operator does not
+    manage). Changing it rewrites the key and restarts libvirtd; running VMs keep running."""
     listen_tcp: bool = True
     """`listen_tcp` (and libvirtd started with `--listen` or its TCP socket)."""
     tcp_port: Port = 16509
-    """`tcp_port`."""
+    """`tcp_port`: the TCP port libvirtd listens on with `listenTCP`; CloudStack migrates VMs between hosts through
+    it. Changing it rewrites the key and restarts libvirtd, and every probe checks libvirtd listens there."""
     auth_tcp: Literal["none", "sasl"] = "none"
-    """`auth_tcp`."""
+    """`auth_tcp`: how TCP clients log in: `none` (CloudStack's setup; whoever reaches the port controls libvirt,
+    so keep it on a management network) or `sasl`. Changing it rewrites the key and restarts libvirtd."""
     mdns_adv: bool = False
-    """`mdns_adv`."""
+    """`mdns_adv`: whether libvirtd announces itself on the network over mDNS; CloudStack's setup turns it off.
+    Changing it rewrites the key and restarts libvirtd."""
 
 
 class Qemu(Model):
@@ -247,7 +279,8 @@ class CloudStackAgent(Model):
     }
     """`agent.properties` keys to set; other keys in the file are kept."""
     log_level: Literal["FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE"] = "INFO"
-    """Log level in `log4j-cloud.xml`."""
+    """Level of the agent's `com.cloud` logger in `/etc/cloudstack/agent/log4j-cloud.xml`. Changing it rewrites
+    the file and restarts cloudstack-agent; a file without that logger is left alone."""
 
 
 class SecurityPolicy(Model):
@@ -265,13 +298,17 @@ class CloudStackHost(Model):
     connection: CloudStackConnection
     """CloudStack API endpoint and keys."""
     zone: CloudStackName
-    """Zone name."""
+    """Name of the CloudStack zone the host is added to (`ZoneNotFound`, `Stalled`, when there is none). Read only
+    when adding: changing it later does not move a registered host."""
     pod: CloudStackName
-    """Pod name."""
+    """Name of the pod in that zone the host is added to (`PodNotFound` when there is none). Read only when
+    adding: changing it later does not move a registered host."""
     cluster: CloudStackName
-    """Cluster name."""
+    """Name of the existing KVM cluster in that pod the host joins (`ClusterNotFound`, `ClusterNotKVM`
+    otherwise). Read only when adding: changing it later does not move a registered host."""
     host_tags: Annotated[list[HostTag], Field(max_length=32)] = []
-    """Host tags."""
+    """Tags given to the host by `addHost`: offerings with a host tag place VMs only on hosts that have it. Read
+    only when adding: changing the list later does not change a registered host's tags."""
     username: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
     """User CloudStack logs in as on the host to set up the agent."""
     password_secret_ref: SecretKeySelector | None = None
@@ -288,15 +325,20 @@ class KvmHostSpec(ResourceCommon):
     ssh: SSHSettings
     """SSH access, with a pinned host key."""
     packages: Packages = Packages()
-    """Packages."""
+    """The packages the host needs and the repository cloudstack-agent may come from. Missing packages are
+    installed before anything else: a pass that installs changes nothing more, the next one configures the
+    rest."""
     openvswitch: OpenVSwitch = OpenVSwitch()
     """Open vSwitch bridges, bonds, VLANs, tunnels and manager."""
     libvirt: Libvirt = Libvirt()
-    """libvirtd settings."""
+    """Keys of `/etc/libvirt/libvirtd.conf` that CloudStack needs, and libvirtd's `--listen` option; a change
+    rewrites the file and restarts libvirtd."""
     qemu: Qemu = Qemu()
-    """qemu settings."""
+    """Keys of `/etc/libvirt/qemu.conf`; a change rewrites the file and restarts libvirtd (VMs started afterwards
+    get the new settings)."""
     cloudstack_agent: CloudStackAgent = CloudStackAgent()
-    """cloudstack-agent settings."""
+    """`agent.properties` keys and the log level of cloudstack-agent, written once the package is installed; a
+    change rewrites the file and restarts cloudstack-agent."""
     security_policy: SecurityPolicy = SecurityPolicy()
     """AppArmor/SELinux."""
     cloudstack: CloudStackHost | None = None
@@ -330,24 +372,28 @@ class Versions(StatusModel):
     os: str | None = None
     """Operating system (`PRETTY_NAME`)."""
     kernel: str | None = None
-    """Kernel release."""
+    """Release of the running kernel (`uname -r`); a newer kernel installed but not booted yet does not show."""
     openvswitch: str | None = None
-    """Open vSwitch version."""
+    """Version `ovs-vsctl --version` prints; empty when Open vSwitch is not installed. Shown in the `OVS` column
+    of `kubectl get kvmhosts`."""
     libvirt: str | None = None
-    """libvirt version."""
+    """Version `libvirtd --version` prints; shown in the `LIBVIRT` column of `kubectl get kvmhosts`."""
     qemu: str | None = None
-    """qemu version."""
+    """Version `qemu-system-x86_64 --version` (or `/usr/libexec/qemu-kvm --version`) prints."""
     cloudstack_agent: str | None = None
-    """cloudstack-agent package version."""
+    """Installed cloudstack-agent package version as dpkg or rpm reports it (rpm: version-release), to compare
+    with `spec.packages.cloudstackAgentVersion`."""
 
 
 class ManagerStatus(StatusModel):
     """The OVSDB manager connection."""
 
     target: str = ""
-    """Configured manager target."""
+    """The manager target(s) Open vSwitch has now, e.g. `ssl:10.0.0.5:6632`; differs from the spec's while a change
+    is pending (or left alone under `Observe`)."""
     connected: bool = False
-    """Whether the connection is up."""
+    """Whether Open vSwitch has a live connection to the manager (`is_connected`); false while the manager is
+    unreachable or does not accept the client certificate yet."""
     certificate_fingerprint: str = ""
     """SHA-1 fingerprint of the client certificate (paste into the controller)."""
 
@@ -360,22 +406,25 @@ class RollbackStatus(StatusModel):
     reason: str
     """Why the change was judged unsafe and what happened."""
     time: str
-    """When (RFC 3339)."""
+    """When the host reverted the change (RFC 3339), as recorded on the host."""
 
 
 class KvmHostStatus(Status):
     """Observed state of a KVM host."""
 
     versions: Versions | None = None
-    """Software versions."""
+    """Versions of the OS, kernel, Open vSwitch, libvirt, qemu and cloudstack-agent, as the last probe read
+    them."""
     package_manager: str | None = None
     """`apt` or `yum`/`dnf`."""
     manager: ManagerStatus | None = None
-    """OVSDB manager connection."""
+    """The OVSDB manager target and connection as the last probe found them; only with
+    `spec.openvswitch.manager`."""
     rollback: RollbackStatus | None = None
     """Last automatic revert."""
     cloudstack_host_id: str | None = None
-    """ID of the host in CloudStack."""
+    """UUID CloudStack gave the host, found by its management address in `listHosts`; set once the host is
+    registered."""
     cloudstack_host_state: str | None = None
     """The host's state in CloudStack (Up, Connecting, Alert, Disconnected, Down…) and its resource state when not
     Enabled (e.g. `Up/Maintenance`)."""
