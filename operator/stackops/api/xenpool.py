@@ -56,9 +56,12 @@ class HeartbeatSRSelector(Model):
     """Which shared storage repository holds the HA heartbeat and state file (one of the fields)."""
 
     uuid: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")] | None = None
-    """SR UUID."""
+    """UUID of the shared SR to hold the heartbeat (`xe sr-list` prints it); none with it stalls the pool
+    (`HeartbeatSRNotFound`), an SR that is not shared too (`HeartbeatSRNotShared`). Choosing another SR disables
+    and re-enables HA on the next pass."""
     name_label: Annotated[str, Field(pattern=r"^[^\x00-\x1f]{1,255}$")] | None = None
-    """SR name label."""
+    """Name label of the shared SR to hold the heartbeat; it must name exactly one SR (`HeartbeatSRNotFound`,
+    `HeartbeatSRAmbiguous` otherwise). Choosing another SR disables and re-enables HA on the next pass."""
     type: Literal["nfs", "lvmoiscsi", "lvmohba", "gfs2", "cifs"] | None = None
     """SR type; the pool's single shared SR of that type is used (the seeds' `xe sr-list type=nfs`)."""
 
@@ -95,7 +98,8 @@ class VSwitchController(Model):
     survives reboots and toolstack restarts, unlike `ovs-vsctl set-manager` on a host."""
 
     address: IPv4
-    """Controller IPv4 address."""
+    """IPv4 address of the controller (e.g. the NSX controller cluster) every host's Open vSwitch connects to.
+    Changing it sets the new address on the next pass (`pool.set_vswitch_controller`)."""
 
 
 class VMHARestartPriority(Model):
@@ -133,13 +137,19 @@ class DomZeroSSH(Model):
     """SSH settings for the hosts' dom0 (host keys are per member: `members[].sshHostKey`)."""
 
     user: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "root"
-    """Login user in dom0."""
+    """User the operator logs in to dom0 as. Commands run without sudo, and making a clone unique rewrites
+    `/etc/xensource-inventory` and restarts xapi: in practice `root`."""
     port: Port = 22
-    """SSH port."""
+    """TCP port of dom0's SSH server, the same on every member. Changing it makes the next pass connect anew on
+    that port."""
     private_key_secret_ref: SSHKeySecretRef
-    """Secret key with the private key."""
+    """Secret key holding the private key (OpenSSH or PEM format) whose public key is in the user's
+    `authorized_keys` on every member. The Secret's annotation `stackops.io/allowed-destinations` must list each
+    member's address."""
     connect_timeout_seconds: Annotated[int, Field(ge=1, le=300)] = 10
-    """Connect and handshake timeout."""
+    """Seconds to wait for a dom0's TCP connection and SSH handshake. A dom0 that does not answer in time gives
+    no view of the master (no failover on its word) or fails `MakeUnique` for this pass (`MakeUniqueFailed`,
+    retried)."""
 
 
 class Uniqueness(Model):
@@ -159,9 +169,12 @@ class CloudStackCluster(Model):
     connection: CloudStackConnection
     """CloudStack API endpoint and keys."""
     zone: CloudStackName
-    """Zone name."""
+    """Name of the CloudStack zone the cluster is in (`ZoneNotFound`, `Stalled`, when there is none). The cluster
+    is looked up there on every pass: after a change the operator adds a cluster in the new zone when it has none
+    there, and leaves the old one as it is."""
     pod: CloudStackName
-    """Pod name."""
+    """Name of the pod in that zone the cluster is in (`PodNotFound` when there is none). After a change the
+    operator adds a cluster in the new pod when it has none there, and leaves the old one as it is."""
     cluster: CloudStackName
     """Cluster name to create or adopt."""
 
@@ -183,7 +196,8 @@ class XenPoolSpec(ResourceCommon):
     xenapi_port: Port | None = None
     """Port of the hosts' XenAPI; default 443 (80 with `tls.plainHTTP`)."""
     ha: HASettings = HASettings()
-    """Pool HA."""
+    """Pool HA, on by default with an explicit timeout and a shared heartbeat SR. A new timeout or heartbeat SR
+    disables and re-enables HA on the next pass; the other settings change in place."""
     vswitch_controller: VSwitchController | None = None
     """Pool-wide Open vSwitch controller; unset leaves it alone."""
     vm_ha_restart_priority: VMHARestartPriority = VMHARestartPriority()
@@ -232,34 +246,40 @@ class XenHostStatus(StatusModel):
     name: str
     """Member name (or the host's name label when it is not in the spec)."""
     uuid: str = ""
-    """Host UUID."""
+    """The host's UUID in XenServer; two hosts with the same one are clones (see `spec.uniqueness`)."""
     address: str = ""
-    """Management address."""
+    """The host's management address as XenServer reports it; spec members are matched to hosts by it."""
     master: bool = False
-    """Whether the host is the pool master."""
+    """True for the one host that is pool master now (the same as `role: master`)."""
     role: Literal["master", "supporter"] = "supporter"
-    """The host's role in the pool."""
+    """`master` for the pool master, `supporter` for every other host of the pool (which follow the master)."""
     enabled: bool = True
-    """Whether the host is enabled."""
+    """Whether XenServer lets the host start VMs (`host.enabled`); a member found disabled after a crash is
+    enabled again when `hostRecovery.enableDisabledHosts` is on."""
     live: bool = True
-    """`host_metrics.live`."""
+    """Whether the pool master sees the host running (`host_metrics.live`). A host that is not live is neither
+    re-enabled nor added to CloudStack."""
 
 
 class XenHAStatus(StatusModel):
     """HA as the pool reports it."""
 
     enabled: bool = False
-    """`ha_enabled`."""
+    """Whether pool HA is on (`ha_enabled`); shown in the `HA` column of `kubectl get xenpools`."""
     timeout_seconds: int | None = None
-    """`ha_configuration.timeout`."""
+    """HA timeout in seconds the pool runs with (`ha_configuration.timeout`); empty when HA was enabled without
+    one, so that XenServer uses 30 s."""
     statefiles: list[str] = []
     """`ha_statefiles` (heartbeat SR VDIs)."""
     host_failures_to_tolerate: int | None = None
-    """`ha_host_failures_to_tolerate`."""
+    """How many host failures HA is configured to survive (`ha_host_failures_to_tolerate`), as
+    `spec.ha.hostFailuresToTolerate` set it or XenServer computed it."""
     plan_exists_for: int | None = None
-    """`ha_plan_exists_for`."""
+    """How many further host failures XenServer has a plan to survive with its protected VMs restarted
+    (`ha_plan_exists_for`)."""
     overcommitted: bool = False
-    """`ha_overcommitted`."""
+    """Whether the pool lacks the resources to restart its protected VMs after the tolerated failures
+    (`ha_overcommitted`); CloudStack pools protect no VMs through XenServer HA, so this rarely matters."""
 
 
 class PendingPoolOperation(StatusModel):
@@ -267,11 +287,13 @@ class PendingPoolOperation(StatusModel):
     re-enables HA with the recorded configuration."""
 
     operation: Literal["Join", "Eject", "DesignateMaster", "ReconfigureHA"]
-    """What is being done."""
+    """The first membership change of the dance: `Join` a member, `Eject` a host or `DesignateMaster` (move the
+    master). A restarted operator finishes the dance before anything else."""
     host: str = ""
-    """The host it is done to."""
+    """Member name (or name label) of the host that change is done to."""
     ha_configuration: dict[str, str] = {}
-    """HA configuration to restore afterwards."""
+    """The pool's `ha_configuration` (e.g. `timeout`) read before HA was disabled; HA is enabled again with it,
+    even by a restarted operator."""
     heartbeat_srs: list[str] = []
     """Heartbeat SR UUIDs to restore afterwards."""
     started_at: str = ""
@@ -287,19 +309,21 @@ class XenPoolStatus(Status):
     """Observed state of a XenServer pool."""
 
     pool_uuid: str | None = None
-    """Pool UUID."""
+    """UUID of the XenServer pool, read from its master on every pass; CloudStack takes it as the cluster's."""
     master: str | None = None
-    """Name of the current pool master."""
+    """Member name of the host that is pool master now (its name label when it is no member); shown in the
+    `MASTER` column of `kubectl get xenpools`."""
     host_count: int | None = None
-    """Number of hosts in the pool."""
+    """How many hosts the pool has now, in the spec or not; shown in the `HOSTS` column."""
     hosts: list[XenHostStatus] = []
-    """Hosts in the pool."""
+    """Every host of the pool as its master reports it, including hosts not in the spec."""
     ha: XenHAStatus | None = None
-    """Observed HA state."""
+    """Pool HA as the master reports it, to compare with `spec.ha`."""
     vswitch_controller: str | None = None
-    """Observed pool vswitch controller address."""
+    """Address of the pool's vswitch controller as the pool reports it; empty when none is set."""
     vms_with_ha_restart_priority: list[str] = []
-    """VMs whose HA restart priority is not empty."""
+    """Name labels of VMs that XenServer HA would restart by itself (a non-empty `ha_restart_priority`). Empty
+    after a pass under `vmHARestartPriority.policy: Clear`; listed under `Ignore` or `Observe`."""
     pending_operation: PendingPoolOperation | None = None
     """A membership change in flight (crash-safe HA dance)."""
     cloudstack_cluster_id: str | None = None
