@@ -74,11 +74,13 @@ class MaintenanceWindow(Model):
     """When routers may be rebooted."""
 
     days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-    """Days the window opens on."""
+    """Weekdays on which the window opens, in `timeZone`; a window that runs past midnight belongs to the day it
+    opens. The default opens it every day."""
     start: TimeOfDay
     """Opening time, `HH:MM`."""
     duration_minutes: Annotated[int, Field(ge=15, le=1440)]
-    """Length of the window."""
+    """How long the window stays open, in minutes from `start`. Reboots start only inside it; those still running
+    when it closes are followed to their end."""
     time_zone: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", max_length=64)] = "UTC"
     """IANA time zone of `start`, e.g. `Europe/Amsterdam`."""
 
@@ -87,7 +89,8 @@ class RouterRollout(Model):
     """Rebooting virtual routers onto the new template."""
 
     enabled: bool = True
-    """Upgrade routers."""
+    """Reboot routers onto the new template. `false`: the rollout completes after the system VMs and no router is
+    rebooted; turning it off mid-rollout starts no further reboots."""
     max_unavailable: Annotated[int | str, Field(json_schema_extra={
         "x-kubernetes-int-or-string": True, "minimum": 1, "pattern": r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$"})] = 1
     """How many routers may be rebooting at once: a count (`5`) or a percentage of the routers to upgrade (`10%`)."""
@@ -119,7 +122,8 @@ class Rollout(Model):
     system_vms: SystemVMRollout = SystemVMRollout()
     """Secondary storage VMs and console proxies."""
     routers: RouterRollout = RouterRollout()
-    """Virtual routers."""
+    """How virtual routers are rebooted onto the new template: which ones, how many at once, when, and how often a
+    failed one is retried."""
 
 
 class Notifications(Model):
@@ -148,9 +152,11 @@ class SystemVMTemplateSpec(ResourceCommon):
     activation: Activation = Activation()
     """What makes the template current."""
     rollout: Rollout = Rollout()
-    """System VM and router rollout."""
+    """How the template reaches what runs: system VMs are replaced, then routers rebooted, once the template is
+    ready and activated in every zone."""
     notifications: Notifications | None = None
-    """Tenant notices."""
+    """A webhook told before and after each router reboot; unset: no notices. A notice that cannot be sent holds
+    back further reboots (`NotificationFailed`, retried every 30 s)."""
     deletion_policy: DeletionPolicy = "Orphan"
     """What deleting the resource does: `Orphan` keeps the templates in CloudStack; `Delete` deletes the templates
     it registered unless a system VM or router still uses them."""
@@ -169,13 +175,14 @@ class TemplateStatus(StatusModel):
     """A registered template in one zone."""
 
     hypervisor: str
-    """Hypervisor."""
+    """Hypervisor of the template (`KVM`, `XenServer`, …), as in `spec.templates`."""
     zone: str
-    """Zone name."""
+    """Name of the CloudStack zone the template is registered in."""
     id: str = ""
-    """Template ID."""
+    """UUID CloudStack gave the template (`listTemplates`)."""
     ready: bool = False
-    """`isready`."""
+    """Whether CloudStack has downloaded the template to the zone's secondary storage and can use it (`isready`);
+    activation waits for every template to be ready."""
     download_status: str = ""
     """Download progress text from CloudStack."""
 
@@ -185,9 +192,9 @@ class RouterInFlight(StatusModel):
     again with its job right after, so that an operator restart neither loses it nor reboots the router twice."""
 
     id: str
-    """Router ID."""
+    """UUID of the router in CloudStack (`listRouters`)."""
     name: str
-    """Router name."""
+    """Name of the router as CloudStack shows it, e.g. `r-42-VM`."""
     job_id: str = ""
     """CloudStack async job of the reboot; empty while it is being submitted (an operator that stopped then finds
     the job with `listAsyncJobs`, or reboots the router if CloudStack has none)."""
@@ -199,9 +206,9 @@ class RouterRetry(StatusModel):
     """A router whose reboot failed and is retried with backoff."""
 
     id: str
-    """Router ID."""
+    """UUID of the router in CloudStack (`listRouters`)."""
     name: str
-    """Router name."""
+    """Name of the router as CloudStack shows it, e.g. `r-42-VM`."""
     attempts: int = 0
     """Failed attempts so far."""
     not_before: str = ""
@@ -220,11 +227,13 @@ class RouterProgress(StatusModel):
     upgraded: int = 0
     """Routers of `total` running the new version."""
     in_progress: int = 0
-    """Routers rebooting now."""
+    """How many routers in scope are rebooting now: this rollout's reboots and those CloudStack shows rebooting for
+    another reason, which count against `maxUnavailable` too."""
     failed: int = 0
-    """Routers that failed after all retries."""
+    """How many routers are in `failedRouters`; shown in the `FAILED` column of `kubectl get svt -o wide`."""
     failed_routers: list[str] = []
-    """Names of the failed routers."""
+    """Names of the routers whose reboot failed `maxRetries` + 1 times; the rollout ends `Failed` (`Stalled`,
+    `RoutersFailed`) and a spec change (a new generation) gives them another chance."""
     skipped_routers: list[str] = []
     """Routers that need the new version but are not Running (stopped routers boot from the new template when
     started)."""
@@ -252,13 +261,15 @@ class SystemVMTemplateStatus(Status):
 
     phase: Literal["Pending", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters", "Waiting",
                    "Complete", "Failed"] | None = None
-    """Where the rollout is."""
+    """Stage the rollout has reached: `Registering` (templates downloading), `Activating` (zone settings),
+    `ReplacingSystemVMs`, `UpgradingRouters`, `Waiting` (for the maintenance window), then `Complete` or `Failed`;
+    `Pending` under `Observe` while anything differs. Shown in the `PHASE` column."""
     templates: list[TemplateStatus] = []
     """Registered templates per hypervisor and zone."""
     system_vms: SystemVMProgress | None = None
-    """System VM replacement."""
+    """How many secondary storage VMs and console proxies in scope run on the new template."""
     routers: RouterProgress | None = None
-    """Router rollout."""
+    """Counters, reboots in flight, retries and failures of the router stage, shown once it starts."""
     next_window: str | None = None
     """When the next maintenance window opens (RFC 3339), while waiting for it."""
     cloudstack_version: str | None = None
