@@ -36,8 +36,7 @@ from .reconcile.base import Action, Context, ReconcileError, Reconciler
 
 UNCHANGED, CHANGES, DRIFT, IN_PROGRESS, ERROR = "unchanged", "changes", "drift", "in-progress", "error"
 DEFAULT_NAMESPACE = "default"
-ADDING = ("add", "create", "register", "install", "join", "build", "enable", "write", "start")
-REMOVING = ("remove", "delete", "eject", "destroy", "disable", "deregister", "stop", "unregister")
+SYMBOLS = {"add": "+", "remove": "-", "change": "~"}  # what each action declares it does (Action.operation)
 log = logging.getLogger("stackops.plan")
 # A rollout plans one stage at a time (each needs the one before done): say what follows the listed changes.
 _REBOOTS = "reboot the routers that need the new version (within maxUnavailable, BACKUP before MASTER)"
@@ -66,20 +65,38 @@ class Resource:
         return self.manifest.where if self.manifest is not None else str(self.file)
 
 
+@dataclass(frozen=True)
+class Change:
+    """One change a plan shows: the action's record (`Action.record`) and what the action declares it does."""
+
+    record: dict[str, Any]  # {"description", "disruptive"}
+    operation: str  # "add", "remove" or "change"
+
+    @classmethod
+    def of(cls, action: Action) -> "Change":
+        return cls(action.record(), action.operation)
+
+    @property
+    def symbol(self) -> str:
+        """`+` adds, `-` removes, `~` changes."""
+        return SYMBOLS[self.operation]
+
+
 @dataclass
 class Preview:
     """One resource's plan: what would change, or why it cannot be planned."""
 
     resource: Resource
     result: str
-    changes: list[dict[str, Any]] = field(default_factory=list)  # {"description", "disruptive"}
+    changes: list[Change] = field(default_factory=list)
     reason: str = ""
     message: str = ""
     pending: list[str] = field(default_factory=list)  # domain conditions not True yet: what follows the changes
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.resource.kind.kind, "namespace": self.resource.namespace, "name": self.resource.name,
-                "file": str(self.resource.file), "result": self.result, "changes": self.changes,
+                "file": str(self.resource.file), "result": self.result,
+                "changes": [change.record for change in self.changes],
                 "reason": self.reason, "message": self.message, "pending": self.pending}
 
 
@@ -112,16 +129,6 @@ def invalid_spec(error: ValidationError, manifest: Manifest | None) -> str:
     return "; ".join(parts)
 
 
-def symbol(description: str) -> str:
-    """`+` adds, `-` removes, `~` changes — read off the description's verb."""
-    verb = description.split(" ", 1)[0].lower()
-    if verb.startswith(REMOVING):
-        return "-"
-    if verb.startswith(ADDING):
-        return "+"
-    return "~"
-
-
 def condition(conditions: list[Any], type_: str) -> Any:
     return next((c for c in conditions if c.type == type_), None)
 
@@ -152,7 +159,7 @@ async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, s
     except Exception as error:  # a bug must not hide the other resources' plans
         log.debug("planning %s failed", resource.title, exc_info=True)
         return Preview(resource, ERROR, reason="InternalError", message=f"{type(error).__name__}: {error}")
-    changes = [_record(a) for a in outcome.drift or []]
+    changes = [Change.of(action) for action in outcome.drift or []]
     stalled, reconciling = condition(outcome.conditions, "Stalled"), condition(outcome.conditions, "Reconciling")
     ready = condition(outcome.conditions, "Ready")
     if stalled is not None and stalled.status == "True":
@@ -173,10 +180,6 @@ async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, s
     if reconciling is not None and reconciling.status == "True":
         return Preview(resource, IN_PROGRESS, [], reconciling.reason, reconciling.message, pending)
     return Preview(resource, UNCHANGED, [], reason, message, pending)
-
-
-def _record(action: Action | dict[str, Any]) -> dict[str, Any]:
-    return dict(action) if isinstance(action, dict) else action.record()
 
 
 def collect(paths: list[Path], default_namespace: str) -> tuple[list[Resource | Preview], ManifestSecrets,
@@ -239,9 +242,9 @@ def render_text(previews: list[Preview], out: IO[str]) -> None:
                        else f"{count} {noun}")
             print(f"{item.resource.title} {where}: {heading}", file=out)
             for change in item.changes:
-                text = str(change.get("description", ""))
-                mark = " (disruptive)" if change.get("disruptive") else ""
-                print(f"  {symbol(text)} {text}{mark}", file=out)
+                text = str(change.record.get("description", ""))
+                mark = " (disruptive)" if change.record.get("disruptive") else ""
+                print(f"  {change.symbol} {text}{mark}", file=out)
             for line in item.pending:
                 print(f"  then {line}", file=out)
     counts = {result: sum(1 for p in previews if p.result == result)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import yaml
 
 from stackops import status as st
 from stackops.cli import main as cli_main
-from stackops.plan import plan_files, symbol
+from stackops.plan import plan_files
 from stackops.drivers.secrets import Needed
 from stackops.plan_secrets import ManifestSecrets, destinations_name, environment_name
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
@@ -29,6 +29,7 @@ SECRET_VALUE = "-----BEGIN OPENSSH PRIVATE KEY-----\nnot-a-real-key-but-secret\n
 @dataclass(frozen=True)
 class Change(Action):
     text: str
+    operation: str = field(default="change", kw_only=True)  # type: ignore[misc]
 
     def describe(self) -> str:
         return self.text
@@ -97,7 +98,10 @@ def test_converged_exits_0_and_every_pass_runs_under_observe(tmp_path: Path) -> 
 
 
 def test_changes_exit_2_with_a_line_per_change(tmp_path: Path) -> None:
-    outcome = changes("create bridge cloudbr0", "remove port vnet3 from cloudbr0", "set MTU of eno1 to 9000")
+    outcome = Outcome(conditions=st.not_ready("DriftObserved", "differs"),
+                      drift=[Change("create bridge cloudbr0", operation="add"),
+                             Change("remove port vnet3 from cloudbr0", operation="remove"),
+                             Change("set MTU of eno1 to 9000")])
     outcome.drift.append(Change("restart libvirtd"))  # type: ignore[union-attr]
     code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(outcome))
     assert code == 2, out
@@ -113,7 +117,7 @@ def test_disruptive_changes_are_marked(tmp_path: Path) -> None:
     class Join(Change):
         disruptive = True
 
-    code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(Outcome(st.not_ready("X", ""), drift=[Join("join xen3")])))
+    code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(Outcome(st.not_ready("X", ""), drift=[Join("join xen3", operation="add")])))
     assert code == 2 and "  + join xen3 (disruptive)" in out
 
 
@@ -272,10 +276,11 @@ def test_unreadable_yaml_is_an_error(tmp_path: Path) -> None:
     assert "cannot read the manifests" in out.getvalue()
 
 
-def test_symbols() -> None:
-    assert [symbol(t) for t in ("add address 10.0.0.1/24 to mgmt0", "create bridge cloudbr0", "join host xen3",
-                                "remove address", "delete port", "eject host xen2", "set MTU of x to 1",
-                                "restart libvirtd", "clear the HA restart priority")] == list("+++---~~~")
+def test_the_symbol_is_the_operation_the_action_declares_not_its_verb(tmp_path: Path) -> None:
+    drift = [Change("install nothing", operation="remove"), Change("remove nothing", operation="add"),
+             Change("create nothing", operation="change")]
+    code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(Outcome(st.not_ready("X", ""), drift=drift)))
+    assert code == 2 and out.splitlines()[1:4] == ["  - install nothing", "  + remove nothing", "  ~ create nothing"]
 
 
 def test_cli_help_names_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, ClassVar, Generic, Iterable, Literal, Mapping, TypeVar
 
 from pydantic import BaseModel, SecretStr
 
@@ -25,9 +25,13 @@ Observed = TypeVar("Observed")
 @dataclass(frozen=True)
 class Action:
     """One planned change. Subclasses are small frozen dataclasses that describe themselves; `disruptive` (a class
-    attribute or a field) says whether it can interrupt workloads or the management path."""
+    attribute or a field) says whether it can interrupt workloads or the management path, and `operation` (a class
+    attribute, or a field where one class does several) what it does to the infrastructure: "add" something,
+    "remove" something or "change" what is there (`stackops plan` shows them as `+`, `-`, `~`). It has no default:
+    every action says."""
 
     disruptive = False
+    operation: ClassVar[Literal["add", "remove", "change"]]
 
     def describe(self) -> str:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError

@@ -25,6 +25,7 @@ class StartBuild(Action):
     retry_of: str = ""  # why the same inputs build again
 
     disruptive = False
+    operation = "add"
 
     def describe(self) -> str:
         prs = ", ".join(f"#{n}" for n in self.pull_requests) or "no pull requests"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..base import Action
 from ..shell import load
@@ -50,10 +51,12 @@ OVS_PKI_GENERATE = load(__package__, "ovs-pki-generate.sh")
 
 @dataclass(frozen=True)
 class HostAction(Action):
-    """A change made by running one command on the host."""
+    """A change made by running one command on the host. The planner says what each one does: a command adds or
+    removes something only when its `operation` says so (one class, `ovs-vsctl` say, does all three)."""
 
     summary: str
     disruptive: bool = False  # type: ignore[misc]  # can interrupt workloads or the management path
+    operation: Literal["add", "remove", "change"] = field(default="change", kw_only=True)  # type: ignore[misc]
 
     def describe(self) -> str:
         return self.summary

@@ -114,10 +114,11 @@ def plan_files(found: Material, files: dict[str, ClientFile], secret: str) -> li
             why = "" if have is None else " (its content differs)" if have.digest != digest(content) else \
                 f" (its mode was {have.mode})"
             actions.append(WritePrivateFile(f"write the OVSDB {names[path]} from Secret {secret} to {path}{why}",
-                                            path=path, content=content, owner_reference=OWNER_REFERENCE))
+                                            operation="add", path=path, content=content,
+                                            owner_reference=OWNER_REFERENCE))
     if found.ca is None and SECRET_CA in files:
         actions.append(RunCommand(f"remove {SECRET_CA}: Secret {secret} has no ca.crt any more",
-                                   command=("rm", "-f", SECRET_CA)))
+                                   operation="remove", command=("rm", "-f", SECRET_CA)))
     return actions
 
 

@@ -154,7 +154,7 @@ def plan_packages(ctx: Ctx) -> list[HostAction]:
         actions.append(RefreshPackageIndex(f"refresh the package index ({command}): {reason}", manager=manager))
     downgrade = any(version is not None and ctx.observed.packages.get(name) is not None
                     for name, version in installs)
-    actions.append(InstallPackages(f"install {', '.join(changes)} with {manager}", manager=manager,
+    actions.append(InstallPackages(f"install {', '.join(changes)} with {manager}", operation="add", manager=manager,
                                    packages=tuple(pinned(manager, name, version) for name, version in installs),
                                    downgrade=downgrade))
     return actions
@@ -200,13 +200,14 @@ def _remove_owned_leftovers(ctx: Ctx, ovs: OvsState) -> list[HostAction]:
 def _remove_port(port: OvsPort, why: str, label: str = "port") -> OvsCommand:
     """A port (NIC, bond, tunnel, internal port) leaves its bridge; a fake bridge is deleted as a bridge."""
     if port.fake_bridge:
-        return OvsCommand(f"remove VLAN bridge {port.name} ({why})", disruptive=True, args=("del-br", port.name))
-    return OvsCommand(f"remove {label} {port.name} from {port.bridge} ({why})", disruptive=True,
+        return OvsCommand(f"remove VLAN bridge {port.name} ({why})", disruptive=True, operation="remove",
+                          args=("del-br", port.name))
+    return OvsCommand(f"remove {label} {port.name} from {port.bridge} ({why})", disruptive=True, operation="remove",
                       args=("del-port", port.bridge, port.name))
 
 
 def _remove_bridge(name: str, why: str) -> OvsCommand:
-    return OvsCommand(f"remove bridge {name} ({why})", disruptive=True, args=("del-br", name))
+    return OvsCommand(f"remove bridge {name} ({why})", disruptive=True, operation="remove", args=("del-br", name))
 
 
 def _foreign(ovs: OvsState, name: str, bridge: str) -> None:
@@ -222,9 +223,9 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
     if existing is None:
         if bridge.name in ovs.ports:
             raise PlanError("InterfaceInUse", f"{bridge.name} exists as a port of bridge {ovs.ports[bridge.name].bridge}")
-        actions.append(OvsCommand(f"create bridge {bridge.name} (datapath {bridge.datapath_type})", args=(
-            "add-br", bridge.name, "--", "set", "Bridge", bridge.name, f"datapath_type={bridge.datapath_type}",
-            *_owned(owner))))
+        actions.append(OvsCommand(f"create bridge {bridge.name} (datapath {bridge.datapath_type})", operation="add",
+                                  args=("add-br", bridge.name, "--", "set", "Bridge", bridge.name,
+                                        f"datapath_type={bridge.datapath_type}", *_owned(owner))))
     elif (existing.datapath_type or "system") != bridge.datapath_type:
         actions.append(OvsCommand(f"set datapath of bridge {bridge.name} to {bridge.datapath_type}", disruptive=True,
                                   args=("set", "Bridge", bridge.name, f"datapath_type={bridge.datapath_type}")))
@@ -232,7 +233,7 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
     for nic in bridge.ports:
         _foreign(ovs, nic, bridge.name)
         if nic not in ovs.ports:
-            actions.append(OvsCommand(f"add {nic} to bridge {bridge.name}", args=(
+            actions.append(OvsCommand(f"add {nic} to bridge {bridge.name}", operation="add", args=(
                 "add-port", bridge.name, nic, "--", "set", "Port", nic, *_owned(owner))))
 
     for bond in bridge.bonds:
@@ -246,7 +247,8 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
                   *_owned(owner))
         if port is None:
             actions.append(OvsCommand(f"create bond {bond.name} of {', '.join(bond.interfaces)} on {bridge.name} "
-                                      f"({bond.bond_mode}, lacp {bond.lacp}, lacp-time {bond.lacp_time})", args=create))
+                                      f"({bond.bond_mode}, lacp {bond.lacp}, lacp-time {bond.lacp_time})",
+                                      operation="add", args=create))
         elif port.interfaces != tuple(sorted(bond.interfaces)):
             actions.append(OvsCommand(f"rebuild bond {bond.name} with {', '.join(bond.interfaces)}", disruptive=True,
                                       args=("del-port", bridge.name, bond.name, "--", *create)))
@@ -261,7 +263,7 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
         create = ("add-br", vlan.name, bridge.name, str(vlan.vlan), "--", "set", "Port", vlan.name, *_owned(owner))
         if port is None:
             actions.append(OvsCommand(f"create VLAN bridge {vlan.name} (VLAN {vlan.vlan}) on {bridge.name}",
-                                      args=create))
+                                      operation="add", args=create))
         elif port.tag != vlan.vlan or not port.fake_bridge:
             actions.append(OvsCommand(f"move VLAN bridge {vlan.name} to VLAN {vlan.vlan}", disruptive=True,
                                       args=("del-br", vlan.name, "--", *create)))
@@ -273,6 +275,7 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
         iface = ovs.interfaces.get(tunnel.name)
         if tunnel.name not in ovs.ports:
             actions.append(OvsCommand(f"create {tunnel.type} port {tunnel.name} to {tunnel.remote_ip} on {bridge.name}",
+                                      operation="add",
                                       args=("add-port", bridge.name, tunnel.name, "--", "set", "Interface",
                                             tunnel.name, f"type={tunnel.type}", *options, "--", "set", "Port",
                                             tunnel.name, *_owned(owner))))
@@ -286,7 +289,7 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
     for internal in bridge.internal_ports:
         _foreign(ovs, internal.name, bridge.name)
         if internal.name not in ovs.ports:
-            actions.append(OvsCommand(f"create internal port {internal.name} on {bridge.name}", args=(
+            actions.append(OvsCommand(f"create internal port {internal.name} on {bridge.name}", operation="add", args=(
                 "add-port", bridge.name, internal.name, "--", "set", "Interface", internal.name, "type=internal",
                 "--", "set", "Port", internal.name, *_owned(owner))))
 
@@ -318,7 +321,7 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
             management = ctx.spec.address
             for cidr in sorted(recorded - set(cidrs)):
                 if cidr in have:
-                    actions.append(IpCommand(f"remove address {cidr} from {iface}",
+                    actions.append(IpCommand(f"remove address {cidr} from {iface}", operation="remove",
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "del", cidr, "dev", iface)))
             for cidr in cidrs:
@@ -327,7 +330,7 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
                     actions.append(MoveAddress(f"move address {cidr} from {holder} to {iface} (with the routes "
                                                f"through {holder})", cidr=cidr, source=holder, target=iface))
                 elif cidr not in have:
-                    actions.append(IpCommand(f"add address {cidr} to {iface}",
+                    actions.append(IpCommand(f"add address {cidr} to {iface}", operation="add",
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "add", cidr, "dev", iface)))
             if cidrs and not ctx.observed.links_up.get(iface, False):
@@ -428,8 +431,8 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
         if policy.app_armor == "DisableLibvirt":
             for profile in profiles:
                 if profile not in disabled:
-                    actions.append(RunCommand(f"disable the AppArmor profile {profile}", command=(
-                        "sh", "-c", APPARMOR_DISABLE, "stackops-apparmor", profile)))
+                    actions.append(RunCommand(f"disable the AppArmor profile {profile}", operation="remove",
+                                              command=("sh", "-c", APPARMOR_DISABLE, "stackops-apparmor", profile)))
         else:
             for profile in profiles:
                 if profile in disabled:
@@ -449,7 +452,7 @@ def plan_services(ctx: Ctx, changes: list[HostAction]) -> list[HostAction]:
         if changed:
             restart.append(RestartService(f"restart {service} (its configuration changed)", service=service))
         elif ctx.observed.services.get(service) is False:
-            restart.append(RestartService(f"start {service} (it is not running)", service=service))
+            restart.append(RestartService(f"start {service} (it is not running)", operation="add", service=service))
     if ctx.spec.libvirt.listen_tcp and not ctx.observed.libvirt_tcp_listening and not any(
             a.service == "libvirtd" for a in restart if isinstance(a, RestartService)):
         restart.append(RestartService(f"restart libvirtd (not listening on TCP {ctx.spec.libvirt.tcp_port})",

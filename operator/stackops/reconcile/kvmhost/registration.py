@@ -27,6 +27,8 @@ class AddHost(Action):
     pod: str
     cluster: str
 
+    operation = "add"
+
     def describe(self) -> str:
         return f"add host {self.address} to CloudStack cluster {self.cluster} (zone {self.zone}, pod {self.pod})"
 

@@ -92,19 +92,21 @@ def plan_repository(manager: str, url: str | None, key: str | None, files: dict[
         return []
     have, have_key = files.get(path), files.get(key_path)
     remove_key = [RunCommand(f"remove the package repository key {key_path} (no longer in the spec)",
-                             command=("rm", "-f", key_path))] if have_key is not None and key is None else []
+                             operation="remove", command=("rm", "-f", key_path))
+                  ] if have_key is not None and key is None else []
     if url is None:
         if have is not None and have.startswith(MARKER):
             return [RunCommand(f"remove the package repository source {path} (no longer in the spec)",
-                               command=("rm", "-f", path)), *remove_key]
+                               operation="remove", command=("rm", "-f", path)), *remove_key]
         return remove_key
     actions: list[HostAction] = []
     if key is not None and have_key != key:
         actions.append(WriteFile(f"{'add' if have_key is None else 'update'} the signing key of the package "
-                                 f"repository {url} ({key_path})", path=key_path, content=key, backup=False,
-                                 readable=True))
+                                 f"repository {url} ({key_path})", operation="add" if have_key is None else "change",
+                                 path=key_path, content=key, backup=False, readable=True))
     content = source(manager, url, signed=key is not None)
     if have != content:
         actions.append(WriteFile(f"{'add' if have is None else 'update'} the package repository {url} ({path})",
-                                 path=path, content=content, backup=False))
+                                 operation="add" if have is None else "change", path=path, content=content,
+                                 backup=False))
     return actions + remove_key

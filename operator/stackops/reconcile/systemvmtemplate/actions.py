@@ -17,6 +17,8 @@ class RegisterTemplate(Action):
     format: str
     os_type: str
 
+    operation = "add"
+
     def describe(self) -> str:
         return f"register template {self.name} ({self.hypervisor}) in zone {self.zone} from {self.url}"
 
@@ -28,6 +30,8 @@ class DeleteTemplate(Action):
     zone: str
     zone_id: str
     why: str
+
+    operation = "remove"
 
     def describe(self) -> str:
         return f"delete template {self.name} ({self.id}) in zone {self.zone}: {self.why}"
@@ -41,6 +45,8 @@ class SetConfiguration(Action):
     zone_id: str
     current: str
 
+    operation = "change"
+
     def describe(self) -> str:
         return f"set {self.setting} to {self.value!r} in zone {self.zone} (was {self.current!r})"
 
@@ -53,6 +59,7 @@ class ReplaceSystemVM(Action):
     zone: str
 
     disruptive = True
+    operation = "remove"
 
     def describe(self) -> str:
         kind = {"secondarystoragevm": "secondary storage VM", "consoleproxy": "console proxy"}.get(self.type, self.type)
@@ -69,6 +76,7 @@ class UpgradeRouter(Action):
     redundant_state: str = ""
 
     disruptive = True
+    operation = "change"
 
     def describe(self) -> str:
         role = f" {self.redundant_state}" if self.redundant_state else ""

@@ -18,6 +18,7 @@ class JoinHost(PoolAction):
 
     needs_ha_off = True
     disruptive = True
+    operation = "add"
 
     def describe(self) -> str:
         return f"join host {self.name} ({self.address}) to the pool"
@@ -31,6 +32,7 @@ class EjectHost(PoolAction):
 
     needs_ha_off = True
     disruptive = True
+    operation = "remove"
 
     def describe(self) -> str:
         return f"eject host {self.name} from the pool (it resets and reboots)"
@@ -43,6 +45,7 @@ class DesignateMaster(PoolAction):
 
     needs_ha_off = True
     disruptive = True
+    operation = "change"
 
     def describe(self) -> str:
         return f"designate {self.name} as the new pool master"
@@ -55,6 +58,8 @@ class EnableHA(PoolAction):
     timeout: int
     why: str = ""
 
+    operation = "add"
+
     def describe(self) -> str:
         why = f" ({self.why})" if self.why else ""
         return f"enable pool HA on heartbeat SR {self.sr_name} with timeout {self.timeout}s{why}"
@@ -65,6 +70,7 @@ class DisableHA(PoolAction):
     why: str
 
     disruptive = True
+    operation = "remove"
 
     def describe(self) -> str:
         return f"disable pool HA ({self.why})"
@@ -74,6 +80,8 @@ class DisableHA(PoolAction):
 class SetHostFailuresToTolerate(PoolAction):
     value: int
 
+    operation = "change"
+
     def describe(self) -> str:
         return f"set ha-host-failures-to-tolerate to {self.value}"
 
@@ -81,6 +89,8 @@ class SetHostFailuresToTolerate(PoolAction):
 @dataclass(frozen=True)
 class SetAllowOvercommit(PoolAction):
     value: bool
+
+    operation = "change"
 
     def describe(self) -> str:
         return f"set ha-allow-overcommit to {str(self.value).lower()}"
@@ -90,6 +100,8 @@ class SetAllowOvercommit(PoolAction):
 class SetVSwitchController(PoolAction):
     address: str
     current: str
+
+    operation = "change"
 
     def describe(self) -> str:
         return f"set the pool's vswitch controller to {self.address or 'none'} (was {self.current or 'none'})"
@@ -101,6 +113,8 @@ class ClearVMPriority(PoolAction):
     name: str
     current: str
 
+    operation = "change"
+
     def describe(self) -> str:
         return f"clear the HA restart priority {self.current!r} of VM {self.name}"
 
@@ -109,6 +123,8 @@ class ClearVMPriority(PoolAction):
 class EnableHost(PoolAction):
     name: str
     ref: str
+
+    operation = "add"
 
     def describe(self) -> str:
         return f"enable host {self.name}, found disabled"
@@ -124,6 +140,7 @@ class MakeHostUnique(PoolAction):
     uuid: str  # the UUID it shares with another host
 
     disruptive = True
+    operation = "change"
 
     def describe(self) -> str:
         return (f"make host {self.name} ({self.address}) unique: it shares host UUID {self.uuid}; new UUIDs in "
@@ -137,6 +154,8 @@ class SetHostName(PoolAction):
     name: str
     address: str
     current: str
+
+    operation = "change"
 
     def describe(self) -> str:
         return f"set the name label of host {self.address} to {self.name} (was {self.current!r}, not unique)"

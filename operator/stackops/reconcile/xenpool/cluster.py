@@ -30,6 +30,8 @@ class AddCluster(Action):
     cluster: str
     master: str
 
+    operation = "add"
+
     def describe(self) -> str:
         return f"add CloudStack cluster {self.cluster} for the pool of master {self.master}"
 
@@ -38,6 +40,8 @@ class AddCluster(Action):
 class AddClusterHosts(Action):
     cluster: str
     names: tuple[str, ...]
+
+    operation = "add"
 
     def describe(self) -> str:
         return f"add host(s) {', '.join(self.names)} to CloudStack cluster {self.cluster}"
@@ -49,6 +53,7 @@ class RemoveClusterHost(Action):
     name: str
 
     disruptive = True
+    operation = "remove"
 
     def describe(self) -> str:
         return f"remove host {self.name}, no longer in the pool, from CloudStack cluster {self.cluster}"
@@ -58,6 +63,8 @@ class RemoveClusterHost(Action):
 class SetClusterManaged(Action):
     cluster: str
     managed: bool
+
+    operation = "change"
 
     def describe(self) -> str:
         state = "Managed" if self.managed else "Unmanaged"
