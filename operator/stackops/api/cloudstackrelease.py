@@ -36,9 +36,11 @@ class Upstream(Model):
     """The upstream repository a fork is synchronised with (fetch, rebase) before patches are applied."""
 
     repository: GitUrl
-    """Upstream repository URL."""
+    """Git URL of the upstream repository, e.g. `https://github.com/apache/cloudstack.git`, fetched for every build.
+    Changing it starts a new build."""
     ref: GitRef
-    """Upstream branch to rebase onto."""
+    """Branch or tag of the upstream repository that `baseRef` is rebased onto before the patches; a conflict fails
+    the build (`RebaseConflict`, `Stalled`). New commits on it are new inputs: the next resync builds them."""
 
 
 class Source(Model):
@@ -56,7 +58,8 @@ class PullRequest(Model):
     """A pull request applied as a patch (`git am -s`), its last commit message gaining `This closes #<number>`."""
 
     number: Annotated[int, Field(ge=1)]
-    """Pull request number."""
+    """Number of the pull request, e.g. `1234`: its patch is `patchURL` or `<repository>/pull/<number>.patch`, and
+    its last commit message gains `This closes #<number>`."""
     patch_url: PatchUrl | None = None
     """Patch URL; default `<repository without .git>/pull/<number>.patch`."""
 
@@ -65,7 +68,8 @@ class SSHBuilder(Model):
     """A build host reached over SSH."""
 
     address: Host
-    """Build host address."""
+    """Address of the build host, reached over SSH, where the source is checked out in `workDir`, built and
+    published. Changing it moves later builds to the new host; inputs already built are not built again there."""
     ssh: SSHSettings
     """SSH access with a pinned host key."""
 
@@ -87,9 +91,11 @@ class Build(Model):
     """The Maven build."""
 
     maven_profiles: Annotated[list[Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$")]], Field(max_length=16)] = ["systemvm"]
-    """Maven profiles (`-P`)."""
+    """Maven profiles (`-P`) of the default Maven command; `systemvm` also builds the system VM ISO the packages
+    ship. Ignored with `mavenCommand`; changing them starts a new build."""
     skip_tests: bool = True
-    """Add `-DskipTests`."""
+    """Add `-DskipTests` to the default Maven command: the tests are compiled but not run. Ignored with
+    `mavenCommand`; changing it starts a new build."""
     maven_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
     """Full Maven command as words, run in the tree; default `mvn clean install -P <profiles> [-DskipTests]`."""
     version_command: Annotated[list[CommandWord], Field(min_length=1, max_length=32)] | None = None
@@ -97,14 +103,16 @@ class Build(Model):
     `tools/build/setnextversion.sh -v %VERSION% -b stackops-build -s %TREE%` (the pipeline builds on a local
     branch `stackops-build`; the script checks out the branch it is given)."""
     timeout_minutes: Annotated[int, Field(ge=1, le=1440)] = 180
-    """Build time limit."""
+    """Minutes the Maven command may run before it is stopped and the build fails (`BuildFailed`); fetching,
+    patching and packaging do not count. Changing it starts no build: the next one uses it."""
 
 
 class Packaging(Model):
     """RPM packaging (`packaging/package.sh -d <distribution>`)."""
 
     enabled: bool = True
-    """Package the build."""
+    """Run `packaging/package.sh` after Maven and publish the RPMs it makes; `false` stops after the Maven build,
+    with no packages. Changing it starts a new build."""
     distribution: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,15}$")] = "centos7"
     """Distribution argument, e.g. `centos7`, `el8`."""
 
@@ -124,7 +132,8 @@ class CloudStackReleaseSpec(ResourceCommon):
     source: Source
     """Source repository and base ref."""
     version: Version
-    """Version to build, e.g. `4.8.0.16`."""
+    """Version the build gets, e.g. `4.8.0.16`: `versionCommand` writes it into the POMs, and the RPMs carry it
+    (`versionRule` says whether it needs a database upgrade path). Changing it starts a new build."""
     version_rule: Literal["Legacy", "FourPart"] = "Legacy"
     """`Legacy`: CloudStack up to 4.8 compares only three version parts, so `4.8.0.16` needs no database upgrade
     when its first three parts equal the base version. `FourPart`: current CloudStack compares four parts, so a
@@ -132,15 +141,19 @@ class CloudStackReleaseSpec(ResourceCommon):
     allow_schema_upgrade: bool = False
     """Build even when the version needs a database upgrade path (otherwise `Stalled`, `SchemaUpgradeRequired`)."""
     pull_requests: Annotated[list[PullRequest], Field(max_length=200)] = []
-    """Pull requests to apply, in order."""
+    """Pull requests applied on top of `baseRef` in this order, each as its patch (`git am -s`); one that does not
+    apply fails the build (`PatchDoesNotApply`, `Stalled`). Changing the list, or a patch's content, starts a new
+    build."""
     builder: Builder
     """Where to build: a build host over SSH, or the operator's own container."""
     build: Build = Build()
-    """Maven build."""
+    """The Maven build: profiles, tests, commands and time limit. Changing anything but `timeoutMinutes` starts a
+    new build."""
     packaging: Packaging = Packaging()
-    """RPM packaging."""
+    """Turning the build into RPMs with `packaging/package.sh`; changing it starts a new build."""
     publish: Publish | None = None
-    """Artifact destination."""
+    """Where the RPMs go: a directory on the build host made a yum repository. Unset: each build's own
+    `<workDir>/builds/<inputs hash>/rpms`. Changing `directory` starts a new build."""
     deletion_policy: DeletionPolicy = "Orphan"
     """What deleting the release does: `Orphan` keeps the published packages; `Delete` removes them and the work
     tree."""
@@ -180,20 +193,20 @@ class AppliedPullRequest(StatusModel):
     """A pull request applied to the built tree."""
 
     number: int
-    """Pull request number."""
+    """Number of a pull request from `spec.pullRequests` that was applied to the built tree."""
     commits: list[str] = []
-    """Commits it added."""
+    """IDs of the commits `git am` made from its patch, oldest first; the last carries `This closes #<number>`."""
 
 
 class Artifact(StatusModel):
     """A built package."""
 
     name: str
-    """File name."""
+    """File name of the RPM as `package.sh` made it: a plain name of letters, digits and `._+~^-`."""
     sha256: str
     """SHA-256 of the file."""
     size: int
-    """Size in bytes."""
+    """Size of the published file, in bytes."""
     location: str
     """Path on the build host, or URL when `publish.baseUrl` is set."""
 
@@ -202,7 +215,7 @@ class BuildLog(StatusModel):
     """Where the build log is."""
 
     path: str = ""
-    """Log file on the build host."""
+    """Path of the pipeline's full output on the build host: `<workDir>/builds/<inputs hash>/log`."""
     tail: list[str] = []
     """Last lines, on failure."""
 
@@ -212,19 +225,23 @@ class CloudStackReleaseStatus(Status):
 
     phase: Literal["Pending", "Fetching", "Syncing", "Patching", "Versioning", "Building", "Packaging", "Publishing",
                    "Succeeded", "Failed"] | None = None
-    """Pipeline phase."""
+    """Step of the pipeline for the current inputs: `Fetching`, `Syncing` (rebase on upstream), `Patching`,
+    `Versioning`, `Building`, `Packaging`, `Publishing`, then `Succeeded` or `Failed`; `Pending` before the build
+    starts. Shown in the `PHASE` column."""
     inputs_hash: str | None = None
     """Hash of the inputs (base commit, patches, version, build settings); the same inputs never build twice."""
     commit: str | None = None
-    """Commit of the built tree."""
+    """`HEAD` of the work tree after patching and setting the version, once the build succeeded: the commit the
+    packages were built from. Shown in the `COMMIT` column."""
     applied_pull_requests: list[AppliedPullRequest] = []
-    """Pull requests applied."""
+    """The pull requests applied to the built tree, with the commits each added."""
     artifacts: list[Artifact] = []
-    """Packages built."""
+    """The RPMs the build published, with their checksum, size and where to get them; empty without packaging."""
     build_log: BuildLog | None = None
-    """Build log."""
+    """Where the build's log is on the build host, with its last 20 lines when the build failed."""
     progress: str | None = None
-    """Progress of the running step."""
+    """The step the pipeline is at now, e.g. `applying pull request 2 of 5 (#1234)`; empty once the build has
+    ended."""
     started_at: str | None = None
     """When the build started (RFC 3339)."""
     duration_seconds: int | None = None
