@@ -26,9 +26,10 @@ from pydantic import BaseModel, ValidationError
 
 from .api.common import API_VERSION
 from .api.kinds import BY_KIND, Kind
-from .drivers.configmaps import ConfigMapError, needed_config_maps
-from .drivers.secrets import SecretError, needed_secrets
-from .handlers.resources import UNION_TAGS
+from .api.references import needed_config_maps, needed_secrets
+from .api.validation import field_errors
+from .drivers.configmaps import ConfigMapError
+from .drivers.secrets import SecretError
 from .plan_configmaps import ManifestConfigMaps
 from .plan_manifests import Manifest, ManifestError, read
 from .plan_secrets import ManifestSecrets
@@ -111,19 +112,9 @@ def invalid_spec(error: ValidationError, manifest: Manifest | None) -> str:
     """`spec.members[0].address (line 12): String should match pattern …; …` — each field with its line in the
     file (the model's messages name fields and rules; the input is never included)."""
     parts: list[str] = []
-    for item in error.errors(include_url=False, include_input=False):
-        keys: list[str | int] = ["spec"]
-        path = "spec"
-        for loc in item["loc"]:
-            if isinstance(loc, int):
-                keys.append(loc)
-                path += f"[{loc}]"
-            elif loc not in UNION_TAGS and "[" not in loc:  # "int", "str", "function-after[…]" name union branches
-                keys.append(loc)
-                path += f".{loc}"
-        line = manifest.line(keys) if manifest is not None else None
-        message = item["msg"].removeprefix("Value error, ")
-        part = f"{path}{f' (line {line})' if line else ''}: {message}"
+    for found in field_errors(error):
+        line = manifest.line(list(found.keys)) if manifest is not None else None
+        part = f"{found.path}{f' (line {line})' if line else ''}: {found.message}"
         if part not in parts:
             parts.append(part)
     return "; ".join(parts)

@@ -12,7 +12,8 @@ import base64
 import binascii
 from typing import Any
 
-from .drivers.configmaps import ConfigMapError, Needed, missing_keys
+from .api.references import NeededConfigMap
+from .drivers.configmaps import ConfigMapError, missing_keys
 from .plan_manifests import Manifest
 
 
@@ -48,7 +49,7 @@ class ManifestConfigMaps:
                         broken(f"binaryData.{key}", [section, key], "is not base64")
         self._manifests[(namespace, name)] = values
 
-    def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, str]]:
+    def read(self, namespace: str, needed: list[NeededConfigMap]) -> dict[str, dict[str, str]]:
         """ConfigMap name → key → value for every needed key, like ConfigMapReader.read; ConfigMapError names what
         is missing and where it was looked for."""
         result: dict[str, dict[str, str]] = {}

@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from .api.references import NeededSecret
 from .destinations import ANNOTATION
-from .drivers.secrets import Needed, SecretData, SecretError, parse_destinations
+from .drivers.secrets import SecretData, SecretError, parse_destinations
 from .plan_manifests import Manifest
 
 PREFIX = "STACKOPS_SECRET_"
@@ -81,7 +82,7 @@ class ManifestSecrets:
         if isinstance(annotations, dict) and ANNOTATION in annotations:
             self._annotations[(namespace, name)] = {ANNOTATION: str(annotations[ANNOTATION])}
 
-    def read(self, namespace: str, needed: list[Needed]) -> dict[str, SecretData]:
+    def read(self, namespace: str, needed: list[NeededSecret]) -> dict[str, SecretData]:
         """Secret name → key → value for every needed key, like SecretReader.read; SecretError names what is
         missing and where it was looked for (never a value)."""
         result: dict[str, SecretData] = {}

@@ -16,7 +16,8 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from stackops.api.common import ConfigMapKeySelector, Model
-from stackops.drivers.configmaps import ConfigMapError, ConfigMapReader, Needed, needed_config_maps, read_config_maps
+from stackops.api.references import NeededConfigMap as Needed, needed_config_maps
+from stackops.drivers.configmaps import ConfigMapError, ConfigMapReader, read_config_maps
 from stackops.plan_configmaps import ManifestConfigMaps
 from stackops.plan_manifests import read as read_manifests
 
@@ -85,12 +86,13 @@ def test_the_reader_names_what_is_missing_or_refused(core: CoreAPI, reason: str,
 
 
 def test_a_spec_without_config_maps_needs_no_reader_and_one_with_them_does() -> None:
-    assert asyncio.run(read_config_maps(None, "lab", Outer())) == {}
+    assert asyncio.run(read_config_maps(None, "lab", list(needed_config_maps(Outer())))) == {}
     core = CoreAPI({"b": SimpleNamespace(data={"k2": VALUE}, binary_data=None)})
     spec = Outer.model_validate({"one": {"name": "b", "key": "k2"}})
-    assert asyncio.run(read_config_maps(ConfigMapReader(core), "lab", spec)) == {"b": {"k2": VALUE}}
+    needed = list(needed_config_maps(spec))
+    assert asyncio.run(read_config_maps(ConfigMapReader(core), "lab", needed)) == {"b": {"k2": VALUE}}
     with pytest.raises(ConfigMapError) as failed:
-        asyncio.run(read_config_maps(None, "lab", spec))
+        asyncio.run(read_config_maps(None, "lab", needed))
     assert failed.value.reason == "ConfigMapUnreadable" and "spec.one: ConfigMap lab/b" in str(failed.value)
 
 

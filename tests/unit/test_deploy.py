@@ -27,7 +27,7 @@ from stackops.api.common import API_VERSION
 from stackops.api.crds import all_crds
 from stackops.api.kinds import BY_KIND, KINDS
 from stackops.cli import parser as cli_parser
-from stackops.drivers.secrets import needed_secrets
+from stackops.api.references import needed_secrets
 from stackops.handlers.settings import PEERING_NAME
 from stackops_lab.controlplane import LabError, find_kubectl
 

@@ -114,7 +114,8 @@ def test_the_secret_reader_takes_the_list_from_the_secrets_annotation() -> None:
 
     from kubernetes.client import V1ObjectMeta, V1Secret
 
-    from stackops.drivers.secrets import Needed, SecretReader
+    from stackops.api.references import NeededSecret
+    from stackops.drivers.secrets import SecretReader
 
     class Core:
         def read_namespaced_secret(self, name: str, namespace: str) -> V1Secret:
@@ -122,7 +123,7 @@ def test_the_secret_reader_takes_the_list_from_the_secrets_annotation() -> None:
             return V1Secret(metadata=V1ObjectMeta(name=name, namespace=namespace, annotations=annotations),
                             data={"password": base64.b64encode(b"pw").decode()})
 
-    values = asyncio.run(SecretReader(Core()).read("ns", [Needed("spec.a", "listed", ("password",)),
-                                                          Needed("spec.b", "bare", ("password",))]))
+    values = asyncio.run(SecretReader(Core()).read("ns", [NeededSecret("spec.a", "listed", ("password",)),
+                                                          NeededSecret("spec.b", "bare", ("password",))]))
     assert values["listed"].destinations.allows("10.0.0.9") and not values["listed"].destinations.allows("10.0.1.9")
     assert not values["bare"].destinations

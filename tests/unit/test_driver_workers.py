@@ -15,7 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 from stackops.drivers import xenapi
-from stackops.drivers.secrets import Needed, SecretReader
+from stackops.api.references import NeededSecret
+from stackops.drivers.secrets import SecretReader
 from stackops.drivers.workers import Workers
 from stackops.drivers.xenapi import Endpoint, LocalSession, PoolSession, XenAPIError
 
@@ -158,7 +159,7 @@ def test_a_saturated_xenapi_pool_does_not_delay_a_secret_read(monkeypatch: pytes
         calls = [asyncio.create_task(session.call("host.get_all")) for _ in range(64)]
         await settle()
         try:
-            values = await SecretReader(core).read("lab", [Needed("spec.credentialsSecretRef", "xen", ("password",))])
+            values = await SecretReader(core).read("lab", [NeededSecret("spec.credentialsSecretRef", "xen", ("password",))])
             assert values["xen"]["password"].get_secret_value() == "s3cret"
             assert returned == [], "the Secret read waited for the hanging XenAPI calls"
         finally:

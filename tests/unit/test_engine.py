@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from stackops.api.kinds import KVMHOST, XENPOOL
-from stackops.drivers.secrets import SecretError, needed_secrets
+from stackops.api.references import needed_secrets
+from stackops.drivers.secrets import SecretError
 from stackops.handlers import resources
 from stackops.handlers.settings import PausableDiffBaseStorage, is_paused
 from stackops.reconcile.base import Action, Context, Outcome, PlannedReconciler, ReconcileError

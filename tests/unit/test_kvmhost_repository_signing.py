@@ -21,7 +21,7 @@ from support.kvmhost_probe import INSTALLED, OWNER, probe_output
 from support.specs import HOST_KEY
 from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
-from stackops.drivers.secrets import needed_secrets
+from stackops.api.references import needed_secrets
 from stackops.reconcile.base import Context, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.actions import WRITE_READABLE_FILE, RunCommand, WriteFile

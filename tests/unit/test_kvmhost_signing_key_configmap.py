@@ -26,8 +26,8 @@ from support.specs import HOST_KEY
 from stackops import status as st
 from stackops.api.kinds import KVMHOST
 from stackops.api.kvmhost import KvmHostSpec
-from stackops.drivers.configmaps import ConfigMapReader, needed_config_maps
-from stackops.drivers.secrets import needed_secrets
+from stackops.api.references import needed_config_maps, needed_secrets
+from stackops.drivers.configmaps import ConfigMapReader
 from stackops.handlers import resources
 from stackops.plan import plan_files
 from stackops.plan_secrets import environment_name

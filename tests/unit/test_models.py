@@ -13,7 +13,7 @@ from stackops.api.kinds import BY_KIND
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.api.systemvmtemplate import SystemVMTemplateSpec
 from stackops.api.xenpool import XenPoolSpec
-from stackops.handlers.resources import format_validation_error
+from stackops.api.validation import format_validation_error
 
 from support.specs import FULL, HOST_KEY, MINIMAL  # noqa: E402
 

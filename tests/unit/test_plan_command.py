@@ -18,7 +18,7 @@ import yaml
 from stackops import status as st
 from stackops.cli import main as cli_main
 from stackops.plan import plan_files
-from stackops.drivers.secrets import Needed
+from stackops.api.references import NeededSecret
 from stackops.plan_secrets import ManifestSecrets, destinations_name, environment_name
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
 from support.specs import MINIMAL
@@ -173,7 +173,7 @@ def test_secrets_from_the_environment(tmp_path: Path) -> None:
 def test_optional_keys_come_from_the_environment_too() -> None:
     """A CloudStack Secret's allowPlainHTTP (a lab's http:// endpoint) is read from the environment when there;
     absent, it is simply not there (it is optional)."""
-    needed = [Needed("spec.cloudstack.apiSecretRef", "cloudstack-api", ("url", "apiKey", "secretKey"),
+    needed = [NeededSecret("spec.cloudstack.apiSecretRef", "cloudstack-api", ("url", "apiKey", "secretKey"),
                      ("allowPlainHTTP",))]
     environ = {environment_name("cloudstack-api", key): "v" for key in ("url", "apiKey", "secretKey")}
     assert set(ManifestSecrets(environ).read("demo", needed)["cloudstack-api"]) == {"url", "apiKey", "secretKey"}
@@ -185,7 +185,7 @@ def test_optional_keys_come_from_the_environment_too() -> None:
 def test_where_credentials_may_go_follows_where_their_values_come_from() -> None:
     """A list in the files counts for values from the files; for a value from the CI job's environment only the
     environment's list counts: a branch's author can edit the manifests, not the job's variables."""
-    needed = [Needed("spec.ssh.privateKeySecretRef", "kvm01-ssh", ("ssh-privatekey",))]
+    needed = [NeededSecret("spec.ssh.privateKeySecretRef", "kvm01-ssh", ("ssh-privatekey",))]
     document = {"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "kvm01-ssh", "annotations": {"stackops.io/allowed-destinations": "10.9.9.9"}},
                 "stringData": {"ssh-privatekey": SECRET_VALUE}}

@@ -1,15 +1,13 @@
 """Reading ConfigMaps by reference, for values a spec may keep out of Secrets because they are not secret (a
 package repository's OpenPGP public key). Read like Secrets (drivers/secrets.py): by name, verb `get` only, in the
-resource's namespace; a missing or unreadable one is an error whose reason and message name it."""
+resource's namespace (api/references.py finds them in a spec); a missing or unreadable one is an error whose
+reason and message name it."""
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from pydantic import BaseModel
-
-from ..api.common import ConfigMapKeySelector
+from ..api.references import NeededConfigMap
 from . import kube
 
 
@@ -22,31 +20,7 @@ class ConfigMapError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Needed:
-    """One ConfigMap the spec references and the keys it must hold."""
-
-    path: str
-    name: str
-    keys: tuple[str, ...]
-
-
-def needed_config_maps(spec: BaseModel, path: str = "spec") -> Iterator[Needed]:
-    """Every ConfigMap reference in a spec, with the key it names."""
-    if isinstance(spec, ConfigMapKeySelector):
-        yield Needed(path, spec.name, (spec.key,))
-        return
-    for name, field in type(spec).model_fields.items():
-        value = getattr(spec, name)
-        alias = field.alias or name
-        items = value if isinstance(value, list) else [value]
-        for index, item in enumerate(items):
-            if isinstance(item, BaseModel):
-                suffix = f"[{index}]" if isinstance(value, list) else ""
-                yield from needed_config_maps(item, f"{path}.{alias}{suffix}")
-
-
-def missing_keys(namespace: str, item: Needed, values: dict[str, str]) -> None:
+def missing_keys(namespace: str, item: NeededConfigMap, values: dict[str, str]) -> None:
     """ConfigMapError `ConfigMapKeyMissing` when `values` lacks a key `item` needs."""
     missing = [k for k in item.keys if k not in values]
     if missing:
@@ -60,7 +34,7 @@ class ConfigMapReader:
     def __init__(self, core_api: Any):
         self._core = core_api
 
-    async def read(self, namespace: str, needed: list[Needed]) -> dict[str, dict[str, str]]:
+    async def read(self, namespace: str, needed: list[NeededConfigMap]) -> dict[str, dict[str, str]]:
         """ConfigMap name → key → value (`data`, and `binaryData` decoded as UTF-8); ConfigMapError naming what is
         missing."""
         result: dict[str, dict[str, str]] = {}
@@ -90,10 +64,9 @@ class ConfigMapReader:
 
 
 async def read_config_maps(reader: ConfigMapReader | None, namespace: str,
-                           spec: BaseModel) -> dict[str, dict[str, str]]:
-    """The ConfigMaps `spec` references (none: {} without a request). Without a reader (a caller that reads no
-    ConfigMaps) a reference is ConfigMapUnreadable."""
-    needed = list(needed_config_maps(spec))
+                           needed: list[NeededConfigMap]) -> dict[str, dict[str, str]]:
+    """The ConfigMaps `needed` (none: {} without a request). Without a reader (a caller that reads no ConfigMaps) a
+    reference is ConfigMapUnreadable."""
     if not needed:
         return {}
     if reader is None:

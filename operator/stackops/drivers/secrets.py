@@ -1,14 +1,13 @@
-"""Reading Secrets by reference. Values are wrapped in pydantic's SecretStr, whose repr and str hide them, so
-they cannot reach status, Events or logs by accident."""
+"""Reading Secrets by reference (api/references.py finds them in a spec). Values are wrapped in pydantic's
+SecretStr, whose repr and str hide them, so they cannot reach status, Events or logs by accident."""
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from pydantic import BaseModel, SecretStr
+from pydantic import SecretStr
 
-from ..api.common import SecretKeySelector, SecretReference
+from ..api.references import NeededSecret
 from ..destinations import ANNOTATION, NOWHERE, Destinations, DestinationsInvalid
 from . import kube
 
@@ -41,41 +40,13 @@ def parse_destinations(namespace: str, name: str, annotations: dict[str, str] | 
                           f"Secret {namespace}/{name}: annotation {ANNOTATION}: {error}") from None
 
 
-@dataclass(frozen=True)
-class Needed:
-    """One Secret the spec references, the keys it must hold and those read when present."""
-
-    path: str
-    name: str
-    keys: tuple[str, ...]
-    optional: tuple[str, ...] = ()
-
-
-def needed_secrets(spec: BaseModel, path: str = "spec") -> Iterator[Needed]:
-    """Every Secret reference in a spec, with the keys its use requires."""
-    if isinstance(spec, SecretKeySelector):
-        yield Needed(path, spec.name, (spec.key,))
-        return
-    if isinstance(spec, SecretReference):
-        yield Needed(path, spec.name, spec.required_keys, spec.optional_keys)
-        return
-    for name, field in type(spec).model_fields.items():
-        value = getattr(spec, name)
-        alias = field.alias or name
-        items = value if isinstance(value, list) else [value]
-        for index, item in enumerate(items):
-            if isinstance(item, BaseModel):
-                suffix = f"[{index}]" if isinstance(value, list) else ""
-                yield from needed_secrets(item, f"{path}.{alias}{suffix}")
-
-
 class SecretReader:
     """Reads Secrets from the resource's namespace with the Kubernetes client (verb `get` only)."""
 
     def __init__(self, core_api: Any):
         self._core = core_api
 
-    async def read(self, namespace: str, needed: list[Needed]) -> dict[str, SecretData]:
+    async def read(self, namespace: str, needed: list[NeededSecret]) -> dict[str, SecretData]:
         """Secret name → key → value, for every needed key; raises SecretError naming what is missing."""
         result: dict[str, SecretData] = {}
         for item in needed:

@@ -18,10 +18,12 @@ from pydantic import ValidationError
 from .. import metrics
 from .. import status as st
 from ..api.kinds import KINDS, Kind
+from ..api.references import needed_config_maps, needed_secrets
+from ..api.validation import format_validation_error
 from ..drivers import kube
 from ..drivers.configmaps import ConfigMapError, ConfigMapReader, read_config_maps
 from ..drivers.holdings import Holdings
-from ..drivers.secrets import SecretError, SecretReader, needed_secrets
+from ..drivers.secrets import SecretError, SecretReader
 from ..reconcile.base import Context, Outcome, PartialApply, ReconcileError, Reconciler
 from .settings import is_paused
 
@@ -43,26 +45,6 @@ class Deps:
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
-
-
-UNION_TAGS = {"int", "str", "float", "bool", "list", "dict"}
-
-
-def format_validation_error(error: ValidationError) -> str:
-    """`spec.members[0].address: String should match pattern …; …` (field paths in the YAML's camelCase)."""
-    parts: list[str] = []
-    for item in error.errors(include_url=False, include_input=False):
-        path = "spec"
-        for loc in item["loc"]:
-            if isinstance(loc, int):
-                path += f"[{loc}]"
-            elif loc not in UNION_TAGS and "[" not in loc:  # "int", "str", "function-after[…]" name union branches
-                path += f".{loc}"
-        message = item["msg"].removeprefix("Value error, ")
-        part = message if path == "spec" else f"{path}: {message}"
-        if part not in parts:
-            parts.append(part)
-    return "; ".join(parts)
 
 
 def _not_paused(body: Any, **_: Any) -> bool:
@@ -158,7 +140,7 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
         return  # nothing to retry until the spec changes
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
-        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], spec)
+        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], list(needed_config_maps(spec)))
     except (SecretError, ConfigMapError) as error:
         writer.write(st.progressing(error.reason, str(error)))
         counted.result = "secret_error"
@@ -225,7 +207,7 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
     meta = body["metadata"]
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
-        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], spec)
+        config_maps = await read_config_maps(deps.config_maps, meta["namespace"], list(needed_config_maps(spec)))
     except (SecretError, ConfigMapError) as error:
         raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets and ConfigMaps: {error}",
                                   delay=SECRET_RETRY_SECONDS)
