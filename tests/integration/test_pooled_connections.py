@@ -25,6 +25,7 @@ from stackops.drivers.cloudstack import CloudStackPool
 from stackops.drivers.ssh import SSHPool, SSHTarget
 from stackops.handlers import resources
 from stackops.reconcile.base import Context, Outcome, Reconciler
+from stackops.reconcile.ssh import target_for
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 
@@ -69,7 +70,7 @@ class SSHUser(Reconciler):
     def connection(self, ctx: Context) -> Any:
         spec: Any = ctx.spec
         ref = spec.ssh.private_key_secret_ref
-        return self.pool.connection(SSHTarget.from_settings(spec.address, spec.ssh, ctx.secret(ref.name, ref.key)))
+        return self.pool.connection(target_for(spec.address, spec.ssh, ctx.secret(ref.name, ref.key)))
 
     async def reconcile(self, ctx: Context) -> Outcome:
         await self.connection(ctx).run(["true"])

@@ -29,6 +29,7 @@ from pydantic import SecretStr
 
 from stackops.drivers import ssh
 from stackops.drivers.ssh import SSHPool, SSHTarget
+from stackops.reconcile.ssh import reconcile_error
 
 SSHD = "/usr/sbin/sshd"
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
@@ -524,7 +525,7 @@ def test_command_failed(sshd: SSHServer, pool: SSHPool) -> None:
     assert error.stderr_tail == "line3\nline4\nline5\nline6\nline7"
     result = run(conn.run(["sh", "-c", "exit 4"], check=False))
     assert result.exit_status == 4 and not result.ok
-    reconcile = error.reconcile_error()
+    reconcile = reconcile_error(error)
     assert reconcile.reason == "CommandFailed" and str(reconcile) == str(error)
 
 

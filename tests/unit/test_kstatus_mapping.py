@@ -39,6 +39,7 @@ from stackops.drivers import ssh as ssh_driver
 from stackops.drivers import xenapi as xenapi_driver
 from stackops.handlers.resources import StatusWriter
 from stackops.reconcile.base import Action, ReconcileError
+from stackops.reconcile.ssh import reconcile_error as ssh_failure
 from stackops.reconcile.cloudstackrelease import plan as release_plan
 from stackops.reconcile.cloudstackrelease import scripts as release_scripts
 from stackops.reconcile.kvmhost import registration as kvm_registration
@@ -173,7 +174,7 @@ def derived_rows() -> list[Row]:
     derived: list[Row] = []
     # SSH errors: the KvmHost reconciler and the CloudStackRelease build host runner pass them on as they are
     for cls in subclasses(ssh_driver.SSHError):
-        error = cls("10.0.0.1:22: failed").reconcile_error()
+        error = ssh_failure(cls("10.0.0.1:22: failed"))
         derived += rows(("KvmHost", "CloudStackRelease"), helper_of(error), error.reason)
     # CloudStack errors: SystemVMTemplate's and KvmHost registration's own wrappers
     for cls in subclasses(cloudstack_driver.CloudStackError):

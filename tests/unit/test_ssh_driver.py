@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from stackops.api.common import SSHSettings
 from stackops.drivers import ssh
 from stackops.drivers.ssh import CommandResult, Counters, SSHConnection, SSHPool, SSHTarget, build_command
+from stackops.reconcile.ssh import reconcile_error, target_for
 
 HOSTILE = [
     "; touch /tmp/canary", "$(touch /tmp/canary)", "`touch /tmp/canary`", "| touch /tmp/canary",
@@ -104,7 +105,7 @@ def test_target_from_settings() -> None:
     settings = SSHSettings.model_validate({"user": "stack", "port": 2222, "hostKey": host_key, "sudo": True,
                                            "connectTimeoutSeconds": 7, "privateKeySecretRef": {"name": "k"}})
     secret = SecretStr("-----BEGIN OPENSSH PRIVATE KEY-----\nxyz\n-----END OPENSSH PRIVATE KEY-----\n")
-    target = SSHTarget.from_settings("10.0.0.5", settings, secret)
+    target = target_for("10.0.0.5", settings, secret)
     assert (target.address, target.port, target.user, target.host_key, target.sudo, target.connect_timeout) == (
         "10.0.0.5", 2222, "stack", host_key, True, 7.0)
     assert target.private_key is secret
@@ -116,7 +117,7 @@ def test_target_from_settings() -> None:
 def test_target_defaults_from_settings() -> None:
     host_key = ed25519_public(ed25519.Ed25519PrivateKey.generate())
     settings = SSHSettings.model_validate({"hostKey": host_key, "privateKeySecretRef": {"name": "k"}})
-    target = SSHTarget.from_settings("h.example.com", settings, SecretStr("x"))
+    target = target_for("h.example.com", settings, SecretStr("x"))
     assert (target.port, target.user, target.sudo, target.connect_timeout) == (22, "root", False, 10.0)
 
 
@@ -222,7 +223,7 @@ def test_error_reasons_and_retry() -> None:
         assert issubclass(cls, ssh.SSHError)
         assert cls.reason == cls.__name__
         error = cls("message")
-        reconcile = error.reconcile_error()
+        reconcile = reconcile_error(error)
         assert (reconcile.reason, str(reconcile), reconcile.retry, reconcile.delay) == (
             cls.__name__, "message", cls.retry, cls.delay)
     assert ssh.HostKeyMismatch.retry is False and ssh.InvalidHostKey.retry is False

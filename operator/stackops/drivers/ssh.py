@@ -21,8 +21,9 @@
   `SSHTimeout` saying so). `urgent` commands (KvmHost's confirm of a guarded change, which the host reverts unless
   it comes in time) are taken before queued ordinary ones, by threads kept for them.
 
-Errors are typed (`SSHError` subclasses) with a `reason` for status and `retry`/`delay` for the reconcile engine:
-`error.reconcile_error()` turns one into a `ReconcileError`.
+Errors are typed (`SSHError` subclasses) with a `reason` for status and `retry`/`delay` for the reconcile engine,
+which maps them (reconcile/ssh.py: `reconcile_error`). The driver takes plain values (`SSHTarget`), no spec model;
+reconcile/ssh.py's `target_for` builds one from a spec's `ssh` block.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import paramiko
 from pydantic import SecretStr
@@ -45,10 +46,6 @@ from pydantic import SecretStr
 from .. import metrics
 from .workers import Workers
 from . import holdings
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..api.common import SSHSettings
-    from ..reconcile.base import ReconcileError
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +77,11 @@ class SSHError(Exception):
         super().__init__(message)
         self.host = host
 
-    def reconcile_error(self) -> "ReconcileError":
-        """The same failure as the reconcile engine's typed error."""
-        from ..reconcile.base import ReconcileError
+    def reconcile_error(self) -> Any:
+        """Deprecated, for reconcile/kvmhost/__init__.py until it calls reconcile.ssh.reconcile_error(error)."""
+        from ..reconcile.ssh import reconcile_error
 
-        return ReconcileError(self.reason, str(self), retry=self.retry, delay=self.delay)
+        return reconcile_error(self)
 
 
 class InvalidHostKey(SSHError):
@@ -236,11 +233,11 @@ class SSHTarget:
     connect_timeout: float = 10.0
 
     @classmethod
-    def from_settings(cls, address: str, settings: "SSHSettings", private_key: SecretStr) -> "SSHTarget":
-        """From a spec's `ssh` block and the value of its `privateKeySecretRef`."""
-        return cls(address=address, port=settings.port, user=settings.user, host_key=settings.host_key,
-                   private_key=private_key, sudo=settings.sudo,
-                   connect_timeout=float(settings.connect_timeout_seconds))
+    def from_settings(cls, address: str, settings: Any, private_key: SecretStr) -> "SSHTarget":
+        """Deprecated, for reconcile/kvmhost/__init__.py until it calls reconcile.ssh.target_for."""
+        from ..reconcile.ssh import target_for
+
+        return target_for(address, settings, private_key)
 
     @property
     def key(self) -> tuple[str, int, str, str]:

@@ -12,6 +12,7 @@ from ... import status as st
 from ...api.cloudstackrelease import CloudStackReleaseSpec
 from ...drivers.ssh import CommandResult, SSHError, SSHPool, SSHTarget
 from ..base import Context, ReconcileError
+from ..ssh import target_for
 from . import isolation
 from .isolation import LocalBuilds
 
@@ -79,4 +80,4 @@ def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec, l
         raise ReconcileError("SSHUnavailable", "builder.type is SSH but this operator runs without SSH", retry=False)
     ref = builder.ssh.ssh.private_key_secret_ref
     key = ctx.credential(ref.name, ref.key, to=[builder.ssh.address], what="SSH to the build host")
-    return SSHRunner(ssh, SSHTarget.from_settings(builder.ssh.address, builder.ssh.ssh, key))
+    return SSHRunner(ssh, target_for(builder.ssh.address, builder.ssh.ssh, key))
