@@ -15,10 +15,8 @@ from pydantic import SecretStr
 from stackops.api.kvmhost import CloudStackHost
 from stackops.api.xenpool import CloudStackCluster
 from stackops.drivers import cloudstack as driver
-from stackops.reconcile import systemvmtemplate
+from stackops.reconcile import cloudstack, systemvmtemplate
 from stackops.reconcile.base import Context, ReconcileError
-from stackops.reconcile.kvmhost import registration
-from stackops.reconcile.xenpool import cluster
 
 SECRET = "cloudstack-api"
 
@@ -99,9 +97,11 @@ HOST = CloudStackHost.model_validate({"connection": {"secretRef": {"name": SECRE
                                       "cluster": "c"})
 POOL = CloudStackCluster.model_validate({"connection": {"secretRef": {"name": SECRET}}, "zone": "z", "pod": "p",
                                          "cluster": "c"})
-OPENERS = {
-    "KvmHost": lambda pool, ctx: registration.client_for(pool, ctx, HOST),
-    "XenPool": lambda pool, ctx: cluster.client_for(pool, ctx, POOL),
+OPENERS = {  # as each kind opens its client: KvmHost and XenPool registration report a Registered condition
+    "KvmHost": lambda pool, ctx: cloudstack.client_for(pool, ctx, HOST.connection.secret_ref.name,
+                                                       condition="Registered"),
+    "XenPool": lambda pool, ctx: cloudstack.client_for(pool, ctx, POOL.connection.secret_ref.name,
+                                                       condition="Registered"),
     "SystemVMTemplate": lambda pool, ctx: systemvmtemplate.client_for(pool, ctx, SECRET),
 }
 

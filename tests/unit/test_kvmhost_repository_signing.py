@@ -26,7 +26,8 @@ from stackops.reconcile.base import Context, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.actions import WRITE_READABLE_FILE, RunCommand, WriteFile
 from stackops.reconcile.kvmhost.plan import REPOSITORY_MARKER, PlanError, plan
-from stackops.reconcile.kvmhost.probe import FILES, SCRIPT, parse
+from stackops.reconcile.kvmhost.paths import PROBED_FILES
+from stackops.reconcile.kvmhost.probe import SCRIPT, parse
 from stackops.reconcile.kvmhost.repository import armored_public_key, source
 
 DATA = Path(__file__).parent / "data"
@@ -139,7 +140,7 @@ def test_going_unsigned_or_dropping_the_repository_removes_the_key_after_the_sou
 
 def test_the_probe_reads_both_key_files() -> None:
     for path in (APT_KEY, RPM_KEY):
-        assert path in FILES and path in SCRIPT
+        assert path in PROBED_FILES and path in SCRIPT
     assert parse(host({APT_KEY: KEY}), 16509).files[APT_KEY] == KEY
 
 

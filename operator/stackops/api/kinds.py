@@ -131,4 +131,3 @@ CLOUDSTACKRELEASE = Kind(
 
 KINDS: tuple[Kind, ...] = (XENPOOL, KVMHOST, SYSTEMVMTEMPLATE, CLOUDSTACKRELEASE)
 BY_KIND = {k.kind: k for k in KINDS}
-BY_PLURAL = {k.plural: k for k in KINDS}

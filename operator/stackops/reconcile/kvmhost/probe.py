@@ -14,11 +14,10 @@ from typing import Any, Iterator
 from ..shell import load
 from .guard import PROBE_SECTION, parse_checkpoints
 from .observed import ClientFile, Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
-from .paths import PROBED_FILES, SELINUX_CONFIG, with_paths
+from .paths import SELINUX_CONFIG, with_paths
 
-# The files the probe reads, and the script (scripts/probe.sh, then the checkpoints section of guard.py): its
+# The script (scripts/probe.sh, reading paths.PROBED_FILES, then the checkpoints section of guard.py): its
 # positional parameters are the package names to query (plan.probe_arguments).
-FILES = PROBED_FILES
 SCRIPT = with_paths(load(__package__, "probe.sh"), "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT",
                     "APPARMOR_DIR") + PROBE_SECTION + "true\n"
 

@@ -46,10 +46,6 @@ class Registration:
     requeue_after: float | None = None
 
 
-def client_for(pool: CloudStackPool, ctx: Context, settings: CloudStackHost) -> CloudStackClient:
-    return cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
-
-
 def describe_state(host: dict[str, Any]) -> str:
     state = str(host.get("state", "Unknown"))
     resource = str(host.get("resourcestate", "Enabled"))
@@ -112,7 +108,7 @@ async def register(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, *, man
     """Find the host in CloudStack; add it when missing (under Manage)."""
     settings = spec.cloudstack
     assert settings is not None
-    client = client_for(pool, ctx, settings)
+    client = cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
     try:
         await cloudstack.record_version(client, ctx)
         host = await find_host(client, spec.address)
@@ -147,7 +143,7 @@ async def deregister(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> N
     """Maintenance (CloudStack migrates the VMs away), wait for it, then delete the host."""
     settings = spec.cloudstack
     assert settings is not None
-    client = client_for(pool, ctx, settings)
+    client = cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
     try:
         host = await find_host(client, spec.address)
         if host is None:

@@ -17,6 +17,7 @@ from ... import status as st
 from ...api.xenpool import CloudStackCluster, XenPoolSpec
 from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackPool, CloudStackUnsupportedVersion
 from .. import cloudstack
+from ..cloudstack import client_for
 from ..base import Action, Context, CredentialNotAllowed, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from .observed import PoolFacts
@@ -83,10 +84,6 @@ class Registration:
     requeue_after: float | None = None
 
 
-def client_for(pool: CloudStackPool, ctx: Context, settings: CloudStackCluster) -> CloudStackClient:
-    return cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
-
-
 def host_url(spec: XenPoolSpec, address: str) -> str:
     """`http://<address>` as CloudStack takes it; a non-default XenAPI port (labs) rides along."""
     return f"http://{address}" + (f":{spec.xenapi_port}" if spec.xenapi_port else "")
@@ -134,7 +131,7 @@ class ClusterLink:
     def __init__(self, cloudstack: CloudStackPool, ctx: Context, spec: XenPoolSpec):
         assert spec.cloudstack is not None
         self.ctx, self.spec, self.settings = ctx, spec, spec.cloudstack
-        self.client = client_for(cloudstack, ctx, spec.cloudstack)
+        self.client = client_for(cloudstack, ctx, spec.cloudstack.connection.secret_ref.name, condition="Registered")
         self.zone_id = self.pod_id = ""
         self.cluster: dict[str, Any] | None = None
 
