@@ -18,7 +18,8 @@ from stackops.api.references import needed_secrets
 from stackops.drivers.secrets import SecretError
 from stackops.handlers import resources
 from stackops.handlers.settings import PausableDiffBaseStorage, is_paused
-from stackops.reconcile.base import Action, Context, Outcome, PlannedReconciler, ReconcileError
+from stackops.reconcile.base import Action, Context, Outcome, ReconcileError
+from stackops.reconcile.engine import Engine, Plan, Stage
 from stackops import status as st
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl5nbgQ0Ap8H7yG3zF+r1y2XwQm3aGkz0Hq3E2Y5d2v"
@@ -42,7 +43,7 @@ class SetValue(Action):
         return f"set {self.key} to {self.value}"
 
 
-class FakeInfra(PlannedReconciler[dict]):
+class FakeInfra(Engine[None, dict, Plan]):
     """A reconciler over a dict, to exercise the engine."""
 
     kind = "KvmHost"
@@ -53,20 +54,22 @@ class FakeInfra(PlannedReconciler[dict]):
         self.fail_on = fail_on
         self.observations = 0
 
-    async def observe(self, ctx: Context) -> dict:
+    async def observe(self, ctx: Context, conn: None) -> dict:
         self.observations += 1
         return dict(self.actual)
 
-    def plan(self, spec: Any, observed: dict) -> list[Action]:
-        return [SetValue(k, v) for k, v in sorted(self.wanted.items()) if observed.get(k) != v]
+    def plan(self, ctx: Context, observed: dict) -> Plan:
+        actions = tuple(SetValue(k, v) for k, v in sorted(self.wanted.items()) if observed.get(k) != v)
+        return Plan([Stage("set", actions)] if actions else [])
 
-    async def execute(self, ctx: Context, action: Action, observed: dict) -> None:
+    async def execute(self, ctx: Context, conn: None, action: Action, observed: dict) -> None:
         assert isinstance(action, SetValue)
         if action.key == self.fail_on:
             raise ReconcileError("WriteFailed", f"cannot write {action.key}", retry=True, delay=5)
         self.actual[action.key] = action.value
 
-    def report(self, ctx: Context, observed: dict, pending: list[Action]) -> Outcome:
+    def report(self, ctx: Context, observed: dict, plan: Plan, applied: list[Action]) -> Outcome:
+        pending = plan.actions
         if pending:
             return Outcome(st.progressing("Drifted", f"{len(pending)} differences"), drift=pending)
         return Outcome(st.ready("Converged"), drift=[])
@@ -162,7 +165,7 @@ def test_failure_status_is_written_before_retry(events: list) -> None:
 
 def test_permanent_error_is_stalled_without_retry(events: list) -> None:
     class Refusing(FakeInfra):
-        async def observe(self, ctx: Context) -> dict:
+        async def observe(self, ctx: Context, conn: None) -> dict:
             raise ReconcileError("TooFewHostsForHA", "HA needs three hosts", retry=False)
 
     patch = run(KVMHOST, kvm_body(), Refusing({}, {}))
@@ -192,7 +195,7 @@ def test_missing_secret_is_reconciling_and_retried(events: list) -> None:
 
 def test_unexpected_exception_never_puts_a_traceback_in_status(events: list) -> None:
     class Buggy(FakeInfra):
-        async def observe(self, ctx: Context) -> dict:
+        async def observe(self, ctx: Context, conn: None) -> dict:
             raise KeyError("password=hunter2")
 
     deps = resources.Deps(reconcilers={"KvmHost": Buggy({}, {})},
@@ -262,9 +265,9 @@ def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> No
             return await super().read(namespace, needed)
 
     class Slow(FakeInfra):
-        async def observe(self, ctx: Context) -> dict:
+        async def observe(self, ctx: Context, conn: None) -> dict:
             await asyncio.sleep(0.1)
-            return await super().observe(ctx)
+            return await super().observe(ctx, conn)
 
     deps = resources.Deps(reconcilers={"KvmHost": Slow({}, {})},
                           secrets=SlowFirstSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
@@ -296,11 +299,11 @@ def test_a_pass_that_waited_leaves_an_object_paused_meanwhile_alone(events: list
     release = asyncio.Event()
 
     class Held(FakeInfra):
-        async def observe(self, ctx: Context) -> dict:
+        async def observe(self, ctx: Context, conn: None) -> dict:
             observed.append("first" if not entered.is_set() else "again")
             entered.set()
             await release.wait()
-            return await infra.observe(ctx)
+            return await infra.observe(ctx, conn)
 
     deps = resources.Deps(reconcilers={"KvmHost": Held({}, {})},
                           secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))

@@ -312,6 +312,11 @@ def fake_reconciler(host: FakeHost) -> KvmHostReconciler:
     return KvmHostReconciler(FakePool(host))  # type: ignore[arg-type]
 
 
+def resume(reconciler: KvmHostReconciler, ctx: Context, view: HostView) -> HostView:
+    """The engine's resume step of a pass: settle what an earlier pass left undecided."""
+    return asyncio.run(reconciler.resume(ctx, reconciler.connection(ctx), view))
+
+
 def context(s: KvmHostSpec, generation: int = 3, status: dict | None = None, events: list | None = None) -> Context:
     sink = events if events is not None else []
     return Context(namespace="lab", name="kvm1", generation=generation, spec=s, status=status or {},
@@ -401,7 +406,7 @@ def test_an_undecided_change_of_an_earlier_pass_is_confirmed_or_waited_for() -> 
     view = HostView(owner=OWNER, facts=parse(fresh_host(undecided), 16509))
     host = FakeHost("", confirms=["state confirmed\napplied 0\n"])
     events: list = []
-    assert asyncio.run(fake_reconciler(host).settle(context(s, events=events), view)) is view
+    assert resume(fake_reconciler(host), context(s, events=events), view) is view
     assert host.calls == ["confirm"] and events[0][1] == "ChangeConfirmed"
 
     running = checkpoint_section(checkpoint_line("20260101T000000Z-aa", owner=OWNER, generation="3",
@@ -409,13 +414,13 @@ def test_an_undecided_change_of_an_earlier_pass_is_confirmed_or_waited_for() -> 
     view = HostView(owner=OWNER, facts=parse(fresh_host(running), 16509))
     host = FakeHost("")
     with pytest.raises(ReconcileError) as waiting:
-        asyncio.run(fake_reconciler(host).settle(context(s), view))
+        resume(fake_reconciler(host), context(s), view)
     assert waiting.value.reason == "RollbackPending" and waiting.value.delay == 8.0 and host.calls == []
 
     elsewhere = checkpoint_section(checkpoint_line("20260101T000000Z-aa", owner="other/host", expires="1000"),
                                    now=995)
     view = HostView(owner=OWNER, facts=parse(fresh_host(elsewhere), 16509))
-    assert asyncio.run(fake_reconciler(FakeHost("")).settle(context(s), view)) is view
+    assert resume(fake_reconciler(FakeHost("")), context(s), view) is view
 
 
 def test_no_checkpoint_for_a_plan_off_the_management_path() -> None:

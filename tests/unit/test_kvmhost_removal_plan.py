@@ -359,7 +359,7 @@ def test_a_shared_bridge_is_kept_with_a_warning() -> None:
     reconciler = KvmHostReconciler(FakePool(FakeHost(probe_output())))  # type: ignore[arg-type]
     views = [shared, after]
 
-    async def observe(ctx: Context) -> kvmhost.HostView:
+    async def observe(ctx: Context, conn: object) -> kvmhost.HostView:
         return kvmhost.HostView(owner=OWNER, facts=views.pop(0) if len(views) > 1 else views[0])
 
     reconciler.observe = observe  # type: ignore[method-assign]

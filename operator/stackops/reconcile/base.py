@@ -1,12 +1,5 @@
-"""The reconcile engine every kind plugs into: observe → plan → apply.
-
-- `observe` reads the actual state in as few round trips as possible and returns a typed snapshot;
-- `plan` is pure: (spec, observed) → actions; a converged resource plans nothing;
-- `apply` executes the actions in order, stops at the first failure and records what was done, posting one
-  Event per change made to infrastructure.
-
-Under `managementPolicy: Observe` the engine stops after `plan` and reports the actions as drift.
-"""
+"""What every kind shares: the actions a plan is made of, the context of a pass, its outcome and its errors.
+The engine that runs a kind's pass is engine.py."""
 from __future__ import annotations
 
 import abc
@@ -19,7 +12,7 @@ from pydantic import BaseModel, SecretStr
 from .. import status as st
 from ..destinations import ANNOTATION, NOWHERE, safe_destination
 
-Observed = TypeVar("Observed")
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -32,6 +25,8 @@ class Action:
 
     disruptive = False
     operation: ClassVar[Literal["add", "remove", "change"]]
+    event_reason: ClassVar[str] = "Applied"
+    """The reason of the Event the engine posts once the action is done."""
 
     def describe(self) -> str:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError
@@ -78,13 +73,13 @@ async def keep_in_memory(fields: dict[str, Any]) -> None:
 
 
 @dataclass
-class Context:
-    """What a reconciler gets for one pass over one object."""
+class Context(Generic[SpecT]):
+    """What a reconciler gets for one pass over one object (`Context[KvmHostSpec]`: its spec is a KvmHostSpec)."""
 
     namespace: str
     name: str
     generation: int
-    spec: BaseModel
+    spec: SpecT
     status: dict[str, Any]
     secrets: dict[str, dict[str, SecretStr]]
     event: EventSink
@@ -135,69 +130,6 @@ class Reconciler(abc.ABC):
 
     async def finalize(self, ctx: Context) -> None:
         """Deletion with `deletionPolicy: Delete`: undo what the operator created outside Kubernetes."""
-
-
-class PlannedReconciler(Reconciler, Generic[Observed]):
-    """observe → plan → apply, with `Observe` stopping after plan. Subclasses implement the four steps."""
-
-    @abc.abstractmethod
-    async def observe(self, ctx: Context) -> Observed:
-        ...
-
-    @abc.abstractmethod
-    def plan(self, spec: Any, observed: Observed) -> list[Action]:
-        ...
-
-    @abc.abstractmethod
-    async def execute(self, ctx: Context, action: Action, observed: Observed) -> None:
-        """Carry out one action; raise ReconcileError on failure."""
-
-    @abc.abstractmethod
-    def report(self, ctx: Context, observed: Observed, pending: list[Action]) -> Outcome:
-        """Status for what was observed, with `pending` the actions still to do (drift under Observe)."""
-
-    async def settle(self, ctx: Context, observed: Observed) -> Observed:
-        """Finish or wait for work an earlier pass left undecided on the infrastructure (default: none)."""
-        return observed
-
-    def check(self, ctx: Context, actions: list[Action], observed: Observed) -> Outcome | None:
-        """Before anything is changed: raise ReconcileError to refuse the plan, or return an Outcome to report
-        instead of applying (default: go ahead)."""
-        return None
-
-    async def apply(self, ctx: Context, actions: list[Action], observed: Observed) -> list[Action]:
-        """Carry out the plan; returns what was done. Subclasses may apply some actions specially."""
-        return await self.execute_each(ctx, actions, observed, [])
-
-    async def execute_each(self, ctx: Context, actions: list[Action], observed: Observed,
-                           applied: list[Action]) -> list[Action]:
-        """Execute in order, one Event per change; stop at the first failure (PartialApply lists what was done)."""
-        for action in actions:
-            try:
-                await self.execute(ctx, action, observed)
-            except ReconcileError as error:
-                ctx.event("Warning", error.reason, f"{action.describe()} failed: {error}")
-                raise PartialApply(error, applied) from error
-            applied.append(action)
-            ctx.event("Normal", "Applied", action.describe())
-        return applied
-
-    async def reconcile(self, ctx: Context) -> Outcome:
-        observed = await self.settle(ctx, await self.observe(ctx))
-        actions = self.plan(ctx.spec, observed)
-        if ctx.spec.management_policy == "Observe" or not actions:
-            if actions and [a.record() for a in actions] != ctx.status.get("drift"):
-                ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
-                          + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
-            return self.report(ctx, observed, actions)
-        instead = self.check(ctx, actions, observed)
-        if instead is not None:
-            return instead
-        applied = await self.apply(ctx, actions, observed)
-        observed = await self.observe(ctx)
-        outcome = self.report(ctx, observed, self.plan(ctx.spec, observed))
-        outcome.applied = applied
-        return outcome
 
 
 class PartialApply(ReconcileError):

@@ -6,14 +6,17 @@ files, so an operator restart neither loses a build nor starts a second one, and
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
 
 from ... import status as st
 from ...api.cloudstackrelease import CloudStackReleaseSpec
 from ...drivers.ssh import SSHPool
-from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from ..base import Action, Context, Outcome, ReconcileError
+from ..engine import Engine, Plan, Stage
 from . import inputs, scripts
 from .isolation import LocalBuilds
 from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
@@ -30,7 +33,14 @@ def _rfc3339(epoch: int) -> str | None:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class CloudStackReleaseReconciler(Reconciler):
+@dataclass
+class BuildPlan(Plan):
+    """The decision of a pass; a build to start is its one stage (the build then runs on by itself)."""
+
+    decision: Decision = field(default_factory=lambda: Decision("Problem"))
+
+
+class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
     kind = "CloudStackRelease"
 
     def __init__(self, ssh: SSHPool | None = None, local_builds: LocalBuilds | None = None):
@@ -38,9 +48,15 @@ class CloudStackReleaseReconciler(Reconciler):
         self.ssh = ssh
         self.local_builds = local_builds
 
-    async def observe(self, runner: Runner, spec: CloudStackReleaseSpec, known: str = "") -> BuildFacts:
-        """`known`: the inputs hash status recorded; while that build runs with the same settings, its inputs are
-        taken as they are instead of being resolved again (no patch is downloaded on every pass)."""
+    @contextlib.asynccontextmanager
+    async def connect(self, ctx: Context) -> AsyncIterator[Runner]:
+        yield runner_for(self.ssh, ctx, ctx.spec, self.local_builds)
+
+    async def observe(self, ctx: Context, runner: Runner) -> BuildFacts:
+        """The inputs status recorded: while that build runs with the same settings, its inputs are taken as they
+        are instead of being resolved again (no patch is downloaded on every pass)."""
+        spec: CloudStackReleaseSpec = ctx.spec
+        known = str(ctx.status.get("inputsHash") or "")
         up = spec.source.upstream
         args = [spec.builder.work_dir, inputs.settings(spec), known or "-", inputs.files(spec), spec.source.repository,
                 spec.source.base_ref, up.repository if up else "-", up.ref if up else "-"]
@@ -63,21 +79,16 @@ class CloudStackReleaseReconciler(Reconciler):
                                      f"the operator {expected}", retry=False)
         return facts
 
-    async def reconcile(self, ctx: Context) -> Outcome:
-        spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
-        runner = runner_for(self.ssh, ctx, spec, self.local_builds)
+    def plan(self, ctx: Context, facts: BuildFacts) -> BuildPlan:
         before = ctx.status
-        facts = await self.observe(runner, spec, str(before.get("inputsHash") or ""))
         built_before = before.get("phase") == "Succeeded" and before.get("inputsHash") == facts.inputs_hash
-        decision = decide(spec, facts, time.time(), built_before=built_before)
-        applied: list[Action] = []
-        if decision.action is not None and spec.management_policy == "Manage":
-            await self.start(ctx, runner, spec, facts, decision.action)
-            applied.append(decision.action)
-        return self.report(ctx, spec, facts, decision, applied)
+        decision = decide(ctx.spec, facts, time.time(), built_before=built_before)
+        stages = [Stage("build", (decision.action,), then="stop")] if decision.action is not None else []
+        return BuildPlan(stages, decision)
 
-    async def start(self, ctx: Context, runner: Runner, spec: CloudStackReleaseSpec, facts: BuildFacts,
-                    action: StartBuild) -> None:
+    async def execute(self, ctx: Context, runner: Runner, action: Action, facts: BuildFacts) -> None:
+        assert isinstance(action, StartBuild)
+        spec: CloudStackReleaseSpec = ctx.spec
         lines = inputs.inputs_file(spec, facts.base, facts.upstream, facts.patches, action.inputs_hash)
         result = await runner.script(scripts.start_script(),
                                      [spec.builder.work_dir, action.inputs_hash, inputs.settings(spec), *lines],
@@ -88,11 +99,10 @@ class CloudStackReleaseReconciler(Reconciler):
         if action.superseding and "superseded" in result.stdout:
             ctx.event("Normal", "BuildSuperseded", f"stopped the build of inputs {action.superseding[:12]}: the "
                       "spec changed")
-        ctx.event("Normal", "BuildStarted", action.describe())
 
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete: the published packages (and the repository metadata) and the work tree go."""
-        spec: CloudStackReleaseSpec = ctx.spec  # type: ignore[assignment]
+        spec: CloudStackReleaseSpec = ctx.spec
         if spec.deletion_policy != "Delete":
             return
         if spec.builder.type == "Local" and self.local_builds is None:
@@ -112,8 +122,9 @@ class CloudStackReleaseReconciler(Reconciler):
 
     # ------------------------------------------------------------------ status
 
-    def report(self, ctx: Context, spec: CloudStackReleaseSpec, facts: BuildFacts, decision: Decision,
-               applied: list[Action]) -> Outcome:
+    def report(self, ctx: Context, facts: BuildFacts, plan: BuildPlan, applied: list[Action]) -> Outcome:
+        spec: CloudStackReleaseSpec = ctx.spec
+        decision = plan.decision
         fields: dict[str, Any] = {"inputsHash": facts.inputs_hash or None}
         previous = ctx.status
         if facts.exists or applied:

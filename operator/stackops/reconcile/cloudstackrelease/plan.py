@@ -26,6 +26,7 @@ class StartBuild(Action):
 
     disruptive = False
     operation = "add"
+    event_reason = "BuildStarted"
 
     def describe(self) -> str:
         prs = ", ".join(f"#{n}" for n in self.pull_requests) or "no pull requests"

@@ -4,6 +4,7 @@ operator reconnects and confirms in time (guard.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from ...api.kvmhost import KvmHostSpec
 from ...drivers.cloudstack import CloudStackPool
 from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHError, SSHPool, SSHTarget, SSHTimeout,
                             Unreachable)
-from ..base import Action, Context, Outcome, PartialApply, PlannedReconciler, ReconcileError
+from ..base import Action, Context, Outcome, PartialApply, ReconcileError
+from ..engine import Engine, Plan, Stage
 from . import guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
@@ -108,17 +110,32 @@ def unreachable(error: SSHError) -> ReconcileError:
     return failure
 
 
-class KvmHostReconciler(PlannedReconciler[HostView]):
+@dataclass(frozen=True)
+class GuardedStage(Stage):
+    """Management-path changes (and what precedes them) applied under an on-host checkpoint; `risky`: the changes
+    on the path."""
+
+    risky: tuple[HostAction, ...] = ()
+
+
+@dataclass
+class HostPlan(Plan):
+    risky: list[HostAction] = field(default_factory=list)
+
+
+class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     kind = "KvmHost"
 
     def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
         self.pool = pool
         self.cloudstack = cloudstack
 
-    async def reconcile(self, ctx: Context) -> Outcome:
-        """Configure the host, then (with `spec.cloudstack`) register it in CloudStack; Ready waits for it to be Up."""
-        outcome = await super().reconcile(ctx)
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+    def connect(self, ctx: Context) -> contextlib.nullcontext[SSHConnection]:
+        return contextlib.nullcontext(self.connection(ctx))
+
+    async def finish(self, ctx: Context, conn: SSHConnection, outcome: Outcome) -> Outcome:
+        """With `spec.cloudstack`, the configured host is registered in CloudStack; Ready waits for it to be Up."""
+        spec: KvmHostSpec = ctx.spec
         if spec.cloudstack is None:
             return outcome
         configured = any(c.type == "Configured" and c.status == "True" for c in outcome.conditions)
@@ -146,17 +163,18 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
         Any failure — the host unreachable, Open vSwitch not answering, a management-path change of an earlier
         pass not settled yet, a command failing — raises ReconcileError: the finalizer keeps the object and the
         handler tries again. Under `Orphan` (which the handler does not even pass here) nothing is done."""
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         if spec.deletion_policy != "Delete":
             return
         if spec.cloudstack is not None and self.cloudstack is not None:
             await registration.deregister(self.cloudstack, ctx, spec)
-        view = await self.settle(ctx, await self.observe(ctx))
+        conn = self.connection(ctx)
+        view = await self.resume(ctx, conn, await self.observe(ctx, conn))
         removal = self.removal(view, spec.address)
         if removal.actions:
             actions: list[Action] = list(removal.actions)
-            await self.execute_each(ctx, actions, view, [])
-            removal = self.removal(await self.observe(ctx), spec.address)
+            await self.execute_each(ctx, conn, actions, view, [])
+            removal = self.removal(await self.observe(ctx, conn), spec.address)
             if removal.actions:
                 raise ReconcileError("RemovalIncomplete", "Open vSwitch objects this KvmHost created are still on "
                                      f"the host after removing them: {'; '.join(a.describe() for a in removal.actions)}"
@@ -186,62 +204,70 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                       f"stackops did not create; they keep their {OWNER_KEY} mark")
 
     def connection(self, ctx: Context) -> SSHConnection:
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         ref = spec.ssh.private_key_secret_ref
         key = ctx.credential(ref.name, ref.key, to=[spec.address], what="SSH")
         return self.pool.connection(SSHTarget.from_settings(spec.address, spec.ssh, key))
 
-    async def observe(self, ctx: Context) -> HostView:
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+    async def observe(self, ctx: Context, conn: SSHConnection) -> HostView:
+        spec: KvmHostSpec = ctx.spec
         try:
-            result = await self.connection(ctx).run_script(SCRIPT, args=probe_arguments(spec), timeout=PROBE_TIMEOUT,
+            result = await conn.run_script(SCRIPT, args=probe_arguments(spec), timeout=PROBE_TIMEOUT,
                                                            label="probe")
         except SSHError as error:
             raise unreachable(error) from None
         return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
                         signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
-    def plan(self, spec: Any, observed: HostView) -> list[Action]:
+    def plan(self, ctx: Context, observed: HostView) -> HostPlan:
+        """Management-path changes (and what precedes them) form a guarded stage; the rest follows one by one."""
+        spec: KvmHostSpec = ctx.spec
         try:
-            return list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
+            actions = list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
                                  conditions=[st.ConditionState("Reachable", "True", "Connected"),
                                              st.ConditionState("Configured", "False", error.reason, str(error))]) \
                 from None
+        risky = guard.risky_actions(actions, management_path(spec, observed.facts))
+        if not actions:
+            return HostPlan()
+        if not risky:
+            return HostPlan([Stage("host", tuple(actions))])
+        guarded, rest = guard.split_guarded(actions, risky)
+        stages: list[Stage] = [GuardedStage("management path", tuple(guarded), then="next" if rest else "report",
+                                            risky=tuple(risky))]
+        if rest:
+            stages.append(Stage("host", tuple(rest)))
+        return HostPlan(stages, list(risky))
 
-    def check(self, ctx: Context, actions: list[Action], observed: HostView) -> Outcome | None:
+    def check(self, ctx: Context, plan: HostPlan, observed: HostView) -> Outcome | None:
         """A management-path change the host already reverted for this generation is not tried again."""
-        if not guard.risky_actions(actions, management_path(ctx.spec, observed.facts)):  # type: ignore[arg-type]
+        if not plan.risky:
             return None
         blocker = self.blocking_rollback(ctx, observed)
-        return None if blocker is None else self.rolled_back(ctx, observed, actions, blocker)
+        return None if blocker is None else self.rolled_back(ctx, observed, plan, blocker)
 
-    async def apply(self, ctx: Context, actions: list[Action], observed: HostView) -> list[Action]:
-        """Management-path changes (and what precedes them) under an on-host checkpoint, the rest one by one."""
-        risky = guard.risky_actions(actions, management_path(ctx.spec, observed.facts))  # type: ignore[arg-type]
-        applied: list[Action] = []
-        if risky:
-            guarded, rest = guard.split_guarded(actions, risky)  # type: ignore[arg-type]
-            applied = list(await self.guarded_apply(ctx, observed, guarded, risky))
-            actions = list(rest)
-        return await self.execute_each(ctx, actions, observed, applied)
+    async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostView) -> list[Action]:
+        if isinstance(stage, GuardedStage):
+            return list(await self.guarded_apply(ctx, facts, list(stage.actions), list(stage.risky)))
+        return await self.execute_each(ctx, conn, stage.actions, facts, [])
 
     # -- management-path changes (guard.py)
 
-    async def settle(self, ctx: Context, view: HostView) -> HostView:
+    async def resume(self, ctx: Context, conn: SSHConnection, view: HostView) -> HostView:
         """A guarded change of an earlier pass still undecided (the operator restarted, or lost the host while
         confirming): confirm it if it has finished and this pass reached the host, else wait for the host's
         timer. Nothing else is changed meanwhile: a revert would undo it."""
         facts = view.facts
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         checkpoint = guard.latest(facts.checkpoints, view.owner, "pending", "reverting", now=facts.host_time)
         if checkpoint is None:
             return view
         state = checkpoint.state(facts.host_time)
         if state == "pending" and checkpoint.applied is not None and spec.management_policy == "Manage":
             try:
-                result = guard.parse_confirm((await self.connection(ctx).run_script(
+                result = guard.parse_confirm((await conn.run_script(
                     guard.CONFIRM, args=[checkpoint.id], timeout=CONFIRM_TIMEOUT_SECONDS, mutation=True,
                     label=f"confirm checkpoint {checkpoint.id}", urgent=True)).stdout)
             except SSHError as error:
@@ -252,7 +278,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                           f"{checkpoint.id}: {checkpoint.changes}")
                 return view
             if result.state == "rolled-back":
-                return await self.observe(ctx)
+                return await self.observe(ctx, conn)
             state = result.state
         left = (checkpoint.expires - facts.host_time) if checkpoint.expires and facts.host_time else 0
         doing = "is reverting it" if state == "reverting" else f"reverts it in {max(left, 0)}s unless it is confirmed"
@@ -265,7 +291,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
     def blocking_rollback(self, ctx: Context, view: HostView) -> tuple[int, str, str] | None:
         """(generation, time, reason) of a revert of this very change — same generation of the same spec —
         recorded on the host or in status: the risky plan is not tried again until the spec changes."""
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         checkpoint = guard.latest(view.facts.checkpoints, view.owner, "rolled-back")
         if checkpoint is not None and checkpoint.generation == ctx.generation and \
                 checkpoint.digest == guard.spec_digest(spec):
@@ -275,12 +301,12 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
             return ctx.generation, str(recorded.get("time", "")), str(recorded.get("reason", ""))
         return None
 
-    def rolled_back(self, ctx: Context, view: HostView, actions: list[Action],
+    def rolled_back(self, ctx: Context, view: HostView, plan: HostPlan,
                     blocker: tuple[int, str, str]) -> Outcome:
         generation, when, reason = blocker
         message = (f"not applied again: {reason}{f' at {when}' if when else ''}. The change is not retried for "
                    f"generation {generation}: fix the spec (a new generation) to try again")
-        outcome = self.report(ctx, view, actions)
+        outcome = self.report(ctx, view, plan, [])
         outcome.conditions = [*st.stalled("RolledBack", message),
                               st.ConditionState("Reachable", "True", "Connected"),
                               st.ConditionState("Configured", "False", "RolledBack", message)]
@@ -291,7 +317,7 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
                             risky: list[HostAction]) -> list[HostAction]:
         """Checkpoint, start the revert timer and the apply (one round trip), reconnect afresh and confirm.
         Returns the actions applied; raises when the change could not be confirmed."""
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         timeout = spec.openvswitch.rollback_timeout_seconds
         checkpoint = guard.new_checkpoint_id()
         changes = "; ".join(a.describe() for a in risky)
@@ -369,10 +395,10 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
             connection.close()  # a confirmation counts only over a connection opened after the change
             await asyncio.sleep(max(0.0, min(RECONNECT_PAUSE_SECONDS, deadline - time.monotonic())))
 
-    async def execute(self, ctx: Context, action: Action, observed: HostView) -> None:
+    async def execute(self, ctx: Context, conn: SSHConnection, action: Action, observed: HostView) -> None:
         assert isinstance(action, HostAction)
         try:
-            await self.connection(ctx).run(action.argv(), input=action.stdin(), timeout=COMMAND_TIMEOUT,
+            await conn.run(action.argv(), input=action.stdin(), timeout=COMMAND_TIMEOUT,
                                            mutation=True, label=action.describe())
         except CommandFailed as error:
             if isinstance(action, (InstallPackages, RefreshPackageIndex)):
@@ -382,9 +408,10 @@ class KvmHostReconciler(PlannedReconciler[HostView]):
             raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
                 error.reconcile_error() from None
 
-    def report(self, ctx: Context, observed: HostView, pending: list[Action]) -> Outcome:
+    def report(self, ctx: Context, observed: HostView, plan: HostPlan, applied: list[Action]) -> Outcome:
+        pending = plan.actions
         facts = observed.facts
-        spec: KvmHostSpec = ctx.spec  # type: ignore[assignment]
+        spec: KvmHostSpec = ctx.spec
         reachable = st.ConditionState("Reachable", "True", "Connected", f"probed over SSH as {spec.ssh.user}")
         if pending:
             summary = f"{len(pending)} difference(s): " + "; ".join(a.describe() for a in pending[:5])

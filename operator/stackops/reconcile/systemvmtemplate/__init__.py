@@ -54,7 +54,7 @@ class SystemVMTemplateReconciler(Reconciler):
         self.settle_seconds = settle_seconds  # a reboot written but not known to CloudStack: how long to wait
 
     async def reconcile(self, ctx: Context) -> Outcome:
-        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        spec: SystemVMTemplateSpec = ctx.spec
         client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
         names = [template_name(spec, t) for t in spec.templates]
         systemvms = SystemVMProgress.model_validate(ctx.status.get("systemVMs") or {})
@@ -167,7 +167,7 @@ class SystemVMTemplateReconciler(Reconciler):
 
     def _report(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress, applied: list[Action],
                 conditions: list[st.ConditionState] | None = None, wave: RouterWave | None = None) -> Outcome:
-        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        spec: SystemVMTemplateSpec = ctx.spec
         stage = plan.stage
         fields = self._fields(plan, observed, progress)
         requeue: float | None = STAGE_REQUEUE.get(stage)
@@ -274,7 +274,7 @@ class SystemVMTemplateReconciler(Reconciler):
 
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete: delete the templates of this spec that no system VM or router uses."""
-        spec: SystemVMTemplateSpec = ctx.spec  # type: ignore[assignment]
+        spec: SystemVMTemplateSpec = ctx.spec
         client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
         names = [template_name(spec, t) for t in spec.templates]
         try:

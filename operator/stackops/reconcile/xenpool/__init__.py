@@ -64,7 +64,7 @@ class XenPoolReconciler(Reconciler):
         return ClusterLink(self.cloudstack, ctx, spec)
 
     def session(self, ctx: Context) -> PoolSession:
-        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        spec: XenPoolSpec = ctx.spec
         ref = spec.credentials_secret_ref
         ca = None
         if spec.tls.ca_secret_ref is not None:
@@ -84,7 +84,7 @@ class XenPoolReconciler(Reconciler):
         return PoolSession(addresses, ctx.secret(ref.name, "username").get_secret_value(), password, endpoint)
 
     async def reconcile(self, ctx: Context) -> Outcome:
-        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        spec: XenPoolSpec = ctx.spec
         session = self.session(ctx)
         link = self.link(ctx, spec)
         try:
@@ -155,7 +155,7 @@ class XenPoolReconciler(Reconciler):
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete removes the CloudStack cluster registration (hosts through maintenance, then the
         cluster); the XenServer pool is never dismantled."""
-        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        spec: XenPoolSpec = ctx.spec
         link = self.link(ctx, spec) if spec.deletion_policy == "Delete" else None
         if link is not None:
             await link.deregister()
@@ -296,7 +296,7 @@ class XenPoolReconciler(Reconciler):
 
     def report(self, ctx: Context, facts: PoolFacts, result: Plan, applied: list[Action], *,
                observe_only: bool = False) -> Outcome:
-        spec: XenPoolSpec = ctx.spec  # type: ignore[assignment]
+        spec: XenPoolSpec = ctx.spec
         names = {m.address: m.name for m in spec.members}
         master = facts.master
         fields: dict[str, Any] = {
