@@ -117,7 +117,8 @@ def test_disruptive_changes_are_marked(tmp_path: Path) -> None:
     class Join(Change):
         disruptive = True
 
-    code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(Outcome(st.not_ready("X", ""), drift=[Join("join xen3", operation="add")])))
+    drift = [Join("join xen3", operation="add")]
+    code, out = plan(write(tmp_path, kvmhost(), secret()), Fake(Outcome(st.not_ready("X", ""), drift=drift)))
     assert code == 2 and "  + join xen3 (disruptive)" in out
 
 
@@ -245,6 +246,30 @@ def test_a_local_builder_is_not_observed_here(tmp_path: Path) -> None:
     out = StringIO()
     code = plan_files([write(tmp_path, release)], out, reconcilers={"CloudStackRelease": fake}, environ={})
     assert code == 1 and "cannot plan: LocalBuilder" in out.getvalue() and fake.seen == []
+
+
+@pytest.mark.parametrize(("stage", "then"), [
+    ("Registering", "  then RolloutStages: once the templates are Ready, activate them, replace the system VMs and "
+                    "reboot the routers that need the new version (within maxUnavailable, BACKUP before MASTER)"),
+    ("Activating", "  then RolloutStages: then replace the system VMs and reboot the routers"),
+    ("ReplacingSystemVMs", "  then RolloutStages: then reboot the routers"),
+    ("UpgradingRouters", None),
+])
+def test_a_rollout_says_which_stages_follow_its_changes(tmp_path: Path, stage: str, then: str | None) -> None:
+    template = {"apiVersion": "stackops.io/v1alpha1", "kind": "SystemVMTemplate",
+                "metadata": {"name": "systemvm", "namespace": "site"},
+                "spec": copy.deepcopy(MINIMAL["SystemVMTemplate"])}
+    admin = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudstack-admin", "namespace": "site"},
+             "stringData": {"url": "https://cloud.example.com/client/api", "apiKey": "k", "secretKey": "s"}}
+    fake = Fake(Outcome(conditions=st.not_ready("DriftDetected", f"{stage}: 1 router(s) left alone"),
+                        drift=[Change("register template x", operation="add")]))
+    fake.kind = "SystemVMTemplate"  # type: ignore[misc]
+    out = StringIO()
+    code = plan_files([write(tmp_path, template, admin)], out, reconcilers={"SystemVMTemplate": fake}, environ={})
+    lines = out.getvalue().splitlines()
+    assert code == 2 and lines[1] == "  + register template x", lines
+    following = [line for line in lines if line.startswith("  then")]
+    assert (following == []) if then is None else (len(following) == 1 and following[0].startswith(then)), lines
 
 
 def test_json_output(tmp_path: Path) -> None:

@@ -67,6 +67,15 @@ class LocalRunner:
                              stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
 
+def not_observable_here(spec: CloudStackReleaseSpec) -> tuple[str, str] | None:
+    """Why (reason, message) a tool outside the operator (`stackops plan`) cannot observe this release: a Local
+    builder builds in the operator's container, whose state is not here. None: it can. Never a status reason."""
+    if spec.builder.type == "Local":
+        return "LocalBuilder", "builder.type Local builds in the operator's container: its state cannot be observed " \
+            "from here"
+    return None
+
+
 def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec, local: LocalBuilds | None) -> Runner:
     builder = spec.builder
     if builder.type == "Local":

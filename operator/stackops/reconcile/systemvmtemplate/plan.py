@@ -11,12 +11,20 @@ import math
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from ... import status as st
 from ...api.systemvmtemplate import MaintenanceWindow, SystemVMTemplateSpec, TemplateSource
 from ..base import Action
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration, UpgradeRouter
 from .observed import Observed, Router, Template, older
 
 MINREQ = "minreq.sysvmtemplate.version"
+# A rollout plans one stage at a time (each needs the one before done): what follows the stage a pass reports.
+_REBOOTS = "reboot the routers that need the new version (within maxUnavailable, BACKUP before MASTER)"
+LATER_STAGES = {
+    "Registering": f"RolloutStages: once the templates are Ready, activate them, replace the system VMs and {_REBOOTS}",
+    "Activating": f"RolloutStages: then replace the system VMs and {_REBOOTS}",
+    "ReplacingSystemVMs": f"RolloutStages: then {_REBOOTS}",
+}
 SYSTEM_VM_TYPES = ("secondarystoragevm", "consoleproxy")
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -317,3 +325,11 @@ def window_state(window: MaintenanceWindow | None, now: datetime.datetime) -> Wi
         if opening > local:
             return WindowState(open=False, next_open=opening.astimezone(datetime.timezone.utc))
     return WindowState(open=False)
+
+
+def later_stages(conditions: list[st.ConditionState]) -> list[str]:
+    """What follows the changes a pass lists (`stackops plan` shows them after the changes): the stages after the
+    one its Ready condition names (`Registering: …`)."""
+    ready = next((c for c in conditions if c.type == "Ready"), None)
+    stage = ready.message.split(":", 1)[0] if ready is not None else ""
+    return [LATER_STAGES[stage]] if stage in LATER_STAGES else []
