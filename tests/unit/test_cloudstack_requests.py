@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from stackops.api.kvmhost import CloudStackHost
 from stackops.api.xenpool import CloudStackCluster
 from stackops.drivers import cloudstack as driver
-from stackops.reconcile import cloudstack, systemvmtemplate
+from stackops.reconcile import cloudstack
 from stackops.reconcile.base import Context, ReconcileError
 
 SECRET = "cloudstack-api"
@@ -102,7 +102,7 @@ OPENERS = {  # as each kind opens its client: KvmHost and XenPool registration r
                                                        condition="Registered"),
     "XenPool": lambda pool, ctx: cloudstack.client_for(pool, ctx, POOL.connection.secret_ref.name,
                                                        condition="Registered"),
-    "SystemVMTemplate": lambda pool, ctx: systemvmtemplate.client_for(pool, ctx, SECRET),
+    "SystemVMTemplate": lambda pool, ctx: cloudstack.client_for(pool, ctx, SECRET),
 }
 
 

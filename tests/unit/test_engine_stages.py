@@ -151,6 +151,7 @@ def test_a_kind_cannot_run_its_own_loop() -> None:
 def test_every_kind_runs_on_the_engine() -> None:
     from stackops.reconcile.cloudstackrelease import CloudStackReleaseReconciler
     from stackops.reconcile.kvmhost import KvmHostReconciler
+    from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 
-    for reconciler in (KvmHostReconciler, CloudStackReleaseReconciler):
+    for reconciler in (KvmHostReconciler, CloudStackReleaseReconciler, SystemVMTemplateReconciler):
         assert issubclass(reconciler, Engine), reconciler

@@ -172,8 +172,10 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         return [*applied, *done]
 
     def _observed(self, ctx: Context, facts: Facts, plan: PlanT) -> Outcome:
-        """Nothing applied: converged, or Observe (the plan's actions are the drift)."""
-        actions = plan.actions
+        """Nothing applied: under Observe, the plan's actions are the drift; else nothing was left to do (or the
+        kind's report says what blocks it)."""
+        observe = ctx.spec.management_policy == "Observe"
+        actions = plan.actions if observe else []
         if actions and [a.record() for a in actions] != ctx.status.get("drift"):
             ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
                       + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))

@@ -8,7 +8,9 @@ the last one stopped (resume.py).
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from ... import status as st
@@ -21,7 +23,8 @@ from ...drivers.cloudstack import (
     CloudStackUnsupportedVersion,
 )
 from .. import cloudstack
-from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from ..base import Action, Context, Outcome, ReconcileError
+from ..engine import Engine, Plan as EnginePlan, Stage
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
 from .notify import Notifier
 from .observed import Observed, observe
@@ -31,10 +34,6 @@ from .rollout import RouterWave
 STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.0, "UpgradingRouters": 0.5}
 
 
-def client_for(pool: CloudStackPool, ctx: Context, secret_name: str) -> CloudStackClient:
-    return cloudstack.client_for(pool, ctx, secret_name)
-
-
 def cloudstack_failure(error: CloudStackError, doing: str) -> ReconcileError:
     """A driver error as a reason for status: refused parameters and a CloudStack too old for a command need a
     person, the rest is retried."""
@@ -42,7 +41,37 @@ def cloudstack_failure(error: CloudStackError, doing: str) -> ReconcileError:
     return ReconcileError(error.reason, f"{doing}: {error}", retry=not needs_person, delay=15.0)
 
 
-class SystemVMTemplateReconciler(Reconciler):
+@dataclass
+class RolloutFacts:
+    """What a pass sees: CloudStack (one list per collection) and the progress status keeps; the router wave of
+    the pass, once it ran, and the OS types a registration looked up."""
+
+    observed: Observed
+    progress: RouterProgress
+    systemvms: SystemVMProgress
+    wave: RouterWave | None = None
+    os_types: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RolloutPlan(EnginePlan):
+    """The rollout's plan (plan.py): one stage a pass, the one CloudStack's state says is next."""
+
+    rollout: Plan = field(default_factory=Plan)
+
+    @property
+    def actions(self) -> list[Action]:
+        return self.rollout.actions()
+
+
+@dataclass(frozen=True)
+class RouterStage(Stage):
+    """The routers' stage: one bounded wave of reboots (rollout.py), which posts its own Events."""
+
+    rollout: Plan = field(default_factory=Plan)
+
+
+class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutPlan]):
     kind = "SystemVMTemplate"
 
     def __init__(self, pool: CloudStackPool, *, pass_seconds: float = 15.0, poll_seconds: float = 1.0,
@@ -53,9 +82,11 @@ class SystemVMTemplateReconciler(Reconciler):
         self.retry_backoff = retry_backoff
         self.settle_seconds = settle_seconds  # a reboot written but not known to CloudStack: how long to wait
 
-    async def reconcile(self, ctx: Context) -> Outcome:
+    def connect(self, ctx: Context) -> contextlib.nullcontext[CloudStackClient]:
+        return contextlib.nullcontext(cloudstack.client_for(self.pool, ctx, ctx.spec.cloudstack.secret_ref.name))
+
+    async def observe(self, ctx: Context, client: CloudStackClient) -> RolloutFacts:
         spec: SystemVMTemplateSpec = ctx.spec
-        client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
         names = [template_name(spec, t) for t in spec.templates]
         systemvms = SystemVMProgress.model_validate(ctx.status.get("systemVMs") or {})
         try:
@@ -63,65 +94,75 @@ class SystemVMTemplateReconciler(Reconciler):
             observed = await observe(client, names, settings_read(spec))
         except CloudStackError as error:
             raise cloudstack_failure(error, "reading CloudStack") from None
-        progress = self._progress(ctx)
-        plan = plan_rollout(spec, observed, systemvms.expected, [f.id for f in progress.in_flight])
-        if spec.management_policy == "Observe":
-            return self._observe_only(ctx, plan, observed, progress)
-        if plan.problems:
-            return self._report(ctx, plan, observed, progress, [], st.stalled("RolloutBlocked", "; ".join(plan.problems)))
-        stage = plan.stage
-        applied: list[Action] = []
+        return RolloutFacts(observed, self._progress(ctx), systemvms)
+
+    def plan(self, ctx: Context, facts: RolloutFacts) -> RolloutPlan:
+        rollout = plan_rollout(ctx.spec, facts.observed, facts.systemvms.expected,
+                               [f.id for f in facts.progress.in_flight])
+        stage = rollout.stage
+        actions: list[Action] = {"Registering": rollout.registrations, "Activating": list(rollout.settings),
+                                 "ReplacingSystemVMs": list(rollout.system_vms)}.get(stage, [])
+        stages: list[Stage] = []
+        if rollout.problems:
+            pass  # the report says what blocks the rollout
+        elif stage == "UpgradingRouters":
+            stages = [RouterStage(stage, (), then="stop", rollout=rollout)]
+        elif actions:
+            stages = [Stage(stage, tuple(actions), then="stop")]  # the next pass sees what CloudStack made of it
+        return RolloutPlan(stages, rollout)
+
+    async def run_stage(self, ctx: Context, client: CloudStackClient, stage: Stage,
+                        facts: RolloutFacts) -> list[Action]:
+        if isinstance(stage, RouterStage):
+            facts.wave = await self._routers(ctx, client, stage.rollout, facts)
+            return []
+        if any(isinstance(a, RegisterTemplate) for a in stage.actions):
+            try:
+                facts.os_types = {str(o.get("description")): str(o.get("id"))
+                                  for o in await client.list("listOsTypes")}
+            except CloudStackError as error:
+                raise cloudstack_failure(error, stage.name.lower()) from None
+            for action in stage.actions:
+                if isinstance(action, RegisterTemplate) and action.os_type not in facts.os_types:
+                    raise ReconcileError("OsTypeNotFound", f"CloudStack has no OS type {action.os_type!r} "
+                                         f"(spec.templates[].osType)", retry=False)
+        return await self.execute_each(ctx, client, stage.actions, facts, [])
+
+    async def execute(self, ctx: Context, client: CloudStackClient, action: Action, facts: RolloutFacts) -> None:
         try:
-            if stage == "Registering":
-                await self._register(ctx, client, plan, applied)
-            elif stage == "Activating":
-                await self._execute_all(ctx, client, plan.settings, applied)
-            elif stage == "ReplacingSystemVMs":
-                await self._execute_all(ctx, client, plan.system_vms, applied)
-            elif stage == "UpgradingRouters":
-                return await self._routers(ctx, client, spec, plan, observed, progress)
-        except CloudStackError as error:
-            ctx.event("Warning", error.reason, str(error))
-            raise cloudstack_failure(error, f"{stage.lower()}") from None
-        outcome = self._report(ctx, plan, observed, progress, applied)
-        outcome.applied = applied
-        return outcome
-
-    # ------------------------------------------------------------------ stages
-
-    async def _register(self, ctx: Context, client: CloudStackClient, plan: Plan, applied: list[Action]) -> None:
-        os_types: dict[str, str] = {}
-        if any(isinstance(a, RegisterTemplate) for a in plan.registrations):
-            os_types = {str(o.get("description")): str(o.get("id")) for o in await client.list("listOsTypes")}
-        for action in plan.registrations:
-            if isinstance(action, RegisterTemplate) and action.os_type not in os_types:
-                raise ReconcileError("OsTypeNotFound", f"CloudStack has no OS type {action.os_type!r} "
-                                     f"(spec.templates[].osType)", retry=False)
-        for action in plan.registrations:
             if isinstance(action, RegisterTemplate):
                 await client.call(
                     "registerTemplate", name=action.name, displaytext=f"{action.name} (stackops)",
                     format=action.format, hypervisor=action.hypervisor, url=action.url, zoneid=action.zone_id,
-                    checksum=action.checksum, ostypeid=os_types[action.os_type], templatetype="SYSTEM",
+                    checksum=action.checksum, ostypeid=facts.os_types[action.os_type], templatetype="SYSTEM",
                     isextractable=False, passwordenabled=False, requireshvm=True, isfeatured=False, ispublic=False)
             elif isinstance(action, DeleteTemplate):
                 await client.run("deleteTemplate", id=action.id, zoneid=action.zone_id, timeout=300)
-            applied.append(action)
-            ctx.event("Normal", "Applied", action.describe())
-
-    async def _execute_all(self, ctx: Context, client: CloudStackClient, actions: list[Any],
-                           applied: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SetConfiguration):
+            elif isinstance(action, SetConfiguration):
                 await client.call("updateConfiguration", name=action.setting, value=action.value,
                                   zoneid=action.zone_id)
             elif isinstance(action, ReplaceSystemVM):
                 await client.run("destroySystemVm", id=action.id, timeout=600)
-            applied.append(action)
-            ctx.event("Normal", "Applied", action.describe())
+            else:
+                raise AssertionError(f"not a rollout action: {action!r}")
+        except CloudStackError as error:
+            raise cloudstack_failure(error, action.describe()) from None
 
-    async def _routers(self, ctx: Context, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan,
-                       observed: Observed, progress: RouterProgress) -> Outcome:
+    def report(self, ctx: Context, facts: RolloutFacts, plan: RolloutPlan, applied: list[Action]) -> Outcome:
+        rollout = plan.rollout
+        if ctx.spec.management_policy == "Observe":
+            return self._observe_only(ctx, rollout, facts.observed, facts.progress)
+        if rollout.problems:
+            return self._report(ctx, rollout, facts.observed, facts.progress, [],
+                                st.stalled("RolloutBlocked", "; ".join(rollout.problems)))
+        return self._report(ctx, rollout, facts.observed, facts.progress, applied, wave=facts.wave)
+
+    # ------------------------------------------------------------------ stages
+
+    async def _routers(self, ctx: Context, client: CloudStackClient, plan: Plan, facts: RolloutFacts) -> RouterWave:
+        """One bounded wave of router reboots (rollout.py); it writes its progress into `facts.progress`."""
+        spec: SystemVMTemplateSpec = ctx.spec
+        observed, progress = facts.observed, facts.progress
         url, allow_local = None, False
         if spec.notifications is not None:
             ref = spec.notifications.webhook_url_secret_ref
@@ -133,8 +174,7 @@ class SystemVMTemplateReconciler(Reconciler):
                           settle_seconds=self.settle_seconds)
         await wave.run()
         wave.write()
-        outcome = self._report(ctx, plan, observed, progress, [], wave=wave)
-        return outcome
+        return wave
 
     # ------------------------------------------------------------------ status
 
@@ -254,10 +294,7 @@ class SystemVMTemplateReconciler(Reconciler):
                                                                           else "NotUpgraded"))]
 
     def _observe_only(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress) -> Outcome:
-        actions = plan.actions()
-        if actions and [a.record() for a in actions] != ctx.status.get("drift"):
-            ctx.event("Warning", "DriftDetected", f"{plan.stage}: {len(actions)} difference(s) left alone under "
-                      "Observe: " + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
+        actions = plan.actions()  # the engine posts DriftDetected when they change
         fields = self._fields(plan, observed, progress)
         fields["phase"] = "Pending" if actions or plan.problems else "Complete"
         if plan.problems:
@@ -275,7 +312,7 @@ class SystemVMTemplateReconciler(Reconciler):
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete: delete the templates of this spec that no system VM or router uses."""
         spec: SystemVMTemplateSpec = ctx.spec
-        client = client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
+        client = cloudstack.client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
         names = [template_name(spec, t) for t in spec.templates]
         try:
             observed = await observe(client, names, [])
