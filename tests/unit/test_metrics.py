@@ -27,7 +27,7 @@ from stackops.drivers.secrets import SecretError
 from stackops.drivers.ssh import SSHConnection, SSHPool, SSHTarget, Unreachable
 from stackops.drivers.xenapi import Endpoint, LocalSession, PoolSession, XenAuthError
 from stackops.handlers import resources
-from stackops.reconcile.base import Action, Context, NotImplementedReconciler, Outcome, Reconciler, ReconcileError
+from stackops.reconcile.base import Action, Context, Outcome, Reconciler, ReconcileError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGl5nbgQ0Ap8H7yG3zF+r1y2XwQm3aGkz0Hq3E2Y5d2v"
@@ -109,7 +109,7 @@ CASES = {
     "secret_error": dict(reconciler=Fixed(Outcome(st.ready("Configured"))),
                          secrets=Secrets(SecretError("SecretNotFound", "Secret lab/kvm-ssh not found"))),
     "internal_error": dict(reconciler=Fixed(error=RuntimeError("a bug"))),
-    "not_ready": dict(reconciler=NotImplementedReconciler("KvmHost")),
+    "not_ready": dict(reconciler=Fixed(Outcome(st.unknown("NotObservedYet", "nothing observed yet")))),
 }
 
 

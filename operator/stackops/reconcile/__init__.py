@@ -3,19 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api.kinds import KINDS
-from .base import NotImplementedReconciler, Reconciler
+from .base import Reconciler
 
 
 def default_reconcilers(ssh_pool: object | None = None, cloudstack_pool: object | None = None,
                         xen_poll_seconds: float = 1.0, local_builds: object | None = None,
                         **rollout: Any) -> dict[str, Reconciler]:
-    """The reconciler of every kind. Kinds whose reconciler has not landed yet report
-    `Ready=Unknown`/`ReconcilerNotImplemented`. Without driver pools (offline tools) nothing can be reconciled.
+    """The reconciler of every kind whose driver pools are given: KvmHost, XenPool and CloudStackRelease need the
+    SSH pool, SystemVMTemplate the CloudStack pool (the operator and `stackops plan` give both).
     `rollout` tunes the SystemVMTemplate rollout (pass_seconds, poll_seconds, retry_backoff);
     `xen_poll_seconds` how often XenPool changes are polled; `local_builds` (a cloudstackrelease.isolation.LocalBuilds)
     lets CloudStackReleases build in the operator's container, None refuses them."""
-    reconcilers: dict[str, Reconciler] = {kind.kind: NotImplementedReconciler(kind.kind) for kind in KINDS}
+    reconcilers: dict[str, Reconciler] = {}
     if ssh_pool is not None:
         from .kvmhost import KvmHostReconciler
         from .xenpool import XenPoolReconciler

@@ -138,19 +138,3 @@ class PartialApply(ReconcileError):
     def __init__(self, cause: ReconcileError, applied: list[Action]):
         super().__init__(cause.reason, str(cause), retry=cause.retry, delay=cause.delay, conditions=cause.conditions)
         self.applied = applied
-
-
-class NotImplementedReconciler(Reconciler):
-    """Stands in for a kind whose reconciler a later release brings. It touches no infrastructure and says so."""
-
-    resync = False
-
-    def __init__(self, kind: str):
-        self.kind = kind  # type: ignore[misc]
-
-    async def reconcile(self, ctx: Context) -> Outcome:
-        return Outcome(conditions=st.unknown(
-            "ReconcilerNotImplemented",
-            f"The spec is valid and its Secrets are readable, but this operator version has no {self.kind} "
-            f"reconciler yet: nothing was observed or changed.",
-        ))
