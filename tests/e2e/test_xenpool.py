@@ -52,8 +52,8 @@ def test_join_inside_the_ha_dance_survives_an_operator_dying_in_the_middle() -> 
             pass
 
         class DiesAfterDisablingHA(XenPoolReconciler):
-            async def execute(self, ctx, session, spec, action, facts):  # noqa: ANN001, ANN201
-                await super().execute(ctx, session, spec, action, facts)
+            async def execute(self, ctx, conn, action, facts):  # noqa: ANN001, ANN201
+                await super().execute(ctx, conn, action, facts)
                 if isinstance(action, DisableHA):
                     raise Crash("SIGKILL")
 

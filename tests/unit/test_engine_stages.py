@@ -13,6 +13,7 @@ from typing import Any, AsyncIterator
 import pytest
 
 from stackops import status as st
+from stackops.api.kinds import KINDS
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.base import Action, Context, Outcome, PartialApply, ReconcileError
 from stackops.reconcile.engine import Engine, Plan, Stage
@@ -152,6 +153,9 @@ def test_every_kind_runs_on_the_engine() -> None:
     from stackops.reconcile.cloudstackrelease import CloudStackReleaseReconciler
     from stackops.reconcile.kvmhost import KvmHostReconciler
     from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
+    from stackops.reconcile.xenpool import XenPoolReconciler
 
-    for reconciler in (KvmHostReconciler, CloudStackReleaseReconciler, SystemVMTemplateReconciler):
+    reconcilers = (KvmHostReconciler, CloudStackReleaseReconciler, SystemVMTemplateReconciler, XenPoolReconciler)
+    assert sorted(r.kind for r in reconcilers) == sorted(k.kind for k in KINDS)
+    for reconciler in reconcilers:
         assert issubclass(reconciler, Engine), reconciler

@@ -12,7 +12,9 @@ A kind subclasses `Engine` and implements its steps; the engine owns what is the
 - what follows a stage (`Stage.then`): the next stage of the same plan, a fresh observation and plan, or the report;
 - the connection of a pass (`Engine.connect`), opened once and closed whatever happens.
 
-A kind's `reconcile` is the engine's; a subclass that defines its own is refused when the class is made.
+A kind's `reconcile` is the engine's; a subclass that defines its own is refused when the class is made. Errors: a
+step raises ReconcileError; a driver error that escapes is mapped by the kind's `failure`; an observation that
+fails in a way the kind knows (a pool without a master) is answered by its `recover`.
 """
 from __future__ import annotations
 
@@ -69,8 +71,8 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         for name in Engine.engine_steps:
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__} defines {name}(): the engine runs every kind's pass; implement "
-                                "its steps (connect, observe, resume, plan, check, execute, run_stage, report, "
-                                "finish) instead")
+                                "its steps (connect, observe, recover, resume, plan, check, execute, run_stage, "
+                                "report, finish, failure) instead")
 
     # ------------------------------------------------------------------ the steps a kind implements
 
@@ -82,9 +84,14 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
     async def observe(self, ctx: Context, conn: Connection) -> Facts:
         """The actual state, in as few round trips as possible."""
 
-    async def resume(self, ctx: Context, conn: Connection, facts: Facts) -> Facts:
+    async def recover(self, ctx: Context, conn: Connection, error: Exception) -> Outcome | None:
+        """The first observation failed with `error`: the kind's own answer to a state it knows (a pool whose master
+        is gone: the failover procedure), or None to let the error stand. Default: None."""
+        return None
+
+    async def resume(self, ctx: Context, conn: Connection, facts: Facts, applied: list[Action]) -> Facts:
         """Finish or wait for work an earlier pass left undecided (an intent in status, a change the host has not
-        confirmed); returns the facts to plan from. Default: nothing to resume."""
+        confirmed), adding what it does to `applied`; returns the facts to plan from. Default: nothing to resume."""
         return facts
 
     @abc.abstractmethod
@@ -108,10 +115,14 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
     def report(self, ctx: Context, facts: Facts, plan: PlanT, applied: list[Action]) -> Outcome:
         """Status for what was observed; under Observe, `plan`'s actions are the drift."""
 
-    async def finish(self, ctx: Context, conn: Connection, outcome: Outcome) -> Outcome:
-        """After the report, work that depends on it (a host registered in CloudStack once it is configured).
-        Default: none."""
+    async def finish(self, ctx: Context, conn: Connection, facts: Facts, plan: PlanT, outcome: Outcome) -> Outcome:
+        """After the report, work that depends on it (a host or pool registered in CloudStack once it is
+        configured). Default: none."""
         return outcome
+
+    def failure(self, ctx: Context, error: Exception) -> ReconcileError | None:
+        """A driver's error that escaped the steps, as a reason for status (None: not the kind's to map)."""
+        return None
 
     # ------------------------------------------------------------------ the engine
 
@@ -129,19 +140,34 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         return applied
 
     async def reconcile(self, ctx: Context) -> Outcome:
-        async with self.connect(ctx) as conn:
-            outcome = await self._pass(ctx, conn)
-            return await self.finish(ctx, conn, outcome)
+        try:
+            async with self.connect(ctx) as conn:
+                return await self._pass(ctx, conn)
+        except ReconcileError:
+            raise
+        except Exception as error:
+            mapped = self.failure(ctx, error)
+            if mapped is None:
+                raise
+            raise mapped from None
 
     async def _pass(self, ctx: Context, conn: Connection) -> Outcome:
-        facts = await self.resume(ctx, conn, await self.observe(ctx, conn))
+        try:
+            facts = await self.observe(ctx, conn)
+        except Exception as error:
+            recovered = await self.recover(ctx, conn, error)
+            if recovered is None:
+                raise
+            return recovered
+        applied: list[Action] = []
+        facts = await self.resume(ctx, conn, facts, applied)
         plan = self.plan(ctx, facts)
         if ctx.spec.management_policy == "Observe" or not plan.stages:
-            return self._observed(ctx, facts, plan)
+            outcome = self._observed(ctx, facts, plan, applied)
+            return await self.finish(ctx, conn, facts, plan, outcome)
         instead = self.check(ctx, plan, facts)
         if instead is not None:
-            return instead
-        applied: list[Action] = []
+            return await self.finish(ctx, conn, facts, plan, instead)
         for _ in range(MAX_ROUNDS):
             then: Then = "report"
             for stage in plan.stages:
@@ -157,7 +183,7 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
                 break
         outcome = self.report(ctx, facts, plan, applied)
         outcome.applied = applied
-        return outcome
+        return await self.finish(ctx, conn, facts, plan, outcome)
 
     async def _stage(self, ctx: Context, conn: Connection, stage: Stage, facts: Facts,
                      applied: list[Action]) -> list[Action]:
@@ -171,7 +197,7 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
             await ctx.checkpoint({key: None for key in stage.intent})
         return [*applied, *done]
 
-    def _observed(self, ctx: Context, facts: Facts, plan: PlanT) -> Outcome:
+    def _observed(self, ctx: Context, facts: Facts, plan: PlanT, applied: list[Action]) -> Outcome:
         """Nothing applied: under Observe, the plan's actions are the drift; else nothing was left to do (or the
         kind's report says what blocks it)."""
         observe = ctx.spec.management_policy == "Observe"
@@ -179,7 +205,8 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         if actions and [a.record() for a in actions] != ctx.status.get("drift"):
             ctx.event("Warning", "DriftDetected", f"{len(actions)} difference(s) left alone under Observe: "
                       + "; ".join(a.describe() for a in actions[:5]) + ("; …" if len(actions) > 5 else ""))
-        outcome = self.report(ctx, facts, plan, [])
+        outcome = self.report(ctx, facts, plan, applied)
+        outcome.applied = applied
         if outcome.drift is None:
             outcome.drift = actions
         return outcome

@@ -133,7 +133,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     def connect(self, ctx: Context) -> contextlib.nullcontext[SSHConnection]:
         return contextlib.nullcontext(self.connection(ctx))
 
-    async def finish(self, ctx: Context, conn: SSHConnection, outcome: Outcome) -> Outcome:
+    async def finish(self, ctx: Context, conn: SSHConnection, facts: HostView, plan: HostPlan,
+                     outcome: Outcome) -> Outcome:
         """With `spec.cloudstack`, the configured host is registered in CloudStack; Ready waits for it to be Up."""
         spec: KvmHostSpec = ctx.spec
         if spec.cloudstack is None:
@@ -255,7 +256,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
 
     # -- management-path changes (guard.py)
 
-    async def resume(self, ctx: Context, conn: SSHConnection, view: HostView) -> HostView:
+    async def resume(self, ctx: Context, conn: SSHConnection, view: HostView,
+                     applied: list[Action] | None = None) -> HostView:
         """A guarded change of an earlier pass still undecided (the operator restarted, or lost the host while
         confirming): confirm it if it has finished and this pass reached the host, else wait for the host's
         timer. Nothing else is changed meanwhile: a revert would undo it."""

@@ -9,14 +9,17 @@ the recorded configuration; only then is the record cleared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
 
 from ... import status as st
 from ...api.xenpool import PendingPoolOperation, XenPoolSpec
 from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenNoMaster, XenTLSError
-from ..base import Action, Context, Outcome, ReconcileError, Reconciler
+from ..base import Action, Context, Outcome, ReconcileError
+from ..engine import Engine, Plan as EnginePlan, Stage
 from .actions import (
     ClearVMPriority,
     DesignateMaster,
@@ -45,7 +48,35 @@ def unreachable(error: XenAPIError) -> ReconcileError:
                           conditions=[st.ConditionState("Reachable", "False", error.reason, str(error))])
 
 
-class XenPoolReconciler(Reconciler):
+@dataclass
+class PoolConnection:
+    """What a pass talks through: the session with the pool master, and the pool's CloudStack cluster (if any)."""
+
+    session: PoolSession
+    link: ClusterLink | None
+
+
+@dataclass
+class PoolPlan(EnginePlan):
+    """The pool's plan (plan.py) as stages: clones made unique first, membership changes inside the HA dance, then
+    the rest; after each of the first two the pool is observed and planned again."""
+
+    result: Plan = field(default_factory=Plan)
+
+    @property
+    def actions(self) -> list[Action]:
+        return list(self.result.actions)
+
+
+@dataclass(frozen=True)
+class DanceStage(Stage):
+    """Membership changes with HA off (the HA dance); `record`: the intent an earlier pass left, to finish it."""
+
+    record: PendingPoolOperation | None = None
+    resumed: bool = False
+
+
+class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
     kind = "XenPool"
 
     def __init__(self, ssh: Any = None, cloudstack: Any = None, *, change_timeout: float = 600.0,
@@ -83,74 +114,90 @@ class XenPoolReconciler(Reconciler):
         password = ctx.credential(ref.name, "password", to=addresses, what="the XenAPI login")
         return PoolSession(addresses, ctx.secret(ref.name, "username").get_secret_value(), password, endpoint)
 
-    async def reconcile(self, ctx: Context) -> Outcome:
-        spec: XenPoolSpec = ctx.spec
+    @contextlib.asynccontextmanager
+    async def connect(self, ctx: Context) -> AsyncIterator[PoolConnection]:
         session = self.session(ctx)
-        link = self.link(ctx, spec)
+        link = self.link(ctx, ctx.spec)
         try:
-            try:
-                facts = await self.observe(session, spec)
-            except XenNoMaster as lost:
-                return await failover.master_lost(self, ctx, session, spec, lost)
-            if ctx.status.get("masterUnreachableSince") or ctx.status.get("supportersLostMasterSince"):
-                await ctx.checkpoint({"masterUnreachableSince": None, "supportersLostMasterSince": None})
-            pending = self.pending(ctx)
-            result = plan(spec, facts)
-            if spec.management_policy == "Observe":
-                outcome = self.report(ctx, facts, result, [], observe_only=True)
-                return await self.registered(link, facts, result, outcome, manage=False)
-            applied: list[Action] = []
-            unfinished = pending is not None and (not facts.ha_enabled and pending.restore_ha
-                                                  or pending.cluster_unmanaged)
-            if pending is not None and unfinished:  # a dance an earlier pass did not finish
-                ctx.event("Warning", "ResumingHADance", f"{pending.operation} {pending.host} began at "
-                          f"{pending.started_at} and was not finished: finishing it"
-                          + (" and re-enabling HA" if pending.restore_ha else ""))
-                await self.dance(ctx, session, spec, facts, result, pending, applied, link)
-                facts = await self.observe(session, spec)
-                result = plan(spec, facts)
-            elif pending is not None:
-                await ctx.checkpoint({"pendingOperation": None})
-            if result.problems:
-                return self.report(ctx, facts, result, applied)
-            fixes = [a for a in result.actions if isinstance(a, (MakeHostUnique, SetHostName))]
-            if fixes:  # clones are made unique before anything joins
-                for action in fixes:
-                    await self.execute(ctx, session, spec, action, facts)
-                    applied.append(action)
-                facts = await self.observe(session, spec)
-                result = plan(spec, facts)
-                if result.problems:
-                    return self.report(ctx, facts, result, applied)
-            if result.membership:
-                record = await self.intent(spec, facts, result, link)
-                await self.dance(ctx, session, spec, facts, result, record, applied, link)
-                facts = await self.observe(session, spec)
-                result = plan(spec, facts)
-                if result.problems:
-                    return self.report(ctx, facts, result, applied)
-            for action in [a for a in result.actions if not a.needs_ha_off]:
-                await self.execute(ctx, session, spec, action, facts)
-                applied.append(action)
-            if applied:
-                facts = await self.observe(session, spec)
-                result = plan(spec, facts)
-            return await self.registered(link, facts, result, self.report(ctx, facts, result, applied), manage=True)
-        except XenAPIError as error:
-            if isinstance(error, XenAuthError):
-                raise ReconcileError(error.reason, f"the credentials in Secret {spec.credentials_secret_ref.name} "
-                                     f"were refused ({error})", delay=60.0,
-                                     conditions=[st.ConditionState("Reachable", "False", error.reason)]) from None
-            if error.reason in ("Unreachable", "MasterUnreachable", "TLSVerificationFailed"):
-                raise unreachable(error) from None
-            ctx.event("Warning", "XenAPIError", str(error))
-            raise ReconcileError(error.code if error.code.isupper() else "XenAPIError", str(error), delay=30.0,
-                                 conditions=[st.ConditionState("Reachable", "True", "Connected")]) from None
+            yield PoolConnection(session, link)
         finally:
             await session.close()
 
-    async def observe(self, session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
+    async def observe(self, ctx: Context, conn: PoolConnection) -> PoolFacts:
+        return await self.read(conn.session, ctx.spec)
+
+    async def read(self, session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
+        """The pool through its master (one get_all_records per class)."""
         return await observe(session, spec)
+
+    async def recover(self, ctx: Context, conn: PoolConnection, error: Exception) -> Outcome | None:
+        """No master answers: the failover procedure (failover.py) decides what to do and reports it."""
+        if isinstance(error, XenNoMaster):
+            return await failover.master_lost(self, ctx, conn.session, ctx.spec, error)
+        return None
+
+    async def resume(self, ctx: Context, conn: PoolConnection, facts: PoolFacts,
+                     applied: list[Action]) -> PoolFacts:
+        """The master answers again: its loss is forgotten. A dance an earlier pass did not finish (status
+        `pendingOperation`) is finished first: the membership change, HA as recorded, the cluster managed again."""
+        if ctx.status.get("masterUnreachableSince") or ctx.status.get("supportersLostMasterSince"):
+            await ctx.checkpoint({"masterUnreachableSince": None, "supportersLostMasterSince": None})
+        if ctx.spec.management_policy == "Observe":
+            return facts
+        pending = self.pending(ctx)
+        if pending is None:
+            return facts
+        if not (not facts.ha_enabled and pending.restore_ha or pending.cluster_unmanaged):
+            await ctx.checkpoint({"pendingOperation": None})
+            return facts
+        ctx.event("Warning", "ResumingHADance", f"{pending.operation} {pending.host} began at {pending.started_at} "
+                  "and was not finished: finishing it" + (" and re-enabling HA" if pending.restore_ha else ""))
+        stage = DanceStage("resume", tuple(plan(ctx.spec, facts).membership), record=pending, resumed=True)
+        applied.extend(await self.run_stage(ctx, conn, stage, facts))
+        return await self.observe(ctx, conn)
+
+    def plan(self, ctx: Context, facts: PoolFacts) -> PoolPlan:
+        result = plan(ctx.spec, facts)
+        if result.problems:
+            return PoolPlan([], result)
+        fixes = tuple(a for a in result.actions if isinstance(a, (MakeHostUnique, SetHostName)))
+        if fixes:  # clones are made unique before anything joins
+            return PoolPlan([Stage("unique", fixes, then="replan")], result)
+        if result.membership:
+            return PoolPlan([DanceStage("membership", tuple(result.membership), then="replan")], result)
+        rest = tuple(a for a in result.actions if not a.needs_ha_off)
+        return PoolPlan([Stage("pool", rest)] if rest else [], result)
+
+    async def run_stage(self, ctx: Context, conn: PoolConnection, stage: Stage, facts: PoolFacts) -> list[Action]:
+        if not isinstance(stage, DanceStage):
+            return await self.execute_each(ctx, conn, stage.actions, facts, [])
+        record = stage.record if stage.resumed else await self.intent(ctx.spec, facts, list(stage.actions),
+                                                                       conn.link)
+        return await self.dance(ctx, conn, facts, list(stage.actions), record)
+
+    def report(self, ctx: Context, facts: PoolFacts, plan: PoolPlan, applied: list[Action]) -> Outcome:
+        return self.status(ctx, facts, plan.result, applied, observe_only=ctx.spec.management_policy == "Observe")
+
+    async def finish(self, ctx: Context, conn: PoolConnection, facts: PoolFacts, plan: PoolPlan,
+                     outcome: Outcome) -> Outcome:
+        """The pool's CloudStack registration, once the pool itself has no problem; merged into the outcome."""
+        if conn.link is None or plan.result.problems:
+            return outcome
+        found = await conn.link.sync(facts, manage=ctx.spec.management_policy == "Manage")
+        return with_registration(outcome, found)
+
+    def failure(self, ctx: Context, error: Exception) -> ReconcileError | None:
+        if not isinstance(error, XenAPIError):
+            return None
+        if isinstance(error, XenAuthError):
+            return ReconcileError(error.reason, f"the credentials in Secret {ctx.spec.credentials_secret_ref.name} "
+                                  f"were refused ({error})", delay=60.0,
+                                  conditions=[st.ConditionState("Reachable", "False", error.reason)])
+        if error.reason in ("Unreachable", "MasterUnreachable", "TLSVerificationFailed"):
+            return unreachable(error)
+        ctx.event("Warning", "XenAPIError", str(error))
+        return ReconcileError(error.code if error.code.isupper() else "XenAPIError", str(error), delay=30.0,
+                              conditions=[st.ConditionState("Reachable", "True", "Connected")])
 
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete removes the CloudStack cluster registration (hosts through maintenance, then the
@@ -160,27 +207,19 @@ class XenPoolReconciler(Reconciler):
         if link is not None:
             await link.deregister()
 
-    async def intent(self, spec: XenPoolSpec, facts: PoolFacts, result: Plan,
+    async def intent(self, spec: XenPoolSpec, facts: PoolFacts, membership: list[Action],
                      link: ClusterLink | None) -> PendingPoolOperation | None:
         """What to record before a membership change: HA to restore, a CloudStack cluster to manage again."""
-        moves_master = any(isinstance(a, DesignateMaster) for a in result.membership)
+        moves_master = any(isinstance(a, DesignateMaster) for a in membership)
         unmanage = moves_master and link is not None and await link.load() is not None
         if not facts.ha_enabled and not unmanage:
             return None
-        first = result.membership[0]
+        first = membership[0]
         return PendingPoolOperation(
             operation=OPERATIONS[type(first)], host=getattr(first, "name", ""),
             ha_configuration=facts.ha_configuration if facts.ha_enabled else {},
             heartbeat_srs=self.heartbeat(spec, facts) if facts.ha_enabled else [],
             restore_ha=facts.ha_enabled, cluster_unmanaged=unmanage, started_at=st.now())
-
-    async def registered(self, link: ClusterLink | None, facts: PoolFacts, result: Plan, outcome: Outcome, *,
-                         manage: bool) -> Outcome:
-        """The pool's CloudStack registration, once the pool itself has no problem; merged into the outcome."""
-        if link is None or result.problems:
-            return outcome
-        found = await link.sync(facts, manage=manage)
-        return with_registration(outcome, found)
 
     def pending(self, ctx: Context) -> PendingPoolOperation | None:
         recorded = ctx.status.get("pendingOperation")
@@ -196,10 +235,14 @@ class XenPoolReconciler(Reconciler):
 
     # ------------------------------------------------------------------ the HA dance
 
-    async def dance(self, ctx: Context, session: PoolSession, spec: XenPoolSpec, facts: PoolFacts, result: Plan,
-                    record: PendingPoolOperation | None, applied: list[Action], link: ClusterLink | None) -> None:
+    async def dance(self, ctx: Context, conn: PoolConnection, facts: PoolFacts, membership: list[Action],
+                    record: PendingPoolOperation | None) -> list[Action]:
         """Membership changes with HA off: record → (cluster Unmanaged) → disable HA → change → enable HA as
-        recorded → (cluster Managed) → clear. A host to eject goes into CloudStack maintenance first."""
+        recorded → (cluster Managed) → clear. A host to eject goes into CloudStack maintenance first. Each step
+        is written to status before it is taken (the record), so a killed operator finishes it (resume)."""
+        spec: XenPoolSpec = ctx.spec
+        session, link = conn.session, conn.link
+        applied: list[Action] = []
         if record is not None:
             await ctx.checkpoint({"pendingOperation": record.model_dump(by_alias=True)})
         if record is not None and record.cluster_unmanaged and link is not None:
@@ -207,17 +250,15 @@ class XenPoolReconciler(Reconciler):
                 applied.append(done)
         if record is not None and facts.ha_enabled:
             action = DisableHA(f"xapi refuses {record.operation} while HA is on; HA is re-enabled afterwards")
-            await self.execute(ctx, session, spec, action, facts)
-            applied.append(action)
-        for action in result.membership:
+            await self.execute_each(ctx, conn, [action], facts, applied)
+        for action in membership:
             if isinstance(action, EjectHost) and link is not None:
                 await link.maintain(action.address)
-            await self.execute(ctx, session, spec, action, facts)
-            applied.append(action)
+            await self.execute_each(ctx, conn, [action], facts, applied)
         if record is not None and record.restore_ha:
             timeout = int(record.ha_configuration.get("timeout", spec.ha.timeout_seconds))
             sr_uuid = record.heartbeat_srs[0] if record.heartbeat_srs else ""
-            sr = next((s for s in (await self.observe(session, spec)).srs.values() if s.uuid == sr_uuid), None)
+            sr = next((s for s in (await self.read(session, spec)).srs.values() if s.uuid == sr_uuid), None)
             enable = EnableHA(sr_uuid, sr.name_label if sr else sr_uuid, timeout, "as it was before the change")
             await self.enable_ha(session, sr_uuid, dict(record.ha_configuration) or {"timeout": str(timeout)})
             applied.append(enable)
@@ -227,6 +268,7 @@ class XenPoolReconciler(Reconciler):
                 applied.append(done)
         if record is not None:
             await ctx.checkpoint({"pendingOperation": None})
+        return applied
 
     async def enable_ha(self, session: PoolSession, sr_uuid: str, configuration: dict[str, str]) -> None:
         srs = [await session.call("SR.get_by_uuid", sr_uuid)] if sr_uuid else []
@@ -234,8 +276,10 @@ class XenPoolReconciler(Reconciler):
 
     # ------------------------------------------------------------------ actions
 
-    async def execute(self, ctx: Context, session: PoolSession, spec: XenPoolSpec, action: PoolAction,
-                      facts: PoolFacts) -> None:
+    async def execute(self, ctx: Context, conn: PoolConnection, action: Action, facts: PoolFacts) -> None:
+        assert isinstance(action, PoolAction)
+        spec: XenPoolSpec = ctx.spec
+        session = conn.session
         pool = facts.pool_ref
         if isinstance(action, JoinHost):
             ref = spec.credentials_secret_ref
@@ -253,7 +297,7 @@ class XenPoolReconciler(Reconciler):
             await session.call("pool.eject", action.ref)
             await self.wait(session, spec, lambda f: action.ref not in f.hosts, f"{action.name} to leave")
         elif isinstance(action, DesignateMaster):
-            current = await self.observe(session, spec)
+            current = await self.read(session, spec)
             host = current.host_by_address(action.address)
             if host is None:
                 raise ReconcileError("MasterNotInPool", f"{action.name} is not in the pool", retry=True)
@@ -278,13 +322,12 @@ class XenPoolReconciler(Reconciler):
             await unique.make_unique(self.ssh, ctx, spec, session, action, self.change_timeout, self.poll)
         elif isinstance(action, SetHostName):
             await unique.rename(session, action)
-        ctx.event("Normal", "Applied", action.describe())
 
     async def wait(self, session: PoolSession, spec: XenPoolSpec, done: Any, what: str) -> None:
         deadline = time.monotonic() + self.change_timeout
         while True:
             try:
-                if done(await self.observe(session, spec)):
+                if done(await self.read(session, spec)):
                     return
             except XenAPIError:
                 pass  # the pool is reorganising itself (e.g. a new master): ask again
@@ -294,7 +337,7 @@ class XenPoolReconciler(Reconciler):
 
     # ------------------------------------------------------------------ status
 
-    def report(self, ctx: Context, facts: PoolFacts, result: Plan, applied: list[Action], *,
+    def status(self, ctx: Context, facts: PoolFacts, result: Plan, applied: list[Action], *,
                observe_only: bool = False) -> Outcome:
         spec: XenPoolSpec = ctx.spec
         names = {m.address: m.name for m in spec.members}
@@ -330,9 +373,6 @@ class XenPoolReconciler(Reconciler):
         else:
             message = "the pool matches the spec" + (f"; {'; '.join(result.notices)}" if result.notices else "")
             conditions = st.ready("PoolConverged", message)
-        if observe_only and pending and [a.record() for a in pending] != ctx.status.get("drift"):
-            ctx.event("Warning", "DriftDetected", f"{len(pending)} difference(s) left alone under Observe: "
-                      + "; ".join(a.describe() for a in pending[:5]))
         ha_ok = facts.ha_enabled == spec.ha.enabled and not any(isinstance(a, (EnableHA, DisableHA)) for a in pending)
         domain = [reachable, st.ConditionState("HAConfigured", "True" if ha_ok else "False",
                                                "HAAsSpecified" if ha_ok else "HADiffers")]
