@@ -16,7 +16,6 @@ from typing import Any
 import kopf
 import pytest
 from pydantic import SecretStr
-from rollout_helpers import SECRET, spec_for
 from test_ssh import SSHServer, new_server
 
 from stackops import status as st
@@ -28,8 +27,8 @@ from stackops.reconcile.base import Context, Outcome, Reconciler
 from stackops.reconcile.ssh import target_for
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.rollout import SECRET, spec_for
 
-pytestmark = pytest.mark.integration
 
 LOG = logging.getLogger("test")
 KEY_SECRET = "kvm-ssh"

@@ -15,8 +15,8 @@ import pytest
 from pydantic import SecretStr
 
 import stackops.reconcile.kvmhost as kvmhost
-from specs import HOST_KEY
-from credentials import secret
+from support.specs import HOST_KEY
+from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult, SSHTimeout, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError
@@ -25,7 +25,7 @@ from stackops.reconcile.kvmhost.actions import MOVE_ADDRESS, IpCommand, MoveAddr
 from stackops.reconcile.kvmhost.observed import Checkpoint
 from stackops.reconcile.kvmhost.plan import management_path, plan
 from stackops.reconcile.kvmhost.probe import parse, sections
-from kvmhost_probe import probe_output
+from support.kvmhost_probe import probe_output
 
 OWNER = "lab/kvm1"
 ADDRESS = "10.250.0.11"

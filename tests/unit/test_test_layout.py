@@ -18,12 +18,6 @@ from support.tiers import TESTS, TIERS, tier_of
 BENCH = TESTS.parent / "bench"
 TEST_FILES = ("test_*.py", "*_test.py")  # pytest's python_files
 
-# Files that still declare a tier marker, each until the change that owns it drops the line (not this one's to edit).
-DECLARES_ITS_TIER = {"integration/test_pooled_connections.py": "pytestmark = pytest.mark.integration"}
-# Old helper paths kept only for the tests that still import them (tests owned by another change): a shim goes when
-# no test imports it any more.
-SHIMS = {"credentials.py", "kvmhost_probe.py", "rollout_helpers.py", "specs.py"}
-
 
 def collected_files() -> list[Path]:
     return sorted({path for pattern in TEST_FILES for path in TESTS.rglob(pattern)
@@ -106,9 +100,7 @@ def test_tier_markers_finds_every_way_of_marking() -> None:
 def test_no_test_file_declares_a_tier_of_its_own() -> None:
     declared = {str(path.relative_to(TESTS)): found for path in collected_files()
                 if (found := tier_markers(path.read_text()))}
-    for path, line in DECLARES_ITS_TIER.items():  # still there, or the exception goes too
-        assert path in declared and line in (TESTS / path).read_text(), f"{path} no longer declares its tier"
-    assert {path: found for path, found in declared.items() if path not in DECLARES_ITS_TIER} == {}
+    assert declared == {}
 
 
 def test_conftest_marks_this_test_unit_and_no_other_tier(request: pytest.FixtureRequest) -> None:
@@ -131,15 +123,8 @@ def test_each_tier_marker_selects_exactly_its_folder(tmp_path: Path) -> None:
 
 def test_helpers_live_in_support_and_the_top_of_tests_holds_only_conftest() -> None:
     top = {path.name for path in TESTS.glob("*.py")}
-    assert top - SHIMS == {"conftest.py"}
+    assert top == {"conftest.py"}
     assert (TESTS / "support" / "__init__.py").is_file()
-
-
-@pytest.mark.parametrize("shim", sorted(SHIMS))
-def test_a_shim_is_still_imported_by_some_test(shim: str) -> None:
-    module = shim.removesuffix(".py")
-    importers = [path.name for path in collected_files() if module in reaches_into_tests(path.read_text(), {module})]
-    assert importers, f"no test imports tests/{shim} any more: remove it (and from SHIMS)"
 
 
 # ----------------------------------------------------------------------------------------------------- Makefile
