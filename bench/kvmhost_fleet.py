@@ -20,6 +20,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from stackops.api.kvmhost import KvmHostSpec
+from stackops.drivers.secrets import SecretData, parse_destinations
 from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.kvmhost import KvmHostReconciler
@@ -29,12 +30,14 @@ from stackops_lab.manifests import SSH_SECRET, kvmhost_manifests
 
 def contexts(hosts: list, namespace: str = "bench") -> list[Context]:
     documents = kvmhost_manifests(hosts, namespace)
-    key = SecretStr(documents[0]["stringData"]["ssh-privatekey"])
+    secret = documents[0]
+    key = SecretData({"ssh-privatekey": SecretStr(secret["stringData"]["ssh-privatekey"])},
+                     parse_destinations(namespace, SSH_SECRET, secret["metadata"].get("annotations")))
     result = []
     for document in documents[1:]:
         result.append(Context(namespace=namespace, name=document["metadata"]["name"], generation=1,
                               spec=KvmHostSpec.model_validate(document["spec"]), status={},
-                              secrets={SSH_SECRET: {"ssh-privatekey": key}}, event=lambda *_: None,
+                              secrets={SSH_SECRET: key}, event=lambda *_: None,
                               logger=logging.getLogger("bench")))
     return result
 
