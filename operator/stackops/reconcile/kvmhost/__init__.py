@@ -1,6 +1,7 @@
-"""The KvmHost reconciler: one batched SSH probe (observe), a pure plan, commands applied one by one — except
-changes on the management path, which are applied under an on-host checkpoint that reverts them unless the
-operator reconnects and confirms in time (guard.py)."""
+"""The KvmHost reconciler: one batched SSH probe (observe), a pure plan, commands applied in order with few round
+trips (batch.py: the Open vSwitch changes of a run in one transaction, other commands in one script, package work
+one command each) — except changes on the management path, which are applied under an on-host checkpoint that
+reverts them unless the operator reconnects and confirms in time (guard.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,7 +18,7 @@ from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHErr
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, ReconcileError
 from ..engine import Engine, Plan, Stage
-from . import guard, registration
+from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
@@ -252,7 +253,68 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostView) -> list[Action]:
         if isinstance(stage, GuardedStage):
             return list(await self.guarded_apply(ctx, facts, list(stage.actions), list(stage.risky)))
-        return await self.execute_each(ctx, conn, stage.actions, facts, [])
+        return await self.execute_folded(ctx, conn, [a for a in stage.actions if isinstance(a, HostAction)], facts)
+
+    # -- fewer round trips (batch.py)
+
+    async def execute_folded(self, ctx: Context, conn: SSHConnection, actions: list[HostAction],
+                             facts: HostView) -> list[Action]:
+        """The actions in order, runs of them folded into one command each (batch.fold); one Event per action as
+        `execute_each` posts them, and the first failure stops with what was done (PartialApply)."""
+        applied: list[Action] = []
+        for unit in batch.fold(actions):
+            if isinstance(unit, HostAction):
+                await self.execute_each(ctx, conn, [unit], facts, applied)
+                continue
+            try:
+                done, failed, error = await self.run_unit(conn, unit)
+            except ReconcileError as lost:  # the host was not reached: what the unit did is not known
+                ctx.event("Warning", lost.reason, f"{unit.describe()} failed: {lost}")
+                raise PartialApply(lost, applied) from lost
+            for action in done:
+                applied.append(action)
+                ctx.event("Normal", action.event_reason, action.describe())
+            if error is not None:
+                ctx.event("Warning", error.reason, f"{failed.describe() if failed else unit.describe()} failed: "
+                          f"{error}")
+                raise PartialApply(error, applied)
+        return applied
+
+    async def run_unit(self, conn: SSHConnection, unit: batch.OvsTransaction | batch.Script) -> tuple[
+            list[HostAction], HostAction | None, ReconcileError | None]:
+        """One round trip: (the actions done, the action that failed, the failure). A failed transaction applied
+        nothing; a failed script applied the commands before the failing one."""
+        label = "; ".join(a.describe() for a in unit.actions)
+        try:
+            if isinstance(unit, batch.OvsTransaction):
+                await conn.run(unit.argv(), timeout=COMMAND_TIMEOUT, mutation=True, label=f"ovs-vsctl ({label})")
+            else:
+                await conn.run(("sh", "-s"), input=unit.text(), timeout=COMMAND_TIMEOUT, mutation=True,
+                               label=f"sh -s ({label})")
+            return [*unit.actions], None, None
+        except CommandFailed as error:
+            output = error.result.stderr if error.result is not None else error.stderr_tail
+            lines = [line.strip() for line in output.splitlines() if line.strip()]
+            status = "was killed by a signal" if error.exit_status == -1 else f"exited with status {error.exit_status}"
+            if isinstance(unit, batch.OvsTransaction):
+                failed: HostAction | None = batch.failed_action(unit, output)
+                what = failed.describe() if failed else f"{unit.describe()} ({label})"
+                tail = "; ".join(lines[-3:])
+                message = (f"{what} {status} on {error.host}" + (f": {tail}" if tail else "") +
+                           "; nothing of the transaction was applied")
+                return [], failed, ReconcileError("CommandFailed", message, retry=error.retry, delay=error.delay)
+            done = batch.parse_done(error.result.stdout if error.result is not None else "")
+            failed = unit.actions[done] if done < len(unit.actions) else None
+            header = f"== {failed.describe()}" if failed else None
+            own = lines[len(lines) - lines[::-1].index(header):] if header in lines else lines
+            tail = "; ".join(own[-3:])
+            message = f"{failed.describe() if failed else unit.describe()} {status} on {error.host}" + \
+                (f": {tail}" if tail else "")
+            return [*unit.actions[:done]], failed, ReconcileError("CommandFailed", message, retry=error.retry,
+                                                                     delay=error.delay)
+        except SSHError as error:
+            raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
+                error.reconcile_error() from None
 
     # -- management-path changes (guard.py)
 
