@@ -17,8 +17,8 @@ from stackops.reconcile.kvmhost import KvmHostReconciler
 SECRET = "kvm-ssh"
 
 
-def test_a_fresh_host_converges_in_at_most_four_round_trips_after_the_probe(lab_hosts: list) -> None:
-    host, peer = lab_hosts[0], lab_hosts[1]
+def test_a_fresh_host_converges_in_at_most_four_round_trips_after_the_probe(make_lab_hosts: Any) -> None:
+    host, peer = make_lab_hosts(2)  # hosts of its own: the session's lab hosts are configured by other tests
     data: dict[str, Any] = {
         "address": host.address,
         "ssh": {"privateKeySecretRef": {"name": SECRET}, "hostKey": host.host_key},

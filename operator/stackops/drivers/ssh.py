@@ -38,7 +38,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import paramiko
 from pydantic import SecretStr
@@ -76,12 +76,6 @@ class SSHError(Exception):
     def __init__(self, message: str, *, host: str | None = None):
         super().__init__(message)
         self.host = host
-
-    def reconcile_error(self) -> Any:
-        """Deprecated, for reconcile/kvmhost/__init__.py until it calls reconcile.ssh.reconcile_error(error)."""
-        from ..reconcile.ssh import reconcile_error
-
-        return reconcile_error(self)
 
 
 class InvalidHostKey(SSHError):
@@ -231,13 +225,6 @@ class SSHTarget:
     private_key: SecretStr = field(repr=False, compare=False)
     sudo: bool = False
     connect_timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, address: str, settings: Any, private_key: SecretStr) -> "SSHTarget":
-        """Deprecated, for reconcile/kvmhost/__init__.py until it calls reconcile.ssh.target_for."""
-        from ..reconcile.ssh import target_for
-
-        return target_for(address, settings, private_key)
 
     @property
     def key(self) -> tuple[str, int, str, str]:

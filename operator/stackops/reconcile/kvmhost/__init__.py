@@ -18,6 +18,7 @@ from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHErr
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, ReconcileError
 from ..engine import Engine, Plan, Stage
+from ..ssh import reconcile_error, target_for
 from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
@@ -106,7 +107,7 @@ def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
 
 
 def unreachable(error: SSHError) -> ReconcileError:
-    failure = error.reconcile_error()
+    failure = reconcile_error(error)
     failure.conditions = [st.ConditionState("Reachable", "False", error.reason, str(error))]
     return failure
 
@@ -209,7 +210,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         spec: KvmHostSpec = ctx.spec
         ref = spec.ssh.private_key_secret_ref
         key = ctx.credential(ref.name, ref.key, to=[spec.address], what="SSH")
-        return self.pool.connection(SSHTarget.from_settings(spec.address, spec.ssh, key))
+        return self.pool.connection(target_for(spec.address, spec.ssh, key))
 
     async def observe(self, ctx: Context, conn: SSHConnection) -> HostView:
         spec: KvmHostSpec = ctx.spec
@@ -314,7 +315,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                                                                      delay=error.delay)
         except SSHError as error:
             raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
-                error.reconcile_error() from None
+                reconcile_error(error) from None
 
     # -- management-path changes (guard.py)
 
@@ -336,7 +337,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                     label=f"confirm checkpoint {checkpoint.id}", urgent=True)).stdout)
             except SSHError as error:
                 raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
-                    error.reconcile_error() from None
+                    reconcile_error(error) from None
             if result.state == "confirmed":
                 ctx.event("Normal", "ChangeConfirmed", f"reached the host again and confirmed checkpoint "
                           f"{checkpoint.id}: {checkpoint.changes}")
@@ -403,7 +404,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         except (SSHTimeout, ConnectionLost):
             pass  # the change may have cut this connection: reconnecting tells
         except SSHError as error:
-            raise unreachable(error) if error.reason == "Unreachable" else error.reconcile_error() from None
+            raise unreachable(error) if error.reason == "Unreachable" else reconcile_error(error) from None
         connection.close()
         result = await self.reconnect_and_confirm(connection.target, checkpoint, deadline)
         where = connection.target.display
@@ -455,7 +456,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             except (Unreachable, ConnectionLost, SSHTimeout):
                 pass
             except SSHError as error:
-                raise error.reconcile_error() from None
+                raise reconcile_error(error) from None
             connection.close()  # a confirmation counts only over a connection opened after the change
             await asyncio.sleep(max(0.0, min(RECONNECT_PAUSE_SECONDS, deadline - time.monotonic())))
 
@@ -467,10 +468,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         except CommandFailed as error:
             if isinstance(action, (InstallPackages, RefreshPackageIndex)):
                 raise package_failed(action, error) from None
-            raise error.reconcile_error() from None
+            raise reconcile_error(error) from None
         except SSHError as error:
             raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
-                error.reconcile_error() from None
+                reconcile_error(error) from None
 
     def report(self, ctx: Context, observed: HostView, plan: HostPlan, applied: list[Action]) -> Outcome:
         pending = plan.actions
