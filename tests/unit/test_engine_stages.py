@@ -111,6 +111,25 @@ def test_a_failed_stage_keeps_its_intent_and_says_what_was_done() -> None:
     assert kind.log[-1] == "close"
 
 
+def test_a_stage_that_fails_outright_keeps_what_earlier_stages_did() -> None:
+    kind = Dict({}, {"a": 1, "b": 2}, lambda missing: [Stage(m.key, (m,), then="replan") for m in missing],
+                fail_on="b")
+    kind.run_stage = refuse_b(kind.run_stage)  # type: ignore[method-assign]
+    ctx, _, _ = context()
+    with pytest.raises(PartialApply) as failed:
+        asyncio.run(kind.reconcile(ctx))
+    assert [a.describe() for a in failed.value.applied] == ["put a=1"] and failed.value.reason == "Refused"
+
+
+def refuse_b(run_stage: Any) -> Any:
+    """A stage whose own step refuses before any action (as a guarded apply that cannot checkpoint)."""
+    async def run(ctx: Context, conn: list, stage: Stage, facts: dict) -> list[Action]:
+        if stage.name == "b":
+            raise ReconcileError("Refused", "no checkpoint could be written")
+        return await run_stage(ctx, conn, stage, facts)
+    return run
+
+
 @pytest.mark.parametrize("then, log", [
     ("next", ["observe", "put a", "put b", "observe"]),  # both stages on the first facts, then the report
     ("replan", ["observe", "put a", "observe", "put b", "observe"]),  # observed and planned again between them

@@ -193,6 +193,10 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
             done = await self.run_stage(ctx, conn, stage, facts)
         except PartialApply as error:
             raise PartialApply(error, [*applied, *error.applied]) from error
+        except ReconcileError as error:  # what earlier stages of the pass did still counts
+            if applied:
+                raise PartialApply(error, list(applied)) from error
+            raise
         if stage.intent:
             await ctx.checkpoint({key: None for key in stage.intent})
         return [*applied, *done]
