@@ -196,6 +196,7 @@ class PoolSession:
         """Log in to the master: try the last master first, then every member, following HOST_IS_SLAVE."""
         self._close()
         self.unreachable = {}
+        not_followed: set[str] = set()
         tried: set[str] = set()
         queue = [a for a in [self.master_address, *self.addresses] if a]
         while queue:
@@ -210,12 +211,13 @@ class PoolSession:
             except XenAPI.Failure as error:
                 details = [str(d) for d in error.details]
                 if details and details[0] == "HOST_IS_SLAVE" and len(details) > 1:
+                    # `supporter of <master>` as the supporter said it (the failover asks supporters about that
+                    # address); a master outside the members is noted, never logged in to
+                    self.unreachable[address] = f"supporter of {details[1]}"
                     if details[1] in self.addresses:
                         queue.insert(0, details[1])
-                        self.unreachable[address] = f"supporter of {details[1]}"
                     else:
-                        self.unreachable[address] = (f"supporter of {details[1]}, which is not a member address "
-                                                     "(not followed: the password goes to members only)")
+                        not_followed.add(details[1])
                     continue
                 failure = _failure("session.login_with_password", error)
                 if isinstance(failure, XenAuthError):
@@ -229,6 +231,9 @@ class PoolSession:
                     raise XenTLSError(failure.call, failure.code, [address], message=f"{address}: {detail}") from None
                 self.unreachable[address] = str(failure).split(": ", 1)[-1]
         where = ", ".join(f"{a} ({why})" for a, why in self.unreachable.items())
+        if not_followed:
+            where += (f"; not logged in to {', '.join(sorted(not_followed))}: not a member address (the password "
+                      "goes to members only)")
         lost = XenNoMaster("session.login_with_password", "NO_MASTER", message=f"no pool master answered: {where}")
         lost.unreachable = dict(self.unreachable)
         raise lost
