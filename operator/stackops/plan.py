@@ -20,11 +20,10 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import IO, Any, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
-from . import status as st
 from .api.common import API_VERSION
 from .api.kinds import BY_KIND, Kind
 from .api.references import needed_config_maps, needed_secrets
@@ -35,19 +34,11 @@ from .plan_configmaps import ManifestConfigMaps
 from .plan_manifests import Manifest, ManifestError, read
 from .plan_secrets import ManifestSecrets
 from .reconcile.base import Action, Context, ReconcileError, Reconciler
-from .reconcile.cloudstackrelease import runner as release_runner
-from .reconcile.systemvmtemplate import plan as rollout_plan
 
 UNCHANGED, CHANGES, DRIFT, IN_PROGRESS, ERROR = "unchanged", "changes", "drift", "in-progress", "error"
 DEFAULT_NAMESPACE = "default"
 SYMBOLS = {"add": "+", "remove": "-", "change": "~"}  # what each action declares it does (Action.operation)
 log = logging.getLogger("stackops.plan")
-# What a plan asks of some kinds besides their pass under Observe, each answered by the kind's own module: whether
-# the resource can be observed from outside the operator at all, and what follows the changes a pass lists.
-NOT_OBSERVABLE_HERE: dict[str, Callable[[Any], tuple[str, str] | None]] = {
-    "CloudStackRelease": release_runner.not_observable_here}
-LATER_STAGES: dict[str, Callable[[list[st.ConditionState]], list[str]]] = {
-    "SystemVMTemplate": rollout_plan.later_stages}
 
 
 @dataclass
@@ -129,7 +120,7 @@ def condition(conditions: list[Any], type_: str) -> Any:
 async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, secrets: ManifestSecrets,
                   timeout: float, config_maps: ManifestConfigMaps | None = None) -> Preview:
     """One pass under Observe: the drift it reports is what a pass under Manage would change."""
-    elsewhere = NOT_OBSERVABLE_HERE.get(resource.kind.kind, lambda _: None)(spec)
+    elsewhere = reconciler.not_observable_here(spec)
     if elsewhere is not None:
         return Preview(resource, ERROR, reason=elsewhere[0], message=elsewhere[1])
     try:
@@ -162,7 +153,7 @@ async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, s
     reason, message = (ready.reason, ready.message) if ready is not None else ("", "")
     pending = [f"{c.type}: {c.reason}" + (f" ({c.message})" if c.message else "") for c in outcome.conditions
                if c.type not in ("Ready", "Reconciling", "Stalled") and c.reason.startswith("Waiting")]
-    pending += LATER_STAGES.get(resource.kind.kind, lambda _: [])(outcome.conditions)
+    pending += reconciler.later_stages(outcome.conditions)
     if changes and spec.management_policy == "Observe":  # nothing follows: the operator will not act
         return Preview(resource, DRIFT, changes, reason, message)
     if changes:

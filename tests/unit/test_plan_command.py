@@ -20,6 +20,8 @@ from stackops.cli import main as cli_main
 from stackops.plan import plan_files
 from stackops.api.references import NeededSecret
 from stackops.plan_secrets import ManifestSecrets, destinations_name, environment_name
+from stackops.reconcile.cloudstackrelease import CloudStackReleaseReconciler
+from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops.reconcile.base import Action, Context, Outcome, ReconcileError, Reconciler
 from support.specs import MINIMAL
 
@@ -242,10 +244,17 @@ def test_a_local_builder_is_not_observed_here(tmp_path: Path) -> None:
     release = {"apiVersion": "stackops.io/v1alpha1", "kind": "CloudStackRelease",
                "metadata": {"name": "r", "namespace": "site"},
                "spec": {**copy.deepcopy(MINIMAL["CloudStackRelease"]), "builder": {"type": "Local"}}}
-    fake = Fake()
+    real = CloudStackReleaseReconciler()  # the kind's own reconciler says it cannot be observed from here
+    seen: list[Context] = []
+
+    async def observed(ctx: Context) -> Outcome:
+        seen.append(ctx)
+        return Outcome(conditions=st.ready("Built"), drift=[])
+
+    real.reconcile = observed  # type: ignore[method-assign]
     out = StringIO()
-    code = plan_files([write(tmp_path, release)], out, reconcilers={"CloudStackRelease": fake}, environ={})
-    assert code == 1 and "cannot plan: LocalBuilder" in out.getvalue() and fake.seen == []
+    code = plan_files([write(tmp_path, release)], out, reconcilers={"CloudStackRelease": real}, environ={})
+    assert code == 1 and "cannot plan: LocalBuilder" in out.getvalue() and seen == []
 
 
 @pytest.mark.parametrize(("stage", "then"), [
@@ -261,11 +270,12 @@ def test_a_rollout_says_which_stages_follow_its_changes(tmp_path: Path, stage: s
                 "spec": copy.deepcopy(MINIMAL["SystemVMTemplate"])}
     admin = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloudstack-admin", "namespace": "site"},
              "stringData": {"url": "https://cloud.example.com/client/api", "apiKey": "k", "secretKey": "s"}}
+    real = SystemVMTemplateReconciler(pool=None)  # type: ignore[arg-type]  # its own later_stages answers
     fake = Fake(Outcome(conditions=st.not_ready("DriftDetected", f"{stage}: 1 router(s) left alone"),
                         drift=[Change("register template x", operation="add")]))
-    fake.kind = "SystemVMTemplate"  # type: ignore[misc]
+    real.reconcile = fake.reconcile  # type: ignore[method-assign]
     out = StringIO()
-    code = plan_files([write(tmp_path, template, admin)], out, reconcilers={"SystemVMTemplate": fake}, environ={})
+    code = plan_files([write(tmp_path, template, admin)], out, reconcilers={"SystemVMTemplate": real}, environ={})
     lines = out.getvalue().splitlines()
     assert code == 2 and lines[1] == "  + register template x", lines
     following = [line for line in lines if line.startswith("  then")]

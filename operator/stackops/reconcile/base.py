@@ -131,6 +131,16 @@ class Reconciler(abc.ABC):
     async def finalize(self, ctx: Context) -> None:
         """Deletion with `deletionPolicy: Delete`: undo what the operator created outside Kubernetes."""
 
+    def not_observable_here(self, spec: Any) -> tuple[str, str] | None:
+        """Why (reason, message) a tool outside the operator (`stackops plan`) cannot observe this resource at all
+        (a release built in the operator's own container). None: it can. Never a status reason."""
+        return None
+
+    def later_stages(self, conditions: list[st.ConditionState]) -> list[str]:
+        """What follows the changes a pass lists, for `stackops plan` to show after them (a kind whose work comes
+        one stage per pass names the stages still to come). Default: nothing."""
+        return []
+
 
 class PartialApply(ReconcileError):
     """Apply stopped at a failure; `applied` lists what was done before it."""

@@ -21,7 +21,7 @@ from . import inputs, scripts
 from .isolation import LocalBuilds
 from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
 from .plan import Decision, StartBuild, decide
-from .runner import Runner, runner_for
+from .runner import Runner, not_observable_here, runner_for
 
 OBSERVE_TIMEOUT = 900.0  # ls-remote and every patch's download
 START_TIMEOUT = 120.0
@@ -47,6 +47,9 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
         """`local_builds`: how `builder.type: Local` builds are isolated; None (the default) refuses them."""
         self.ssh = ssh
         self.local_builds = local_builds
+
+    def not_observable_here(self, spec: CloudStackReleaseSpec) -> tuple[str, str] | None:
+        return not_observable_here(spec)
 
     @contextlib.asynccontextmanager
     async def connect(self, ctx: Context) -> AsyncIterator[Runner]:

@@ -28,7 +28,7 @@ from ..engine import Engine, Plan as EnginePlan, Stage
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
 from .notify import Notifier
 from .observed import Observed, observe
-from .plan import Plan, plan_rollout, settings_read, template_name, window_state
+from .plan import Plan, later_stages, plan_rollout, settings_read, template_name, window_state
 from .rollout import RouterWave
 
 STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.0, "UpgradingRouters": 0.5}
@@ -81,6 +81,9 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
         self.poll_seconds = poll_seconds
         self.retry_backoff = retry_backoff
         self.settle_seconds = settle_seconds  # a reboot written but not known to CloudStack: how long to wait
+
+    def later_stages(self, conditions: list[st.ConditionState]) -> list[str]:
+        return later_stages(conditions)
 
     def connect(self, ctx: Context) -> contextlib.nullcontext[CloudStackClient]:
         return contextlib.nullcontext(cloudstack.client_for(self.pool, ctx, ctx.spec.cloudstack.secret_ref.name))
