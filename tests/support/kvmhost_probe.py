@@ -55,3 +55,24 @@ def probe_output(*, ovs: bool = True, files: dict[str, str | bytes | None] | Non
     out += ["@@apparmor -", "", "@@apparmor-disabled -", "", "@@selinux -", "", "@@certificate -", "",
             "@@listening -", *(f"LISTEN 0 128 0.0.0.0:{p} 0.0.0.0:*" for p in listening)]
     return "\n".join(out) + "\n"
+
+
+class ProbeOnlyHost:
+    """An SSH connection to a host whose probe prints `text` and that must not be changed (a reconciler under test
+    that stalls before any change, or only observes): any other command is recorded in `ran` and fails the pass.
+    It is its own pool too (`connection(target)` returns it), for `KvmHostReconciler(ProbeOnlyHost(text))`."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.ran: list[tuple[str, ...]] = []
+
+    async def run_script(self, script, *, args=(), timeout=60.0, check=True, mutation=False, label="script"):
+        from stackops.drivers.ssh import CommandResult
+        return CommandResult(0, self.text, "")
+
+    async def run(self, argv, *, input=None, timeout=60.0, check=True, mutation=False, label=None):
+        self.ran.append(tuple(argv))
+        raise AssertionError("nothing is run on the host")
+
+    def connection(self, target: object) -> "ProbeOnlyHost":
+        return self

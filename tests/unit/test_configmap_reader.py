@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
+from support.configmaps import KEY, NAME, PATH, READ_FAILURES, CoreAPI, config_map, stored
 
 from stackops.api.common import ConfigMapKeySelector, Model
 from stackops.api.references import NeededConfigMap as Needed, needed_config_maps
@@ -22,8 +21,7 @@ from stackops.plan_configmaps import ManifestConfigMaps
 from stackops.plan_manifests import read as read_manifests
 
 VALUE = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmDMEaxZNOxYJKwYBBAHaRw8BAQdA\n-----END PGP PUBLIC KEY BLOCK-----\n"
-NAME, KEY = "repo-key", "signing-key.asc"
-NEEDED = Needed("spec.packages.signingKeyConfigMapRef", NAME, (KEY,))
+NEEDED = Needed(PATH, NAME, (KEY,))
 
 
 class Inner(Model):
@@ -42,52 +40,28 @@ def test_every_config_map_reference_of_a_spec_is_found_with_its_path() -> None:
     assert list(needed_config_maps(Outer())) == []
 
 
-class CoreAPI:
-    """`read_namespaced_config_map` over fixed ConfigMaps (or an HTTP status); nothing else exists."""
-
-    def __init__(self, maps: dict[str, Any] | None = None, status: int | None = None):
-        self.maps = maps or {}
-        self.status = status
-        self.calls: list[tuple[str, str]] = []
-
-    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
-        self.calls.append((namespace, name))
-        if self.status is not None:
-            raise ApiException(status=self.status)
-        if name not in self.maps:
-            raise ApiException(status=404)
-        return self.maps[name]
-
-
 def read(core: CoreAPI, *needed: Needed) -> dict[str, dict[str, str]]:
     return asyncio.run(ConfigMapReader(core).read("lab", list(needed or (NEEDED,))))
 
 
 def test_the_reader_gets_each_config_map_once_by_name_with_data_and_binary_data() -> None:
     encoded = base64.b64encode(VALUE.encode()).decode()
-    core = CoreAPI({NAME: SimpleNamespace(data={KEY: VALUE}, binary_data=None),
-                    "binary": SimpleNamespace(data=None, binary_data={"k.asc": encoded})})
+    core = CoreAPI({NAME: stored({KEY: VALUE}), "binary": stored(binary_data={"k.asc": encoded})})
     assert read(core, NEEDED, Needed("spec.other", NAME, (KEY,)), Needed("spec.b", "binary", ("k.asc",))) == {
         NAME: {KEY: VALUE}, "binary": {"k.asc": VALUE}}
     assert core.calls == [("lab", NAME), ("lab", "binary")]
 
 
-@pytest.mark.parametrize(("core", "reason", "message"), [
-    (CoreAPI(), "ConfigMapNotFound", "ConfigMap lab/repo-key not found"),
-    (CoreAPI(status=403), "ConfigMapForbidden", "not allowed to read ConfigMap lab/repo-key"),
-    (CoreAPI(status=500), "ConfigMapUnreadable", "reading ConfigMap lab/repo-key failed: HTTP 500"),
-    (CoreAPI({NAME: SimpleNamespace(data={"other": VALUE}, binary_data=None)}), "ConfigMapKeyMissing",
-     "ConfigMap lab/repo-key (spec.packages.signingKeyConfigMapRef) has no key signing-key.asc"),
-])
-def test_the_reader_names_what_is_missing_or_refused(core: CoreAPI, reason: str, message: str) -> None:
+@pytest.mark.parametrize(("maps", "status", "reason", "message"), READ_FAILURES)
+def test_the_reader_names_what_is_missing_or_refused(maps: dict, status: int | None, reason: str, message: str) -> None:
     with pytest.raises(ConfigMapError) as failed:
-        read(core)
+        read(CoreAPI(maps, status))
     assert failed.value.reason == reason and str(failed.value) == message
 
 
 def test_a_spec_without_config_maps_needs_no_reader_and_one_with_them_does() -> None:
     assert asyncio.run(read_config_maps(None, "lab", list(needed_config_maps(Outer())))) == {}
-    core = CoreAPI({"b": SimpleNamespace(data={"k2": VALUE}, binary_data=None)})
+    core = CoreAPI({"b": stored({"k2": VALUE})})
     spec = Outer.model_validate({"one": {"name": "b", "key": "k2"}})
     needed = list(needed_config_maps(spec))
     assert asyncio.run(read_config_maps(ConfigMapReader(core), "lab", needed)) == {"b": {"k2": VALUE}}
@@ -106,10 +80,6 @@ def manifests(tmp_path: Path, *documents: dict[str, Any]) -> ManifestConfigMaps:
     for manifest in read_manifests([path]):
         found.add(manifest.document["metadata"].get("namespace", "default"), manifest.document, manifest)
     return found
-
-
-def config_map(namespace: str = "site", **sections: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": namespace}, **sections}
 
 
 def test_plan_matches_config_map_manifests_by_namespace_and_name(tmp_path: Path) -> None:

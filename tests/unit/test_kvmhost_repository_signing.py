@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from support.kvmhost_probe import INSTALLED, OWNER, probe_output
+from support.kvmhost_probe import INSTALLED, OWNER, ProbeOnlyHost, probe_output
 from support.specs import HOST_KEY
 from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
@@ -165,41 +165,19 @@ def test_a_secret_value_that_is_not_one_armored_public_key_is_refused(value: str
             assert line not in str(refused.value), "the value is never quoted"
 
 
-class Recorder:
-    def __init__(self, probe_text: str):
-        self.probe_text = probe_text
-        self.ran: list[tuple[str, ...]] = []
-
-    async def run_script(self, script, *, args=(), timeout=60.0, check=True, mutation=False, label="script"):
-        from stackops.drivers.ssh import CommandResult
-        return CommandResult(0, self.probe_text, "")
-
-    async def run(self, argv, *, input=None, timeout=60.0, check=True, mutation=False, label=None):
-        self.ran.append(tuple(argv))
-        raise AssertionError("nothing is run on the host")
-
-
-class OnePool:
-    def __init__(self, connection: Recorder):
-        self.connection_ = connection
-
-    def connection(self, target: Any) -> Recorder:
-        return self.connection_
-
-
 def test_the_reconciler_reads_the_key_from_its_secret_and_stalls_on_a_private_key() -> None:
-    connection = Recorder(host())
+    connection = ProbeOnlyHost(host())
     ctx = Context(namespace="lab", name="kvm1", generation=1, spec=signed(), status={},
                   secrets={"k": secret({"ssh-privatekey": "unused"}, "10.250.0.0/24"), SECRET: {SECRET_KEY: SecretStr(PRIVATE)}},
                   event=lambda *e: None, logger=logging.getLogger("test"))
     with pytest.raises(ReconcileError) as stalled:
-        asyncio.run(KvmHostReconciler(OnePool(connection)).reconcile(ctx))  # type: ignore[arg-type]
+        asyncio.run(KvmHostReconciler(connection).reconcile(ctx))  # type: ignore[arg-type]
     assert stalled.value.reason == "SigningKeyInvalid" and not stalled.value.retry
     assert connection.ran == [], "no key and no source reach the host"
     ctx.secrets[SECRET] = {SECRET_KEY: SecretStr(KEY)}
     observe = ctx.spec.model_copy(update={"management_policy": "Observe"})
     ctx.spec = observe
-    outcome = asyncio.run(KvmHostReconciler(OnePool(connection)).reconcile(ctx))  # type: ignore[arg-type]
+    outcome = asyncio.run(KvmHostReconciler(connection).reconcile(ctx))  # type: ignore[arg-type]
     assert [a.describe() for a in outcome.drift or []][:2] == [
         f"add the signing key of the package repository {URL} ({APT_KEY})",
         f"add the package repository {URL} ({APT_SOURCE})"]

@@ -1,9 +1,10 @@
 """A KvmHost's package repository key from a ConfigMap (`packages.signingKeyConfigMapRef`) as well as from a
 Secret: exactly one of the two with a repositoryURL (none with allowUnsigned); the handlers read the ConfigMap
-(drivers/configmaps.py, test_configmap_reader.py) for a pass and for deletion, and report a missing or forbidden one
-like a Secret (Reconciling, retried); the reconciler writes its value as the repository's keyring and refuses a
-value that is not one armored public key, naming the ConfigMap; `stackops plan` takes it from ConfigMap manifests in
-the files, never from the environment."""
+(drivers/configmaps.py, test_configmap_reader.py) for a pass and for deletion, and report one missing or refused
+(not found, forbidden, unreadable, without the key: support.configmaps.READ_FAILURES) like a Secret (Reconciling,
+retried); the reconciler writes its value as the repository's keyring and refuses a value that is not one armored
+public key, naming the ConfigMap; `stackops plan` takes it from ConfigMap manifests in the files, never from the
+environment."""
 from __future__ import annotations
 
 import asyncio
@@ -11,17 +12,17 @@ import base64
 import logging
 from io import StringIO
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import kopf
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr, ValidationError
 
+from support.configmaps import READ_FAILURES, CoreAPI, config_map, stored
+from support.configmaps import KEY as CONFIG_MAP_KEY, NAME as CONFIG_MAP
 from support.credentials import secret
-from support.kvmhost_probe import OWNER, probe_output
+from support.kvmhost_probe import OWNER, ProbeOnlyHost, probe_output
 from support.specs import HOST_KEY
 from stackops import status as st
 from stackops.api.kinds import KVMHOST
@@ -41,7 +42,6 @@ PRIVATE = KEY.replace("PUBLIC KEY BLOCK", "PRIVATE KEY BLOCK")
 URL = "https://repo.example.com/cloudstack/4.19/"
 APT_KEY = "/etc/apt/keyrings/stackops-cloudstack.asc"
 APT_SOURCE = "/etc/apt/sources.list.d/stackops-cloudstack.list"
-CONFIG_MAP, CONFIG_MAP_KEY = "repo-key", "signing-key.asc"
 REF = {"name": CONFIG_MAP, "key": CONFIG_MAP_KEY}
 SSH = {"privateKeySecretRef": {"name": "kvm-ssh"}, "hostKey": HOST_KEY}
 
@@ -87,23 +87,6 @@ def test_the_config_map_is_a_reference_the_operator_reads_and_no_secret() -> Non
 # ---------------------------------------------------------------------------------------------------- handlers
 
 
-class CoreAPI:
-    """`read_namespaced_config_map` over fixed ConfigMaps (or an HTTP status); nothing else exists."""
-
-    def __init__(self, maps: dict[str, Any] | None = None, status: int | None = None):
-        self.maps = maps or {}
-        self.status = status
-        self.calls: list[tuple[str, str]] = []
-
-    def read_namespaced_config_map(self, name: str, namespace: str) -> Any:
-        self.calls.append((namespace, name))
-        if self.status is not None:
-            raise ApiException(status=self.status)
-        if name not in self.maps:
-            raise ApiException(status=404)
-        return self.maps[name]
-
-
 class Seen(Reconciler):
     kind = "KvmHost"
 
@@ -133,7 +116,7 @@ def body(**extra: Any) -> dict[str, Any]:
 
 def test_the_handler_reads_the_config_map_into_the_context() -> None:
     seen = Seen()
-    core = CoreAPI({CONFIG_MAP: SimpleNamespace(data={CONFIG_MAP_KEY: KEY}, binary_data=None)})
+    core = CoreAPI({CONFIG_MAP: stored({CONFIG_MAP_KEY: KEY})})
     deps = resources.Deps(reconcilers={"KvmHost": seen}, secrets=Secrets(),  # type: ignore[arg-type]
                           config_maps=ConfigMapReader(core))
     patch = kopf.Patch()
@@ -144,12 +127,12 @@ def test_the_handler_reads_the_config_map_into_the_context() -> None:
     assert core.calls == [("lab", CONFIG_MAP)] * 2
 
 
-@pytest.mark.parametrize(("core", "reason"), [(CoreAPI(), "ConfigMapNotFound"),
-                                              (CoreAPI(status=403), "ConfigMapForbidden")])
-def test_a_missing_or_forbidden_config_map_is_reported_like_a_secret(core: CoreAPI, reason: str) -> None:
+@pytest.mark.parametrize(("maps", "status", "reason", "message"), READ_FAILURES)
+def test_a_config_map_missing_or_refused_is_reported_like_a_secret(maps: dict, status: int | None, reason: str,
+                                                                    message: str) -> None:
     seen = Seen()
     deps = resources.Deps(reconcilers={"KvmHost": seen}, secrets=Secrets(),  # type: ignore[arg-type]
-                          config_maps=ConfigMapReader(core))
+                          config_maps=ConfigMapReader(CoreAPI(maps, status)))
     patch = kopf.Patch()
     with pytest.raises(kopf.TemporaryError) as retried:
         asyncio.run(resources.reconcile_object(KVMHOST, deps, body(), patch, logging.getLogger("test")))
@@ -157,32 +140,14 @@ def test_a_missing_or_forbidden_config_map_is_reported_like_a_secret(core: CoreA
     conditions = {c["type"]: c for c in patch["status"]["conditions"]}
     assert conditions["Reconciling"]["status"] == "True" and conditions["Reconciling"]["reason"] == reason
     assert conditions["Ready"]["status"] == "False" and "ConfigMap lab/repo-key" in conditions["Ready"]["message"]
+    assert conditions["Ready"]["message"] == message  # the reader's own words
 
 
 # ------------------------------------------------------------------------------------------------- reconciler
 
 
-class Host:
-    """An SSH connection to a host in a given state that must not be changed."""
-
-    def __init__(self, text: str):
-        self.text = text
-        self.ran: list[tuple[str, ...]] = []
-
-    async def run_script(self, script, *, args=(), timeout=60.0, check=True, mutation=False, label="script"):
-        from stackops.drivers.ssh import CommandResult
-        return CommandResult(0, self.text, "")
-
-    async def run(self, argv, *, input=None, timeout=60.0, check=True, mutation=False, label=None):
-        self.ran.append(tuple(argv))
-        raise AssertionError("nothing is run on the host")
-
-    def connection(self, target: Any) -> "Host":
-        return self
-
-
 def test_the_reconciler_writes_the_config_map_key_and_stalls_on_a_private_one() -> None:
-    host = Host(probe_output())
+    host = ProbeOnlyHost(probe_output())
     ctx = Context(namespace="lab", name="kvm1", generation=1, spec=from_config_map(), status={},
                   secrets={"kvm-ssh": secret({"ssh-privatekey": "x"}, "10.250.0.11")},
                   event=lambda *e: None, logger=logging.getLogger("test"),
@@ -213,17 +178,6 @@ def test_the_plan_names_the_config_map_of_a_value_that_is_no_public_key() -> Non
 # ------------------------------------------------------------------------------------------------ stackops plan
 
 
-class Fake(Reconciler):
-    kind = "KvmHost"
-
-    def __init__(self) -> None:
-        self.seen: list[Context] = []
-
-    async def reconcile(self, ctx: Context) -> Outcome:
-        self.seen.append(ctx)
-        return Outcome(conditions=st.ready("Configured"), drift=[])
-
-
 def manifests(tmp_path: Path, *config_maps: dict[str, Any]) -> Path:
     kvmhost = {"apiVersion": "stackops.io/v1alpha1", "kind": "KvmHost",
                "metadata": {"name": "kvm01", "namespace": "site"},
@@ -236,30 +190,25 @@ def manifests(tmp_path: Path, *config_maps: dict[str, Any]) -> Path:
     return path
 
 
-def config_map(namespace: str = "site", **sections: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIG_MAP, "namespace": namespace},
-            **sections}
-
-
-def run_plan(path: Path, environ: dict[str, str] | None = None) -> tuple[int, str, Fake]:
-    fake, out = Fake(), StringIO()
-    code = plan_files([path], out, reconcilers={"KvmHost": fake}, environ=environ or {})
-    return code, out.getvalue(), fake
+def run_plan(path: Path, environ: dict[str, str] | None = None) -> tuple[int, str, Seen]:
+    seen, out = Seen(), StringIO()
+    code = plan_files([path], out, reconcilers={"KvmHost": seen}, environ=environ or {})
+    return code, out.getvalue(), seen
 
 
 def test_plan_reads_the_key_from_a_config_map_manifest_among_the_files(tmp_path: Path) -> None:
-    code, out, fake = run_plan(manifests(tmp_path, config_map(data={CONFIG_MAP_KEY: KEY})))
+    code, out, seen = run_plan(manifests(tmp_path, config_map(data={CONFIG_MAP_KEY: KEY})))
     assert code == 0, out
-    assert fake.seen[0].config_maps == {CONFIG_MAP: {CONFIG_MAP_KEY: KEY}}
+    assert seen.contexts[0].config_maps == {CONFIG_MAP: {CONFIG_MAP_KEY: KEY}}
     encoded = base64.b64encode(KEY.encode()).decode()
-    code, out, fake = run_plan(manifests(tmp_path, config_map(binaryData={CONFIG_MAP_KEY: encoded})))
-    assert code == 0 and fake.seen[0].config_maps == {CONFIG_MAP: {CONFIG_MAP_KEY: KEY}}, out
+    code, out, seen = run_plan(manifests(tmp_path, config_map(binaryData={CONFIG_MAP_KEY: encoded})))
+    assert code == 0 and seen.contexts[0].config_maps == {CONFIG_MAP: {CONFIG_MAP_KEY: KEY}}, out
 
 
 def test_plan_takes_no_config_map_from_the_environment_or_another_namespace(tmp_path: Path) -> None:
     environ = {environment_name(CONFIG_MAP, CONFIG_MAP_KEY): KEY}
-    code, out, fake = run_plan(manifests(tmp_path, config_map("elsewhere", data={CONFIG_MAP_KEY: KEY})), environ)
-    assert code == 1 and fake.seen == []
+    code, out, seen = run_plan(manifests(tmp_path, config_map("elsewhere", data={CONFIG_MAP_KEY: KEY})), environ)
+    assert code == 1 and seen.contexts == []
     assert ("cannot plan: ConfigMapNotFound: spec.packages.signingKeyConfigMapRef: no ConfigMap site/repo-key in "
             "the files") in out
     code, out, _ = run_plan(manifests(tmp_path, config_map(data={"other": KEY})))
