@@ -1,5 +1,5 @@
 """Pooled SSH connections and CloudStack clients are closed once no object uses them, through the operator's own
-handlers (`reconcile_object`, the kopf delete handler) with the real pools: an OpenSSH server (test_ssh's) and the
+handlers (`reconcile_object`, the kopf delete handler) with the real pools: an OpenSSH server (support.sshd) and the
 lab CloudStack. Closed on deletion (every deletionPolicy, under Observe, with an invalid spec), on a changed
 address, on a rotated SSH key or CloudStack keys; a connection another live object uses stays open."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 from pydantic import SecretStr
-from test_ssh import SSHServer, new_server
+from support.sshd import SSHServer, new_server
 
 from stackops import status as st
 from stackops.api.kinds import KVMHOST, SYSTEMVMTEMPLATE, Kind
