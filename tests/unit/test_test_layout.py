@@ -64,6 +64,22 @@ def test_benches_import_nothing_from_the_tests() -> None:
     assert {path.name: found for path in benches if (found := reaches_into_tests(path.read_text(), tests))} == {}
 
 
+def test_no_test_module_imports_another() -> None:
+    """What two test modules share is in support/ (an SSH server, a spec): importing a test module would also
+    bring in its fixtures and tests, and tie one file's layout to another's."""
+    test_modules = {path.stem for path in TESTS.rglob("test_*.py")}
+    imports = {str(path.relative_to(TESTS)): found for path in collected_files()
+               if (found := [name for name in reaches_into_tests(path.read_text(), test_modules) if name != "'tests'"])}
+    assert imports == {}
+
+
+def test_wait_for_is_defined_once_in_support() -> None:
+    defined = sorted(str(path.relative_to(TESTS)) for path in TESTS.rglob("*.py") if "__pycache__" not in path.parts
+                     for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "wait_for")
+    assert defined == ["support/wait.py"]
+
+
 # ------------------------------------------------------------------------------------------------------- tiers
 
 
