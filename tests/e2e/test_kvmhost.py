@@ -3,68 +3,21 @@ the SSH driver's counters can be read: converge from a fresh host, then zero mut
 observe; drift repaired; Observe leaves drift alone; wrong host key runs nothing."""
 from __future__ import annotations
 
-import asyncio
-import logging
 import subprocess
-from typing import Any
 
 import pytest
-from pydantic import SecretStr
-from support.credentials import secret
+from support.kvmhost_lab import SECRET, context, converge, ready, reconcile, spec_for
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
-from stackops.reconcile.base import Context, Outcome, ReconcileError
+from stackops.reconcile.base import ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
-
-SECRET = "kvm-ssh"
-
-
-def spec_for(host: Any, peer: Any, **changes: Any) -> KvmHostSpec:
-    data: dict[str, Any] = {
-        "address": host.address,
-        "ssh": {"privateKeySecretRef": {"name": SECRET}, "hostKey": host.host_key},
-        "openvswitch": {"bridges": [{
-            "name": "cloudbr0", "datapathType": "netdev", "mtu": 9000,
-            "bonds": [{"name": "bond0", "interfaces": list(host.nics[:2])}],
-            "vlanBridges": [{"name": "mgmt0", "vlan": 123, "addresses": ["10.251.123.1/24"]},
-                            {"name": "storage0", "vlan": 124}],
-            "tunnels": [{"name": "vxlan0", "remoteIP": peer.address, "key": 5001}],
-        }]},
-        "cloudstackAgent": {"properties": {"network.bridge.type": "openvswitch"}, "logLevel": "DEBUG"},
-    }
-    data.update(changes)
-    return KvmHostSpec.model_validate(data)
-
-
-def context(host: Any, spec: KvmHostSpec, events: list, status: dict | None = None) -> Context:
-    return Context(namespace="lab", name=host.name, generation=1, spec=spec, status=status or {},
-                   secrets={SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)},
-                   event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
-
-
-def reconcile(reconciler: KvmHostReconciler, ctx: Context) -> Outcome:
-    return asyncio.run(reconciler.reconcile(ctx))
-
-
-def ready(outcome: Outcome) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
-
 
 @pytest.fixture
 def pool():
     pool = SSHPool()
     yield pool
     pool.close_all()
-
-
-def converge(reconciler: KvmHostReconciler, ctx: Context, passes: int = 4) -> Outcome:
-    outcome = reconcile(reconciler, ctx)
-    for _ in range(passes):
-        if ready(outcome):
-            break
-        outcome = reconcile(reconciler, ctx)
-    return outcome
 
 
 def test_fresh_host_converges_then_stays_quiet(lab_hosts: list, pool: SSHPool) -> None:

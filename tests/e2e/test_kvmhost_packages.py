@@ -4,10 +4,8 @@ over HTTP and verified with the repository's key from a Secret; a pinned version
 edited; a version the repository does not have fails with a clear reason and changes nothing else."""
 from __future__ import annotations
 
-import asyncio
 import functools
 import http.server
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +14,8 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from support.credentials import secret
+from support.kvmhost_lab import SECRET, converge, ready, reconcile
+from support.kvmhost_lab import context as lab_context
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -26,7 +25,6 @@ from stackops_lab import aptrepo
 from stackops_lab.hosts import LabHosts
 from stackops_lab.manifests import PACKAGE_KEY, PACKAGE_KEY_SECRET, lab_packages
 
-SECRET = "kvm-ssh"
 AGENT_PROPERTIES = "/etc/cloudstack/agent/agent.properties"
 SOURCE = "/etc/apt/sources.list.d/stackops-cloudstack.list"
 KEYRING = "/etc/apt/keyrings/stackops-cloudstack.asc"
@@ -43,28 +41,9 @@ def spec_for(host: Any, **packages: Any) -> KvmHostSpec:
 
 
 def context(host: Any, spec: KvmHostSpec, events: list, repository_key: str = "") -> Context:
-    secrets = {SECRET: secret({"ssh-privatekey": host.client_key_pem}, host.address)}
-    if repository_key:
-        secrets[PACKAGE_KEY_SECRET] = {PACKAGE_KEY: SecretStr(repository_key)}
-    return Context(namespace="lab", name=host.name, generation=1, spec=spec, status={}, secrets=secrets,
-                   event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
-
-
-def reconcile(reconciler: KvmHostReconciler, ctx: Context) -> Outcome:
-    return asyncio.run(reconciler.reconcile(ctx))
-
-
-def ready(outcome: Outcome) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
-
-
-def converge(reconciler: KvmHostReconciler, ctx: Context, passes: int = 4) -> Outcome:
-    outcome = reconcile(reconciler, ctx)
-    for _ in range(passes):
-        if ready(outcome):
-            break
-        outcome = reconcile(reconciler, ctx)
-    return outcome
+    """support.kvmhost_lab's, with the repository's key in the lab's Secret when there is one."""
+    secrets = {PACKAGE_KEY_SECRET: {PACKAGE_KEY: SecretStr(repository_key)}} if repository_key else {}
+    return lab_context(host, spec, events, secrets=secrets)
 
 
 def installed_version(host: Any) -> str | None:
