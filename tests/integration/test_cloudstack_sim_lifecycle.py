@@ -15,32 +15,25 @@ from typing import Any
 import pytest
 from cs import CloudStack, CloudStackApiException
 
-from stackops_lab.clock import ManualClock
-from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.cloudstack import CloudStackSimulator
 from stackops_lab.cloudstack.downloads import STEPS
+from support.cloudstack_sim import FAST, client, simulator
 from support.wait import wait_for
 
-FAST = Timings(template_download=0.4, router_reboot=0.3, systemvm_recreate=0.4, host_connect=0.2,
-               host_maintenance=0.2, job=0.05)
 NEW = "4.19.1"
-
-
-def client(sim: CloudStackSimulator, **options: Any) -> CloudStack:
-    return CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, job_timeout=30, **options)
 
 
 @pytest.fixture
 def sim() -> Iterator[CloudStackSimulator]:
-    with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST) as simulator:
-        yield simulator
+    with simulator() as lab:
+        yield lab
 
 
 @pytest.fixture
 def manual() -> Iterator[CloudStackSimulator]:
     """Like `sim`, but its time moves only when the test calls `manual.scheduler.advance`."""
-    with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST,
-                             clock=ManualClock()) as simulator:
-        yield simulator
+    with simulator(manual=True) as lab:
+        yield lab
 
 
 def zone_named(api: CloudStack, name: str) -> dict[str, Any]:

@@ -24,21 +24,12 @@ from urllib.parse import quote, urlencode
 
 import pytest
 from cs import CloudStack, CloudStackApiException
+from support.cloudstack_sim import FAST, client, simulator
 
-from stackops_lab.clock import ManualClock
-from stackops_lab.cloudstack import CloudStackSimulator, Faults, Fleet, Timings
+from stackops_lab.cloudstack import CloudStackSimulator, Faults, Fleet
 
-FAST = Timings(template_download=0.4, router_reboot=0.3, systemvm_recreate=0.4, host_connect=0.2,
-               host_maintenance=0.2, job=0.05)
 UNAUTHORIZED = "unable to verify user credentials and/or request signature"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def client(sim: CloudStackSimulator, **options: Any) -> CloudStack:
-    # timeout (per HTTP request) and job_timeout only stop a hang: thirty clients listing 500 routers at once on a
-    # loaded 2-core machine wait seconds for an answer, and cs's default of 10 s is too close to that
-    return CloudStack(sim.endpoint, sim.api_key, sim.secret_key, timeout=60, poll_interval=0.05, job_timeout=60,
-                      **options)
 
 
 def api_error(call: Callable[..., Any], **params: Any) -> tuple[int, dict[str, Any]]:
@@ -65,23 +56,22 @@ def raw_get(sim: CloudStackSimulator, params: dict[str, str]) -> tuple[int, str,
 @pytest.fixture(scope="module")
 def sim() -> Iterator[CloudStackSimulator]:
     """A shared simulator for tests that change nothing."""
-    with CloudStackSimulator(fleet=Fleet(routers=40, redundant_pairs=10), timings=FAST) as simulator:
-        yield simulator
+    with simulator(routers=40, redundant_pairs=10) as lab:
+        yield lab
 
 
 @pytest.fixture
 def fresh() -> Iterator[CloudStackSimulator]:
     """A simulator of the test's own."""
-    with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST) as simulator:
-        yield simulator
+    with simulator() as lab:
+        yield lab
 
 
 @pytest.fixture
 def manual() -> Iterator[CloudStackSimulator]:
     """A simulator of the test's own whose time moves only when the test calls `manual.scheduler.advance`."""
-    with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST,
-                             clock=ManualClock()) as simulator:
-        yield simulator
+    with simulator(manual=True) as lab:
+        yield lab
 
 
 # ---------------------------------------------------------------------------------------------- structure
