@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
+
+from support.specs import HOST_KEY
 
 from stackops.reconcile.kvmhost.plan import AGENT_PROPERTIES, LIBVIRTD_CONF
 
@@ -15,6 +18,18 @@ LOG4J_STOCK = ('<log4j:configuration>\n  <category name="com.cloud">\n    <prior
                '</log4j:configuration>\n')
 INSTALLED = {p: "1.0" for p in ("qemu-system-x86", "libvirt-daemon-system", "libvirt-clients", "bridge-utils",
                                  "openvswitch-switch", "cloudstack-agent")}
+# A spec for the host probe_output describes by default: a bridge whose VLAN bridge holds the host's management
+# addresses (mgmt0's), with a bond of two spare NICs and a tunnel to a peer. Copy it before changing it.
+SPEC: dict[str, Any] = {
+    "address": "10.250.0.11",
+    "ssh": {"privateKeySecretRef": {"name": "k"}, "hostKey": HOST_KEY},
+    "openvswitch": {"bridges": [{
+        "name": "cloudbr0", "datapathType": "netdev", "mtu": 9000,
+        "bonds": [{"name": "bond0", "interfaces": ["eno49", "eno50"]}],
+        "vlanBridges": [{"name": "mgmt0", "vlan": 123, "addresses": ["10.250.1.11/24", "10.250.2.11/24"]}],
+        "tunnels": [{"name": "vxlan0", "remoteIP": "10.250.0.12", "key": 5001}],
+    }]},
+}
 
 
 def ovs_section(name: str) -> str:

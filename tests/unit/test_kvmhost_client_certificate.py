@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from support.kvmhost_probe import OWNER, probe_output
-from support.specs import HOST_KEY
+from support.kvmhost_probe import SPEC as PROBED_SPEC
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import guard
 from stackops.reconcile.kvmhost.actions import OvsCommand, RunCommand, WritePrivateFile
@@ -28,16 +28,7 @@ from stackops.reconcile.kvmhost.probe import parse
 SECRET = "ovs-client"
 MANAGER = {"protocol": "ssl", "address": "10.20.0.5", "port": 6632, "clientCertificate": "Secret",
            "certificateSecretRef": {"name": SECRET}}
-SPEC: dict[str, Any] = {
-    "address": "10.250.0.11",
-    "ssh": {"privateKeySecretRef": {"name": "k"}, "hostKey": HOST_KEY},
-    "openvswitch": {"bridges": [{
-        "name": "cloudbr0", "datapathType": "netdev", "mtu": 9000,
-        "bonds": [{"name": "bond0", "interfaces": ["eno49", "eno50"]}],
-        "vlanBridges": [{"name": "mgmt0", "vlan": 123, "addresses": ["10.250.1.11/24", "10.250.2.11/24"]}],
-        "tunnels": [{"name": "vxlan0", "remoteIP": "10.250.0.12", "key": 5001}],
-    }], "manager": MANAGER},
-}
+SPEC: dict[str, Any] = {**PROBED_SPEC, "openvswitch": {**PROBED_SPEC["openvswitch"], "manager": MANAGER}}
 
 
 def spec(**manager: Any) -> KvmHostSpec:

@@ -8,26 +8,13 @@ from typing import Any
 
 import pytest
 
-from support.kvmhost_probe import DATA, INSTALLED, OWNER, probe_output
-from support.specs import HOST_KEY
+from support.kvmhost_probe import DATA, INSTALLED, OWNER, SPEC, probe_output
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import config
 from stackops.reconcile.kvmhost.actions import (InstallPackages, OvsCommand, RefreshPackageIndex, RestartService,
                                                  WriteFile)
 from stackops.reconcile.kvmhost.plan import AGENT_PROPERTIES, LIBVIRTD_CONF, PlanError, plan
 from stackops.reconcile.kvmhost.probe import parse, sections
-
-SPEC: dict[str, Any] = {
-    "address": "10.250.0.11",
-    "ssh": {"privateKeySecretRef": {"name": "k"}, "hostKey": HOST_KEY},
-    "openvswitch": {"bridges": [{
-        "name": "cloudbr0", "datapathType": "netdev", "mtu": 9000,
-        "bonds": [{"name": "bond0", "interfaces": ["eno49", "eno50"]}],
-        "vlanBridges": [{"name": "mgmt0", "vlan": 123, "addresses": ["10.250.1.11/24", "10.250.2.11/24"]}],
-        "tunnels": [{"name": "vxlan0", "remoteIP": "10.250.0.12", "key": 5001}],
-    }]},
-}
-
 
 def spec(**changes: Any) -> KvmHostSpec:
     data = copy.deepcopy(SPEC)
