@@ -1,9 +1,11 @@
 """kstatus conditions: transition times, generations, unrelated conditions, messages, the four triples."""
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
+import yaml
 
 from stackops import status as st
 from stackops.api.common import Condition
@@ -147,3 +149,26 @@ def test_get_condition() -> None:
     assert st.get_condition(status, "HAEnabled") is None
     assert st.get_condition(None, "Ready") is None
     assert st.get_condition({"conditions": None}, "Ready") is None
+
+
+def test_enum_members_reach_status_as_plain_strings() -> None:
+    """Condition types and reasons are StrEnum members in the code; status holds their plain values, which YAML's
+    safe dumper (it refuses str subclasses) and JSON write as the strings they always were."""
+    wanted = st.stalled(st.Reason.INVALID_SPEC, "spec.address: required") + [
+        ConditionState(st.ConditionType.REACHABLE, "True", st.Reason.CONNECTED, "probed")]
+    assert all(type(c.type) is str and type(c.reason) is str for c in wanted)
+    status = {"conditions": merge_conditions(None, wanted, generation=2, timestamp=T0)}
+    text = yaml.safe_dump(status)
+    assert yaml.safe_load(text) == json.loads(json.dumps(status)) == status
+    assert "reason: InvalidSpec" in text and "type: Reachable" in text and "Reason." not in text
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Reconciling", "Stalled", "Reachable"]
+    assert st.get_condition(status, st.ConditionType.REACHABLE)["reason"] == "Connected"
+    assert st.ConditionType.READY == "Ready" and f"{st.Reason.CONVERGING}" == "Converging"
+
+
+def test_every_condition_type_and_common_reason_is_its_own_name() -> None:
+    """The members' values are the strings status has always carried: CamelCase, one per member."""
+    for enum_class in (st.ConditionType, st.Reason):
+        values = [m.value for m in enum_class]
+        assert len(values) == len(set(values))
+        assert all(re.fullmatch(r"[A-Z][A-Za-z]+", v) for v in values)
