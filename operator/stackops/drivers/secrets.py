@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from ..api.references import NeededSecret
 from ..destinations import ANNOTATION, NOWHERE, Destinations, DestinationsInvalid
+from ..status import Reason, plain
 from . import kube
 
 class SecretError(Exception):
@@ -16,7 +17,7 @@ class SecretError(Exception):
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
-        self.reason = reason
+        self.reason = plain(reason)  # a status.Reason member, kept as its plain string
 
 
 class SecretData(dict[str, SecretStr]):
@@ -36,7 +37,7 @@ def parse_destinations(namespace: str, name: str, annotations: dict[str, str] | 
     try:
         return Destinations.parse(str(text))
     except DestinationsInvalid as error:
-        raise SecretError("CredentialDestinationsInvalid",
+        raise SecretError(Reason.CREDENTIAL_DESTINATIONS_INVALID,
                           f"Secret {namespace}/{name}: annotation {ANNOTATION}: {error}") from None
 
 
@@ -54,7 +55,7 @@ class SecretReader:
                 result[item.name] = await kube.call(self._read_one, namespace, item.name)
             missing = [k for k in item.keys if k not in result[item.name]]
             if missing:
-                raise SecretError("SecretKeyMissing",
+                raise SecretError(Reason.SECRET_KEY_MISSING,
                                   f"Secret {namespace}/{item.name} ({item.path}) has no key {', '.join(missing)}")
         return result
 
@@ -65,10 +66,11 @@ class SecretReader:
             secret = self._core.read_namespaced_secret(name, namespace)
         except ApiException as error:
             if error.status == 404:
-                raise SecretError("SecretNotFound", f"Secret {namespace}/{name} not found") from None
+                raise SecretError(Reason.SECRET_NOT_FOUND, f"Secret {namespace}/{name} not found") from None
             if error.status == 403:
-                raise SecretError("SecretForbidden", f"not allowed to read Secret {namespace}/{name}") from None
-            raise SecretError("SecretUnreadable", f"reading Secret {namespace}/{name} failed: HTTP {error.status}") from None
+                raise SecretError(Reason.SECRET_FORBIDDEN, f"not allowed to read Secret {namespace}/{name}") from None
+            raise SecretError(Reason.SECRET_UNREADABLE,
+                              f"reading Secret {namespace}/{name} failed: HTTP {error.status}") from None
         values: dict[str, SecretStr] = {}
         for key, encoded in (secret.data or {}).items():
             values[key] = SecretStr(base64.b64decode(encoded).decode("utf-8", errors="replace"))
