@@ -8,6 +8,7 @@ import base64
 from typing import Any
 
 from ..api.references import NeededConfigMap
+from ..status import Reason, plain
 from . import kube
 
 
@@ -17,14 +18,14 @@ class ConfigMapError(Exception):
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
-        self.reason = reason
+        self.reason = plain(reason)  # a status.Reason member, kept as its plain string
 
 
 def missing_keys(namespace: str, item: NeededConfigMap, values: dict[str, str]) -> None:
     """ConfigMapError `ConfigMapKeyMissing` when `values` lacks a key `item` needs."""
     missing = [k for k in item.keys if k not in values]
     if missing:
-        raise ConfigMapError("ConfigMapKeyMissing",
+        raise ConfigMapError(Reason.CONFIG_MAP_KEY_MISSING,
                              f"ConfigMap {namespace}/{item.name} ({item.path}) has no key {', '.join(missing)}")
 
 
@@ -51,11 +52,11 @@ class ConfigMapReader:
             config_map = self._core.read_namespaced_config_map(name, namespace)
         except ApiException as error:
             if error.status == 404:
-                raise ConfigMapError("ConfigMapNotFound", f"ConfigMap {namespace}/{name} not found") from None
+                raise ConfigMapError(Reason.CONFIG_MAP_NOT_FOUND, f"ConfigMap {namespace}/{name} not found") from None
             if error.status == 403:
-                raise ConfigMapError("ConfigMapForbidden", f"not allowed to read ConfigMap {namespace}/{name}") \
+                raise ConfigMapError(Reason.CONFIG_MAP_FORBIDDEN, f"not allowed to read ConfigMap {namespace}/{name}") \
                     from None
-            raise ConfigMapError("ConfigMapUnreadable",
+            raise ConfigMapError(Reason.CONFIG_MAP_UNREADABLE,
                                  f"reading ConfigMap {namespace}/{name} failed: HTTP {error.status}") from None
         values = {key: base64.b64decode(encoded).decode("utf-8", errors="replace")
                   for key, encoded in (config_map.binary_data or {}).items()}
@@ -70,6 +71,6 @@ async def read_config_maps(reader: ConfigMapReader | None, namespace: str,
     if not needed:
         return {}
     if reader is None:
-        raise ConfigMapError("ConfigMapUnreadable", f"{needed[0].path}: ConfigMap {namespace}/{needed[0].name} "
+        raise ConfigMapError(Reason.CONFIG_MAP_UNREADABLE, f"{needed[0].path}: ConfigMap {namespace}/{needed[0].name} "
                              "cannot be read here")
     return await reader.read(namespace, needed)
