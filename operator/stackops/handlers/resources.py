@@ -94,7 +94,7 @@ def _checkpoint(kind: Kind, deps: Deps, meta: Any, writer: StatusWriter) -> Any:
 
 def _post(body: Any) -> Any:
     def event(type_: str, reason: str, message: str) -> None:
-        kopf.event(body, type=type_, reason=reason, message=message)
+        kopf.event(body, type=type_, reason=st.plain(reason), message=message)  # a reason enum member: its string
     return event
 
 
@@ -134,9 +134,9 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
         spec = kind.spec.model_validate(dict(body.get("spec") or {}))
     except ValidationError as error:
         message = format_validation_error(error)
-        writer.write(st.stalled("InvalidSpec", message), drift=[])
+        writer.write(st.stalled(st.Reason.INVALID_SPEC, message), drift=[])
         counted.result = "invalid_spec"
-        kopf.warn(body, reason="InvalidSpec", message=message)
+        kopf.warn(body, reason=st.plain(st.Reason.INVALID_SPEC), message=message)
         return  # nothing to retry until the spec changes
     try:
         secrets = await deps.secrets.read(meta["namespace"], list(needed_secrets(spec)))
@@ -162,7 +162,7 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
     except Exception as error:  # a bug or an unexpected library failure: log it, keep status readable
         logger.exception("reconcile failed unexpectedly")
         message = f"internal error ({type(error).__name__}); see the operator log"
-        writer.write(st.progressing("InternalError", message))
+        writer.write(st.progressing(st.Reason.INTERNAL_ERROR, message))
         counted.result = "internal_error"
         raise kopf.TemporaryError(message, delay=INTERNAL_RETRY_SECONDS) from None
     writer.write_outcome(outcome)
