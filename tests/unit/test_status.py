@@ -9,6 +9,7 @@ import yaml
 
 from stackops import status as st
 from stackops.api.common import Condition
+from stackops.reconcile.base import PartialApply, ReconcileError
 from stackops.status import ConditionState, merge_conditions
 
 T0 = "2024-01-01T00:00:00Z"
@@ -172,3 +173,12 @@ def test_every_condition_type_and_common_reason_is_its_own_name() -> None:
         values = [m.value for m in enum_class]
         assert len(values) == len(set(values))
         assert all(re.fullmatch(r"[A-Z][A-Za-z]+", v) for v in values)
+
+
+def test_a_reconcile_error_carries_its_reason_as_a_plain_string() -> None:
+    """What a ReconcileError carries goes to status, Events and `stackops plan`'s YAML and JSON."""
+    error = ReconcileError(st.Reason.INSECURE_ENDPOINT, "not https", retry=False)
+    assert type(error.reason) is str and error.reason == "InsecureEndpoint"
+    partial = PartialApply(error, [])
+    assert type(partial.reason) is str
+    assert yaml.safe_dump({"reason": partial.reason}) == "reason: InsecureEndpoint\n"

@@ -36,13 +36,13 @@ class Action:
 
 
 class ReconcileError(Exception):
-    """A failure with a reason for status. `retry` says whether trying again later can help (→ `Reconciling`) or
-    a person must act (→ `Stalled`)."""
+    """A failure with a reason for status (a reason enum member, kept as its plain string). `retry` says whether
+    trying again later can help (→ `Reconciling`) or a person must act (→ `Stalled`)."""
 
     def __init__(self, reason: str, message: str, *, retry: bool = True, delay: float = 30.0,
                  conditions: list[st.ConditionState] | None = None):
         super().__init__(message)
-        self.reason = reason
+        self.reason = st.plain(reason)
         self.retry = retry
         self.delay = delay
         self.conditions = conditions or []  # domain conditions to report with the failure (e.g. Reachable=False)
@@ -52,7 +52,7 @@ class CredentialNotAllowed(ReconcileError):
     """A credential would go to a destination its Secret does not list: nothing is sent. A person must widen the
     Secret's list or correct the spec (Stalled; the next resync or change looks again)."""
 
-    reason = "CredentialNotAllowed"
+    reason = st.Reason.CREDENTIAL_NOT_ALLOWED
 
     def __init__(self, namespace: str, secret: str, refused: list[str], what: str):
         """`refused`: the destinations as messages show them."""
