@@ -26,7 +26,7 @@ def plain_http_allowed(values: dict) -> bool:
 
 
 def client_for(pool: CloudStackPool, ctx: Context, secret_name: str, *,
-               condition: str | None = None) -> CloudStackClient:
+               condition: st.ConditionType | None = None) -> CloudStackClient:
     """The pool's client for the Secret's endpoint and keys. A URL that is not https (and not http with the
     Secret's consent) is refused with ReconcileError `InsecureEndpoint` (Stalled; with `condition`, that domain
     condition False too). The message names the Secret and the scheme, never the URL."""
@@ -38,8 +38,8 @@ def client_for(pool: CloudStackPool, ctx: Context, secret_name: str, *,
         message = (f"Secret {ctx.namespace}/{secret_name}: url is {shown}; the API key, request signatures and host "
                    f"passwords would cross the network readable. Use https://, or (a lab) add the key "
                    f'{PLAIN_HTTP_KEY}: "true" to the Secret. Nothing was sent')
-        conditions = [st.ConditionState(condition, "False", "InsecureEndpoint", message)] if condition else []
-        raise ReconcileError("InsecureEndpoint", message, retry=False, conditions=conditions)
+        conditions = [st.ConditionState(condition, "False", st.Reason.INSECURE_ENDPOINT, message)] if condition else []
+        raise ReconcileError(st.Reason.INSECURE_ENDPOINT, message, retry=False, conditions=conditions)
     destinations = getattr(values, "destinations", NOWHERE)
     if destinations and not destinations.allows_url(url):  # the url is the Secret's own: a list there must hold it
         raise CredentialNotAllowed(ctx.namespace, secret_name, [f"its own url ({scheme}://…)"], "the API keys")

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from ..drivers.cloudstack import CloudStackClient
+from .. import status as st
 from .base import ReconcileError
 
 MAINTENANCE_TIMEOUT_SECONDS = 1800.0
@@ -26,9 +27,9 @@ async def wait_for_maintenance(client: CloudStackClient, host_id: str, name: str
         if state == "Maintenance":
             return True
         if state == "ErrorInMaintenance":
-            raise ReconcileError("MaintenanceFailed", f"CloudStack host {name} is in ErrorInMaintenance (its VMs "
-                                 "could not be migrated away); not deleted", delay=60.0)
+            raise ReconcileError(st.Reason.MAINTENANCE_FAILED, f"CloudStack host {name} is in ErrorInMaintenance "
+                                 "(its VMs could not be migrated away); not deleted", delay=60.0)
         if time.monotonic() > deadline:
-            raise ReconcileError("MaintenanceTimeout", f"CloudStack host {name} did not reach Maintenance in "
+            raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"CloudStack host {name} did not reach Maintenance in "
                                  "time; not deleted yet", delay=60.0)
         await asyncio.sleep(poll)
