@@ -2,15 +2,17 @@
 rule, the inputs file, what the observe script's lines mean, and what a pass decides."""
 from __future__ import annotations
 
+import re
 import subprocess
 from typing import Any
 
 import pytest
 
 from stackops.api.cloudstackrelease import CloudStackReleaseSpec
-from stackops.reconcile.cloudstackrelease import inputs
+from stackops.reconcile.cloudstackrelease import inputs, scripts
 from stackops.reconcile.cloudstackrelease.observed import parse
-from stackops.reconcile.cloudstackrelease.plan import RETRY_SECONDS, StartBuild, decide
+from stackops.reconcile.cloudstackrelease.plan import RETRY_SECONDS, STALLING, TRANSIENT, StartBuild, decide
+from stackops.reconcile.cloudstackrelease.reasons import Reason
 
 
 def spec(**changes: Any) -> CloudStackReleaseSpec:
@@ -153,3 +155,14 @@ def test_a_running_build_is_reported_without_resolving_its_inputs_again(tmp_path
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_every_failure_the_build_scripts_write_is_a_reason_the_plan_sorts() -> None:
+    """The pipeline writes its failures in shell (`fail FetchFailed …`, start.sh's `Superseded`): each is a member
+    of the kind's Reason enum, and either transient (built again later) or stalling."""
+    text = scripts.PIPELINE + scripts.START
+    written = set(re.findall(r"\bfail ([A-Z][a-z]\w*) ", text)) | set(re.findall(r'echo "([A-Z][a-z]\w*) ', text))
+    assert {"FetchFailed", "PublishFailed", "Superseded", "Interrupted"} <= written
+    assert written <= {r.value for r in Reason}
+    assert written <= TRANSIENT | STALLING
+    assert not TRANSIENT & STALLING

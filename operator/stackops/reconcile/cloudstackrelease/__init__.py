@@ -21,6 +21,7 @@ from . import inputs, scripts
 from .isolation import LocalBuilds
 from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
 from .plan import Decision, StartBuild, decide
+from .reasons import Reason
 from .runner import Runner, not_observable_here, runner_for
 
 OBSERVE_TIMEOUT = 900.0  # ls-remote and every patch's download
@@ -67,7 +68,7 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
             args += [str(pr.number), inputs.patch_url(spec, pr.number, pr.patch_url)]
         result = await runner.script(scripts.OBSERVE, args, timeout=OBSERVE_TIMEOUT, label="resolve the inputs")
         if result.exit_status != 0:
-            raise ReconcileError("BuildHostError", f"looking at the build on {runner.where} failed: "
+            raise ReconcileError(Reason.BUILD_HOST_ERROR, f"looking at the build on {runner.where} failed: "
                                  f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
         try:
             facts = parse(result.stdout)
@@ -78,8 +79,8 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
             expected = inputs.inputs_hash(inputs.settings(spec), facts.base, facts.upstream,
                                           [(pr.number, facts.patches[pr.number]) for pr in spec.pull_requests])
             if expected != facts.inputs_hash:
-                raise ReconcileError("InputsHashMismatch", f"the build host computed inputs {facts.inputs_hash} but "
-                                     f"the operator {expected}", retry=False)
+                raise ReconcileError(Reason.INPUTS_HASH_MISMATCH, f"the build host computed inputs "
+                                     f"{facts.inputs_hash} but the operator {expected}", retry=False)
         return facts
 
     def plan(self, ctx: Context, facts: BuildFacts) -> BuildPlan:
@@ -97,7 +98,7 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
                                      [spec.builder.work_dir, action.inputs_hash, inputs.settings(spec), *lines],
                                      timeout=START_TIMEOUT, mutation=True, label="start the build")
         if result.exit_status != 0:
-            raise ReconcileError("BuildStartFailed", f"starting the build on {runner.where} failed: "
+            raise ReconcileError(Reason.BUILD_START_FAILED, f"starting the build on {runner.where} failed: "
                                  f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
         if action.superseding and "superseded" in result.stdout:
             ctx.event("Normal", "BuildSuperseded", f"stopped the build of inputs {action.superseding[:12]}: the "
@@ -109,8 +110,8 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
         if spec.deletion_policy != "Delete":
             return
         if spec.builder.type == "Local" and self.local_builds is None:
-            ctx.event("Warning", "LocalBuildsDisabled", "deletionPolicy Delete: nothing removed, this operator runs "
-                      "without --allow-local-builds")
+            ctx.event("Warning", Reason.LOCAL_BUILDS_DISABLED, "deletionPolicy Delete: nothing removed, this "
+                      "operator runs without --allow-local-builds")
             return
         runner = runner_for(self.ssh, ctx, spec, self.local_builds)
         # names status recorded; only plain file names are joined to the publish directory
@@ -119,7 +120,7 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
         result = await runner.script(scripts.REMOVE, [spec.builder.work_dir, publish, *names], timeout=300,
                                      mutation=True, label="remove the release")
         if result.exit_status != 0:
-            raise ReconcileError("RemoveFailed", f"removing the release on {runner.where} failed: "
+            raise ReconcileError(Reason.REMOVE_FAILED, f"removing the release on {runner.where} failed: "
                                  f"{(result.stderr or result.stdout).strip()[-500:]}", delay=60.0)
         ctx.event("Normal", "Applied", f"removed {len(names)} package(s) from {publish} and the work tree")
 
@@ -148,7 +149,8 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
             kind = "Normal" if phase == "Succeeded" else "Warning"
             ctx.event(kind, f"Build{phase}", conditions[0].message)
         requeue = 3.0 if applied else decision.requeue_after
-        reachable = st.ConditionState("Reachable", "True", "Connected", "the build host answers")
+        reachable = st.ConditionState(st.ConditionType.REACHABLE, "True", st.Reason.CONNECTED,
+                                      "the build host answers")
         return Outcome(conditions=[*conditions, reachable], fields=fields, drift=drift, applied=applied,
                        requeue_after=requeue)
 
@@ -177,13 +179,13 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
                    f"{len(facts.artifacts)} package(s)"
             if facts.base_version:
                 what += "; " + inputs.version_verdict(spec.version_rule, spec.version, facts.base_version).message
-            return st.ready("Succeeded", decision.message or what)
+            return st.ready(Reason.SUCCEEDED, decision.message or what)
         if decision.state == "Start":
             action = decision.action
             assert action is not None
             if observe_only:
-                return st.not_ready("BuildNeeded", f"not started under Observe: {action.describe()}")
-            return st.progressing("BuildStarted", action.describe())
+                return st.not_ready(Reason.BUILD_NEEDED, f"not started under Observe: {action.describe()}")
+            return st.progressing(Reason.BUILD_STARTED, action.describe())
         if decision.state == "Running":
             return st.progressing(decision.reason, decision.message or f"{decision.reason} on the build host")
         if decision.state == "Waiting":

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .reasons import Reason
+
 PHASES = ("Pending", "Fetching", "Syncing", "Patching", "Versioning", "Building", "Packaging", "Publishing",
           "Succeeded", "Failed")
 TEXT_LIMIT = 1000  # characters kept of a free-text field
@@ -33,13 +35,13 @@ CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 class BuildOutputInvalid(ValueError):
     """The build host's answer does not parse."""
 
-    reason = "BuildOutputInvalid"
+    reason = Reason.BUILD_OUTPUT_INVALID
 
 
 class ArtifactNameInvalid(BuildOutputInvalid):
     """An artifact's name is not a plain file name (it would be joined to `publish.directory`)."""
 
-    reason = "ArtifactNameInvalid"
+    reason = Reason.ARTIFACT_NAME_INVALID
 
 
 def plain_name(name: str) -> bool:
@@ -146,12 +148,13 @@ def _record(facts: BuildFacts, key: str, fields: list[str], what: str) -> None:
     elif key == "fetch-failed":
         side = _field(first, SIDE, what)
         why = text(fields[1]) or "git ls-remote failed"
-        facts.problem = ("SourceUnreachable", f"cannot resolve the {side} ref: {why}")
+        facts.problem = (Reason.SOURCE_UNREACHABLE, f"cannot resolve the {side} ref: {why}")
     elif key == "ref-missing":
         side = _field(first, SIDE, what)
-        facts.problem = ("RefNotFound", f"the {side} repository has no branch, tag or commit {text(fields[1])!r}")
+        facts.problem = (Reason.REF_NOT_FOUND,
+                         f"the {side} repository has no branch, tag or commit {text(fields[1])!r}")
     elif key == "patch-failed":
-        facts.problem = ("PatchDownloadFailed",
+        facts.problem = (Reason.PATCH_DOWNLOAD_FAILED,
                          f"pull request #{_field(first, NUMBER, what)}: cannot download {text(fields[1])}")
     elif key == "base":
         facts.base = _field(first, COMMIT, what)

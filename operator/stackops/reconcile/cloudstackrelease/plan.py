@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from ...api.cloudstackrelease import CloudStackReleaseSpec
 from ..base import Action
 from .observed import BuildFacts
+from .reasons import Reason
 
 # Failures that the same inputs may not meet again: the build is started again after RETRY_SECONDS.
-TRANSIENT = {"FetchFailed", "PatchDownloadFailed", "PatchChanged", "Interrupted", "Superseded", "SourceUnreachable"}
+TRANSIENT = {Reason.FETCH_FAILED, Reason.PATCH_DOWNLOAD_FAILED, Reason.PATCH_CHANGED, Reason.INTERRUPTED,
+             Reason.SUPERSEDED, Reason.SOURCE_UNREACHABLE}
 # Failures a person must resolve (the spec or the source must change): Stalled.
-STALLING = {"SchemaUpgradeRequired", "PatchDoesNotApply", "RebaseConflict", "VersionFailed", "BuildFailed",
-            "PackagingFailed", "PublishFailed", "RefNotFound", "ToolMissing", "ArtifactNameInvalid"}
+STALLING = {Reason.SCHEMA_UPGRADE_REQUIRED, Reason.PATCH_DOES_NOT_APPLY, Reason.REBASE_CONFLICT,
+            Reason.VERSION_FAILED, Reason.BUILD_FAILED, Reason.PACKAGING_FAILED, Reason.PUBLISH_FAILED,
+            Reason.REF_NOT_FOUND, Reason.TOOL_MISSING, Reason.ARTIFACT_NAME_INVALID}
 RETRY_SECONDS = 60
 TERMINAL = ("Succeeded", "Failed")
 
@@ -26,7 +29,7 @@ class StartBuild(Action):
 
     disruptive = False
     operation = "add"
-    event_reason = "BuildStarted"
+    event_reason = Reason.BUILD_STARTED
 
     def describe(self) -> str:
         prs = ", ".join(f"#{n}" for n in self.pull_requests) or "no pull requests"
@@ -48,7 +51,7 @@ class Decision:
 def decide(spec: CloudStackReleaseSpec, facts: BuildFacts, now: float, *, built_before: bool = False) -> Decision:
     """`built_before`: status records a success for these very inputs (its build directory may be gone since)."""
     if facts.missing_tools:
-        return Decision("Problem", reason="ToolMissing", stalled=True,
+        return Decision("Problem", reason=Reason.TOOL_MISSING, stalled=True,
                         message=f"the build host lacks {', '.join(facts.missing_tools)}")
     if facts.problem is not None:
         reason, message = facts.problem
@@ -58,13 +61,13 @@ def decide(spec: CloudStackReleaseSpec, facts: BuildFacts, now: float, *, built_
     start = StartBuild(facts.inputs_hash, spec.version, tuple(pr.number for pr in spec.pull_requests),
                        superseding=facts.current if facts.current_running and facts.current != facts.inputs_hash else "")
     if facts.running and facts.phase not in TERMINAL:  # the pipeline's last act is writing a terminal phase
-        return Decision("Running", reason=facts.phase or "Pending", message=facts.progress, requeue_after=5.0)
+        return Decision("Running", reason=facts.phase or Reason.PENDING, message=facts.progress, requeue_after=5.0)
     if not facts.exists:
         if built_before:
-            return Decision("Succeeded", reason="Succeeded", message="built before (its build directory is gone)")
+            return Decision("Succeeded", reason=Reason.SUCCEEDED, message="built before (its build directory is gone)")
         return Decision("Start", action=start)
     if facts.phase == "Succeeded":
-        return Decision("Succeeded", reason="Succeeded")
+        return Decision("Succeeded", reason=Reason.SUCCEEDED)
     if facts.phase == "Failed" and facts.failure is not None:
         reason, message = facts.failure
         if reason in TRANSIENT:

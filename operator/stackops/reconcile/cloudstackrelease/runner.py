@@ -15,6 +15,7 @@ from ..base import Context, ReconcileError
 from ..ssh import target_for
 from . import isolation
 from .isolation import LocalBuilds
+from .reasons import Reason
 
 
 class Runner(Protocol):
@@ -36,7 +37,8 @@ class SSHRunner:
                                                     mutation=mutation, label=label)
         except SSHError as error:
             raise ReconcileError(error.reason, f"build host: {error}", retry=error.retry, delay=error.delay,
-                                 conditions=[st.ConditionState("Reachable", "False", error.reason, str(error))]) \
+                                 conditions=[st.ConditionState(st.ConditionType.REACHABLE, "False", error.reason,
+                                                             str(error))]) \
                 from None
 
 
@@ -54,15 +56,15 @@ class LocalRunner:
         try:
             process = await isolation.spawn(self.local, list(args))
         except isolation.IsolationUnavailable as error:
-            raise ReconcileError("LocalBuildIsolationUnavailable", f"a local build cannot be isolated from the "
+            raise ReconcileError(Reason.LOCAL_BUILD_ISOLATION_UNAVAILABLE, f"a local build cannot be isolated from the "
                                  f"operator's credentials here, so none runs: {error}", retry=False) from None
         try:
             stdout, stderr = await asyncio.wait_for(process.communicate(isolation.GO + text.encode()), timeout)
         except asyncio.TimeoutError:
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
-            raise ReconcileError("BuildHostTimeout", f"{label} did not finish within {timeout:.0f}s", delay=30.0) \
-                from None
+            raise ReconcileError(Reason.BUILD_HOST_TIMEOUT, f"{label} did not finish within {timeout:.0f}s",
+                                 delay=30.0) from None
         return CommandResult(process.returncode if process.returncode is not None else -1,
                              stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
@@ -71,8 +73,8 @@ def not_observable_here(spec: CloudStackReleaseSpec) -> tuple[str, str] | None:
     """Why (reason, message) a tool outside the operator (`stackops plan`) cannot observe this release: a Local
     builder builds in the operator's container, whose state is not here. None: it can. Never a status reason."""
     if spec.builder.type == "Local":
-        return "LocalBuilder", "builder.type Local builds in the operator's container: its state cannot be observed " \
-            "from here"
+        return Reason.LOCAL_BUILDER, "builder.type Local builds in the operator's container: its state cannot be " \
+            "observed from here"
     return None
 
 
@@ -80,13 +82,14 @@ def runner_for(ssh: SSHPool | None, ctx: Context, spec: CloudStackReleaseSpec, l
     builder = spec.builder
     if builder.type == "Local":
         if local is None:
-            raise ReconcileError("LocalBuildsDisabled", "builder.type is Local, but this operator runs without "
+            raise ReconcileError(Reason.LOCAL_BUILDS_DISABLED, "builder.type is Local, but this operator runs without "
                                  "--allow-local-builds: spec-chosen commands do not run in its container (use "
                                  "builder.type SSH)", retry=False)
         return LocalRunner(local)
     assert builder.ssh is not None  # the schema requires it for type SSH
     if ssh is None:
-        raise ReconcileError("SSHUnavailable", "builder.type is SSH but this operator runs without SSH", retry=False)
+        raise ReconcileError(Reason.SSH_UNAVAILABLE, "builder.type is SSH but this operator runs without SSH",
+                             retry=False)
     ref = builder.ssh.ssh.private_key_secret_ref
     key = ctx.credential(ref.name, ref.key, to=[builder.ssh.address], what="SSH to the build host")
     return SSHRunner(ssh, target_for(builder.ssh.address, builder.ssh.ssh, key))
