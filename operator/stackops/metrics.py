@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from prometheus_client import (GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry, Counter, Gauge,
                                Histogram, start_http_server)
 
+from .status import ConditionType
+
 RESULTS = ("converged", "changed", "drift", "retry", "stalled", "not_ready", "invalid_spec", "secret_error",
            "internal_error")
 DRIVERS = ("ssh", "xenapi", "cloudstack")
@@ -59,8 +61,8 @@ class Metrics:
         """Gauges from a status patch as written: Ready, drift count, router rollout counters."""
         if "conditions" in status:
             true = {c.get("type") for c in status["conditions"] or [] if c.get("status") == "True"}
-            self.ready.labels(kind, namespace, name).set(1 if "Ready" in true else 0)
-            self.stalled.labels(kind, namespace, name).set(1 if "Stalled" in true else 0)
+            self.ready.labels(kind, namespace, name).set(1 if ConditionType.READY in true else 0)
+            self.stalled.labels(kind, namespace, name).set(1 if ConditionType.STALLED in true else 0)
         if "drift" in status:
             self.drift.labels(kind, namespace, name).set(len(status["drift"] or []))
         routers = status.get("routers")
@@ -145,15 +147,15 @@ class ReconcilePass:
 def outcome_result(outcome: Any) -> str:
     """The result of a pass that ended with a reconcile Outcome (see RESULTS and docs/metrics.md)."""
     state = {c.type: c.status for c in outcome.conditions}
-    if state.get("Stalled") == "True":
+    if state.get(ConditionType.STALLED) == "True":
         return "stalled"
     if outcome.applied:
         return "changed"
     if outcome.drift:
         return "drift"
-    if state.get("Ready") == "True":
+    if state.get(ConditionType.READY) == "True":
         return "converged"
-    if state.get("Reconciling") == "True" or outcome.requeue_after:
+    if state.get(ConditionType.RECONCILING) == "True" or outcome.requeue_after:
         return "retry"
     return "not_ready"
 

@@ -24,6 +24,7 @@ from typing import IO, Any, Iterator, Mapping
 
 from pydantic import BaseModel, ValidationError
 
+from . import status as st
 from .api.common import API_VERSION
 from .api.kinds import BY_KIND, Kind
 from .api.references import needed_config_maps, needed_secrets
@@ -91,7 +92,7 @@ class Preview:
         return {"kind": self.resource.kind.kind, "namespace": self.resource.namespace, "name": self.resource.name,
                 "file": str(self.resource.file), "result": self.result,
                 "changes": [change.record for change in self.changes],
-                "reason": self.reason, "message": self.message, "pending": self.pending}
+                "reason": st.plain(self.reason), "message": self.message, "pending": self.pending}
 
 
 def documents(paths: list[Path]) -> Iterator[Manifest]:
@@ -141,18 +142,19 @@ async def preview(reconciler: Reconciler, resource: Resource, spec: BaseModel, s
         return Preview(resource, ERROR, reason="Timeout", message=f"no answer within {timeout:.0f}s")
     except Exception as error:  # a bug must not hide the other resources' plans
         log.debug("planning %s failed", resource.title, exc_info=True)
-        return Preview(resource, ERROR, reason="InternalError", message=f"{type(error).__name__}: {error}")
+        return Preview(resource, ERROR, reason=st.Reason.INTERNAL_ERROR, message=f"{type(error).__name__}: {error}")
     changes = [Change.of(action) for action in outcome.drift or []]
-    stalled, reconciling = condition(outcome.conditions, "Stalled"), condition(outcome.conditions, "Reconciling")
-    ready = condition(outcome.conditions, "Ready")
+    stalled = condition(outcome.conditions, st.ConditionType.STALLED)
+    reconciling = condition(outcome.conditions, st.ConditionType.RECONCILING)
+    ready = condition(outcome.conditions, st.ConditionType.READY)
     if stalled is not None and stalled.status == "True":
         return Preview(resource, ERROR, changes, stalled.reason, stalled.message)
-    reachable = condition(outcome.conditions, "Reachable")
+    reachable = condition(outcome.conditions, st.ConditionType.REACHABLE)
     if reachable is not None and reachable.status == "False":  # e.g. a pool whose master does not answer
         return Preview(resource, ERROR, changes, reachable.reason, reachable.message)
     reason, message = (ready.reason, ready.message) if ready is not None else ("", "")
     pending = [f"{c.type}: {c.reason}" + (f" ({c.message})" if c.message else "") for c in outcome.conditions
-               if c.type not in ("Ready", "Reconciling", "Stalled") and c.reason.startswith("Waiting")]
+               if c.type not in st.KSTATUS and c.reason.startswith("Waiting")]
     pending += reconciler.later_stages(outcome.conditions)
     if changes and spec.management_policy == "Observe":  # nothing follows: the operator will not act
         return Preview(resource, DRIFT, changes, reason, message)
@@ -199,7 +201,7 @@ async def plan_all(resources: list[Resource | Preview], secrets: ManifestSecrets
         try:
             spec = item.kind.spec.model_validate(item.document.get("spec") or {})
         except ValidationError as error:
-            return Preview(item, ERROR, reason="InvalidSpec", message=invalid_spec(error, item.manifest))
+            return Preview(item, ERROR, reason=st.Reason.INVALID_SPEC, message=invalid_spec(error, item.manifest))
         async with limit:
             return await preview(reconcilers[item.kind.kind], item, spec, secrets, timeout, config_maps)
 

@@ -15,6 +15,7 @@ from typing import Any
 from .api.references import NeededConfigMap
 from .drivers.configmaps import ConfigMapError, missing_keys
 from .plan_manifests import Manifest
+from .status import Reason
 
 
 class ManifestConfigMaps:
@@ -55,10 +56,10 @@ class ManifestConfigMaps:
         result: dict[str, dict[str, str]] = {}
         for item in needed:
             if (namespace, item.name) in self._broken:
-                raise ConfigMapError("ConfigMapUnreadable", self._broken[(namespace, item.name)])
+                raise ConfigMapError(Reason.CONFIG_MAP_UNREADABLE, self._broken[(namespace, item.name)])
             if (namespace, item.name) not in self._manifests:
-                raise ConfigMapError("ConfigMapNotFound", f"{item.path}: no ConfigMap {namespace}/{item.name} in the "
-                                     "files (a ConfigMap is read from the files only, not from the environment)")
+                raise ConfigMapError(Reason.CONFIG_MAP_NOT_FOUND, f"{item.path}: no ConfigMap {namespace}/{item.name} "
+                                     "in the files (a ConfigMap is read from the files only, not from the environment)")
             result[item.name] = self._manifests[(namespace, item.name)]
             missing_keys(namespace, item, result[item.name])
         return result

@@ -25,6 +25,7 @@ from .api.references import NeededSecret
 from .destinations import ANNOTATION
 from .drivers.secrets import SecretData, SecretError, parse_destinations
 from .plan_manifests import Manifest
+from .status import Reason
 
 PREFIX = "STACKOPS_SECRET_"
 
@@ -89,7 +90,7 @@ class ManifestSecrets:
         from_environment: set[str] = set()
         for item in needed:
             if (namespace, item.name) in self._broken:
-                raise SecretError("SecretUnreadable", self._broken[(namespace, item.name)])
+                raise SecretError(Reason.SECRET_UNREADABLE, self._broken[(namespace, item.name)])
             values = result.setdefault(item.name, SecretData(self._manifests.get((namespace, item.name), {})))
             for key in item.keys + item.optional:
                 if key not in values and environment_name(item.name, key) in self.environ:
@@ -101,7 +102,8 @@ class ManifestSecrets:
                          if (namespace, item.name) in self._manifests else
                          f"no Secret {namespace}/{item.name} in the files")
                 variables = ", ".join(environment_name(item.name, k) for k in missing)
-                raise SecretError("SecretNotFound", f"{item.path}: {where} and no {variables} in the environment")
+                raise SecretError(Reason.SECRET_NOT_FOUND,
+                                  f"{item.path}: {where} and no {variables} in the environment")
         for name, values in result.items():
             if name in from_environment:
                 variable = destinations_name(name)
