@@ -394,14 +394,19 @@ def resolve(node: ast.AST, names: Names) -> Any:
 
 
 def enum_value(node: ast.AST, names: Names) -> str | None:
+    """The string a reference names: a reason enum's member (`Reason.X`), or a typed error's `reason` class
+    attribute (`CommandFailed.reason`)."""
     value = resolve(node, names)
-    return value.value if isinstance(value, enum.Enum) and isinstance(value.value, str) else None
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str) else None
+    return str(value) if isinstance(value, str) else None
 
 
 def literals(node: ast.AST, names: Names | None = None) -> Iterator[tuple[str, bool, bool]]:
     """The strings a reason expression can evaluate to, as (value, prefix, literal): constants, members of the
-    reason enums (`Reason.X`, resolved through `names`), both branches of `a if c else b`, each operand of
-    `x or "Default"`, an f-string's leading literal or member (marked as a prefix)."""
+    reason enums (`Reason.X`, resolved through `names`) and typed errors' reasons (`CommandFailed.reason`), both
+    branches of `a if c else b`, each operand of `x or "Default"`, an f-string's leading literal or member (marked
+    as a prefix)."""
     names = names or {}
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         yield node.value, False, True
@@ -666,8 +671,10 @@ def test_the_scan_resolves_enum_members_through_the_files_imports() -> None:
     """A guard for the scan: a member, in each form the code writes one, is found as its value."""
     source = ("from .. import status as st\n"
               "from ..status import Reason\n"
+              "from ..drivers.ssh import CommandFailed\n"
               "def f(error, x):\n"
               "    st.stalled(st.Reason.INVALID_SPEC, 'm')\n"
+              "    raise ReconcileError(CommandFailed.reason, 'm')\n"
               "    raise ReconcileError(Reason.CONVERGING if x else 'Literal', 'm')\n"
               "    reason = error.reason or st.Reason.INTERNAL_ERROR\n"
               "    st.progressing(f'{st.Reason.CONNECTED}{x}', 'm')\n")
@@ -678,7 +685,7 @@ def test_the_scan_resolves_enum_members_through_the_files_imports() -> None:
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args]
     found = {value for call in calls for value in literals(call.args[0], names)}
     assert {("InvalidSpec", False, False), ("Converging", False, False), ("Literal", False, True),
-            ("Connected", True, False)} <= found
+            ("Connected", True, False), ("CommandFailed", False, False)} <= found
     assign = next(n for n in ast.walk(tree) if isinstance(n, ast.Assign))
     assert list(literals(assign.value, names)) == [("InternalError", False, False)]
 
