@@ -17,6 +17,7 @@ from .actions import (APPARMOR_DISABLE, APPARMOR_ENFORCE, HostAction, InstallPac
                       OvsCommand, RefreshPackageIndex, RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
 from .paths import AGENT_LOG4J, AGENT_PROPERTIES, LIBVIRTD_CONF, LIBVIRTD_DEFAULTS, QEMU_CONF, SELINUX_CONFIG
+from .reasons import Reason
 
 
 # What each role is called by each package manager.
@@ -98,7 +99,7 @@ def plan_repository(ctx: Ctx, manager: str) -> list[HostAction]:
         except repository.KeyInvalid as error:
             where = (f"packages.signingKeySecretRef (Secret {secret.name}, key {secret.key})" if secret is not None
                      else f"packages.signingKeyConfigMapRef (ConfigMap {config_map.name}, key {config_map.key})")
-            raise PlanError("SigningKeyInvalid", f"{where}: {error}") from None
+            raise PlanError(Reason.SIGNING_KEY_INVALID, f"{where}: {error}") from None
     return repository.plan_repository(manager, packages.repository_url, key, ctx.observed.files)
 
 
@@ -144,9 +145,9 @@ def plan_packages(ctx: Ctx) -> list[HostAction]:
     if not installs:
         return actions
     if manager is None:
-        raise PlanError("NoPackageManager", "neither apt nor dnf/yum found on the host")
+        raise PlanError(Reason.NO_PACKAGE_MANAGER, "neither apt nor dnf/yum found on the host")
     if not packages.install:
-        raise PlanError("PackagesMissing", f"packages to install: {', '.join(changes)}, and packages.install is "
+        raise PlanError(Reason.PACKAGES_MISSING, f"packages to install: {', '.join(changes)}, and packages.install is "
                         "false")
     reason = _refresh_reason(ctx, manager, installs, source_changed=bool(actions))
     if reason:
@@ -175,7 +176,7 @@ def plan_ovs(ctx: Ctx) -> list[HostAction]:
     if not spec.bridges and spec.manager is None:
         return []
     if ovs is None:
-        raise PlanError("OpenVSwitchNotRunning", "Open vSwitch does not answer (ovs-vsctl show failed)")
+        raise PlanError(Reason.OPEN_VSWITCH_NOT_RUNNING, "Open vSwitch does not answer (ovs-vsctl show failed)")
     actions: list[HostAction] = []
     actions += _remove_owned_leftovers(ctx, ovs)
     for bridge in spec.bridges:
@@ -213,7 +214,7 @@ def _remove_bridge(name: str, why: str) -> OvsCommand:
 def _foreign(ovs: OvsState, name: str, bridge: str) -> None:
     port = ovs.ports.get(name)
     if port is not None and port.bridge != bridge:
-        raise PlanError("InterfaceInUse", f"{name} is already a port of bridge {port.bridge}, not {bridge}")
+        raise PlanError(Reason.INTERFACE_IN_USE, f"{name} is already a port of bridge {port.bridge}, not {bridge}")
 
 
 def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
@@ -222,7 +223,8 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
     existing = ovs.bridges.get(bridge.name)
     if existing is None:
         if bridge.name in ovs.ports:
-            raise PlanError("InterfaceInUse", f"{bridge.name} exists as a port of bridge {ovs.ports[bridge.name].bridge}")
+            raise PlanError(Reason.INTERFACE_IN_USE,
+                            f"{bridge.name} exists as a port of bridge {ovs.ports[bridge.name].bridge}")
         actions.append(OvsCommand(f"create bridge {bridge.name} (datapath {bridge.datapath_type})", operation="add",
                                   args=("add-br", bridge.name, "--", "set", "Bridge", bridge.name,
                                         f"datapath_type={bridge.datapath_type}", *_owned(owner))))
@@ -240,7 +242,8 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
         _foreign(ovs, bond.name, bridge.name)
         for nic in bond.interfaces:
             if nic in ovs.ports and ovs.ports[nic].name != bond.name:
-                raise PlanError("InterfaceInUse", f"{nic} is already port {nic} of bridge {ovs.ports[nic].bridge}")
+                raise PlanError(Reason.INTERFACE_IN_USE,
+                                f"{nic} is already port {nic} of bridge {ovs.ports[nic].bridge}")
         options = (f"bond_mode={bond.bond_mode}", f"lacp={bond.lacp}", f"other_config:lacp-time={bond.lacp_time}")
         port = ovs.ports.get(bond.name)
         create = ("add-bond", bridge.name, bond.name, *bond.interfaces, *options, "--", "set", "Port", bond.name,
@@ -351,8 +354,8 @@ def client_material(ctx: Ctx) -> client_certificate.Material | None:
     try:
         return client_certificate.material(ctx.client_tls or {}, manager.certificate_secret_ref.name)
     except client_certificate.MaterialInvalid as error:
-        raise PlanError("ClientCertificateInvalid", f"openvswitch.manager.certificateSecretRef: {error}; nothing "
-                        "was written") from None
+        raise PlanError(Reason.CLIENT_CERTIFICATE_INVALID, f"openvswitch.manager.certificateSecretRef: {error}; "
+                        "nothing was written") from None
 
 
 def plan_manager(ctx: Ctx) -> list[HostAction]:
@@ -417,7 +420,8 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
     actions: list[HostAction] = []
     if policy.se_linux != "Unmanaged":
         if observed.selinux is None:
-            raise PlanError("SELinuxUnavailable", f"seLinux: {policy.se_linux} asked, but the host has no SELinux")
+            raise PlanError(Reason.SELINUX_UNAVAILABLE,
+                            f"seLinux: {policy.se_linux} asked, but the host has no SELinux")
         if observed.selinux != policy.se_linux:
             actions.append(RunCommand(f"set SELinux to {policy.se_linux}",
                                       command=("setenforce", "1" if policy.se_linux == "Enforcing" else "0")))
@@ -425,7 +429,8 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
                          "SELinux")
     if policy.app_armor != "Unmanaged":
         if observed.apparmor is None:
-            raise PlanError("AppArmorUnavailable", f"appArmor: {policy.app_armor} asked, but the host has no AppArmor")
+            raise PlanError(Reason.APPARMOR_UNAVAILABLE,
+                            f"appArmor: {policy.app_armor} asked, but the host has no AppArmor")
         profiles = ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper")
         disabled = set(observed.apparmor_profiles_disabled)
         if policy.app_armor == "DisableLibvirt":
@@ -563,8 +568,8 @@ def plan_removal(observed: Observed, owner: str, address: str) -> Removal:
     if ovs is None:
         if observed.ovs_version is None:
             return Removal()
-        raise PlanError("OpenVSwitchNotRunning", "Open vSwitch does not answer (ovs-vsctl show failed): the objects "
-                        "this KvmHost created cannot be removed until it does")
+        raise PlanError(Reason.OPEN_VSWITCH_NOT_RUNNING, "Open vSwitch does not answer (ovs-vsctl show failed): the "
+                        "objects this KvmHost created cannot be removed until it does")
 
     def mine(port: OvsPort) -> bool:
         return port.external_ids.get(OWNER_KEY) == owner
