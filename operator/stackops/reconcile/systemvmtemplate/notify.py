@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from .observed import Router
+from .reasons import Reason
 
 # Cloud metadata services outside the link-local range (169.254.169.254 is inside it): AWS over IPv6, Alibaba.
 METADATA = frozenset({ipaddress.ip_address("fd00:ec2::254"), ipaddress.ip_address("100.100.100.200")})
@@ -33,13 +34,13 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address behind the well-
 class NotificationError(Exception):
     """The webhook did not accept a notice (the URL is never part of the message: it may carry a token)."""
 
-    reason = "NotificationFailed"
+    reason = Reason.NOTIFICATION_FAILED
 
 
 class WebhookAddressNotAllowed(NotificationError):
     """The webhook's host is, or resolves to, a loopback, link-local, unspecified or cloud metadata address."""
 
-    reason = "WebhookAddressNotAllowed"
+    reason = Reason.WEBHOOK_ADDRESS_NOT_ALLOWED
 
 
 def local_kind(address: str) -> str | None:

@@ -330,6 +330,6 @@ def window_state(window: MaintenanceWindow | None, now: datetime.datetime) -> Wi
 def later_stages(conditions: list[st.ConditionState]) -> list[str]:
     """What follows the changes a pass lists (`stackops plan` shows them after the changes): the stages after the
     one its Ready condition names (`Registering: …`)."""
-    ready = next((c for c in conditions if c.type == "Ready"), None)
+    ready = next((c for c in conditions if c.type == st.ConditionType.READY), None)
     stage = ready.message.split(":", 1)[0] if ready is not None else ""
     return [LATER_STAGES[stage]] if stage in LATER_STAGES else []
