@@ -642,8 +642,7 @@ ENUM_MODULES = ("status.py", "reconcile/kvmhost/reasons.py", "reconcile/xenpool/
 NOT_YET_ENUMS: set[str] = {
     "reconcile/kvmhost/__init__.py", "reconcile/kvmhost/registration.py",
     "reconcile/systemvmtemplate/__init__.py",
-    "reconcile/xenpool/__init__.py", "reconcile/xenpool/cluster.py", "reconcile/xenpool/failover.py",
-    "reconcile/xenpool/plan.py", "reconcile/xenpool/quorum.py", "reconcile/xenpool/unique.py",
+    "reconcile/xenpool/__init__.py", "reconcile/xenpool/cluster.py",
 }
 
 

@@ -25,6 +25,7 @@ from ...api.xenpool import XenPoolSpec
 from ...drivers.xenapi import PoolSession, XenAPIError, XenNoMaster
 from ..base import Context, Outcome, ReconcileError
 from .quorum import Verdict, decide
+from .reasons import Reason
 from .reach import supporters_view
 
 SUPPORTER = "supporter of "
@@ -41,7 +42,7 @@ def _seconds_since(stamp: str) -> float:
 
 
 def _unreachable(message: str) -> list[st.ConditionState]:
-    return [st.ConditionState("Reachable", "False", "MasterUnreachable", message)]
+    return [st.ConditionState(st.ConditionType.REACHABLE, "False", Reason.MASTER_UNREACHABLE, message)]
 
 
 def _waiting(conditions: list[st.ConditionState], fields: dict[str, Any], requeue: float) -> Outcome:
@@ -53,7 +54,7 @@ def _waiting(conditions: list[st.ConditionState], fields: dict[str, Any], requeu
 def _last_reason(ctx: Context) -> str | None:
     """Ready's reason as the last pass wrote it."""
     return next((c.get("reason") for c in ctx.status.get("conditions") or []
-                 if isinstance(c, dict) and c.get("type") == "Ready"), None)
+                 if isinstance(c, dict) and c.get("type") == st.ConditionType.READY), None)
 
 
 async def master_lost(reconciler: Any, ctx: Context, session: PoolSession, spec: XenPoolSpec,
@@ -66,21 +67,21 @@ async def master_lost(reconciler: Any, ctx: Context, session: PoolSession, spec:
     supporters = {address: why[len(SUPPORTER):] for address, why in lost.unreachable.items()
                   if why.startswith(SUPPORTER) and address in by_address}
     if not supporters:
-        raise ReconcileError("MasterUnreachable", str(lost), delay=30.0, conditions=_unreachable(str(lost)))
+        raise ReconcileError(Reason.MASTER_UNREACHABLE, str(lost), delay=30.0, conditions=_unreachable(str(lost)))
     old = ", ".join(sorted({by_address.get(a, a) for a in supporters.values()})) or "the master"
     fields: dict[str, Any] = {"masterUnreachableSince": since}
     if (ctx.status.get("ha") or {}).get("enabled"):  # as last seen: a supporter without a master cannot tell
         message = f"master {old} does not answer since {since}; HA is on, so XenServer elects a new master"
-        return _waiting(st.progressing("MasterLostHAWillRecover", message), fields, 10.0)
+        return _waiting(st.progressing(Reason.MASTER_LOST_HA_WILL_RECOVER, message), fields, 10.0)
     policy = spec.master_failover
     if policy.policy == "Disabled":
         message = (f"master {old} does not answer since {since} and HA is off; masterFailover.policy is Disabled: "
                    "recover it, or let the operator fail over (EmergencyTransition)")
-        return _waiting(st.progressing("MasterUnreachable", message), fields, 30.0)
+        return _waiting(st.progressing(Reason.MASTER_UNREACHABLE, message), fields, 30.0)
     if spec.management_policy == "Observe":  # read-only: a failover is a change like any other
         message = (f"master {old} does not answer since {since} and HA is off; managementPolicy is Observe: the "
                    "operator does not fail over")
-        return _waiting(st.progressing("MasterUnreachable", message), fields, 30.0)
+        return _waiting(st.progressing(Reason.MASTER_UNREACHABLE, message), fields, 30.0)
     verdict = decide(spec, await supporters_view(reconciler.ssh, ctx, spec, session.endpoint.port, supporters))
     if verdict.chosen is None:
         return await _refused(ctx, verdict, old, since, fields)
@@ -94,7 +95,7 @@ async def master_lost(reconciler: Any, ctx: Context, session: PoolSession, spec:
         left = policy.delay_seconds - waited
         message = (f"master {old} does not answer the operator since {since} nor its supporters since {confirmed} "
                    f"({verdict.message}); failing over in {left:.0f}s unless it returns")
-        return _waiting(st.progressing("MasterUnreachable", message), fields, min(left, 30.0) + 0.5)
+        return _waiting(st.progressing(Reason.MASTER_UNREACHABLE, message), fields, min(left, 30.0) + 0.5)
     return await _transition(reconciler, ctx, session, spec, verdict, old, since, confirmed)
 
 
@@ -127,7 +128,7 @@ async def _transition(reconciler: Any, ctx: Context, session: PoolSession, spec:
             except XenAPIError:
                 pass  # HOST_STILL_BOOTING while its xapi restarts as master
             if time.monotonic() > deadline:
-                raise ReconcileError("FailoverTimeout", f"{name} did not answer as master after the emergency "
+                raise ReconcileError(Reason.FAILOVER_TIMEOUT, f"{name} did not answer as master after the emergency "
                                      "transition", delay=30.0)
             await asyncio.sleep(reconciler.poll)
         recovered = await master.call("pool.recover_slaves")
@@ -136,7 +137,8 @@ async def _transition(reconciler: Any, ctx: Context, session: PoolSession, spec:
     ctx.event("Normal", "Applied", f"{name} is the pool master; recover_slaves re-pointed {len(recovered)} host(s)")
     await ctx.checkpoint({"masterUnreachableSince": None, "supportersLostMasterSince": None})
     message = f"failed over from {old} to {name}"
-    return Outcome(conditions=[*st.progressing("MasterFailedOver", message),
-                               st.ConditionState("Reachable", "True", "Connected", f"pool master {chosen}")],
+    return Outcome(conditions=[*st.progressing(Reason.MASTER_FAILED_OVER, message),
+                               st.ConditionState(st.ConditionType.REACHABLE, "True", st.Reason.CONNECTED,
+                                                 f"pool master {chosen}")],
                    fields={"masterUnreachableSince": None, "supportersLostMasterSince": None, "master": name},
                    requeue_after=1.0)

@@ -24,6 +24,7 @@ from .actions import (
     SetVSwitchController,
 )
 from .observed import SR, PoolFacts
+from .reasons import Reason
 
 
 @dataclass
@@ -57,13 +58,13 @@ def heartbeat_sr(spec: XenPoolSpec, facts: PoolFacts) -> SR | Problem:
         found = [sr for sr in shared if sr.type == selector.type]
         what = f"type {selector.type}"
     if not found:
-        return Problem("HeartbeatSRNotFound", f"ha.heartbeatSR: the pool has no shared SR with {what}")
+        return Problem(Reason.HEARTBEAT_SR_NOT_FOUND, f"ha.heartbeatSR: the pool has no shared SR with {what}")
     if len(found) > 1:
         names = ", ".join(sorted(sr.name_label for sr in found))
-        return Problem("HeartbeatSRAmbiguous", f"ha.heartbeatSR: several shared SRs with {what} ({names}); "
+        return Problem(Reason.HEARTBEAT_SR_AMBIGUOUS, f"ha.heartbeatSR: several shared SRs with {what} ({names}); "
                        "name one by uuid or nameLabel")
     if not found[0].shared:
-        return Problem("HeartbeatSRNotShared", f"ha.heartbeatSR: SR {found[0].name_label} is not shared")
+        return Problem(Reason.HEARTBEAT_SR_NOT_SHARED, f"ha.heartbeatSR: SR {found[0].name_label} is not shared")
     return found[0]
 
 
@@ -81,7 +82,7 @@ def plan_uniqueness(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> None:
     what = "; ".join([*(f"host UUID {u} is used by more than one host (a cloned installation)" for u in duplicate_uuids),
                       *(f"name label {label!r} is used by more than one host" for label in duplicate_labels)])
     if spec.uniqueness.policy != "MakeUnique":
-        reason = "DuplicateHostUUID" if duplicate_uuids else "DuplicateHostName"
+        reason = Reason.DUPLICATE_HOST_UUID if duplicate_uuids else Reason.DUPLICATE_HOST_NAME
         plan.problems.append(Problem(reason, f"{what}; nothing is joined until it is fixed "
                                      "(uniqueness.policy: MakeUnique fixes clones over SSH)"))
         return
@@ -104,7 +105,7 @@ def plan_uniqueness(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> None:
             plan.actions.append(SetHostName(name, address, label))
             fixed.add(address)
     if not plan.actions:  # duplicates only among hosts the spec does not let us change
-        plan.problems.append(Problem("DuplicateHostName", f"{what}; rename the hosts that are not members"))
+        plan.problems.append(Problem(Reason.DUPLICATE_HOST_NAME, f"{what}; rename the hosts that are not members"))
 
 
 def plan_membership(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> int:
@@ -117,13 +118,14 @@ def plan_membership(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> int:
         if candidate is None or candidate.error:
             plan.waiting.append(f"{member.name} ({candidate.error if candidate else 'not looked at'})")
         elif candidate.master_of:
-            plan.problems.append(Problem("MemberInAnotherPool", f"member {member.name} belongs to the pool of "
+            plan.problems.append(Problem(Reason.MEMBER_IN_ANOTHER_POOL, f"member {member.name} belongs to the pool of "
                                          f"{candidate.master_of}; eject it there first"))
         elif candidate.pool_size > 1:
-            plan.problems.append(Problem("MemberIsMasterOfOtherHosts", f"member {member.name} is the master of "
-                                         f"{candidate.pool_size - 1} other host(s); a joining host must be alone"))
+            plan.problems.append(Problem(Reason.MEMBER_IS_MASTER_OF_OTHER_HOSTS, f"member {member.name} is the "
+                                         f"master of {candidate.pool_size - 1} other host(s); a joining host must be "
+                                         "alone"))
         elif candidate.running_vms:
-            plan.problems.append(Problem("JoiningHostHasRunningVMs", f"member {member.name} runs VMs "
+            plan.problems.append(Problem(Reason.JOINING_HOST_HAS_RUNNING_VMS, f"member {member.name} runs VMs "
                                          f"({', '.join(candidate.running_vms[:5])}); stop or move them to join it"))
         else:
             plan.actions.append(JoinHost(member.name, member.address))
@@ -142,10 +144,10 @@ def plan_membership(spec: XenPoolSpec, facts: PoolFacts, plan: Plan) -> int:
             plan.notices.append(f"host {host.name_label} ({host.address}) is in the pool but not in the spec; add "
                                 "Eject to allowedDestructiveActions to eject it")
         elif host.ref == facts.master_ref and not new_master:
-            plan.problems.append(Problem("CannotEjectMaster", f"host {host.name_label} is the pool master and not "
-                                         "in the spec; name the new master in spec.master first"))
+            plan.problems.append(Problem(Reason.CANNOT_EJECT_MASTER, f"host {host.name_label} is the pool master and "
+                                         "not in the spec; name the new master in spec.master first"))
         elif host.running_vms:
-            plan.problems.append(Problem("HostHasResidentVMs", f"host {host.name_label} runs VMs "
+            plan.problems.append(Problem(Reason.HOST_HAS_RESIDENT_VMS, f"host {host.name_label} runs VMs "
                                          f"({', '.join(host.running_vms[:5])}); migrate them away to eject it"))
         else:
             plan.actions.append(EjectHost(host.name_label, host.ref, host.address))
@@ -160,8 +162,8 @@ def plan_ha(spec: XenPoolSpec, facts: PoolFacts, plan: Plan, size: int) -> None:
             plan.actions.append(DisableHA("the spec turns HA off"))
         return
     if size < 3 and not ha.allow_fewer_than_three_hosts:
-        plan.problems.append(Problem("TooFewHostsForHA", f"HA in a pool of {size} host(s) makes the survivors fence "
-                                     "themselves when one host is lost; add hosts, or set "
+        plan.problems.append(Problem(Reason.TOO_FEW_HOSTS_FOR_HA, f"HA in a pool of {size} host(s) makes the "
+                                     "survivors fence themselves when one host is lost; add hosts, or set "
                                      "ha.allowFewerThanThreeHosts (labs only)"))
         return
     sr = heartbeat_sr(spec, facts)

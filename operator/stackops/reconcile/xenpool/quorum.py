@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...api.xenpool import XenPoolSpec
+from .reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -48,18 +49,18 @@ def decide(spec: XenPoolSpec, views: list[SupporterView]) -> Verdict:
     reach = [v for v in views if v.reaches is True]
     unknown = [v for v in views if v.reaches is None]
     if total == 0:
-        return Verdict(None, reason="SupportersViewUnavailable", message="no live supporter answers: none can "
+        return Verdict(None, reason=Reason.SUPPORTERS_VIEW_UNAVAILABLE, message="no live supporter answers: none can "
                        "confirm that the master is gone, so no supporter is made master")
     if 2 * len(agree) > total:
         order = [m.address for m in spec.members]
         candidates = sorted(agree, key=lambda v: order.index(v.address) if v.address in order else len(order))
         preferred = next((v for v in candidates if names.get(v.address) == spec.master), candidates[0])
-        return Verdict(preferred.address, reason="MasterUnreachable", message=f"{len(agree)} of {total} live "
+        return Verdict(preferred.address, reason=Reason.MASTER_UNREACHABLE, message=f"{len(agree)} of {total} live "
                        f"supporter(s) cannot reach the master either ({listed(agree)})")
     counts = f"{len(agree)} of {total} live supporter(s) cannot reach the master, a majority must"
     if reach:
-        return Verdict(None, reason="MasterUnreachableFromOperatorOnly",
+        return Verdict(None, reason=Reason.MASTER_UNREACHABLE_FROM_OPERATOR_ONLY,
                        message=f"the master answers its supporters but not the operator (a partition?): {counts}; "
                        f"still reaching it: {listed(reach)}" + (f"; unknown: {listed(unknown)}" if unknown else ""))
-    return Verdict(None, reason="SupportersViewUnavailable", message="the supporters' own view of the master is "
+    return Verdict(None, reason=Reason.SUPPORTERS_VIEW_UNAVAILABLE, message="the supporters' own view of the master is "
                    f"needed before a failover: {counts}; unknown: {listed(unknown)}")

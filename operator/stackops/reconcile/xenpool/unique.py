@@ -18,6 +18,7 @@ from ...drivers.xenapi import PoolSession, XenAPIError, XenTLSError
 from ..base import Context, ReconcileError
 from ..shell import load, with_values
 from .actions import MakeHostUnique, SetHostName
+from .reasons import Reason
 
 # The dom0 files the script (scripts/make-unique.sh) changes: $1 the new host UUID, $2 the new dom0 UUID, $3 the
 # UUID the host shares with another.
@@ -32,7 +33,7 @@ def target(spec: XenPoolSpec, ctx: Context, address: str) -> SSHTarget:
     settings = spec.uniqueness.ssh
     member = next(m for m in spec.members if m.address == address)
     if settings is None or member.ssh_host_key is None:
-        raise ReconcileError("MakeUniqueNeedsSSH", "uniqueness.ssh and members[].sshHostKey are required",
+        raise ReconcileError(Reason.MAKE_UNIQUE_NEEDS_SSH, "uniqueness.ssh and members[].sshHostKey are required",
                              retry=False)
     ref = settings.private_key_secret_ref
     return SSHTarget(address=address, port=settings.port, user=settings.user, host_key=member.ssh_host_key,
@@ -43,7 +44,7 @@ def target(spec: XenPoolSpec, ctx: Context, address: str) -> SSHTarget:
 async def make_unique(ssh: SSHPool | None, ctx: Context, spec: XenPoolSpec, session: PoolSession,
                       action: MakeHostUnique, timeout: float, poll: float) -> None:
     if ssh is None:
-        raise ReconcileError("MakeUniqueNeedsSSH", "this operator runs without SSH; MakeUnique cannot run",
+        raise ReconcileError(Reason.MAKE_UNIQUE_NEEDS_SSH, "this operator runs without SSH; MakeUnique cannot run",
                              retry=False)
     host_uuid, dom0_uuid = str(uuid.uuid4()), str(uuid.uuid4())
     connection = ssh.connection(target(spec, ctx, action.address))
@@ -51,7 +52,7 @@ async def make_unique(ssh: SSHPool | None, ctx: Context, spec: XenPoolSpec, sess
         await connection.run_script(SCRIPT, args=[host_uuid, dom0_uuid, action.uuid], mutation=True,
                                     label="make the host unique", timeout=300)
     except SSHError as error:
-        raise ReconcileError("MakeUniqueFailed", f"making {action.name} unique over SSH failed: {error}",
+        raise ReconcileError(Reason.MAKE_UNIQUE_FAILED, f"making {action.name} unique over SSH failed: {error}",
                              delay=60.0) from None
     ctx.event("Normal", "MadeUnique", f"host {action.name}: host UUID {action.uuid} → {host_uuid}, dom0 UUID → "
               f"{dom0_uuid}, xapi state DB removed, xapi restarted")
@@ -70,8 +71,8 @@ async def wait_for_uuid(pool: PoolSession, address: str, wanted: str, timeout: f
             if any(h.get("uuid") == wanted for h in hosts.values()):
                 return
         except XenTLSError as error:
-            raise ReconcileError("MakeUniqueCertificate", f"{name} is unique now, but xapi regenerated its server "
-                                 f"certificate, which tls.caSecretRef does not verify ({error}); install a "
+            raise ReconcileError(Reason.MAKE_UNIQUE_CERTIFICATE, f"{name} is unique now, but xapi regenerated "
+                                 f"its server certificate, which tls.caSecretRef does not verify ({error}); install a "
                                  "certificate signed by that CA on it (the pool join waits until then)",
                                  delay=300.0) from None
         except XenAPIError:
@@ -79,8 +80,8 @@ async def wait_for_uuid(pool: PoolSession, address: str, wanted: str, timeout: f
         finally:
             await own.close()
         if time.monotonic() > deadline:
-            raise ReconcileError("MakeUniqueTimeout", f"xapi on {name} did not come back with host UUID {wanted} "
-                                 f"within {timeout:.0f}s", delay=60.0)
+            raise ReconcileError(Reason.MAKE_UNIQUE_TIMEOUT, f"xapi on {name} did not come back with host UUID "
+                                 f"{wanted} within {timeout:.0f}s", delay=60.0)
         await asyncio.sleep(poll)
 
 
@@ -91,7 +92,7 @@ async def rename(pool: PoolSession, action: SetHostName) -> None:
         hosts = await own.records("host")
         ref = next((r for r, h in hosts.items() if h.get("address") == action.address), None)
         if ref is None:
-            raise ReconcileError("HostNotFound", f"no host with address {action.address} to rename", delay=30.0)
+            raise ReconcileError(Reason.HOST_NOT_FOUND, f"no host with address {action.address} to rename", delay=30.0)
         await own.call("host.set_name_label", ref, action.name)
     finally:
         await own.close()
