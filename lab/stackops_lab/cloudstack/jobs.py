@@ -34,7 +34,7 @@ class Job(Entity):
     user_uuid: str = ""
     instance_type: str | None = None
     instance_uuid: str | None = None
-    created: float = field(default_factory=time.time)
+    created: float = field(default_factory=time.time)  # Jobs.submit: the simulator's clock
     status: int = PENDING
     result_code: int = 0
     result: dict[str, Any] | None = None
@@ -87,7 +87,7 @@ class Jobs:
         state = self.state
         job = state.add(Job(uuid=state.new_uuid(), db_id=state.next_id("job"), cmd=cmd, account=account,
                             user_uuid=user_uuid, instance_type=instance_type, instance_uuid=instance_uuid,
-                            injected_failure=self.dice.job_fails()))
+                            created=self.scheduler.clock.time(), injected_failure=self.dice.job_fails()))
         self.audit.record("job.created", job=job.uuid, cmd=cmd, instance=instance_uuid,
                           injected_failure=job.injected_failure)
 
