@@ -3,7 +3,10 @@
 maxUnavailable M at a time, each reboot taking a fixed simulated time R.
 
 Prints the router stage's wall time (first reboot started → last reboot finished, from the simulator's audit log),
-its ratio to the ideal ceil(N/M) × R, the peak of routers rebooting at once, and the API requests the operator made.
+its ratio to the ideal ceil(N/M) × R, the peak of routers rebooting at once, and the API requests the operator made:
+every HTTP request the simulator answered (its access log, each page of a listing counted), per router and by
+command, as CloudStack's API throttling (`api.throttling.max`) would count them. Exits 1 when a limit is missed
+(a router not upgraded, more than M rebooting at once, the ratio over --max-ratio, the requests over --max-requests).
 
     .venv/bin/python bench/router_rollout.py [--routers 500] [--max-unavailable 25] [--reboot-seconds 2]
 """
@@ -14,11 +17,29 @@ import asyncio
 import math
 import sys
 import time
+from collections import Counter
+from urllib.parse import parse_qs, urlsplit
 
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.cloudstack.server import API_PATH
 from stackops_lab.rollout import Driver, analyse, secrets_for, spec_for
+
+
+def requests_by_command(access_log: list[str]) -> Counter:
+    """The API requests of an access log by command: `GET /client/api?command=listRouters&… HTTP/1.1 200` →
+    Counter({"listRouters": 1}); a POST (its command is in the body) as "POST". Other paths (the lab's template
+    images) are not API requests."""
+    counts: Counter = Counter()
+    for line in access_log:
+        method, target = (line.split(" ") + ["", ""])[:2]
+        url = urlsplit(target)
+        if url.path.rstrip("/") != API_PATH.rstrip("/"):
+            continue
+        command = parse_qs(url.query).get("command", [""])[0]
+        counts[command or method] += 1
+    return counts
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -32,10 +53,10 @@ async def main(args: argparse.Namespace) -> int:
         started = time.monotonic()
         await driver.until_settled(timeout=3600)
         total = time.monotonic() - started
-        client = next(iter(pool._clients.values()))
-        requests = client.counters.requests
         await pool.close()
         report = analyse(sim.audit())
+        by_command = requests_by_command(sim.access_log())
+    requests = sum(by_command.values())
     stage = (report.last_end or 0) - (report.first_start or 0)
     ideal = math.ceil(args.routers / args.max_unavailable) * args.reboot_seconds
     upgraded = driver.status.get("routers", {}).get("upgraded")
@@ -48,8 +69,15 @@ async def main(args: argparse.Namespace) -> int:
     print(f"  peak rebooting at once   {report.max_rebooting}  (pair both down: {report.both_down})")
     print(f"  whole rollout            {total:.1f}s in {driver.passes} passes "
           "(register, activate, system VMs, routers)")
-    print(f"  API requests             {requests}")
-    return 0 if upgraded == args.routers and report.max_rebooting <= args.max_unavailable else 1
+    print(f"  API requests             {requests}  ({requests / args.routers:.2f} per router)")
+    print("    by command             " + ", ".join(f"{name} {count}" for name, count in by_command.most_common()))
+    limits = {"every router upgraded": upgraded == args.routers,
+              f"at most {args.max_unavailable} rebooting at once": report.max_rebooting <= args.max_unavailable,
+              f"ratio at most {args.max_ratio:.2f}": stage / ideal <= args.max_ratio,
+              f"at most {args.max_requests:.0f} requests per router": requests / args.routers <= args.max_requests}
+    missed = [limit for limit, kept in limits.items() if not kept]
+    print("  limits                   " + ("kept" if not missed else "MISSED: " + "; ".join(missed)))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":
@@ -63,4 +91,6 @@ if __name__ == "__main__":
     parser.add_argument("--pass-seconds", type=float, default=15.0)
     parser.add_argument("--poll-seconds", type=float, default=0.25)
     parser.add_argument("--concurrency", type=int, default=16, help="CloudStack requests in flight")
+    parser.add_argument("--max-ratio", type=float, default=1.05, help="the router stage's limit, × the ideal")
+    parser.add_argument("--max-requests", type=float, default=3.0, help="the API requests' limit, per router")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -46,7 +46,8 @@ class Operator:
     - "before-submit": the reboot is about to be sent to CloudStack;
     - "after-submit": CloudStack accepted the reboot, the answer (the job id) is lost;
     - "job-written": status was written with the reboot's job id;
-    - "job-done": CloudStack answered that a reboot job ended, the answer is lost."""
+    - "job-done": CloudStack answered that a reboot job ended (queryAsyncJobResult, or a listAsyncJobs poll of the
+      jobs in flight), the answer is lost."""
 
     def __init__(self, sim: CloudStackSimulator, hook: Webhook, status: dict[str, Any], kill_at: str = ""):
         self.sim = sim
@@ -85,8 +86,9 @@ class Operator:
                     raise Killed("dead")
                 if command in REBOOTS and operator.kill_at == "after-submit":
                     operator.die()
-                if command == "queryAsyncJobResult" and operator.kill_at == "job-done" \
-                        and str(answer.get("cmd", "")).endswith("RebootRouterCmd") and answer.get("jobstatus"):
+                if operator.kill_at == "job-done" and any(
+                        str(job.get("cmd", "")).endswith("RebootRouterCmd") and job.get("jobstatus")
+                        for job in job_answers(command, answer)):
                     operator.die()
                 return answer
 
@@ -123,6 +125,16 @@ class Operator:
             raise AssertionError(f"not settled: {self.driver.status}")
         finally:
             await self.pool.close()
+
+
+def job_answers(command: str, answer: Any) -> list[dict[str, Any]]:
+    """The jobs a CloudStack answer reports on: queryAsyncJobResult's one, or a listAsyncJobs page (`count` and
+    `asyncjobs`, or the entries of every page)."""
+    if command == "queryAsyncJobResult":
+        return [answer]
+    if command == "listAsyncJobs":
+        return list(answer.get("asyncjobs", [])) if isinstance(answer, dict) else list(answer)
+    return []
 
 
 def system_vms_replaced(sim: CloudStackSimulator) -> bool:

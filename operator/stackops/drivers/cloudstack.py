@@ -7,7 +7,7 @@ What it adds to `cs`:
   (530, connection errors, timeouts) only for reads (`list*`, `queryAsyncJobResult`), because a mutation that got
   no clear answer may have run — the next level-based pass observes what happened instead;
 - async jobs: `start` returns the job id, `job` reads one result, `wait` polls until done;
-- paging (`fetch_list`, 500 a page) for every `list`;
+- paging (`fetch_list`, 500 a page) for every `list`; `page` reads one page and the listing's total count;
 - a per-endpoint concurrency limit shared by every resource that uses the endpoint (`CloudStackPool`); the pool
   keeps one client per endpoint and keys, under a salted digest of the keys (never the keys), and closes a client
   no object uses any more (deleted, its endpoint changed, its keys rotated: `holdings`);
@@ -212,6 +212,12 @@ class Job:
     result: dict[str, Any]
     resultcode: int = 0
 
+    @classmethod
+    def parse(cls, jobid: str, answer: dict[str, Any]) -> "Job":
+        """An AsyncJobResponse: `queryAsyncJobResult`'s answer, or one entry of `listAsyncJobs`."""
+        return cls(jobid=jobid, status=int(answer.get("jobstatus", PENDING)), result=answer.get("jobresult") or {},
+                   resultcode=int(answer.get("jobresultcode", 0) or 0))
+
     @property
     def done(self) -> bool:
         return self.status != PENDING
@@ -321,6 +327,15 @@ class CloudStackClient:
         result = await self.request(command, fetch_list=True, **params)
         return list(result) if isinstance(result, list) else []
 
+    async def page(self, command: str, page: int, pagesize: int, **params: Any) -> tuple[list[dict[str, Any]], int]:
+        """One page of a `list*` command (BaseListCmd: `page` from 1, `pagesize` at most 500): its items and the
+        total count CloudStack reports for the whole listing."""
+        result = await self.request(command, page=page, pagesize=pagesize, **params)
+        if not isinstance(result, dict):
+            return [], 0
+        items = next((value for key, value in result.items() if key != "count" and isinstance(value, list)), [])
+        return list(items), int(result.get("count", 0) or 0)
+
     async def start(self, command: str, **params: Any) -> str:
         """Start an async command; returns its job id."""
         result = await self.call(command, **params)
@@ -330,9 +345,7 @@ class CloudStackClient:
         return str(jobid)
 
     async def job(self, jobid: str) -> Job:
-        result = await self.call("queryAsyncJobResult", jobid=jobid)
-        return Job(jobid=jobid, status=int(result.get("jobstatus", PENDING)),
-                   result=result.get("jobresult") or {}, resultcode=int(result.get("jobresultcode", 0) or 0))
+        return Job.parse(jobid, await self.call("queryAsyncJobResult", jobid=jobid))
 
     async def wait(self, jobid: str, *, command: str = "job", timeout: float = 600.0) -> dict[str, Any]:
         """Poll a job until it ends; its result object, or CloudStackJobFailed / CloudStackJobTimeout."""

@@ -8,10 +8,11 @@ the last one stopped (resume.py).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from ... import status as st
 from ...api.systemvmtemplate import RouterProgress, SystemVMProgress, SystemVMTemplateSpec, TemplateStatus
@@ -29,7 +30,7 @@ from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfi
 from .notify import Notifier
 from .observed import Observed, observe
 from .plan import Plan, later_stages, plan_rollout, settings_read, template_name, window_state
-from .rollout import RouterWave
+from .rollout import RouterWave, WaveMemory
 
 STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.0, "UpgradingRouters": 0.5}
 
@@ -75,12 +76,17 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
     kind = "SystemVMTemplate"
 
     def __init__(self, pool: CloudStackPool, *, pass_seconds: float = 15.0, poll_seconds: float = 1.0,
-                 retry_backoff: float = 30.0, settle_seconds: float = 60.0):
+                 retry_backoff: float = 30.0, settle_seconds: float = 60.0, handover_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.pool = pool
         self.pass_seconds = pass_seconds
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = poll_seconds  # the longest wait between two polls of a reboot that is due (timing.py)
         self.retry_backoff = retry_backoff
         self.settle_seconds = settle_seconds  # a reboot written but not known to CloudStack: how long to wait
+        self.handover_seconds = handover_seconds  # from one pass's end to the next one following its reboots
+        self.clock = clock  # the router waves' time (tests: the lab CloudStack's)
+        self.sleep = sleep
+        self._memory: dict[tuple[str, str], WaveMemory] = {}  # per object: what its waves learned (rollout.py)
 
     def later_stages(self, conditions: list[st.ConditionState]) -> list[str]:
         return later_stages(conditions)
@@ -171,10 +177,12 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
             ref = spec.notifications.webhook_url_secret_ref
             url, allow_local = ctx.secret(ref.name, ref.key), spec.notifications.allow_local_addresses
         notifier = Notifier(url, allow_local=allow_local)
+        memory = self._memory.setdefault((ctx.namespace, ctx.name), WaveMemory())
         wave = RouterWave(client, spec, plan, observed, progress, notifier, ctx.event,
-                          deadline=time.time() + self.pass_seconds, poll_seconds=self.poll_seconds,
+                          deadline=self.clock() + self.pass_seconds, poll_seconds=self.poll_seconds,
                           retry_backoff=self.retry_backoff, checkpoint=ctx.checkpoint,
-                          settle_seconds=self.settle_seconds)
+                          settle_seconds=self.settle_seconds, clock=self.clock, sleep=self.sleep, memory=memory,
+                          handover_seconds=self.handover_seconds)
         await wave.run()
         wave.write()
         return wave
@@ -315,6 +323,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete: delete the templates of this spec that no system VM or router uses."""
         spec: SystemVMTemplateSpec = ctx.spec
+        self._memory.pop((ctx.namespace, ctx.name), None)
         client = cloudstack.client_for(self.pool, ctx, spec.cloudstack.secret_ref.name)
         names = [template_name(spec, t) for t in spec.templates]
         try:
