@@ -178,3 +178,60 @@ def test_every_kind_runs_on_the_engine() -> None:
     assert sorted(r.kind for r in reconcilers) == sorted(k.kind for k in KINDS)
     for reconciler in reconcilers:
         assert issubclass(reconciler, Engine), reconciler
+
+
+class Registering(Dict):
+    """A Dict registered somewhere else (`registry`) once it holds every wanted key: what the registry says is read
+    by `observe_follow_up` (only then), and the registration is a follow-up stage."""
+
+    def __init__(self, actual: dict, wanted: dict, registry: dict, then: str = "report"):
+        super().__init__(actual, wanted, lambda missing: [Stage("puts", tuple(missing), then=then)])
+        self.registry = registry
+
+    async def observe_follow_up(self, ctx: Context, conn: list, facts: dict, plan: Plan) -> dict:
+        if plan.actions:  # not converged: nothing to register yet
+            return facts
+        conn.append("look")
+        return {**facts, "@registered": self.registry.get("registered", False)}
+
+    def plan(self, ctx: Context, facts: dict) -> Plan:
+        plan = super().plan(ctx, facts)
+        if facts.get("@registered") is False:
+            plan.stages.append(Stage("register", (Put("@registered", 1),), then="stop", follow_up=True))
+        return plan
+
+    async def execute(self, ctx: Context, conn: list, action: Action, facts: dict) -> None:
+        if isinstance(action, Put) and action.key == "@registered":
+            conn.append("register")
+            self.registry["registered"] = True
+            return
+        await super().execute(ctx, conn, action, facts)
+
+
+def test_a_follow_up_stage_runs_after_the_kinds_own_stage_in_the_same_pass_on_fresh_facts() -> None:
+    kind = Registering({}, {"a": 1, "b": 2}, {})
+    ctx, events, _ = context()
+    outcome = asyncio.run(kind.reconcile(ctx))
+    assert kind.log == ["connect", "observe", "put a", "put b", "observe", "look", "register", "close"]
+    assert [e[2] for e in events] == ["put a=1", "put b=2", "put @registered=1"]
+    assert [a.describe() for a in outcome.applied] == ["put a=1", "put b=2", "put @registered=1"]
+
+
+def test_the_follow_up_is_read_only_once_the_kinds_own_stages_are_done() -> None:
+    kind = Registering({}, {"a": 1, "b": 2}, {}, then="replan")
+    ctx, _, _ = context()
+    asyncio.run(kind.reconcile(ctx))
+    assert kind.log == ["connect", "observe", "put a", "put b", "observe", "look", "register", "close"]
+    converged = Registering({"a": 1}, {"a": 1}, {"registered": True})
+    asyncio.run(converged.reconcile(context()[0]))
+    assert converged.log == ["connect", "observe", "look", "close"], "a converged resource plans nothing"
+
+
+def test_under_observe_a_follow_up_is_drift_like_any_other_action() -> None:
+    kind = Registering({"a": 1}, {"a": 1}, {})
+    ctx, events, _ = context("Observe")
+    outcome = asyncio.run(kind.reconcile(ctx))
+    assert kind.log == ["connect", "observe", "look", "close"] and kind.registry == {}
+    assert [a.describe() for a in outcome.drift] == ["put @registered=1"]
+    assert [e[1] for e in events] == ["DriftDetected"]
+

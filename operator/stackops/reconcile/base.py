@@ -27,6 +27,8 @@ class Action:
     operation: ClassVar[Literal["add", "remove", "change"]]
     event_reason: ClassVar[str] = "Applied"
     """The reason of the Event the engine posts once the action is done."""
+    failure_reason: ClassVar[str | None] = None
+    """The reason of the Warning Event the engine posts when the action fails (None: the failure's own reason)."""
 
     def describe(self) -> str:  # pragma: no cover - every subclass overrides it
         raise NotImplementedError

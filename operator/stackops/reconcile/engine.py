@@ -10,6 +10,9 @@ A kind subclasses `Engine` and implements its steps; the engine owns what is the
   last, so an operator killed in the middle finds the unfinished stage in status (`Engine.resume`) and never
   repeats a disruptive step blindly;
 - what follows a stage (`Stage.then`): the next stage of the same plan, a fresh observation and plan, or the report;
+- follow-up stages (`Stage.follow_up`: a host or pool registered in CloudStack once it is configured): planned from
+  what `Engine.observe_follow_up` reads, which the engine asks for only once the kind's own stages are done (or
+  under Observe, to report everything), and run in the same pass after the kind's own stages;
 - the connection of a pass (`Engine.connect`), opened once and closed whatever happens.
 
 A kind's `reconcile` is the engine's; a subclass that defines its own is refused when the class is made. Errors: a
@@ -40,13 +43,19 @@ class Stage:
 
     `intent`: status fields written (checkpoint) before the first action and set to null after the last.
     `then`: what follows — `next`: the plan's next stage, on the same facts; `replan`: observe and plan again and go
-    on with the new plan; `report`: observe again and end the pass with the report; `stop`: end the pass with the
-    report on the facts the stage started from (work that goes on by itself, such as a detached build)."""
+    on with the new plan; `report`: observe again and end the pass with the report (running the new plan's
+    follow-up stages first); `stop`: end the pass with the report on the facts the stage started from (work that
+    goes on by itself, such as a detached build, or whose answer the stage recorded in the facts).
+    `follow_up`: work that follows the kind's own changes and is planned from what `Engine.observe_follow_up` read
+    once they are done (a host or pool registered in CloudStack): after a stage whose `then` is `report`, the
+    engine observes again and runs the new plan's follow-up stages before the report, instead of leaving them to
+    the next pass."""
 
     name: str
     actions: tuple[Action, ...]
     intent: Mapping[str, Any] | None = None
     then: Then = "report"
+    follow_up: bool = False
 
 
 @dataclass
@@ -71,8 +80,8 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         for name in Engine.engine_steps:
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__} defines {name}(): the engine runs every kind's pass; implement "
-                                "its steps (connect, observe, recover, resume, plan, check, execute, run_stage, "
-                                "report, finish, failure) instead")
+                                "its steps (connect, observe, recover, resume, observe_follow_up, plan, check, "
+                                "execute, run_stage, report, finish, failure) instead")
 
     # ------------------------------------------------------------------ the steps a kind implements
 
@@ -92,6 +101,14 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
     async def resume(self, ctx: Context, conn: Connection, facts: Facts, applied: list[Action]) -> Facts:
         """Finish or wait for work an earlier pass left undecided (an intent in status, a change the host has not
         confirmed), adding what it does to `applied`; returns the facts to plan from. Default: nothing to resume."""
+        return facts
+
+    async def observe_follow_up(self, ctx: Context, conn: Connection, facts: Facts, plan: PlanT) -> Facts:
+        """What follow-up stages are planned from, besides the kind's own state (a host's or pool's registration in
+        CloudStack), added to `facts`. The engine asks once the kind's own stages are done (`plan`, on the facts so
+        far, has no stage left, or the last stage's `then` was `report`) and under Observe; the kind reads only
+        what it can plan from (a host that does not match its spec yet is not looked up), so a pass that could
+        not act on it makes no request. Default: nothing more."""
         return facts
 
     @abc.abstractmethod
@@ -133,7 +150,7 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
             try:
                 await self.execute(ctx, conn, action, facts)
             except ReconcileError as error:
-                ctx.event("Warning", error.reason, f"{action.describe()} failed: {error}")
+                ctx.event("Warning", action.failure_reason or error.reason, f"{action.describe()} failed: {error}")
                 raise PartialApply(error, applied) from error
             applied.append(action)
             ctx.event("Normal", action.event_reason, action.describe())
@@ -161,29 +178,44 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
             return recovered
         applied: list[Action] = []
         facts = await self.resume(ctx, conn, facts, applied)
-        plan = self.plan(ctx, facts)
-        if ctx.spec.management_policy == "Observe" or not plan.stages:
+        observe_only = ctx.spec.management_policy == "Observe"
+        facts, plan = await self._plan(ctx, conn, facts, settled=observe_only)
+        if observe_only or not plan.stages:
             outcome = self._observed(ctx, facts, plan, applied)
             return await self.finish(ctx, conn, facts, plan, outcome)
         instead = self.check(ctx, plan, facts)
         if instead is not None:
             return await self.finish(ctx, conn, facts, plan, instead)
+        stages, followed = plan.stages, False
         for _ in range(MAX_ROUNDS):
             then: Then = "report"
-            for stage in plan.stages:
+            for stage in stages:
                 applied = await self._stage(ctx, conn, stage, facts, applied)
-                then = stage.then
+                then, followed = stage.then, followed or stage.follow_up
                 if then != "next":
                     break
             if then == "stop":
                 break
-            facts = await self.observe(ctx, conn)
-            plan = self.plan(ctx, facts)
-            if then != "replan" or not plan.stages:
+            facts, plan = await self._plan(ctx, conn, await self.observe(ctx, conn), settled=then != "replan")
+            if then == "replan" and plan.stages:
+                stages = plan.stages
+                continue
+            stages = [stage for stage in plan.stages if stage.follow_up]
+            if followed or not stages:
                 break
         outcome = self.report(ctx, facts, plan, applied)
         outcome.applied = applied
         return await self.finish(ctx, conn, facts, plan, outcome)
+
+    async def _plan(self, ctx: Context, conn: Connection, facts: Facts, *, settled: bool) -> tuple[Facts, PlanT]:
+        """The plan on `facts`; once the kind's own stages are done (`settled`, or nothing left to run), with what
+        its follow-up stages need (`observe_follow_up`)."""
+        plan = self.plan(ctx, facts)
+        if settled or not plan.stages:
+            more = await self.observe_follow_up(ctx, conn, facts, plan)
+            if more is not facts:
+                facts, plan = more, self.plan(ctx, more)
+        return facts, plan
 
     async def _stage(self, ctx: Context, conn: Connection, stage: Stage, facts: Facts,
                      applied: list[Action]) -> list[Action]:
