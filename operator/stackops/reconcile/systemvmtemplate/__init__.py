@@ -30,6 +30,7 @@ from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfi
 from .notify import Notifier
 from .observed import Observed, observe
 from .plan import Plan, later_stages, plan_rollout, settings_read, template_name, window_state
+from .reasons import Reason
 from .rollout import RouterWave, WaveMemory
 
 STAGE_REQUEUE = {"Registering": 3.0, "Activating": 0.5, "ReplacingSystemVMs": 2.0, "UpgradingRouters": 0.5}
@@ -133,7 +134,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
                 raise cloudstack_failure(error, stage.name.lower()) from None
             for action in stage.actions:
                 if isinstance(action, RegisterTemplate) and action.os_type not in facts.os_types:
-                    raise ReconcileError("OsTypeNotFound", f"CloudStack has no OS type {action.os_type!r} "
+                    raise ReconcileError(Reason.OS_TYPE_NOT_FOUND, f"CloudStack has no OS type {action.os_type!r} "
                                          f"(spec.templates[].osType)", retry=False)
         return await self.execute_each(ctx, client, stage.actions, facts, [])
 
@@ -163,7 +164,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
             return self._observe_only(ctx, rollout, facts.observed, facts.progress)
         if rollout.problems:
             return self._report(ctx, rollout, facts.observed, facts.progress, [],
-                                st.stalled("RolloutBlocked", "; ".join(rollout.problems)))
+                                st.stalled(Reason.ROLLOUT_BLOCKED, "; ".join(rollout.problems)))
         return self._report(ctx, rollout, facts.observed, facts.progress, applied, wave=facts.wave)
 
     # ------------------------------------------------------------------ stages
@@ -227,12 +228,13 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
             if stage == "Registering":
                 waiting = ", ".join(f"{t.name} in {observed.zone_name(t.zone_id)}: {t.status or 'queued'}"
                                     for t in plan.downloading)
-                conditions = st.progressing("Registering", f"registering or downloading templates: {waiting or 'started'}")
+                conditions = st.progressing(Reason.REGISTERING,
+                                            f"registering or downloading templates: {waiting or 'started'}")
             elif stage == "Activating":
-                conditions = st.progressing("Activating", f"{len(plan.settings)} zone setting(s) to set")
+                conditions = st.progressing(Reason.ACTIVATING, f"{len(plan.settings)} zone setting(s) to set")
             elif stage == "ReplacingSystemVMs":
-                conditions = st.progressing("ReplacingSystemVMs", f"{plan.system_vms_replaced}/{plan.system_vms_total} "
-                                            f"system VMs on the new template; waiting in: "
+                conditions = st.progressing(Reason.REPLACING_SYSTEM_VMS, f"{plan.system_vms_replaced}/"
+                                            f"{plan.system_vms_total} system VMs on the new template; waiting in: "
                                             f"{', '.join(plan.system_vms_waiting) or '-'}")
             elif stage == "UpgradingRouters" and wave is not None:
                 conditions, phase, requeue = self._router_conditions(spec, progress, wave)
@@ -257,65 +259,68 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
                            wave: RouterWave) -> tuple[list[st.ConditionState], str, float | None]:
         counts = (f"{progress.upgraded}/{progress.total} routers upgraded, {progress.in_progress} rebooting, "
                   f"{progress.failed} failed")
-        if wave.notification_reason == "WebhookAddressNotAllowed":  # the Secret or the spec must change
+        if wave.notification_reason == Reason.WEBHOOK_ADDRESS_NOT_ALLOWED:  # the Secret or the spec must change
             return (st.stalled(wave.notification_reason, f"{wave.notification_error}; {counts}"), "UpgradingRouters",
                     None)
         if wave.notification_error:
-            return st.progressing("NotificationFailed", f"{wave.notification_error}; {counts}"), "UpgradingRouters", 30.0
+            return (st.progressing(Reason.NOTIFICATION_FAILED, f"{wave.notification_error}; {counts}"),
+                    "UpgradingRouters", 30.0)
         if wave.remaining == 0:
             if progress.failed_routers:
-                return (st.stalled("RoutersFailed", f"{counts}: {', '.join(progress.failed_routers[:20])}"),
+                return (st.stalled(Reason.ROUTERS_FAILED, f"{counts}: {', '.join(progress.failed_routers[:20])}"),
                         "Failed", None)
-            return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
+            return st.progressing(Reason.UPGRADING_ROUTERS, counts), "UpgradingRouters", 0.5
         if wave.window_closed and not wave.flights and not wave.intents:
             window = window_state(spec.rollout.routers.maintenance_window, st_now())
             delay = 300.0
             if window.next_open is not None:
                 delay = max(1.0, min(delay, (window.next_open - st_now()).total_seconds()))
-            return st.progressing("WaitingForMaintenanceWindow", counts), "Waiting", delay
+            return st.progressing(Reason.WAITING_FOR_MAINTENANCE_WINDOW, counts), "Waiting", delay
         if not wave.flights and wave.retries:
             soonest = min((r.not_before for r in wave.retries.values()), default="")
-            return st.progressing("RetryingRouters", f"{counts}; next retry at {soonest}"), "UpgradingRouters", 5.0
+            return (st.progressing(Reason.RETRYING_ROUTERS, f"{counts}; next retry at {soonest}"),
+                    "UpgradingRouters", 5.0)
         if not wave.flights and wave.intents:
-            return (st.progressing("ResolvingReboots", f"{counts}; {len(wave.intents)} reboot(s) were written but "
-                                   "CloudStack has no job for them yet"), "UpgradingRouters", 5.0)
-        return st.progressing("UpgradingRouters", counts), "UpgradingRouters", 0.5
+            return (st.progressing(Reason.RESOLVING_REBOOTS, f"{counts}; {len(wave.intents)} reboot(s) were written "
+                                   "but CloudStack has no job for them yet"), "UpgradingRouters", 5.0)
+        return st.progressing(Reason.UPGRADING_ROUTERS, counts), "UpgradingRouters", 0.5
 
     def _complete_conditions(self, progress: RouterProgress) -> list[st.ConditionState]:
         if progress.failed_routers:
-            return st.stalled("RoutersFailed", f"{progress.failed} router(s) failed after all retries: "
+            return st.stalled(Reason.ROUTERS_FAILED, f"{progress.failed} router(s) failed after all retries: "
                               f"{', '.join(progress.failed_routers[:20])}")
-        return st.ready("RolloutComplete", f"{progress.upgraded}/{progress.total} routers on the new version")
+        return st.ready(Reason.ROLLOUT_COMPLETE,
+                        f"{progress.upgraded}/{progress.total} routers on the new version")
 
     def _domain_conditions(self, plan: Plan, progress: RouterProgress, phase: str) -> list[st.ConditionState]:
         order = ["Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters", "Complete"]
         stage = plan.stage if plan.stage in order else "Registering"
         reached = order.index(stage)
 
-        def cond(kind: str, index: int, reason_done: str, reason_wait: str) -> st.ConditionState:
+        def cond(kind: st.ConditionType, index: int, reason_done: Reason, reason_wait: Reason) -> st.ConditionState:
             done = reached > index
             return st.ConditionState(kind, "True" if done else "False", reason_done if done else reason_wait)
 
         routers_done = stage == "Complete" and not progress.failed_routers
-        return [cond("TemplatesReady", 0, "TemplatesReady", "Registering"),
-                cond("Activated", 1, "SettingsApplied", "NotActivated"),
-                cond("SystemVMsReplaced", 2, "SystemVMsReplaced", "NotReplaced"),
-                st.ConditionState("RoutersUpgraded", "True" if routers_done else "False",
-                                  "RoutersUpgraded" if routers_done else ("RoutersFailed" if progress.failed_routers
-                                                                          else "NotUpgraded"))]
+        return [cond(st.ConditionType.TEMPLATES_READY, 0, Reason.TEMPLATES_READY, Reason.REGISTERING),
+                cond(st.ConditionType.ACTIVATED, 1, Reason.SETTINGS_APPLIED, Reason.NOT_ACTIVATED),
+                cond(st.ConditionType.SYSTEM_VMS_REPLACED, 2, Reason.SYSTEM_VMS_REPLACED, Reason.NOT_REPLACED),
+                st.ConditionState(st.ConditionType.ROUTERS_UPGRADED, "True" if routers_done else "False",
+                                  Reason.ROUTERS_UPGRADED if routers_done else (
+                                      Reason.ROUTERS_FAILED if progress.failed_routers else Reason.NOT_UPGRADED))]
 
     def _observe_only(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress) -> Outcome:
         actions = plan.actions()  # the engine posts DriftDetected when they change
         fields = self._fields(plan, observed, progress)
         fields["phase"] = "Pending" if actions or plan.problems else "Complete"
         if plan.problems:
-            conditions = st.stalled("RolloutBlocked", "; ".join(plan.problems))
+            conditions = st.stalled(Reason.ROLLOUT_BLOCKED, "; ".join(plan.problems))
         elif actions:
-            conditions = st.not_ready("DriftDetected", f"{plan.stage}: {len(plan.routers_todo)} router(s) and "
+            conditions = st.not_ready(Reason.DRIFT_DETECTED, f"{plan.stage}: {len(plan.routers_todo)} router(s) and "
                                       f"{len(plan.registrations) + len(plan.settings) + len(plan.system_vms)} other "
                                       "change(s) left alone under Observe")
         else:
-            conditions = st.ready("RolloutComplete", "nothing differs from the spec")
+            conditions = st.ready(Reason.ROLLOUT_COMPLETE, "nothing differs from the spec")
         return Outcome(conditions=conditions, fields=fields, drift=actions)
 
     # ------------------------------------------------------------------ deletion
