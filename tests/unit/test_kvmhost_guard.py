@@ -154,11 +154,16 @@ def confirm(base: Path, checkpoint: str) -> guard.ConfirmResult:
 
 
 def probe_checkpoints(base: Path) -> tuple[int | None, tuple[Checkpoint, ...]]:
-    script = "section() { printf '\\n@@%s %s\\n' \"$1\" \"$2\"; }\n" + guard.PROBE_SECTION.replace(
-        guard.CHECKPOINT_DIR, str(base))
+    """The probe's checkpoints section, and its files section (which carries the checkpoints' files), run here."""
+    files_section = probe.SCRIPT[probe.SCRIPT.index("\nsection files "):]
+    script = ("section() { printf '\\n@@%s %s\\n' \"$1\" \"$2\"; }\n"
+              "have() { command -v \"$1\" >/dev/null 2>&1; }\n"
+              + guard.PROBE_SECTION.replace(guard.CHECKPOINT_DIR, str(base)) + files_section)
     output = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30).stdout
     body = next(b for name, _, b in sections(output) if name == "checkpoints")
-    return guard.parse_checkpoints(body)
+    files = {path.replace(str(base), guard.CHECKPOINT_DIR, 1): content
+             for path, content in probe.unpack(next(b for name, _, b in sections(output) if name == "files")).items()}
+    return guard.parse_checkpoints(body, files)
 
 
 def make_checkpoint(base: Path, name: str, **files: str) -> Path:

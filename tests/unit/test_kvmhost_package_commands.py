@@ -276,22 +276,22 @@ def test_the_probe_queries_apt_only_for_packages_to_install(tmp_path: Path) -> N
     up in the index."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "dpkg-query").write_text(
-        '#!/bin/sh\nfor p; do :; done\necho "$p" >> "$LOG"\n'
-        'case "$p" in\n'
+    (bin_dir / "dpkg-query").write_text(  # like dpkg-query -W: a line per name it knows, exit 1 if one it does not
+        '#!/bin/sh\nshift 2\nprintf "dpkg-query %s\\n" "$*" >> "$LOG"\nrc=0\n'
+        'for p; do case "$p" in\n'
         '  cloudstack-agent) printf "cloudstack-agent\\t4.19.1.0\\tinstalled\\n" ;;\n'
         '  bridge-utils) printf "bridge-utils\\t1.7.1-1\\tinstalled\\n" ;;\n'
         '  tcpdump) printf "tcpdump\\t4.99\\tconfig-files\\n" ;;\n'
-        '  *) exit 1 ;;\n'
-        'esac\n')
+        '  *) rc=1 ;;\n'
+        'esac; done\nexit $rc\n')
     (bin_dir / "apt-cache").write_text(
-        '#!/bin/sh\necho "apt-cache $*" >> "$LOG"\n'
-        'printf " %s |   4.19.2.0 | file:/srv/repo ./ Packages\\n" "$2"\n'
-        'printf " %s |   4.19.1.0 | file:/srv/repo ./ Packages\\n" "$2"\n')
+        '#!/bin/sh\necho "apt-cache $*" >> "$LOG"\nshift\n'
+        'for p; do printf " %s |   4.19.2.0 | file:/srv/repo ./ Packages\\n" "$p"\n'
+        'printf " %s |   4.19.1.0 | file:/srv/repo ./ Packages\\n" "$p"; done\n')
     for stub in bin_dir.iterdir():
         stub.chmod(0o755)
     start = SCRIPT.index("section packages -")
-    part = SCRIPT[start:SCRIPT.index("section ovs-version -")]
+    part = SCRIPT[start:SCRIPT.index("# The binaries whose version is reported")]
     script = ('section() { printf \'\\n@@%s %s\\n\' "$1" "$2"; }\n'
               'have() { command -v "$1" >/dev/null 2>&1; }\n' + part)
     log = tmp_path / "log"
@@ -300,10 +300,11 @@ def test_the_probe_queries_apt_only_for_packages_to_install(tmp_path: Path) -> N
                             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log)}, timeout=30, check=True)
     observed = parse(result.stdout, 16509)
     assert observed.packages == {"cloudstack-agent": "4.19.1.0", "bridge-utils": "1.7.1-1", "tcpdump": None}
-    queried = log.read_text().splitlines()
+    calls = log.read_text().splitlines()
+    [queried] = [line.split()[1:] for line in calls if line.startswith("dpkg-query")]  # one for all the names
     assert "qemu-kvm" not in queried and "qemu-system-x86" in queried, "yum's names are skipped on a dpkg host"
-    assert [line for line in queried if line.startswith("apt-cache")] == [
-        "apt-cache madison cloudstack-agent", "apt-cache madison qemu-system-x86", "apt-cache madison tcpdump"]
+    assert [line for line in calls if line.startswith("apt-cache")] == [
+        "apt-cache madison cloudstack-agent qemu-system-x86 tcpdump"], "one apt-cache for the packages to install"
     assert observed.available["cloudstack-agent"] == ("4.19.2.0", "4.19.1.0")
     assert "@@apt-index -\nage " in result.stdout
 

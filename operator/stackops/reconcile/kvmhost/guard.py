@@ -16,8 +16,8 @@ to). Such a plan is applied like kubernetes-nmstate applies a NetworkManager che
 
 Confirming and reverting are decided by whoever first creates `<id>/decided` (`mkdir` is atomic), so the operator
 can never believe a change confirmed that the host is reverting. Every probe lists the checkpoints (see
-probe.py); a rolled-back one becomes `status.rollback`, and the same plan is not tried again for the same
-generation of the same spec.
+probe.py; their files come with the other files it reads); a rolled-back one becomes `status.rollback`, and the
+same plan is not tried again for the same generation of the same spec.
 
 Everything from the spec reaches the host as positional arguments or as commands quoted with `shlex` (exactly as
 the SSH driver quotes a command), never interpolated into script text. The scripts are scripts/guard-*.sh and
@@ -32,11 +32,11 @@ import secrets
 import shlex
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel
 
-from ..shell import fill, load
+from ..shell import fill, load, with_values
 from .actions import HostAction
 from .observed import Checkpoint
 from .paths import CHECKPOINT_DIR, with_paths
@@ -52,8 +52,13 @@ START = with_paths(fill(load(__package__, "guard-start.sh"), "@REVERT@", REVERT)
 # Confirm checkpoint $1 once its apply has finished (over a connection opened after the change): prints
 # `state confirmed|running|reverting|rolled-back|missing`, then `applied N`, `progress N`, `log <base64>`.
 CONFIRM = with_paths(load(__package__, "guard-confirm.sh"), "CHECKPOINT_DIR")
-# The probe's section: this machine's checkpoints, one line each, values base64 (see parse_checkpoints).
-PROBE_SECTION = with_paths(load(__package__, "probe-checkpoints.sh"), "CHECKPOINT_DIR")
+# The files of a checkpoint the probe reads (what START, the apply and the timer write), by name.
+CHECKPOINT_FILES = ("owner", "generation", "digest", "changes", "started", "expires", "applied", "progress",
+                    "rolled-back")
+# The probe's section: this machine's checkpoints, one line each; their files join the probe's files section (see
+# parse_checkpoints).
+PROBE_SECTION = with_paths(with_values(load(__package__, "probe-checkpoints.sh"), "reconcile/kvmhost/guard.py",
+                                       {"CHECKPOINT_FILES": CHECKPOINT_FILES}), "CHECKPOINT_DIR")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -133,8 +138,11 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def parse_checkpoints(body: str) -> tuple[int | None, tuple[Checkpoint, ...]]:
-    """The probe's `checkpoints` section: (the host's clock, the checkpoints sorted by id, i.e. by time)."""
+def parse_checkpoints(body: str, files: Mapping[str, bytes | None] | None = None) -> tuple[int | None,
+                                                                                          tuple[Checkpoint, ...]]:
+    """The probe's `checkpoints` section: (the host's clock, the checkpoints sorted by id, i.e. by time). A
+    checkpoint's line has its markers (`confirmed=`, `decided=`); the values of its files are on the line too
+    (`owner=<base64>`: the probe before issue 18) or among the probe's `files` (path → content)."""
     now: int | None = None
     found: list[Checkpoint] = []
     for line in body.splitlines():
@@ -146,6 +154,10 @@ def parse_checkpoints(body: str) -> tuple[int | None, tuple[Checkpoint, ...]]:
             for word in words[2:]:
                 key, _, value = word.partition("=")
                 values[key] = _decode(value)
+            for key in CHECKPOINT_FILES:
+                content = (files or {}).get(f"{CHECKPOINT_DIR}/{words[1]}/{key}")
+                if content is not None:
+                    values[key] = content.decode("utf-8", errors="replace").strip("\n")
             rolled_time = rolled_reason = None
             if "rolled-back" in values:
                 marker = dict(row.partition(" ")[::2] for row in values["rolled-back"].splitlines())

@@ -149,3 +149,6 @@ class Observed:
     available: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package → versions the index lists
     client_files: dict[str, ClientFile] = field(default_factory=dict)  # clientCertificate: Secret's files present
     client_certificate_fingerprint: str | None = None  # SHA-1 of the certificate written from the Secret
+    # what the probe's version sections name: `stat -L` identity of ovs-vsctl, libvirtd, QEMU → version (probe.Probe
+    # keeps them, so that the next probe does not run `--version` again)
+    binary_versions: dict[str, str | None] = field(default_factory=dict)

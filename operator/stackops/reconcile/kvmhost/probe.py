@@ -1,25 +1,51 @@
-"""The batched probe: one shell script (scripts/probe.sh), one SSH round trip, everything observe needs.
+"""The batched probe: one shell script (scripts/probe.sh), one SSH round trip, everything observe needs, in few
+processes on the host (issue 18: a resync probes every host).
 
 The script prints sections `@@<name> <argument>` followed by their output; nothing of the spec is interpolated
 into it: spec values are positional arguments quoted by the SSH driver, so no spec value can run as code. The host
-paths it reads come from paths.py.
+paths it reads come from paths.py. The files it reads (configuration, the OVSDB client certificates, the
+checkpoints' files) come in one `files` section, a tar archive in base64; certificate fingerprints are computed
+here from the certificates (the client key is never read: only its mode and SHA-256).
+
+The versions of ovs-vsctl, libvirtd and QEMU cost a process each (`--version`): `Probe` keeps them per host by the
+binary's identity (`stat -L`: device, inode, size, modification time, path) in the operator's memory and tells the
+script which identities it knows; the script runs `--version` only for the others (the first probe of a host, or
+after an upgrade replaced a binary).
+
+`parse` also reads what the probe printed before issue 18 (a section per Open vSwitch table, per file, per
+certificate, `ip` twice, values of checkpoints on their line): the captured outputs of the unit tests.
 """
 from __future__ import annotations
 
 import base64
+import binascii
+import io
 import json
 import re
-from typing import Any, Iterator
+import tarfile
+from collections import OrderedDict
+from typing import Any, Iterator, Mapping, Sequence
 
-from ..shell import load
+from ..shell import fill, load
+from .client_certificate import fingerprint
 from .guard import PROBE_SECTION, parse_checkpoints
 from .observed import ClientFile, Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
-from .paths import SELINUX_CONFIG, with_paths
+from .paths import GENERATED_CERT, PROBED_FILES, SECRET_CERT, SELINUX_CONFIG, with_paths
 
-# The script (scripts/probe.sh, reading paths.PROBED_FILES, then the checkpoints section of guard.py): its
-# positional parameters are the package names to query (plan.probe_arguments).
-SCRIPT = with_paths(load(__package__, "probe.sh"), "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT",
-                    "APPARMOR_DIR") + PROBE_SECTION + "true\n"
+# The script (scripts/probe.sh, reading paths.PROBED_FILES, with the checkpoints section of guard.py in it): its
+# first positional parameter is the binary identities whose version the operator knows (Probe.arguments), the
+# others the package names to query (plan.probe_arguments).
+SCRIPT = with_paths(fill(load(__package__, "probe.sh"), "# stackops: the checkpoints section (guard.PROBE_SECTION) "
+                         "goes here", PROBE_SECTION),
+                    "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT", "APPARMOR_DIR")
+KNOWN = "@@known"  # a version section's body: the operator knows this binary's version (Probe)
+VERSION_SECTIONS = ("ovs-version", "libvirt-version", "qemu-version")
+OVS_TABLES = ("Bridge", "Port", "Interface", "Manager", "SSL")  # the ovs section's documents, in this order
+
+
+class ProbeError(ValueError):
+    """The probe's output cannot be trusted (a file it found is not in its files section, which is not a tar
+    archive): nothing is planned from it."""
 
 
 def sections(output: str) -> Iterator[tuple[str, str, str]]:
@@ -70,7 +96,23 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def parse_ovs(bridges: str, ports: str, interfaces: str, managers: str, ssl: str) -> OvsState:
+def ovs_documents(text: str) -> list[str]:
+    """The ovs section: one JSON document per table (OVS_TABLES), as `ovs-vsctl --format=json` prints them."""
+    decoder, documents, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at >= len(text):
+            return documents
+        _, end = decoder.raw_decode(text, at)
+        documents.append(text[at:end])
+        at = end
+
+
+def parse_ovs(bridges: str, ports: str, interfaces: str, managers: str, ssl: str,
+              ssl_table: str | None = None) -> OvsState:
+    """The tables' `--format=json` documents; the SSL settings as `ovs-vsctl get-ssl` prints them (`ssl`) or as
+    the SSL table's document (`ssl_table`)."""
     interface_rows = ovs_rows(interfaces)
     port_rows = ovs_rows(ports)
     bridge_rows = ovs_rows(bridges)
@@ -98,12 +140,16 @@ def parse_ovs(bridges: str, ports: str, interfaces: str, managers: str, ssl: str
         for r in bridge_rows
     }
     manager_rows = ovs_rows(managers)
+    if ssl_table is None:
+        ssl_configured, settings = "Private key:" in ssl and "Certificate:" in ssl, _ssl_settings(ssl)
+    else:
+        ssl_configured, settings = _ssl_row(ssl_table)
     return OvsState(
         bridges=parsed_bridges, ports=parsed_ports, interfaces=parsed_interfaces,
         managers=tuple(str(r["target"]) for r in manager_rows),
         manager_connected=any(r.get("is_connected") is True for r in manager_rows),
-        ssl_configured="Private key:" in ssl and "Certificate:" in ssl,
-        **_ssl_settings(ssl),
+        ssl_configured=ssl_configured,
+        **settings,
     )
 
 
@@ -114,6 +160,17 @@ def _ssl_settings(text: str) -> dict[str, Any]:
             "ssl_certificate": found.get("Certificate", "").strip(),
             "ssl_ca_certificate": found.get("CA Certificate", "").strip(),
             "ssl_bootstrap": found.get("Bootstrap", "").strip() == "true"}
+
+
+def _ssl_row(text: str) -> tuple[bool, dict[str, Any]]:
+    """The SSL table (`list SSL`), what `get-ssl` shows: its one row, the one the Open_vSwitch record names (the
+    table is not a root table: a row nothing names is removed)."""
+    rows = ovs_rows(text)
+    row = rows[0] if rows else {}
+    return bool(rows), {"ssl_private_key": str(row.get("private_key", "")).strip(),
+                        "ssl_certificate": str(row.get("certificate", "")).strip(),
+                        "ssl_ca_certificate": str(row.get("ca_cert", "")).strip(),
+                        "ssl_bootstrap": row.get("bootstrap_ca_cert") is True}
 
 
 def _client_files(text: str) -> dict[str, ClientFile]:
@@ -131,12 +188,15 @@ def _version(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def _addresses(text: str) -> tuple[dict[str, tuple[str, ...]], dict[str, bool]]:
+def _addresses(text: str, ipv4_only: bool = True) -> dict[str, tuple[str, ...]]:
+    """Interface → IPv4 CIDRs from `ip -j -4 addr show` (every link listed has one), or from `ip -j addr show`
+    (`ipv4_only=False`: the links without one are left out, as `-4` leaves them out)."""
     addresses: dict[str, tuple[str, ...]] = {}
     for link in json.loads(text) if text.strip() else []:
         cidrs = tuple(f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info", []) if a.get("family") == "inet")
-        addresses[link["ifname"]] = cidrs
-    return addresses, {}
+        if cidrs or ipv4_only:
+            addresses[link["ifname"]] = cidrs
+    return addresses
 
 
 def _links_up(text: str) -> dict[str, bool]:
@@ -169,21 +229,70 @@ def _apt_index(text: str) -> tuple[int | None, dict[str, tuple[str, ...]]]:
     return age, {name: tuple(versions) for name, versions in available.items()}
 
 
-def parse(output: str, libvirt_tcp_port: int) -> Observed:
+def unpack(body: str) -> dict[str, bytes]:
+    """The files section: a tar archive in base64 → absolute path → content. (A file reached twice, e.g. through a
+    link, is stored once and then as a hard link to it: both are read.)"""
+    if not body.strip():
+        return {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(body)), mode="r:") as archive:
+            return {"/" + member.name.lstrip("/"): reader.read() for member in archive
+                    if (member.isfile() or member.islnk()) and (reader := archive.extractfile(member)) is not None}
+    except (binascii.Error, tarfile.TarError, EOFError) as error:
+        raise ProbeError(f"the probe's files section is no tar archive in base64 ({error})") from None
+
+
+def _certificate_fingerprint(content: bytes | None) -> str | None:
+    """SHA-1 of the first certificate of a PEM file, as `openssl x509 -fingerprint -sha1` shows it; None when
+    there is none (openssl would print nothing)."""
+    if content is None:
+        return None
+    try:
+        return fingerprint(content.decode("ascii"))
+    except (ValueError, IndexError):
+        return None
+
+
+def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None) -> Observed:
+    """The probe's output as facts; `known`: the versions of the binaries the operator told the script it knows
+    (identity → version)."""
     found: dict[str, str] = {}
-    files: dict[str, str | None] = {}
+    stored: dict[str, bytes | None] = {}  # every file the probe read (path → content, None: missing)
+    file_sections: list[str] = []  # before issue 18, each configuration file had a section
+    one_pass = False  # the files section: every one of PROBED_FILES was looked for
+    listed: list[str] = []  # the files it found and read, as that section says
+    versions: dict[str, str | None] = {}  # version section → version
+    binaries: dict[str, str | None] = {}  # identity → version, for Probe
     for name, argument, body in sections(output):
         if name == "file":
-            files[argument] = None if body.strip() == "@@missing" else file_text(base64.b64decode(body))
+            stored[argument] = None if body.strip() == "@@missing" else base64.b64decode(body)
+            file_sections.append(argument)
+        elif name == "files":
+            stored.update(unpack(body))
+            one_pass, listed = True, ["/" + path for path in argument.split() if path != "-"]
+        elif name in VERSION_SECTIONS:
+            version = (known or {}).get(argument) if body.strip() == KNOWN else _version(body)
+            versions[name] = version
+            if argument != "-" and body.strip():
+                binaries[argument] = version
         else:
             found[name] = body
+    unread = [path for path in listed if stored.get(path) is None]
+    if unread:  # a file the host has was not read: nothing is planned from "missing" (it would be written anew)
+        raise ProbeError(f"the probe found {', '.join(unread)} on the host but did not read it")
+    files = {path: None if (content := stored.get(path)) is None else file_text(content)
+             for path in (PROBED_FILES if one_pass else file_sections)}
     packages: dict[str, str | None] = {}
     for line in found.get("packages", "").splitlines():
         fields = line.split("\t")
         if len(fields) == 3:
             packages[fields[0]] = fields[1] if fields[2] == "installed" else None
     ovs = None
-    if "ovs-bridge" in found:
+    if "ovs" in found:
+        documents = dict(zip(OVS_TABLES, ovs_documents(found["ovs"])))
+        ovs = parse_ovs(documents.get("Bridge", ""), documents.get("Port", ""), documents.get("Interface", ""),
+                        documents.get("Manager", ""), "", ssl_table=documents.get("SSL", ""))
+    elif "ovs-bridge" in found:
         ovs = parse_ovs(found["ovs-bridge"], found.get("ovs-port", ""), found.get("ovs-interface", ""),
                         found.get("ovs-manager", ""), found.get("ovs-ssl", ""))
     services = {}
@@ -191,36 +300,69 @@ def parse(output: str, libvirt_tcp_port: int) -> Observed:
         fields = line.split()
         if len(fields) == 2:
             services[fields[0]] = fields[1] == "active"
-    addresses, _ = _addresses(found.get("ip-addr", ""))
-    fingerprint = found.get("certificate", "").partition("=")[2].strip() or None
+    if "ip" in found:
+        addresses, links_up = _addresses(found["ip"], ipv4_only=False), _links_up(found["ip"])
+    else:
+        addresses, links_up = _addresses(found.get("ip-addr", "")), _links_up(found.get("ip-link", ""))
+    if "certificate" in found or "client-certificate" in found:
+        generated = found.get("certificate", "").partition("=")[2].strip() or None
+        from_secret = found.get("client-certificate", "").partition("=")[2].strip() or None
+    else:
+        generated = _certificate_fingerprint(stored.get(GENERATED_CERT))
+        from_secret = _certificate_fingerprint(stored.get(SECRET_CERT))
     apparmor = found.get("apparmor", "").strip()
     selinux_config = files.get(SELINUX_CONFIG)
-    host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""))
+    host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""), stored)
     index_age, available = _apt_index(found.get("apt-index", ""))
     return Observed(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
         package_manager=found.get("pm", "").strip() or None,
         packages=packages,
-        ovs_version=_version(found.get("ovs-version", "")),
-        libvirt_version=_version(found.get("libvirt-version", "")),
-        qemu_version=_version(found.get("qemu-version", "")),
+        ovs_version=versions.get("ovs-version"),
+        libvirt_version=versions.get("libvirt-version"),
+        qemu_version=versions.get("qemu-version"),
         agent_version=packages.get("cloudstack-agent"),
         ovs=ovs,
         files=files,
         addresses=addresses,
-        links_up=_links_up(found.get("ip-link", "")),
+        links_up=links_up,
         services=services,
         apparmor=None if not apparmor else ("enabled" if apparmor.upper().startswith("Y") else "disabled"),
         apparmor_profiles_disabled=tuple(found.get("apparmor-disabled", "").split()),
         selinux=found.get("selinux", "").strip() or None,
         selinux_config=selinux_config,
-        certificate_fingerprint=fingerprint,
+        certificate_fingerprint=generated,
         libvirt_tcp_listening=libvirt_tcp_port in _listening_ports(found.get("listening", "")),
         checkpoints=checkpoints,
         host_time=host_time,
         package_index_age=index_age,
         available=available,
         client_files=_client_files(found.get("client-files", "")),
-        client_certificate_fingerprint=found.get("client-certificate", "").partition("=")[2].strip() or None,
+        client_certificate_fingerprint=from_secret,
+        binary_versions=binaries,
     )
+
+
+class Probe:
+    """SCRIPT as the reconciler runs it, with what it remembers between probes: the versions of each host's
+    binaries by identity, in the operator's memory (never on the host), for at most `hosts` hosts (the one probed
+    least recently is forgotten first: it costs its next probe three `--version`, nothing else)."""
+
+    script = SCRIPT
+
+    def __init__(self, hosts: int = 4096) -> None:
+        self.hosts = hosts
+        self._versions: OrderedDict[str, dict[str, str | None]] = OrderedDict()
+
+    def arguments(self, host: str, packages: Sequence[str]) -> list[str]:
+        """The script's positional parameters for `host` (any key naming the host: owner and address)."""
+        return [" ".join(sorted(self._versions.get(host, {}))), *packages]
+
+    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> Observed:
+        facts = parse(output, libvirt_tcp_port, self._versions.get(host))
+        self._versions[host] = dict(facts.binary_versions)
+        self._versions.move_to_end(host)
+        while len(self._versions) > self.hosts:
+            self._versions.popitem(last=False)
+        return facts
