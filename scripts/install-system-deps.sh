@@ -16,6 +16,8 @@
 #     the hosts' apt verifies with gpgv, which apt depends on)
 #   - shellcheck: tests/unit/test_shell_scripts.py checks every shell script (the .sh files that run on hosts,
 #     scripts/, .ci/run)
+#   - strace: counts the processes the KvmHost probe starts on a lab host (stackops_lab.spawns: the e2e test
+#     test_kvmhost_probe_processes and bench/kvmhost_fleet.py)
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
 # their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
@@ -25,7 +27,7 @@ packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-re
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo
           git curl rpm createrepo-c python3 python3-venv make
-          default-jdk-headless gpg gpg-agent shellcheck)
+          default-jdk-headless gpg gpg-agent shellcheck strace)
 
 missing=()
 for package in "${packages[@]}"; do
