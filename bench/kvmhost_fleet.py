@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
 """Converge N KVM lab hosts from scratch with the KvmHost reconciler, then reconcile them again unchanged.
 
-Prints, for both passes: wall time, and SSH round trips and mutations per host (from the SSH driver's counters).
-Needs root (lab hosts are namespaces) and the packages of `make deps`.
+Prints, for both passes: wall time, and SSH round trips and mutations per host (from the SSH driver's counters);
+and how many processes one probe starts on a host (the first host, counted under strace: stackops_lab.spawns),
+fresh (the first probe of a host: its binaries' `--version` too) and unchanged.
 
-    .venv/bin/python bench/kvmhost_fleet.py [--hosts 20] [--concurrency 10]
+--baseline: the same with the probe before issue 18 (bench/kvmhost_probe_before.sh, read by the same parser), in
+the same run: first a set of fresh hosts converged with it, then, on the hosts converged with today's probe, the
+unchanged pass with one probe and the other in turn (--rounds each, so that both see the same machine); the
+medians and their ratio are printed. Only the probe differs: plan, apply and report are today's code.
+
+Needs root (lab hosts are namespaces) and the packages of `make deps` (strace among them).
+
+    .venv/bin/python bench/kvmhost_fleet.py [--hosts 20] [--concurrency 10] [--baseline] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 from pydantic import SecretStr
 
@@ -24,8 +33,33 @@ from stackops.drivers.secrets import SecretData, parse_destinations
 from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.kvmhost import KvmHostReconciler
-from stackops_lab.hosts import LabHosts
+from stackops.reconcile.kvmhost.observed import Observed
+from stackops.reconcile.kvmhost.plan import probe_arguments
+from stackops.reconcile.kvmhost.probe import Probe, parse
+from stackops_lab.hosts import LabHost, LabHosts
 from stackops_lab.manifests import SSH_SECRET, kvmhost_manifests
+from stackops_lab.spawns import spawned_by
+
+BEFORE = Path(__file__).with_name("kvmhost_probe_before.sh")
+
+
+class ProbeBefore(Probe):
+    """The probe before issue 18: its script, its arguments (the packages only), nothing remembered."""
+
+    script = BEFORE.read_text()
+
+    def arguments(self, host: str, packages: Sequence[str]) -> list[str]:
+        return list(packages)
+
+    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> Observed:
+        return parse(output, libvirt_tcp_port)
+
+
+def reconciler(pool: SSHPool, before: bool = False) -> KvmHostReconciler:
+    made = KvmHostReconciler(pool)
+    if before:
+        made.probe = ProbeBefore()
+    return made
 
 
 def contexts(hosts: list, namespace: str = "bench") -> list[Context]:
@@ -58,7 +92,7 @@ async def one_pass(reconciler: KvmHostReconciler, ctxs: list[Context], concurren
 
 
 def measure(name: str, pool: SSHPool, reconciler: KvmHostReconciler, ctxs: list[Context], hosts: list,
-            concurrency: int) -> None:
+            concurrency: int) -> float:
     pool.reset_counters()
     started = time.monotonic()
     outcomes = asyncio.run(one_pass(reconciler, ctxs, concurrency))
@@ -67,33 +101,77 @@ def measure(name: str, pool: SSHPool, reconciler: KvmHostReconciler, ctxs: list[
     ready = sum(1 for o in outcomes if any(c.type == "Ready" and c.status == "True" for c in o.conditions))
     trips = [c.round_trips for c in counters]
     mutations = [c.mutations for c in counters]
-    print(f"{name:<10} wall {wall:6.2f}s  ready {ready}/{len(hosts)}  "
+    print(f"{name:<18} wall {wall:6.2f}s  ready {ready}/{len(hosts)}  "
           f"round trips/host mean {statistics.mean(trips):5.1f} max {max(trips):3d}  "
-          f"mutations/host mean {statistics.mean(mutations):5.1f} max {max(mutations):3d}")
+          f"mutations/host mean {statistics.mean(mutations):5.1f} max {max(mutations):3d}", flush=True)
+    return wall
+
+
+def processes(reconciler: KvmHostReconciler, ctx: Context, host: LabHost) -> int:
+    """The processes the reconciler's next probe of `host` starts (with the arguments it would pass)."""
+    key = f"{ctx.namespace}/{ctx.name}@{ctx.spec.address}"  # as the reconciler names the host to its probe
+    spawned = spawned_by(host, reconciler.probe.script, reconciler.probe.arguments(key, probe_arguments(ctx.spec)))
+    if spawned.exit_status != 0:
+        raise RuntimeError(f"the probe exited {spawned.exit_status} on {host.name}")
+    return spawned.count
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hosts", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--baseline", action="store_true",
+                        help="also measure the probe before issue 18 in this run, and print the ratios")
+    parser.add_argument("--rounds", type=int, default=3, help="unchanged passes with each probe (default 3)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     lab_dir = Path(tempfile.mkdtemp(prefix="stackops-bench-"))
     lab = LabHosts(lab_dir)
-    started = time.monotonic()
-    hosts = lab.create(args.hosts)
-    print(f"{len(hosts)} lab hosts created in {time.monotonic() - started:.1f}s (concurrency {args.concurrency})")
     pool = SSHPool()
+    walls: dict[str, list[float]] = {"today": [], "before": []}
     try:
-        reconciler = KvmHostReconciler(pool)
+        if args.baseline:  # hosts of their own: converged with the probe before
+            hosts = create(lab, args.hosts, args.concurrency)
+            ctxs = contexts(hosts)
+            before = reconciler(pool, before=True)
+            fresh_before = processes(before, ctxs[0], hosts[0])
+            measure("converge (before)", pool, before, ctxs, hosts, args.concurrency)
+            pool.close_all()
+            pool = SSHPool()
+        hosts = create(lab, args.hosts, args.concurrency)
         ctxs = contexts(hosts)
-        measure("converge", pool, reconciler, ctxs, hosts, args.concurrency)
-        measure("unchanged", pool, reconciler, ctxs, hosts, args.concurrency)
+        today = reconciler(pool)
+        fresh = processes(today, ctxs[0], hosts[0])
+        measure("converge", pool, today, ctxs, hosts, args.concurrency)
+        unchanged = processes(today, ctxs[0], hosts[0])
+        if args.baseline:
+            before = reconciler(pool, before=True)
+            unchanged_before = processes(before, ctxs[0], hosts[0])
+        for _ in range(args.rounds):
+            walls["today"].append(measure("unchanged", pool, today, ctxs, hosts, args.concurrency))
+            if args.baseline:
+                walls["before"].append(measure("unchanged (before)", pool, before, ctxs, hosts, args.concurrency))
+        print(f"processes per probe (host 1, strace): fresh {fresh} (its first probe: with the binaries' "
+              f"--version), unchanged {unchanged}")
+        if args.baseline:
+            print(f"processes per probe before issue 18: fresh {fresh_before}, unchanged {unchanged_before}")
+            today_wall, before_wall = statistics.median(walls["today"]), statistics.median(walls["before"])
+            print(f"unchanged pass, median of {args.rounds}: {today_wall:.2f}s today, {before_wall:.2f}s before: "
+                  f"{before_wall / today_wall:.2f}x faster; processes per probe {unchanged_before / unchanged:.1f}x "
+                  "fewer")
     finally:
         pool.close_all()
         lab.destroy()
         lab_dir.rmdir() if lab_dir.exists() and not any(lab_dir.iterdir()) else None
     return 0
+
+
+def create(lab: LabHosts, count: int, concurrency: int) -> list[LabHost]:
+    started = time.monotonic()
+    hosts = lab.create(count)  # after removing the hosts this lab had
+    print(f"{len(hosts)} lab hosts created in {time.monotonic() - started:.1f}s (concurrency {concurrency})",
+          flush=True)
+    return hosts
 
 
 if __name__ == "__main__":
