@@ -67,6 +67,12 @@ def kvm_context(sim: CloudStackSimulator, spec: KvmHostSpec, status: dict[str, A
                    event=lambda *_: None, logger=logging.getLogger("test"), checkpoint=checkpoint)
 
 
+async def register(pool: CloudStackPool, ctx: Context) -> None:
+    """A configured KvmHost's registration step: looked up in CloudStack, then added."""
+    found = await registration.observe(pool, ctx, ctx.spec)
+    await registration.add(pool, ctx, ctx.spec, found)
+
+
 def kvm_spec() -> KvmHostSpec:
     return KvmHostSpec.model_validate({
         "address": "127.0.0.99",  # nothing listens: CloudStack's discovery fails after the request arrived
@@ -107,7 +113,7 @@ def test_kvmhost_registration_sends_the_host_password_in_a_post_body(sim: CloudS
     async def go() -> None:
         pool = CloudStackPool(poll_interval=0.05)
         try:
-            await registration.register(pool, kvm_context(sim, kvm_spec(), status), kvm_spec(), manage=True)
+            await register(pool, kvm_context(sim, kvm_spec(), status))
         finally:
             await pool.close()
 
@@ -149,8 +155,7 @@ def test_a_plain_http_endpoint_without_consent_gets_nothing(sim: CloudStackSimul
         pool = CloudStackPool(poll_interval=0.05)
         try:
             if kind == "KvmHost":
-                await registration.register(pool, kvm_context(sim, kvm_spec(), {}, secret=secret), kvm_spec(),
-                                            manage=True)
+                await register(pool, kvm_context(sim, kvm_spec(), {}, secret=secret))
             else:
                 await systemvmtemplate.SystemVMTemplateReconciler(pool).reconcile(template_context(sim, secret))
         finally:

@@ -90,7 +90,8 @@ def register(sim: CloudStackSimulator, cloudstack: dict, password: dict) -> None
     async def go() -> None:
         pool = CloudStackPool(poll_interval=0.05)
         try:
-            await registration.register(pool, ctx, kvm_spec(), manage=True)
+            found = await registration.observe(pool, ctx, kvm_spec())  # a configured host's registration step
+            await registration.add(pool, ctx, kvm_spec(), found)
         finally:
             await pool.close()
 

@@ -1,7 +1,9 @@
 """The KvmHost reconciler: one batched SSH probe (observe), a pure plan, commands applied in order with few round
 trips (batch.py: the Open vSwitch changes of a run in one transaction, other commands in one script, package work
 one command each) — except changes on the management path, which are applied under an on-host checkpoint that
-reverts them unless the operator reconnects and confirms in time (guard.py)."""
+reverts them unless the operator reconnects and confirms in time (guard.py). With `spec.cloudstack`, a host that
+matches its spec is looked up in CloudStack and, when it is not there, added by the plan's registration stage
+(registration.py); Ready waits for it to be Up."""
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +20,13 @@ from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHErr
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, ReconcileError
 from ..engine import Engine, Plan, Stage
+from ..registration import RegistrationStage, registering, with_registration
 from ..ssh import reconcile_error, target_for
 from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
-from .probe import Probe
+from .probe import SCRIPT, parse
 
 PROBE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 900.0  # package installs can be slow
@@ -42,12 +45,14 @@ class HostView:
     """What plan needs: the facts, who owns the objects the operator creates, and the values plan writes to the
     host (read with the other Secrets and ConfigMaps): the package repository's signing key
     (spec.packages.signingKeySecretRef or signingKeyConfigMapRef) and the OVSDB client certificate
-    (openvswitch.manager.certificateSecretRef, for clientCertificate: Secret)."""
+    (openvswitch.manager.certificateSecretRef, for clientCertificate: Secret); and, once the host matches its spec,
+    what CloudStack shows of it (`cloudstack`, with `spec.cloudstack`; None: not looked up)."""
 
     owner: str
     facts: Observed
     signing_key: str | None = None
     client_tls: dict[str, str] | None = field(default=None, repr=False)
+    cloudstack: registration.HostInCloudStack | None = None
 
 
 def signing_key(ctx: Context, spec: KvmHostSpec) -> str | None:
@@ -71,28 +76,6 @@ def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
     return ReconcileError("PackageInstallFailed", message, retry=True, delay=PACKAGE_RETRY_SECONDS,
                           conditions=[st.ConditionState("Reachable", "True", "Connected"),
                                       st.ConditionState("Configured", "False", "PackageInstallFailed", message)])
-
-
-def with_registration(outcome: Outcome, found: registration.Registration) -> Outcome:
-    """The outcome with the registration's condition, status fields and changes; not Ready until the host is Up."""
-    outcome.conditions = [c for c in outcome.conditions if c.type != "Registered"] + found.conditions
-    if found.host_id is not None:
-        outcome.fields["cloudstackHostId"] = found.host_id
-        outcome.fields["cloudstackHostState"] = found.state
-    outcome.applied = [*outcome.applied, *found.applied]
-    if found.pending:
-        outcome.drift = [*(outcome.drift or []), *found.pending]
-    ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
-    registered = found.conditions[0]
-    if ready is not None and ready.status == "True" and registered.status != "True":
-        message = registered.message or registered.reason
-        kept = [c for c in outcome.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
-        waiting = st.progressing(f"CloudStackHost{registered.reason}", message) if found.requeue_after else \
-            st.not_ready(f"CloudStackHost{registered.reason}", message)
-        outcome.conditions = [*waiting, *kept]
-    if found.requeue_after:
-        outcome.requeue_after = min(outcome.requeue_after or found.requeue_after, found.requeue_after)
-    return outcome
 
 
 def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
@@ -131,27 +114,9 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
         self.pool = pool
         self.cloudstack = cloudstack
-        self.probe = Probe()  # the probe, and the versions of each host's binaries it remembers
 
     def connect(self, ctx: Context) -> contextlib.nullcontext[SSHConnection]:
         return contextlib.nullcontext(self.connection(ctx))
-
-    async def finish(self, ctx: Context, conn: SSHConnection, facts: HostView, plan: HostPlan,
-                     outcome: Outcome) -> Outcome:
-        """With `spec.cloudstack`, the configured host is registered in CloudStack; Ready waits for it to be Up."""
-        spec: KvmHostSpec = ctx.spec
-        if spec.cloudstack is None:
-            return outcome
-        configured = any(c.type == "Configured" and c.status == "True" for c in outcome.conditions)
-        if self.cloudstack is None:
-            return with_registration(outcome, registration.Registration(
-                [st.ConditionState("Registered", "Unknown", "NoCloudStackDriver", "this process cannot reach CloudStack")]))
-        if not configured:
-            return with_registration(outcome, registration.Registration(
-                [st.ConditionState("Registered", "False", "WaitingForConfiguration",
-                                   "the host is registered once it matches the spec")]))
-        found = await registration.register(self.cloudstack, ctx, spec, manage=spec.management_policy == "Manage")
-        return with_registration(outcome, found)
 
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete: the host leaves CloudStack through maintenance first; then the Open vSwitch
@@ -216,17 +181,30 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     async def observe(self, ctx: Context, conn: SSHConnection) -> HostView:
         spec: KvmHostSpec = ctx.spec
         try:
-            host = f"{ctx.namespace}/{ctx.name}@{spec.address}"
-            result = await conn.run_script(self.probe.script, args=self.probe.arguments(host, probe_arguments(spec)),
-                                           timeout=PROBE_TIMEOUT, label="probe")
+            result = await conn.run_script(SCRIPT, args=probe_arguments(spec), timeout=PROBE_TIMEOUT,
+                                                           label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        return HostView(owner=f"{ctx.namespace}/{ctx.name}",
-                        facts=self.probe.parse(host, result.stdout, spec.libvirt.tcp_port),
+        return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
                         signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
+    async def observe_follow_up(self, ctx: Context, conn: SSHConnection, observed: HostView,
+                                plan: HostPlan) -> HostView:
+        """With `spec.cloudstack`, a host that matches its spec (its plan has nothing left) is looked up in
+        CloudStack; a host that does not is not (Registered: WaitingForConfiguration). Under Manage, a host password
+        that addHost would hand CloudStack where its Secret does not allow it stalls the pass now
+        (CredentialNotAllowed), before anything is sent."""
+        spec: KvmHostSpec = ctx.spec
+        if spec.cloudstack is None or self.cloudstack is None or plan.actions:
+            return observed
+        found = await registration.observe(self.cloudstack, ctx, spec)
+        if spec.management_policy == "Manage" and registration.plan(spec, found):
+            registration.password(ctx, spec)
+        return dataclasses.replace(observed, cloudstack=found)
+
     def plan(self, ctx: Context, observed: HostView) -> HostPlan:
-        """Management-path changes (and what precedes them) form a guarded stage; the rest follows one by one."""
+        """Management-path changes (and what precedes them) form a guarded stage; the rest follows one by one. A
+        host that matches its spec and is not in CloudStack yet: the registration stage."""
         spec: KvmHostSpec = ctx.spec
         try:
             actions = list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
@@ -237,7 +215,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                 from None
         risky = guard.risky_actions(actions, management_path(spec, observed.facts))
         if not actions:
-            return HostPlan()
+            adding = registration.plan(spec, observed.cloudstack) if observed.cloudstack is not None else []
+            return HostPlan([RegistrationStage("cloudstack", tuple(adding))] if adding else [])
         if not risky:
             return HostPlan([Stage("host", tuple(actions))])
         guarded, rest = guard.split_guarded(actions, risky)
@@ -255,6 +234,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         return None if blocker is None else self.rolled_back(ctx, observed, plan, blocker)
 
     async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostView) -> list[Action]:
+        if isinstance(stage, RegistrationStage):  # addHost records CloudStack's answer in facts.cloudstack
+            return await self.execute_each(ctx, conn, stage.actions, facts, [])
         if isinstance(stage, GuardedStage):
             return list(await self.guarded_apply(ctx, facts, list(stage.actions), list(stage.risky)))
         return await self.execute_folded(ctx, conn, [a for a in stage.actions if isinstance(a, HostAction)], facts)
@@ -377,7 +358,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         outcome = self.report(ctx, view, plan, [])
         outcome.conditions = [*st.stalled("RolledBack", message),
                               st.ConditionState("Reachable", "True", "Connected"),
-                              st.ConditionState("Configured", "False", "RolledBack", message)]
+                              st.ConditionState("Configured", "False", "RolledBack", message),
+                              *(c for c in outcome.conditions if c.type == "Registered")]
         outcome.requeue_after = None
         return outcome
 
@@ -464,6 +446,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             await asyncio.sleep(max(0.0, min(RECONNECT_PAUSE_SECONDS, deadline - time.monotonic())))
 
     async def execute(self, ctx: Context, conn: SSHConnection, action: Action, observed: HostView) -> None:
+        if isinstance(action, registration.AddHost):
+            assert self.cloudstack is not None and observed.cloudstack is not None
+            await registration.add(self.cloudstack, ctx, ctx.spec, observed.cloudstack)
+            return
         assert isinstance(action, HostAction)
         try:
             await conn.run(action.argv(), input=action.stdin(), timeout=COMMAND_TIMEOUT,
@@ -477,7 +463,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                 reconcile_error(error) from None
 
     def report(self, ctx: Context, observed: HostView, plan: HostPlan, applied: list[Action]) -> Outcome:
-        pending = plan.actions
+        """The host's conditions and fields; with `spec.cloudstack`, its registration (Ready waits for the host to
+        be Up there). The drift: what the plan still holds (under Observe, the registration too)."""
+        adding = registering(plan)
+        pending = [a for a in plan.actions if a not in adding]
         facts = observed.facts
         spec: KvmHostSpec = ctx.spec
         reachable = st.ConditionState("Reachable", "True", "Connected", f"probed over SSH as {spec.ssh.user}")
@@ -509,5 +498,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             if (ctx.status.get("rollback") or {}).get("time") != reverted.rolled_back_time:
                 ctx.event("Warning", "RolledBack", fields["rollback"]["reason"])
         requeue = RETRY_PENDING_SECONDS if pending and spec.management_policy == "Manage" else None
-        return Outcome(conditions=[*conditions, reachable, configured], fields=fields, drift=pending,
-                       requeue_after=requeue)
+        outcome = Outcome(conditions=[*conditions, reachable, configured], fields=fields,
+                          drift=[*pending, *(a for a in adding if a not in applied)], requeue_after=requeue)
+        if spec.cloudstack is None:
+            return outcome
+        return with_registration(outcome, registration.status(observed.cloudstack, driver=self.cloudstack is not None))

@@ -2,12 +2,15 @@
 then `deleteHost`) under `deletionPolicy: Delete`.
 
 The host is found in CloudStack by its management address (`ipaddress`), so a host added by hand before the
-operator took over is adopted, not added twice.
+operator took over is adopted, not added twice. It is looked up (`observe`) only once it matches its spec; a host
+that is not there is added by the plan's registration stage (`AddHost`, see reconcile/registration.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import SecretStr
 
 from ... import status as st
 from ...api.kvmhost import CloudStackHost, KvmHostSpec
@@ -16,8 +19,10 @@ from ...drivers.cloudstack import (CloudStackClient, CloudStackError, CloudStack
 from .. import cloudstack
 from ..base import Action, Context, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
+from ..registration import Registration
 
 CONNECTING_REQUEUE_SECONDS = 5.0
+DOING = "registering the host in CloudStack"
 
 
 @dataclass(frozen=True)
@@ -28,22 +33,21 @@ class AddHost(Action):
     cluster: str
 
     operation = "add"
+    failure_reason = "RegistrationFailed"
 
     def describe(self) -> str:
         return f"add host {self.address} to CloudStack cluster {self.cluster} (zone {self.zone}, pod {self.pod})"
 
 
 @dataclass
-class Registration:
-    """What the registration step found and did, for status."""
+class HostInCloudStack:
+    """What CloudStack shows of the host: its record (None: not registered) and, for a host that is not there,
+    where addHost puts it (the ids of the spec's zone, pod and cluster). `AddHost` records CloudStack's answer here."""
 
-    conditions: list[st.ConditionState]
-    host_id: str | None = None
-    state: str | None = None
-    up: bool = False
-    applied: list[Action] = field(default_factory=list)
-    pending: list[Action] = field(default_factory=list)
-    requeue_after: float | None = None
+    host: dict[str, Any] | None
+    zone_id: str = ""
+    pod_id: str = ""
+    cluster_id: str = ""
 
 
 def describe_state(host: dict[str, Any]) -> str:
@@ -94,67 +98,118 @@ def failure(error: CloudStackError, doing: str) -> ReconcileError:
                           conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
 
 
-def registered(host: dict[str, Any], applied: list[Action]) -> Registration:
+def reported(condition: st.ConditionState, **more: Any) -> Registration:
+    """What registration found; while Ready waits for it, Ready's reason is CloudStackHost and the condition's
+    (`CloudStackHostConnecting`)."""
+    return Registration(condition, reason=f"CloudStackHost{condition.reason}", **more)
+
+
+def registered(host: dict[str, Any]) -> Registration:
+    """The host's state in CloudStack as status shows it: Registered only once it is Up (and Enabled)."""
     state = describe_state(host)
     up = host.get("state") == "Up" and host.get("resourcestate", "Enabled") == "Enabled"
     reason = "Up" if up else str(host.get("state", "Unknown"))
     message = f"CloudStack host {host.get('name')} ({host.get('id')}) is {state}"
     requeue = None if up else CONNECTING_REQUEUE_SECONDS if host.get("state") == "Connecting" else 30.0
-    return Registration(conditions=[st.ConditionState("Registered", "True" if up else "False", reason, message)],
-                        host_id=str(host.get("id")), state=state, up=up, applied=applied, requeue_after=requeue)
+    return reported(st.ConditionState("Registered", "True" if up else "False", reason, message),
+                    fields={"cloudstackHostId": str(host.get("id")), "cloudstackHostState": state},
+                    requeue_after=requeue)
 
 
-async def register(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, *, manage: bool) -> Registration:
-    """Find the host in CloudStack; add it when missing (under Manage)."""
+def status(found: HostInCloudStack | None, *, driver: bool) -> Registration:
+    """What status says of the registration: the host's state there; or why it is not looked at (no CloudStack
+    driver in this process; the host does not match its spec yet); or that it is not there (left alone under
+    Observe)."""
+    if not driver:
+        return reported(st.ConditionState("Registered", "Unknown", "NoCloudStackDriver",
+                                          "this process cannot reach CloudStack"))
+    if found is None:
+        return reported(st.ConditionState("Registered", "False", "WaitingForConfiguration",
+                                          "the host is registered once it matches the spec"))
+    if found.host is None:
+        return reported(st.ConditionState("Registered", "False", "NotRegistered",
+                                          "the host is not in CloudStack (left alone under Observe)"))
+    return registered(found.host)
+
+
+def client(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> CloudStackClient:
+    assert spec.cloudstack is not None
+    return cloudstack.client_for(pool, ctx, spec.cloudstack.connection.secret_ref.name, condition="Registered")
+
+
+async def observe(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> HostInCloudStack:
+    """The host in CloudStack; for a host that is not there, where it goes (a zone, pod or cluster CloudStack does
+    not have stalls the pass, under Observe too)."""
     settings = spec.cloudstack
     assert settings is not None
-    client = cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
+    api = client(pool, ctx, spec)
     try:
-        await cloudstack.record_version(client, ctx)
-        host = await find_host(client, spec.address)
+        await cloudstack.record_version(api, ctx)
+        host = await find_host(api, spec.address)
         if host is not None:
-            return registered(host, [])
-        zone_id, pod_id, cluster_id = await placement(client, settings)
-        action = AddHost(spec.address, settings.zone, settings.pod, settings.cluster)
-        if not manage:
-            return Registration(conditions=[st.ConditionState("Registered", "False", "NotRegistered",
-                                                              "the host is not in CloudStack (left alone under Observe)")],
-                                pending=[action])
-        params: dict[str, Any] = {"zoneid": zone_id, "podid": pod_id, "clusterid": cluster_id, "hypervisor": "KVM",
-                                  "url": f"http://{spec.address}", "username": settings.username}
-        if settings.password_secret_ref is not None:
-            ref = settings.password_secret_ref
-            to = {**cloudstack.endpoint(ctx, settings.connection.secret_ref.name), spec.address: spec.address}
-            # a SecretStr: the driver sends it as a POST; CloudStack logs in to the host with it
-            params["password"] = ctx.credential(ref.name, ref.key, to=to, what="addHost in CloudStack")
-        if settings.host_tags:
-            params["hosttags"] = ",".join(settings.host_tags)
-        answer = await client.call("addHost", **params)
+            return HostInCloudStack(host)
+        zone_id, pod_id, cluster_id = await placement(api, settings)
     except CloudStackError as error:
-        ctx.event("Warning", "RegistrationFailed", f"adding {spec.address} to CloudStack failed: {error.errortext}")
-        raise failure(error, "registering the host in CloudStack") from None
-    ctx.event("Normal", "Applied", action.describe())
+        ctx.event("Warning", "RegistrationFailed", f"looking up {spec.address} in CloudStack failed: "
+                  f"{error.errortext}")
+        raise failure(error, DOING) from None
+    return HostInCloudStack(None, zone_id, pod_id, cluster_id)
+
+
+def plan(spec: KvmHostSpec, found: HostInCloudStack) -> list[Action]:
+    """Pure: the host added where the spec says when CloudStack does not have it."""
+    settings = spec.cloudstack
+    if settings is None or found.host is not None:
+        return []
+    return [AddHost(spec.address, settings.zone, settings.pod, settings.cluster)]
+
+
+def password(ctx: Context, spec: KvmHostSpec) -> SecretStr | None:
+    """The host password addHost hands CloudStack (which logs in to the host with it), when the spec names one; its
+    Secret must allow both (else CredentialNotAllowed, nothing sent)."""
+    settings = spec.cloudstack
+    assert settings is not None
+    ref = settings.password_secret_ref
+    if ref is None:
+        return None
+    to = {**cloudstack.endpoint(ctx, settings.connection.secret_ref.name), spec.address: spec.address}
+    return ctx.credential(ref.name, ref.key, to=to, what="addHost in CloudStack")
+
+
+async def add(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec, found: HostInCloudStack) -> None:
+    """`addHost` (the host's password, when the spec names one, in the POST body); CloudStack's answer (the host,
+    usually Connecting) is recorded in `found`."""
+    settings = spec.cloudstack
+    assert settings is not None
+    params: dict[str, Any] = {"zoneid": found.zone_id, "podid": found.pod_id, "clusterid": found.cluster_id,
+                              "hypervisor": "KVM", "url": f"http://{spec.address}", "username": settings.username}
+    secret = password(ctx, spec)
+    if secret is not None:
+        params["password"] = secret  # a SecretStr: the driver sends it as a POST
+    if settings.host_tags:
+        params["hosttags"] = ",".join(settings.host_tags)
+    try:
+        answer = await client(pool, ctx, spec).call("addHost", **params)
+    except CloudStackError as error:
+        raise failure(error, DOING) from None
     hosts = answer.get("host") or []
-    host = hosts[0] if hosts else {"id": "", "state": "Connecting", "name": spec.address}
-    return registered(host, [action])
+    found.host = hosts[0] if hosts else {"id": "", "state": "Connecting", "name": spec.address}
 
 
 async def deregister(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> None:
     """Maintenance (CloudStack migrates the VMs away), wait for it, then delete the host."""
-    settings = spec.cloudstack
-    assert settings is not None
-    client = cloudstack.client_for(pool, ctx, settings.connection.secret_ref.name, condition="Registered")
+    api = client(pool, ctx, spec)
     try:
-        host = await find_host(client, spec.address)
+        host = await find_host(api, spec.address)
         if host is None:
             return
         host_id = str(host["id"])
         if host.get("resourcestate") not in ("Maintenance", "PrepareForMaintenance"):
-            await client.run("prepareHostForMaintenance", id=host_id, timeout=MAINTENANCE_TIMEOUT_SECONDS)
+            await api.run("prepareHostForMaintenance", id=host_id, timeout=MAINTENANCE_TIMEOUT_SECONDS)
             ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
-        present = await wait_for_maintenance(client, host_id, str(host.get("name")))
+        present = await wait_for_maintenance(api, host_id, str(host.get("name")))
         if present:
-            await client.call("deleteHost", id=host_id)
+            await api.call("deleteHost", id=host_id)
             ctx.event("Normal", "Applied", f"deleted host {host.get('name')} from CloudStack")
     except CloudStackError as error:
         raise ReconcileError(error.reason, f"removing the host from CloudStack: {error}", delay=30.0) from None
