@@ -20,6 +20,9 @@ from .. import cloudstack
 from ..base import Action, Context, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from ..registration import Registration
+from .reasons import Reason
+
+REGISTERED = st.ConditionType.REGISTERED
 
 CONNECTING_REQUEUE_SECONDS = 5.0
 DOING = "registering the host in CloudStack"
@@ -33,7 +36,7 @@ class AddHost(Action):
     cluster: str
 
     operation = "add"
-    failure_reason = "RegistrationFailed"
+    failure_reason = st.Reason.REGISTRATION_FAILED
 
     def describe(self) -> str:
         return f"add host {self.address} to CloudStack cluster {self.cluster} (zone {self.zone}, pod {self.pod})"
@@ -67,51 +70,54 @@ async def placement(client: CloudStackClient, settings: CloudStackHost) -> tuple
     """Zone, pod and cluster ids from their names; a missing one is a spec problem (Stalled)."""
     zones = [z for z in await client.list("listZones", name=settings.zone) if z.get("name") == settings.zone]
     if not zones:
-        raise ReconcileError("ZoneNotFound", f"CloudStack has no zone {settings.zone!r} (spec.cloudstack.zone)",
-                             retry=False, conditions=[st.ConditionState("Registered", "False", "ZoneNotFound")])
+        raise ReconcileError(st.Reason.ZONE_NOT_FOUND,
+                             f"CloudStack has no zone {settings.zone!r} (spec.cloudstack.zone)", retry=False,
+                             conditions=[st.ConditionState(REGISTERED, "False", st.Reason.ZONE_NOT_FOUND)])
     zone_id = str(zones[0]["id"])
     pods = [p for p in await client.list("listPods", zoneid=zone_id, name=settings.pod) if p.get("name") == settings.pod]
     if not pods:
-        raise ReconcileError("PodNotFound", f"zone {settings.zone} has no pod {settings.pod!r} (spec.cloudstack.pod)",
-                             retry=False, conditions=[st.ConditionState("Registered", "False", "PodNotFound")])
+        raise ReconcileError(st.Reason.POD_NOT_FOUND,
+                             f"zone {settings.zone} has no pod {settings.pod!r} (spec.cloudstack.pod)", retry=False,
+                             conditions=[st.ConditionState(REGISTERED, "False", st.Reason.POD_NOT_FOUND)])
     pod_id = str(pods[0]["id"])
     clusters = [c for c in await client.list("listClusters", zoneid=zone_id, podid=pod_id, name=settings.cluster)
                 if c.get("name") == settings.cluster]
     if not clusters:
-        raise ReconcileError("ClusterNotFound", f"pod {settings.pod} has no cluster {settings.cluster!r} "
+        raise ReconcileError(Reason.CLUSTER_NOT_FOUND, f"pod {settings.pod} has no cluster {settings.cluster!r} "
                              "(spec.cloudstack.cluster)", retry=False,
-                             conditions=[st.ConditionState("Registered", "False", "ClusterNotFound")])
+                             conditions=[st.ConditionState(REGISTERED, "False", Reason.CLUSTER_NOT_FOUND)])
     cluster = clusters[0]
     if str(cluster.get("hypervisortype", "KVM")).upper() != "KVM":
-        raise ReconcileError("ClusterNotKVM", f"cluster {settings.cluster} is a {cluster.get('hypervisortype')} "
-                             "cluster", retry=False,
-                             conditions=[st.ConditionState("Registered", "False", "ClusterNotKVM")])
+        raise ReconcileError(Reason.CLUSTER_NOT_KVM, f"cluster {settings.cluster} is a "
+                             f"{cluster.get('hypervisortype')} cluster", retry=False,
+                             conditions=[st.ConditionState(REGISTERED, "False", Reason.CLUSTER_NOT_KVM)])
     return zone_id, pod_id, str(cluster["id"])
 
 
 def failure(error: CloudStackError, doing: str) -> ReconcileError:
     if isinstance(error, CloudStackUnsupportedVersion):  # nothing was sent; a person must upgrade CloudStack
         return ReconcileError(error.reason, f"{doing}: {error}", retry=False,
-                              conditions=[st.ConditionState("Registered", "False", error.reason, str(error))])
-    return ReconcileError(error.reason if not isinstance(error, CloudStackParameterError) else "RegistrationRefused",
-                          f"{doing}: {error}", retry=True, delay=30.0,
-                          conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
+                              conditions=[st.ConditionState(REGISTERED, "False", error.reason, str(error))])
+    refused = isinstance(error, CloudStackParameterError)
+    condition = st.ConditionState(REGISTERED, "False", st.Reason.REGISTRATION_FAILED, str(error))
+    return ReconcileError(Reason.REGISTRATION_REFUSED if refused else error.reason, f"{doing}: {error}", retry=True,
+                          delay=30.0, conditions=[condition])
 
 
 def reported(condition: st.ConditionState, **more: Any) -> Registration:
     """What registration found; while Ready waits for it, Ready's reason is CloudStackHost and the condition's
     (`CloudStackHostConnecting`)."""
-    return Registration(condition, reason=f"CloudStackHost{condition.reason}", **more)
+    return Registration(condition, reason=f"{Reason.CLOUDSTACK_HOST}{condition.reason}", **more)
 
 
 def registered(host: dict[str, Any]) -> Registration:
     """The host's state in CloudStack as status shows it: Registered only once it is Up (and Enabled)."""
     state = describe_state(host)
     up = host.get("state") == "Up" and host.get("resourcestate", "Enabled") == "Enabled"
-    reason = "Up" if up else str(host.get("state", "Unknown"))
+    reason = Reason.UP if up else str(host.get("state", "Unknown"))
     message = f"CloudStack host {host.get('name')} ({host.get('id')}) is {state}"
     requeue = None if up else CONNECTING_REQUEUE_SECONDS if host.get("state") == "Connecting" else 30.0
-    return reported(st.ConditionState("Registered", "True" if up else "False", reason, message),
+    return reported(st.ConditionState(REGISTERED, "True" if up else "False", reason, message),
                     fields={"cloudstackHostId": str(host.get("id")), "cloudstackHostState": state},
                     requeue_after=requeue)
 
@@ -121,20 +127,21 @@ def status(found: HostInCloudStack | None, *, driver: bool) -> Registration:
     driver in this process; the host does not match its spec yet); or that it is not there (left alone under
     Observe)."""
     if not driver:
-        return reported(st.ConditionState("Registered", "Unknown", "NoCloudStackDriver",
+        return reported(st.ConditionState(REGISTERED, "Unknown", Reason.NO_CLOUDSTACK_DRIVER,
                                           "this process cannot reach CloudStack"))
     if found is None:
-        return reported(st.ConditionState("Registered", "False", "WaitingForConfiguration",
+        return reported(st.ConditionState(REGISTERED, "False", Reason.WAITING_FOR_CONFIGURATION,
                                           "the host is registered once it matches the spec"))
     if found.host is None:
-        return reported(st.ConditionState("Registered", "False", "NotRegistered",
+        return reported(st.ConditionState(REGISTERED, "False", st.Reason.NOT_REGISTERED,
                                           "the host is not in CloudStack (left alone under Observe)"))
     return registered(found.host)
 
 
 def client(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> CloudStackClient:
     assert spec.cloudstack is not None
-    return cloudstack.client_for(pool, ctx, spec.cloudstack.connection.secret_ref.name, condition="Registered")
+    return cloudstack.client_for(pool, ctx, spec.cloudstack.connection.secret_ref.name,
+                                 condition=st.ConditionType.REGISTERED)
 
 
 async def observe(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> HostInCloudStack:
@@ -150,7 +157,7 @@ async def observe(pool: CloudStackPool, ctx: Context, spec: KvmHostSpec) -> Host
             return HostInCloudStack(host)
         zone_id, pod_id, cluster_id = await placement(api, settings)
     except CloudStackError as error:
-        ctx.event("Warning", "RegistrationFailed", f"looking up {spec.address} in CloudStack failed: "
+        ctx.event("Warning", st.Reason.REGISTRATION_FAILED, f"looking up {spec.address} in CloudStack failed: "
                   f"{error.errortext}")
         raise failure(error, DOING) from None
     return HostInCloudStack(None, zone_id, pod_id, cluster_id)
