@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Converge N KVM lab hosts from scratch with the KvmHost reconciler, then reconcile them again unchanged.
 
-Prints, for both passes: wall time, and SSH round trips and mutations per host (from the SSH driver's counters);
-and how many processes one probe starts on a host (the first host, counted under strace: stackops_lab.spawns),
+Prints, for both passes: wall time, CPU time (the hosts' processes, those they waited for included, and the
+operator's: less sensitive than wall time to what else the machine runs), and SSH round trips and mutations per
+host (from the SSH driver's counters); and how many processes one probe starts on a host (the first host, counted under strace: stackops_lab.spawns),
 fresh (the first probe of a host: its binaries' `--version` too) and unchanged.
 
 --baseline: the same with the probe before issue 18 (bench/kvmhost_probe_before.sh, read by the same parser), in
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -91,20 +93,37 @@ async def one_pass(reconciler: KvmHostReconciler, ctxs: list[Context], concurren
     return await asyncio.gather(*(run(ctx) for ctx in ctxs))
 
 
+def host_cpu(hosts: list[LabHost]) -> float:
+    """CPU seconds the hosts' processes have used, those they waited for included (user + system, and the same of
+    their reaped children: a probe's processes end in their shell's, the shell's in its sshd's)."""
+    total = 0
+    for host in hosts:
+        for pid in host.processes():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, pool: SSHPool, reconciler: KvmHostReconciler, ctxs: list[Context], hosts: list,
-            concurrency: int) -> float:
+            concurrency: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the hosts and the operator) of one pass over `ctxs`."""
     pool.reset_counters()
+    cpu = host_cpu(hosts) + time.process_time()
     started = time.monotonic()
     outcomes = asyncio.run(one_pass(reconciler, ctxs, concurrency))
     wall = time.monotonic() - started
+    cpu = host_cpu(hosts) + time.process_time() - cpu
     counters = [pool.counters(h.address) for h in hosts]
     ready = sum(1 for o in outcomes if any(c.type == "Ready" and c.status == "True" for c in o.conditions))
     trips = [c.round_trips for c in counters]
     mutations = [c.mutations for c in counters]
-    print(f"{name:<18} wall {wall:6.2f}s  ready {ready}/{len(hosts)}  "
-          f"round trips/host mean {statistics.mean(trips):5.1f} max {max(trips):3d}  "
-          f"mutations/host mean {statistics.mean(mutations):5.1f} max {max(mutations):3d}", flush=True)
-    return wall
+    print(f"{name:<18} wall {wall:6.2f}s  cpu {cpu:6.2f}s  ready {ready}/{len(hosts)}  "
+          f"round trips/host mean {statistics.mean(trips):4.1f} max {max(trips):2d}  "
+          f"mutations/host mean {statistics.mean(mutations):4.1f} max {max(mutations):2d}", flush=True)
+    return wall, cpu
 
 
 def processes(reconciler: KvmHostReconciler, ctx: Context, host: LabHost) -> int:
@@ -128,7 +147,7 @@ def main() -> int:
     lab_dir = Path(tempfile.mkdtemp(prefix="stackops-bench-"))
     lab = LabHosts(lab_dir)
     pool = SSHPool()
-    walls: dict[str, list[float]] = {"today": [], "before": []}
+    passes: dict[str, list[tuple[float, float]]] = {"today": [], "before": []}
     try:
         if args.baseline:  # hosts of their own: converged with the probe before
             hosts = create(lab, args.hosts, args.concurrency)
@@ -148,17 +167,18 @@ def main() -> int:
             before = reconciler(pool, before=True)
             unchanged_before = processes(before, ctxs[0], hosts[0])
         for _ in range(args.rounds):
-            walls["today"].append(measure("unchanged", pool, today, ctxs, hosts, args.concurrency))
+            passes["today"].append(measure("unchanged", pool, today, ctxs, hosts, args.concurrency))
             if args.baseline:
-                walls["before"].append(measure("unchanged (before)", pool, before, ctxs, hosts, args.concurrency))
+                passes["before"].append(measure("unchanged (before)", pool, before, ctxs, hosts, args.concurrency))
         print(f"processes per probe (host 1, strace): fresh {fresh} (its first probe: with the binaries' "
               f"--version), unchanged {unchanged}")
         if args.baseline:
-            print(f"processes per probe before issue 18: fresh {fresh_before}, unchanged {unchanged_before}")
-            today_wall, before_wall = statistics.median(walls["today"]), statistics.median(walls["before"])
-            print(f"unchanged pass, median of {args.rounds}: {today_wall:.2f}s today, {before_wall:.2f}s before: "
-                  f"{before_wall / today_wall:.2f}x faster; processes per probe {unchanged_before / unchanged:.1f}x "
-                  "fewer")
+            print(f"processes per probe before issue 18: fresh {fresh_before}, unchanged {unchanged_before} "
+                  f"({unchanged_before / unchanged:.1f}x as many)")
+            for what, index in (("wall", 0), ("cpu", 1)):
+                now, then = (statistics.median(p[index] for p in passes[k]) for k in ("today", "before"))
+                print(f"unchanged pass, {what} median of {args.rounds}: {now:.2f}s today, {then:.2f}s before: "
+                      f"{then / now:.2f}x faster")
     finally:
         pool.close_all()
         lab.destroy()
