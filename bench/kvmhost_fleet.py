@@ -3,8 +3,8 @@
 
 Prints, for both passes: wall time, CPU time (the hosts' processes, those they waited for included, and the
 operator's: less sensitive than wall time to what else the machine runs), and SSH round trips and mutations per
-host (from the SSH driver's counters); and how many processes one probe starts on a host (the first host, counted under strace: stackops_lab.spawns),
-fresh (the first probe of a host: its binaries' `--version` too) and unchanged.
+host (from the SSH driver's counters); and how many processes one probe starts on a host (the first host, counted
+under strace: stackops_lab.spawns), fresh (the first probe of a host: its binaries' `--version` too) and unchanged.
 
 --baseline: the same with the probe before issue 18 (bench/kvmhost_probe_before.sh, read by the same parser), in
 the same run: first a set of fresh hosts converged with it, then, on the hosts converged with today's probe, the
