@@ -1,9 +1,18 @@
-"""The pure part of XenPool: membership, the three-host rule, HA reconfiguration, settings, uniqueness."""
+"""The pure part of XenPool: membership, the three-host rule, HA reconfiguration, settings, uniqueness; and its
+CloudStack registration as a stage of its plan."""
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from typing import Any, AsyncIterator
 
 from stackops.api.xenpool import XenPoolSpec
+from stackops.reconcile.base import Action, Context
+from stackops.reconcile.registration import RegistrationStage
+from stackops.reconcile.xenpool import PoolConnection, XenPoolReconciler
+from stackops.reconcile.xenpool.cluster import AddCluster, AddClusterHosts, ClusterInCloudStack
 from stackops.reconcile.xenpool.actions import (
     ClearVMPriority,
     DesignateMaster,
@@ -164,3 +173,115 @@ def test_heartbeat_sr_problems() -> None:
     named = plan(spec(ha={"heartbeatSR": {"nameLabel": "nfs-b"}}), facts([host(1), host(2), host(3)],
                                                                         ha_enabled=False, srs=two))
     assert named.actions == [EnableHA("ub", "nfs-b", 180)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The pool's CloudStack registration: a stage of its plan, run by the engine (over canned facts and a fake link)
+
+CLOUDSTACK = {"connection": {"secretRef": {"name": "cs"}}, "zone": "z1", "pod": "p1", "cluster": "c1"}
+
+
+class Link:
+    """The pool's CloudStack cluster as the pass's link shows it: `found` for each look, what is done recorded."""
+
+    def __init__(self, found: ClusterInCloudStack):
+        self.found = found
+        self.log: list[str] = []
+
+    async def observe(self) -> ClusterInCloudStack:
+        self.log.append("observe")
+        return ClusterInCloudStack(self.found.cluster, list(self.found.hosts))
+
+    def check_credentials(self, actions: Any) -> None:
+        self.log.append("credentials")
+
+    async def apply(self, action: Any, found: ClusterInCloudStack) -> None:
+        self.log.append(type(action).__name__)
+        if isinstance(action, AddCluster):
+            found.cluster = self.found.cluster = {"id": "cluster-1", "name": "c1"}
+        elif isinstance(action, AddClusterHosts):
+            self.found.hosts = [{"id": f"c{i}", "name": f"xen{i}", "ipaddress": f"10.0.0.{i}", "state": "Connecting"}
+                                for i in (1, 2, 3)]
+
+    async def refresh(self, found: ClusterInCloudStack) -> None:
+        self.log.append("refresh")
+        found.hosts = list(self.found.hosts)
+
+
+class CannedPool(XenPoolReconciler):
+    """A XenPool reconciler over `pool` (PoolFacts) and a fake CloudStack link; a pool action changes `pool`."""
+
+    def __init__(self, pool: PoolFacts, link: Link):
+        super().__init__()
+        self.pool, self.fake = pool, link
+
+    @contextlib.asynccontextmanager
+    async def connect(self, ctx: Context) -> AsyncIterator[PoolConnection]:
+        yield PoolConnection(None, self.fake)  # type: ignore[arg-type]
+
+    async def observe(self, ctx: Context, conn: PoolConnection) -> PoolFacts:
+        self.fake.log.append("pool")
+        return dataclasses.replace(self.pool)
+
+    async def execute(self, ctx: Context, conn: PoolConnection, action: Action, facts: PoolFacts) -> None:
+        if isinstance(action, SetVSwitchController):
+            self.pool = dataclasses.replace(self.pool, vswitch_controller=action.address)
+            return
+        await super().execute(ctx, conn, action, facts)
+
+
+def pass_over(pool: PoolFacts, link: Link, policy: str = "Manage", **changes: Any) -> tuple[Any, list]:
+    events: list = []
+    ctx = Context(namespace="lab", name="pool", generation=1,
+                  spec=spec(cloudstack=CLOUDSTACK, managementPolicy=policy, **changes), status={}, secrets={},
+                  event=lambda *e: events.append(e), logger=logging.getLogger("test"))
+    return asyncio.run(CannedPool(pool, link).reconcile(ctx)), events
+
+
+def test_the_plan_of_a_pool_missing_from_cloudstack_is_its_registration_stage() -> None:
+    pool = facts([host(1), host(2), host(3)], cloudstack=ClusterInCloudStack(None))
+    ctx = Context(namespace="lab", name="pool", generation=1, spec=spec(cloudstack=CLOUDSTACK), status={},
+                  secrets={}, event=lambda *e: None, logger=logging.getLogger("test"))
+    [stage] = XenPoolReconciler().plan(ctx, pool).stages
+    assert isinstance(stage, RegistrationStage) and stage.follow_up
+    assert stage.actions == (AddCluster("c1", "xen1"), AddClusterHosts("c1", ("xen1", "xen2", "xen3"), "10.0.0.1"))
+    up = [{"id": f"c{i}", "name": f"xen{i}", "ipaddress": f"10.0.0.{i}", "state": "Up"} for i in (1, 2, 3)]
+    registered = facts([host(1), host(2), host(3)], cloudstack=ClusterInCloudStack({"id": "cluster-1"}, up))
+    assert XenPoolReconciler().plan(ctx, registered).stages == [], "a registered pool plans nothing"
+
+
+def test_a_pool_is_registered_by_its_registration_stage_with_an_event_per_action() -> None:
+    link = Link(ClusterInCloudStack(None))
+    outcome, events = pass_over(facts([host(1), host(2), host(3)]), link)
+    assert link.log == ["pool", "observe", "credentials", "AddCluster", "AddClusterHosts", "refresh"], \
+        "the password checked before anything is sent; the hosts listed again once, for the report"
+    assert [type(a).__name__ for a in outcome.applied] == ["AddCluster", "AddClusterHosts"]
+    assert [e[:2] for e in events] == [("Normal", "Applied")] * 2
+    registered = next(c for c in outcome.conditions if c.type == "Registered")
+    assert (registered.status, registered.reason) == ("False", "HostsNotUp")
+    assert outcome.fields["cloudstackClusterId"] == "cluster-1" and outcome.requeue_after == 5.0
+    assert outcome.drift == []
+
+
+def test_cloudstack_is_read_once_the_pools_own_stage_is_done_and_registration_follows_in_the_same_pass() -> None:
+    link = Link(ClusterInCloudStack(None))
+    outcome, _ = pass_over(facts([host(1), host(2), host(3)]), link, vswitchController={"address": "10.1.1.1"})
+    assert link.log == ["pool", "pool", "observe", "credentials", "AddCluster", "AddClusterHosts", "refresh"]
+    assert [type(a).__name__ for a in outcome.applied] == ["SetVSwitchController", "AddCluster", "AddClusterHosts"]
+
+
+def test_under_observe_the_registration_is_drift_with_the_pools_own() -> None:
+    link = Link(ClusterInCloudStack(None))
+    outcome, events = pass_over(facts([host(1), host(2), host(3)]), link, "Observe",
+                                vswitchController={"address": "10.1.1.1"})
+    assert link.log == ["pool", "observe"], "nothing applied"
+    assert [type(a).__name__ for a in outcome.drift] == ["SetVSwitchController", "AddCluster", "AddClusterHosts"]
+    assert [e[1] for e in events] == ["DriftDetected"] and "add CloudStack cluster c1" in events[0][2]
+    registered = next(c for c in outcome.conditions if c.type == "Registered")
+    assert registered.reason == "NotRegistered"
+
+
+def test_a_pool_with_a_problem_is_not_looked_up_in_cloudstack() -> None:
+    link = Link(ClusterInCloudStack(None))
+    outcome, _ = pass_over(facts([host(1), host(2)]), link)  # HA in a pool of two: TooFewHostsForHA
+    assert link.log == ["pool"] and not [c for c in outcome.conditions if c.type == "Registered"]

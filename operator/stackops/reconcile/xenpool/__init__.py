@@ -5,11 +5,15 @@ The HA dance: xapi refuses joins, ejects and master changes while HA is on. Befo
 and the HA configuration are written to `status.pendingOperation` (a checkpoint, not the end-of-pass status), so
 an operator that dies in the middle finds them on restart, finishes the membership change and re-enables HA with
 the recorded configuration; only then is the record cleared.
+
+With `spec.cloudstack`, the pool is registered as a CloudStack cluster (cluster.py): CloudStack is read once the
+pool has no problem and its own stages are done, and the registration actions are the plan's registration stage.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from ...api.xenpool import PendingPoolOperation, XenPoolSpec
 from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenNoMaster, XenTLSError
 from ..base import Action, Context, Outcome, ReconcileError
 from ..engine import Engine, Plan as EnginePlan, Stage
+from ..registration import RegistrationStage, registering, with_registration
 from .actions import (
     ClearVMPriority,
     DesignateMaster,
@@ -35,8 +40,8 @@ from .actions import (
     SetHostFailuresToTolerate,
     SetVSwitchController,
 )
-from . import failover, unique
-from .cluster import ClusterLink, Registration
+from . import cluster, failover, unique
+from .cluster import ClusterLink
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
 
@@ -59,13 +64,14 @@ class PoolConnection:
 @dataclass
 class PoolPlan(EnginePlan):
     """The pool's plan (plan.py) as stages: clones made unique first, membership changes inside the HA dance, then
-    the rest; after each of the first two the pool is observed and planned again."""
+    the rest; after each of the first two the pool is observed and planned again. With the pool's CloudStack
+    cluster read (`PoolFacts.cloudstack`), its registration stage follows."""
 
     result: Plan = field(default_factory=Plan)
 
     @property
     def actions(self) -> list[Action]:
-        return list(self.result.actions)
+        return [*self.result.actions, *registering(self)]
 
 
 @dataclass(frozen=True)
@@ -156,19 +162,43 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         applied.extend(await self.run_stage(ctx, conn, stage, facts))
         return await self.observe(ctx, conn)
 
+    async def observe_follow_up(self, ctx: Context, conn: PoolConnection, facts: PoolFacts,
+                                plan: PoolPlan) -> PoolFacts:
+        """With `spec.cloudstack`, the pool's cluster and its hosts in CloudStack, once the pool has no problem.
+        Under Manage, a password the registration would hand CloudStack that its Secret does not allow there stalls
+        the pass now (CredentialNotAllowed), before anything is sent."""
+        if conn.link is None or plan.result.problems:
+            return facts
+        found = await conn.link.observe()
+        if ctx.spec.management_policy == "Manage":
+            conn.link.check_credentials(cluster.plan(ctx.spec, facts, found))
+        return dataclasses.replace(facts, cloudstack=found)
+
     def plan(self, ctx: Context, facts: PoolFacts) -> PoolPlan:
         result = plan(ctx.spec, facts)
         if result.problems:
             return PoolPlan([], result)
+        stages: list[Stage] = []
         fixes = tuple(a for a in result.actions if isinstance(a, (MakeHostUnique, SetHostName)))
-        if fixes:  # clones are made unique before anything joins
-            return PoolPlan([Stage("unique", fixes, then="replan")], result)
-        if result.membership:
-            return PoolPlan([DanceStage("membership", tuple(result.membership), then="replan")], result)
         rest = tuple(a for a in result.actions if not a.needs_ha_off)
-        return PoolPlan([Stage("pool", rest)] if rest else [], result)
+        if fixes:  # clones are made unique before anything joins
+            stages.append(Stage("unique", fixes, then="replan"))
+        elif result.membership:
+            stages.append(DanceStage("membership", tuple(result.membership), then="replan"))
+        elif rest:
+            stages.append(Stage("pool", rest))
+        if facts.cloudstack is not None and ctx.spec.cloudstack is not None:
+            adding = cluster.plan(ctx.spec, facts, facts.cloudstack)
+            if adding:
+                stages.append(RegistrationStage("cloudstack", tuple(adding)))
+        return PoolPlan(stages, result)
 
     async def run_stage(self, ctx: Context, conn: PoolConnection, stage: Stage, facts: PoolFacts) -> list[Action]:
+        if isinstance(stage, RegistrationStage):  # its credentials were checked with the facts it is planned from
+            assert conn.link is not None and facts.cloudstack is not None
+            done = await self.execute_each(ctx, conn, stage.actions, facts, [])
+            await conn.link.refresh(facts.cloudstack)  # what the report shows: the hosts as CloudStack has them now
+            return done
         if not isinstance(stage, DanceStage):
             return await self.execute_each(ctx, conn, stage.actions, facts, [])
         record = stage.record if stage.resumed else await self.intent(ctx.spec, facts, list(stage.actions),
@@ -176,15 +206,16 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         return await self.dance(ctx, conn, facts, list(stage.actions), record)
 
     def report(self, ctx: Context, facts: PoolFacts, plan: PoolPlan, applied: list[Action]) -> Outcome:
-        return self.status(ctx, facts, plan.result, applied, observe_only=ctx.spec.management_policy == "Observe")
-
-    async def finish(self, ctx: Context, conn: PoolConnection, facts: PoolFacts, plan: PoolPlan,
-                     outcome: Outcome) -> Outcome:
-        """The pool's CloudStack registration, once the pool itself has no problem; merged into the outcome."""
-        if conn.link is None or plan.result.problems:
+        """The pool's status; with its CloudStack cluster read, the registration too (Ready waits for it). The
+        drift: what the plan still holds (under Observe, the registration too)."""
+        spec: XenPoolSpec = ctx.spec
+        manage = spec.management_policy == "Manage"
+        outcome = self.status(ctx, facts, plan.result, applied, observe_only=not manage)
+        outcome.drift = [*(outcome.drift or []), *(a for a in registering(plan) if a not in applied)]
+        if spec.cloudstack is None or facts.cloudstack is None or plan.result.problems:
             return outcome
-        found = await conn.link.sync(facts, manage=ctx.spec.management_policy == "Manage")
-        return with_registration(outcome, found)
+        done = [a for a in applied if isinstance(a, cluster.REGISTERING)]
+        return with_registration(outcome, cluster.status(spec, facts, facts.cloudstack, done, manage=manage))
 
     def failure(self, ctx: Context, error: Exception) -> ReconcileError | None:
         if not isinstance(error, XenAPIError):
@@ -277,6 +308,10 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
     # ------------------------------------------------------------------ actions
 
     async def execute(self, ctx: Context, conn: PoolConnection, action: Action, facts: PoolFacts) -> None:
+        if isinstance(action, cluster.REGISTERING):
+            assert conn.link is not None and facts.cloudstack is not None
+            await conn.link.apply(action, facts.cloudstack)
+            return
         assert isinstance(action, PoolAction)
         spec: XenPoolSpec = ctx.spec
         session = conn.session
@@ -378,30 +413,6 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
                                                "HAAsSpecified" if ha_ok else "HADiffers")]
         return Outcome(conditions=[*conditions, *domain], fields=fields, drift=list(pending), applied=applied,
                        requeue_after=requeue)
-
-
-def with_registration(outcome: Outcome, found: Registration) -> Outcome:
-    """The outcome with the cluster registration's condition, id, changes and notices; Ready waits for it."""
-    outcome.conditions = [*outcome.conditions, found.condition]
-    if found.cluster_id is not None:
-        outcome.fields["cloudstackClusterId"] = found.cluster_id
-    outcome.applied = [*outcome.applied, *found.applied]
-    if found.pending:
-        outcome.drift = [*(outcome.drift or []), *found.pending]
-    ready = next((c for c in outcome.conditions if c.type == "Ready"), None)
-    if ready is not None and ready.status == "True":
-        if found.condition.status != "True":
-            kept = [c for c in outcome.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
-            reason, message = f"CloudStack{found.condition.reason}", found.condition.message
-            waiting = st.progressing(reason, message) if found.requeue_after else st.not_ready(reason, message)
-            outcome.conditions = [*waiting, *kept]
-        elif found.notices:
-            outcome.conditions = [st.ConditionState("Ready", "True", ready.reason,
-                                                    "; ".join([ready.message, *found.notices]))
-                                  if c.type == "Ready" else c for c in outcome.conditions]
-    if found.requeue_after:
-        outcome.requeue_after = min(outcome.requeue_after or found.requeue_after, found.requeue_after)
-    return outcome
 
 
 def _int(value: Any) -> int | None:

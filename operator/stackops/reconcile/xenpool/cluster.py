@@ -7,11 +7,15 @@ after; while the master moves, the cluster is Unmanaged in CloudStack and Manage
 
 The cluster is found by name in the zone and pod of the spec, so a pool added by hand is adopted, not added twice.
 The XenAPI credentials CloudStack needs are the pool's own (`credentialsSecretRef`).
+
+In a pass: the cluster and its hosts are read (`ClusterLink.observe`) once the pool has no problem; `plan` (pure)
+says what registration changes (add the cluster, add the hosts that joined, remove the hosts that left), which the
+pass applies as its registration stage (reconcile/registration.py); `status` says what registration found.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from ... import status as st
 from ...api.xenpool import CloudStackCluster, XenPoolSpec
@@ -20,6 +24,7 @@ from .. import cloudstack
 from ..cloudstack import client_for
 from ..base import Action, Context, CredentialNotAllowed, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
+from ..registration import Registration
 from .observed import PoolFacts
 
 POLL_SECONDS = 1.0
@@ -32,6 +37,7 @@ class AddCluster(Action):
     master: str
 
     operation = "add"
+    failure_reason = "RegistrationFailed"
 
     def describe(self) -> str:
         return f"add CloudStack cluster {self.cluster} for the pool of master {self.master}"
@@ -39,10 +45,14 @@ class AddCluster(Action):
 
 @dataclass(frozen=True)
 class AddClusterHosts(Action):
+    """`addHost` of the host at `address` (the master first): CloudStack discovers the pool's other new hosts."""
+
     cluster: str
     names: tuple[str, ...]
+    address: str = ""
 
     operation = "add"
+    failure_reason = "RegistrationFailed"
 
     def describe(self) -> str:
         return f"add host(s) {', '.join(self.names)} to CloudStack cluster {self.cluster}"
@@ -52,9 +62,11 @@ class AddClusterHosts(Action):
 class RemoveClusterHost(Action):
     cluster: str
     name: str
+    host_id: str = ""
 
     disruptive = True
     operation = "remove"
+    failure_reason = "RegistrationFailed"
 
     def describe(self) -> str:
         return f"remove host {self.name}, no longer in the pool, from CloudStack cluster {self.cluster}"
@@ -72,16 +84,16 @@ class SetClusterManaged(Action):
         return f"set CloudStack cluster {self.cluster} {state}"
 
 
-@dataclass
-class Registration:
-    """What the registration step found and did, for status."""
+REGISTERING = (AddCluster, AddClusterHosts, RemoveClusterHost)
 
-    condition: st.ConditionState
-    cluster_id: str | None = None
-    applied: list[Action] = field(default_factory=list)
-    pending: list[Action] = field(default_factory=list)
-    notices: list[str] = field(default_factory=list)
-    requeue_after: float | None = None
+
+@dataclass
+class ClusterInCloudStack:
+    """What CloudStack shows of the pool: its cluster (None: not registered) and the cluster's hosts. The
+    registration stage records CloudStack's answers here."""
+
+    cluster: dict[str, Any] | None
+    hosts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def host_url(spec: XenPoolSpec, address: str) -> str:
@@ -162,6 +174,16 @@ class ClusterLink:
             return []
         return await self.client.list("listHosts", clusterid=self.cluster["id"], type="Routing")
 
+    async def observe(self) -> ClusterInCloudStack:
+        """The cluster and its hosts (the zone and pod looked up on the first call of the pass)."""
+        cluster = await self.load()
+        try:
+            return ClusterInCloudStack(cluster, await self.hosts())
+        except CloudStackError as error:
+            self.ctx.event("Warning", "RegistrationFailed", f"CloudStack cluster {self.settings.cluster}: "
+                           f"{error.errortext}")
+            raise failed(error, f"registering the pool as CloudStack cluster {self.settings.cluster}") from None
+
     # ------------------------------------------------------------------ managed state around a master change
 
     async def set_managed(self, managed: bool) -> Action | None:
@@ -198,14 +220,11 @@ class ClusterLink:
     async def wait_for_maintenance(self, host: dict[str, Any]) -> None:
         await wait_for_maintenance(self.client, str(host["id"]), str(host.get("name")), poll=POLL_SECONDS)
 
-    async def remove(self, host: dict[str, Any]) -> Action:
+    async def remove(self, host: dict[str, Any]) -> None:
         if host.get("resourcestate") != "Maintenance":
             await self.client.run("prepareHostForMaintenance", id=host["id"], timeout=MAINTENANCE_TIMEOUT_SECONDS)
             await self.wait_for_maintenance(host)
         await self.client.call("deleteHost", id=host["id"])
-        action = RemoveClusterHost(self.settings.cluster, str(host.get("name")))
-        self.ctx.event("Normal", "Applied", action.describe())
-        return action
 
     async def deregister(self) -> None:
         """deletionPolicy Delete: every host of the cluster through maintenance and deleteHost, then
@@ -216,90 +235,121 @@ class ClusterLink:
         try:
             for host in await self.hosts():
                 await self.remove(host)
+                self.ctx.event("Normal", "Applied",
+                               RemoveClusterHost(self.settings.cluster, str(host.get("name"))).describe())
             await self.client.call("deleteCluster", id=cluster["id"])
         except CloudStackError as error:
             raise failed(error, f"removing CloudStack cluster {self.settings.cluster}") from None
         self.ctx.event("Normal", "Applied", f"deleted CloudStack cluster {self.settings.cluster}")
 
-    # ------------------------------------------------------------------ the pass's registration step
+    # ------------------------------------------------------------------ the pass's registration stage
 
-    async def sync(self, facts: PoolFacts, *, manage: bool) -> Registration:
-        """Register the pool, add hosts that joined, remove hosts that left; report the cluster's hosts."""
-        cluster = await self.load()
-        applied: list[Action] = []
-        names = {m.address: m.name for m in self.spec.members}
-        master = facts.master
+    def check_credentials(self, actions: Sequence[Action]) -> None:
+        """Before anything is sent: the pool's password may go to CloudStack and the hosts the actions add."""
+        for action in actions:
+            if isinstance(action, AddClusterHosts):
+                self.credentials(action.address)
+
+    async def apply(self, action: Action, found: ClusterInCloudStack) -> None:
+        """One registration action; the cluster CloudStack made is recorded in `found`."""
         try:
-            if cluster is None:
-                if master is None:
-                    return Registration(st.ConditionState("Registered", "False", "NoMaster", "the pool has no master"))
-                action = AddCluster(self.settings.cluster, names.get(master.address, master.name_label))
-                if not manage:
-                    return Registration(st.ConditionState("Registered", "False", "NotRegistered",
-                                                          "the pool is not in CloudStack (left alone under Observe)"),
-                                        pending=[action])
+            if isinstance(action, AddCluster):
                 # a CloudManaged cluster is created empty (CloudStack ignores a URL here); the addHost of the
-                # master below makes CloudStack discover the pool and add all its hosts
+                # master that follows makes CloudStack discover the pool and add all its hosts
                 answer = await self.client.call(
                     "addCluster", clustername=self.settings.cluster, clustertype="CloudManaged",
                     hypervisor="XenServer", zoneid=self.zone_id, podid=self.pod_id)
-                self.ctx.event("Normal", "Applied", action.describe())
-                applied.append(action)
-                cluster = self.cluster = (answer.get("cluster") or [None])[0] or await self.load()
-                if cluster is None:
+                self.cluster = (answer.get("cluster") or [None])[0] or await self.load()
+                if self.cluster is None:
                     raise ReconcileError("RegistrationFailed", "addCluster answered no cluster", delay=30.0)
-            hosts = await self.hosts()
-            known = {h.get("ipaddress") for h in hosts}
-            missing = sorted((h for h in facts.hosts.values() if h.address not in known and h.live),
-                             key=lambda h: h.ref != facts.master_ref)  # the master first
-            if missing:
-                action = AddClusterHosts(self.settings.cluster, tuple(sorted(names.get(h.address, h.name_label)
-                                                                             for h in missing)))
-                if manage:
-                    await self.client.call("addHost", zoneid=self.zone_id, podid=self.pod_id,
-                                           clusterid=cluster["id"], hypervisor="XenServer",
-                                           url=host_url(self.spec, missing[0].address),
-                                           **self.credentials(missing[0].address))
-                    self.ctx.event("Normal", "Applied", action.describe())
-                    applied.append(action)
-                    hosts = await self.hosts()
-            pool_addresses = {h.address for h in facts.hosts.values()}
-            for host in [h for h in hosts if h.get("ipaddress") not in pool_addresses]:
-                if manage and "Eject" in self.spec.allowed_destructive_actions:
-                    applied.append(await self.remove(host))
-            if applied:
-                hosts = await self.hosts()
+                found.cluster = self.cluster
+            elif isinstance(action, AddClusterHosts):
+                assert found.cluster is not None
+                await self.client.call("addHost", zoneid=self.zone_id, podid=self.pod_id,
+                                       clusterid=found.cluster["id"], hypervisor="XenServer",
+                                       url=host_url(self.spec, action.address), **self.credentials(action.address))
+            elif isinstance(action, RemoveClusterHost):
+                await self.remove(next(h for h in found.hosts if str(h.get("id")) == action.host_id))
+            else:
+                raise AssertionError(f"not a registration action: {action!r}")
         except CloudStackError as error:
-            self.ctx.event("Warning", "RegistrationFailed", f"CloudStack cluster {self.settings.cluster}: "
-                           f"{error.errortext}")
             raise failed(error, f"registering the pool as CloudStack cluster {self.settings.cluster}") from None
-        return self.report(cluster, hosts, facts, applied, manage)
 
-    def report(self, cluster: dict[str, Any], hosts: list[dict[str, Any]], facts: PoolFacts, applied: list[Action],
-               manage: bool) -> Registration:
+    async def refresh(self, found: ClusterInCloudStack) -> None:
+        """The cluster's hosts again, after the stage changed them."""
+        try:
+            found.hosts = await self.hosts()
+        except CloudStackError as error:
+            raise failed(error, f"registering the pool as CloudStack cluster {self.settings.cluster}") from None
+
+
+def plan(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack) -> list[Action]:
+    """Pure: the cluster added when CloudStack does not have it (with the pool's master); live pool hosts it does
+    not have added (one addHost: CloudStack discovers the others); hosts that left the pool removed from it, with
+    Eject in allowedDestructiveActions."""
+    settings = spec.cloudstack
+    assert settings is not None
+    names = {m.address: m.name for m in spec.members}
+    actions: list[Action] = []
+    if found.cluster is None:
+        master = facts.master
+        if master is None:
+            return []
+        actions.append(AddCluster(settings.cluster, names.get(master.address, master.name_label)))
+    known = {h.get("ipaddress") for h in found.hosts}
+    missing = sorted((h for h in facts.hosts.values() if h.address not in known and h.live),
+                     key=lambda h: h.ref != facts.master_ref)  # the master first
+    if missing:
+        actions.append(AddClusterHosts(settings.cluster, tuple(sorted(names.get(h.address, h.name_label)
+                                                                      for h in missing)), missing[0].address))
+    if "Eject" in spec.allowed_destructive_actions:
         pool_addresses = {h.address for h in facts.hosts.values()}
-        known = {h.get("ipaddress") for h in hosts}
-        absent = sorted(h.name_label for h in facts.hosts.values() if h.address not in known)
-        extra = sorted(str(h.get("name")) for h in hosts if h.get("ipaddress") not in pool_addresses)
-        down = sorted(f"{h.get('name')} {h.get('state')}" for h in hosts
-                      if h.get("ipaddress") in pool_addresses and h.get("state") != "Up")
-        name, cluster_id = self.settings.cluster, str(cluster.get("id"))
-        notices = []
-        if extra:
-            notices.append(f"CloudStack cluster {name} still has host(s) {', '.join(extra)} that left the pool"
-                           + ("" if "Eject" in self.spec.allowed_destructive_actions else
-                              "; add Eject to allowedDestructiveActions to remove them"))
-        if cluster.get("managedstate") == "Unmanaged":
-            reason, message = "ClusterUnmanaged", f"CloudStack cluster {name} is Unmanaged"
-        elif absent:
-            reason, message = "HostsMissing", f"not in CloudStack cluster {name}: {', '.join(absent)}"
-        elif down:
-            reason, message = "HostsNotUp", f"CloudStack cluster {name}: {', '.join(down)}"
-        else:
-            return Registration(st.ConditionState("Registered", "True", "ClusterUp",
-                                                  f"CloudStack cluster {name} ({cluster_id}): {len(hosts)} host(s) Up"),
-                                cluster_id=cluster_id, applied=applied, notices=notices)
-        connecting = any(h.get("state") == "Connecting" for h in hosts) or bool(applied)
-        return Registration(st.ConditionState("Registered", "False", reason, message), cluster_id=cluster_id,
-                            applied=applied, notices=notices,
-                            requeue_after=CONNECTING_REQUEUE_SECONDS if connecting or manage else None)
+        actions += [RemoveClusterHost(settings.cluster, str(h.get("name")), str(h.get("id"))) for h in found.hosts
+                    if h.get("ipaddress") not in pool_addresses]
+    return actions
+
+
+def reported(condition: st.ConditionState, **more: Any) -> Registration:
+    """What registration found; while Ready waits for it, Ready's reason is CloudStack and the condition's
+    (`CloudStackHostsMissing`)."""
+    return Registration(condition, reason=f"CloudStack{condition.reason}", **more)
+
+
+def status(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack, applied: list[Action], *,
+           manage: bool) -> Registration:
+    """What registration found, for status: the cluster Up with every pool host, or what it waits for; `applied`:
+    the registration actions of the pass (their hosts are still connecting)."""
+    settings = spec.cloudstack
+    assert settings is not None
+    cluster, hosts = found.cluster, found.hosts
+    if cluster is None:
+        if facts.master is None:
+            return reported(st.ConditionState("Registered", "False", "NoMaster", "the pool has no master"))
+        return reported(st.ConditionState("Registered", "False", "NotRegistered",
+                                          "the pool is not in CloudStack (left alone under Observe)"))
+    pool_addresses = {h.address for h in facts.hosts.values()}
+    known = {h.get("ipaddress") for h in hosts}
+    absent = sorted(h.name_label for h in facts.hosts.values() if h.address not in known)
+    extra = sorted(str(h.get("name")) for h in hosts if h.get("ipaddress") not in pool_addresses)
+    down = sorted(f"{h.get('name')} {h.get('state')}" for h in hosts
+                  if h.get("ipaddress") in pool_addresses and h.get("state") != "Up")
+    name, cluster_id = settings.cluster, str(cluster.get("id"))
+    fields = {"cloudstackClusterId": cluster_id}
+    notices = []
+    if extra:
+        notices.append(f"CloudStack cluster {name} still has host(s) {', '.join(extra)} that left the pool"
+                       + ("" if "Eject" in spec.allowed_destructive_actions else
+                          "; add Eject to allowedDestructiveActions to remove them"))
+    if cluster.get("managedstate") == "Unmanaged":
+        reason, message = "ClusterUnmanaged", f"CloudStack cluster {name} is Unmanaged"
+    elif absent:
+        reason, message = "HostsMissing", f"not in CloudStack cluster {name}: {', '.join(absent)}"
+    elif down:
+        reason, message = "HostsNotUp", f"CloudStack cluster {name}: {', '.join(down)}"
+    else:
+        return reported(st.ConditionState("Registered", "True", "ClusterUp",
+                                          f"CloudStack cluster {name} ({cluster_id}): {len(hosts)} host(s) Up"),
+                        fields=fields, notices=notices)
+    connecting = any(h.get("state") == "Connecting" for h in hosts) or bool(applied)
+    return reported(st.ConditionState("Registered", "False", reason, message), fields=fields, notices=notices,
+                    requeue_after=CONNECTING_REQUEUE_SECONDS if connecting or manage else None)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...api.xenpool import XenPoolSpec
 from ...drivers.xenapi import PoolSession, XenAPIError
+
+if TYPE_CHECKING:
+    from .cluster import ClusterInCloudStack
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class PoolFacts:
     heartbeat_sr_uuids: list[str] = field(default_factory=list)  # SRs of the HA statefiles, when readable
     candidates: dict[str, Candidate] = field(default_factory=dict)  # address → candidate
     master_address: str = ""
+    cloudstack: ClusterInCloudStack | None = None  # the pool's CloudStack cluster, once read (cluster.py)
 
     @property
     def master(self) -> Host | None:
