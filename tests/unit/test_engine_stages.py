@@ -235,3 +235,12 @@ def test_under_observe_a_follow_up_is_drift_like_any_other_action() -> None:
     assert [a.describe() for a in outcome.drift] == ["put @registered=1"]
     assert [e[1] for e in events] == ["DriftDetected"]
 
+
+def test_no_kind_works_after_the_report() -> None:
+    """Registration is a stage of the kinds' plans: the engine has no step after the report any more."""
+    from stackops.reconcile.kvmhost import KvmHostReconciler
+    from stackops.reconcile.xenpool import XenPoolReconciler
+
+    assert not hasattr(Engine, "finish")
+    for reconciler in (KvmHostReconciler, XenPoolReconciler):
+        assert not hasattr(reconciler, "finish"), reconciler

@@ -81,7 +81,7 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
             if name in cls.__dict__:
                 raise TypeError(f"{cls.__name__} defines {name}(): the engine runs every kind's pass; implement "
                                 "its steps (connect, observe, recover, resume, observe_follow_up, plan, check, "
-                                "execute, run_stage, report, finish, failure) instead")
+                                "execute, run_stage, report, failure) instead")
 
     # ------------------------------------------------------------------ the steps a kind implements
 
@@ -132,11 +132,6 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
     def report(self, ctx: Context, facts: Facts, plan: PlanT, applied: list[Action]) -> Outcome:
         """Status for what was observed; under Observe, `plan`'s actions are the drift."""
 
-    async def finish(self, ctx: Context, conn: Connection, facts: Facts, plan: PlanT, outcome: Outcome) -> Outcome:
-        """After the report, work that depends on it (a host or pool registered in CloudStack once it is
-        configured). Default: none."""
-        return outcome
-
     def failure(self, ctx: Context, error: Exception) -> ReconcileError | None:
         """A driver's error that escaped the steps, as a reason for status (None: not the kind's to map)."""
         return None
@@ -181,11 +176,10 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
         observe_only = ctx.spec.management_policy == "Observe"
         facts, plan = await self._plan(ctx, conn, facts, settled=observe_only)
         if observe_only or not plan.stages:
-            outcome = self._observed(ctx, facts, plan, applied)
-            return await self.finish(ctx, conn, facts, plan, outcome)
+            return self._observed(ctx, facts, plan, applied)
         instead = self.check(ctx, plan, facts)
         if instead is not None:
-            return await self.finish(ctx, conn, facts, plan, instead)
+            return instead
         stages, followed = plan.stages, False
         for _ in range(MAX_ROUNDS):
             then: Then = "report"
@@ -205,7 +199,7 @@ class Engine(Reconciler, Generic[Connection, Facts, PlanT]):
                 break
         outcome = self.report(ctx, facts, plan, applied)
         outcome.applied = applied
-        return await self.finish(ctx, conn, facts, plan, outcome)
+        return outcome
 
     async def _plan(self, ctx: Context, conn: Connection, facts: Facts, *, settled: bool) -> tuple[Facts, PlanT]:
         """The plan on `facts`; once the kind's own stages are done (`settled`, or nothing left to run), with what
