@@ -26,7 +26,7 @@ from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
-from .probe import SCRIPT, parse
+from .probe import Probe
 
 PROBE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 900.0  # package installs can be slow
@@ -114,6 +114,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
         self.pool = pool
         self.cloudstack = cloudstack
+        self.probe = Probe()  # the probe, and the versions of each host's binaries it remembers
 
     def connect(self, ctx: Context) -> contextlib.nullcontext[SSHConnection]:
         return contextlib.nullcontext(self.connection(ctx))
@@ -181,11 +182,13 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     async def observe(self, ctx: Context, conn: SSHConnection) -> HostView:
         spec: KvmHostSpec = ctx.spec
         try:
-            result = await conn.run_script(SCRIPT, args=probe_arguments(spec), timeout=PROBE_TIMEOUT,
-                                                           label="probe")
+            host = f"{ctx.namespace}/{ctx.name}@{spec.address}"
+            result = await conn.run_script(self.probe.script, args=self.probe.arguments(host, probe_arguments(spec)),
+                                           timeout=PROBE_TIMEOUT, label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        return HostView(owner=f"{ctx.namespace}/{ctx.name}", facts=parse(result.stdout, spec.libvirt.tcp_port),
+        return HostView(owner=f"{ctx.namespace}/{ctx.name}",
+                        facts=self.probe.parse(host, result.stdout, spec.libvirt.tcp_port),
                         signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
     async def observe_follow_up(self, ctx: Context, conn: SSHConnection, observed: HostView,
