@@ -27,6 +27,7 @@ from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, Observed
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
 from .probe import Probe
+from .reasons import Reason
 
 PROBE_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 900.0  # package installs can be slow
@@ -38,6 +39,8 @@ RECONNECT_PAUSE_SECONDS = 0.5
 CONFIRM_MARGIN_SECONDS = 1.0  # stop trying this long before the host's timer would revert
 PACKAGE_RETRY_SECONDS = 60.0  # a failed install is tried again (backing off): the repository may get the version
 PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure message
+REACHABLE, CONFIGURED = st.ConditionType.REACHABLE, st.ConditionType.CONFIGURED
+CONNECTED = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED)  # Reachable=True, without a message
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,9 @@ def package_failed(action: HostAction, error: CommandFailed) -> ReconcileError:
     tail = "; ".join((errors or lines)[-PACKAGE_OUTPUT_LINES:])
     status = "killed by a signal" if error.exit_status == -1 else f"exit status {error.exit_status}"
     message = f"{action.describe()} failed on {error.host} ({status})" + (f": {tail}" if tail else "")
-    return ReconcileError("PackageInstallFailed", message, retry=True, delay=PACKAGE_RETRY_SECONDS,
-                          conditions=[st.ConditionState("Reachable", "True", "Connected"),
-                                      st.ConditionState("Configured", "False", "PackageInstallFailed", message)])
+    return ReconcileError(Reason.PACKAGE_INSTALL_FAILED, message, retry=True, delay=PACKAGE_RETRY_SECONDS,
+                          conditions=[CONNECTED,
+                                      st.ConditionState(CONFIGURED, "False", Reason.PACKAGE_INSTALL_FAILED, message)])
 
 
 def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
@@ -91,7 +94,7 @@ def client_tls(ctx: Context, spec: KvmHostSpec) -> dict[str, str] | None:
 
 def unreachable(error: SSHError) -> ReconcileError:
     failure = reconcile_error(error)
-    failure.conditions = [st.ConditionState("Reachable", "False", error.reason, str(error))]
+    failure.conditions = [st.ConditionState(REACHABLE, "False", error.reason, str(error))]
     return failure
 
 
@@ -146,9 +149,9 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             await self.execute_each(ctx, conn, actions, view, [])
             removal = self.removal(await self.observe(ctx, conn), spec.address)
             if removal.actions:
-                raise ReconcileError("RemovalIncomplete", "Open vSwitch objects this KvmHost created are still on "
-                                     f"the host after removing them: {'; '.join(a.describe() for a in removal.actions)}"
-                                     "; trying again", retry=True, delay=30.0)
+                left = "; ".join(a.describe() for a in removal.actions)
+                raise ReconcileError(Reason.REMOVAL_INCOMPLETE, "Open vSwitch objects this KvmHost created are still "
+                                     f"on the host after removing them: {left}; trying again", retry=True, delay=30.0)
         self.report_kept(ctx, spec, removal.kept)
 
     def removal(self, view: HostView, address: str) -> Removal:
@@ -213,8 +216,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             actions = list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
-                                 conditions=[st.ConditionState("Reachable", "True", "Connected"),
-                                             st.ConditionState("Configured", "False", error.reason, str(error))]) \
+                                 conditions=[CONNECTED,
+                                             st.ConditionState(CONFIGURED, "False", error.reason, str(error))]) \
                 from None
         risky = guard.risky_actions(actions, management_path(spec, observed.facts))
         if not actions:
@@ -290,7 +293,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                 tail = "; ".join(lines[-3:])
                 message = (f"{what} {status} on {error.host}" + (f": {tail}" if tail else "") +
                            "; nothing of the transaction was applied")
-                return [], failed, ReconcileError("CommandFailed", message, retry=error.retry, delay=error.delay)
+                return [], failed, ReconcileError(CommandFailed.reason, message, retry=error.retry, delay=error.delay)
             done = batch.parse_done(error.result.stdout if error.result is not None else "")
             failed = unit.actions[done] if done < len(unit.actions) else None
             header = f"== {failed.describe()}" if failed else None
@@ -298,10 +301,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             tail = "; ".join(own[-3:])
             message = f"{failed.describe() if failed else unit.describe()} {status} on {error.host}" + \
                 (f": {tail}" if tail else "")
-            return [*unit.actions[:done]], failed, ReconcileError("CommandFailed", message, retry=error.retry,
+            return [*unit.actions[:done]], failed, ReconcileError(CommandFailed.reason, message, retry=error.retry,
                                                                      delay=error.delay)
         except SSHError as error:
-            raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
+            raise unreachable(error) if error.reason in (Unreachable.reason, ConnectionLost.reason) else \
                 reconcile_error(error) from None
 
     # -- management-path changes (guard.py)
@@ -323,7 +326,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                     guard.CONFIRM, args=[checkpoint.id], timeout=CONFIRM_TIMEOUT_SECONDS, mutation=True,
                     label=f"confirm checkpoint {checkpoint.id}", urgent=True)).stdout)
             except SSHError as error:
-                raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
+                raise unreachable(error) if error.reason in (Unreachable.reason, ConnectionLost.reason) else \
                     reconcile_error(error) from None
             if result.state == "confirmed":
                 ctx.event("Normal", "ChangeConfirmed", f"reached the host again and confirmed checkpoint "
@@ -335,10 +338,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         left = (checkpoint.expires - facts.host_time) if checkpoint.expires and facts.host_time else 0
         doing = "is reverting it" if state == "reverting" else f"reverts it in {max(left, 0)}s unless it is confirmed"
         raise ReconcileError(
-            "RollbackPending", f"the management-path change of checkpoint {checkpoint.id} ({checkpoint.changes}) is "
-            f"not confirmed yet and the host {doing}; nothing else is changed meanwhile",
+            Reason.ROLLBACK_PENDING, f"the management-path change of checkpoint {checkpoint.id} "
+            f"({checkpoint.changes}) is not confirmed yet and the host {doing}; nothing else is changed meanwhile",
             retry=True, delay=float(min(max(left, 0) + 3, 30)),
-            conditions=[st.ConditionState("Reachable", "True", "Connected")])
+            conditions=[CONNECTED])
 
     def blocking_rollback(self, ctx: Context, view: HostView) -> tuple[int, str, str] | None:
         """(generation, time, reason) of a revert of this very change — same generation of the same spec —
@@ -359,10 +362,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         message = (f"not applied again: {reason}{f' at {when}' if when else ''}. The change is not retried for "
                    f"generation {generation}: fix the spec (a new generation) to try again")
         outcome = self.report(ctx, view, plan, [])
-        outcome.conditions = [*st.stalled("RolledBack", message),
-                              st.ConditionState("Reachable", "True", "Connected"),
-                              st.ConditionState("Configured", "False", "RolledBack", message),
-                              *(c for c in outcome.conditions if c.type == "Registered")]
+        outcome.conditions = [*st.stalled(Reason.ROLLED_BACK, message),
+                              CONNECTED,
+                              st.ConditionState(CONFIGURED, "False", Reason.ROLLED_BACK, message),
+                              *(c for c in outcome.conditions if c.type == st.ConditionType.REGISTERED)]
         outcome.requeue_after = None
         return outcome
 
@@ -386,31 +389,31 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                                  timeout=guard.apply_wait(timeout) + START_SLACK_SECONDS,
                                  label=f"checkpoint {checkpoint} and apply {len(guarded)} management-path change(s)")
         except CommandFailed as error:
-            raise ReconcileError("CheckpointFailed", f"no checkpoint could be written, so nothing was changed: "
+            raise ReconcileError(Reason.CHECKPOINT_FAILED, f"no checkpoint could be written, so nothing was changed: "
                                  f"{error}", retry=True, delay=60.0,
-                                 conditions=[st.ConditionState("Reachable", "True", "Connected")]) from None
+                                 conditions=[CONNECTED]) from None
         except (SSHTimeout, ConnectionLost):
             pass  # the change may have cut this connection: reconnecting tells
         except SSHError as error:
-            raise unreachable(error) if error.reason == "Unreachable" else reconcile_error(error) from None
+            raise unreachable(error) if error.reason == Unreachable.reason else reconcile_error(error) from None
         connection.close()
         result = await self.reconnect_and_confirm(connection.target, checkpoint, deadline)
         where = connection.target.display
         if result is None:
             raise ReconcileError(
-                "RollbackPending", f"applied [{changes}] under checkpoint {checkpoint}, then could not reach "
+                Reason.ROLLBACK_PENDING, f"applied [{changes}] under checkpoint {checkpoint}, then could not reach "
                 f"{where} again within {timeout}s: the host reverts the change by itself; checking again after that",
                 retry=True, delay=CONFIRM_MARGIN_SECONDS + 5.0,
-                conditions=[st.ConditionState("Reachable", "False", "ConnectionLost",
+                conditions=[st.ConditionState(REACHABLE, "False", ConnectionLost.reason,
                                               f"no SSH connection to {where} after the management-path change")])
         if result.state == "missing":
-            raise ReconcileError("ConnectionLost", f"the connection to {where} was lost before checkpoint "
+            raise ReconcileError(ConnectionLost.reason, f"the connection to {where} was lost before checkpoint "
                                  f"{checkpoint} was written; nothing was changed", retry=True, delay=10.0)
         if result.state != "confirmed":
             raise ReconcileError(
-                "RollbackPending", f"reached {where} again too late: the host is reverting checkpoint {checkpoint} "
-                f"([{changes}]); checking again", retry=True, delay=5.0,
-                conditions=[st.ConditionState("Reachable", "True", "Connected")])
+                Reason.ROLLBACK_PENDING, f"reached {where} again too late: the host is reverting checkpoint "
+                f"{checkpoint} ([{changes}]); checking again", retry=True, delay=5.0,
+                conditions=[CONNECTED])
         done = guarded if result.applied == 0 else guarded[: result.progress]
         for action in done:
             ctx.event("Normal", "Applied", action.describe())
@@ -418,8 +421,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         if result.applied != 0:
             failed = guarded[result.progress] if result.progress < len(guarded) else None
             tail = " ".join(result.log.split()[-60:])
-            error = ReconcileError("CommandFailed", f"{failed.describe() if failed else 'the guarded apply'} exited "
-                                   f"with status {result.applied} on {where}" + (f": {tail}" if tail else ""))
+            error = ReconcileError(CommandFailed.reason, f"{failed.describe() if failed else 'the guarded apply'} "
+                                   f"exited with status {result.applied} on {where}" + (f": {tail}" if tail else ""))
             ctx.event("Warning", error.reason, str(error))
             raise PartialApply(error, list(done))
         return done
@@ -462,7 +465,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                 raise package_failed(action, error) from None
             raise reconcile_error(error) from None
         except SSHError as error:
-            raise unreachable(error) if error.reason in ("Unreachable", "ConnectionLost") else \
+            raise unreachable(error) if error.reason in (Unreachable.reason, ConnectionLost.reason) else \
                 reconcile_error(error) from None
 
     def report(self, ctx: Context, observed: HostView, plan: HostPlan, applied: list[Action]) -> Outcome:
@@ -472,17 +475,18 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         pending = [a for a in plan.actions if a not in adding]
         facts = observed.facts
         spec: KvmHostSpec = ctx.spec
-        reachable = st.ConditionState("Reachable", "True", "Connected", f"probed over SSH as {spec.ssh.user}")
+        reachable = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED, f"probed over SSH as {spec.ssh.user}")
         if pending:
             summary = f"{len(pending)} difference(s): " + "; ".join(a.describe() for a in pending[:5])
             observe = spec.management_policy == "Observe"
-            reason = "DriftObserved" if observe else "Converging"
+            reason = st.Reason.DRIFT_OBSERVED if observe else st.Reason.CONVERGING
             # Under Observe nothing is in progress and nothing is stuck: Ready=False says the host differs.
             conditions = st.not_ready(reason, summary) if observe else st.progressing(reason, summary)
-            configured = st.ConditionState("Configured", "False", reason, summary)
+            configured = st.ConditionState(CONFIGURED, "False", reason, summary)
         else:
-            conditions = st.ready("Configured", "the host matches the spec")
-            configured = st.ConditionState("Configured", "True", "Configured", "the host matches the spec")
+            conditions = st.ready(Reason.CONFIGURED, "the host matches the spec")
+            configured = st.ConditionState(CONFIGURED, "True", Reason.CONFIGURED,
+                                           "the host matches the spec")
         fields: dict[str, Any] = {
             "versions": {"os": facts.os_name, "kernel": facts.kernel, "openvswitch": facts.ovs_version,
                          "libvirt": facts.libvirt_version, "qemu": facts.qemu_version,
@@ -499,7 +503,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         if reverted is not None:
             fields["rollback"] = guard.rollback_status(reverted, spec.address)
             if (ctx.status.get("rollback") or {}).get("time") != reverted.rolled_back_time:
-                ctx.event("Warning", "RolledBack", fields["rollback"]["reason"])
+                ctx.event("Warning", Reason.ROLLED_BACK, fields["rollback"]["reason"])
         requeue = RETRY_PENDING_SECONDS if pending and spec.management_policy == "Manage" else None
         outcome = Outcome(conditions=[*conditions, reachable, configured], fields=fields,
                           drift=[*pending, *(a for a in adding if a not in applied)], requeue_after=requeue)
