@@ -21,7 +21,8 @@ from typing import Any, AsyncIterator
 
 from ... import status as st
 from ...api.xenpool import PendingPoolOperation, XenPoolSpec
-from ...drivers.xenapi import Endpoint, PoolSession, XenAPIError, XenAuthError, XenNoMaster, XenTLSError
+from ...drivers.xenapi import (Endpoint, PoolSession, XenAPIError, XenAuthError, XenNoMaster, XenTLSError,
+                               XenUnreachable)
 from ..base import Action, Context, Outcome, ReconcileError
 from ..engine import Engine, Plan as EnginePlan, Stage
 from ..registration import RegistrationStage, registering, with_registration
@@ -44,13 +45,15 @@ from . import cluster, failover, unique
 from .cluster import ClusterLink
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
+from .reasons import Reason
 
 OPERATIONS = {JoinHost: "Join", EjectHost: "Eject", DesignateMaster: "DesignateMaster"}
+REACHABLE = st.ConditionType.REACHABLE
 
 
 def unreachable(error: XenAPIError) -> ReconcileError:
     return ReconcileError(error.reason, str(error), retry=not isinstance(error, XenTLSError), delay=30.0,
-                          conditions=[st.ConditionState("Reachable", "False", error.reason, str(error))])
+                          conditions=[st.ConditionState(REACHABLE, "False", error.reason, str(error))])
 
 
 @dataclass
@@ -96,7 +99,7 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         if spec.cloudstack is None:
             return None
         if self.cloudstack is None:
-            raise ReconcileError("CloudStackUnavailable", "spec.cloudstack is set but this operator runs without "
+            raise ReconcileError(Reason.CLOUDSTACK_UNAVAILABLE, "spec.cloudstack is set but this operator runs without "
                                  "a CloudStack client", retry=False)
         return ClusterLink(self.cloudstack, ctx, spec)
 
@@ -111,8 +114,8 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
                 ssl.create_default_context(cadata=ca)
             except (ssl.SSLError, ValueError):
                 message = f"Secret {ref_ca.name} key {ref_ca.key} holds no valid PEM CA certificate (tls.caSecretRef)"
-                raise ReconcileError("InvalidCA", message, delay=60.0,
-                                     conditions=[st.ConditionState("Reachable", "False", "InvalidCA", message)]) \
+                raise ReconcileError(Reason.INVALID_CA, message, delay=60.0,
+                                     conditions=[st.ConditionState(REACHABLE, "False", Reason.INVALID_CA, message)]) \
                     from None
         endpoint = Endpoint(port=spec.xenapi_port or (80 if spec.tls.plain_http else 443),
                             plain_http=spec.tls.plain_http, ca_pem=ca, insecure=spec.tls.insecure_skip_verify)
@@ -223,12 +226,12 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         if isinstance(error, XenAuthError):
             return ReconcileError(error.reason, f"the credentials in Secret {ctx.spec.credentials_secret_ref.name} "
                                   f"were refused ({error})", delay=60.0,
-                                  conditions=[st.ConditionState("Reachable", "False", error.reason)])
-        if error.reason in ("Unreachable", "MasterUnreachable", "TLSVerificationFailed"):
+                                  conditions=[st.ConditionState(REACHABLE, "False", error.reason)])
+        if error.reason in (XenUnreachable.reason, XenNoMaster.reason, XenTLSError.reason):
             return unreachable(error)
-        ctx.event("Warning", "XenAPIError", str(error))
-        return ReconcileError(error.code if error.code.isupper() else "XenAPIError", str(error), delay=30.0,
-                              conditions=[st.ConditionState("Reachable", "True", "Connected")])
+        ctx.event("Warning", XenAPIError.reason, str(error))
+        return ReconcileError(error.code if error.code.isupper() else XenAPIError.reason, str(error), delay=30.0,
+                              conditions=[st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED)])
 
     async def finalize(self, ctx: Context) -> None:
         """deletionPolicy Delete removes the CloudStack cluster registration (hosts through maintenance, then the
@@ -335,7 +338,7 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             current = await self.read(session, spec)
             host = current.host_by_address(action.address)
             if host is None:
-                raise ReconcileError("MasterNotInPool", f"{action.name} is not in the pool", retry=True)
+                raise ReconcileError(Reason.MASTER_NOT_IN_POOL, f"{action.name} is not in the pool", retry=True)
             await session.call("pool.designate_new_master", host.ref)
             await self.wait(session, spec, lambda f: f.master is not None and f.master.address == action.address,
                             f"{action.name} to become master")
@@ -367,7 +370,8 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             except XenAPIError:
                 pass  # the pool is reorganising itself (e.g. a new master): ask again
             if time.monotonic() > deadline:
-                raise ReconcileError("PoolChangeTimeout", f"waited {self.change_timeout:.0f}s for {what}", delay=30.0)
+                raise ReconcileError(Reason.POOL_CHANGE_TIMEOUT, f"waited {self.change_timeout:.0f}s for {what}",
+                                     delay=30.0)
             await asyncio.sleep(self.poll)
 
     # ------------------------------------------------------------------ status
@@ -392,7 +396,7 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             "vswitchController": facts.vswitch_controller or None,
             "vmsWithHARestartPriority": [vm.name_label for vm in facts.vms_with_priority],
         }
-        reachable = st.ConditionState("Reachable", "True", "Connected", f"pool master {facts.master_address}")
+        reachable = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED, f"pool master {facts.master_address}")
         pending = result.actions
         requeue = None
         if result.problems:
@@ -400,17 +404,19 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             conditions = st.stalled(first.reason, "; ".join(p.message for p in result.problems))
         elif pending:
             summary = f"{len(pending)} difference(s): " + "; ".join(a.describe() for a in pending[:5])
-            conditions = st.not_ready("DriftObserved", summary) if observe_only else st.progressing("Converging", summary)
+            conditions = st.not_ready(st.Reason.DRIFT_OBSERVED, summary) if observe_only else \
+                st.progressing(st.Reason.CONVERGING, summary)
             requeue = None if observe_only else 30.0
         elif result.waiting:
-            conditions = st.progressing("MemberUnreachable", "members not reachable: " + "; ".join(result.waiting))
+            conditions = st.progressing(Reason.MEMBER_UNREACHABLE,
+                                        "members not reachable: " + "; ".join(result.waiting))
             requeue = 60.0
         else:
             message = "the pool matches the spec" + (f"; {'; '.join(result.notices)}" if result.notices else "")
-            conditions = st.ready("PoolConverged", message)
+            conditions = st.ready(Reason.POOL_CONVERGED, message)
         ha_ok = facts.ha_enabled == spec.ha.enabled and not any(isinstance(a, (EnableHA, DisableHA)) for a in pending)
-        domain = [reachable, st.ConditionState("HAConfigured", "True" if ha_ok else "False",
-                                               "HAAsSpecified" if ha_ok else "HADiffers")]
+        domain = [reachable, st.ConditionState(st.ConditionType.HA_CONFIGURED, "True" if ha_ok else "False",
+                                               Reason.HA_AS_SPECIFIED if ha_ok else Reason.HA_DIFFERS)]
         return Outcome(conditions=[*conditions, *domain], fields=fields, drift=list(pending), applied=applied,
                        requeue_after=requeue)
 

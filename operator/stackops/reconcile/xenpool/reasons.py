@@ -9,7 +9,6 @@ class Reason(enum.StrEnum):
     POOL_CONVERGED = "PoolConverged"  # Ready=True
     MEMBER_UNREACHABLE = "MemberUnreachable"
     INVALID_CA = "InvalidCA"
-    XENAPI_ERROR = "XenAPIError"  # a xapi failure without an error code of its own
     MASTER_NOT_IN_POOL = "MasterNotInPool"
     POOL_CHANGE_TIMEOUT = "PoolChangeTimeout"
     # a lost master
