@@ -26,6 +26,9 @@ from ..base import Action, Context, CredentialNotAllowed, ReconcileError
 from ..maintenance import MAINTENANCE_TIMEOUT_SECONDS, wait_for_maintenance
 from ..registration import Registration
 from .observed import PoolFacts
+from .reasons import Reason
+
+REGISTERED = st.ConditionType.REGISTERED
 
 POLL_SECONDS = 1.0
 CONNECTING_REQUEUE_SECONDS = 5.0
@@ -37,7 +40,7 @@ class AddCluster(Action):
     master: str
 
     operation = "add"
-    failure_reason = "RegistrationFailed"
+    failure_reason = st.Reason.REGISTRATION_FAILED
 
     def describe(self) -> str:
         return f"add CloudStack cluster {self.cluster} for the pool of master {self.master}"
@@ -52,7 +55,7 @@ class AddClusterHosts(Action):
     address: str = ""
 
     operation = "add"
-    failure_reason = "RegistrationFailed"
+    failure_reason = st.Reason.REGISTRATION_FAILED
 
     def describe(self) -> str:
         return f"add host(s) {', '.join(self.names)} to CloudStack cluster {self.cluster}"
@@ -66,7 +69,7 @@ class RemoveClusterHost(Action):
 
     disruptive = True
     operation = "remove"
-    failure_reason = "RegistrationFailed"
+    failure_reason = st.Reason.REGISTRATION_FAILED
 
     def describe(self) -> str:
         return f"remove host {self.name}, no longer in the pool, from CloudStack cluster {self.cluster}"
@@ -103,24 +106,26 @@ def host_url(spec: XenPoolSpec, address: str) -> str:
 
 def refused(reason: str, message: str) -> ReconcileError:
     return ReconcileError(reason, message, retry=False,
-                          conditions=[st.ConditionState("Registered", "False", reason, message)])
+                          conditions=[st.ConditionState(REGISTERED, "False", reason, message)])
 
 
 def failed(error: CloudStackError, doing: str) -> ReconcileError:
     if isinstance(error, CloudStackUnsupportedVersion):  # nothing was sent; a person must upgrade CloudStack
         return refused(error.reason, f"{doing}: {error}")
-    return ReconcileError("RegistrationFailed", f"{doing}: {error}", delay=30.0,
-                          conditions=[st.ConditionState("Registered", "False", "RegistrationFailed", str(error))])
+    condition = st.ConditionState(REGISTERED, "False", st.Reason.REGISTRATION_FAILED, str(error))
+    return ReconcileError(st.Reason.REGISTRATION_FAILED, f"{doing}: {error}", delay=30.0, conditions=[condition])
 
 
 async def zone_and_pod(client: CloudStackClient, settings: CloudStackCluster) -> tuple[str, str]:
     zones = [z for z in await client.list("listZones", name=settings.zone) if z.get("name") == settings.zone]
     if not zones:
-        raise refused("ZoneNotFound", f"CloudStack has no zone {settings.zone!r} (spec.cloudstack.zone)")
+        raise refused(st.Reason.ZONE_NOT_FOUND,
+                      f"CloudStack has no zone {settings.zone!r} (spec.cloudstack.zone)")
     zone_id = str(zones[0]["id"])
     pods = [p for p in await client.list("listPods", zoneid=zone_id, name=settings.pod) if p.get("name") == settings.pod]
     if not pods:
-        raise refused("PodNotFound", f"zone {settings.zone} has no pod {settings.pod!r} (spec.cloudstack.pod)")
+        raise refused(st.Reason.POD_NOT_FOUND,
+                      f"zone {settings.zone} has no pod {settings.pod!r} (spec.cloudstack.pod)")
     return zone_id, str(pods[0]["id"])
 
 
@@ -132,7 +137,7 @@ async def find_cluster(client: CloudStackClient, settings: CloudStackCluster, zo
         return None
     cluster = found[0]
     if str(cluster.get("hypervisortype", "")).lower() != "xenserver":
-        raise refused("ClusterNotXenServer", f"CloudStack cluster {settings.cluster} is a "
+        raise refused(Reason.CLUSTER_NOT_XENSERVER, f"CloudStack cluster {settings.cluster} is a "
                       f"{cluster.get('hypervisortype')} cluster, not XenServer")
     return cluster
 
@@ -143,7 +148,7 @@ class ClusterLink:
     def __init__(self, cloudstack: CloudStackPool, ctx: Context, spec: XenPoolSpec):
         assert spec.cloudstack is not None
         self.ctx, self.spec, self.settings = ctx, spec, spec.cloudstack
-        self.client = client_for(cloudstack, ctx, spec.cloudstack.connection.secret_ref.name, condition="Registered")
+        self.client = client_for(cloudstack, ctx, spec.cloudstack.connection.secret_ref.name, condition=REGISTERED)
         self.zone_id = self.pod_id = ""
         self.cluster: dict[str, Any] | None = None
 
@@ -155,7 +160,7 @@ class ClusterLink:
         try:
             password = self.ctx.credential(ref.name, "password", to=to, what="addHost in CloudStack")
         except CredentialNotAllowed as error:
-            error.conditions = [st.ConditionState("Registered", "False", error.reason, str(error))]
+            error.conditions = [st.ConditionState(REGISTERED, "False", error.reason, str(error))]
             raise
         return {"username": self.ctx.secret(ref.name, "username").get_secret_value(), "password": password}
 
@@ -180,7 +185,7 @@ class ClusterLink:
         try:
             return ClusterInCloudStack(cluster, await self.hosts())
         except CloudStackError as error:
-            self.ctx.event("Warning", "RegistrationFailed", f"CloudStack cluster {self.settings.cluster}: "
+            self.ctx.event("Warning", st.Reason.REGISTRATION_FAILED, f"CloudStack cluster {self.settings.cluster}: "
                            f"{error.errortext}")
             raise failed(error, f"registering the pool as CloudStack cluster {self.settings.cluster}") from None
 
@@ -261,7 +266,7 @@ class ClusterLink:
                     hypervisor="XenServer", zoneid=self.zone_id, podid=self.pod_id)
                 self.cluster = (answer.get("cluster") or [None])[0] or await self.load()
                 if self.cluster is None:
-                    raise ReconcileError("RegistrationFailed", "addCluster answered no cluster", delay=30.0)
+                    raise ReconcileError(st.Reason.REGISTRATION_FAILED, "addCluster answered no cluster", delay=30.0)
                 found.cluster = self.cluster
             elif isinstance(action, AddClusterHosts):
                 assert found.cluster is not None
@@ -312,7 +317,7 @@ def plan(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack) -> lis
 def reported(condition: st.ConditionState, **more: Any) -> Registration:
     """What registration found; while Ready waits for it, Ready's reason is CloudStack and the condition's
     (`CloudStackHostsMissing`)."""
-    return Registration(condition, reason=f"CloudStack{condition.reason}", **more)
+    return Registration(condition, reason=f"{Reason.CLOUDSTACK}{condition.reason}", **more)
 
 
 def status(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack, applied: list[Action], *,
@@ -324,8 +329,8 @@ def status(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack, appl
     cluster, hosts = found.cluster, found.hosts
     if cluster is None:
         if facts.master is None:
-            return reported(st.ConditionState("Registered", "False", "NoMaster", "the pool has no master"))
-        return reported(st.ConditionState("Registered", "False", "NotRegistered",
+            return reported(st.ConditionState(REGISTERED, "False", Reason.NO_MASTER, "the pool has no master"))
+        return reported(st.ConditionState(REGISTERED, "False", st.Reason.NOT_REGISTERED,
                                           "the pool is not in CloudStack (left alone under Observe)"))
     pool_addresses = {h.address for h in facts.hosts.values()}
     known = {h.get("ipaddress") for h in hosts}
@@ -341,15 +346,15 @@ def status(spec: XenPoolSpec, facts: PoolFacts, found: ClusterInCloudStack, appl
                        + ("" if "Eject" in spec.allowed_destructive_actions else
                           "; add Eject to allowedDestructiveActions to remove them"))
     if cluster.get("managedstate") == "Unmanaged":
-        reason, message = "ClusterUnmanaged", f"CloudStack cluster {name} is Unmanaged"
+        reason, message = Reason.CLUSTER_UNMANAGED, f"CloudStack cluster {name} is Unmanaged"
     elif absent:
-        reason, message = "HostsMissing", f"not in CloudStack cluster {name}: {', '.join(absent)}"
+        reason, message = Reason.HOSTS_MISSING, f"not in CloudStack cluster {name}: {', '.join(absent)}"
     elif down:
-        reason, message = "HostsNotUp", f"CloudStack cluster {name}: {', '.join(down)}"
+        reason, message = Reason.HOSTS_NOT_UP, f"CloudStack cluster {name}: {', '.join(down)}"
     else:
-        return reported(st.ConditionState("Registered", "True", "ClusterUp",
+        return reported(st.ConditionState(REGISTERED, "True", Reason.CLUSTER_UP,
                                           f"CloudStack cluster {name} ({cluster_id}): {len(hosts)} host(s) Up"),
                         fields=fields, notices=notices)
     connecting = any(h.get("state") == "Connecting" for h in hosts) or bool(applied)
-    return reported(st.ConditionState("Registered", "False", reason, message), fields=fields, notices=notices,
+    return reported(st.ConditionState(REGISTERED, "False", reason, message), fields=fields, notices=notices,
                     requeue_after=CONNECTING_REQUEUE_SECONDS if connecting or manage else None)
