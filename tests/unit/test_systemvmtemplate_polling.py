@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 
 import pytest
@@ -286,7 +287,7 @@ class VirtualTime:
 def test_ten_reboots_in_flight_cost_one_request_a_poll_and_a_slot_is_refilled_at_the_poll_that_frees_it() -> None:
     virtual = VirtualTime()
     start = virtual.now
-    memory = WaveMemory(times=RebootTimes(samples=[2.0] * 5))  # reboots took 2 s so far
+    memory = WaveMemory(times=RebootTimes(samples=deque([2.0] * 5, maxlen=25)))  # reboots took 2 s so far
     cloud = Cloud()
     running: dict[str, float] = {}  # job → when it was answered
     submitted: dict[str, float] = {}  # router → when its reboot was submitted
