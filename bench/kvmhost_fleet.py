@@ -35,7 +35,7 @@ from stackops.drivers.secrets import SecretData, parse_destinations
 from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import Context, Outcome
 from stackops.reconcile.kvmhost import KvmHostReconciler
-from stackops.reconcile.kvmhost.observed import Observed
+from stackops.reconcile.kvmhost.observed import HostState
 from stackops.reconcile.kvmhost.plan import probe_arguments
 from stackops.reconcile.kvmhost.probe import Probe, parse
 from stackops_lab.hosts import LabHost, LabHosts
@@ -53,7 +53,7 @@ class ProbeBefore(Probe):
     def arguments(self, host: str, packages: Sequence[str]) -> list[str]:
         return list(packages)
 
-    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> Observed:
+    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> HostState:
         return parse(output, libvirt_tcp_port)
 
 

@@ -18,7 +18,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult
 from stackops.reconcile.base import Context, PartialApply
 from stackops.reconcile.engine import Stage
-from stackops.reconcile.kvmhost import HostView, KvmHostReconciler
+from stackops.reconcile.kvmhost import HostFacts, KvmHostReconciler
 from stackops.reconcile.kvmhost.actions import (HostAction, InstallPackages, OvsCommand, RefreshPackageIndex,
                                                  RestartService, RunCommand, WriteFile)
 from stackops.reconcile.kvmhost.batch import (DONE, OvsTransaction, Script, failed_action, fold, members,
@@ -135,7 +135,7 @@ class FakeConnection:
 def run(conn: FakeConnection, actions: list[HostAction], events: list) -> list:
     ctx = Context(namespace="lab", name="kvm1", generation=1, spec=KvmHostSpec.model_validate(SPEC), status={},
                   secrets={}, event=lambda *e: events.append(e), logger=logging.getLogger("test"))
-    view = HostView(owner=OWNER, facts=parse(probe_output(), 16509))
+    view = HostFacts(owner=OWNER, host=parse(probe_output(), 16509))
     reconciler = KvmHostReconciler(pool=None)  # type: ignore[arg-type]
     done = asyncio.run(reconciler.run_stage(ctx, conn, Stage("host", tuple(actions)), view))  # type: ignore[arg-type]
     return done

@@ -20,7 +20,7 @@ from support.credentials import secret
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import CommandFailed, CommandResult, SSHTimeout, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError
-from stackops.reconcile.kvmhost import HostView, KvmHostReconciler, guard, probe
+from stackops.reconcile.kvmhost import HostFacts, KvmHostReconciler, guard, probe
 from stackops.reconcile.kvmhost.actions import MOVE_ADDRESS, IpCommand, MoveAddress, OvsCommand, RunCommand, WriteFile
 from stackops.reconcile.kvmhost.observed import Checkpoint
 from stackops.reconcile.kvmhost.plan import management_path, plan
@@ -317,7 +317,7 @@ def fake_reconciler(host: FakeHost) -> KvmHostReconciler:
     return KvmHostReconciler(FakePool(host))  # type: ignore[arg-type]
 
 
-def resume(reconciler: KvmHostReconciler, ctx: Context, view: HostView) -> HostView:
+def resume(reconciler: KvmHostReconciler, ctx: Context, view: HostFacts) -> HostFacts:
     """The engine's resume step of a pass: settle what an earlier pass left undecided."""
     return asyncio.run(reconciler.resume(ctx, reconciler.connection(ctx), view))
 
@@ -408,7 +408,7 @@ def test_an_undecided_change_of_an_earlier_pass_is_confirmed_or_waited_for() -> 
     undecided = checkpoint_section(checkpoint_line("20260101T000000Z-aa", owner=OWNER, generation="3", digest="d",
                                                    changes="add eth0 to bridge cloudbr0", started="990",
                                                    expires="1000", applied="0", progress="6"), now=995)
-    view = HostView(owner=OWNER, facts=parse(fresh_host(undecided), 16509))
+    view = HostFacts(owner=OWNER, host=parse(fresh_host(undecided), 16509))
     host = FakeHost("", confirms=["state confirmed\napplied 0\n"])
     events: list = []
     assert resume(fake_reconciler(host), context(s, events=events), view) is view
@@ -416,7 +416,7 @@ def test_an_undecided_change_of_an_earlier_pass_is_confirmed_or_waited_for() -> 
 
     running = checkpoint_section(checkpoint_line("20260101T000000Z-aa", owner=OWNER, generation="3",
                                                  expires="1000"), now=995)
-    view = HostView(owner=OWNER, facts=parse(fresh_host(running), 16509))
+    view = HostFacts(owner=OWNER, host=parse(fresh_host(running), 16509))
     host = FakeHost("")
     with pytest.raises(ReconcileError) as waiting:
         resume(fake_reconciler(host), context(s), view)
@@ -424,7 +424,7 @@ def test_an_undecided_change_of_an_earlier_pass_is_confirmed_or_waited_for() -> 
 
     elsewhere = checkpoint_section(checkpoint_line("20260101T000000Z-aa", owner="other/host", expires="1000"),
                                    now=995)
-    view = HostView(owner=OWNER, facts=parse(fresh_host(elsewhere), 16509))
+    view = HostFacts(owner=OWNER, host=parse(fresh_host(elsewhere), 16509))
     assert resume(fake_reconciler(FakeHost("")), context(s), view) is view
 
 

@@ -19,7 +19,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackError
 from stackops.drivers.ssh import CommandResult
 from stackops.reconcile.base import Context, CredentialNotAllowed, Outcome, PartialApply
-from stackops.reconcile.kvmhost import HostView, KvmHostReconciler
+from stackops.reconcile.kvmhost import HostFacts, KvmHostReconciler
 from stackops.reconcile.kvmhost.actions import WriteFile
 from stackops.reconcile.kvmhost.plan import plan as plan_host
 from stackops.reconcile.kvmhost.probe import parse
@@ -140,13 +140,13 @@ def reconcile(host: Any, cloudstack: CloudStack, s: KvmHostSpec, events: list,
 
 def test_the_plan_of_a_configured_host_missing_from_cloudstack_is_its_registration_stage() -> None:
     _, configured_probe = probes()
-    view = HostView(owner=OWNER, facts=parse(configured_probe, 16509),
+    view = HostFacts(owner=OWNER, host=parse(configured_probe, 16509),
                     cloudstack=HostInCloudStack(None, "zone-1", "pod-1", "cluster-1"))
     reconciler = KvmHostReconciler(None, CloudStack())  # type: ignore[arg-type]
     [stage] = reconciler.plan(context(spec(), []), view).stages
     assert isinstance(stage, RegistrationStage) and stage.follow_up and stage.then == "stop"
     assert stage.actions == (AddHost(ADDRESS, "z1", "p1", "c1"),)
-    registered_view = HostView(owner=OWNER, facts=view.facts, cloudstack=HostInCloudStack({"id": "h1"}))
+    registered_view = HostFacts(owner=OWNER, host=view.host, cloudstack=HostInCloudStack({"id": "h1"}))
     assert reconciler.plan(context(spec(), []), registered_view).stages == [], "a registered host plans nothing"
 
 

@@ -21,7 +21,7 @@ from stackops.drivers.ssh import CommandFailed, CommandResult, Unreachable
 from stackops.reconcile.base import Context, PartialApply, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler, guard, probe
 from stackops.reconcile.kvmhost.actions import OvsCommand
-from stackops.reconcile.kvmhost.observed import OWNER_KEY, Observed, OvsBridge, OvsInterface, OvsPort, OvsState
+from stackops.reconcile.kvmhost.observed import OWNER_KEY, HostState, OvsBridge, OvsInterface, OvsPort, OvsState
 from stackops.reconcile.kvmhost.plan import PlanError, Removal, management_path, plan, plan_removal
 from stackops.reconcile.kvmhost.probe import parse
 
@@ -29,7 +29,7 @@ ADDRESS = "10.250.0.11"
 MARK = {OWNER_KEY: OWNER}
 
 
-def sample() -> Observed:
+def sample() -> HostState:
     """The recorded lab database: cloudbr0 (netdev) with bond0, vxlan0 and VLAN bridge mgmt0, owned by OWNER;
     foreign0 with eth9, hand-made. The management address is on eth0, outside Open vSwitch."""
     return parse(probe_output(), 16509)
@@ -43,7 +43,7 @@ def port(name: str, bridge: str, *, owner: str | None = OWNER, interfaces: tuple
 
 
 def host(bridges: dict[str, str | None], ports: list[OvsPort], *, types: dict[str, str] | None = None,
-         addresses: dict[str, tuple[str, ...]] | None = None) -> Observed:
+         addresses: dict[str, tuple[str, ...]] | None = None) -> HostState:
     """A host whose database has `bridges` (name → owner or None), each with its local port, and `ports`."""
     local = [port(name, name, owner=None) for name in bridges]
     every = {p.name: p for p in [*local, *ports]}
@@ -359,8 +359,8 @@ def test_a_shared_bridge_is_kept_with_a_warning() -> None:
     reconciler = KvmHostReconciler(FakePool(FakeHost(probe_output())))  # type: ignore[arg-type]
     views = [shared, after]
 
-    async def observe(ctx: Context, conn: object) -> kvmhost.HostView:
-        return kvmhost.HostView(owner=OWNER, facts=views.pop(0) if len(views) > 1 else views[0])
+    async def observe(ctx: Context, conn: object) -> kvmhost.HostFacts:
+        return kvmhost.HostFacts(owner=OWNER, host=views.pop(0) if len(views) > 1 else views[0])
 
     reconciler.observe = observe  # type: ignore[method-assign]
     asyncio.run(reconciler.finalize(context(spec(), events)))

@@ -24,7 +24,7 @@ from ..registration import RegistrationStage, registering, with_registration
 from ..ssh import reconcile_error, target_for
 from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
-from .observed import OWNER_KEY, Observed
+from .observed import OWNER_KEY, HostState
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
 from .probe import Probe
 from .reasons import Reason
@@ -44,15 +44,16 @@ CONNECTED = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED)  # Reachab
 
 
 @dataclass(frozen=True)
-class HostView:
-    """What plan needs: the facts, who owns the objects the operator creates, and the values plan writes to the
-    host (read with the other Secrets and ConfigMaps): the package repository's signing key
-    (spec.packages.signingKeySecretRef or signingKeyConfigMapRef) and the OVSDB client certificate
-    (openvswitch.manager.certificateSecretRef, for clientCertificate: Secret); and, once the host matches its spec,
-    what CloudStack shows of it (`cloudstack`, with `spec.cloudstack`; None: not looked up)."""
+class HostFacts:
+    """What plan needs (the engine's facts for a KvmHost): the host's state as the probe found it, who owns the
+    objects the operator creates, and the values plan writes to the host (read with the other Secrets and
+    ConfigMaps): the package repository's signing key (spec.packages.signingKeySecretRef or
+    signingKeyConfigMapRef) and the OVSDB client certificate (openvswitch.manager.certificateSecretRef, for
+    clientCertificate: Secret); and, once the host matches its spec, what CloudStack shows of it (`cloudstack`, with
+    `spec.cloudstack`; None: not looked up)."""
 
     owner: str
-    facts: Observed
+    host: HostState
     signing_key: str | None = None
     client_tls: dict[str, str] | None = field(default=None, repr=False)
     cloudstack: registration.HostInCloudStack | None = None
@@ -111,7 +112,7 @@ class HostPlan(Plan):
     risky: list[HostAction] = field(default_factory=list)
 
 
-class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
+class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
     kind = "KvmHost"
 
     def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
@@ -154,12 +155,12 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                                      f"on the host after removing them: {left}; trying again", retry=True, delay=30.0)
         self.report_kept(ctx, spec, removal.kept)
 
-    def removal(self, view: HostView, address: str) -> Removal:
+    def removal(self, facts: HostFacts, address: str) -> Removal:
         try:
-            removal = plan_removal(view.facts, view.owner, address)
+            removal = plan_removal(facts.host, facts.owner, address)
         except PlanError as error:
             raise ReconcileError(error.reason, f"{error}; deletion waits", retry=True, delay=60.0) from None
-        path = carrying_path(address, view.facts)
+        path = carrying_path(address, facts.host)
         assert not guard.risky_actions(removal.actions, path), "plan_removal keeps the management path"
         return removal
 
@@ -182,7 +183,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         key = ctx.credential(ref.name, ref.key, to=[spec.address], what="SSH")
         return self.pool.connection(target_for(spec.address, spec.ssh, key))
 
-    async def observe(self, ctx: Context, conn: SSHConnection) -> HostView:
+    async def observe(self, ctx: Context, conn: SSHConnection) -> HostFacts:
         spec: KvmHostSpec = ctx.spec
         try:
             host = f"{ctx.namespace}/{ctx.name}@{spec.address}"
@@ -190,38 +191,38 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                                            timeout=PROBE_TIMEOUT, label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        return HostView(owner=f"{ctx.namespace}/{ctx.name}",
-                        facts=self.probe.parse(host, result.stdout, spec.libvirt.tcp_port),
+        return HostFacts(owner=f"{ctx.namespace}/{ctx.name}",
+                        host=self.probe.parse(host, result.stdout, spec.libvirt.tcp_port),
                         signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
-    async def observe_follow_up(self, ctx: Context, conn: SSHConnection, observed: HostView,
-                                plan: HostPlan) -> HostView:
+    async def observe_follow_up(self, ctx: Context, conn: SSHConnection, facts: HostFacts,
+                                plan: HostPlan) -> HostFacts:
         """With `spec.cloudstack`, a host that matches its spec (its plan has nothing left) is looked up in
         CloudStack; a host that does not is not (Registered: WaitingForConfiguration). Under Manage, a host password
         that addHost would hand CloudStack where its Secret does not allow it stalls the pass now
         (CredentialNotAllowed), before anything is sent."""
         spec: KvmHostSpec = ctx.spec
         if spec.cloudstack is None or self.cloudstack is None or plan.actions:
-            return observed
+            return facts
         found = await registration.observe(self.cloudstack, ctx, spec)
         if spec.management_policy == "Manage" and registration.plan(spec, found):
             registration.password(ctx, spec)
-        return dataclasses.replace(observed, cloudstack=found)
+        return dataclasses.replace(facts, cloudstack=found)
 
-    def plan(self, ctx: Context, observed: HostView) -> HostPlan:
+    def plan(self, ctx: Context, facts: HostFacts) -> HostPlan:
         """Management-path changes (and what precedes them) form a guarded stage; the rest follows one by one. A
         host that matches its spec and is not in CloudStack yet: the registration stage."""
         spec: KvmHostSpec = ctx.spec
         try:
-            actions = list(plan(spec, observed.facts, observed.owner, observed.signing_key, observed.client_tls))
+            actions = list(plan(spec, facts.host, facts.owner, facts.signing_key, facts.client_tls))
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
                                  conditions=[CONNECTED,
                                              st.ConditionState(CONFIGURED, "False", error.reason, str(error))]) \
                 from None
-        risky = guard.risky_actions(actions, management_path(spec, observed.facts))
+        risky = guard.risky_actions(actions, management_path(spec, facts.host))
         if not actions:
-            adding = registration.plan(spec, observed.cloudstack) if observed.cloudstack is not None else []
+            adding = registration.plan(spec, facts.cloudstack) if facts.cloudstack is not None else []
             return HostPlan([RegistrationStage("cloudstack", tuple(adding))] if adding else [])
         if not risky:
             return HostPlan([Stage("host", tuple(actions))])
@@ -232,14 +233,14 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             stages.append(Stage("host", tuple(rest)))
         return HostPlan(stages, list(risky))
 
-    def check(self, ctx: Context, plan: HostPlan, observed: HostView) -> Outcome | None:
+    def check(self, ctx: Context, plan: HostPlan, facts: HostFacts) -> Outcome | None:
         """A management-path change the host already reverted for this generation is not tried again."""
         if not plan.risky:
             return None
-        blocker = self.blocking_rollback(ctx, observed)
-        return None if blocker is None else self.rolled_back(ctx, observed, plan, blocker)
+        blocker = self.blocking_rollback(ctx, facts)
+        return None if blocker is None else self.rolled_back(ctx, facts, plan, blocker)
 
-    async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostView) -> list[Action]:
+    async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostFacts) -> list[Action]:
         if isinstance(stage, RegistrationStage):  # addHost records CloudStack's answer in facts.cloudstack
             return await self.execute_each(ctx, conn, stage.actions, facts, [])
         if isinstance(stage, GuardedStage):
@@ -249,7 +250,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
     # -- fewer round trips (batch.py)
 
     async def execute_folded(self, ctx: Context, conn: SSHConnection, actions: list[HostAction],
-                             facts: HostView) -> list[Action]:
+                             facts: HostFacts) -> list[Action]:
         """The actions in order, runs of them folded into one command each (batch.fold); one Event per action as
         `execute_each` posts them, and the first failure stops with what was done (PartialApply)."""
         applied: list[Action] = []
@@ -309,17 +310,17 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
 
     # -- management-path changes (guard.py)
 
-    async def resume(self, ctx: Context, conn: SSHConnection, view: HostView,
-                     applied: list[Action] | None = None) -> HostView:
+    async def resume(self, ctx: Context, conn: SSHConnection, facts: HostFacts,
+                     applied: list[Action] | None = None) -> HostFacts:
         """A guarded change of an earlier pass still undecided (the operator restarted, or lost the host while
         confirming): confirm it if it has finished and this pass reached the host, else wait for the host's
         timer. Nothing else is changed meanwhile: a revert would undo it."""
-        facts = view.facts
+        host = facts.host
         spec: KvmHostSpec = ctx.spec
-        checkpoint = guard.latest(facts.checkpoints, view.owner, "pending", "reverting", now=facts.host_time)
+        checkpoint = guard.latest(host.checkpoints, facts.owner, "pending", "reverting", now=host.host_time)
         if checkpoint is None:
-            return view
-        state = checkpoint.state(facts.host_time)
+            return facts
+        state = checkpoint.state(host.host_time)
         if state == "pending" and checkpoint.applied is not None and spec.management_policy == "Manage":
             try:
                 result = guard.parse_confirm((await conn.run_script(
@@ -331,11 +332,11 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             if result.state == "confirmed":
                 ctx.event("Normal", "ChangeConfirmed", f"reached the host again and confirmed checkpoint "
                           f"{checkpoint.id}: {checkpoint.changes}")
-                return view
+                return facts
             if result.state == "rolled-back":
                 return await self.observe(ctx, conn)
             state = result.state
-        left = (checkpoint.expires - facts.host_time) if checkpoint.expires and facts.host_time else 0
+        left = (checkpoint.expires - host.host_time) if checkpoint.expires and host.host_time else 0
         doing = "is reverting it" if state == "reverting" else f"reverts it in {max(left, 0)}s unless it is confirmed"
         raise ReconcileError(
             Reason.ROLLBACK_PENDING, f"the management-path change of checkpoint {checkpoint.id} "
@@ -343,11 +344,11 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             retry=True, delay=float(min(max(left, 0) + 3, 30)),
             conditions=[CONNECTED])
 
-    def blocking_rollback(self, ctx: Context, view: HostView) -> tuple[int, str, str] | None:
+    def blocking_rollback(self, ctx: Context, facts: HostFacts) -> tuple[int, str, str] | None:
         """(generation, time, reason) of a revert of this very change — same generation of the same spec —
         recorded on the host or in status: the risky plan is not tried again until the spec changes."""
         spec: KvmHostSpec = ctx.spec
-        checkpoint = guard.latest(view.facts.checkpoints, view.owner, "rolled-back")
+        checkpoint = guard.latest(facts.host.checkpoints, facts.owner, "rolled-back")
         if checkpoint is not None and checkpoint.generation == ctx.generation and \
                 checkpoint.digest == guard.spec_digest(spec):
             return ctx.generation, checkpoint.rolled_back_time or "", guard.rollback_reason(checkpoint, spec.address)
@@ -356,12 +357,12 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             return ctx.generation, str(recorded.get("time", "")), str(recorded.get("reason", ""))
         return None
 
-    def rolled_back(self, ctx: Context, view: HostView, plan: HostPlan,
+    def rolled_back(self, ctx: Context, facts: HostFacts, plan: HostPlan,
                     blocker: tuple[int, str, str]) -> Outcome:
         generation, when, reason = blocker
         message = (f"not applied again: {reason}{f' at {when}' if when else ''}. The change is not retried for "
                    f"generation {generation}: fix the spec (a new generation) to try again")
-        outcome = self.report(ctx, view, plan, [])
+        outcome = self.report(ctx, facts, plan, [])
         outcome.conditions = [*st.stalled(Reason.ROLLED_BACK, message),
                               CONNECTED,
                               st.ConditionState(CONFIGURED, "False", Reason.ROLLED_BACK, message),
@@ -369,7 +370,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         outcome.requeue_after = None
         return outcome
 
-    async def guarded_apply(self, ctx: Context, view: HostView, guarded: list[HostAction],
+    async def guarded_apply(self, ctx: Context, facts: HostFacts, guarded: list[HostAction],
                             risky: list[HostAction]) -> list[HostAction]:
         """Checkpoint, start the revert timer and the apply (one round trip), reconnect afresh and confirm.
         Returns the actions applied; raises when the change could not be confirmed."""
@@ -377,8 +378,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
         timeout = spec.openvswitch.rollback_timeout_seconds
         checkpoint = guard.new_checkpoint_id()
         changes = "; ".join(a.describe() for a in risky)
-        args = guard.start_args(checkpoint, timeout, ctx.generation, view.owner, guard.spec_digest(spec), risky,
-                                management_path(spec, view.facts))
+        args = guard.start_args(checkpoint, timeout, ctx.generation, facts.owner, guard.spec_digest(spec), risky,
+                                management_path(spec, facts.host))
         connection = self.connection(ctx)
         deadline = time.monotonic() + timeout - CONFIRM_MARGIN_SECONDS
         ctx.event("Normal", "GuardedApply", f"applying under checkpoint {checkpoint} (the host reverts it unless "
@@ -451,10 +452,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             connection.close()  # a confirmation counts only over a connection opened after the change
             await asyncio.sleep(max(0.0, min(RECONNECT_PAUSE_SECONDS, deadline - time.monotonic())))
 
-    async def execute(self, ctx: Context, conn: SSHConnection, action: Action, observed: HostView) -> None:
+    async def execute(self, ctx: Context, conn: SSHConnection, action: Action, facts: HostFacts) -> None:
         if isinstance(action, registration.AddHost):
-            assert self.cloudstack is not None and observed.cloudstack is not None
-            await registration.add(self.cloudstack, ctx, ctx.spec, observed.cloudstack)
+            assert self.cloudstack is not None and facts.cloudstack is not None
+            await registration.add(self.cloudstack, ctx, ctx.spec, facts.cloudstack)
             return
         assert isinstance(action, HostAction)
         try:
@@ -468,12 +469,12 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             raise unreachable(error) if error.reason in (Unreachable.reason, ConnectionLost.reason) else \
                 reconcile_error(error) from None
 
-    def report(self, ctx: Context, observed: HostView, plan: HostPlan, applied: list[Action]) -> Outcome:
+    def report(self, ctx: Context, facts: HostFacts, plan: HostPlan, applied: list[Action]) -> Outcome:
         """The host's conditions and fields; with `spec.cloudstack`, its registration (Ready waits for the host to
         be Up there). The drift: what the plan still holds (under Observe, the registration too)."""
         adding = registering(plan)
         pending = [a for a in plan.actions if a not in adding]
-        facts = observed.facts
+        host = facts.host
         spec: KvmHostSpec = ctx.spec
         reachable = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED, f"probed over SSH as {spec.ssh.user}")
         if pending:
@@ -488,18 +489,18 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
             configured = st.ConditionState(CONFIGURED, "True", Reason.CONFIGURED,
                                            "the host matches the spec")
         fields: dict[str, Any] = {
-            "versions": {"os": facts.os_name, "kernel": facts.kernel, "openvswitch": facts.ovs_version,
-                         "libvirt": facts.libvirt_version, "qemu": facts.qemu_version,
-                         "cloudstackAgent": facts.agent_version},
-            "packageManager": facts.package_manager,
+            "versions": {"os": host.os_name, "kernel": host.kernel, "openvswitch": host.ovs_version,
+                         "libvirt": host.libvirt_version, "qemu": host.qemu_version,
+                         "cloudstackAgent": host.agent_version},
+            "packageManager": host.package_manager,
         }
         manager = spec.openvswitch.manager
-        if manager is not None and facts.ovs is not None:
-            shown = facts.client_certificate_fingerprint if manager.client_certificate == "Secret" else \
-                facts.certificate_fingerprint
-            fields["manager"] = {"target": ",".join(facts.ovs.managers), "connected": facts.ovs.manager_connected,
+        if manager is not None and host.ovs is not None:
+            shown = host.client_certificate_fingerprint if manager.client_certificate == "Secret" else \
+                host.certificate_fingerprint
+            fields["manager"] = {"target": ",".join(host.ovs.managers), "connected": host.ovs.manager_connected,
                                  "certificateFingerprint": shown or ""}
-        reverted = guard.latest(facts.checkpoints, observed.owner, "rolled-back")
+        reverted = guard.latest(host.checkpoints, facts.owner, "rolled-back")
         if reverted is not None:
             fields["rollback"] = guard.rollback_status(reverted, spec.address)
             if (ctx.status.get("rollback") or {}).get("time") != reverted.rolled_back_time:
@@ -509,4 +510,4 @@ class KvmHostReconciler(Engine[SSHConnection, HostView, HostPlan]):
                           drift=[*pending, *(a for a in adding if a not in applied)], requeue_after=requeue)
         if spec.cloudstack is None:
             return outcome
-        return with_registration(outcome, registration.status(observed.cloudstack, driver=self.cloudstack is not None))
+        return with_registration(outcome, registration.status(facts.cloudstack, driver=self.cloudstack is not None))

@@ -120,7 +120,7 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
-class Observed:
+class HostState:
     """Everything one probe of a KVM host found."""
 
     os_name: str | None

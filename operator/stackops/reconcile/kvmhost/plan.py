@@ -1,10 +1,10 @@
-"""plan(spec, observed) → actions: pure, no I/O. A converged host plans nothing.
+"""plan(spec, host) → actions: pure, no I/O. A converged host plans nothing.
 
 Order: packages (repository source, index refresh, install; nothing else is planned while packages are to be
 installed), Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
 internal ports, MTUs), addresses, the OVSDB manager, configuration files, security policy, service restarts.
 
-plan_removal(observed, owner, address) → what deleting the KvmHost under `deletionPolicy: Delete` removes: every
+plan_removal(host, owner, address) → what deleting the KvmHost under `deletionPolicy: Delete` removes: every
 Open vSwitch object it owns, its ports before their bridge, except what is kept (see plan_removal).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ...api.kvmhost import Bridge, KvmHostSpec
 from . import client_certificate, config, guard, repository
 from .actions import (APPARMOR_DISABLE, APPARMOR_ENFORCE, HostAction, InstallPackages, IpCommand, MoveAddress,
                       OvsCommand, RefreshPackageIndex, RestartService, RunCommand, WriteFile)
-from .observed import ADDRESSES_KEY, OWNER_KEY, Observed, OvsPort, OvsState
+from .observed import ADDRESSES_KEY, OWNER_KEY, HostState, OvsPort, OvsState
 from .paths import AGENT_LOG4J, AGENT_PROPERTIES, LIBVIRTD_CONF, LIBVIRTD_DEFAULTS, QEMU_CONF, SELINUX_CONFIG
 from .reasons import Reason
 
@@ -44,9 +44,11 @@ class PlanError(Exception):
 
 
 @dataclass(frozen=True)
-class Ctx:
+class Inputs:
+    """What the planner reads: the spec and the host's facts (HostFacts' values, with the spec)."""
+
     spec: KvmHostSpec
-    observed: Observed
+    host: HostState
     owner: str
     signing_key: str | None = None  # the value of spec.packages.signingKeySecretRef or signingKeyConfigMapRef
     client_tls: dict[str, str] | None = field(default=None, repr=False)  # openvswitch.manager.certificateSecretRef
@@ -86,34 +88,34 @@ def version_matches(manager: str | None, installed: str, wanted: str) -> bool:
     return installed == wanted or (manager in ("dnf", "yum") and installed.startswith(f"{wanted}-"))
 
 
-def plan_repository(ctx: Ctx, manager: str) -> list[HostAction]:
+def plan_repository(inputs: Inputs, manager: str) -> list[HostAction]:
     """The spec's package repository as a source file of the host's package manager and, when it is signed, its
     key (written atomically); what stackops wrote is removed when the spec drops the URL. A key that is not one
     armored OpenPGP public key stops the plan (`SigningKeyInvalid`)."""
-    packages = ctx.spec.packages
+    packages = inputs.spec.packages
     secret, config_map = packages.signing_key_secret_ref, packages.signing_key_config_map_ref
     key = None
     if secret is not None or config_map is not None:
         try:
-            key = repository.armored_public_key(ctx.signing_key or "")
+            key = repository.armored_public_key(inputs.signing_key or "")
         except repository.KeyInvalid as error:
             where = (f"packages.signingKeySecretRef (Secret {secret.name}, key {secret.key})" if secret is not None
                      else f"packages.signingKeyConfigMapRef (ConfigMap {config_map.name}, key {config_map.key})")
             raise PlanError(Reason.SIGNING_KEY_INVALID, f"{where}: {error}") from None
-    return repository.plan_repository(manager, packages.repository_url, key, ctx.observed.files)
+    return repository.plan_repository(manager, packages.repository_url, key, inputs.host.files)
 
 
-def _refresh_reason(ctx: Ctx, manager: str, installs: list[tuple[str, str | None]], source_changed: bool) -> str:
+def _refresh_reason(inputs: Inputs, manager: str, installs: list[tuple[str, str | None]], source_changed: bool) -> str:
     """Why the index must be brought up to date before installing ("": it need not)."""
     if manager != "apt":
         return "dnf/yum metadata may predate the packages asked for"
     if source_changed:
         return "the repository source changed"
-    age = ctx.observed.package_index_age
+    age = inputs.host.package_index_age
     if age is None:
         return "the host has no package index yet"
     for name, version in installs:
-        available = ctx.observed.available.get(name, ())
+        available = inputs.host.available.get(name, ())
         if version is None and not available:
             return f"{name} is not in the index"
         if version is not None and version not in available:
@@ -123,18 +125,18 @@ def _refresh_reason(ctx: Ctx, manager: str, installs: list[tuple[str, str | None
     return ""
 
 
-def plan_packages(ctx: Ctx) -> list[HostAction]:
+def plan_packages(inputs: Inputs) -> list[HostAction]:
     """The spec's repository as a package source, then — when a package is missing or the agent is not the
     pinned version — a refresh of the package index if it may not list what is asked for, and one install."""
-    manager = ctx.observed.package_manager
-    packages = ctx.spec.packages
-    wanted = package_names(ctx.spec, manager)
+    manager = inputs.host.package_manager
+    packages = inputs.spec.packages
+    wanted = package_names(inputs.spec, manager)
     agent = PACKAGES.get(manager or "", {}).get("agent")
-    actions = plan_repository(ctx, manager) if manager and packages.install else []
+    actions = plan_repository(inputs, manager) if manager and packages.install else []
     installs: list[tuple[str, str | None]] = []
     changes: list[str] = []
     for name in wanted:
-        have = ctx.observed.packages.get(name)
+        have = inputs.host.packages.get(name)
         version = packages.cloudstack_agent_version if name == agent else None
         if have is None:
             installs.append((name, version))
@@ -149,11 +151,11 @@ def plan_packages(ctx: Ctx) -> list[HostAction]:
     if not packages.install:
         raise PlanError(Reason.PACKAGES_MISSING, f"packages to install: {', '.join(changes)}, and packages.install is "
                         "false")
-    reason = _refresh_reason(ctx, manager, installs, source_changed=bool(actions))
+    reason = _refresh_reason(inputs, manager, installs, source_changed=bool(actions))
     if reason:
         command = "apt-get update" if manager == "apt" else f"{manager} clean expire-cache"
         actions.append(RefreshPackageIndex(f"refresh the package index ({command}): {reason}", manager=manager))
-    downgrade = any(version is not None and ctx.observed.packages.get(name) is not None
+    downgrade = any(version is not None and inputs.host.packages.get(name) is not None
                     for name, version in installs)
     actions.append(InstallPackages(f"install {', '.join(changes)} with {manager}", operation="add", manager=manager,
                                    packages=tuple(pinned(manager, name, version) for name, version in installs),
@@ -170,24 +172,24 @@ def _desired_port_names(bridge: Bridge) -> set[str]:
             | {t.name for t in bridge.tunnels} | {p.name for p in bridge.internal_ports})
 
 
-def plan_ovs(ctx: Ctx) -> list[HostAction]:
-    spec = ctx.spec.openvswitch
-    ovs = ctx.observed.ovs
+def plan_ovs(inputs: Inputs) -> list[HostAction]:
+    spec = inputs.spec.openvswitch
+    ovs = inputs.host.ovs
     if not spec.bridges and spec.manager is None:
         return []
     if ovs is None:
         raise PlanError(Reason.OPEN_VSWITCH_NOT_RUNNING, "Open vSwitch does not answer (ovs-vsctl show failed)")
     actions: list[HostAction] = []
-    actions += _remove_owned_leftovers(ctx, ovs)
+    actions += _remove_owned_leftovers(inputs, ovs)
     for bridge in spec.bridges:
-        actions += _plan_bridge(ctx, ovs, bridge)
+        actions += _plan_bridge(inputs, ovs, bridge)
     return actions
 
 
-def _remove_owned_leftovers(ctx: Ctx, ovs: OvsState) -> list[HostAction]:
-    wanted_bridges = {b.name for b in ctx.spec.openvswitch.bridges}
-    wanted_ports = {(b.name, p) for b in ctx.spec.openvswitch.bridges for p in _desired_port_names(b)}
-    owned_bridges, owned_ports = ovs.owned_by(ctx.owner)
+def _remove_owned_leftovers(inputs: Inputs, ovs: OvsState) -> list[HostAction]:
+    wanted_bridges = {b.name for b in inputs.spec.openvswitch.bridges}
+    wanted_ports = {(b.name, p) for b in inputs.spec.openvswitch.bridges for p in _desired_port_names(b)}
+    owned_bridges, owned_ports = ovs.owned_by(inputs.owner)
     actions: list[HostAction] = []
     for port in owned_ports:
         if port.bridge in wanted_bridges and (port.bridge, port.name) not in wanted_ports:
@@ -217,8 +219,8 @@ def _foreign(ovs: OvsState, name: str, bridge: str) -> None:
         raise PlanError(Reason.INTERFACE_IN_USE, f"{name} is already a port of bridge {port.bridge}, not {bridge}")
 
 
-def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
-    owner = ctx.owner
+def _plan_bridge(inputs: Inputs, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
+    owner = inputs.owner
     actions: list[HostAction] = []
     existing = ovs.bridges.get(bridge.name)
     if existing is None:
@@ -306,29 +308,29 @@ def _plan_bridge(ctx: Ctx, ovs: OvsState, bridge: Bridge) -> list[HostAction]:
     return actions
 
 
-def plan_addresses(ctx: Ctx) -> list[HostAction]:
+def plan_addresses(inputs: Inputs) -> list[HostAction]:
     """Addresses on bridges, VLAN bridges and internal ports; the ones the operator set are recorded in the
     interface's external_ids so that only those are ever removed."""
-    ovs = ctx.observed.ovs
+    ovs = inputs.host.ovs
     actions: list[HostAction] = []
-    for bridge in ctx.spec.openvswitch.bridges:
+    for bridge in inputs.spec.openvswitch.bridges:
         wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
                   **{p.name: p.addresses for p in bridge.internal_ports}}
         # NICs the spec makes ports of this bridge: an address one of them holds and the spec puts on an
         # interface of the bridge is moved (with the NIC's routes), not copied.
         members = [*bridge.ports, *(nic for bond in bridge.bonds for nic in bond.interfaces)]
         for iface, cidrs in wanted.items():
-            have = set(ctx.observed.addresses.get(iface, ()))
+            have = set(inputs.host.addresses.get(iface, ()))
             recorded = set(filter(None, (ovs.interfaces[iface].external_ids.get(ADDRESSES_KEY, "").split(",")
                                          if ovs and iface in ovs.interfaces else [])))
-            management = ctx.spec.address
+            management = inputs.spec.address
             for cidr in sorted(recorded - set(cidrs)):
                 if cidr in have:
                     actions.append(IpCommand(f"remove address {cidr} from {iface}", operation="remove",
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "del", cidr, "dev", iface)))
             for cidr in cidrs:
-                holder = next((nic for nic in members if cidr in ctx.observed.addresses.get(nic, ())), None)
+                holder = next((nic for nic in members if cidr in inputs.host.addresses.get(nic, ())), None)
                 if cidr not in have and holder is not None:
                     actions.append(MoveAddress(f"move address {cidr} from {holder} to {iface} (with the routes "
                                                f"through {holder})", cidr=cidr, source=holder, target=iface))
@@ -336,7 +338,7 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
                     actions.append(IpCommand(f"add address {cidr} to {iface}", operation="add",
                                              disruptive=cidr.split("/")[0] == management,
                                              args=("addr", "add", cidr, "dev", iface)))
-            if cidrs and not ctx.observed.links_up.get(iface, False):
+            if cidrs and not inputs.host.links_up.get(iface, False):
                 actions.append(IpCommand(f"bring {iface} up", args=("link", "set", iface, "up")))
             if set(cidrs) != recorded and (cidrs or recorded):
                 value = ",".join(cidrs)
@@ -346,29 +348,29 @@ def plan_addresses(ctx: Ctx) -> list[HostAction]:
     return actions
 
 
-def client_material(ctx: Ctx) -> client_certificate.Material | None:
+def client_material(inputs: Inputs) -> client_certificate.Material | None:
     """The client key and certificate of `clientCertificate: Secret`, checked (`ClientCertificateInvalid`)."""
-    manager = ctx.spec.openvswitch.manager
+    manager = inputs.spec.openvswitch.manager
     if manager is None or manager.client_certificate != "Secret" or manager.certificate_secret_ref is None:
         return None
     try:
-        return client_certificate.material(ctx.client_tls or {}, manager.certificate_secret_ref.name)
+        return client_certificate.material(inputs.client_tls or {}, manager.certificate_secret_ref.name)
     except client_certificate.MaterialInvalid as error:
         raise PlanError(Reason.CLIENT_CERTIFICATE_INVALID, f"openvswitch.manager.certificateSecretRef: {error}; "
                         "nothing was written") from None
 
 
-def plan_manager(ctx: Ctx) -> list[HostAction]:
+def plan_manager(inputs: Inputs) -> list[HostAction]:
     """SSL (the client certificate, generated or from a Secret: client_certificate.py), then the manager."""
-    manager = ctx.spec.openvswitch.manager
-    ovs = ctx.observed.ovs
+    manager = inputs.spec.openvswitch.manager
+    ovs = inputs.host.ovs
     if manager is None or ovs is None:
         return []
     actions: list[HostAction] = []
     target = f"{manager.protocol}:{manager.address}:{manager.port}"
     if manager.protocol == "ssl":
-        actions += client_certificate.plan_ssl(manager, ovs, client_material(ctx), ctx.observed.client_files,
-                                               generated=ctx.observed.certificate_fingerprint is not None)
+        actions += client_certificate.plan_ssl(manager, ovs, client_material(inputs), inputs.host.client_files,
+                                               generated=inputs.host.certificate_fingerprint is not None)
     if ovs.managers != (target,):
         actions.append(OvsCommand(f"set the OVSDB manager to {target}", args=("set-manager", target)))
     return actions
@@ -380,9 +382,9 @@ def _libvirt_values(spec: KvmHostSpec) -> dict[str, str | int | bool]:
             "auth_tcp": lv.auth_tcp, "mdns_adv": lv.mdns_adv}
 
 
-def _edit(ctx: Ctx, path: str, wanted: dict[str, str | int | bool], style: config.Style, service: str | None,
+def _edit(inputs: Inputs, path: str, wanted: dict[str, str | int | bool], style: config.Style, service: str | None,
           what: str) -> list[HostAction]:
-    text = ctx.observed.files.get(path)
+    text = inputs.host.files.get(path)
     changes = config.needs_change(text, wanted, style)
     if not changes:
         return []
@@ -391,21 +393,21 @@ def _edit(ctx: Ctx, path: str, wanted: dict[str, str | int | bool], style: confi
     return [WriteFile(summary, path=path, content=config.set_keys(text, wanted, style), service=service)]
 
 
-def plan_files(ctx: Ctx) -> list[HostAction]:
-    spec = ctx.spec
+def plan_files(inputs: Inputs) -> list[HostAction]:
+    spec = inputs.spec
     actions: list[HostAction] = []
-    actions += _edit(ctx, LIBVIRTD_CONF, _libvirt_values(spec), "libvirt", "libvirtd", "libvirtd")
-    actions += _edit(ctx, QEMU_CONF, {"vnc_listen": spec.qemu.vnc_listen}, "libvirt", "libvirtd", "qemu")
-    defaults = LIBVIRTD_DEFAULTS.get(ctx.observed.package_manager or "")
+    actions += _edit(inputs, LIBVIRTD_CONF, _libvirt_values(spec), "libvirt", "libvirtd", "libvirtd")
+    actions += _edit(inputs, QEMU_CONF, {"vnc_listen": spec.qemu.vnc_listen}, "libvirt", "libvirtd", "qemu")
+    defaults = LIBVIRTD_DEFAULTS.get(inputs.host.package_manager or "")
     if defaults and (spec.libvirt.listen_tcp or spec.libvirt.listen_tls):
-        actions += _edit(ctx, defaults, {"LIBVIRTD_ARGS": "--listen"}, "shell", "libvirtd", "libvirtd")
+        actions += _edit(inputs, defaults, {"LIBVIRTD_ARGS": "--listen"}, "shell", "libvirtd", "libvirtd")
     if spec.cloudstack_agent.properties:
-        if ctx.observed.files.get(AGENT_PROPERTIES) is None and ctx.observed.packages.get("cloudstack-agent") is None:
+        if inputs.host.files.get(AGENT_PROPERTIES) is None and inputs.host.packages.get("cloudstack-agent") is None:
             pass  # written once the agent package is installed (the next pass)
         else:
-            actions += _edit(ctx, AGENT_PROPERTIES, dict(spec.cloudstack_agent.properties), "properties",
+            actions += _edit(inputs, AGENT_PROPERTIES, dict(spec.cloudstack_agent.properties), "properties",
                              "cloudstack-agent", "agent")
-    log4j = ctx.observed.files.get(AGENT_LOG4J)
+    log4j = inputs.host.files.get(AGENT_LOG4J)
     if log4j is not None and config.log_level(log4j) not in (None, spec.cloudstack_agent.log_level):
         edited = config.set_log_level(log4j, spec.cloudstack_agent.log_level)
         if edited is not None:
@@ -414,25 +416,25 @@ def plan_files(ctx: Ctx) -> list[HostAction]:
     return actions
 
 
-def plan_security(ctx: Ctx) -> list[HostAction]:
-    policy = ctx.spec.security_policy
-    observed = ctx.observed
+def plan_security(inputs: Inputs) -> list[HostAction]:
+    policy = inputs.spec.security_policy
+    host = inputs.host
     actions: list[HostAction] = []
     if policy.se_linux != "Unmanaged":
-        if observed.selinux is None:
+        if host.selinux is None:
             raise PlanError(Reason.SELINUX_UNAVAILABLE,
                             f"seLinux: {policy.se_linux} asked, but the host has no SELinux")
-        if observed.selinux != policy.se_linux:
+        if host.selinux != policy.se_linux:
             actions.append(RunCommand(f"set SELinux to {policy.se_linux}",
                                       command=("setenforce", "1" if policy.se_linux == "Enforcing" else "0")))
-        actions += _edit(ctx, SELINUX_CONFIG, {"SELINUX": policy.se_linux.lower()}, "properties", None,
+        actions += _edit(inputs, SELINUX_CONFIG, {"SELINUX": policy.se_linux.lower()}, "properties", None,
                          "SELinux")
     if policy.app_armor != "Unmanaged":
-        if observed.apparmor is None:
+        if host.apparmor is None:
             raise PlanError(Reason.APPARMOR_UNAVAILABLE,
                             f"appArmor: {policy.app_armor} asked, but the host has no AppArmor")
         profiles = ("usr.sbin.libvirtd", "usr.lib.libvirt.virt-aa-helper")
-        disabled = set(observed.apparmor_profiles_disabled)
+        disabled = set(host.apparmor_profiles_disabled)
         if policy.app_armor == "DisableLibvirt":
             for profile in profiles:
                 if profile not in disabled:
@@ -446,30 +448,30 @@ def plan_security(ctx: Ctx) -> list[HostAction]:
     return actions
 
 
-def plan_services(ctx: Ctx, changes: list[HostAction]) -> list[HostAction]:
+def plan_services(inputs: Inputs, changes: list[HostAction]) -> list[HostAction]:
     """Restart a service when its configuration changed, or start it when it is not running."""
     restart = []
     for service in ("libvirtd", "cloudstack-agent"):
         changed = any(isinstance(a, WriteFile) and a.service == service for a in changes)
-        installed = service != "cloudstack-agent" or ctx.observed.packages.get("cloudstack-agent") is not None
+        installed = service != "cloudstack-agent" or inputs.host.packages.get("cloudstack-agent") is not None
         if not installed:
             continue
         if changed:
             restart.append(RestartService(f"restart {service} (its configuration changed)", service=service))
-        elif ctx.observed.services.get(service) is False:
+        elif inputs.host.services.get(service) is False:
             restart.append(RestartService(f"start {service} (it is not running)", operation="add", service=service))
-    if ctx.spec.libvirt.listen_tcp and not ctx.observed.libvirt_tcp_listening and not any(
+    if inputs.spec.libvirt.listen_tcp and not inputs.host.libvirt_tcp_listening and not any(
             a.service == "libvirtd" for a in restart if isinstance(a, RestartService)):
-        restart.append(RestartService(f"restart libvirtd (not listening on TCP {ctx.spec.libvirt.tcp_port})",
+        restart.append(RestartService(f"restart libvirtd (not listening on TCP {inputs.spec.libvirt.tcp_port})",
                                       service="libvirtd"))
     return restart
 
 
-def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
+def management_path(spec: KvmHostSpec, host: HostState) -> set[str]:
     """Interfaces a change to which can cut the operator off: the one carrying the management address, the bridge
     it belongs to and that bridge's ports and NICs, and any interface the spec would move the address to."""
     address = spec.address
-    names = carrying_path(address, observed)
+    names = carrying_path(address, host)
     for bridge in spec.openvswitch.bridges:
         wanted = {bridge.name: bridge.addresses, **{v.name: v.addresses for v in bridge.vlan_bridges},
                   **{p.name: p.addresses for p in bridge.internal_ports}}
@@ -479,11 +481,11 @@ def management_path(spec: KvmHostSpec, observed: Observed) -> set[str]:
     return names
 
 
-def carrying_path(address: str, observed: Observed) -> set[str]:
+def carrying_path(address: str, host: HostState) -> set[str]:
     """The part of the management path the host has now: the interface carrying `address`, the bridge it belongs
     to (a VLAN bridge's parent) and that bridge's ports and NICs."""
-    names = {iface for iface, cidrs in observed.addresses.items() if any(c.split("/")[0] == address for c in cidrs)}
-    ovs = observed.ovs
+    names = {iface for iface, cidrs in host.addresses.items() if any(c.split("/")[0] == address for c in cidrs)}
+    ovs = host.ovs
     if ovs is not None:
         for iface in list(names):
             port = ovs.ports.get(iface)
@@ -497,20 +499,20 @@ def carrying_path(address: str, observed: Observed) -> set[str]:
     return names
 
 
-def plan(spec: KvmHostSpec, observed: Observed, owner: str, signing_key: str | None = None,
+def plan(spec: KvmHostSpec, host: HostState, owner: str, signing_key: str | None = None,
          client_tls: dict[str, str] | None = None) -> list[HostAction]:
     """`signing_key`: the value of spec.packages.signingKeySecretRef, when the spec has one; `client_tls`: the
     keys of openvswitch.manager.certificateSecretRef (`tls.crt`, `tls.key`, `ca.crt`), when it has one."""
-    ctx = Ctx(spec=spec, observed=observed, owner=owner, signing_key=signing_key, client_tls=client_tls)
-    actions = plan_packages(ctx)
+    inputs = Inputs(spec=spec, host=host, owner=owner, signing_key=signing_key, client_tls=client_tls)
+    actions = plan_packages(inputs)
     if any(isinstance(a, InstallPackages) for a in actions):
         return actions  # the rest is planned against the host once its packages are there
-    actions += plan_ovs(ctx)
-    actions += plan_addresses(ctx)
-    actions += plan_manager(ctx)
-    actions += plan_files(ctx)
-    actions += plan_security(ctx)
-    actions += plan_services(ctx, actions)
+    actions += plan_ovs(inputs)
+    actions += plan_addresses(inputs)
+    actions += plan_manager(inputs)
+    actions += plan_files(inputs)
+    actions += plan_security(inputs)
+    actions += plan_services(inputs, actions)
     return actions
 
 
@@ -550,7 +552,7 @@ def _port_label(ovs: OvsState, port: OvsPort) -> str:
     return f"{kind} port" if kind else "port"
 
 
-def plan_removal(observed: Observed, owner: str, address: str) -> Removal:
+def plan_removal(host: HostState, owner: str, address: str) -> Removal:
     """The Open vSwitch objects `owner` (namespace/name) created — marked `external_ids:stackops-owner` — removed,
     bridge by bridge (by name): its owned VLAN bridges, then its other owned ports (bonds, tunnels, internal ports,
     NICs), then the bridge itself when owned. Nothing else is touched. Two kinds of owned objects are kept:
@@ -564,9 +566,9 @@ def plan_removal(observed: Observed, owner: str, address: str) -> Removal:
 
     Raises PlanError when Open vSwitch is installed but does not answer (its objects cannot be seen); a host
     without Open vSwitch has nothing to remove."""
-    ovs = observed.ovs
+    ovs = host.ovs
     if ovs is None:
-        if observed.ovs_version is None:
+        if host.ovs_version is None:
             return Removal()
         raise PlanError(Reason.OPEN_VSWITCH_NOT_RUNNING, "Open vSwitch does not answer (ovs-vsctl show failed): the "
                         "objects this KvmHost created cannot be removed until it does")
@@ -598,7 +600,7 @@ def plan_removal(observed: Observed, owner: str, address: str) -> Removal:
                 continue
             candidates.append((f"bridge {bridge}", _remove_bridge(bridge, REMOVAL_WHY)))
     risky = {id(a) for a in guard.risky_actions([action for _, action in candidates],
-                                                 carrying_path(address, observed))}
+                                                 carrying_path(address, host))}
     actions: list[HostAction] = []
     for what, action in candidates:
         if id(action) in risky:

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from ..shell import fill, load
 from .client_certificate import fingerprint
 from .guard import PROBE_SECTION, parse_checkpoints
-from .observed import ClientFile, Observed, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
+from .observed import ClientFile, HostState, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
 from .paths import GENERATED_CERT, PROBED_FILES, SECRET_CERT, SELINUX_CONFIG, with_paths
 
 # The script (scripts/probe.sh, reading paths.PROBED_FILES, with the checkpoints section of guard.py in it): its
@@ -253,7 +253,7 @@ def _certificate_fingerprint(content: bytes | None) -> str | None:
         return None
 
 
-def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None) -> Observed:
+def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None) -> HostState:
     """The probe's output as facts; `known`: the versions of the binaries the operator told the script it knows
     (identity → version)."""
     found: dict[str, str] = {}
@@ -314,7 +314,7 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
     selinux_config = files.get(SELINUX_CONFIG)
     host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""), stored)
     index_age, available = _apt_index(found.get("apt-index", ""))
-    return Observed(
+    return HostState(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
         package_manager=found.get("pm", "").strip() or None,
@@ -359,7 +359,7 @@ class Probe:
         """The script's positional parameters for `host` (any key naming the host: owner and address)."""
         return [" ".join(sorted(self._versions.get(host, {}))), *packages]
 
-    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> Observed:
+    def parse(self, host: str, output: str, libvirt_tcp_port: int) -> HostState:
         facts = parse(output, libvirt_tcp_port, self._versions.get(host))
         self._versions[host] = dict(facts.binary_versions)
         self._versions.move_to_end(host)
