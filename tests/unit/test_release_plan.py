@@ -11,7 +11,7 @@ import pytest
 from stackops.api.cloudstackrelease import CloudStackReleaseSpec
 from stackops.reconcile.cloudstackrelease import inputs, scripts
 from stackops.reconcile.cloudstackrelease.observed import parse
-from stackops.reconcile.cloudstackrelease.plan import RETRY_SECONDS, STALLING, TRANSIENT, StartBuild, decide
+from stackops.reconcile.cloudstackrelease.plan import RETRY_SECONDS, STALLING, TRANSIENT, StartBuild, plan
 from stackops.reconcile.cloudstackrelease.reasons import Reason
 
 
@@ -91,36 +91,36 @@ def test_parse_a_finished_build() -> None:
 
 def test_decisions() -> None:
     release = spec()
-    start = decide(release, observed("state | none"), now=1000)
+    start = plan(release, observed("state | none"), now=1000)
     assert start.state == "Start" and isinstance(start.action, StartBuild)
     assert start.action.pull_requests == (101, 102) and not start.action.superseding
-    assert decide(release, observed("state | none"), 1000, built_before=True).state == "Succeeded"
-    running = decide(release, observed("running | 42", "phase | Building", "progress | Building"), 1000)
+    assert plan(release, observed("state | none"), 1000, built_before=True).state == "Succeeded"
+    running = plan(release, observed("running | 42", "phase | Building", "progress | Building"), 1000)
     assert running.state == "Running" and running.reason == "Building" and running.requeue_after
     # the pipeline wrote its terminal phase and has not exited yet
-    assert decide(release, observed("running | 42", "phase | Succeeded"), 1000).state == "Succeeded"
-    conflict = decide(release, observed("phase | Failed", "finished | 900", "failure | PatchDoesNotApply | pull "
+    assert plan(release, observed("running | 42", "phase | Succeeded"), 1000).state == "Succeeded"
+    conflict = plan(release, observed("phase | Failed", "finished | 900", "failure | PatchDoesNotApply | pull "
                                         "request #102 does not apply"), 1000)
     assert conflict.state == "Failed" and conflict.stalled and "#102" in conflict.message
-    legacy = decide(release, observed("phase | Failed", "failure | SchemaUpgradeRequired | version 4.9.0.1"), 1000)
+    legacy = plan(release, observed("phase | Failed", "failure | SchemaUpgradeRequired | version 4.9.0.1"), 1000)
     assert legacy.stalled and legacy.reason == "SchemaUpgradeRequired"
     flaky = observed("phase | Failed", "finished | 990", "failure | FetchFailed | git fetch failed")
-    assert decide(release, flaky, 1000).state == "Waiting"
-    again = decide(release, flaky, 990 + RETRY_SECONDS)
+    assert plan(release, flaky, 1000).state == "Waiting"
+    again = plan(release, flaky, 990 + RETRY_SECONDS)
     assert again.state == "Start" and again.action is not None and again.action.retry_of == "FetchFailed"
-    killed = decide(release, observed("phase | Building"), 1000)  # nothing runs, no result: the host rebooted
+    killed = plan(release, observed("phase | Building"), 1000)  # nothing runs, no result: the host rebooted
     assert killed.state == "Start" and "Building" in killed.action.retry_of
-    superseding = decide(release, parse(records("hash | " + HASH, "current | " + OTHER, "current-running | 7",
+    superseding = plan(release, parse(records("hash | " + HASH, "current | " + OTHER, "current-running | 7",
                                                 "state | none", "base | " + C1, "upstream | -",
                                                 "patch | 101 | " + "a" * 64, "patch | 102 | " + "b" * 64)), 1000)
     assert superseding.action is not None and superseding.action.superseding == OTHER
 
 
 def test_problems_before_a_build() -> None:
-    assert decide(spec(), parse(records("missing | createrepo_c")), 0).reason == "ToolMissing"
-    missing = decide(spec(), parse(records("ref-missing | base | 4.99")), 0)
+    assert plan(spec(), parse(records("missing | createrepo_c")), 0).reason == "ToolMissing"
+    missing = plan(spec(), parse(records("ref-missing | base | 4.99")), 0)
     assert missing.stalled and missing.reason == "RefNotFound"
-    unreachable = decide(spec(), parse(records("fetch-failed | base | fatal: unable to access")), 0)
+    unreachable = plan(spec(), parse(records("fetch-failed | base | fatal: unable to access")), 0)
     assert not unreachable.stalled and unreachable.requeue_after
 
 

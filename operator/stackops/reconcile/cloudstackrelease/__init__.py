@@ -1,5 +1,5 @@
 """The CloudStackRelease reconciler: observe (one script on the build host resolves the inputs and reads the
-state of their build), decide purely, and start the pipeline detached when the inputs have not been built.
+state of their build), plan purely, and start the pipeline detached when the inputs have not been built.
 
 The build runs on the build host on its own (see scripts.py): the operator only starts it and reads its state
 files, so an operator restart neither loses a build nor starts a second one, and a pass never waits for Maven.
@@ -20,7 +20,8 @@ from ..engine import Engine, Plan, Stage
 from . import inputs, scripts
 from .isolation import LocalBuilds
 from .observed import BuildFacts, BuildOutputInvalid, parse, plain_name
-from .plan import Decision, StartBuild, decide
+from . import plan as planner
+from .plan import Decision, StartBuild
 from .reasons import Reason
 from .runner import Runner, not_observable_here, runner_for
 
@@ -86,7 +87,7 @@ class CloudStackReleaseReconciler(Engine[Runner, BuildFacts, BuildPlan]):
     def plan(self, ctx: Context, facts: BuildFacts) -> BuildPlan:
         before = ctx.status
         built_before = before.get("phase") == "Succeeded" and before.get("inputsHash") == facts.inputs_hash
-        decision = decide(ctx.spec, facts, time.time(), built_before=built_before)
+        decision = planner.plan(ctx.spec, facts, time.time(), built_before=built_before)
         stages = [Stage("build", (decision.action,), then="stop")] if decision.action is not None else []
         return BuildPlan(stages, decision)
 

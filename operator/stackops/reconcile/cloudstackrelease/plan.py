@@ -48,7 +48,7 @@ class Decision:
     requeue_after: float | None = None
 
 
-def decide(spec: CloudStackReleaseSpec, facts: BuildFacts, now: float, *, built_before: bool = False) -> Decision:
+def plan(spec: CloudStackReleaseSpec, facts: BuildFacts, now: float, *, built_before: bool = False) -> Decision:
     """`built_before`: status records a success for these very inputs (its build directory may be gone since)."""
     if facts.missing_tools:
         return Decision("Problem", reason=Reason.TOOL_MISSING, stalled=True,
