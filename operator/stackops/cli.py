@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     xenapi.use_workers(args.xenapi_workers)
     kube.use_workers(args.kube_workers)
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
-    ssh = SSHPool(max_workers=args.ssh_workers)
+    ssh = SSHPool(max_workers=args.ssh_workers, idle_seconds=args.ssh_idle_seconds)
     reconcilers = default_reconcilers(ssh, cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
@@ -119,6 +120,13 @@ def _lab(args: argparse.Namespace, rest: list[str]) -> int:
     return plugins.run("lab", rest)
 
 
+def _seconds(text: str) -> float:
+    number = float(text)
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"needs a positive number of seconds, not {text}")
+    return number
+
+
 def _threads(text: str) -> int:
     number = int(text)
     if number < 1:
@@ -153,6 +161,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--ssh-workers", type=_threads, default=32, metavar="N",
                      help="SSH commands running at once, all hosts together; more wait, and the wait counts against "
                           "their timeouts (default 32; 4 more threads confirm guarded KvmHost changes)")
+    run.add_argument("--ssh-idle-seconds", type=_seconds, default=60.0, metavar="S",
+                     help="close an SSH connection no command has used for S seconds, and end its thread; the next "
+                          "command to the host connects again (default 60, below KvmHost's default resync of 300 s: "
+                          "hosts between resyncs hold no connection)")
     run.add_argument("--xenapi-workers", type=_threads, default=16, metavar="N",
                      help="XenAPI calls running at once, all XenPools together (default 16)")
     run.add_argument("--kube-workers", type=_threads, default=8, metavar="N",

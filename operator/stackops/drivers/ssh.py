@@ -15,6 +15,11 @@
   (one per command), mutations (commands run with `mutation=True`) and connects per address for tests and
   benchmarks. The key holds a digest of the private key, never the key. Which objects use a connection is kept by
   `holdings`: one no object uses any more (deleted, its address or key changed) is closed (`release`).
+- A connection no command has used for `idle_seconds` (`stackops run --ssh-idle-seconds`, default 60 s, shorter
+  than a KvmHost's default resync) is closed too, and its paramiko thread ends: hosts between resyncs hold no
+  connection, no thread, no memory. One reaper thread per pool, running only while the pool keeps a connection,
+  closes each as it comes due (`reap_idle`). A connection a command or a connect is using is never closed for
+  idleness; its idle time counts from the end of its last use. The next command to the host connects again.
 - paramiko is blocking: every call runs in the pool's own bounded worker threads (workers.py), not in the
   event loop's small default executor shared with XenAPI and Kubernetes calls. Time a command waits there for a
   thread counts against its timeout (a command with timeout T that waited W gets T - W, or fails with
@@ -31,6 +36,7 @@ import base64
 import hashlib
 import io
 import logging
+import math
 import re
 import select
 import shlex
@@ -56,7 +62,8 @@ _READ_CHUNK = 65536
 _DISPLAY_MAX = 300
 _TAIL_LINES = 5
 _TAIL_CHARS = 800
-SUPERSEDED_IDLE_SECONDS = 600.0  # a connection with another key to the same host, unused this long, is closed
+DEFAULT_IDLE_SECONDS = 60.0  # a connection no command has used for this long is closed (KvmHost resyncs: 300 s)
+REAP_MIN_PAUSE_SECONDS = 0.5  # the reaper thread's shortest sleep
 DEFAULT_WORKERS = 32  # threads running commands at once, all hosts together
 URGENT_WORKERS = 4  # more threads, for urgent commands only (KvmHost confirms)
 
@@ -342,14 +349,18 @@ class _Retry(Exception):
 
 
 class _Host:
-    """One pooled connection and its lock. The lock serialises connecting; commands share the transport."""
+    """One pooled connection and its lock. The lock serialises connecting; commands share the transport. `uses`
+    counts the commands (and connects) running on it and `idle_since` is when the last of them ended, both under
+    the pool's lock: the pool closes a connection nothing uses once it has been idle for the pool's bound."""
 
-    def __init__(self, max_sessions: int):
+    def __init__(self, key: tuple[str, int, str, str, str], max_sessions: int, now: float):
+        self.key = key
         self.lock = threading.Lock()
         self.client: paramiko.SSHClient | None = None
         self.credential: str | None = None
         self.sessions = threading.BoundedSemaphore(max_sessions)
-        self.last_used = time.monotonic()
+        self.uses = 0
+        self.idle_since = now
 
     def close(self) -> None:
         with self.lock:
@@ -357,6 +368,14 @@ class _Host:
 
     def _close_locked(self) -> None:
         if self.client is not None:
+            transport = self.client.get_transport()
+            try:
+                if transport is not None and transport.is_active():
+                    # wakes the transport's thread from its read at once (instead of up to IDLE_POLL_SECONDS
+                    # later): it ends, and the host sees the connection end now
+                    transport.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # not connected any more
             try:
                 self.client.close()
             except Exception:  # noqa: BLE001 - closing a dead connection may fail; it is gone either way
@@ -390,19 +409,30 @@ def _open_socket(target: SSHTarget) -> socket.socket:
 
 
 class SSHPool:
-    """One live SSH connection per (address, port, user, host key), shared and reused; thread-safe."""
+    """One live SSH connection per (address, port, user, host key), shared and reused while in use, closed once
+    idle for `idle_seconds`; thread-safe."""
 
     def __init__(self, *, max_workers: int = DEFAULT_WORKERS, urgent_workers: int = URGENT_WORKERS,
-                 max_sessions: int = 8, keepalive_seconds: float = 30.0):
+                 max_sessions: int = 8, keepalive_seconds: float = 30.0, idle_seconds: float = DEFAULT_IDLE_SECONDS,
+                 clock: Callable[[], float] | None = None):
         """`max_workers` threads run commands (all hosts together; more wait in a queue) and `urgent_workers` more
         run only urgent ones; `max_sessions` bounds the commands running at once on one connection (OpenSSH's
-        `MaxSessions` defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls."""
-        self._hosts: dict[tuple[str, int, str, str], _Host] = {}
+        `MaxSessions` defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls;
+        `idle_seconds`: a connection no command has used for this long is closed (`reap_idle`), by `clock`
+        (`time.monotonic` unless a test gives its own)."""
+        if not (0 < idle_seconds < math.inf):
+            raise ValueError("idle_seconds must be a positive number of seconds")
+        self._hosts: dict[tuple[str, int, str, str, str], _Host] = {}
         self._counters: dict[str, Counters] = {}
         self._lock = threading.Lock()
         self._max_sessions = max_sessions
         self._keepalive = keepalive_seconds
         self._workers = Workers("ssh", max_workers, reserved=urgent_workers)
+        self.idle_seconds = float(idle_seconds)
+        self._clock = clock or (lambda: time.monotonic())
+        self._reaper: threading.Thread | None = None  # runs while the pool keeps a connection
+        self._reaper_wake = threading.Condition(self._lock)
+        self._shut = False
 
     # -- public API
 
@@ -427,6 +457,7 @@ class SSHPool:
         """Close the target's connection (the next command reconnects)."""
         with self._lock:
             host = self._hosts.pop(self._key(target), None)
+            self._reaper_wake.notify_all()  # none left: the reaper ends
         if host is not None:
             host.close()
 
@@ -435,6 +466,7 @@ class SSHPool:
         object uses it any more (`holdings`)."""
         with self._lock:
             host = self._hosts.pop(key, None)
+            self._reaper_wake.notify_all()
         if host is not None:
             log.info("ssh %s@%s:%s: closed, no object uses this connection any more", key[2], key[0], key[1])
             host.close()
@@ -443,13 +475,39 @@ class SSHPool:
         with self._lock:
             hosts = list(self._hosts.values())
             self._hosts.clear()
+            self._reaper_wake.notify_all()
         for host in hosts:
             host.close()
 
     def shutdown(self) -> None:
         """Close every connection and stop the worker threads (the pool is unusable afterwards)."""
+        with self._lock:
+            self._shut = True
+            self._reaper_wake.notify_all()
         self.close_all()
         self._workers.shutdown()
+
+    def reap_idle(self, now: float | None = None) -> int:
+        """Close every connection that no command uses and none has used for `idle_seconds` by `now` (the pool's
+        clock unless given); the number closed. The next command to such a host connects again. The pool's reaper
+        thread calls this when the next connection comes due; a test calls it with the time it set."""
+        now = self._clock() if now is None else now
+        with self._lock:
+            due = [key for key, host in self._hosts.items()
+                   if host.uses == 0 and now - host.idle_since >= self.idle_seconds]
+            hosts = [self._hosts.pop(key) for key in due]
+            if hosts:
+                self._reaper_wake.notify_all()  # the reaper thread looks again (and ends once none is left)
+        for host in hosts:
+            log.debug("ssh %s@%s:%s: closed, idle for %.0fs", host.key[2], host.key[0], host.key[1],
+                      now - host.idle_since)
+            host.close()
+        return len(hosts)
+
+    def open_connections(self) -> int:
+        """Connections the pool keeps (in use or idle, live or not yet noticed dead)."""
+        with self._lock:
+            return sum(1 for host in self._hosts.values() if host.client is not None)
 
     def is_connected(self, target: SSHTarget) -> bool:
         with self._lock:
@@ -470,22 +528,44 @@ class SSHPool:
     def _key(target: SSHTarget) -> tuple[str, int, str, str, str]:
         return (*target.key, target.credential_id())
 
-    def _host(self, target: SSHTarget) -> _Host:
+    def _use(self, target: SSHTarget) -> _Host:
+        """The target's pooled connection (not necessarily connected yet), in use until `_used`: it is not closed
+        for idleness meanwhile. Counted under the pool's lock, so the reaper never takes a connection being handed
+        out."""
         key = self._key(target)
-        stale: list[_Host] = []
         with self._lock:
             host = self._hosts.get(key)
             if host is None:
-                host = self._hosts[key] = _Host(self._max_sessions)
-                # a rotated key: connections of the same host's other keys, unused for a while, are closed
-                now = time.monotonic()
-                for other in [k for k in self._hosts if k[:4] == key[:4] and k != key]:
-                    if now - self._hosts[other].last_used > SUPERSEDED_IDLE_SECONDS:
-                        stale.append(self._hosts.pop(other))
-            host.last_used = time.monotonic()
-        for old in stale:
-            old.close()
+                host = self._hosts[key] = _Host(key, self._max_sessions, self._clock())
+            host.uses += 1
+            if self._reaper is None and not self._shut:
+                self._reaper = threading.Thread(target=self._reap_loop, name="ssh-idle-reaper", daemon=True)
+                self._reaper.start()
         return host
+
+    def _used(self, host: _Host) -> None:
+        """A use of `host` ended: its idle time counts from now. One the pool dropped meanwhile (`close`,
+        `release`) and no other command uses is closed now, so that a reconnect made on it does not stay open."""
+        with self._lock:
+            host.uses -= 1
+            host.idle_since = self._clock()
+            dropped = host.uses == 0 and self._hosts.get(host.key) is not host
+        if dropped:
+            host.close()
+
+    def _reap_loop(self) -> None:
+        """The reaper thread: closes connections as they come due (`reap_idle`), sleeping until the next one is due;
+        it ends when the pool keeps no connection (the next use starts it again)."""
+        while True:
+            self.reap_idle()
+            with self._lock:
+                if not self._hosts or self._shut:
+                    self._reaper = None
+                    return
+                now = self._clock()
+                due = min((host.idle_since + self.idle_seconds for host in self._hosts.values() if host.uses == 0),
+                          default=now + self.idle_seconds)  # a connection in use is due at least that late
+                self._reaper_wake.wait(max(due - now, REAP_MIN_PAUSE_SECONDS))
 
     def _transport(self, target: SSHTarget, host: _Host) -> paramiko.Transport:
         """The live transport for the target, connecting (again) if there is none or it died."""
@@ -579,17 +659,28 @@ class SSHPool:
             raise SSHTimeout(f"{display} on {where} was not run: it waited {waited:.1f}s for a free SSH worker, "
                              f"its whole timeout of {timeout:g}s (every worker was busy with other commands)",
                              host=where)
-        host = self._host(target)
-        for attempt in (1, 2):
-            transport = self._transport(target, host)  # bounded by the connect timeout
-            try:
-                return self._exec_once(target, host, transport, command, display, stdin, timeout - waited, mutation,
-                                       retry_allowed=attempt == 1, waited=waited)
-            except _Retry:
-                self._invalidate(host, transport)
-                log.info("ssh %s: connection lost before the command started; reconnecting", where)
-                continue
-        raise ConnectionLost(f"{where}: connection lost twice before {display} could start", host=where)
+        host = self._use(target)
+        try:
+            for attempt in (1, 2):
+                transport = self._transport(target, host)  # bounded by the connect timeout
+                try:
+                    return self._exec_once(target, host, transport, command, display, stdin, timeout - waited,
+                                           mutation, retry_allowed=attempt == 1, waited=waited)
+                except _Retry:
+                    self._invalidate(host, transport)
+                    log.info("ssh %s: connection lost before the command started; reconnecting", where)
+                    continue
+            raise ConnectionLost(f"{where}: connection lost twice before {display} could start", host=where)
+        finally:
+            self._used(host)
+
+    def _connect_now(self, target: SSHTarget) -> None:
+        """Blocking: make sure the target's connection is up (a use, like a command)."""
+        host = self._use(target)
+        try:
+            self._transport(target, host)
+        finally:
+            self._used(host)
 
     def _exec_once(self, target: SSHTarget, host: _Host, transport: paramiko.Transport, command: str,
                    display: str, stdin: bytes | None, timeout: float, mutation: bool,
@@ -726,7 +817,7 @@ class SSHConnection:
     async def connect(self) -> None:
         """Set up the connection now (host key check and authentication) instead of at the first command."""
         with metrics.remote_call("ssh"):
-            await self._call(self._pool._transport, self.target, self._pool._host(self.target))
+            await self._call(self._pool._connect_now, self.target)
 
     async def run(self, argv: Sequence[str], *, input: bytes | str | None = None,
                   timeout: float = DEFAULT_COMMAND_TIMEOUT, check: bool = True, mutation: bool = False,
