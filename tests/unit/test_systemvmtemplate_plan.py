@@ -12,8 +12,9 @@ from stackops.reconcile.systemvmtemplate.actions import (
     ReplaceSystemVM,
     SetConfiguration,
 )
-from stackops.reconcile.systemvmtemplate.observed import Observed, Router, SystemVM, Template, older, version_key
-from stackops.reconcile.systemvmtemplate.plan import budget, choose_routers, plan_rollout, window_state
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older, version_key
+from stackops.reconcile.systemvmtemplate import plan as planner
+from stackops.reconcile.systemvmtemplate.plan import budget, choose_routers, window_state
 
 SUM = "{SHA-512}" + "ab" * 64
 
@@ -43,8 +44,8 @@ def activated(zone="z1") -> dict[str, str]:
     return {"router.template.kvm": "systemvm-kvm-4.19.1", "minreq.sysvmtemplate.version": "4.19.1"}
 
 
-def observed(*, templates=None, config=None, system_vms=None, routers=()) -> Observed:
-    return Observed(zones={"zone-1": "z1"}, templates=templates if templates is not None else [ready_template()],
+def observed(*, templates=None, config=None, system_vms=None, routers=()) -> CloudState:
+    return CloudState(zones={"zone-1": "z1"}, templates=templates if templates is not None else [ready_template()],
                     config=config if config is not None else {"z1": activated()},
                     system_vms=system_vms if system_vms is not None else [
                         SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
@@ -59,7 +60,7 @@ def test_versions_compare_numerically_and_unknown_is_older() -> None:
 
 
 def test_missing_template_is_registered_first_and_nothing_else_is_planned() -> None:
-    plan = plan_rollout(spec(), observed(templates=[], config={}, routers=[router(1)]))
+    plan = planner.plan(spec(), observed(templates=[], config={}, routers=[router(1)]))
     assert plan.stage == "Registering"
     assert [type(a) for a in plan.registrations] == [RegisterTemplate]
     assert plan.registrations[0].zone_id == "z1" and plan.registrations[0].name == "systemvm-kvm-4.19.1"
@@ -68,29 +69,29 @@ def test_missing_template_is_registered_first_and_nothing_else_is_planned() -> N
 
 def test_a_downloading_template_is_waited_for() -> None:
     downloading = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", False, "35% Downloaded", SUM)
-    plan = plan_rollout(spec(), observed(templates=[downloading], config={}))
+    plan = planner.plan(spec(), observed(templates=[downloading], config={}))
     assert plan.stage == "Registering" and plan.registrations == [] and plan.downloading == [downloading]
 
 
 def test_an_existing_template_with_the_same_checksum_is_reused_whatever_the_checksum_notation() -> None:
     for shown in ("{sha-512}" + "AB" * 64, "AB" * 64):  # CloudStack may show the digest without its prefix
-        plan = plan_rollout(spec(), observed(templates=[
+        plan = planner.plan(spec(), observed(templates=[
             Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "", shown)]))
         assert plan.registrations == [] and plan.problems == [], shown
     other_sum = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "Download Complete", "cd" * 64)
-    other = plan_rollout(spec(), observed(templates=[other_sum], system_vms=[]))
+    other = planner.plan(spec(), observed(templates=[other_sum], system_vms=[]))
     assert [type(a) for a in other.registrations] == [DeleteTemplate, RegisterTemplate]
-    in_use = plan_rollout(spec(), observed(templates=[other_sum]))  # and system VMs run it: never deleted
+    in_use = planner.plan(spec(), observed(templates=[other_sum]))  # and system VMs run it: never deleted
     assert in_use.registrations == [] and "another checksum" in in_use.problems[0]
 
 
 def test_a_failed_download_with_the_spec_checksum_stalls_and_a_changed_checksum_replaces_it() -> None:
     failed = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", False, "Failed: checksum mismatch", SUM,
                       "http://images.lab/kvm.qcow2.bz2")
-    plan = plan_rollout(spec(), observed(templates=[failed], system_vms=[]))
+    plan = planner.plan(spec(), observed(templates=[failed], system_vms=[]))
     assert plan.stage == "Failed" and "checksum mismatch" in plan.problems[0]
     other = Template("t-old", "systemvm-kvm-4.19.1", "z1", "KVM", True, "", "{SHA-512}" + "cd" * 64)
-    plan = plan_rollout(spec(), observed(templates=[other], system_vms=[]))
+    plan = planner.plan(spec(), observed(templates=[other], system_vms=[]))
     assert [type(a) for a in plan.registrations] == [DeleteTemplate, RegisterTemplate]
 
 
@@ -100,12 +101,12 @@ def test_unknown_zone_is_a_problem() -> None:
                                                                                               mode="json",
                                                                                               exclude_none=True),
                                                             "zones": ["nowhere"]}]})
-    plan = plan_rollout(s, observed())
+    plan = planner.plan(s, observed())
     assert plan.stage == "Failed" and "nowhere" in plan.problems[0]
 
 
 def test_activation_sets_router_template_and_minimum_version_per_zone() -> None:
-    plan = plan_rollout(spec(), observed(config={"z1": {"router.template.kvm": "systemvm-kvm-4.18.0"}}))
+    plan = planner.plan(spec(), observed(config={"z1": {"router.template.kvm": "systemvm-kvm-4.18.0"}}))
     assert plan.stage == "Activating"
     assert {(a.setting, a.value) for a in plan.settings} == {("router.template.kvm", "systemvm-kvm-4.19.1"),
                                                              ("minreq.sysvmtemplate.version", "4.19.1")}
@@ -115,26 +116,26 @@ def test_activation_sets_router_template_and_minimum_version_per_zone() -> None:
 def test_system_vms_are_replaced_one_at_a_time_per_zone() -> None:
     old = [SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-old"),
            SystemVM("v1", "v-2-VM", "consoleproxy", "Running", "z1", "KVM", "t-old")]
-    plan = plan_rollout(spec(), observed(system_vms=old))
+    plan = planner.plan(spec(), observed(system_vms=old))
     assert plan.stage == "ReplacingSystemVMs"
     assert plan.system_vms == [ReplaceSystemVM("s1", "s-1-VM", "secondarystoragevm", "zone-1")]
     # the SSVM was destroyed and its replacement is not there yet: wait, do not destroy the console proxy
-    plan = plan_rollout(spec(), observed(system_vms=old[1:]), ["zone-1/secondarystoragevm", "zone-1/consoleproxy"])
+    plan = planner.plan(spec(), observed(system_vms=old[1:]), ["zone-1/secondarystoragevm", "zone-1/consoleproxy"])
     assert plan.system_vms == [] and plan.system_vms_waiting == ["zone-1"]
     starting = [SystemVM("s9", "s-9-VM", "secondarystoragevm", "Starting", "z1", "KVM", "t-z1"), old[1]]
-    assert plan_rollout(spec(), observed(system_vms=starting)).system_vms == []
+    assert planner.plan(spec(), observed(system_vms=starting)).system_vms == []
     done = [SystemVM("s9", "s-9-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"), old[1]]
-    assert [a.id for a in plan_rollout(spec(), observed(system_vms=done)).system_vms] == ["v1"]
+    assert [a.id for a in planner.plan(spec(), observed(system_vms=done)).system_vms] == ["v1"]
 
 
 def test_routers_needing_the_version_are_todo_and_stopped_ones_skipped() -> None:
     routers = [router(1), router(2, version="4.19.1"), router(3, state="Stopped"), router(4, hv="XenServer")]
-    plan = plan_rollout(spec(), observed(routers=routers))
+    plan = planner.plan(spec(), observed(routers=routers))
     assert plan.stage == "UpgradingRouters"
     assert [r.id for r in plan.routers_todo] == ["r1"]
     assert [r.id for r in plan.routers_skipped] == ["r3"]
     assert plan.routers_upgraded == 1 and len(plan.routers_in_scope) == 3  # XenServer has no template here
-    assert plan_rollout(spec(), observed(routers=[router(2, version="4.19.1")])).stage == "Complete"
+    assert planner.plan(spec(), observed(routers=[router(2, version="4.19.1")])).stage == "Complete"
 
 
 def test_budget_counts_and_percentages() -> None:
@@ -194,6 +195,6 @@ def test_maintenance_window_in_a_time_zone() -> None:
 
 @pytest.mark.parametrize("stage_routers,expected", [([router(1)], "UpgradingRouters"), ([], "Complete")])
 def test_observe_drift_lists_routers(stage_routers, expected) -> None:
-    plan = plan_rollout(spec(), observed(routers=stage_routers))
+    plan = planner.plan(spec(), observed(routers=stage_routers))
     assert plan.stage == expected
     assert len(plan.actions()) == len(stage_routers)

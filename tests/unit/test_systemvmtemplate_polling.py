@@ -13,8 +13,8 @@ import pytest
 from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress, SystemVMTemplateSpec
 from stackops.drivers.cloudstack import CloudStackServerError, Job
 from stackops.reconcile.systemvmtemplate.jobs import SLACK, Listing, poll, window
-from stackops.reconcile.systemvmtemplate.observed import Observed, Router, SystemVM, Template, older
-from stackops.reconcile.systemvmtemplate.plan import plan_rollout
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older
+from stackops.reconcile.systemvmtemplate import plan as planner
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave, WaveMemory, rfc3339
 from stackops.reconcile.systemvmtemplate.timing import RebootTimes
 
@@ -197,10 +197,10 @@ def router(n: int, *, version: str = "4.18.0", state: str = "Running") -> Router
                   network=f"net-{n}", account="tenant-1", domain="ROOT")
 
 
-def observed(*routers: Router) -> Observed:
+def observed(*routers: Router) -> CloudState:
     template = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "Download Complete", SUM,
                         "http://images.lab/kvm.qcow2.bz2")
-    return Observed(zones={"zone-1": "z1"}, templates=[template],
+    return CloudState(zones={"zone-1": "z1"}, templates=[template],
                     config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
                                    "minreq.sysvmtemplate.version": "4.19.1"}},
                     system_vms=[SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
@@ -242,8 +242,8 @@ def in_flight(*routers: str, started: float) -> RouterProgress:
                                      for r in routers])
 
 
-def wave(cloud: Cloud, facts: Observed, progress: RouterProgress, max_unavailable: int, **kwargs: Any) -> RouterWave:
-    plan = plan_rollout(spec(max_unavailable), facts, [], [f.id for f in progress.in_flight])
+def wave(cloud: Cloud, facts: CloudState, progress: RouterProgress, max_unavailable: int, **kwargs: Any) -> RouterWave:
+    plan = planner.plan(spec(max_unavailable), facts, [], [f.id for f in progress.in_flight])
     options: dict[str, Any] = {"deadline": time.time() + 0.3, "poll_seconds": 0.02, **kwargs}
     return RouterWave(cloud, spec(max_unavailable), plan, facts, progress, cloud, lambda *e: None,  # type: ignore[arg-type]
                       retry_backoff=30.0, checkpoint=cloud.checkpoint, **options)

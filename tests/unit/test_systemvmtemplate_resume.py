@@ -11,8 +11,8 @@ import pytest
 
 from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress, RouterRetry, SystemVMTemplateSpec
 from stackops.drivers.cloudstack import Job
-from stackops.reconcile.systemvmtemplate.observed import Observed, Router, SystemVM, Template, older
-from stackops.reconcile.systemvmtemplate.plan import plan_rollout
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older
+from stackops.reconcile.systemvmtemplate import plan as planner
 from stackops.reconcile.systemvmtemplate.resume import resolve, start_date
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave, rfc3339
 
@@ -88,10 +88,10 @@ def router(n: int, *, version: str = "4.18.0", state: str = "Running") -> Router
                   network=f"net-{n}", account="tenant-1", domain="ROOT")
 
 
-def observed(*routers: Router) -> Observed:
+def observed(*routers: Router) -> CloudState:
     template = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "Download Complete", SUM,
                         "http://images.lab/kvm.qcow2.bz2")
-    return Observed(zones={"zone-1": "z1"}, templates=[template],
+    return CloudState(zones={"zone-1": "z1"}, templates=[template],
                     config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
                                    "minreq.sysvmtemplate.version": "4.19.1"}},
                     system_vms=[SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
@@ -101,10 +101,10 @@ def observed(*routers: Router) -> Observed:
 
 def test_the_router_stage_lasts_while_a_reboot_in_status_is_not_seen_to_end() -> None:
     facts = observed(router(1, version="4.19.1"), router(2, state="Starting"))
-    assert plan_rollout(spec(), facts).stage == "Complete"  # nothing to start: but r2's reboot is ours
-    plan = plan_rollout(spec(), facts, [], ["r2"])
+    assert planner.plan(spec(), facts).stage == "Complete"  # nothing to start: but r2's reboot is ours
+    plan = planner.plan(spec(), facts, [], ["r2"])
     assert plan.stage == "UpgradingRouters" and [r.id for r in plan.routers_in_flight] == ["r2"]
-    assert plan_rollout(spec(), observed(router(1, version="4.19.1")), [], ["r2"]).stage == "Complete"  # gone
+    assert planner.plan(spec(), observed(router(1, version="4.19.1")), [], ["r2"]).stage == "Complete"  # gone
 
 
 # ---------------------------------------------------------------------------------------------------- the wave
@@ -149,8 +149,8 @@ class Recorder:
         self.log.append(("notice", (phase, router.id, extra.get("jobId"))))
 
 
-def wave(recorder: Recorder, facts: Observed, progress: RouterProgress, *, settle: float = 60.0) -> RouterWave:
-    plan = plan_rollout(spec(), facts, [], [f.id for f in progress.in_flight])
+def wave(recorder: Recorder, facts: CloudState, progress: RouterProgress, *, settle: float = 60.0) -> RouterWave:
+    plan = planner.plan(spec(), facts, [], [f.id for f in progress.in_flight])
     return RouterWave(recorder, spec(), plan, facts, progress, recorder, lambda *e: None,  # type: ignore[arg-type]
                       deadline=time.time() + 0.3, poll_seconds=0.05, retry_backoff=30.0,
                       checkpoint=recorder.checkpoint, settle_seconds=settle)

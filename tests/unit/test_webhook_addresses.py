@@ -19,8 +19,8 @@ from stackops.api.systemvmtemplate import RouterProgress, SystemVMTemplateSpec
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
 from stackops.reconcile.systemvmtemplate.notify import (CheckedResolver, NotificationError, Notifier,
                                                         WebhookAddressNotAllowed, local_kind)
-from stackops.reconcile.systemvmtemplate.observed import Observed, Router, Template, older
-from stackops.reconcile.systemvmtemplate.plan import plan_rollout
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, Template, older
+from stackops.reconcile.systemvmtemplate import plan as planner
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave
 
 ROUTER = Router(id="r1", name="r-1-VM", state="Running", zone_id="z1", hypervisor="KVM", version="4.18.0",
@@ -174,11 +174,11 @@ def test_a_refused_before_notice_reboots_nothing_and_stalls_the_rollout() -> Non
     template = Template(id="t-z1", name="systemvm-kvm-4.19.1", zone_id="z1", hypervisor="KVM", ready=True,
                         status="Download Complete", checksum="{SHA-512}" + "ab" * 64,
                         url="http://images.lab/kvm.qcow2.bz2")
-    observed = Observed(zones={"zone-1": "z1"}, templates=[template],
+    observed = CloudState(zones={"zone-1": "z1"}, templates=[template],
                         config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
                                        "minreq.sysvmtemplate.version": "4.19.1"}},
                         system_vms=[], routers=[ROUTER])
-    plan = plan_rollout(spec, observed)
+    plan = planner.plan(spec, observed)
     assert plan.stage == "UpgradingRouters"
     client, progress, events = Client(), RouterProgress(), []
     wave = RouterWave(client, spec, plan, observed, progress,  # type: ignore[arg-type]

@@ -28,8 +28,9 @@ from ..base import Action, Context, Outcome, ReconcileError
 from ..engine import Engine, Plan as EnginePlan, Stage
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
 from .notify import Notifier
-from .observed import Observed, observe
-from .plan import Plan, later_stages, plan_rollout, settings_read, template_name, window_state
+from .observed import CloudState, observe
+from . import plan as planner
+from .plan import Plan, later_stages, settings_read, template_name, window_state
 from .reasons import Reason
 from .rollout import RouterWave, WaveMemory
 
@@ -48,7 +49,7 @@ class RolloutFacts:
     """What a pass sees: CloudStack (one list per collection) and the progress status keeps; the router wave of
     the pass, once it ran, and the OS types a registration looked up."""
 
-    observed: Observed
+    cloud: CloudState
     progress: RouterProgress
     systemvms: SystemVMProgress
     wave: RouterWave | None = None
@@ -107,7 +108,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
         return RolloutFacts(observed, self._progress(ctx), systemvms)
 
     def plan(self, ctx: Context, facts: RolloutFacts) -> RolloutPlan:
-        rollout = plan_rollout(ctx.spec, facts.observed, facts.systemvms.expected,
+        rollout = planner.plan(ctx.spec, facts.cloud, facts.systemvms.expected,
                                [f.id for f in facts.progress.in_flight])
         stage = rollout.stage
         actions: list[Action] = {"Registering": rollout.registrations, "Activating": list(rollout.settings),
@@ -161,18 +162,18 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
     def report(self, ctx: Context, facts: RolloutFacts, plan: RolloutPlan, applied: list[Action]) -> Outcome:
         rollout = plan.rollout
         if ctx.spec.management_policy == "Observe":
-            return self._observe_only(ctx, rollout, facts.observed, facts.progress)
+            return self._observe_only(ctx, rollout, facts.cloud, facts.progress)
         if rollout.problems:
-            return self._report(ctx, rollout, facts.observed, facts.progress, [],
+            return self._report(ctx, rollout, facts.cloud, facts.progress, [],
                                 st.stalled(Reason.ROLLOUT_BLOCKED, "; ".join(rollout.problems)))
-        return self._report(ctx, rollout, facts.observed, facts.progress, applied, wave=facts.wave)
+        return self._report(ctx, rollout, facts.cloud, facts.progress, applied, wave=facts.wave)
 
     # ------------------------------------------------------------------ stages
 
     async def _routers(self, ctx: Context, client: CloudStackClient, plan: Plan, facts: RolloutFacts) -> RouterWave:
         """One bounded wave of router reboots (rollout.py); it writes its progress into `facts.progress`."""
         spec: SystemVMTemplateSpec = ctx.spec
-        observed, progress = facts.observed, facts.progress
+        observed, progress = facts.cloud, facts.progress
         url, allow_local = None, False
         if spec.notifications is not None:
             ref = spec.notifications.webhook_url_secret_ref
@@ -197,7 +198,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
             progress.generation = ctx.generation
         return progress
 
-    def _fields(self, plan: Plan, observed: Observed, progress: RouterProgress) -> dict[str, Any]:
+    def _fields(self, plan: Plan, observed: CloudState, progress: RouterProgress) -> dict[str, Any]:
         templates = []
         for (hypervisor, zone_id), template in sorted(plan.ready.items()):
             templates.append(TemplateStatus(hypervisor=hypervisor, zone=observed.zone_name(zone_id), id=template.id,
@@ -217,7 +218,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
             fields["routers"] = progress.model_dump(by_alias=True)
         return fields
 
-    def _report(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress, applied: list[Action],
+    def _report(self, ctx: Context, plan: Plan, observed: CloudState, progress: RouterProgress, applied: list[Action],
                 conditions: list[st.ConditionState] | None = None, wave: RouterWave | None = None) -> Outcome:
         spec: SystemVMTemplateSpec = ctx.spec
         stage = plan.stage
@@ -309,7 +310,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
                                   Reason.ROUTERS_UPGRADED if routers_done else (
                                       Reason.ROUTERS_FAILED if progress.failed_routers else Reason.NOT_UPGRADED))]
 
-    def _observe_only(self, ctx: Context, plan: Plan, observed: Observed, progress: RouterProgress) -> Outcome:
+    def _observe_only(self, ctx: Context, plan: Plan, observed: CloudState, progress: RouterProgress) -> Outcome:
         actions = plan.actions()  # the engine posts DriftDetected when they change
         fields = self._fields(plan, observed, progress)
         fields["phase"] = "Pending" if actions or plan.problems else "Complete"

@@ -111,7 +111,10 @@ class Router:
 
 
 @dataclass
-class Observed:
+class CloudState:
+    """What CloudStack has that a rollout plans from (one listing each): zones, templates, settings, system VMs and
+    routers. RolloutFacts (the engine's facts) holds it with the rollout's own progress."""
+
     zones: dict[str, str]  # name → id
     templates: list[Template]
     config: dict[str, dict[str, str]]  # zone id → setting name → value
@@ -126,7 +129,7 @@ class Observed:
         return zone_id
 
 
-async def observe(client: CloudStackClient, names: list[str], settings: list[str]) -> Observed:
+async def observe(client: CloudStackClient, names: list[str], settings: list[str]) -> CloudState:
     """Zones, the templates named `names`, the zone settings `settings`, system VMs and routers."""
     zones_raw = await client.list("listZones")
     zones = {str(z["name"]): str(z["id"]) for z in zones_raw}
@@ -146,5 +149,5 @@ async def observe(client: CloudStackClient, names: list[str], settings: list[str
     )
     template_lists, configs, system_vms, routers = results
     found = [Template.parse(t) for items in template_lists for t in items if t.get("name") in names]
-    return Observed(zones=zones, templates=found, config=dict(configs),
+    return CloudState(zones=zones, templates=found, config=dict(configs),
                     system_vms=[SystemVM.parse(v) for v in system_vms], routers=[Router.parse(r) for r in routers])

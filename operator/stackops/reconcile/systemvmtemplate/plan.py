@@ -15,7 +15,7 @@ from ... import status as st
 from ...api.systemvmtemplate import MaintenanceWindow, SystemVMTemplateSpec, TemplateSource
 from ..base import Action
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration, UpgradeRouter
-from .observed import Observed, Router, Template, older
+from .observed import CloudState, Router, Template, older
 
 MINREQ = "minreq.sysvmtemplate.version"
 # A rollout plans one stage at a time (each needs the one before done): what follows the stage a pass reports.
@@ -106,7 +106,7 @@ class Plan:
         return every[:limit]
 
 
-def targets(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan) -> list[Target]:
+def targets(spec: SystemVMTemplateSpec, observed: CloudState, plan: Plan) -> list[Target]:
     result = []
     for source in spec.templates:
         zones = source.zones or sorted(observed.zones)
@@ -118,7 +118,7 @@ def targets(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan) -> list[
     return result
 
 
-def plan_templates(spec: SystemVMTemplateSpec, observed: Observed, wanted: list[Target], plan: Plan) -> None:
+def plan_templates(spec: SystemVMTemplateSpec, observed: CloudState, wanted: list[Target], plan: Plan) -> None:
     """Reuse a template with the same name and checksum; replace one whose checksum or URL the spec changed."""
     for target in wanted:
         source = target.source
@@ -154,11 +154,11 @@ def plan_templates(spec: SystemVMTemplateSpec, observed: Observed, wanted: list[
                                                    str(source.url), source.checksum, source.format, source.os_type))
 
 
-def in_use_by_system_vm(template: Template, observed: Observed) -> bool:
+def in_use_by_system_vm(template: Template, observed: CloudState) -> bool:
     return any(v.template_id == template.id for v in observed.system_vms)
 
 
-def plan_settings(spec: SystemVMTemplateSpec, observed: Observed, wanted: list[Target], plan: Plan) -> None:
+def plan_settings(spec: SystemVMTemplateSpec, observed: CloudState, wanted: list[Target], plan: Plan) -> None:
     zones = sorted({(t.zone, t.zone_id) for t in wanted})
     for target in wanted:
         if spec.activation.set_router_template:
@@ -173,7 +173,7 @@ def plan_settings(spec: SystemVMTemplateSpec, observed: Observed, wanted: list[T
                 plan.settings.append(SetConfiguration(MINREQ, spec.version, zone, zone_id, current))
 
 
-def plan_system_vms(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan, expected: list[str]) -> None:
+def plan_system_vms(spec: SystemVMTemplateSpec, observed: CloudState, plan: Plan, expected: list[str]) -> None:
     """One replacement at a time per zone: the next only when every system VM of the zone runs."""
     seen = set(expected)
     for vm in observed.system_vms:
@@ -208,7 +208,7 @@ def _template_for(hypervisor: str, zone_id: str, plan: Plan) -> Template | None:
     return None
 
 
-def plan_routers(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan, in_flight: list[str] = ()) -> None:
+def plan_routers(spec: SystemVMTemplateSpec, observed: CloudState, plan: Plan, in_flight: list[str] = ()) -> None:
     """`in_flight`: ids of the routers status shows rebooting (`routers.inFlight`)."""
     rules = spec.rollout.routers
     scope = {(h.lower(), z) for (h, z) in plan.ready}
@@ -229,7 +229,7 @@ def plan_routers(spec: SystemVMTemplateSpec, observed: Observed, plan: Plan, in_
             plan.routers_skipped.append(router)
 
 
-def plan_rollout(spec: SystemVMTemplateSpec, observed: Observed, expected_system_vms: list[str] = (),
+def plan(spec: SystemVMTemplateSpec, observed: CloudState, expected_system_vms: list[str] = (),
                  in_flight: list[str] = ()) -> Plan:
     """Everything the rollout still has to do, staged: later stages are planned only when earlier ones are done.
     `in_flight`: the router reboots status shows in flight (the router stage lasts until they are seen to end)."""

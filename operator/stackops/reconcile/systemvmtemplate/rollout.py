@@ -31,7 +31,7 @@ from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackU
 from ..base import Checkpoint, EventSink, keep_in_memory
 from .jobs import Listing, poll
 from .notify import NotificationError, Notifier
-from .observed import Observed, Router, older
+from .observed import CloudState, Router, older
 from .plan import Plan, budget, choose_routers, window_state
 from .resume import REBOOT_COMMAND, resolve, start_date
 from .timing import RebootTimes
@@ -78,7 +78,7 @@ class WaveMemory:
 class RouterWave:
     """One pass of the router stage."""
 
-    def __init__(self, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan, observed: Observed,
+    def __init__(self, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan, observed: CloudState,
                  progress: RouterProgress, notifier: Notifier, event: EventSink, *, deadline: float,
                  poll_seconds: float, retry_backoff: float, checkpoint: Checkpoint = keep_in_memory,
                  settle_seconds: float = 60.0, clock: Callable[[], float] = time.time,
