@@ -93,7 +93,7 @@ TABLE: list[Row] = [
     *rows("KvmHost", "progressing", "ConfigMapNotFound", "ConfigMapKeyMissing", "ConfigMapForbidden",
           "ConfigMapUnreadable"),  # drivers/configmaps.py: packages.signingKeyConfigMapRef
     *rows("KvmHost", "progressing", "Converging", "CommandFailed", "CheckpointFailed", "ConnectionLost",
-          "RegistrationRefused"),
+          "ProbeOutputInvalid", "RegistrationRefused"),
     *rows("KvmHost", "progressing", "PackageInstallFailed",
           domain=(st.ConditionState("Configured", "False", "PackageInstallFailed", "apt-get failed"),)),
     *rows("KvmHost", "progressing", "RollbackPending", domain=UNREACHABLE),

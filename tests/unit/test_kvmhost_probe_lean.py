@@ -7,15 +7,23 @@ scripts/probe.sh (its first probe of the host: the binaries' `--version` run), l
 before it (the commit before issue 18's)."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
+import logging
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
+from support.credentials import secret
+from support.kvmhost_probe import ProbeOnlyHost
+from support.specs import HOST_KEY
 
+from stackops.api.kvmhost import KvmHostSpec
+from stackops.reconcile.base import Context, ReconcileError
+from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.observed import file_bytes
 from stackops.reconcile.kvmhost.probe import KNOWN, SCRIPT, Probe, ProbeError, parse, sections, unpack
 
@@ -141,3 +149,22 @@ def test_a_configuration_file_round_trips_through_the_archive() -> None:
         if text is not None:
             assert hashlib.sha256(file_bytes(text)).hexdigest() == hashlib.sha256(
                 unpack(next(b for n, _, b in sections(LEAN) if n == "files"))[path]).hexdigest()
+
+
+def test_an_answer_that_cannot_be_read_is_a_reason_in_status_and_changes_nothing() -> None:
+    """A garbled files section (or a file listed but not sent) is ProbeOutputInvalid, retried, Reachable still
+    true: never an internal error, and nothing is planned from a host the operator could not read."""
+    garbled = re.sub(r"(?m)^(@@files .*\n)(?:[A-Za-z0-9+/=]+\n)+", r"\1%%% not base64 %%%\n", LEAN, count=1)
+    assert garbled != LEAN
+    host = ProbeOnlyHost(garbled)
+    spec = KvmHostSpec.model_validate({"address": "10.250.0.11", "ssh": {"privateKeySecretRef": {"name": "k"},
+                                                                          "hostKey": HOST_KEY}})
+    ctx = Context(namespace="lab", name="kvm1", generation=1, spec=spec, status={},
+                  secrets={"k": secret({"ssh-privatekey": "unused"}, "10.250.0.11")},
+                  event=lambda *e: None, logger=logging.getLogger("test"))
+    with pytest.raises(ReconcileError) as refused:
+        asyncio.run(KvmHostReconciler(host).reconcile(ctx))  # type: ignore[arg-type]
+    assert refused.value.reason == "ProbeOutputInvalid" and refused.value.retry
+    assert "could not be read: the probe's files section is no tar archive" in str(refused.value)
+    assert [(c.type, c.status) for c in refused.value.conditions] == [("Reachable", "True")]
+    assert host.ran == [], "nothing was run besides the probe"

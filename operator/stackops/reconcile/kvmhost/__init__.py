@@ -26,7 +26,7 @@ from . import batch, guard, registration
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, HostState
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
-from .probe import Probe
+from .probe import Probe, ProbeError
 from .reasons import Reason
 
 PROBE_TIMEOUT = 60.0
@@ -37,6 +37,7 @@ RECONNECT_TIMEOUT_SECONDS = 3.0  # each attempt to reach the host again after a 
 CONFIRM_TIMEOUT_SECONDS = 5.0
 RECONNECT_PAUSE_SECONDS = 0.5
 CONFIRM_MARGIN_SECONDS = 1.0  # stop trying this long before the host's timer would revert
+PROBE_RETRY_SECONDS = 60.0  # a probe answer that could not be read is asked for again
 PACKAGE_RETRY_SECONDS = 60.0  # a failed install is tried again (backing off): the repository may get the version
 PACKAGE_OUTPUT_LINES = 6  # of the package manager's output in the failure message
 REACHABLE, CONFIGURED = st.ConditionType.REACHABLE, st.ConditionType.CONFIGURED
@@ -191,9 +192,13 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
                                            timeout=PROBE_TIMEOUT, label="probe")
         except SSHError as error:
             raise unreachable(error) from None
-        return HostFacts(owner=f"{ctx.namespace}/{ctx.name}",
-                        host=self.probe.parse(host, result.stdout, spec.libvirt.tcp_port),
-                        signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
+        try:
+            state = self.probe.parse(host, result.stdout, spec.libvirt.tcp_port)
+        except ProbeError as error:  # a host whose answer cannot be read is not planned from (nothing changes)
+            raise ReconcileError(Reason.PROBE_OUTPUT_INVALID, f"the probe's answer from {spec.address} could not be "
+                                 f"read: {error}", delay=PROBE_RETRY_SECONDS, conditions=[CONNECTED]) from None
+        return HostFacts(owner=f"{ctx.namespace}/{ctx.name}", host=state,
+                         signing_key=signing_key(ctx, spec), client_tls=client_tls(ctx, spec))
 
     async def observe_follow_up(self, ctx: Context, conn: SSHConnection, facts: HostFacts,
                                 plan: HostPlan) -> HostFacts:

@@ -7,6 +7,7 @@ import enum
 
 class Reason(enum.StrEnum):
     CONFIGURED = "Configured"  # Ready=True, Configured=True: the host matches the spec
+    PROBE_OUTPUT_INVALID = "ProbeOutputInvalid"  # the probe's answer could not be read: nothing is planned from it
     # applying
     PACKAGE_INSTALL_FAILED = "PackageInstallFailed"
     CHECKPOINT_FAILED = "CheckpointFailed"
