@@ -55,7 +55,7 @@ def _run(args: argparse.Namespace) -> int:
     xenapi.use_workers(args.xenapi_workers)
     kube.use_workers(args.kube_workers)
     cloudstack = CloudStackPool(per_endpoint=args.cloudstack_concurrency, poll_interval=args.cloudstack_poll_seconds)
-    ssh = SSHPool(max_workers=args.ssh_workers, idle_seconds=args.ssh_idle_seconds)
+    ssh = SSHPool(max_workers=args.ssh_workers, idle_seconds=args.ssh_idle_seconds, max_idle=args.ssh_max_idle)
     reconcilers = default_reconcilers(ssh, cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
@@ -127,6 +127,13 @@ def _seconds(text: str) -> float:
     return number
 
 
+def _count(text: str) -> int:
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"needs 0 or more, not {number}")
+    return number
+
+
 def _threads(text: str) -> int:
     number = int(text)
     if number < 1:
@@ -165,6 +172,9 @@ def parser() -> argparse.ArgumentParser:
                      help="close an SSH connection no command has used for S seconds, and end its thread; the next "
                           "command to the host connects again (default 60, below KvmHost's default resync of 300 s: "
                           "hosts between resyncs hold no connection)")
+    run.add_argument("--ssh-max-idle", type=_count, default=32, metavar="N",
+                     help="keep at most N SSH connections open while no command uses them; the longest idle beyond "
+                          "that are closed at once (default 32; 0: close each connection when its commands end)")
     run.add_argument("--xenapi-workers", type=_threads, default=16, metavar="N",
                      help="XenAPI calls running at once, all XenPools together (default 16)")
     run.add_argument("--kube-workers", type=_threads, default=8, metavar="N",

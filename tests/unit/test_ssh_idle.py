@@ -249,3 +249,67 @@ def test_the_idle_bound_is_a_flag_of_stackops_run() -> None:
             parser().parse_args(["run", "--ssh-idle-seconds", bad])
     with pytest.raises(ValueError):
         SSHPool(idle_seconds=0)
+
+
+def test_at_most_max_idle_connections_stay_open_the_longest_idle_closed_first(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst over many hosts (the operator's start, a resync round) keeps no more idle connections than the
+    bound, whatever the idle time."""
+    pool = SSHPool(idle_seconds=IDLE, max_idle=2, clock=clock)
+    try:
+        network = FakeNetwork(pool, monkeypatch)
+        for n in range(10, 15):
+            clock.now += 1
+            run(pool, f"192.0.2.{n}")
+        assert network.open() == ["192.0.2.13", "192.0.2.14"]
+        assert pool.open_connections() == 2
+        clock.now += 1
+        run(pool, "192.0.2.13")  # used again: now the most recent
+        clock.now += 1
+        run(pool, "192.0.2.20")
+        assert network.open() == ["192.0.2.13", "192.0.2.20"]
+    finally:
+        pool.shutdown()
+
+
+def test_connections_in_use_are_neither_counted_nor_closed_by_the_bound(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = SSHPool(idle_seconds=IDLE, max_idle=1, clock=clock)
+    try:
+        network = FakeNetwork(pool, monkeypatch, hold={"long"})
+
+        async def main() -> None:
+            long = asyncio.create_task(pool.connection(target("192.0.2.1")).run(["true"], label="long"))
+            assert await asyncio.to_thread(network.running.wait, SAFETY)
+            for n in (2, 3, 4):
+                await pool.connection(target(f"192.0.2.{n}")).run(["true"])
+            assert sorted(network.open()) == ["192.0.2.1", "192.0.2.4"]
+            clock.now += 1
+            network.release.set()
+            await long
+
+        asyncio.run(main())
+        assert network.open() == ["192.0.2.1"], "the long command's connection is now the most recently used"
+    finally:
+        pool.shutdown()
+
+
+def test_max_idle_zero_closes_each_connection_when_its_commands_end(
+        clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = SSHPool(idle_seconds=IDLE, max_idle=0, clock=clock)
+    try:
+        network = FakeNetwork(pool, monkeypatch)
+        run(pool)
+        run(pool)
+        assert network.open() == [] and len(network.clients) == 2
+    finally:
+        pool.shutdown()
+
+
+def test_the_idle_connections_bound_is_a_flag_of_stackops_run() -> None:
+    assert parser().parse_args(["run"]).ssh_max_idle == 32
+    assert parser().parse_args(["run", "--ssh-max-idle", "0"]).ssh_max_idle == 0
+    with pytest.raises(SystemExit):
+        parser().parse_args(["run", "--ssh-max-idle", "-1"])
+    with pytest.raises(ValueError):
+        SSHPool(max_idle=-1)

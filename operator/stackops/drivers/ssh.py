@@ -18,8 +18,11 @@
 - A connection no command has used for `idle_seconds` (`stackops run --ssh-idle-seconds`, default 60 s, shorter
   than a KvmHost's default resync) is closed too, and its paramiko thread ends: hosts between resyncs hold no
   connection, no thread, no memory. One reaper thread per pool, running only while the pool keeps a connection,
-  closes each as it comes due (`reap_idle`). A connection a command or a connect is using is never closed for
-  idleness; its idle time counts from the end of its last use. The next command to the host connects again.
+  closes each as it comes due (`reap_idle`). At most `max_idle` connections (`--ssh-max-idle`, default 32) stay
+  open idle at a time, the longest idle beyond that closed at once: a burst over many hosts (the operator's start, a
+  resync round) does not keep one connection per host either. A connection a command or a connect is using is
+  never closed for idleness; its idle time counts from the end of its last use. The next command to the host
+  connects again.
 - paramiko is blocking: every call runs in the pool's own bounded worker threads (workers.py), not in the
   event loop's small default executor shared with XenAPI and Kubernetes calls. Time a command waits there for a
   thread counts against its timeout (a command with timeout T that waited W gets T - W, or fails with
@@ -63,6 +66,7 @@ _DISPLAY_MAX = 300
 _TAIL_LINES = 5
 _TAIL_CHARS = 800
 DEFAULT_IDLE_SECONDS = 60.0  # a connection no command has used for this long is closed (KvmHost resyncs: 300 s)
+DEFAULT_MAX_IDLE = 32  # connections kept open while no command uses them, all hosts together
 REAP_MIN_PAUSE_SECONDS = 0.5  # the reaper thread's shortest sleep
 DEFAULT_WORKERS = 32  # threads running commands at once, all hosts together
 URGENT_WORKERS = 4  # more threads, for urgent commands only (KvmHost confirms)
@@ -414,14 +418,17 @@ class SSHPool:
 
     def __init__(self, *, max_workers: int = DEFAULT_WORKERS, urgent_workers: int = URGENT_WORKERS,
                  max_sessions: int = 8, keepalive_seconds: float = 30.0, idle_seconds: float = DEFAULT_IDLE_SECONDS,
-                 clock: Callable[[], float] | None = None):
+                 max_idle: int = DEFAULT_MAX_IDLE, clock: Callable[[], float] | None = None):
         """`max_workers` threads run commands (all hosts together; more wait in a queue) and `urgent_workers` more
         run only urgent ones; `max_sessions` bounds the commands running at once on one connection (OpenSSH's
         `MaxSessions` defaults to 10); `keepalive_seconds` keeps idle connections through NAT and firewalls;
         `idle_seconds`: a connection no command has used for this long is closed (`reap_idle`), by `clock`
-        (`time.monotonic` unless a test gives its own)."""
+        (`time.monotonic` unless a test gives its own); `max_idle`: at most this many connections are kept open
+        while no command uses them, the longest idle beyond that are closed at once."""
         if not (0 < idle_seconds < math.inf):
             raise ValueError("idle_seconds must be a positive number of seconds")
+        if max_idle < 0:
+            raise ValueError("max_idle must be 0 or more")
         self._hosts: dict[tuple[str, int, str, str, str], _Host] = {}
         self._counters: dict[str, Counters] = {}
         self._lock = threading.Lock()
@@ -429,6 +436,7 @@ class SSHPool:
         self._keepalive = keepalive_seconds
         self._workers = Workers("ssh", max_workers, reserved=urgent_workers)
         self.idle_seconds = float(idle_seconds)
+        self.max_idle = max_idle
         self._clock = clock or (lambda: time.monotonic())
         self._reaper: threading.Thread | None = None  # runs while the pool keeps a connection
         self._reaper_wake = threading.Condition(self._lock)
@@ -545,13 +553,21 @@ class SSHPool:
 
     def _used(self, host: _Host) -> None:
         """A use of `host` ended: its idle time counts from now. One the pool dropped meanwhile (`close`,
-        `release`) and no other command uses is closed now, so that a reconnect made on it does not stay open."""
+        `release`) and no other command uses is closed now, so that a reconnect made on it does not stay open. With
+        more than `max_idle` connections idle, the longest idle are closed."""
+        closing: list[_Host] = []
         with self._lock:
             host.uses -= 1
             host.idle_since = self._clock()
-            dropped = host.uses == 0 and self._hosts.get(host.key) is not host
-        if dropped:
-            host.close()
+            if host.uses == 0 and self._hosts.get(host.key) is not host:
+                closing.append(host)
+            elif host.uses == 0:
+                idle = [h for h in self._hosts.values() if h.uses == 0 and h.client is not None]
+                if len(idle) > self.max_idle:
+                    idle.sort(key=lambda h: h.idle_since)
+                    closing = [self._hosts.pop(h.key) for h in idle[: len(idle) - self.max_idle]]
+        for old in closing:
+            old.close()
 
     def _reap_loop(self) -> None:
         """The reaper thread: closes connections as they come due (`reap_idle`), sleeping until the next one is due;
