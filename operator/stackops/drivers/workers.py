@@ -9,8 +9,9 @@ threads: SSH commands and Secret reads go on. asyncio's default executor, shared
 - Urgent calls (`urgent=True`) are taken before every queued ordinary call, and `reserved` more threads run only
   urgent calls: an urgent call never waits for an ordinary one, only for urgent calls beyond the reserved threads.
   KvmHost's confirm of a guarded change is one (the host reverts the change unless the confirm arrives in time).
-- Threads start when calls need them and then stay. They are daemon threads: a call hanging on a dead peer does
-  not hold the process at exit.
+- Threads start when calls need them, and a thread that found no call for `idle_seconds` (60 s by default) ends:
+  a quiet operator keeps none of them. They are daemon threads: a call hanging on a dead peer does not hold the
+  process at exit.
 - A call whose caller stopped waiting (its coroutine was cancelled) while it was queued is not run.
 - The call runs in a copy of the caller's context (contextvars), as with `asyncio.to_thread`.
 
@@ -29,17 +30,19 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 _Job = tuple[Future, Callable[..., Any], tuple[Any, ...], contextvars.Context]
+DEFAULT_IDLE_SECONDS = 60.0  # a thread with nothing to do for this long ends
 
 
 class Workers:
     """`size` threads for ordinary calls and `reserved` more for urgent ones; the rest waits in a queue."""
 
-    def __init__(self, name: str, size: int, *, reserved: int = 0):
-        if size < 1 or reserved < 0:
-            raise ValueError(f"{name} workers: size must be at least 1 and reserved at least 0")
+    def __init__(self, name: str, size: int, *, reserved: int = 0, idle_seconds: float = DEFAULT_IDLE_SECONDS):
+        if size < 1 or reserved < 0 or not idle_seconds > 0:
+            raise ValueError(f"{name} workers: size must be at least 1, reserved at least 0, idle_seconds positive")
         self.name = name
         self.size = size
         self.reserved = reserved
+        self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # ordinary threads wait here (they take urgent calls too)
         self._urgent_work = threading.Condition(self._lock)  # reserved threads wait here
@@ -78,6 +81,11 @@ class Workers:
         with self._lock:
             return len(self._urgent) + len(self._ordinary)
 
+    def threads(self) -> int:
+        """Threads running now (busy or waiting for a call)."""
+        with self._lock:
+            return self._threads + self._reserved_threads
+
     def shutdown(self) -> None:
         """Queued calls are cancelled, idle threads end, running calls finish; no call is taken afterwards."""
         with self._lock:
@@ -113,14 +121,16 @@ class Workers:
         thread.start()
 
     def _take(self, reserved: bool) -> _Job | None:
-        """The next call for this thread, urgent ones first; None once shut down."""
+        """The next call for this thread, urgent ones first; None once shut down or after `idle_seconds` without a
+        call (the thread ends; a later call starts another)."""
         with self._lock:
+            waited = False
             while True:
                 if self._urgent:
                     return self._urgent.popleft()
                 if not reserved and self._ordinary:
                     return self._ordinary.popleft()
-                if self._closed:
+                if self._closed or waited:
                     if reserved:
                         self._reserved_threads -= 1
                     else:
@@ -128,11 +138,11 @@ class Workers:
                     return None
                 if reserved:
                     self._idle_reserved += 1
-                    self._urgent_work.wait()
+                    waited = not self._urgent_work.wait(self.idle_seconds)
                     self._idle_reserved -= 1
                 else:
                     self._idle += 1
-                    self._work.wait()
+                    waited = not self._work.wait(self.idle_seconds)
                     self._idle -= 1
 
     def _loop(self, reserved: bool) -> None:
