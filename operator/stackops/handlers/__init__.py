@@ -1,14 +1,34 @@
 """kopf wiring: settings and the handlers of the four kinds."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
+from ..api.kinds import KINDS
 from .peering import CRD_RETRY_SECONDS, prepare
 from .resources import Deps, register
 from .settings import PEERING_NAME, configure
+
+API_REQUESTS = 16  # kopf's requests to the API server at once (patches, Events, lists), besides its watch streams
+
+
+def api_session(info: kopf.ConnectionInfo, namespaces: Sequence[str] = ()) -> kopf.AiohttpSession:
+    """kopf's API session for `info`, made as kopf makes it but with a bounded connection pool: one connection per
+    watch stream (each kind and the peering, in each watched namespace or cluster-wide) and `API_REQUESTS` more.
+    kopf's own pool has no bound: with hundreds of objects reconciled at once it kept one TLS connection (and its
+    256 KiB read buffer) per request in flight, about 150 connections and 45 MiB in bench/scale.py. Requests beyond
+    the bound wait for a connection (within settings.networking.request_timeout)."""
+    import aiohttp
+
+    streams = (len(KINDS) + 1) * max(1, len(namespaces))
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=streams + API_REQUESTS, ssl=info.as_ssl_context()),
+        headers=info.as_http_headers(), proxy=info.proxy_url, trust_env=info.trust_env)
+    return kopf.AiohttpSession(server=info.server, default_namespace=info.default_namespace, priority=info.priority,
+                               expiration=info.expiration, aiohttp_session=session)
 
 
 def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None,
@@ -19,9 +39,11 @@ def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None,
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry, id="login")
-    def login(**kwargs: Any) -> Any:
-        """In-cluster ServiceAccount, else KUBECONFIG / ~/.kube/config (through the kubernetes client)."""
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> Any:
+        """In-cluster ServiceAccount, else KUBECONFIG / ~/.kube/config (through the kubernetes client), in a session
+        with a bounded connection pool (`api_session`)."""
+        info = await asyncio.to_thread(kopf.login_via_client, **kwargs)  # reads files: not in the event loop
+        return None if info is None else api_session(info, namespaces)
 
     register(registry, deps)
     if custom_api is not None:
