@@ -9,14 +9,15 @@ Measures, in this order:
   resync round   objects due (lastReconcileTime + resyncIntervalSeconds) → every resyncing object's
                  lastReconcileTime advanced; per object lag = seen − due
   mass update    a spec change to every resyncing object (resyncIntervalSeconds → 86400) → all observed
-  idle           operator CPU over a quiet window (nothing due, nothing changed)
+  idle           operator CPU over a quiet window (nothing due, nothing changed), its RSS and threads at the end
   latency        apply → status: a spec change to K KvmHosts, one at a time, until observedGeneration matches
-  memory         operator peak RSS (VmHWM, with children)
+  memory         operator peak RSS (VmHWM, with children) and threads: now, and the most seen (sampled every
+                 0.2 s from the operator's start, so a shorter burst can be missed)
 CPU is the operator's (utime + stime) as % of one core; the machine's and the lab's share are shown beside it
 (the lab — light hosts, simulators, kube-apiserver, etcd — runs on the same cores).
 
     .venv/bin/python bench/scale.py [--kvmhosts 500] [--others 50] [--resync 60] [--idle-seconds 60]
-                                    [--latency-samples 50] [--json]
+                                    [--latency-samples 50] [--operator-arg=--ssh-idle-seconds=30 …] [--json]
 
 Uses $KUBECONFIG's cluster if set (no other stackops operator may run there), else starts a local control plane
 for the run. Needs root (light hosts are network namespaces).
@@ -43,8 +44,8 @@ from stackops_lab.background import BackgroundSimulator
 from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.cloudstack.component import running as cloudstack_running
 from stackops_lab.lighthosts import LightHost, LightHosts
-from stackops_lab.manifests import (CLOUDSTACK_SECRET, SSH_SECRET, XEN_SECRET, cloudstack_secret,
-                                    cloudstackrelease_manifests, systemvmtemplate_manifests)
+from stackops_lab.manifests import (CLOUDSTACK_SECRET, SSH_SECRET, XEN_SECRET, allowed, cloudstack_secret,
+                                    cloudstackrelease_manifests, systemvmtemplate_manifests, xen_destinations)
 from stackops_lab.xenapi.component import XenComponent
 
 GROUP, VERSION = "stackops.io", "v1alpha1"
@@ -126,10 +127,24 @@ class Snapshot:
 @dataclass
 class Accounting:
     """Where CPU goes: the operator's process tree, and the lab's processes (light hosts, simulators, control
-    plane) for context."""
+    plane) for context. Its memory; the most threads it ran, sampled (`start_sampling`)."""
 
     operator_pid: int
     lab_pids: Callable[[], dict[str, list[int]]]  # group (control plane, light hosts, simulators) → pids
+    peak_threads: int = 0
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def start_sampling(self, interval: float = 0.2) -> None:
+        def sample() -> None:
+            while not self.stopping.wait(interval):
+                self.peak_threads = max(self.peak_threads, self.threads())
+        threading.Thread(target=sample, name="thread-sampler", daemon=True).start()
+
+    def stop_sampling(self) -> None:
+        self.stopping.set()
+
+    def threads(self) -> int:
+        return sum(status_kib(p, "Threads") for p in [self.operator_pid, *descendants(self.operator_pid)])
 
     def snapshot(self) -> Snapshot:
         busy, total = machine_busy()
@@ -151,7 +166,8 @@ class Accounting:
         pids = [self.operator_pid, *descendants(self.operator_pid)]
         return {"peakRssMiB": round(sum(status_kib(p, "VmHWM") for p in pids) / 1024),
                 "rssMiB": round(sum(status_kib(p, "VmRSS") for p in pids) / 1024),
-                "threads": sum(status_kib(p, "Threads") for p in pids)}
+                "threads": sum(status_kib(p, "Threads") for p in pids),
+                "peakThreads": max(self.peak_threads, sum(status_kib(p, "Threads") for p in pids))}
 
 
 # --------------------------------------------------------------------------- watching the objects
@@ -320,12 +336,14 @@ def manifests(hosts: list[LightHost], xen: dict[str, Any] | None, cloudstack: An
               others: int, resync: int, lab_dir: Path) -> list[dict[str, Any]]:
     documents: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/ssh-auth",
-         "metadata": {"name": SSH_SECRET, "namespace": NAMESPACE},
+         "metadata": {"name": SSH_SECRET, "namespace": NAMESPACE,
+                      "annotations": allowed(*(host.address for host in hosts))},
          "stringData": {"ssh-privatekey": hosts[0].client_key_pem}}]
     documents += [kvmhost_manifest(host, i, resync) for i, host in enumerate(hosts)]
     if xen is not None:
         documents.append({"apiVersion": "v1", "kind": "Secret",
-                          "metadata": {"name": XEN_SECRET, "namespace": NAMESPACE},
+                          "metadata": {"name": XEN_SECRET, "namespace": NAMESPACE,
+                                       "annotations": xen_destinations(xen)},
                           "stringData": {"username": xen["username"], "password": xen["password"]}})
         documents += [xenpool_manifest(xen, i, resync) for i in range(others)]
     if cloudstack is not None:
@@ -411,7 +429,8 @@ def lags(before: dict[tuple[str, str], Seen], after: dict[tuple[str, str], Seen]
 def run(args: argparse.Namespace, lab_dir: Path) -> dict[str, Any]:
     from kubernetes import config as kube_config
 
-    results: dict[str, Any] = {"kvmhosts": args.kvmhosts, "others": args.others, "resyncSeconds": args.resync}
+    results: dict[str, Any] = {"kvmhosts": args.kvmhosts, "others": args.others, "resyncSeconds": args.resync,
+                               "operatorArgs": list(args.operator_arg)}
     cleanup: list[Callable[[], None]] = []
     try:
         # -- the cluster
@@ -478,13 +497,15 @@ def run(args: argparse.Namespace, lab_dir: Path) -> dict[str, Any]:
         token = lab_operator.service_account_token(cluster.kubeconfig)
         config = lab_operator.token_kubeconfig(cluster.kubeconfig, token, lab_dir / "operator-kubeconfig")
         operator = lab_operator.LocalOperator(kubeconfig=config, log_path=lab_dir / "operator.log",
-                                              verbose=args.operator_verbose)
+                                              verbose=args.operator_verbose, args=tuple(args.operator_arg))
         cleanup.append(operator.stop)
         say(f"starting the operator (log {operator.log_path})")
         t0 = time.time()
         operator.start()
         assert operator.process is not None
         accounting = Accounting(operator.process.pid, lab_pids)
+        accounting.start_sampling()
+        cleanup.append(accounting.stop_sampling)
         first = accounting.snapshot()
         first.at = t0
 
@@ -557,7 +578,8 @@ def run(args: argparse.Namespace, lab_dir: Path) -> dict[str, Any]:
         start = accounting.snapshot()
         time.sleep(args.idle_seconds)
         end = accounting.snapshot()
-        results["idle"] = {**Accounting.window(start, end), "statusEvents": tracker.events - events}
+        results["idle"] = {**Accounting.window(start, end), "statusEvents": tracker.events - events,
+                           **accounting.memory()}
         say(f"idle: {results['idle']}")
 
         # -- apply → status latency, one KvmHost at a time
@@ -598,7 +620,8 @@ def run(args: argparse.Namespace, lab_dir: Path) -> dict[str, Any]:
 
 def table(results: dict[str, Any]) -> str:
     lines = [f"scale: {results['kvmhosts']} KvmHosts, {results['others']} each of XenPool, SystemVMTemplate, "
-             f"CloudStackRelease (all Observe); resyncIntervalSeconds {results['resyncSeconds']}"]
+             f"CloudStackRelease (all Observe); resyncIntervalSeconds {results['resyncSeconds']}"
+             + (f"; operator {' '.join(results['operatorArgs'])}" if results["operatorArgs"] else "")]
 
     def cpu(window: dict[str, Any]) -> str:
         lab = window["labCpuPercent"]
@@ -628,13 +651,14 @@ def table(results: dict[str, Any]) -> str:
     i = results["idle"]
     lines.append(f"  idle ({i['seconds']:.0f} s window)       {i['statusEvents']:5d} status events seen")
     lines.append(f"    during the window      {cpu(i)}")
+    lines.append(f"    at its end             RSS {i['rssMiB']} MiB, {i['threads']} threads")
     if "latency" in results:
         lt = results["latency"]
         lines.append(f"  apply→status latency     p50 {lt['p50']:.2f}s  p95 {lt['p95']:.2f}s  max {lt['max']:.2f}s "
                      f"({lt['samples']} KvmHosts one at a time)")
     mem = results["memory"]
     lines.append(f"  operator memory          peak RSS {mem['peakRssMiB']} MiB, now {mem['rssMiB']} MiB, "
-                 f"{mem['threads']} threads")
+                 f"{mem['threads']} threads (at most {mem['peakThreads']} seen)")
     return "\n".join(lines)
 
 
@@ -649,6 +673,8 @@ def main() -> int:
     parser.add_argument("--routers", type=int, default=200, help="virtual routers of the lab CloudStack")
     parser.add_argument("--timeout", type=float, default=900.0, help="limit of each wait, in seconds")
     parser.add_argument("--operator-verbose", action="store_true", help="run the operator with --verbose")
+    parser.add_argument("--operator-arg", action="append", default=[], metavar="ARG",
+                        help="one more `stackops run` argument (repeatable; e.g. --operator-arg=--ssh-idle-seconds=30)")
     parser.add_argument("--keep", action="store_true", help="keep the bench directory (logs)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
