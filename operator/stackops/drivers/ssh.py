@@ -799,7 +799,8 @@ class SSHPool:
 
             threading.Thread(target=feed, name="ssh-stdin", daemon=True).start()
         out, err = bytearray(), bytearray()
-        fd = channel.fileno()
+        readable = select.poll()  # not select.select: hundreds of connections take descriptors above its 1023
+        readable.register(channel.fileno(), select.POLLIN)
         while True:
             progressed = _drain(channel.recv_ready, channel.recv, out)
             progressed = _drain(channel.recv_stderr_ready, channel.recv_stderr, err) or progressed
@@ -810,7 +811,7 @@ class SSHPool:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise timed_out()
-            select.select([fd], [], [], left)
+            readable.poll(left * 1000)
 
 
 # --------------------------------------------------------------------------------------------------------------
