@@ -158,7 +158,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--cloudstack-concurrency", type=int, default=8, metavar="N",
                      help="requests in flight per CloudStack endpoint (default 8)")
     run.add_argument("--cloudstack-poll-seconds", type=float, default=2.0, metavar="S",
-                     help="how often CloudStack async jobs are polled (default 2)")
+                     help="the longest wait between two polls of a CloudStack async job (default 2); a router "
+                          "rollout polls its reboot jobs when they are due by the reboot times it has seen, and "
+                          "then more often, up to this")
     run.add_argument("--rollout-pass-seconds", type=float, default=15.0, metavar="S",
                      help="length of one router-rollout pass; status is written after each (default 15)")
     run.add_argument("--router-retry-seconds", type=float, default=30.0, metavar="S",
