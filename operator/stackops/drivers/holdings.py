@@ -15,6 +15,10 @@
   thing out, so another object's pass that is still running keeps it open too.
 
 Outside a handler's pass (`stackops plan`, tests of the drivers) nothing is noted and nothing released.
+
+Holding is not keeping open: the SSH pool also closes a connection no command has used for its idle bound, or
+beyond its count of idle connections (drivers/ssh.py), whoever holds it; the next command connects again, and a
+release of what the pool closed that way finds nothing left to close.
 """
 from __future__ import annotations
 
