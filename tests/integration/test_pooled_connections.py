@@ -9,14 +9,13 @@ import hashlib
 import logging
 import os
 import pwd
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import kopf
 import pytest
 from pydantic import SecretStr
-from support.sshd import SSHServer, new_server
+from support.sshd import SSHServer
 
 from stackops import status as st
 from stackops.api.kinds import KVMHOST, SYSTEMVMTEMPLATE, Kind
@@ -34,14 +33,6 @@ LOG = logging.getLogger("test")
 KEY_SECRET = "kvm-ssh"
 FLEET = Fleet(zones=1, hypervisors=("KVM",), routers=2, redundant_pairs=0)
 TIMINGS = Timings(template_download=0.2, job=0.02)
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    server = new_server()
-    yield server
-    server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @pytest.fixture

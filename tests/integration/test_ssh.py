@@ -25,14 +25,6 @@ from stackops.drivers.ssh import SSHPool, SSHTarget
 from stackops.reconcile.ssh import reconcile_error
 
 
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    server = new_server()
-    yield server
-    server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
-
-
 @pytest.fixture
 def own_sshd() -> Iterator[SSHServer]:
     """A server of the test's own, for tests that kill it."""

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import secrets
-import shutil
 import threading
 from collections.abc import Iterator
 
 import paramiko
 import pytest
-from support.sshd import SSHServer, new_server
+from support.sshd import SSHServer
 
 from stackops.drivers.ssh import SSHPool, SSHTarget
 
@@ -29,14 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    server = new_server()
-    yield server
-    server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @pytest.fixture

@@ -6,23 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
-import shutil
 from collections.abc import Iterator
 
 import pytest
-from support.sshd import SSHServer, new_server
+from support.sshd import SSHServer
 
 from stackops.drivers.ssh import SSHPool
 
 HIGH = 1100  # descriptors held open, so that the next ones are numbered above 1023
-
-
-@pytest.fixture(scope="module")
-def sshd() -> Iterator[SSHServer]:
-    server = new_server()
-    yield server
-    server.stop()
-    shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @pytest.fixture
