@@ -9,16 +9,16 @@ from collections import deque
 from typing import Any
 
 import pytest
+from support.rollout import observed, router, spec
 
-from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress, SystemVMTemplateSpec
+from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress
 from stackops.drivers.cloudstack import CloudStackServerError, Job
 from stackops.reconcile.systemvmtemplate.jobs import SLACK, Listing, poll, window
-from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older
 from stackops.reconcile.systemvmtemplate import plan as planner
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave, WaveMemory, rfc3339
 from stackops.reconcile.systemvmtemplate.timing import RebootTimes
 
-SUM = "{SHA-512}" + "ab" * 64
 REBOOT_CMD = "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd"
 DAY = "2026-05-27"
 
@@ -180,32 +180,6 @@ def test_a_reboot_teaches_the_middle_of_where_it_ended_or_a_little_less_than_its
 
 
 # ---------------------------------------------------------------------------------------------------- the wave
-
-
-def spec(max_unavailable: int) -> SystemVMTemplateSpec:
-    return SystemVMTemplateSpec.model_validate({
-        "cloudstack": {"secretRef": {"name": "cs"}}, "version": "4.19.1",
-        "templates": [{"hypervisor": "KVM", "url": "http://images.lab/kvm.qcow2.bz2", "checksum": SUM,
-                       "format": "QCOW2"}],
-        "rollout": {"routers": {"maxUnavailable": max_unavailable}},
-    })
-
-
-def router(n: int, *, version: str = "4.18.0", state: str = "Running") -> Router:
-    return Router(id=f"r{n}", name=f"r-{n}-VM", state=state, zone_id="z1", hypervisor="KVM", version=version,
-                  requires_upgrade=older(version, "4.19.1"), redundant=False, redundant_state="", pair=f"net{n}",
-                  network=f"net-{n}", account="tenant-1", domain="ROOT")
-
-
-def observed(*routers: Router) -> CloudState:
-    template = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "Download Complete", SUM,
-                        "http://images.lab/kvm.qcow2.bz2")
-    return CloudState(zones={"zone-1": "z1"}, templates=[template],
-                    config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
-                                   "minreq.sysvmtemplate.version": "4.19.1"}},
-                    system_vms=[SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
-                                SystemVM("v1", "v-2-VM", "consoleproxy", "Running", "z1", "KVM", "t-z1")],
-                    routers=list(routers))
 
 
 class Cloud(Listed):

@@ -8,15 +8,15 @@ import time
 from typing import Any
 
 import pytest
+from support.rollout import observed, router, spec
 
-from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress, RouterRetry, SystemVMTemplateSpec
+from stackops.api.systemvmtemplate import RouterInFlight, RouterProgress, RouterRetry
 from stackops.drivers.cloudstack import Job
-from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older
 from stackops.reconcile.systemvmtemplate import plan as planner
+from stackops.reconcile.systemvmtemplate.observed import CloudState, Router
 from stackops.reconcile.systemvmtemplate.resume import resolve, start_date
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave, rfc3339
 
-SUM = "{SHA-512}" + "ab" * 64
 NOW = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 REBOOT_CMD = "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd"
 
@@ -71,32 +71,6 @@ def test_start_date_is_the_day_before_the_oldest_intent() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- plan
-
-
-def spec(max_unavailable: int = 1) -> SystemVMTemplateSpec:
-    return SystemVMTemplateSpec.model_validate({
-        "cloudstack": {"secretRef": {"name": "cs"}}, "version": "4.19.1",
-        "templates": [{"hypervisor": "KVM", "url": "http://images.lab/kvm.qcow2.bz2", "checksum": SUM,
-                       "format": "QCOW2"}],
-        "rollout": {"routers": {"maxUnavailable": max_unavailable}},
-    })
-
-
-def router(n: int, *, version: str = "4.18.0", state: str = "Running") -> Router:
-    return Router(id=f"r{n}", name=f"r-{n}-VM", state=state, zone_id="z1", hypervisor="KVM", version=version,
-                  requires_upgrade=older(version, "4.19.1"), redundant=False, redundant_state="", pair=f"net{n}",
-                  network=f"net-{n}", account="tenant-1", domain="ROOT")
-
-
-def observed(*routers: Router) -> CloudState:
-    template = Template("t-z1", "systemvm-kvm-4.19.1", "z1", "KVM", True, "Download Complete", SUM,
-                        "http://images.lab/kvm.qcow2.bz2")
-    return CloudState(zones={"zone-1": "z1"}, templates=[template],
-                    config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
-                                   "minreq.sysvmtemplate.version": "4.19.1"}},
-                    system_vms=[SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
-                                SystemVM("v1", "v-2-VM", "consoleproxy", "Running", "z1", "KVM", "t-z1")],
-                    routers=list(routers))
 
 
 def test_the_router_stage_lasts_while_a_reboot_in_status_is_not_seen_to_end() -> None:
