@@ -141,7 +141,7 @@ def reconcile(host: Any, cloudstack: CloudStack, s: KvmHostSpec, events: list,
 def test_the_plan_of_a_configured_host_missing_from_cloudstack_is_its_registration_stage() -> None:
     _, configured_probe = probes()
     view = HostFacts(owner=OWNER, host=parse(configured_probe, 16509),
-                    cloudstack=HostInCloudStack(None, "zone-1", "pod-1", "cluster-1"))
+                     cloudstack=HostInCloudStack(None, "zone-1", "pod-1", "cluster-1"))
     reconciler = KvmHostReconciler(None, CloudStack())  # type: ignore[arg-type]
     [stage] = reconciler.plan(context(spec(), []), view).stages
     assert isinstance(stage, RegistrationStage) and stage.follow_up and stage.then == "stop"

@@ -46,11 +46,11 @@ def activated(zone="z1") -> dict[str, str]:
 
 def observed(*, templates=None, config=None, system_vms=None, routers=()) -> CloudState:
     return CloudState(zones={"zone-1": "z1"}, templates=templates if templates is not None else [ready_template()],
-                    config=config if config is not None else {"z1": activated()},
-                    system_vms=system_vms if system_vms is not None else [
-                        SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
-                        SystemVM("v1", "v-2-VM", "consoleproxy", "Running", "z1", "KVM", "t-z1")],
-                    routers=list(routers))
+                      config=config if config is not None else {"z1": activated()},
+                      system_vms=system_vms if system_vms is not None else [
+                          SystemVM("s1", "s-1-VM", "secondarystoragevm", "Running", "z1", "KVM", "t-z1"),
+                          SystemVM("v1", "v-2-VM", "consoleproxy", "Running", "z1", "KVM", "t-z1")],
+                      routers=list(routers))
 
 
 def test_versions_compare_numerically_and_unknown_is_older() -> None:

@@ -175,9 +175,9 @@ def test_a_refused_before_notice_reboots_nothing_and_stalls_the_rollout() -> Non
                         status="Download Complete", checksum="{SHA-512}" + "ab" * 64,
                         url="http://images.lab/kvm.qcow2.bz2")
     observed = CloudState(zones={"zone-1": "z1"}, templates=[template],
-                        config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
-                                       "minreq.sysvmtemplate.version": "4.19.1"}},
-                        system_vms=[], routers=[ROUTER])
+                          config={"z1": {"router.template.kvm": "systemvm-kvm-4.19.1",
+                                         "minreq.sysvmtemplate.version": "4.19.1"}},
+                          system_vms=[], routers=[ROUTER])
     plan = planner.plan(spec, observed)
     assert plan.stage == "UpgradingRouters"
     client, progress, events = Client(), RouterProgress(), []

@@ -150,4 +150,4 @@ async def observe(client: CloudStackClient, names: list[str], settings: list[str
     template_lists, configs, system_vms, routers = results
     found = [Template.parse(t) for items in template_lists for t in items if t.get("name") in names]
     return CloudState(zones=zones, templates=found, config=dict(configs),
-                    system_vms=[SystemVM.parse(v) for v in system_vms], routers=[Router.parse(r) for r in routers])
+                      system_vms=[SystemVM.parse(v) for v in system_vms], routers=[Router.parse(r) for r in routers])
