@@ -12,7 +12,8 @@ Measures, in this order:
   idle           operator CPU over a quiet window (nothing due, nothing changed), its RSS and threads at the end
   latency        apply → status: a spec change to K KvmHosts, one at a time, until observedGeneration matches
   memory         operator peak RSS (VmHWM, with children) and threads: now, and the most seen (sampled every
-                 0.2 s from the operator's start, so a shorter burst can be missed)
+                 0.2 s from the operator's start, so a shorter burst can be missed); at the peak, how many
+                 are paramiko Transport threads (one per established SSH connection) and how many the rest
 CPU is the operator's (utime + stime) as % of one core; the machine's and the lab's share are shown beside it
 (the lab — light hosts, simulators, kube-apiserver, etcd — runs on the same cores).
 
@@ -132,12 +133,15 @@ class Accounting:
     operator_pid: int
     lab_pids: Callable[[], dict[str, list[int]]]  # group (control plane, light hosts, simulators) → pids
     peak_threads: int = 0
+    peak_names: dict[str, int] = field(default_factory=dict)  # what the threads were at the peak
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def start_sampling(self, interval: float = 0.2) -> None:
         def sample() -> None:
             while not self.stopping.wait(interval):
-                self.peak_threads = max(self.peak_threads, self.threads())
+                count = self.threads()
+                if count > self.peak_threads:
+                    self.peak_threads, self.peak_names = count, self.thread_names()
         threading.Thread(target=sample, name="thread-sampler", daemon=True).start()
 
     def stop_sampling(self) -> None:
@@ -145,6 +149,37 @@ class Accounting:
 
     def threads(self) -> int:
         return sum(status_kib(p, "Threads") for p in [self.operator_pid, *descendants(self.operator_pid)])
+
+    def thread_names(self) -> dict[str, int]:
+        """What the operator's threads are, as far as one sees from outside: Python 3.11 does not name its OS
+        threads (every /proc/<pid>/task/*/comm is "python"), so this counts the operator's established TCP
+        connections by remote port; each open SSH connection (remote port 22) holds one paramiko Transport
+        thread. "other" is the rest: worker pools, the idle reaper, kopf/asyncio, the main thread."""
+        pids = [self.operator_pid, *descendants(self.operator_pid)]
+        total = sum(status_kib(p, "Threads") for p in pids)
+        ports: dict[str, int] = {}
+        for pid in pids:
+            inodes = set()
+            for fd in Path(f"/proc/{pid}/fd").glob("*"):
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+            for table in ("tcp", "tcp6"):
+                try:
+                    rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+                except OSError:
+                    continue
+                for row in rows:
+                    fields = row.split()
+                    if fields[3] == "01" and fields[9] in inodes:  # ESTABLISHED, this process's socket
+                        port = f"tcp:{int(fields[2].rsplit(':', 1)[1], 16)}"
+                        ports[port] = ports.get(port, 0) + 1
+        ssh = ports.pop("tcp:22", 0)
+        return {"sshTransports": ssh, "other": total - ssh,
+                **{f"{port} connections": n for port, n in sorted(ports.items(), key=lambda item: -item[1])}}
 
     def snapshot(self) -> Snapshot:
         busy, total = machine_busy()
@@ -167,7 +202,8 @@ class Accounting:
         return {"peakRssMiB": round(sum(status_kib(p, "VmHWM") for p in pids) / 1024),
                 "rssMiB": round(sum(status_kib(p, "VmRSS") for p in pids) / 1024),
                 "threads": sum(status_kib(p, "Threads") for p in pids),
-                "peakThreads": max(self.peak_threads, sum(status_kib(p, "Threads") for p in pids))}
+                "peakThreads": max(self.peak_threads, sum(status_kib(p, "Threads") for p in pids)),
+                "peakThreadNames": self.peak_names}
 
 
 # --------------------------------------------------------------------------- watching the objects
@@ -659,6 +695,9 @@ def table(results: dict[str, Any]) -> str:
     mem = results["memory"]
     lines.append(f"  operator memory          peak RSS {mem['peakRssMiB']} MiB, now {mem['rssMiB']} MiB, "
                  f"{mem['threads']} threads (at most {mem['peakThreads']} seen)")
+    if mem.get("peakThreadNames"):
+        seen = ", ".join(f"{name} {n}" for name, n in mem["peakThreadNames"].items())
+        lines.append(f"    at the thread peak     {seen}")
     return "\n".join(lines)
 
 
