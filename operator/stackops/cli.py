@@ -167,20 +167,20 @@ def parser() -> argparse.ArgumentParser:
                      help="first backoff before a failed router reboot is retried; doubles per attempt (default 30)")
     run.add_argument("--xen-poll-seconds", type=float, default=1.0, metavar="S",
                      help="how often a XenServer pool change (HA, join, eject, master) is polled (default 1)")
-    run.add_argument("--ssh-workers", type=_threads, default=32, metavar="N",
+    run.add_argument("--ssh-workers", type=_threads, default=12, metavar="N",
                      help="SSH commands running at once, all hosts together; more wait, and the wait counts against "
-                          "their timeouts (default 32; 4 more threads confirm guarded KvmHost changes)")
+                          "their timeouts (default 12; 4 more threads confirm guarded KvmHost changes)")
     run.add_argument("--ssh-idle-seconds", type=_seconds, default=60.0, metavar="S",
                      help="close an SSH connection no command has used for S seconds, and end its thread; the next "
                           "command to the host connects again (default 60, below KvmHost's default resync of 300 s: "
                           "hosts between resyncs hold no connection)")
-    run.add_argument("--ssh-max-idle", type=_count, default=32, metavar="N",
+    run.add_argument("--ssh-max-idle", type=_count, default=4, metavar="N",
                      help="keep at most N SSH connections open while no command uses them; the longest idle beyond "
-                          "that are closed at once (default 32; 0: close each connection when its commands end)")
-    run.add_argument("--xenapi-workers", type=_threads, default=16, metavar="N",
-                     help="XenAPI calls running at once, all XenPools together (default 16)")
-    run.add_argument("--kube-workers", type=_threads, default=8, metavar="N",
-                     help="Secret reads and status patches running at once (default 8)")
+                          "that are closed at once (default 4; 0: close each connection when its commands end)")
+    run.add_argument("--xenapi-workers", type=_threads, default=8, metavar="N",
+                     help="XenAPI calls running at once, all XenPools together (default 8)")
+    run.add_argument("--kube-workers", type=_threads, default=4, metavar="N",
+                     help="Secret reads and status patches running at once (default 4)")
     run.add_argument("--allow-local-builds", action="store_true",
                      help="let CloudStackReleases with builder.type Local build in this operator's container, in user "
                           "and mount namespaces without its credentials (default: refused, LocalBuildsDisabled)")

@@ -37,7 +37,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def pool(clock: Clock) -> Iterator[SSHPool]:
-    pool = SSHPool(idle_seconds=IDLE, clock=clock)
+    pool = SSHPool(idle_seconds=IDLE, max_idle=6, clock=clock)  # the six targets below stay open until idle
     yield pool
     pool.shutdown()
 

@@ -209,7 +209,7 @@ def test_the_sizes_are_options_of_stackops_run(monkeypatch: pytest.MonkeyPatch) 
     from stackops.drivers import kube
 
     defaults = parser().parse_args(["run"])
-    assert (defaults.ssh_workers, defaults.xenapi_workers, defaults.kube_workers) == (32, 16, 8)
+    assert (defaults.ssh_workers, defaults.xenapi_workers, defaults.kube_workers) == (12, 8, 4)
     args = parser().parse_args(["run", "--ssh-workers=64", "--xenapi-workers=4", "--kube-workers=2"])
     assert (args.ssh_workers, args.xenapi_workers, args.kube_workers) == (64, 4, 2)
     with pytest.raises(SystemExit):

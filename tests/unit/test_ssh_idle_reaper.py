@@ -228,13 +228,14 @@ def test_the_reaper_thread_runs_only_while_the_pool_keeps_a_connection(
     """One thread for all idle connections, none when there is none: no thread per connection is kept."""
     FakeNetwork(pool, monkeypatch)
     assert pool._reaper is None
-    for n in range(5):
+    kept = pool.max_idle  # as many as the bound keeps idle: all of them wait for the reaper
+    for n in range(kept):
         run(pool, f"192.0.2.{n}")
     reaper = pool._reaper
     assert reaper is not None and reaper.is_alive()
     assert [t for t in threading.enumerate() if t.name == "ssh-idle-reaper"] == [reaper]
     clock.now += IDLE
-    assert pool.reap_idle() == 5
+    assert pool.reap_idle() == kept
     reaper.join(SAFETY)
     assert not reaper.is_alive()
     run(pool)
@@ -307,7 +308,7 @@ def test_max_idle_zero_closes_each_connection_when_its_commands_end(
 
 
 def test_the_idle_connections_bound_is_a_flag_of_stackops_run() -> None:
-    assert parser().parse_args(["run"]).ssh_max_idle == 32
+    assert parser().parse_args(["run"]).ssh_max_idle == 4
     assert parser().parse_args(["run", "--ssh-max-idle", "0"]).ssh_max_idle == 0
     with pytest.raises(SystemExit):
         parser().parse_args(["run", "--ssh-max-idle", "-1"])

@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 from .workers import Workers
 
 T = TypeVar("T")
-DEFAULT_WORKERS = 8  # Kubernetes API calls at once (short requests; kopf's own go through its aiohttp client)
+DEFAULT_WORKERS = 4  # Kubernetes API calls at once (short requests; kopf's own go through its aiohttp client)
 WORKERS = Workers("kube", DEFAULT_WORKERS)
 
 

@@ -18,7 +18,7 @@
 - A connection no command has used for `idle_seconds` (`stackops run --ssh-idle-seconds`, default 60 s, shorter
   than a KvmHost's default resync) is closed too, and its paramiko thread ends: hosts between resyncs hold no
   connection, no thread, no memory. One reaper thread per pool, running only while the pool keeps a connection,
-  closes each as it comes due (`reap_idle`). At most `max_idle` connections (`--ssh-max-idle`, default 32) stay
+  closes each as it comes due (`reap_idle`). At most `max_idle` connections (`--ssh-max-idle`, default 4) stay
   open idle at a time, the longest idle beyond that closed at once: a burst over many hosts (the operator's start, a
   resync round) does not keep one connection per host either. A connection a command or a connect is using is
   never closed for idleness; its idle time counts from the end of its last use. The next command to the host
@@ -66,9 +66,9 @@ _DISPLAY_MAX = 300
 _TAIL_LINES = 5
 _TAIL_CHARS = 800
 DEFAULT_IDLE_SECONDS = 60.0  # a connection no command has used for this long is closed (KvmHost resyncs: 300 s)
-DEFAULT_MAX_IDLE = 32  # connections kept open while no command uses them, all hosts together
+DEFAULT_MAX_IDLE = 4  # connections kept open while no command uses them, all hosts together (a thread each)
 REAP_MIN_PAUSE_SECONDS = 0.5  # the reaper thread's shortest sleep
-DEFAULT_WORKERS = 32  # threads running commands at once, all hosts together
+DEFAULT_WORKERS = 12  # threads running commands at once, all hosts together (bench/scale.py: 500 hosts' resync)
 URGENT_WORKERS = 4  # more threads, for urgent commands only (KvmHost confirms)
 
 

@@ -31,7 +31,7 @@ from .. import metrics
 from .workers import Workers
 
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_WORKERS = 16  # XenAPI calls at once, all pools together (each session makes one call at a time)
+DEFAULT_WORKERS = 8  # XenAPI calls at once, all pools together (each session makes one call at a time)
 WORKERS = Workers("xenapi", DEFAULT_WORKERS)
 
 
