@@ -89,7 +89,12 @@ class Manager:
                       f"--log-file={d}/m.log -vfile:info --no-chdir --detach", check=True)
 
     def stop(self) -> None:
-        self.peer.run(f"[ -f {self.DIR}/m.pid ] && kill $(cat {self.DIR}/m.pid); rm -f {self.DIR}/m.pid")
+        """Stop the server and wait until it has exited: it holds the database's lock until then, and a start
+        right after a bare kill raced it ("failed to lock lockfile")."""
+        d = self.DIR
+        self.peer.run(f"[ -f {d}/m.pid ] || exit 0; pid=$(cat {d}/m.pid); kill $pid; "
+                      f"for _ in $(seq 600); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done; "
+                      f"! kill -0 $pid 2>/dev/null && rm -f {d}/m.pid", check=True)
 
     def log(self) -> str:
         return self.peer.run(f"cat {self.DIR}/m.log 2>/dev/null").stdout
