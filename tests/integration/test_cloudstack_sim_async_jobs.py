@@ -77,7 +77,7 @@ def test_list_async_jobs_pages_in_job_order_with_the_whole_count(sim: CloudStack
     assert [j["jobstatus"] for j in every["asyncjobs"]] == [1, 1, 1, 1, 0]
     assert every["asyncjobs"][0]["jobresult"]["router"]["id"] == routers[0]["id"]
     with pytest.raises(CloudStackApiException) as raised:
-        api.listAsyncJobs(listall=True, pagesize=501)
+        api.listAsyncJobs(listall=True, page=1, pagesize=501)
     assert raised.value.error["errortext"] == "Page size can't exceed max allowed page size value: 500"
 
 

@@ -128,7 +128,7 @@ def test_tenant_objects_need_listall_like_for_a_root_admin(sim: CloudStackSimula
     api = client(sim)
     assert api.listRouters() == {}  # a root admin's own routers: none
     assert api.listNetworks() == {} and api.listVPCs() == {}
-    one = api.listRouters(listall=True, pagesize=1)["router"][0]
+    one = api.listRouters(listall=True, page=1, pagesize=1)["router"][0]
     assert api.listRouters(id=one["id"])["router"][0]["id"] == one["id"]  # by id, no listall needed
     domain = api.listRouters(domainid=one["domainid"], account=one["account"])["router"]
     assert domain and {r["account"] for r in domain} == {one["account"]}
@@ -184,7 +184,7 @@ def test_paging_over_more_than_one_page() -> None:
         assert second["count"] == 600 and len(second["router"]) == 100
         assert api.listRouters(listall=True, page=3, pagesize=500) == {"count": 600}
         assert len(api.listRouters(listall=True, pagesize=-1)["router"]) == 600
-        status, error = api_error(api.listRouters, listall=True, pagesize=501)
+        status, error = api_error(api.listRouters, listall=True, page=1, pagesize=501)
         assert (status, error["errorcode"], error["errortext"]) == (
             431, 431, "Page size can't exceed max allowed page size value: 500")
 
@@ -298,7 +298,7 @@ def test_upgrade_router_template_takes_exactly_one_scope(sim: CloudStackSimulato
                      "routerId/zoneId/podId/clusterId/accountId/domainId"})
     # every router is at the required version: no jobs, an empty list (CloudStack only logs it)
     assert api.upgradeRouterTemplate(zoneid=zone) == {}
-    router = api.listRouters(listall=True, zoneid=zone, pagesize=1)["router"][0]
+    router = api.listRouters(listall=True, zoneid=zone, page=1, pagesize=1)["router"][0]
     assert api.upgradeRouterTemplate(id=router["id"]) == {}
 
 
@@ -425,7 +425,7 @@ def test_the_audit_log_records_state_changes_with_times() -> None:
     before, before_epoch = time.monotonic(), time.time()
     with CloudStackSimulator(fleet=Fleet(routers=24, redundant_pairs=6), timings=FAST) as fresh:
         api = client(fresh, fetch_result=True)
-        router = api.listRouters(listall=True, pagesize=1)["router"][0]
+        router = api.listRouters(listall=True, page=1, pagesize=1)["router"][0]
         api.rebootRouter(id=router["id"])
         events = fresh.audit()
         after, after_epoch = time.monotonic(), time.time()

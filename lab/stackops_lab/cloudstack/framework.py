@@ -8,7 +8,10 @@
   for parameter <name>"; booleans are Boolean.valueOf (anything but "true" is false); unknown parameters are
   ignored, and so are those the simulated version does not have yet (`Param.since`, from `@Parameter(since = …)`).
 - BaseListCmd paging: default and maximum page size 500 (default.page.size); pagesize -1 means unlimited
-  (and then page is refused); `count` is the total, the list holds one page.
+  (and then page is refused); `count` is the total, the list holds one page. BaseListCmd.validateSpecificParameters
+  (SpecificCmdValidationWorker, after the parameters are processed) refuses `pagesize` (other than -1) without
+  `page` (431 '"page" parameter is required when "pagesize" is specified') and `page` without `pagesize`
+  (431 '"pagesize" parameter is required when "page" is specified'), both as ServerApiException (9999).
 """
 
 from __future__ import annotations
@@ -150,7 +153,18 @@ def process(sim: CloudStackSimulator, cmd: Command, raw: dict[str, str]) -> dict
             values[param.name] = [token for token in text.split(",") if token]
         else:
             values[param.name] = text
+    if cmd.is_list:
+        check_paging(raw)
     return values
+
+
+def check_paging(raw: dict[str, str]) -> None:
+    """BaseListCmd.validateSpecificParameters: page and pagesize come together (pagesize -1 alone is allowed)."""
+    pagesize = raw.get("pagesize")
+    if raw.get("page") is None and pagesize is not None and pagesize.strip() != str(PAGE_SIZE_UNLIMITED):
+        raise param_error('"page" parameter is required when "pagesize" is specified')
+    if pagesize is None and raw.get("page") is not None:
+        raise param_error('"pagesize" parameter is required when "page" is specified')
 
 
 def paginate(request: Request, items: Sequence[Any]) -> tuple[list[Any], int]:
