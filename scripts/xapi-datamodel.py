@@ -10,7 +10,8 @@ Facts only, for the classes a XenServer pool with VMs, storage and networking ha
 fields in the datamodel's order with name, type (as xapi's docs spell it: `string`, `int`, `VM ref`,
 `(string -> string) map`, `enum vm_power_state`, `VBD ref set` …), qualifier (`RW`, `StaticRO`, `DynamicRO`),
 default value (as the datamodel writes it, or null when it has none) and lifecycle state; the values of every enum
-those fields use; and the commit the facts came from.
+those fields use; per class its messages (name, parameters after the session, whether xapi generates it from a
+field: `implicit`, e.g. get_<field>, set_<field>, add_to_<map>); and the commit the facts came from.
 
 Where the facts are read: xapi's datamodel is OCaml (ocaml/idl/datamodel*.ml: `field ~qualifier ~ty
 ~default_value "name"` inside `namespace`s, `uid`, `names`, `allowed_and_current_operations` helpers). xapi's own
@@ -66,7 +67,10 @@ def build(checkout: Path) -> tuple[dict[str, Any], list[str]]:
             # a namespaced field (memory_static_max) is declared as its last part ("static_max")
             if not any(f'"{tail}"' in sources for tail in _tails(item["name"])):
                 undeclared.append(f"{name}.{item['name']}")
-        classes[name] = fields
+        messages = sorted((item["name"], len([p for p in item["params"] if p["name"] != "session_id"]),
+                           bool(item.get("implicit"))) for item in dump[name]["messages"])
+        classes[name] = {"fields": fields,
+                         "messages": [{"name": m, "arity": n, "implicit": i} for m, n, i in messages]}
     data = {
         "source": {"repository": "https://github.com/xapi-project/xen-api",
                    "head": git(checkout, "rev-parse", "HEAD").strip(),
@@ -86,10 +90,14 @@ def _tails(name: str) -> list[str]:
 
 def render(data: dict[str, Any]) -> str:
     lines = ["{", f'  "source": {json.dumps(data["source"])},', '  "classes": {']
-    for index, (name, fields) in enumerate(data["classes"].items()):
-        lines.append(f"    {json.dumps(name)}: [")
-        lines.extend(f"      {json.dumps(item)}{',' if i < len(fields) - 1 else ''}" for i, item in enumerate(fields))
-        lines.append("    ]" + ("," if index < len(data["classes"]) - 1 else ""))
+    for index, (name, cls) in enumerate(data["classes"].items()):
+        lines.append(f"    {json.dumps(name)}: {{")
+        for key in ("fields", "messages"):
+            items = cls[key]
+            lines.append(f'      "{key}": [')
+            lines.extend(f"        {json.dumps(item)}{',' if i < len(items) - 1 else ''}" for i, item in enumerate(items))
+            lines.append("      ]" + ("," if key == "fields" else ""))
+        lines.append("    }" + ("," if index < len(data["classes"]) - 1 else ""))
     lines.append("  },")
     lines.append('  "enums": {')
     enums = list(data["enums"].items())
@@ -115,7 +123,7 @@ def main() -> int:
             return 1
         return 0
     OUT.write_text(text)
-    counts = ", ".join(f"{name} {len(fields)}" for name, fields in data["classes"].items())
+    counts = ", ".join(f"{name} {len(cls['fields'])}" for name, cls in data["classes"].items())
     print(f"wrote {OUT.relative_to(ROOT)}: {counts}")
     return 0
 

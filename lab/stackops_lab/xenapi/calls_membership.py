@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from stackops_lab.xenapi.calls_pool import begin_pool_operation, end_pool_operation
+from stackops_lab.xenapi.devices import add_host_devices, add_vm_devices
 from stackops_lab.xenapi.dispatch import Ctx, Slow, api
 from stackops_lab.xenapi.errors import (FIELD_TYPE_ERROR, HA_IS_ENABLED, HOST_IS_SLAVE, HOST_OFFLINE,
                                         HOST_STILL_BOOTING, HOSTS_NOT_HOMOGENEOUS,
@@ -41,7 +42,7 @@ from stackops_lab.xenapi.errors import (FIELD_TYPE_ERROR, HA_IS_ENABLED, HOST_IS
                                         JOINING_HOST_CANNOT_HAVE_RUNNING_VMS, JOINING_HOST_CONNECTION_FAILED,
                                         OPERATION_NOT_ALLOWED, POOL_JOINING_HOST_MUST_HAVE_SAME_API_VERSION,
                                         SESSION_AUTHENTICATION_FAILED, XapiError, internal)
-from stackops_lab.xenapi.state import (HostMetricsRec, HostRec, Machine, PBDRec, PoolDB, SDNControllerRec, SRRec,
+from stackops_lab.xenapi.state import (NULL_REF, HostMetricsRec, HostRec, Machine, PBDRec, PoolDB, SDNControllerRec, SRRec,
                                        VMRec, new_ref)
 
 HOMOGENEOUS_KEYS = ("platform_version", "product_brand", "product_version")
@@ -112,7 +113,7 @@ def join(ctx: Ctx, master_address: Any, master_username: Any, master_password: A
     refs: dict[str, str] = {}
     for record in [me, mine.metrics_of(me), *mine.all(SRRec), *mine.all(PBDRec), *mine.all(VMRec)]:
         refs[record.ref] = new_ref()
-    new_host = HostRec(**{**vars(me), "ref": refs[me.ref], "metrics": refs[me.metrics],
+    new_host = HostRec(**{**vars(me), "ref": refs[me.ref], "extra": dict(me.extra), "metrics": refs[me.metrics],
                           "control_domain": refs.get(me.control_domain, me.control_domain)})
     remote.add(new_host)
     remote.add(HostMetricsRec(**{**vars(mine.metrics_of(me)), "ref": refs[me.metrics], "live": False}))
@@ -120,8 +121,12 @@ def join(ctx: Ctx, master_address: Any, master_username: Any, master_password: A
         remote.add(SRRec(**{**vars(sr), "ref": refs[sr.ref]}))
     for pbd in mine.all(PBDRec):
         remote.add(PBDRec(**{**vars(pbd), "ref": refs[pbd.ref], "host": refs[pbd.host], "SR": refs[pbd.SR]}))
+    add_host_devices(remote, new_host)  # its NICs on the pool's networks, its CPUs
     for vm in mine.all(VMRec):
-        remote.add(VMRec(**{**vars(vm), "ref": refs[vm.ref], "resident_on": refs.get(vm.resident_on, vm.resident_on)}))
+        copy = remote.add(VMRec(**{**vars(vm), "ref": refs[vm.ref], "extra": dict(vm.extra), "metrics": NULL_REF,
+                                   "guest_metrics": NULL_REF,
+                                   "resident_on": refs.get(vm.resident_on, vm.resident_on)}))
+        add_vm_devices(remote, copy, joiner.address)
     for sr in remote.all(SRRec):
         if sr.shared:
             lifecycle.plug_shared(remote, sr, new_host.ref)

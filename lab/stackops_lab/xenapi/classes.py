@@ -1,5 +1,9 @@
 """Records on the wire, and the calls every class has: get_all, get_all_records, get_record, get_by_uuid,
-get_by_name_label, get_<field>, set_<field> for the read-write fields, add_to_/remove_from_other_config.
+get_by_name_label, get_<field> for every field, and the setters xapi generates from the datamodel (set_<field>
+for the read-write fields, add_to_/remove_from_<map>, add_/remove_<set>). A record carries every field of its
+class in the datamodel (datamodel.json): the lab's own values, the fields xapi computes from other tables, the
+state-dependent allowed_operations, and the datamodel's defaults for the rest. A call the datamodel does not
+declare for a class (set_ of a read-only field) is unknown, as in xapi: MESSAGE_METHOD_UNKNOWN.
 
 Wire types (ocaml/doc/wire-protocol.md): int → decimal string, bool → <boolean>, float → <double>,
 datetime → <dateTime.iso8601> (`20240101T12:00:00Z`), maps → <struct>, sets → <array>, refs → strings.
@@ -13,26 +17,24 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from stackops_lab.xenapi.datamodel import FIELDS, IMPLICIT, Field, default, unmarshal
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
-from stackops_lab.xenapi.state import (RECORD_TYPES, HostRec, PBDRec, PoolDB, Record, SRRec, VDIRec, VMRec)
+from stackops_lab.xenapi.operations import allowed, vm_running
+from stackops_lab.xenapi.state import RECORD_TYPES, PoolDB, Record, VBDRec, VIFRec
 
 if TYPE_CHECKING:
     from stackops_lab.xenapi.dispatch import Ctx
 
-INTERNAL_FIELDS = {"ref", "local", "idle_since"}
-# Read-write fields with a plain setter (datamodel qualifier RW); everything else is read-only.
-RW_FIELDS: dict[str, tuple[str, ...]] = {
-    "pool": ("name_label", "name_description", "default_SR", "suspend_image_SR", "crash_dump_SR",
-             "other_config", "ha_allow_overcommit"),
-    "host": ("name_label", "name_description", "other_config"),
-    "host_metrics": ("other_config",),
-    "SR": ("name_label", "name_description", "other_config", "sm_config"),
-    "PBD": ("other_config",),
-    "VDI": ("name_label", "name_description", "other_config"),
-    "VM": ("name_label", "name_description", "other_config"),
-    "SDN_controller": (),
-    "task": ("other_config",),
-    "session": ("other_config",),
+INTERNAL_FIELDS = {"ref", "local", "idle_since", "extra"}
+# Set fields xapi computes from the other side of a one-to-many relation: (class, field) → (class, ref field)
+RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
+    ("host", "resident_VMs"): ("VM", "resident_on"), ("host", "PBDs"): ("PBD", "host"),
+    ("host", "PIFs"): ("PIF", "host"), ("host", "host_CPUs"): ("host_cpu", "host"),
+    ("SR", "PBDs"): ("PBD", "SR"), ("SR", "VDIs"): ("VDI", "SR"), ("VDI", "VBDs"): ("VBD", "VDI"),
+    ("VM", "VBDs"): ("VBD", "VM"), ("VM", "VIFs"): ("VIF", "VM"), ("VM", "consoles"): ("console", "VM"),
+    ("VM", "snapshots"): ("VM", "snapshot_of"), ("VM", "children"): ("VM", "parent"),
+    ("network", "PIFs"): ("PIF", "network"), ("network", "VIFs"): ("VIF", "network"),
+    ("task", "subtasks"): ("task", "subtask_of"),
 }
 
 
@@ -50,23 +52,35 @@ def wire(value: Any) -> Any:
     return value
 
 
+def value_of(record: Record, name: str) -> Any:
+    """A field's stored value: the dataclass's, else one set in `extra`, else the datamodel's default."""
+    if name not in INTERNAL_FIELDS and hasattr(record, name):
+        return getattr(record, name)
+    if name in record.extra:
+        return record.extra[name]
+    return default(FIELDS[record.CLASS][name])
+
+
 def computed(db: PoolDB, record: Record) -> dict[str, Any]:
-    """The fields xapi derives from other tables (Ref set fields of one-to-many relations)."""
-    if isinstance(record, HostRec):
-        return {"resident_VMs": [vm.ref for vm in db.vms_on(record.ref)],
-                "PBDs": [pbd.ref for pbd in db.pbds_of_host(record.ref)]}
-    if isinstance(record, SRRec):
-        return {"PBDs": [pbd.ref for pbd in db.pbds_of_sr(record.ref)],
-                "VDIs": [vdi.ref for vdi in db.all(VDIRec) if vdi.SR == record.ref]}
-    if isinstance(record, VMRec):
-        return {"VBDs": [], "VIFs": []}
-    if isinstance(record, PBDRec):
-        return {}
-    return {}
+    """The fields xapi derives from other tables or from the object's state."""
+    values: dict[str, Any] = {}
+    for (class_name, name), (other, ref_field) in RELATIONS.items():
+        if class_name == record.CLASS:
+            values[name] = [r.ref for r in db.tables[other].values() if value_of(r, ref_field) == record.ref]
+    ops = allowed(db, record)
+    if ops is not None:
+        values["allowed_operations"] = ops
+    if isinstance(record, (VBDRec, VIFRec)):
+        values["currently_attached"] = vm_running(db, record.VM) and not value_of(record, "empty") \
+            if isinstance(record, VBDRec) else vm_running(db, record.VM)
+    return values
 
 
 def to_record(db: PoolDB, record: Record) -> dict[str, Any]:
-    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name not in INTERNAL_FIELDS}
+    values = {name: default(spec) for name, spec in FIELDS[record.CLASS].items()}
+    values.update(record.extra)
+    values.update({f.name: getattr(record, f.name) for f in dataclasses.fields(record)
+                   if f.name not in INTERNAL_FIELDS})
     values.update(computed(db, record))
     return wire(values)
 
@@ -96,23 +110,42 @@ Handler = Callable[..., Any]
 
 
 def generic_calls(register: Callable[..., None]) -> None:
-    """Register the per-class calls for every record type."""
+    """Register the per-class calls for every record type: those xapi generates from its fields."""
     for class_name, cls in RECORD_TYPES.items():
-        field_names = [f.name for f in dataclasses.fields(cls) if f.name not in INTERNAL_FIELDS]
-        extra = {"host": ["resident_VMs", "PBDs"], "SR": ["PBDs", "VDIs"], "VM": ["VBDs", "VIFs"]}.get(class_name, [])
-        register(f"{class_name}.get_all", _get_all(cls), 0)
-        register(f"{class_name}.get_all_records", _get_all_records(cls), 0)
-        register(f"{class_name}.get_record", _get_record(cls), 1)
-        register(f"{class_name}.get_by_uuid", _get_by_uuid(cls), 1)
-        if "name_label" in field_names:
-            register(f"{class_name}.get_by_name_label", _get_by_name_label(cls), 1)
-        for name in field_names + extra:
-            register(f"{class_name}.get_{name}", _getter(cls, name), 1)
-        for name in RW_FIELDS[class_name]:
-            register(f"{class_name}.set_{name}", _setter(cls, name), 2)
-        if "other_config" in RW_FIELDS[class_name]:
-            register(f"{class_name}.add_to_other_config", _add_to_map(cls, "other_config"), 3)
-            register(f"{class_name}.remove_from_other_config", _remove_from_map(cls, "other_config"), 2)
+        fields = FIELDS[class_name]
+        for message, arity in IMPLICIT[class_name].items():
+            handler = _implicit(cls, message, fields)
+            if handler is not None:
+                register(f"{class_name}.{message}", handler, arity)
+    # messages live outside xapi's database; their reads are declared by hand in the datamodel
+    message = RECORD_TYPES["message"]
+    for name, make in (("get_all", _get_all), ("get_all_records", _get_all_records), ("get_record", _get_record),
+                       ("get_by_uuid", _get_by_uuid)):
+        register(f"message.{name}", make(message), 0 if name.startswith("get_all") else 1)
+    register("message.get_since", _messages_since, 1)
+    register("message.get", lambda ctx, cls, obj_uuid, since: {
+        ref: record for ref, record in _messages_since(ctx, since).items()
+        if record["cls"] == cls and record["obj_uuid"] == obj_uuid}, 3)
+
+
+def _messages_since(ctx: Ctx, since: Any) -> dict[str, Any]:
+    after = unmarshal(FIELDS["message"]["timestamp"], since)
+    return {record.ref: to_record(ctx.db, record) for record in ctx.db.all(RECORD_TYPES["message"])
+            if value_of(record, "timestamp") > after}
+
+
+def _implicit(cls: type[Record], message: str, fields: dict[str, Field]) -> Handler | None:
+    """The handler of a generated message, None for those the lab does not serve (create, destroy)."""
+    fixed = {"get_all": _get_all, "get_all_records": _get_all_records, "get_record": _get_record,
+             "get_by_uuid": _get_by_uuid, "get_by_name_label": _get_by_name_label}
+    if message in fixed:
+        return fixed[message](cls)
+    for prefix, make in (("get_", _getter), ("set_", _setter), ("add_to_", _add_to_map),
+                         ("remove_from_", _remove_from_map), ("add_", _add_to_set), ("remove_", _remove_from_set)):
+        name = message[len(prefix):]
+        if message.startswith(prefix) and name in fields:
+            return make(cls, name)
+    return None
 
 
 def _get_all(cls: type[Record]) -> Handler:
@@ -140,12 +173,28 @@ def _getter(cls: type[Record], name: str) -> Handler:
 
 
 def _setter(cls: type[Record], name: str) -> Handler:
+    spec = FIELDS[cls.CLASS][name]
+
     def set_field(ctx: Ctx, ref: str, value: Any) -> str:
         record = ctx.db.get(cls, ref)
-        setattr(record, name, check_type("value", getattr(record, name), value))
-        ctx.audit(f"{cls.CLASS}.set_{name}", uuid=record.uuid, value=getattr(record, name))
+        if name in _own_fields(cls):
+            setattr(record, name, check_type("value", getattr(record, name), value))
+        else:
+            record.extra[name] = unmarshal(spec, value)
+        ctx.audit(f"{cls.CLASS}.set_{name}", uuid=record.uuid, value=value_of(record, name))
         return ""
     return set_field
+
+
+def _own_fields(cls: type[Record]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)} - INTERNAL_FIELDS
+
+
+def _stored(record: Record, name: str) -> Any:
+    """The field's value, stored in the record so that it can be changed in place."""
+    if name in _own_fields(type(record)):
+        return getattr(record, name)
+    return record.extra.setdefault(name, value_of(record, name))
 
 
 def _add_to_map(cls: type[Record], name: str) -> Handler:
@@ -153,7 +202,7 @@ def _add_to_map(cls: type[Record], name: str) -> Handler:
         record = ctx.db.get(cls, ref)
         if not isinstance(key, str) or not isinstance(value, str):
             raise XapiError(FIELD_TYPE_ERROR, "key" if not isinstance(key, str) else "value")
-        mapping = getattr(record, name)
+        mapping = _stored(record, name)
         if key in mapping:
             raise XapiError("MAP_DUPLICATE_KEY", cls.CLASS, name, ref, key)
         mapping[key] = value
@@ -163,6 +212,26 @@ def _add_to_map(cls: type[Record], name: str) -> Handler:
 
 def _remove_from_map(cls: type[Record], name: str) -> Handler:
     def remove(ctx: Ctx, ref: str, key: Any) -> str:
-        getattr(ctx.db.get(cls, ref), name).pop(key, None)
+        _stored(ctx.db.get(cls, ref), name).pop(key, None)
+        return ""
+    return remove
+
+
+def _add_to_set(cls: type[Record], name: str) -> Handler:
+    def add(ctx: Ctx, ref: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise XapiError(FIELD_TYPE_ERROR, "value")
+        items = _stored(ctx.db.get(cls, ref), name)
+        if value not in items:
+            items.append(value)
+        return ""
+    return add
+
+
+def _remove_from_set(cls: type[Record], name: str) -> Handler:
+    def remove(ctx: Ctx, ref: str, value: Any) -> str:
+        items = _stored(ctx.db.get(cls, ref), name)
+        if value in items:
+            items.remove(value)
         return ""
     return remove

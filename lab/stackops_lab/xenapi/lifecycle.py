@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from stackops_lab.xenapi.devices import add_host_devices, add_vm_devices, remove_host_devices, remove_vm_devices
 from stackops_lab.xenapi.state import (NULL_REF, HostMetricsRec, HostRec, Machine, PBDRec, PoolDB, PoolRec,
                                        SessionRec, SRRec, VMRec, new_ref, new_uuid)
 
@@ -60,6 +61,8 @@ class Lifecycle:
                               API_version_major=machine.spec.api_version[0],
                               API_version_minor=machine.spec.api_version[1],
                               cpu_info={"vendor": machine.spec.cpu_vendor, "cpu_count": "16", "socket_count": "2"}))
+        add_host_devices(db, host)
+        add_vm_devices(db, dom0, machine.address)
         local = db.add(SRRec(ref=new_ref(), uuid=new_uuid(), name_label="Local storage", type="lvm", shared=False))
         db.add(PBDRec(ref=new_ref(), uuid=new_uuid(), host=host_ref, SR=local.ref,
                       device_config={"device": "/dev/sda3"}))
@@ -106,9 +109,10 @@ class Lifecycle:
         """Running guest VMs; every other one (the first, third …) has ha_restart_priority "restart"."""
         for index in range(count):
             protected = index % 2 == 0
-            db.add(VMRec(ref=new_ref(), uuid=new_uuid(), name_label=f"{machine.name}-vm{index + 1}",
-                         power_state="Running", resident_on=machine.host_ref, domid=index + 1,
-                         ha_restart_priority="restart" if protected else "", ha_always_run=protected))
+            vm = db.add(VMRec(ref=new_ref(), uuid=new_uuid(), name_label=f"{machine.name}-vm{index + 1}",
+                              power_state="Running", resident_on=machine.host_ref, domid=index + 1,
+                              ha_restart_priority="restart" if protected else "", ha_always_run=protected))
+            add_vm_devices(db, vm, machine.address)
 
     def forget_host(self, db: PoolDB, host_ref: str) -> None:
         """What the master drops when a host leaves (eject): the host, metrics, PBDs, SRs only it saw, dom0."""
@@ -119,11 +123,13 @@ class Lifecycle:
                 db.remove(sr)
         for vm in db.vms_on(host_ref):
             if vm.is_control_domain:
+                remove_vm_devices(db, vm)
                 db.remove(vm)
             else:
                 vm.power_state, vm.resident_on, vm.domid = "Halted", NULL_REF, -1
         if (metrics := db.find(HostMetricsRec, host.metrics)) is not None:
             db.remove(metrics)
+        remove_host_devices(db, host_ref)
         db.remove(host)
         db.silent_since.pop(host_ref, None)
         db.liveset.discard(host_ref)

@@ -1,9 +1,11 @@
 """The lab's data: pool databases (what xapi keeps in its state DB, one per pool, owned by the master) and
 the machines (physical hosts: dom0 inventory, pool role, power, local sessions).
 
-Records carry the datamodel's field names (ocaml/idl/datamodel*.ml). Field sets are the subset the operator
-reads and the lab changes; `classes.py` turns them into wire records (ints as decimal strings, refs as
-`OpaqueRef:…`, the fields xapi computes from other tables — host.resident_VMs, SR.PBDs — filled in).
+Records carry the datamodel's field names (ocaml/idl/datamodel*.ml, as data in datamodel.json). The dataclass
+fields are the subset the operator reads and the lab changes; a record's other datamodel fields live in `extra`
+when set, and `classes.py` turns records into wire records with every field of the class (ints as decimal
+strings, refs as `OpaqueRef:…`, the fields xapi computes from other tables — host.resident_VMs, SR.PBDs,
+VM.VBDs … — filled in, the rest at the datamodel's defaults).
 
 One `threading.RLock` (`LabState.lock`) guards everything here; API calls and the scheduler take it.
 """
@@ -42,6 +44,9 @@ class Record:
     ref: str
     uuid: str
     CLASS: ClassVar[str] = ""
+    # values of the datamodel fields the lab does not model by name (set at creation or by a setter); the
+    # fields nobody set take the datamodel's default when the record goes on the wire (classes.to_record)
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True)
 
 
 @dataclass(eq=False)
@@ -148,6 +153,85 @@ class VMRec(Record):
     memory_static_max: int = 2147483648
     VCPUs_max: int = 2
     other_config: dict[str, str] = field(default_factory=dict)
+    metrics: str = NULL_REF
+    guest_metrics: str = NULL_REF
+
+
+@dataclass(eq=False)
+class HostCPURec(Record):
+    CLASS: ClassVar[str] = "host_cpu"
+    host: str = NULL_REF
+    number: int = 0
+
+
+@dataclass(eq=False)
+class NetworkRec(Record):
+    CLASS: ClassVar[str] = "network"
+    name_label: str = ""
+    bridge: str = ""
+
+
+@dataclass(eq=False)
+class PIFRec(Record):
+    CLASS: ClassVar[str] = "PIF"
+    device: str = ""
+    network: str = NULL_REF
+    host: str = NULL_REF
+    metrics: str = NULL_REF
+    management: bool = False
+
+
+@dataclass(eq=False)
+class PIFMetricsRec(Record):
+    CLASS: ClassVar[str] = "PIF_metrics"
+
+
+@dataclass(eq=False)
+class VBDRec(Record):
+    CLASS: ClassVar[str] = "VBD"
+    VM: str = NULL_REF
+    VDI: str = NULL_REF
+    userdevice: str = "0"
+    type: str = "Disk"
+
+
+@dataclass(eq=False)
+class VIFRec(Record):
+    CLASS: ClassVar[str] = "VIF"
+    VM: str = NULL_REF
+    network: str = NULL_REF
+    device: str = "0"
+
+
+@dataclass(eq=False)
+class VMMetricsRec(Record):
+    CLASS: ClassVar[str] = "VM_metrics"
+
+
+@dataclass(eq=False)
+class VMGuestMetricsRec(Record):
+    CLASS: ClassVar[str] = "VM_guest_metrics"
+
+
+@dataclass(eq=False)
+class ConsoleRec(Record):
+    CLASS: ClassVar[str] = "console"
+    VM: str = NULL_REF
+
+
+@dataclass(eq=False)
+class MessageRec(Record):
+    CLASS: ClassVar[str] = "message"
+
+
+@dataclass(eq=False)
+class VBDMetricsRec(Record):
+    CLASS: ClassVar[str] = "VBD_metrics"  # deprecated: xapi makes none (VBD.metrics is OpaqueRef:NULL)
+
+
+@dataclass(eq=False)
+class VIFMetricsRec(Record):
+    CLASS: ClassVar[str] = "VIF_metrics"  # deprecated: xapi makes none (VIF.metrics is OpaqueRef:NULL)
 
 
 @dataclass(eq=False)
@@ -200,7 +284,9 @@ class SessionRec(Record):
 
 
 RECORD_TYPES: dict[str, type[Record]] = {cls.CLASS: cls for cls in (
-    PoolRec, HostRec, HostMetricsRec, SRRec, PBDRec, VDIRec, VMRec, SDNControllerRec, TaskRec, SessionRec)}
+    PoolRec, HostRec, HostMetricsRec, SRRec, PBDRec, VDIRec, VMRec, SDNControllerRec, TaskRec, SessionRec,
+    HostCPURec, NetworkRec, PIFRec, PIFMetricsRec, VBDRec, VIFRec, VMMetricsRec, VMGuestMetricsRec, ConsoleRec,
+    MessageRec, VBDMetricsRec, VIFMetricsRec)}
 R = TypeVar("R", bound=Record)
 
 
