@@ -5,6 +5,9 @@ from — out of a checkout of xapi (https://github.com/xapi-project/xen-api).
     git clone https://github.com/xapi-project/xen-api /tmp/xen-api
     python3 scripts/xapi-datamodel.py /tmp/xen-api            # regenerate
     python3 scripts/xapi-datamodel.py /tmp/xen-api --check    # exit 1 when datamodel.json is out of date
+    # with an OCaml toolchain, HEAD's datamodel exactly (gen_json writes D/_data/xenapi.json):
+    (cd /tmp/xen-api && dune exec ocaml/idl/json_backend/gen_json.exe -- -destdir /tmp/xapi-doc)
+    python3 scripts/xapi-datamodel.py /tmp/xen-api --json /tmp/xapi-doc/_data/xenapi.json
 
 Facts only, for the classes a XenServer pool with VMs, storage and networking has (CLASSES below): per class its
 fields in the datamodel's order with name, type (as xapi's docs spell it: `string`, `int`, `VM ref`,
@@ -17,9 +20,12 @@ Where the facts are read: xapi's datamodel is OCaml (ocaml/idl/datamodel*.ml: `f
 ~default_value "name"` inside `namespace`s, `uid`, `names`, `allowed_and_current_operations` helpers). xapi's own
 JSON backend (ocaml/idl/json_backend/gen_json.ml) flattens it — namespaces joined with `_`, internal-only fields
 left out, as the wire records are — into doc/data/xenapi.json, which the repository keeps checked in for its docs.
-This script reads that file at the checkout's HEAD (`git show HEAD:doc/data/xenapi.json`), records the commit
-that last changed it (the datamodel version it describes) and checks that every field it keeps is still declared
-(its name appears as a string literal) in HEAD's ocaml/idl/datamodel*.ml, listing those that are not.
+gen_json keeps the fields a client sees (not internal_only) and the messages a client can call, the implicit ones
+(get_<field>, set_<field> …) included. This script reads that file at the checkout's HEAD (`git show
+HEAD:doc/data/xenapi.json`; or the one --json names, freshly generated), records the commit that last changed it
+(the datamodel version it describes: the checked-in file lags HEAD's datamodel, whose newer fields it lacks) and
+checks that every field it keeps is still declared (its name appears as a string literal) in HEAD's
+ocaml/idl/datamodel*.ml, listing those that are not.
 """
 from __future__ import annotations
 
@@ -48,8 +54,9 @@ def enums_of(type_name: str) -> list[str]:
     return re.findall(r"enum (\w+)", type_name)
 
 
-def build(checkout: Path) -> tuple[dict[str, Any], list[str]]:
-    dump = {cls["name"]: cls for cls in json.loads(git(checkout, "show", f"HEAD:{JSON_PATH}"))}
+def build(checkout: Path, generated: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    text = generated.read_text() if generated else git(checkout, "show", f"HEAD:{JSON_PATH}")
+    dump = {cls["name"]: cls for cls in json.loads(text)}
     all_enums = {enum["name"]: [value["name"] for value in enum["values"]]
                  for cls in dump.values() for enum in cls.get("enums", [])}
     sources = "\n".join(git(checkout, "show", f"HEAD:{path}")
@@ -74,8 +81,9 @@ def build(checkout: Path) -> tuple[dict[str, Any], list[str]]:
     data = {
         "source": {"repository": "https://github.com/xapi-project/xen-api",
                    "head": git(checkout, "rev-parse", "HEAD").strip(),
-                   "file": JSON_PATH,
-                   "file_commit": git(checkout, "log", "-1", "--format=%H %cs", "--", JSON_PATH).strip(),
+                   "file": "gen_json output of HEAD" if generated else JSON_PATH,
+                   "file_commit": (git(checkout, "rev-parse", "HEAD").strip() if generated else
+                                   git(checkout, "log", "-1", "--format=%H %cs", "--", JSON_PATH).strip()),
                    "generated_by": "scripts/xapi-datamodel.py"},
         "classes": classes,
         "enums": {name: all_enums[name] for name in sorted(used)},
@@ -111,8 +119,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkout", type=Path, help="a xen-api git checkout (or bare mirror)")
     parser.add_argument("--check", action="store_true", help="exit 1 when datamodel.json differs")
+    parser.add_argument("--json", type=Path, help="a xenapi.json gen_json wrote from the checkout")
     options = parser.parse_args()
-    data, undeclared = build(options.checkout)
+    data, undeclared = build(options.checkout, options.json)
     for name in undeclared:
         print(f"warning: {name} is not declared in HEAD's ocaml/idl/datamodel*.ml", file=sys.stderr)
     text = render(data)
