@@ -160,6 +160,14 @@ def test_allowed_operations_follow_the_state(session: XenAPI.Session) -> None:
     assert {"start", "start_on", "clone", "destroy"} <= set(halted) and "clean_shutdown" not in halted
     disk = next(vbd for vbd in api.VM.get_VBDs(vm) if api.VBD.get_type(vbd) == "Disk")
     assert api.VBD.get_currently_attached(disk) is False
+    metrics = api.VM.get_metrics(vm)
+    assert (api.VM_metrics.get_memory_actual(metrics), api.VM_metrics.get_state(metrics)) == ("0", [])
+    assert (api.VM.get_resident_on(vm), api.VM.get_memory_target(vm)) == (NULL, "0")
+    api.VM.start(vm, False, False)
+    assert api.VM.get_power_state(vm) == "Running" and api.VBD.get_currently_attached(disk) is True
+    assert "clean_shutdown" in api.VM.get_allowed_operations(vm)
+    assert api.VM_metrics.get_memory_actual(metrics) == api.VM.get_memory_static_max(vm)
+    assert failure(api.VM.start, vm, False, False) == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
     host = api.host.get_by_name_label("xen2")[0]
     assert {"evacuate", "vm_start", "provision"} <= set(api.host.get_allowed_operations(host))
     assert "reboot" not in api.host.get_allowed_operations(host)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.datamodel import FIELDS, IMPLICIT, Field, default, unmarshal
+from stackops_lab.xenapi.devices import runtime_fields
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
 from stackops_lab.xenapi.operations import allowed, vm_running
 from stackops_lab.xenapi.state import RECORD_TYPES, PoolDB, Record, VBDRec, VIFRec
@@ -67,6 +68,7 @@ def computed(db: PoolDB, record: Record) -> dict[str, Any]:
     for (class_name, name), (other, ref_field) in RELATIONS.items():
         if class_name == record.CLASS:
             values[name] = [r.ref for r in db.tables[other].values() if value_of(r, ref_field) == record.ref]
+    values.update(runtime_fields(db, record))
     ops = allowed(db, record)
     if ops is not None:
         values["allowed_operations"] = ops
