@@ -113,7 +113,7 @@ def add_guest_metrics(db: PoolDB, vm: VMRec) -> None:
     """What a guest's agent reports once it runs (xapi keeps it when the VM halts: the OS it last ran)."""
     vm.guest_metrics = db.add(VMGuestMetricsRec(ref=new_ref(), uuid=new_uuid(), extra={
         "os_version": {"name": "Ubuntu 22.04 LTS", "distro": "ubuntu", "major": "22", "minor": "04"},
-        "networks": {"0/ip": "192.0.2.100"}, "PV_drivers_detected": True, "PV_drivers_up_to_date": True,
+        "networks": {"0/ip": f"192.0.2.{100 + len(db.all(VMGuestMetricsRec)) % 150}"}, "PV_drivers_detected": True, "PV_drivers_up_to_date": True,
         "PV_drivers_version": {"major": "9", "minor": "3", "micro": "1", "build": "10"}, "live": True,
         "can_use_hotplug_vbd": "yes", "can_use_hotplug_vif": "yes", "last_updated": now()})).ref
 
