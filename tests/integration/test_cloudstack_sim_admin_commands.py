@@ -15,7 +15,7 @@ import pytest
 from cs import CloudStack, CloudStackApiException
 from support.cloudstack_sim import client, simulator
 
-from stackops_lab.cloudstack import CloudStackSimulator
+from stackops_lab.cloudstack import CloudStackSimulator, apitable
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +57,168 @@ def test_page_and_pagesize_come_together(sim: CloudStackSimulator, api: CloudSta
         "errortext": '"page" parameter is required when "pagesize" is specified'})
     assert api.listRouters(listall=True, pagesize=-1)["count"] == 6
     assert len(api.listRouters(listall=True, page=2, pagesize=4)["router"]) == 2
+
+
+# Fields a newer response class has than the one the index gave the table (apitable.json `responses`).
+NEWER_FIELDS = {
+    "DomainRouterResponse": {"domainpath"},  # ControlledViewEntityResponse.setDomainPath (4.19)
+    "TemplateResponse": {"domainpath", "url", "downloaddetails"},
+}
+
+
+def fields_of(response_class: str) -> set[str]:
+    return apitable.response_fields(response_class) | NEWER_FIELDS.get(response_class, set())
+
+
+def test_listed_fields_are_those_of_cloudstacks_response_classes(api: CloudStack) -> None:
+    """Every field an entity's list command shows is a field of CloudStack's response class for it."""
+    project = api.createProject(name="fields", displaytext="fields")["project"]
+    listings = {
+        "ZoneResponse": api.listZones()["zone"], "PodResponse": api.listPods()["pod"],
+        "ClusterResponse": api.listClusters()["cluster"], "HostResponse": api.listHosts()["host"],
+        "DomainRouterResponse": api.listRouters(listall=True)["router"],
+        "SystemVmResponse": api.listSystemVms()["systemvm"],
+        "TemplateResponse": api.listTemplates(templatefilter="all")["template"],
+        "ConfigurationResponse": api.listConfigurations()["configuration"],
+        "DomainResponse": api.listDomains(listall=True)["domain"],
+        "ProjectResponse": api.listProjects(listall=True)["project"],
+        "HypervisorResponse": api.listHypervisors()["hypervisor"],
+    }
+    for response_class, items in listings.items():
+        assert items, response_class
+        unknown = {key for item in items for key in item} - fields_of(response_class)
+        assert unknown == set(), response_class
+    api.deleteProject(id=project["id"])
+
+
+def test_routers_stop_start_and_destroy_as_async_jobs(sim: CloudStackSimulator, api: CloudStack) -> None:
+    """stopRouter/startRouter/destroyRouter answer a job id; the job's result is the router. Stopping the PRIMARY
+    of a redundant pair makes its peer PRIMARY; the router comes back as BACKUP."""
+    routers = api.listRouters(listall=True)["router"]
+    pair = [r for r in routers if r["isredundantrouter"]]
+    primary = next(r for r in pair if r["redundantstate"] == "PRIMARY")
+    assert api.stopRouter(id=primary["id"])["router"]["state"] == "Stopped"
+    jobs = api.listAsyncJobs(listall=True, keyword="StopRouterCmd")["asyncjobs"]
+    assert (jobs[0]["jobstatus"], jobs[0]["jobinstancetype"], jobs[0]["jobinstanceid"]) == (
+        1, "DomainRouter", primary["id"])
+    backup = next(r for r in pair if r["id"] != primary["id"])
+    assert api.listRouters(id=backup["id"])["router"][0]["redundantstate"] == "PRIMARY"
+    started = api.startRouter(id=primary["id"])["router"]
+    assert (started["state"], started["redundantstate"]) == ("Running", "BACKUP")
+    single = next(r for r in routers if not r["isredundantrouter"])
+    assert api.destroyRouter(id=single["id"])["router"]["id"] == single["id"]
+    assert api.listRouters(id=single["id"]) == {}
+    with pytest.raises(CloudStackApiException) as caught:
+        api.stopRouter(id=single["id"])
+    assert caught.value.error["errortext"] == "Can't find router by id"
+
+
+def test_update_host_allocation_state_and_tags(api: CloudStack) -> None:
+    host = api.listHosts(type="Routing")["host"][0]
+    disabled = api.updateHost(id=host["id"], allocationstate="Disable", hosttags="gpu,ssd")["host"]
+    assert (disabled["resourcestate"], disabled["hosttags"]) == ("Disabled", "gpu,ssd")
+    assert api.listHosts(id=host["id"], resourcestate="Disabled")["count"] == 1
+    status, error = refused(api.updateHost, id=host["id"], allocationstate="Maintenance")
+    assert (status, error["errorcode"]) == (530, 530)
+    assert error["errortext"].startswith("Failed to update host: Host {\"id\":") and error["errortext"].endswith(
+        "Invalid allocation state: Maintenance, only Enable/Disable are allowed")
+    enabled = api.updateHost(id=host["id"], allocationstate="Enable", hosttags="")["host"]
+    assert enabled["resourcestate"] == "Enabled" and "hosttags" not in enabled
+    assert api.reconnectHost(id=host["id"])["host"]["state"] == "Up"
+
+
+def test_system_vms_stop_start_and_reboot(api: CloudStack) -> None:
+    vm = api.listSystemVms(systemvmtype="consoleproxy")["systemvm"][0]
+    assert api.stopSystemVm(id=vm["id"])["systemvm"]["state"] == "Stopped"
+    error = refused(api.rebootSystemVm, id=vm["id"])[1]  # the job failed: queryAsyncJobResult's jobresult
+    assert error["errorcode"] == 530 and error["errortext"].endswith("is Stopped, not Running")
+    assert api.startSystemVm(id=vm["id"])["systemvm"]["state"] == "Running"
+    rebooted = api.rebootSystemVm(id=vm["id"])["systemvm"]
+    assert (rebooted["state"], rebooted["templateid"]) == ("Running", vm["templateid"])
+
+
+def test_zones_and_pods_are_created_updated_and_deleted(api: CloudStack) -> None:
+    zone = api.createZone(name="zone-new", dns1="192.0.2.53", internaldns1="192.0.2.54",
+                          networktype="Advanced")["zone"]
+    assert (zone["allocationstate"], zone["networktype"], zone["dns1"]) == ("Disabled", "Advanced", "192.0.2.53")
+    assert refused(api.createZone, name="zone-new", dns1="192.0.2.53", internaldns1="192.0.2.54",
+                   networktype="Advanced")[0] == 431
+    assert refused(api.createZone, name="zone-odd", dns1="192.0.2.53", internaldns1="192.0.2.54",
+                   networktype="Flat")[1]["errortext"] == \
+        "Invalid zone type; only Advanced and Basic values are supported"
+    assert api.updateZone(id=zone["id"], allocationstate="Enabled")["zone"]["allocationstate"] == "Enabled"
+    pod = api.createPod(name="pod-new", zoneid=zone["id"], gateway="198.51.100.1", netmask="255.255.255.0",
+                        startip="198.51.100.10", endip="198.51.100.50")["pod"]
+    assert (pod["zoneid"], pod["allocationstate"], pod["startip"]) == (zone["id"], "Enabled", ["198.51.100.10"])
+    assert api.updatePod(id=pod["id"], allocationstate="Disabled")["pod"]["allocationstate"] == "Disabled"
+    status, error = refused(api.deleteZone, id=zone["id"])
+    assert (status, error["cserrorcode"], error["errortext"]) == (
+        530, 4250, "The zone cannot be deleted because there are pods in this zone.")
+    fleet_zone = api.listZones(name="lab-zone-1")["zone"][0]
+    assert refused(api.deleteZone, id=fleet_zone["id"])[1]["errortext"] == \
+        "The zone cannot be deleted because there are servers in this zone."
+    fleet_pod = api.listPods(zoneid=fleet_zone["id"])["pod"][0]
+    assert refused(api.deletePod, id=fleet_pod["id"])[1]["errortext"] == \
+        "The pod cannot be deleted because there are servers in this pod."
+    assert api.deletePod(id=pod["id"]) == {"success": True}
+    assert api.deleteZone(id=zone["id"]) == {"success": True}
+    assert api.listZones(id=zone["id"]) == {}
+
+
+def test_list_hypervisors(api: CloudStack) -> None:
+    everything = [h["name"] for h in api.listHypervisors()["hypervisor"]]
+    assert "KVM" in everything and "XenServer" in everything
+    zone = api.listZones(name="lab-zone-1")["zone"][0]
+    clusters = api.listClusters(zoneid=zone["id"])["cluster"]
+    in_zone = api.listHypervisors(zoneid=zone["id"])
+    assert in_zone["count"] == len(clusters)
+    assert sorted(h["name"] for h in in_zone["hypervisor"]) == sorted(c["hypervisortype"] for c in clusters)
+
+
+def test_domains_accounts_and_projects(sim: CloudStackSimulator, api: CloudStack) -> None:
+    raw_client = client(sim)  # answers the async create at once: {"id", "jobid"}
+    domain = api.createDomain(name="sales")["domain"]
+    assert (domain["level"], domain["parentdomainname"], domain["haschild"]) == (1, "ROOT", False)
+    assert refused(api.createDomain, name="sales")[0] == 431
+    renamed = api.updateDomain(id=domain["id"], name="sales-eu")["domain"]
+    assert renamed["path"] == "ROOT/sales-eu"
+    account = api.listAccounts(listall=True)["account"][-1]
+    assert api.disableAccount(id=account["id"], lock=False)["account"]["state"] == "disabled"
+    assert api.disableAccount(id=account["id"], lock=True)["account"]["state"] == "locked"
+    assert api.enableAccount(account=account["name"], domainid=account["domainid"])["account"]["state"] == "enabled"
+    admin = api.listAccounts(name="admin")["account"][0]
+    assert refused(api.disableAccount, id=admin["id"], lock=False)[1]["errorcode"] == 431
+    created = raw_client.createProject(name="alpha", displaytext="Alpha")
+    assert set(created) == {"id", "jobid"}
+    job = raw_client.queryAsyncJobResult(jobid=created["jobid"])
+    assert refused(api.createProject, name="beta", displaytext="Beta", account="admin")[1]["errortext"] == \
+        "Account name and domain id must be specified together"
+    listed = api.listProjects(id=created["id"])["project"][0]
+    assert (listed["name"], listed["owner"][0]["account"], listed["projectaccountname"]) == (
+        "alpha", "admin", listed["projectaccountname"])
+    assert (job["jobinstancetype"], job["jobinstanceid"]) == ("Project", created["id"])
+    assert not any(a["name"].startswith("PrjAcct-") for a in api.listAccounts(listall=True)["account"])
+    assert api.updateProject(id=created["id"], displaytext="Alpha team")["project"]["displaytext"] == "Alpha team"
+    assert api.deleteProject(id=created["id"]) == {"success": True}
+    assert api.listProjects(listall=True) == {}
+    assert api.deleteDomain(id=domain["id"]) == {"success": True}
+
+
+def test_reset_configuration(api: CloudStack) -> None:
+    zone = api.listZones()["zone"][0]
+    name = "router.template.kvm"
+    default = api.listConfigurations(name=name)["configuration"][0]["defaultvalue"]
+    api.updateConfiguration(name=name, value="custom", zoneid=zone["id"])
+    reset = api.resetConfiguration(name=name, zoneid=zone["id"])["configuration"]
+    assert (reset["scope"], reset["value"]) == ("Zone", default)
+    assert refused(api.resetConfiguration, name="no.such.key")[1]["errortext"] == \
+        "Config parameter with name no.such.key doesn't exist"
+
+
+def test_update_template_and_its_permissions(api: CloudStack) -> None:
+    template = api.listTemplates(templatefilter="all")["template"][0]
+    updated = api.updateTemplate(id=template["id"], displaytext="renamed text")["template"]
+    assert (updated["id"], updated["displaytext"]) == (template["id"], "renamed text")
+    assert refused(api.updateTemplate, id=template["id"], format="QED")[0] == 431
+    permissions = api.listTemplatePermissions(id=template["id"])["templatepermission"]
+    assert (permissions["id"], permissions["account"]) == (template["id"], [])

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from stackops_lab.cloudstack import catalog, responses, xen
 from stackops_lab.cloudstack.errors import INTERNAL_ERROR, ApiError, internal, invalid_value, param_error
-from stackops_lab.cloudstack.framework import UUID, Param, Request, command, list_response
+from stackops_lab.cloudstack.framework import LIST, MAP, UUID, Param, Request, command, list_response
 from stackops_lab.cloudstack.state import Cluster
 
 ADMIN = "org.apache.cloudstack.api.command.admin.cluster"
@@ -50,7 +50,12 @@ def _name_taken(request: Request, name: str, pod: Any) -> ApiError | None:
          [Param("clustername", required=True), Param("clustertype", required=True),
           Param("hypervisor", required=True), Param("zoneid", UUID, required=True, entity=("zone",)),
           Param("podid", UUID, required=True, entity=("pod",)), Param("url"), Param("username"),
-          Param("password"), Param("allocationstate")], locked=False, sensitive=True)
+          Param("password"), Param("allocationstate"), Param("arch", since="4.20"), Param("vsmusername"),
+          Param("vsmpassword"), Param("vsmipaddress"), Param("guestvswitchtype"), Param("publicvswitchtype"),
+          Param("guestvswitchname"), Param("publicvswitchname"), Param("ovm3pool"), Param("ovm3cluster"),
+          Param("ovm3vip"), Param("storageaccessgroups", LIST, since="4.21.0"),
+          Param("extensionid", UUID, entity=("extension",), since="4.21.0"),
+          Param("externaldetails", MAP, since="4.21.0")], locked=False, sensitive=True)
 def add_cluster(request: Request) -> dict[str, Any]:
     """Runs without the state lock held (an external cluster is discovered through XenAPI)."""
     sim = request.sim
@@ -125,7 +130,7 @@ def add_cluster(request: Request) -> dict[str, Any]:
 
 @command("updateCluster", f"{ADMIN}.UpdateClusterCmd",
          [Param("id", UUID, required=True, entity=("cluster",)), Param("clustername"), Param("allocationstate"),
-          Param("managedstate"), Param("clustertype"), Param("hypervisor")])
+          Param("managedstate"), Param("clustertype"), Param("hypervisor"), Param("arch", since="4.20")])
 def update_cluster(request: Request) -> dict[str, Any]:
     sim = request.sim
     cluster: Cluster = request.get("id")

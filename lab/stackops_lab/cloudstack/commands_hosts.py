@@ -42,7 +42,10 @@ HOST = ("host",)
          [Param("id", UUID, entity=("host", "agenthost")), Param("name"), Param("type"),
           Param("zoneid", UUID, entity=("zone",)), Param("podid", UUID, entity=("pod",)),
           Param("clusterid", UUID, entity=("cluster",)), Param("state"), Param("resourcestate"),
-          Param("hypervisor"), Param("details")], is_list=True)
+          Param("hypervisor"), Param("details", LIST), Param("virtualmachineid", UUID, entity=("vm",)),
+          Param("outofbandmanagementenabled", BOOLEAN), Param("outofbandmanagementpowerstate"),
+          Param("hahost", BOOLEAN), Param("managementserverid", UUID, entity=("managementserver",), since="4.21.0"),
+          Param("arch", since="4.20.1")], is_list=True)
 def list_hosts(request: Request) -> dict[str, Any]:
     state = request.sim.state
     wanted_type = (request.get("type") or "").lower()

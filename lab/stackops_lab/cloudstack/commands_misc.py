@@ -13,17 +13,18 @@ import calendar
 import re
 from typing import Any
 
-from stackops_lab.cloudstack import catalog, responses
+from stackops_lab.cloudstack import responses
 from stackops_lab.cloudstack.errors import invalid_value, param_error
-from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, UUID, Param, Request, command, keyword_match,
-                                               paged)
+from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, LIST, MAP, UUID, UUID_LIST, Param, Request, command,
+                                               keyword_match, paged)
 from stackops_lab.cloudstack.state import Account, Domain
 
 ZONE, POD, CLUSTER, DOMAIN, ACCOUNT = ("zone",), ("pod",), ("cluster",), ("domain",), ("account",)
 USER = "org.apache.cloudstack.api.command.user"
 ADMIN = "org.apache.cloudstack.api.command.admin"
-OWNER_PARAMS = (Param("account"), Param("domainid", UUID, entity=DOMAIN), Param("listall", BOOLEAN),
-                Param("isrecursive", BOOLEAN))
+DOMAIN_LIST_PARAMS = (Param("domainid", UUID, entity=DOMAIN), Param("listall", BOOLEAN),
+                      Param("isrecursive", BOOLEAN))  # BaseListDomainResourcesCmd
+OWNER_PARAMS = (Param("account"), *DOMAIN_LIST_PARAMS)  # BaseListAccountResourcesCmd
 
 
 def owned_by_visible(request: Request, owner: Account | None) -> bool:
@@ -50,8 +51,9 @@ def same(request: Request, name: str, value: Any) -> bool:
 
 
 @command("listZones", f"{USER}.zone.ListZonesCmd",
-         [Param("id", UUID, entity=ZONE), Param("name"), Param("available", BOOLEAN),
-          Param("showcapacities", BOOLEAN), Param("networktype")], is_list=True)
+         [Param("id", UUID, entity=ZONE), Param("ids", UUID_LIST, entity=ZONE, since="4.19.0"), Param("name"),
+          Param("available", BOOLEAN), Param("domainid", UUID, entity=DOMAIN), Param("showcapacities", BOOLEAN),
+          Param("networktype"), Param("tags", MAP, since="4.3"), Param("showicon", BOOLEAN)], is_list=True)
 def list_zones(request: Request) -> dict[str, Any]:
     zones = [z for z in request.sim.state.values("zone")
              if same(request, "id", z) and same(request, "name", z.name) and keyword_match(request, z.name)
@@ -61,7 +63,8 @@ def list_zones(request: Request) -> dict[str, Any]:
 
 @command("listPods", f"{ADMIN}.pod.ListPodsByCmd",
          [Param("id", UUID, entity=POD), Param("name"), Param("zoneid", UUID, entity=ZONE),
-          Param("allocationstate")], is_list=True)
+          Param("allocationstate"), Param("showcapacities", BOOLEAN),
+          Param("storageaccessgroup", since="4.21.0")], is_list=True)
 def list_pods(request: Request) -> dict[str, Any]:
     pods = [p for p in request.sim.state.values("pod")
             if same(request, "id", p) and same(request, "name", p.name) and same(request, "zoneid", p.zone)
@@ -72,7 +75,7 @@ def list_pods(request: Request) -> dict[str, Any]:
 @command("listClusters", f"{ADMIN}.cluster.ListClustersCmd",
          [Param("id", UUID, entity=CLUSTER), Param("name"), Param("zoneid", UUID, entity=ZONE),
           Param("podid", UUID, entity=POD), Param("hypervisor"), Param("clustertype"), Param("allocationstate"),
-          Param("managedstate")], is_list=True)
+          Param("managedstate"), Param("showcapacities", BOOLEAN), Param("arch", since="4.20.1")], is_list=True)
 def list_clusters(request: Request) -> dict[str, Any]:
     hypervisor = request.get("hypervisor")
     clusters = [c for c in request.sim.state.values("cluster")
@@ -85,7 +88,7 @@ def list_clusters(request: Request) -> dict[str, Any]:
 
 @command("listDomains", f"{ADMIN}.domain.ListDomainsCmd",
          [Param("id", UUID, entity=DOMAIN), Param("name"), Param("level", INTEGER), Param("listall", BOOLEAN),
-          Param("details")], is_list=True)
+          Param("details", LIST)], is_list=True)
 def list_domains(request: Request) -> dict[str, Any]:
     state = request.sim.state
     all_domains = state.values("domain")
@@ -101,14 +104,15 @@ def list_domains(request: Request) -> dict[str, Any]:
 
 @command("listAccounts", f"{ADMIN}.account.ListAccountsCmdByAdmin",
          [Param("id", UUID, entity=ACCOUNT), Param("name"), Param("accounttype", INTEGER), Param("state"),
-          *OWNER_PARAMS], is_list=True)
+          Param("iscleanuprequired", BOOLEAN), Param("details", LIST), Param("apikeyaccess", since="4.20.1.0"),
+          Param("showicon", BOOLEAN), Param("tag", since="4.20.0"), *DOMAIN_LIST_PARAMS], is_list=True)
 def list_accounts(request: Request) -> dict[str, Any]:
     """With an id that account; with listall=true all; with domainid that domain's (recursive with
     isrecursive=true); otherwise the accounts of the caller's own domain."""
     domain = request.get("domainid")
     accounts = []
     for a in request.sim.state.values("account"):
-        if a.name == "system":
+        if a.name == "system" or a.account_type == 5:  # not the system account, nor projects' accounts
             continue
         if request.has("id"):
             visible = request.get("id") is a
@@ -157,11 +161,14 @@ def _scope_zone(request: Request) -> Any:
 
 SCOPE_PARAMS = (Param("zoneid", UUID, entity=ZONE), Param("clusterid", UUID, entity=CLUSTER),
                 Param("accountid", UUID, entity=ACCOUNT), Param("domainid", UUID, entity=DOMAIN),
-                Param("storageid"))
+                Param("storageid", UUID, entity=("storagepool",)))
+IMAGE_STORE = ("imagestore",)
 
 
 @command("listConfigurations", f"{ADMIN}.config.ListCfgsByCmd",
-         [Param("name"), Param("category"), *SCOPE_PARAMS], is_list=True)
+         [Param("name"), Param("category"), *SCOPE_PARAMS, Param("imagestoreuuid", UUID, entity=IMAGE_STORE),
+          Param("group", since="4.18.0"), Param("subgroup", since="4.18.0"), Param("parent", since="4.18.0")],
+         is_list=True)
 def list_configurations(request: Request) -> dict[str, Any]:
     """ManagementServerImpl.searchForConfigurations: `name` matches as a substring (LIKE %name%); with a zone
     only Zone-scoped keys, with the zone's value, and scope "zone" (ListCfgsByCmd.setScope)."""
@@ -184,7 +191,8 @@ def list_configurations(request: Request) -> dict[str, Any]:
 
 
 @command("updateConfiguration", f"{ADMIN}.config.UpdateCfgCmd",
-         [Param("name", required=True), Param("value"), *SCOPE_PARAMS])
+         [Param("name", required=True), Param("value"), *SCOPE_PARAMS,
+          Param("imagestoreuuid", UUID, entity=IMAGE_STORE), Param("networkid", UUID, entity=("network",))])
 def update_configuration(request: Request) -> dict[str, Any]:
     state = request.sim.state
     name = request.get("name")
@@ -209,6 +217,37 @@ def update_configuration(request: Request) -> dict[str, Any]:
     result = responses.configuration(config, value)
     if zone is not None:
         result["scope"] = "zone"
+    return {"configuration": result}
+
+
+@command("resetConfiguration", f"{ADMIN}.config.ResetCfgCmd",
+         [Param("name", required=True), Param("zoneid", UUID, entity=ZONE), Param("clusterid", UUID, entity=CLUSTER),
+          Param("storageid", UUID, entity=("storagepool",)), Param("domainid", UUID, entity=DOMAIN),
+          Param("accountid", UUID, entity=ACCOUNT), Param("imagestoreid", UUID, entity=IMAGE_STORE),
+          Param("networkid", UUID, entity=("network",), since="4.18.0")])
+def reset_configuration(request: Request) -> dict[str, Any]:
+    """ConfigurationManagerImpl.resetConfiguration: the global value goes back to the default; with a zone the
+    zone's own value is removed (the zone then follows the global value). The answer carries the value now in
+    force and, with a scope, the scope's ConfigKey.Scope name ("Zone")."""
+    state = request.sim.state
+    name = request.get("name")
+    if not name:
+        raise param_error("Empty or null value provided for API arg: name")
+    config = state.configs.get(name)
+    if config is None:
+        raise invalid_value(f"Config parameter with name {name} doesn't exist")
+    zone = _scope_zone(request)
+    if zone is not None and config.scope != "Zone":
+        raise invalid_value(f"Invalid scope id provided for the parameter {name}")
+    if zone is None:
+        state.global_values[name] = config.default
+    else:
+        state.zone_values.pop((name, zone.uuid), None)
+    value = state.config_value(name, zone)
+    request.sim.audit_log.record("config.reset", name=name, value=value, zone=zone.uuid if zone is not None else None)
+    result = responses.configuration(config, value)
+    if zone is not None:
+        result["scope"] = "Zone"
     return {"configuration": result}
 
 
@@ -257,7 +296,9 @@ def _start_of_day(text: str) -> float | None:
     return float(calendar.timegm((year, month, day, 0, 0, 0)))
 
 
-@command("listAsyncJobs", f"{USER}.job.ListAsyncJobsCmd", [Param("startdate"), *OWNER_PARAMS], is_list=True)
+@command("listAsyncJobs", f"{USER}.job.ListAsyncJobsCmd",
+         [Param("startdate"), Param("managementserverid", UUID, entity=("managementserver",), since="4.19"),
+          *OWNER_PARAMS], is_list=True)
 def list_async_jobs(request: Request) -> dict[str, Any]:
     """QueryManagerImpl.searchForAsyncJobsInternal: the jobs of the accounts the caller may list (a root admin's
     own without listall=true), `keyword` matched in `cmd` (LIKE %keyword%), created at or after `startdate`,

@@ -1,4 +1,5 @@
-"""Router commands: listRouters, rebootRouter (async), upgradeRouterTemplate (sync, answers the reboot jobs).
+"""Router commands: listRouters, rebootRouter, stopRouter, startRouter, destroyRouter (async, answer the router),
+upgradeRouterTemplate (sync, answers the reboot jobs).
 
 upgradeRouterTemplate follows VirtualNetworkApplianceManagerImpl.upgradeRouterTemplate: `id` takes that router
 whatever its state; `domainid` (with `account`: that account's) / `clusterid` / `podid` / `zoneid` take the
@@ -36,8 +37,10 @@ def _cluster(router: Router) -> Any:
          [Param("id", UUID, entity=ROUTER), Param("name"), Param("state"), Param("zoneid", UUID, entity=("zone",)),
           Param("podid", UUID, entity=("pod",)), Param("clusterid", UUID, entity=("cluster",)),
           Param("hostid", UUID, entity=("host",)), Param("networkid", UUID, entity=("network",)),
-          Param("vpcid", UUID, entity=("vpc",)), Param("forvpc", BOOLEAN), Param("version"), Param("role"),
-          Param("fetchhealthcheckresults", BOOLEAN), *OWNER_PARAMS], is_list=True)
+          Param("vpcid", UUID, entity=("vpc",)), Param("forvpc", BOOLEAN), Param("version"),
+          Param("healthchecksfailed", BOOLEAN, since="4.16"), Param("fetchhealthcheckresults", BOOLEAN, since="4.14"),
+          Param("arch", since="4.20.1"), Param("projectid", UUID, entity=("project",)), *OWNER_PARAMS],
+         is_list=True)
 def list_routers(request: Request) -> dict[str, Any]:
     """QueryManagerImpl.searchForRoutersInternal: name matches as a substring, version as a prefix of the
     recorded version, ordered by id."""
@@ -70,19 +73,47 @@ def list_routers(request: Request) -> dict[str, Any]:
             continue
         if version is not None and not (router.version or "").startswith(version):
             continue
-        if request.get("role") not in (None, "VIRTUAL_ROUTER"):
-            continue
+        if request.has("projectid"):
+            continue  # no router of the lab belongs to a project
+        if request.get("healthchecksfailed"):
+            continue  # the lab's routers pass their health checks
         if keyword_match(request, router.name):
             found.append(router)
     return paged(request, "router", found, lambda r: responses.router(sim.state, r))
 
 
 @command("rebootRouter", f"{ADMIN}.RebootRouterCmd", [Param("id", UUID, required=True, entity=ROUTER),
-                                                      Param("forced", BOOLEAN)],
+                                                      Param("forced", BOOLEAN, since="4.16.0")],
          is_async=True, instance_type="DomainRouter")
 def reboot_router(request: Request) -> dict[str, Any]:
     job = request.sim.routers.submit_reboot(request.get("id"), request.caller, request.caller.user_uuid)
     return {"jobid": job.uuid}
+
+
+def _submit(request: Request, runner: Any) -> dict[str, Any]:
+    router = request.get("id")
+    job = request.sim.jobs.submit(request.command.java_class, request.caller, request.caller.user_uuid,
+                                  "DomainRouter", router.uuid, lambda ctx: runner(ctx, router))
+    return {"jobid": job.uuid}
+
+
+@command("stopRouter", f"{ADMIN}.StopRouterCmd", [Param("id", UUID, required=True, entity=ROUTER),
+                                                  Param("forced", BOOLEAN)],
+         is_async=True, instance_type="DomainRouter")
+def stop_router(request: Request) -> dict[str, Any]:
+    return _submit(request, request.sim.routers.stop)
+
+
+@command("startRouter", f"{ADMIN}.StartRouterCmd", [Param("id", UUID, required=True, entity=ROUTER)],
+         is_async=True, instance_type="DomainRouter")
+def start_router(request: Request) -> dict[str, Any]:
+    return _submit(request, request.sim.routers.start)
+
+
+@command("destroyRouter", f"{ADMIN}.DestroyRouterCmd", [Param("id", UUID, required=True, entity=ROUTER)],
+         is_async=True, instance_type="DomainRouter")
+def destroy_router(request: Request) -> dict[str, Any]:
+    return _submit(request, request.sim.routers.destroy)
 
 
 @command("upgradeRouterTemplate", f"{ADMIN}.UpgradeRouterTemplateCmd",

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from stackops_lab.cloudstack import catalog, responses, versions
 from stackops_lab.cloudstack.errors import PARAM_ERROR, ApiError, invalid_value, param_error
-from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, UUID, UUID_LIST, Param, Request, command,
+from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, MAP, UUID, UUID_LIST, Param, Request, command,
                                                keyword_match, list_response, paginate)
 from stackops_lab.cloudstack.jobs import JobContext
 from stackops_lab.cloudstack.state import Template, TemplateZone
@@ -39,7 +39,11 @@ TEMPLATE = ("template",)
           Param("isfeatured", BOOLEAN), Param("passwordenabled", BOOLEAN), Param("requireshvm", BOOLEAN),
           Param("bits", INTEGER), Param("isrouting", BOOLEAN), Param("templatetag"), Param("account"),
           Param("domainid", UUID, entity=("domain",)), Param("sshkeyenabled", BOOLEAN),
-          Param("isdynamicallyscalable", BOOLEAN), Param("directdownload", BOOLEAN), Param("deployasis", BOOLEAN)])
+          Param("isdynamicallyscalable", BOOLEAN), Param("directdownload", BOOLEAN),
+          Param("deployasis", BOOLEAN, since="4.15.1"), Param("projectid", UUID, entity=("project",)),
+          Param("details", MAP), Param("forcks", BOOLEAN, since="4.21.0"), Param("arch", since="4.20"),
+          Param("extensionid", UUID, entity=("extension",), since="4.21.0"),
+          Param("externaldetails", MAP, since="4.21.0")])
 def register_template(request: Request) -> dict[str, Any]:
     sim = request.sim
     state = sim.state
@@ -112,8 +116,11 @@ def _visible(template: Template, request: Request, template_filter: str) -> bool
 @command("listTemplates", f"{ADMIN}.ListTemplatesCmdByAdmin",
          [Param("templatefilter", required=True), Param("id", UUID, entity=TEMPLATE), Param("name"),
           Param("zoneid", UUID, entity=ZONE), Param("hypervisor"), Param("templatetype"),
+          Param("ids", UUID_LIST, entity=TEMPLATE, since="4.9"), Param("parenttemplateid", UUID, entity=TEMPLATE,
+                                                                          since="4.4"),
           Param("showremoved", BOOLEAN), Param("account"), Param("domainid", UUID, entity=("domain",)),
-          Param("listall", BOOLEAN), Param("isrecursive", BOOLEAN)], is_list=True)
+          Param("listall", BOOLEAN), Param("isrecursive", BOOLEAN), Param("projectid", UUID, entity=("project",)),
+          Param("tags", MAP)], is_list=True)
 def list_templates(request: Request) -> dict[str, Any]:
     template_filter = request.get("templatefilter")
     if template_filter not in catalog.TEMPLATE_FILTERS:
@@ -125,6 +132,10 @@ def list_templates(request: Request) -> dict[str, Any]:
     for template in request.sim.state.values("template"):
         if request.has("id") and request.get("id") is not template:
             continue
+        if request.has("ids") and not any(t is template for t in request.get("ids")):
+            continue
+        if request.has("projectid") or request.has("parenttemplateid"):
+            continue  # no template of the lab belongs to a project or is a data disk template
         if request.has("name") and request.get("name") != template.name:
             continue
         if hypervisor and template.hypervisor.lower() != hypervisor:
@@ -171,7 +182,8 @@ def delete_in_job(ctx: JobContext, request: Request, template: Template, zone: A
 
 @command("deleteTemplate", f"{USER}.DeleteTemplateCmd",
          [Param("id", UUID, required=True, entity=TEMPLATE), Param("zoneid", UUID, entity=ZONE),
-          Param("forced", BOOLEAN)], is_async=True, instance_type="Template")
+          Param("forced", BOOLEAN, since="4.9"), Param("issystem", BOOLEAN, since="4.20.0")], is_async=True,
+         instance_type="Template")
 def delete_template(request: Request) -> dict[str, Any]:
     sim = request.sim
     template = request.get("id")

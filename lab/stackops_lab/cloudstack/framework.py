@@ -85,7 +85,8 @@ class Command:
 
 
 REGISTRY: dict[str, Command] = {}
-LIST_PARAMS = (Param("keyword"), Param("page", INTEGER), Param("pagesize", INTEGER))
+LIST_PARAMS = (Param("keyword"), Param("page", INTEGER), Param("pagesize", INTEGER))  # BaseListCmd
+ASYNC_PARAMS = (Param("starteventid", INTEGER), Param("customid"))  # BaseAsyncCmd
 
 
 def command(name: str, java_class: str, params: Sequence[Param] = (), *, is_list: bool = False,
@@ -94,7 +95,7 @@ def command(name: str, java_class: str, params: Sequence[Param] = (), *, is_list
     """Register an API command handler (ApiServer's s_apiNameCmdClassMap)."""
 
     def register(handler: Handler) -> Handler:
-        declared = tuple(params) + (LIST_PARAMS if is_list else ())
+        declared = tuple(params) + (LIST_PARAMS if is_list else ()) + (ASYNC_PARAMS if is_async else ())
         REGISTRY[name] = Command(name=name, java_class=java_class, handler=handler, params=tuple(params),
                                  is_list=is_list, is_async=is_async, instance_type=instance_type,
                                  response_name=name.lower() + "response", all_params=declared, locked=locked,

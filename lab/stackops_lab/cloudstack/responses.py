@@ -17,7 +17,7 @@ from typing import Any
 from stackops_lab.cloudstack import catalog, versions
 from stackops_lab.cloudstack.jobs import PENDING, Job
 from stackops_lab.cloudstack.state import (Account, AgentHost, Cluster, ConfigDef, Domain, Host, Network, OsType, Pod,
-                                           Router, State, SystemVm, Template, TemplateZone, Vpc, Zone)
+                                           Project, Router, State, SystemVm, Template, TemplateZone, Vpc, Zone)
 
 Json = dict[str, Any]
 SERVICE_OFFERING_ROUTER = ("b5a0e3d9-3f5e-4c43-9c1f-2f8d5c1e0a01", "System Offering For Software Router")
@@ -36,17 +36,26 @@ def owner(account: Account | None) -> Json:
 
 
 def zone(z: Zone) -> Json:
-    return {"id": z.uuid, "name": z.name, "description": z.name, "dns1": "8.8.8.8", "internaldns1": "10.0.0.2",
-            "guestcidraddress": "10.1.0.0/16", "networktype": "Advanced", "securitygroupsenabled": False,
-            "allocationstate": "Enabled", "zonetoken": z.uuid[:8], "dhcpprovider": "VirtualRouter",
-            "localstorageenabled": False, "tags": [], "hasannotations": False}
+    """ZoneJoinDaoImpl.newDataCenterResponse: null fields are left out (Gson)."""
+    result: Json = {"id": z.uuid, "name": z.name, "description": z.name, "dns1": z.dns1, "dns2": z.dns2,
+                    "internaldns1": z.internal_dns1, "internaldns2": z.internal_dns2,
+                    "guestcidraddress": z.guest_cidr, "domain": z.network_domain, "networktype": z.network_type,
+                    "securitygroupsenabled": z.security_groups, "allocationstate": z.allocation_state,
+                    "zonetoken": z.uuid[:8], "dhcpprovider": z.dhcp_provider, "localstorageenabled": z.local_storage,
+                    "tags": [], "hasannotations": False}
+    if z.domain is not None:
+        result.update(domainid=z.domain.uuid, domainname=z.domain.name)
+    return {key: value for key, value in result.items() if value is not None}
 
 
 def pod(p: Pod) -> Json:
     assert p.zone is not None
-    return {"id": p.uuid, "name": p.name, "zoneid": p.zone.uuid, "zonename": p.zone.name,
-            "gateway": "172.16.0.1", "netmask": "255.255.0.0", "startip": ["172.16.0.10"],
-            "endip": ["172.16.0.250"], "allocationstate": "Enabled", "hasannotations": False}
+    result: Json = {"id": p.uuid, "name": p.name, "zoneid": p.zone.uuid, "zonename": p.zone.name,
+                    "gateway": p.gateway, "netmask": p.netmask, "startip": [p.start_ip],
+                    "endip": [p.end_ip or ""], "forsystemvms": ["0"], "vlanid": [""],
+                    "ipranges": [{"startip": p.start_ip, "endip": p.end_ip or "", "forsystemvms": "0"}],
+                    "allocationstate": p.allocation_state, "hasannotations": False}
+    return result
 
 
 def cluster(c: Cluster) -> Json:
@@ -68,7 +77,7 @@ def host(h: Host) -> Json:
         "islocalstorageactive": False, "cpunumber": 16, "cpuspeed": 2400, "memorytotal": 68719476736,
         "events": "AgentConnected; PingTimeout; ShutdownRequested; Remove; Ping; AgentDisconnected; "
                   "HostDown; ManagementServerDown; StartAgentRebalance",
-        "hasannotations": False, "haenable": False, "ueficapability": False,
+        "hasannotations": False, "ueficapability": False,
     }
     if h.tags:
         result["hosttags"] = ",".join(h.tags)
@@ -214,7 +223,9 @@ def vpc(v: Vpc) -> Json:
 
 def domain(d: Domain, has_child: bool) -> Json:
     result: Json = {"id": d.uuid, "name": d.name, "level": d.level, "haschild": has_child, "path": d.path,
-                    "state": "Active"}
+                    "state": "Active", "created": cs_date(d.created), "hasannotations": False}
+    if d.network_domain:
+        result["networkdomain"] = d.network_domain
     if d.parent is not None:
         result.update(parentdomainid=d.parent.uuid, parentdomainname=d.parent.name)
     return result
@@ -225,7 +236,7 @@ def account(a: Account) -> Json:
     admin = a.account_type == 1
     return {"id": a.uuid, "name": a.name, "accounttype": a.account_type, "roletype": "Admin" if admin else "User",
             "rolename": "Root Admin" if admin else "User", "domainid": a.domain.uuid, "domain": a.domain.name,
-            "domainpath": a.domain.path, "state": "enabled", "isdefault": a.name in ("admin", "system"),
+            "domainpath": a.domain.path, "state": a.state, "isdefault": a.name in ("admin", "system"),
             "user": [{"id": a.user_uuid, "username": a.username, "account": a.name, "state": "enabled"}]}
 
 
@@ -253,3 +264,20 @@ def job(j: Job) -> Json:
         result["completed"] = cs_date(j.completed)
     result["jobid"] = j.uuid
     return result
+
+
+def project(p: Project) -> Json:
+    """ProjectJoinDaoImpl.newProjectResponse (resource limits and counts are not simulated)."""
+    assert p.domain is not None
+    result: Json = {"id": p.uuid, "name": p.name, "displaytext": p.display_text, "domainid": p.domain.uuid,
+                    "domain": p.domain.name, "state": p.state, "created": cs_date(p.created), "tags": [],
+                    "owner": [], "vmstopped": 0, "vmrunning": 0}
+    if p.owner is not None:
+        result["owner"] = [{"account": p.owner.name, "accountid": p.owner.uuid}]
+    if p.project_account is not None:
+        result["projectaccountname"] = p.project_account.name
+    return result
+
+
+def hypervisor(name: str) -> Json:
+    return {"name": name}

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from stackops_lab.cloudstack.simulator import CloudStackSimulator
 
 REBOOT_CMD = "org.apache.cloudstack.api.command.admin.router.RebootRouterCmd"
+NOT_FOUND = "Can't find router by id"  # StopRouterCmd/StartRouterCmd: findRouter is null (removed) or not a VR
 
 
 class RouterOps:
@@ -134,3 +135,63 @@ class RouterOps:
             ctx.fail(INTERNAL_ERROR, error)
         else:
             ctx.succeed({"router": responses.router(self.sim.state, router)})
+
+    # ------------------------------------------------------------------ stop, start, destroy
+    def stop(self, ctx: JobContext, router: Router) -> None:
+        """stopRouter: a Running router goes Stopping → Stopped (its host let go); a Stopped one stays so
+        (VirtualMachineManagerImpl.advanceStop of a stopped VM is a no-op). The answer is the router."""
+        if not self.sim.state.live(router):
+            ctx.fail(431, NOT_FOUND)
+            return
+        if router.state == "Stopped":
+            ctx.succeed({"router": responses.router(self.sim.state, router)})
+            return
+        self.set_state(router, "Stopping")
+
+        def stopped() -> None:
+            self.set_state(router, "Stopped")
+            ctx.succeed({"router": responses.router(self.sim.state, router)})
+
+        ctx.later(self.sim.timings.router_reboot / 2, stopped)
+
+    def start(self, ctx: JobContext, router: Router) -> None:
+        """startRouter: a Stopped router boots the template its zone's router.template.<hv> names (as after a
+        reboot); a Running one answers as it is."""
+        if not self.sim.state.live(router):
+            ctx.fail(431, NOT_FOUND)
+            return
+        if router.state == "Running":
+            ctx.succeed({"router": responses.router(self.sim.state, router)})
+            return
+        self.set_state(router, "Starting")
+
+        def started() -> None:
+            template, error = self.boot_template(router)
+            if template is None:
+                self.set_state(router, "Stopped")
+                ctx.fail(INTERNAL_ERROR, error)
+                return
+            router.template, router.version = template, template.version
+            self.set_state(router, "Running")
+            ctx.succeed({"router": responses.router(self.sim.state, router)})
+
+        ctx.later(self.sim.timings.router_reboot / 2, started)
+
+    def destroy(self, ctx: JobContext, router: Router) -> None:
+        """destroyRouter: stopped and expunged; listRouters no longer finds it (its peer takes over)."""
+        if not self.sim.state.live(router):
+            ctx.fail(431, f"Unable to find router by id {router.db_id}.")
+            return
+        self.set_state(router, "Stopping")
+
+        def destroyed() -> None:
+            self.set_state(router, "Stopped")
+            self.set_state(router, "Expunging")
+            result = {"router": responses.router(self.sim.state, router)}
+            if router.peer is not None:
+                router.peer.peer = None
+            self.sim.state.remove(router)
+            self.sim.audit_log.record("router.destroyed", router=router.uuid, name=router.name)
+            ctx.succeed(result)
+
+        ctx.later(self.sim.timings.router_reboot / 2, destroyed)

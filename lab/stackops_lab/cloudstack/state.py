@@ -36,6 +36,8 @@ class Entity:
 class Domain(Entity):
     name: str = ""
     parent: Domain | None = None
+    network_domain: str | None = None
+    created: float = field(default_factory=time.time)
     kind = "domain"
 
     @property
@@ -70,12 +72,37 @@ class Account(Entity):
     username: str = ""
     api_key: str | None = None
     secret_key: str | None = None
+    state: str = "enabled"  # enabled, disabled, locked (Account.State)
     kind = "account"
+
+
+@dataclass(eq=False)
+class Project(Entity):
+    name: str = ""
+    display_text: str = ""
+    domain: Domain | None = None
+    owner: Account | None = None
+    project_account: Account | None = None  # the project's own account (PrjAcct-<name>-<id>, type 5)
+    state: str = "Active"  # Active, Disabled, Suspended (Project.State)
+    created: float = field(default_factory=time.time)
+    kind = "project"
 
 
 @dataclass(eq=False)
 class Zone(Entity):
     name: str = ""
+    dns1: str = "8.8.8.8"
+    dns2: str | None = None
+    internal_dns1: str = "10.0.0.2"
+    internal_dns2: str | None = None
+    guest_cidr: str | None = "10.1.0.0/16"
+    network_type: str = "Advanced"
+    allocation_state: str = "Enabled"
+    network_domain: str | None = None
+    domain: Domain | None = None  # a zone dedicated to a domain (createZone domainid); None: public
+    security_groups: bool = False
+    local_storage: bool = False
+    dhcp_provider: str = "VirtualRouter"
     kind = "zone"
 
 
@@ -83,6 +110,11 @@ class Zone(Entity):
 class Pod(Entity):
     name: str = ""
     zone: Zone | None = None
+    gateway: str = "172.16.0.1"
+    netmask: str = "255.255.0.0"
+    start_ip: str = "172.16.0.10"
+    end_ip: str | None = "172.16.0.250"
+    allocation_state: str = "Enabled"
     kind = "pod"
 
 
@@ -264,7 +296,7 @@ class ConfigDef:
 class State:
     """The database: entities by kind and by uuid, configuration, id sequences, one lock."""
 
-    KINDS = ("domain", "account", "zone", "pod", "cluster", "host", "ostype", "template", "vpc", "network",
+    KINDS = ("domain", "account", "project", "zone", "pod", "cluster", "host", "ostype", "template", "vpc", "network",
              "router", "systemvm", "agenthost", "job")
 
     def __init__(self) -> None:

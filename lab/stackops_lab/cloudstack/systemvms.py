@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stackops_lab.cloudstack import responses
-from stackops_lab.cloudstack.errors import PARAM_ERROR
+from stackops_lab.cloudstack.errors import INTERNAL_ERROR, PARAM_ERROR
 from stackops_lab.cloudstack.jobs import JobContext
 from stackops_lab.cloudstack.state import AgentHost, Host, SystemVm, Template, Zone
 
@@ -95,3 +95,63 @@ class SystemVmOps:
                                      zone=old.zone.uuid if old.zone else None, template=template.uuid)
 
         sim.scheduler.call_later(sim.timings.systemvm_recreate / 2, running)
+
+    # ------------------------------------------------------------------ stop, start, reboot
+    def _check(self, ctx: JobContext, vm: SystemVm) -> bool:
+        if not self.sim.state.live(vm) or vm.state in ("Destroyed", "Expunging"):
+            ctx.fail(PARAM_ERROR, f"unable to find a system vm with id {vm.db_id}")
+            return False
+        return True
+
+    def _answer(self, ctx: JobContext, vm: SystemVm) -> None:
+        ctx.succeed({"systemvm": responses.system_vm(vm)})
+
+    def stop(self, ctx: JobContext, vm: SystemVm) -> None:
+        """stopSystemVm: Running → Stopping → Stopped; a stopped VM answers as it is."""
+        if not self._check(ctx, vm):
+            return
+        if vm.state == "Stopped":
+            self._answer(ctx, vm)
+            return
+        self.set_state(vm, "Stopping")
+
+        def stopped() -> None:
+            self.set_state(vm, "Stopped")
+            self._answer(ctx, vm)
+
+        ctx.later(self.sim.timings.systemvm_recreate / 2, stopped)
+
+    def start(self, ctx: JobContext, vm: SystemVm) -> None:
+        """startSystemVm: Stopped → Starting → Running on the template it has (only a recreate changes it)."""
+        if not self._check(ctx, vm):
+            return
+        if vm.state == "Running":
+            self._answer(ctx, vm)
+            return
+        assert vm.zone is not None
+        if vm.host is None:
+            vm.host = self.placement(vm.zone, vm.hypervisor)
+        self.set_state(vm, "Starting")
+
+        def running() -> None:
+            self.set_state(vm, "Running")
+            self._answer(ctx, vm)
+
+        ctx.later(self.sim.timings.systemvm_recreate / 2, running)
+
+    def reboot(self, ctx: JobContext, vm: SystemVm) -> None:
+        """rebootSystemVm: only a Running VM reboots (same template); otherwise the job fails (530; the text is
+        the lab's, modelled on VirtualMachineManagerImpl refusing to reboot a VM that is not running)."""
+        if not self._check(ctx, vm):
+            return
+        if vm.state != "Running":
+            ctx.fail(INTERNAL_ERROR, f"Unable to reboot {vm.name}: it is {vm.state}, not Running")
+            return
+        self.set_state(vm, "Stopping")
+        ctx.later(self.sim.timings.systemvm_recreate / 3, lambda: self.set_state(vm, "Starting"))
+
+        def running() -> None:
+            self.set_state(vm, "Running")
+            self._answer(ctx, vm)
+
+        ctx.later(self.sim.timings.systemvm_recreate * 2 / 3, running)
