@@ -17,7 +17,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from stackops_lab.xenapi.datamodel import FIELDS, IMPLICIT, Field, default, unmarshal
+from stackops_lab.xenapi.datamodel import DEFAULTS, FIELDS, IMPLICIT, Field, default, unmarshal
 from stackops_lab.xenapi.devices import runtime_fields
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
 from stackops_lab.xenapi.operations import allowed, vm_running
@@ -67,7 +67,8 @@ def computed(db: PoolDB, record: Record) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for (class_name, name), (other, ref_field) in RELATIONS.items():
         if class_name == record.CLASS:
-            values[name] = [r.ref for r in db.tables[other].values() if value_of(r, ref_field) == record.ref]
+            values[name] = [r.ref for r in db.tables[other].values()
+                            if (r.__dict__.get(ref_field) or r.extra.get(ref_field)) == record.ref]
     values.update(runtime_fields(db, record))
     ops = allowed(db, record)
     if ops is not None:
@@ -79,7 +80,7 @@ def computed(db: PoolDB, record: Record) -> dict[str, Any]:
 
 
 def to_record(db: PoolDB, record: Record) -> dict[str, Any]:
-    values = {name: default(spec) for name, spec in FIELDS[record.CLASS].items()}
+    values = dict(DEFAULTS[record.CLASS])
     values.update(record.extra)
     values.update({f.name: getattr(record, f.name) for f in dataclasses.fields(record)
                    if f.name not in INTERNAL_FIELDS})

@@ -14,6 +14,7 @@ import json
 import re
 import xmlrpc.client
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ class Field:
     qualifier: str  # RW, StaticRO, DynamicRO
     default: str | None  # as the datamodel writes it, None when it declares none
 
-    @property
+    @cached_property
     def kind(self) -> str:
         """map, set, ref, enum, or the base type (string, int, float, bool, datetime)."""
         if self.type.endswith(" map"):
@@ -80,6 +81,11 @@ def default(field: Field) -> Any:
     if kind == "datetime":
         return EPOCH
     return raw[1:-1] if raw else ""  # string: the datamodel writes it quoted
+
+
+# per class, every field at its default (shared: copy before changing a value)
+DEFAULTS: dict[str, dict[str, Any]] = {name: {f.name: default(f) for f in fields.values()}
+                                       for name, fields in FIELDS.items()}
 
 
 def unmarshal(field: Field, value: Any) -> Any:
