@@ -17,7 +17,8 @@ import pytest
 import XenAPI
 
 import stackops_lab.xenapi
-from support.xenapi import FAST, failure, login
+from support.wait import wait_for
+from support.xenapi import FAST, XENAPI_DOWN, failure, login
 
 from stackops_lab.xenapi import XenHostSpec, XenLab
 
@@ -104,19 +105,55 @@ def test_every_record_has_exactly_its_datamodel_fields_with_their_wire_types(ses
         assert getattr(session.xenapi, cls).get_record(ref) == record
 
 
-def test_the_references_in_records_resolve(session: XenAPI.Session) -> None:
+def dangling(session: XenAPI.Session) -> list[str]:
+    """The references in any record that name no object of their class."""
     known = {cls: set(all_records(session, cls)) for cls in CLASSES}
-    dangling = []
+    found = []
     for cls in CLASSES:
-        for ref, record in all_records(session, cls).items():
+        for record in all_records(session, cls).values():
             for field in fields(cls):
                 target = re.fullmatch(r"(\w+) ref( set)?", field["type"])
                 if target is None or target.group(1) not in known or target.group(1) == "session":
                     continue
                 values = record[field["name"]] if target.group(2) else [record[field["name"]]]
-                dangling += [f"{cls}.{field['name']} → {value}" for value in values
-                             if value != NULL and value not in known[target.group(1)]]
-    assert dangling == []
+                found += [f"{cls}.{field['name']} → {value}" for value in values
+                          if value != NULL and value not in known[target.group(1)]]
+    return found
+
+
+def incomplete(session: XenAPI.Session) -> list[str]:
+    """Records whose fields are not exactly their class's."""
+    return [f"{cls} {ref}" for cls in CLASSES for ref, record in all_records(session, cls).items()
+            if sorted(record) != sorted(field["name"] for field in fields(cls))]
+
+
+def test_the_references_in_records_resolve(session: XenAPI.Session) -> None:
+    assert dangling(session) == []
+
+
+def test_records_stay_complete_and_linked_through_join_and_eject() -> None:
+    hosts = [XenHostSpec("xen1"), XenHostSpec("xen2"), XenHostSpec("xen3", vms=0)]
+    with XenLab(hosts=hosts, pools=[["xen1", "xen2"]], password="s3cret", timings=FAST) as lab:
+        login(lab, "xen3").xenapi.pool.join(lab.address("xen1"), "root", lab.password)
+        wait_for(lambda: lab.pool_of("xen1")["live"].get("xen3"), what="xen3 live in xen1's pool", timeout=10,
+                 ignoring=XENAPI_DOWN)
+        master = login(lab, "xen1")
+        api = master.xenapi
+        assert (incomplete(master), dangling(master)) == ([], [])
+        (xen3,) = api.host.get_by_name_label("xen3")
+        assert len(api.host.get_host_CPUs(xen3)) == 16
+        for network in api.network.get_all():  # the joiner's NICs are on the pool's networks
+            assert len({api.PIF.get_host(pif) for pif in api.network.get_PIFs(network)}) == 3
+        local = api.host.get_suspend_image_sr(xen3)
+        assert [api.PBD.get_host(pbd) for pbd in api.SR.get_PBDs(local)] == [xen3]
+        (xen2,) = api.host.get_by_name_label("xen2")
+        for vm in api.host.get_resident_VMs(xen2):
+            if not api.VM.get_is_control_domain(vm):
+                api.VM.hard_shutdown(vm)
+        api.pool.eject(xen2)
+        assert (incomplete(master), dangling(master)) == ([], [])
+        assert [pif for pif, record in api.PIF.get_all_records().items() if record["host"] == xen2] == []
+        assert len(api.host_cpu.get_all()) == 32
 
 
 def test_a_pool_has_its_vms_devices_networks_and_cpus_linked_both_ways(session: XenAPI.Session) -> None:

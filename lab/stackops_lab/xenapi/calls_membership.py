@@ -113,7 +113,8 @@ def join(ctx: Ctx, master_address: Any, master_username: Any, master_password: A
     refs: dict[str, str] = {}
     for record in [me, mine.metrics_of(me), *mine.all(SRRec), *mine.all(PBDRec), *mine.all(VMRec)]:
         refs[record.ref] = new_ref()
-    new_host = HostRec(**{**vars(me), "ref": refs[me.ref], "extra": dict(me.extra), "metrics": refs[me.metrics],
+    new_host = HostRec(**{**vars(me), "ref": refs[me.ref], "extra": {key: refs.get(value, value) if isinstance(value, str) else value
+                                                       for key, value in me.extra.items()}, "metrics": refs[me.metrics],
                           "control_domain": refs.get(me.control_domain, me.control_domain)})
     remote.add(new_host)
     remote.add(HostMetricsRec(**{**vars(mine.metrics_of(me)), "ref": refs[me.metrics], "live": False}))

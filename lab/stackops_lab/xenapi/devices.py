@@ -33,7 +33,23 @@ def network(db: PoolDB, device: str) -> NetworkRec:
     return found
 
 
+def host_extra(host: HostRec) -> dict[str, Any]:
+    """The host fields a XenServer 8 host has beyond the datamodel's defaults."""
+    values: dict[str, Any] = {
+        "sched_policy": "credit", "supported_bootloaders": ["pygrub", "eliloader"],
+        "capabilities": ["xen-3.0-x86_64", "hvm-3.0-x86_32", "hvm-3.0-x86_32p", "hvm-3.0-x86_64"],
+        "cpu_configuration": {}, "memory_overhead": 1120 * MiB,
+        "license_params": {"sku_type": host.edition, "restrict_ha": "false", "restrict_pooling": "false"},
+        "bios_strings": {"bios-vendor": "Lab", "system-manufacturer": "Lab", "system-product-name": "stackops lab"},
+        "chipset_info": {"iommu": "true"}, "virtual_hardware_platform_versions": [0, 1, 2],
+        "iscsi_iqn": f"iqn.2024-01.io.stackops.lab:{host.uuid[:8]}", "editions": [host.edition],
+        "ssl_legacy": False, "tls_verification_enabled": True,
+    }
+    return {name: value for name, value in values.items() if name not in host.extra}
+
+
 def add_host_devices(db: PoolDB, host: HostRec) -> None:
+    host.extra.update(host_extra(host))
     for number in range(int(host.cpu_info.get("cpu_count", CPU_COUNT))):
         db.add(HostCPURec(ref=new_ref(), uuid=new_uuid(), host=host.ref, number=number, extra={
             "vendor": host.cpu_info.get("vendor", "GenuineIntel"), "speed": 2600, "family": 6, "model": 85,
@@ -125,6 +141,14 @@ def runtime_fields(db: PoolDB, record: Any) -> dict[str, Any]:
         running = record.power_state in ("Running", "Paused")
         return {"memory_target": record.extra.get("memory_dynamic_max", record.memory_static_max) if running else 0,
                 "domarch": "x64" if running else ""}
+    if isinstance(record, VDIRec):
+        return {"location": record.extra.get("location", record.uuid), "managed": record.extra.get("managed", True),
+                "physical_utilisation": _used(db, record)}
+    if isinstance(record, SRRec):
+        vdis = [vdi for vdi in db.all(VDIRec) if vdi.SR == record.ref]
+        return {"physical_size": record.extra.get("physical_size", (4096 if record.shared else 512) * 1024 ** 3),
+                "virtual_allocation": sum(vdi.virtual_size for vdi in vdis),
+                "physical_utilisation": sum(_used(db, vdi) for vdi in vdis)}
     if isinstance(record, VMMetricsRec):
         vm = next((v for v in db.all(VMRec) if v.metrics == record.ref), None)
         if vm is not None and vm.power_state == "Halted":
@@ -135,6 +159,14 @@ def runtime_fields(db: PoolDB, record: Any) -> dict[str, Any]:
                     "VCPUs_utilisation": {str(n): 0.0 for n in range(vm.VCPUs_max)},
                     "state": [vm.power_state.lower()], "current_domain_type": vm.extra.get("domain_type", "hvm")}
     return {}
+
+
+def _used(db: PoolDB, vdi: VDIRec) -> int:
+    """Space a VDI takes on its SR: thin on file-based SRs (a quarter of its size in the lab), all of it on LVM."""
+    if "physical_utilisation" in vdi.extra:
+        return int(vdi.extra["physical_utilisation"])
+    sr = db.find(SRRec, vdi.SR)
+    return vdi.virtual_size if sr is not None and sr.type == "lvm" else vdi.virtual_size // 4
 
 
 def remove_vm_devices(db: PoolDB, vm: VMRec) -> None:

@@ -66,6 +66,7 @@ class Lifecycle:
         local = db.add(SRRec(ref=new_ref(), uuid=new_uuid(), name_label="Local storage", type="lvm", shared=False))
         db.add(PBDRec(ref=new_ref(), uuid=new_uuid(), host=host_ref, SR=local.ref,
                       device_config={"device": "/dev/sda3"}))
+        host.extra.update(suspend_image_sr=local.ref, crash_dump_sr=local.ref)
         return host
 
     def build_pool(self, machines: list[Machine], shared_srs: list[dict[str, Any]]) -> PoolDB:
