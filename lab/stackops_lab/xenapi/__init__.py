@@ -1,5 +1,6 @@
 """A lab XenServer: a protocol-level simulator of XenAPI (XML-RPC envelopes, error codes, preconditions,
-pool membership, HA with liveness and self-fencing), one endpoint per host, driven through the official SDK.
+pool membership, HA with liveness and self-fencing, records with every field of xapi's datamodel), one endpoint
+per host, driven through the official SDK.
 
     from stackops_lab.xenapi import XenLab, XenHostSpec, XenTimings
 """

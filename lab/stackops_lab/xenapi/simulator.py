@@ -11,6 +11,13 @@ first is its master) with the `shared_srs`; hosts not listed are standalone pool
 (joinable: a joiner must not have shared SRs). Each host runs `vms_per_host` guest VMs (XenHostSpec.vms
 overrides it), every other one with ha_restart_priority "restart".
 
+Records are complete: every class of xapi's datamodel the pool has (datamodel.json: pool, host, host_metrics,
+host_cpu, SR, PBD, VDI, VBD, VM, VM_metrics, VM_guest_metrics, network, PIF, PIF_metrics, VIF, console, task,
+session, SDN_controller, message …) answers get_record / get_all_records with all of its fields; each host has
+16 CPUs and NICs eth0 (management) and eth1 on the pool-wide networks xenbr0 / xenbr1, each VM its metrics and
+console, each guest a 20 GiB disk on the pool's default SR, an empty CD drive, a VIF on xenbr0 and guest metrics
+(devices.py); what the lab does not model takes the datamodel's defaults (classes.py).
+
 With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
 (stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
 socket inside the lab host's network namespace (all on one port, 80 unless `port` says otherwise, 443 with TLS),
