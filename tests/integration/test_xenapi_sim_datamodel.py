@@ -213,6 +213,16 @@ def test_allowed_operations_follow_the_state(session: XenAPI.Session) -> None:
         assert {"reboot", "shutdown"} <= set(api.host.get_allowed_operations(host))
     finally:
         api.host.enable(host)
+    pool = api.pool.get_all()[0]
+    assert {"ha_enable", "designate_new_master", "eject"} <= set(api.pool.get_allowed_operations(pool))
+    assert "ha_disable" not in api.pool.get_allowed_operations(pool)
+    nfs = next(ref for ref, sr in api.SR.get_all_records().items() if sr["shared"])
+    api.pool.enable_ha([nfs], {"timeout": "180"})
+    try:
+        assert "ha_disable" in api.pool.get_allowed_operations(pool)
+        assert "ha_enable" not in api.pool.get_allowed_operations(pool)
+    finally:
+        api.pool.disable_ha()
 
 
 def test_the_calls_xapi_generates_from_the_fields(session: XenAPI.Session) -> None:

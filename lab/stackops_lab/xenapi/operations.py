@@ -1,13 +1,13 @@
 """allowed_operations as they follow an object's state, after xapi's valid_operations functions
 (ocaml/xapi/xapi_host_helpers.ml, xapi_vm_lifecycle.ml, xapi_sr_operations.ml, xapi_vdi.ml, xapi_vbd_helpers.ml,
-xapi_vif_helpers.ml) for the states the lab models, with no operation in progress. Each list keeps only values of
-the class's operations enum (datamodel.ENUMS).
+xapi_vif_helpers.ml, xapi_pool_helpers.ml) for the states the lab models, with no operation in progress (the pool:
+none while one runs). Each list keeps only values of the class's operations enum (datamodel.ENUMS).
 """
 
 from __future__ import annotations
 
 from stackops_lab.xenapi.datamodel import ENUMS
-from stackops_lab.xenapi.state import HostRec, PoolDB, Record, SRRec, VBDRec, VDIRec, VIFRec, VMRec
+from stackops_lab.xenapi.state import HostRec, PoolDB, PoolRec, Record, SRRec, VBDRec, VDIRec, VIFRec, VMRec
 
 # host: all but power_on while the host is live (host_is_live); reboot, shutdown and apply_updates only once it is
 # disabled (host_not_disabled)
@@ -50,6 +50,11 @@ def vm_running(db: PoolDB, vm_ref: str) -> bool:
 
 def allowed(db: PoolDB, record: Record) -> list[str] | None:
     """The record's allowed_operations now, or None for a class whose list the lab keeps itself."""
+    if isinstance(record, PoolRec):  # compute_valid_operations: an operation in progress blocks or delays all
+        if record.current_operations:
+            return []
+        refused = ["ha_enable", "tls_verification_enable", "cluster_create"] if record.ha_enabled else ["ha_disable"]
+        return [op for op in ENUMS["pool_allowed_operations"] if op not in refused]
     if isinstance(record, HostRec):
         ops = _HOST_ALWAYS + ([] if record.enabled else _HOST_DISABLED)
         if not db.live(record):
