@@ -131,7 +131,10 @@ def add_guest_metrics(db: PoolDB, vm: VMRec) -> None:
         "os_version": {"name": "Ubuntu 22.04 LTS", "distro": "ubuntu", "major": "22", "minor": "04"},
         "networks": {"0/ip": f"192.0.2.{100 + len(db.all(VMGuestMetricsRec)) % 150}"}, "PV_drivers_detected": True, "PV_drivers_up_to_date": True,
         "PV_drivers_version": {"major": "9", "minor": "3", "micro": "1", "build": "10"}, "live": True,
-        "can_use_hotplug_vbd": "yes", "can_use_hotplug_vif": "yes", "last_updated": now()})).ref
+        "can_use_hotplug_vbd": "yes", "can_use_hotplug_vif": "yes", "last_updated": now(),
+        "other": {"feature-shutdown": "1", "feature-poweroff": "1", "feature-reboot": "1", "feature-suspend": "1",
+                  "feature-vcpu-hotplug": "1", "has-vendor-device": "0",
+                  "platform-feature-multiprocessor-suspend": "1"}})).ref
 
 
 def runtime_fields(db: PoolDB, record: Any) -> dict[str, Any]:

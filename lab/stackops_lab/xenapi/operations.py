@@ -13,23 +13,42 @@ from stackops_lab.xenapi.state import HostRec, PoolDB, PoolRec, Record, SRRec, V
 # disabled (host_not_disabled)
 _HOST_ALWAYS = ["provision", "evacuate", "vm_start", "vm_resume", "vm_migrate", "enable"]
 _HOST_DISABLED = ["reboot", "shutdown", "apply_updates"]
-# VM, by power state (xapi_vm_lifecycle.allowed_power_states, simplified: guest agent present, no vGPU/PCI)
-_VM: dict[str, list[str]] = {
-    "Halted": ["changing_NVRAM", "changing_dynamic_range", "changing_shadow_memory", "changing_static_range",
-               "changing_memory_limits", "changing_VCPUs", "make_into_template", "migrate_send", "destroy",
-               "provision", "export", "start_on", "start", "clone", "copy", "snapshot", "create_vtpm",
-               "metadata_export"],
-    "Running": ["changing_dynamic_range", "migrate_send", "pool_migrate", "changing_VCPUs_live", "suspend",
-                "hard_reboot", "hard_shutdown", "clean_reboot", "clean_shutdown", "pause", "checkpoint", "snapshot",
-                "send_sysrq", "send_trigger", "call_plugin", "query_services", "changing_shadow_memory_live",
-                "metadata_export"],
-    "Paused": ["unpause", "hard_reboot", "hard_shutdown", "snapshot", "metadata_export"],
-    "Suspended": ["resume", "resume_on", "hard_shutdown", "snapshot", "clone", "copy", "export", "destroy",
-                  "metadata_export"],
+# VM: the power states each operation needs (xapi_vm_lifecycle.allowed_power_states), for the operations
+# update_allowed_operations considers (not its ignored_ops); snapshot_with_quiesce (VSS support removed), sysprep
+# (Windows guests) and revert (snapshots only) are left out
+_VM_STATES: dict[str, tuple[str, ...]] = {
+    "changing_static_range": ("Halted",), "changing_shadow_memory": ("Halted",), "changing_NVRAM": ("Halted",),
+    "make_into_template": ("Halted",), "provision": ("Halted",), "start": ("Halted",), "start_on": ("Halted",),
+    "create_vtpm": ("Halted",), "unpause": ("Paused",), "resume": ("Suspended",), "resume_on": ("Suspended",),
+    "clean_reboot": ("Running",), "clean_shutdown": ("Running",), "changing_VCPUs_live": ("Running",),
+    "pause": ("Running",), "pool_migrate": ("Running",), "suspend": ("Running",),
+    "changing_dynamic_range": ("Halted", "Running"), "clone": ("Halted",), "copy": ("Halted",),
+    "destroy": ("Halted", "Suspended"), "export": ("Halted", "Suspended"), "hard_reboot": ("Paused", "Running"),
+    "checkpoint": ("Paused", "Suspended", "Running"), "hard_shutdown": ("Paused", "Suspended", "Running"),
+    "migrate_send": ("Halted", "Suspended", "Running"),
+    "metadata_export": ("Halted", "Paused", "Suspended", "Running"),
+    "snapshot": ("Halted", "Paused", "Suspended", "Running"),
 }
-_TEMPLATE = ["changing_dynamic_range", "changing_static_range", "changing_memory_limits", "changing_VCPUs",
-             "changing_NVRAM", "export", "provision", "clone", "copy", "destroy", "metadata_export"]
-_CONTROL_DOMAIN = ["changing_dynamic_range", "changing_static_range", "changing_memory_limits", "metadata_export"]
+# a control domain allows only these (and dom0 not destroy); changing_static_range also while it runs
+_CONTROL_DOMAIN = ("metadata_export", "changing_dynamic_range", "changing_static_range", "start", "start_on")
+# a template (check_template): these, and destroy / migrate_send unless it is a default template
+_TEMPLATE = ("clone", "copy", "export", "metadata_export", "provision", "destroy", "migrate_send")
+
+
+def _vm_ops(vm: VMRec) -> list[str]:
+    ops = []
+    for op, states in _VM_STATES.items():
+        if vm.is_control_domain:
+            ok = op in _CONTROL_DOMAIN and (vm.power_state in states or op == "changing_static_range")
+        elif vm.is_a_template:
+            ok = op in _TEMPLATE and vm.power_state in states
+        else:
+            ok = op != "provision" and vm.power_state in states
+        if ok:
+            ops.append(op)
+    return ops
+
+
 _SR = ["forget", "vdi_create", "vdi_introduce", "vdi_destroy", "vdi_resize", "vdi_clone", "vdi_snapshot",
        "vdi_mirror", "vdi_enable_cbt", "vdi_disable_cbt", "vdi_data_destroy", "vdi_list_changed_blocks",
        "vdi_set_on_boot", "pbd_create", "pbd_destroy", "plug", "update", "scan", "unplug"]
@@ -61,13 +80,7 @@ def allowed(db: PoolDB, record: Record) -> list[str] | None:
             ops = [op for op in ops if op not in ("vm_start", "vm_resume", "vm_migrate", "provision")]
         return _only("host_allowed_operations", ops)
     if isinstance(record, VMRec):
-        if record.is_control_domain:
-            ops = _CONTROL_DOMAIN
-        elif record.is_a_template:
-            ops = _TEMPLATE
-        else:
-            ops = _VM.get(record.power_state, [])
-        return _only("vm_operations", ops)
+        return _only("vm_operations", _vm_ops(record))
     if isinstance(record, SRRec):
         return _only("storage_operations", _SR)
     if isinstance(record, VDIRec):
