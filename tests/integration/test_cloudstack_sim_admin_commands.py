@@ -151,6 +151,8 @@ def test_zones_and_pods_are_created_updated_and_deleted(api: CloudStack) -> None
                         startip="198.51.100.10", endip="198.51.100.50")["pod"]
     assert (pod["zoneid"], pod["allocationstate"], pod["startip"]) == (zone["id"], "Enabled", ["198.51.100.10"])
     assert api.updatePod(id=pod["id"], allocationstate="Disabled")["pod"]["allocationstate"] == "Disabled"
+    assert [p["id"] for p in api.listPods(allocationstate="Disabled")["pod"]] == [pod["id"]]
+    assert [z["id"] for z in api.listZones(ids=zone["id"])["zone"]] == [zone["id"]]
     status, error = refused(api.deleteZone, id=zone["id"])
     assert (status, error["cserrorcode"], error["errortext"]) == (
         530, 4250, "The zone cannot be deleted because there are pods in this zone.")

@@ -57,7 +57,8 @@ def same(request: Request, name: str, value: Any) -> bool:
 def list_zones(request: Request) -> dict[str, Any]:
     zones = [z for z in request.sim.state.values("zone")
              if same(request, "id", z) and same(request, "name", z.name) and keyword_match(request, z.name)
-             and request.get("networktype", "Advanced") == "Advanced"]
+             and (not request.has("ids") or any(z is wanted for wanted in request.get("ids")))
+             and request.get("networktype", z.network_type).lower() == z.network_type.lower()]
     return paged(request, "zone", zones, responses.zone)
 
 
@@ -68,7 +69,7 @@ def list_zones(request: Request) -> dict[str, Any]:
 def list_pods(request: Request) -> dict[str, Any]:
     pods = [p for p in request.sim.state.values("pod")
             if same(request, "id", p) and same(request, "name", p.name) and same(request, "zoneid", p.zone)
-            and same(request, "allocationstate", "Enabled") and keyword_match(request, p.name)]
+            and same(request, "allocationstate", p.allocation_state) and keyword_match(request, p.name)]
     return paged(request, "pod", pods, responses.pod)
 
 
