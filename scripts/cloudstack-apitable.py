@@ -46,7 +46,7 @@ COMMANDS = (
     "rebootRouter", "stopRouter", "startRouter", "destroyRouter", "upgradeRouterTemplate", "listSystemVms",
     "startSystemVm", "stopSystemVm", "rebootSystemVm", "destroySystemVm", "listTemplates", "registerTemplate",
     "updateTemplate", "deleteTemplate", "listTemplatePermissions", "listConfigurations", "updateConfiguration",
-    "resetConfiguration", "listAccounts", "enableAccount", "disableAccount", "deleteAccount", "listDomains",
+    "resetConfiguration", "listAccounts", "createAccount", "enableAccount", "disableAccount", "deleteAccount", "listDomains",
     "createDomain", "updateDomain", "deleteDomain", "listProjects", "createProject", "updateProject",
     "deleteProject", "listHypervisors", "queryAsyncJobResult", "listAsyncJobs",
 )

@@ -184,6 +184,17 @@ def test_domains_accounts_and_projects(sim: CloudStackSimulator, api: CloudStack
     assert refused(api.createDomain, name="sales")[0] == 431
     renamed = api.updateDomain(id=domain["id"], name="sales-eu")["domain"]
     assert renamed["path"] == "ROOT/sales-eu"
+    created_account = api.createAccount(username="ops", password="s3cret", email="ops@example.org",
+                                        firstname="Op", lastname="Erator", accounttype=0,
+                                        domainid=domain["id"])["account"]
+    assert (created_account["name"], created_account["domainid"], created_account["user"][0]["username"]) == (
+        "ops", domain["id"], "ops")
+    assert refused(api.createAccount, username="ops", password="s3cret", email="ops@example.org", firstname="Op",
+                   lastname="Erator", accounttype=0, domainid=domain["id"])[1]["errortext"] == \
+        "The specified account: ops already exists"
+    assert refused(api.createAccount, username="x", password="y", email="x@example.org", firstname="X",
+                   lastname="Y")[1]["errortext"] == "Neither account type and role ID are not provided"
+    assert refused(api.deleteDomain, id=domain["id"])[1]["errorcode"] == 530  # it has an account
     account = api.listAccounts(listall=True)["account"][-1]
     assert api.disableAccount(id=account["id"], lock=False)["account"]["state"] == "disabled"
     assert api.disableAccount(id=account["id"], lock=True)["account"]["state"] == "locked"
@@ -203,7 +214,8 @@ def test_domains_accounts_and_projects(sim: CloudStackSimulator, api: CloudStack
     assert api.updateProject(id=created["id"], displaytext="Alpha team")["project"]["displaytext"] == "Alpha team"
     assert api.deleteProject(id=created["id"]) == {"success": True}
     assert api.listProjects(listall=True) == {}
-    assert api.deleteDomain(id=domain["id"]) == {"success": True}
+    assert api.deleteDomain(id=domain["id"], cleanup=True) == {"success": True}
+    assert api.listAccounts(id=created_account["id"]) == {}
 
 
 def test_reset_configuration(api: CloudStack) -> None:

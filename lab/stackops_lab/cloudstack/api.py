@@ -13,7 +13,7 @@ Mirrors ApiServlet + ApiServer:
 - `response` must be json here (case-insensitive): CloudStack answers XML without it; the simulator answers
   JSON only and refuses other requests with HTTP 430 and an XML error envelope (after authentication).
 - GET and POST are the same to CloudStack (the signature covers the parameters, wherever they came from). For a
-  command with a credential among its parameters (`requestHasSensitiveInfo`: addHost, addCluster) the audit log
+  command with a credential among its parameters (`requestHasSensitiveInfo`: addHost, addCluster, createAccount) the audit log
   records `api.sensitive_request` with the HTTP method and the names of the parameters that came in the URL, so
   tests can tell whether a password reached a URL (and with it proxy and access logs).
 """

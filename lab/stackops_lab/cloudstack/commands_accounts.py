@@ -1,4 +1,4 @@
-"""Domains, accounts and projects: createDomain, updateDomain, deleteDomain (async), enableAccount,
+"""Domains, accounts and projects: createDomain, updateDomain, deleteDomain (async), createAccount, enableAccount,
 disableAccount (async), deleteAccount (async), listProjects, createProject (async create), updateProject (async),
 deleteProject (async).
 
@@ -23,8 +23,9 @@ from typing import Any
 
 from stackops_lab.cloudstack import responses
 from stackops_lab.cloudstack.commands_misc import OWNER_PARAMS, owned_by_visible, same
-from stackops_lab.cloudstack.errors import INTERNAL_ERROR, PARAM_ERROR, invalid_value
-from stackops_lab.cloudstack.framework import BOOLEAN, LIST, MAP, UUID, Param, Request, command, keyword_match, paged
+from stackops_lab.cloudstack.errors import INTERNAL_ERROR, PARAM_ERROR, invalid_value, param_error
+from stackops_lab.cloudstack.framework import (BOOLEAN, INTEGER, LIST, MAP, UUID, Param, Request, command, keyword_match,
+                                               paged)
 from stackops_lab.cloudstack.jobs import JobContext
 from stackops_lab.cloudstack.state import Account, Domain, Project
 
@@ -134,6 +135,37 @@ def _account(request: Request) -> Account:
 
 
 OWNER_OF = [Param("id", UUID, entity=ACCOUNT), Param("account"), Param("domainid", UUID, entity=DOMAIN)]
+
+
+@command("createAccount", f"{ADMIN}.account.CreateAccountCmd",
+         [Param("account"), Param("accounttype", INTEGER), Param("roleid", UUID, entity=("role",)),
+          Param("domainid", UUID, entity=DOMAIN), Param("email", required=True), Param("firstname", required=True),
+          Param("lastname", required=True), Param("password", required=True), Param("timezone"),
+          Param("username", required=True), Param("networkdomain"), Param("accountdetails", MAP),
+          Param("accountid"), Param("userid")], sensitive=True)
+def create_account(request: Request) -> dict[str, Any]:
+    """CreateAccountCmd.validateParams, then AccountManagerImpl.createUserAccount: an account named after
+    `account` (else the user name) in `domainid` (else ROOT), with one user; account names and user names are
+    unique in a domain. Account types: 0 user, 1 root admin, 2 domain admin (roleid is not simulated)."""
+    state = request.sim.state
+    if not request.get("password"):
+        raise param_error("Empty passwords are not allowed")
+    if request.get("accounttype") is None:
+        raise param_error("Neither account type and role ID are not provided")
+    if request.get("accounttype") not in (0, 1, 2):
+        raise invalid_value(f"Invalid account type {request.get('accounttype')} given; unable to create user")
+    domain = request.get("domainid") or state.root_domain
+    name = request.get("account") or request.get("username")
+    if any(a.domain is domain and a.name == name for a in state.values("account")):
+        raise invalid_value(f"The specified account: {name} already exists")
+    if any(a.domain is domain and a.username == request.get("username") for a in state.values("account")):
+        raise invalid_value(f"The user {request.get('username')} already exists in domain {domain.db_id}")
+    account = state.add(Account(uuid=request.get("accountid") or state.new_uuid(), db_id=state.next_id("account"),
+                                name=name, domain=domain, account_type=request.get("accounttype"),
+                                user_uuid=request.get("userid") or state.new_uuid(),
+                                username=request.get("username")))
+    request.sim.audit_log.record("account.created", account=account.uuid, name=name, domain=domain.uuid)
+    return {"account": responses.account(account)}
 
 
 @command("enableAccount", f"{ADMIN}.account.EnableAccountCmd", OWNER_OF)
