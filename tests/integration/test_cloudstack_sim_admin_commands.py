@@ -81,6 +81,7 @@ def test_listed_fields_are_those_of_cloudstacks_response_classes(api: CloudStack
         "TemplateResponse": api.listTemplates(templatefilter="all")["template"],
         "ConfigurationResponse": api.listConfigurations()["configuration"],
         "DomainResponse": api.listDomains(listall=True)["domain"],
+        "AccountResponse": api.listAccounts(listall=True)["account"],
         "ProjectResponse": api.listProjects(listall=True)["project"],
         "HypervisorResponse": api.listHypervisors()["hypervisor"],
     }
