@@ -24,6 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     from .drivers.secrets import SecretReader
     from .drivers.ssh import SSHPool
     from .handlers import Deps, build
+    from .handlers.peering import own_identity
     from .reconcile import default_reconcilers
 
     namespaces = list(dict.fromkeys(args.namespace or []))  # in order, each once
@@ -63,8 +64,11 @@ def _run(args: argparse.Namespace) -> int:
     core = core_api()
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core), custom_api=custom_objects_api(),
                 config_maps=ConfigMapReader(core))
-    registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api, namespaces=namespaces)
+    identity = own_identity()
+    registry, settings = build(deps, standalone=args.standalone, custom_api=deps.custom_api, namespaces=namespaces,
+                               identity=identity)
     kopf.run(
+        identity=identity,
         registry=registry,
         settings=settings,
         standalone=args.standalone,

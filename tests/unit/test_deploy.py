@@ -44,18 +44,18 @@ EXAMPLES_NAMESPACE = "stackops-demo"
 SERVICE_ACCOUNT = "stackops-operator"
 
 # Every (API group, resource, verb) the operator's ClusterRole grants, and nothing else. kopf lists, watches and
-# patches the four kinds (finalizer, annotations) and patches their status; the operator reads Secrets and
-# ConfigMaps by name; kopf posts core v1 Events; the operator creates its ClusterKopfPeering at startup when
-# missing, and kopf lists, watches and patches it (keep-alives in status). No `get`: nothing reads these objects by
-# name.
+# patches the four kinds (finalizer, annotations) and patches their status; a resync reads its object afresh by
+# name (get); the operator reads Secrets and ConfigMaps by name; kopf posts core v1 Events; the operator creates
+# its ClusterKopfPeering at startup when missing, and kopf lists, watches and patches it (keep-alives in status);
+# the resync scheduler reads it (get) to pause while kopf's peering pauses the operator.
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_RULES: frozenset[tuple[str, str, str]] = frozenset(
-    {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("list", "watch", "patch")}
+    {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("get", "list", "watch", "patch")}
     | {("stackops.io", f"{plural}/status", "patch") for plural in _KIND_PLURALS}
     | {("", "secrets", "get")}
     | {("", "configmaps", "get")}
     | {("", "events", "create")}
-    | {("kopf.dev", "clusterkopfpeerings", verb) for verb in ("list", "watch", "patch", "create")}
+    | {("kopf.dev", "clusterkopfpeerings", verb) for verb in ("get", "list", "watch", "patch", "create")}
 )
 
 

@@ -43,12 +43,12 @@ SHIPPED_NAMESPACES = ["stackops-demo"]  # deploy/examples/' namespace
 # KopfPeering created at startup when missing, listed, watched and patched (keep-alives).
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_ROLE_RULES: frozenset[tuple[str, str, str]] = frozenset(
-    {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("list", "watch", "patch")}
+    {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("get", "list", "watch", "patch")}
     | {("stackops.io", f"{plural}/status", "patch") for plural in _KIND_PLURALS}
     | {("", "secrets", "get")}
     | {("", "configmaps", "get")}
     | {("", "events", "create")}
-    | {("kopf.dev", "kopfpeerings", verb) for verb in ("list", "watch", "patch", "create")}
+    | {("kopf.dev", "kopfpeerings", verb) for verb in ("get", "list", "watch", "patch", "create")}
 )
 
 

@@ -4,7 +4,7 @@ and never exposed."""
 from __future__ import annotations
 
 import asyncio
-import datetime
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -247,13 +247,36 @@ def test_paused_object_keeps_its_diff_base() -> None:
     assert "stackops.io/last-handled-configuration" in patch["metadata"]["annotations"]
 
 
+class StoredObject:
+    """The API server's copy of one object, as the resync pass reads it (get) and patches its status."""
+
+    def __init__(self, body: dict) -> None:
+        self.body = body
+        self.status_patches: list[dict] = []
+
+    def get_namespaced_custom_object(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict:
+        return copy.deepcopy(self.body)
+
+    def patch_namespaced_custom_object_status(self, group: str, version: str, namespace: str, plural: str,
+                                              name: str, patch: dict) -> dict:
+        self.status_patches.append(patch)
+        return self.body
+
+
+def resync(deps: resources.Deps, body: dict) -> Any:
+    meta = body["metadata"]
+    return resources.resync_object(KVMHOST, meta["namespace"], meta["name"], meta["uid"], 0, deps=deps,
+                                   settings=kopf.OperatorSettings())
+
+
 def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> None:
-    """The resync timer starts a pass on generation 3; the spec changes (generation 4) while it waits for its
-    Secrets. The passes take the object one after the other, in the order they started, each with the spec it
-    read under the object's lock: the last status written is generation 4's (before, the resync pass had read
-    its spec before waiting and wrote generation 3's status after the update's)."""
+    """A resync pass holds the object (generation 3, waiting for its Secrets); the spec changes (generation 4)
+    meanwhile. The passes take the object one after the other, in the order they started, each with the spec it
+    read under the object's lock: the last status written is generation 4's."""
     live = kvm_body(resyncIntervalSeconds=60)
+    live["metadata"]["generation"] = 3
     live["status"] = {"lastReconcileTime": "2000-01-01T00:00:00Z", "observedGeneration": 3}
+    stored = StoredObject(live)
     written: list[int] = []
 
     class SlowFirstSecrets(FakeSecrets):
@@ -269,30 +292,32 @@ def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> No
             await asyncio.sleep(0.1)
             return await super().observe(ctx, conn)
 
-    deps = resources.Deps(reconcilers={"KvmHost": Slow({}, {})},
+    deps = resources.Deps(reconcilers={"KvmHost": Slow({}, {})}, custom_api=stored,
                           secrets=SlowFirstSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
 
-    async def one(body: dict, resync: bool) -> None:
+    async def change(body: dict) -> None:
         patch = kopf.Patch()
-        await resources.reconcile_object(KVMHOST, deps, body, patch, logging.getLogger("t"), resync=resync)
+        await resources.reconcile_object(KVMHOST, deps, body, patch, logging.getLogger("t"))
         written.append(patch.status["observedGeneration"])
 
     async def scenario() -> None:
-        timer = asyncio.create_task(one(live, resync=True))
+        timer = asyncio.create_task(resync(deps, live))
         await asyncio.sleep(0.05)
         changed = kvm_body(resyncIntervalSeconds=60)
         changed["metadata"]["generation"] = 4
-        await asyncio.gather(timer, one(changed, resync=False))
+        await asyncio.gather(timer, change(changed))
 
     asyncio.run(scenario())
+    written.insert(0, stored.status_patches[0]["status"]["observedGeneration"])
     assert written == [3, 4]
 
 
-def test_a_pass_that_waited_leaves_an_object_paused_meanwhile_alone(events: list) -> None:
-    """A resync pass waits for the object's lock while another pass runs; the object is paused meanwhile. kopf's
-    `when=` filter was evaluated before the wait: the pass itself must look again, and neither observe nor write."""
+def test_a_resync_that_waited_leaves_an_object_paused_meanwhile_alone(events: list) -> None:
+    """A resync pass waits for the object's lock while another pass runs; the object is paused meanwhile. The
+    resync reads the object once it holds the lock: it neither observes nor writes."""
     live = kvm_body(resyncIntervalSeconds=60)
     live["status"] = {"lastReconcileTime": "2000-01-01T00:00:00Z", "observedGeneration": 3}
+    stored = StoredObject(live)
     infra = FakeInfra({"a": 1}, {})
     observed: list[str] = []
     entered = asyncio.Event()
@@ -305,86 +330,22 @@ def test_a_pass_that_waited_leaves_an_object_paused_meanwhile_alone(events: list
             await release.wait()
             return await infra.observe(ctx, conn)
 
-    deps = resources.Deps(reconcilers={"KvmHost": Held({}, {})},
+    deps = resources.Deps(reconcilers={"KvmHost": Held({}, {})}, custom_api=stored,
                           secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
-    resync_patch = kopf.Patch()
 
     async def scenario() -> None:
         first = asyncio.create_task(resources.reconcile_object(
             KVMHOST, deps, kvm_body(resyncIntervalSeconds=60), kopf.Patch(), logging.getLogger("t")))
         await entered.wait()  # the first pass holds the object
-        resync = asyncio.create_task(resources.reconcile_object(
-            KVMHOST, deps, live, resync_patch, logging.getLogger("t"), resync=True))
+        waiting = asyncio.create_task(resync(deps, live))
         await asyncio.sleep(0)  # the resync pass now waits for the lock
         live["metadata"]["annotations"] = {"stackops.io/paused": "true"}
         release.set()
-        await asyncio.gather(first, resync)
+        await asyncio.gather(first, waiting)
 
     asyncio.run(scenario())
     assert observed == ["first"]
-    assert not resync_patch
-
-
-def test_the_resync_timer_ends_its_wait_when_kopf_stops_it() -> None:
-    """Deleting (or pausing) an object stops its timer: a resync that was waiting to fall due returns at once
-    instead of holding the deletion for the rest of its wait."""
-
-    class Stopper:
-        def __init__(self) -> None:
-            self.event = asyncio.Event()
-            self.waited: list[float] = []
-
-        async def wait(self, timeout: float) -> None:
-            self.waited.append(timeout)
-            await self.event.wait()
-
-        def __bool__(self) -> bool:
-            return self.event.is_set()
-
-    registry = kopf.OperatorRegistry()
-    infra = FakeInfra({}, {})
-    deps = resources.Deps(reconcilers={"KvmHost": infra}, secrets=FakeSecrets({}))
-    resources.register_kind(registry, KVMHOST, deps)
-    [timer] = [h.fn for h in registry._spawning.get_all_handlers() if h.id == "resync"]
-    body = kvm_body(resyncIntervalSeconds=60)
-    due_in = 20  # within the timer's check interval: it waits for the due time
-    last = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=60 - due_in)
-    body["status"] = {"lastReconcileTime": last.strftime("%Y-%m-%dT%H:%M:%SZ"), "observedGeneration": 3}
-    stopper = Stopper()
-
-    async def scenario() -> None:
-        waiting = asyncio.create_task(timer(body=body, patch=kopf.Patch(), logger=logging.getLogger("t"),
-                                            stopped=stopper))
-        for _ in range(100):  # the timer starts waiting without any real delay
-            if stopper.waited:
-                break
-            await asyncio.sleep(0)
-        stopper.event.set()  # kopf stops the timer: the object is being deleted
-        await asyncio.wait_for(waiting, 60)  # a hang guard only: it returns at once
-
-    asyncio.run(scenario())
-    assert stopper.waited and 0 < stopper.waited[0] <= due_in, "the timer waits on kopf's stop flag"
-    assert infra.observations == 0  # no pass ran
-
-
-def test_resync_in() -> None:
-    last = st.now()
-    then = datetime.datetime.fromisoformat(last.replace("Z", "+00:00"))
-    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": last}}
-    before = datetime.datetime.now(datetime.timezone.utc)
-    wait = resources._resync_in(body)
-    after = datetime.datetime.now(datetime.timezone.utc)
-    # the interval less the time since the last pass, read between `before` and `after` (however slow this is)
-    assert 60 - (after - then).total_seconds() <= wait <= 60 - (before - then).total_seconds()
-    assert resources._resync_in({"spec": {"resyncIntervalSeconds": 60}, "status": {}}) is None
-
-
-def test_resync_due() -> None:
-    body = {"spec": {"resyncIntervalSeconds": 60}, "status": {"lastReconcileTime": "2000-01-01T00:00:00Z"}}
-    assert resources._resync_due(body)
-    body["status"]["lastReconcileTime"] = st.now()
-    assert not resources._resync_due(body)
-    assert not resources._resync_due({"spec": {}, "status": {}})
+    assert stored.status_patches == []
 
 
 def test_startup_waits_for_the_crds() -> None:

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import kopf
 
 from ..api.kinds import KINDS
-from .peering import CRD_RETRY_SECONDS, prepare
-from .resources import Deps, register
+from .peering import CRD_RETRY_SECONDS, own_identity, peering_check, prepare
+from .resources import Deps, register, resync_object
+from .resync import Resync
 from .settings import PEERING_NAME, configure
 
 API_REQUESTS = 16  # kopf's requests to the API server at once (patches, Events, lists), besides its watch streams
@@ -31,12 +33,14 @@ def api_session(info: kopf.ConnectionInfo, namespaces: Sequence[str] = ()) -> ko
                                expiration=info.expiration, aiohttp_session=session)
 
 
-def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None,
-          namespaces: Sequence[str] = ()) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings]:
-    """A registry with every handler and production settings, ready for `kopf.run`.
+def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None, namespaces: Sequence[str] = (),
+          identity: str | None = None) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings]:
+    """A registry with every handler and production settings, ready for `kopf.run` (with the same `identity`).
 
-    `namespaces`: the namespaces watched (`stackops run --namespace`), empty for all of them."""
+    `namespaces`: the namespaces watched (`stackops run --namespace`), empty for all of them. With `custom_api`,
+    objects are resynced (handlers/resync.py), pausing while kopf's peering pauses the operator."""
     registry = kopf.OperatorRegistry()
+    settings = kopf.OperatorSettings()
 
     @kopf.on.login(registry=registry, id="login")
     async def login(**kwargs: Any) -> Any:
@@ -45,12 +49,25 @@ def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None,
         info = await asyncio.to_thread(kopf.login_via_client, **kwargs)  # reads files: not in the event loop
         return None if info is None else api_session(info, namespaces)
 
-    register(registry, deps)
     if custom_api is not None:
+        deps.resync = deps.resync or Resync()
+        resync = deps.resync
+        peering_name = None if standalone else PEERING_NAME
+        may_act = peering_check(custom_api, peering_name, namespaces, identity or own_identity(),
+                                lambda: settings.peering.priority)
+
         @kopf.on.startup(registry=registry, id="prepare", retries=None, backoff=CRD_RETRY_SECONDS)
         async def wait_for_crds_and_peering(logger: Any, **_: Any) -> None:
-            await prepare(custom_api, None if standalone else PEERING_NAME, logger, namespaces)
-    settings = kopf.OperatorSettings()
+            await prepare(custom_api, peering_name, logger, namespaces)
+
+        @kopf.on.startup(registry=registry, id="resync")
+        async def start_resync(settings: kopf.OperatorSettings, **_: Any) -> None:
+            resync.start(functools.partial(resync_object, deps=deps, settings=settings), may_act)
+
+        @kopf.on.cleanup(registry=registry, id="resync")
+        async def stop_resync(**_: Any) -> None:
+            await resync.stop()
+    register(registry, deps)
     configure(settings, standalone=standalone, namespaced=bool(namespaces))
     return registry, settings
 

@@ -8,8 +8,14 @@ ClusterKopfPeering when the operator watches every namespace, else a KopfPeering
 """
 from __future__ import annotations
 
+import datetime
 import functools
-from collections.abc import Sequence
+import getpass
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import kopf
@@ -109,3 +115,76 @@ async def prepare(custom_api: Any, peering_name: str | None, logger: Any, namesp
     for namespace in namespaces:
         if await kube.call(ensure_namespaced_peering, custom_api, peering_name, namespace):
             logger.info(f"created KopfPeering {peering_name!r} in namespace {namespace!r}")
+
+
+def own_identity() -> str:
+    """The operator's identity among peers: the Pod's name (`POD_ID`, from the Deployment's downward API), else the
+    user, host and start of this process, as kopf makes it."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+    return f"{getpass.getuser()}@{socket.gethostname()}/{started}/{secrets.token_hex(2)}"
+
+
+def conflicting_peers(status: dict[str, Any], identity: str, priority: int,
+                      now: datetime.datetime | None = None) -> list[str]:
+    """The peers in a peering object's status for which kopf pauses this operator: every other live peer (last seen
+    within its lifetime) with a higher or the same priority (kopf's rule, kopf/_core/engines/peering.py)."""
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    found = []
+    for peer, info in (status or {}).items():
+        if peer == identity or not isinstance(info, dict):
+            continue
+        try:
+            lastseen = info.get("lastseen")
+            seen = now if lastseen is None else datetime.datetime.fromisoformat(str(lastseen).replace("Z", "+00:00"))
+            if seen.tzinfo is None:
+                seen = seen.replace(tzinfo=datetime.timezone.utc)
+            alive = seen + datetime.timedelta(seconds=int(info.get("lifetime", 60))) > now
+            stronger = int(info.get("priority", 0)) >= priority
+        except (TypeError, ValueError):
+            continue
+        if alive and stronger:
+            found.append(peer)
+    return found
+
+
+def peering_check(custom_api: Any, name: str | None, namespaces: Sequence[str], identity: str,
+                  priority: Callable[[], int], cache_seconds: float = 1.0) -> Callable[[], Awaitable[bool]]:
+    """`may_act()` for work the operator starts on its own (handlers/resync.py): False while kopf's peering pauses
+    the operator in favour of another (`conflicting_peers` in the ClusterKopfPeering `name`, or in the KopfPeering of
+    any watched namespace), or while the peering cannot be read. `name` None (standalone): always True. The answer is
+    kept `cache_seconds`: a burst of due objects reads the peering once."""
+    from kubernetes.client.exceptions import ApiException
+
+    checked: list[tuple[float, bool]] = []
+
+    def read(namespace: str | None) -> dict[str, Any]:
+        try:
+            if namespace is None:
+                body = custom_api.get_cluster_custom_object(PEERING_GROUP, PEERING_VERSION, PEERING_PLURAL, name)
+            else:
+                body = custom_api.get_namespaced_custom_object(PEERING_GROUP, PEERING_VERSION, namespace,
+                                                               NAMESPACED_PEERING_PLURAL, name)
+        except ApiException as error:
+            if error.status == 404:
+                return {}  # not created yet: kopf itself acts then
+            raise
+        return body.get("status") or {}
+
+    async def may_act() -> bool:
+        if name is None:
+            return True
+        now = time.monotonic()
+        if checked and now - checked[0][0] < cache_seconds:
+            return checked[0][1]
+        try:
+            statuses = [await kube.call(read, namespace) for namespace in (namespaces or [None])]
+            answer = not any(conflicting_peers(status, identity, priority()) for status in statuses)
+        except Exception:  # the API server unreachable: nothing is started blind
+            answer = False
+        checked[:] = [(now, answer)]
+        return answer
+
+    return may_act

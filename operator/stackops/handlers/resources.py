@@ -7,7 +7,6 @@ reconciler and writes status through the conditions helper. Paused objects are f
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +24,9 @@ from ..drivers.configmaps import ConfigMapError, ConfigMapReader, read_config_ma
 from ..drivers.holdings import Holdings
 from ..drivers.secrets import SecretError, SecretReader
 from ..reconcile.base import Context, Outcome, PartialApply, ReconcileError, Reconciler
+from .resync import Resync, resync_in
 from .settings import is_paused
 
-RESYNC_CHECK_SECONDS = 30.0
 SECRET_RETRY_SECONDS = 30.0
 INTERNAL_RETRY_SECONDS = 60.0
 
@@ -42,6 +41,7 @@ class Deps:
     custom_api: Any = None  # for status checkpoints written in the middle of a pass
     holdings: Holdings = field(default_factory=Holdings)  # the pooled connections each object holds
     config_maps: ConfigMapReader | None = None  # None: a spec referencing a ConfigMap gets ConfigMapUnreadable
+    resync: Resync | None = None  # None: no resync (the scheduler needs custom_api to read objects afresh)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -107,23 +107,55 @@ def backoff(delay: float, retry: int) -> float:
 
 
 async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any,
-                           retry: int = 0, *, resync: bool = False) -> None:
-    """One pass over one object; raises kopf.TemporaryError when a retry can help. Counted and timed
-    (stackops_reconciles_total, …: see metrics.py).
+                           retry: int = 0) -> None:
+    """One pass over one object (a change or kopf's retry of one); raises kopf.TemporaryError when a retry can
+    help. Counted and timed (stackops_reconciles_total, …: see metrics.py).
 
     One pass at a time per object, and the spec and generation are read once the pass holds the object's lock: a
-    resync pass (whose `body` kopf keeps live) that waited for a spec change's pass sees the new spec, or nothing
-    left to do, and never writes an older generation's status over it."""
-    meta = body["metadata"]
-    async with deps.lock(meta["uid"]):
+    pass that waited for another sees what that one left, and never writes an older generation's status over
+    it."""
+    async with deps.lock(body["metadata"]["uid"]):
         if is_paused(body):
             return  # paused while this pass waited: kopf's `when=` looked before the wait
-        if resync and not _resync_due(body):
-            return  # another pass reconciled the object while this one waited
-        async with deps.holdings.held_by(meta["uid"]):  # what the pass does not use (any more) is released
-            with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
-                counted.status = patch.status
-                await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
+        await _held_pass(kind, deps, body, patch, logger, retry)
+
+
+async def resync_object(kind: Kind, namespace: str, name: str, uid: str, retry: int, *, deps: Deps,
+                        settings: kopf.OperatorSettings) -> float | None:
+    """A resync pass (handlers/resync.py): the object read afresh once the pass holds its lock, reconciled if it
+    is still due (not reconciled meanwhile, not paused, not being deleted), its status patched. Returns the delay
+    after which the pass asks to be tried again, else None."""
+    async with deps.lock(uid):
+        try:
+            body = await kube.call(deps.custom_api.get_namespaced_custom_object, kind.group, kind.version, namespace,
+                                   kind.plural, name)
+        except Exception as error:  # gone (its DELETED event forgets it), or the API server unreachable
+            if getattr(error, "status", None) == 404:
+                return None
+            logging.getLogger(__name__).warning("resync of %s %s/%s: reading it failed (%s); trying again in %.0f s",
+                                                kind.kind, namespace, name, type(error).__name__, SECRET_RETRY_SECONDS)
+            return SECRET_RETRY_SECONDS
+        wait = resync_in(body)
+        if body["metadata"].get("uid") != uid or wait is None or wait > 0:
+            return None  # another object of that name, paused, being deleted, or reconciled while this pass waited
+        patch = kopf.Patch()
+        try:
+            await _held_pass(kind, deps, body, patch, kopf.ObjectLogger(body=body, settings=settings), retry)
+        except kopf.TemporaryError as error:
+            return error.delay
+        finally:
+            if patch.get("status"):
+                await kube.call(deps.custom_api.patch_namespaced_custom_object_status, kind.group, kind.version,
+                                namespace, kind.plural, name, {"status": dict(patch["status"])})
+        return None
+
+
+async def _held_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any, retry: int) -> None:
+    meta = body["metadata"]
+    async with deps.holdings.held_by(meta["uid"]):  # what the pass does not use (any more) is released
+        with metrics.METRICS.reconcile_pass(kind.kind, meta["namespace"], meta["name"]) as counted:
+            counted.status = patch.status
+            await _reconcile_pass(kind, deps, body, patch, logger, retry, counted)
 
 
 async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, logger: Any, retry: int,
@@ -172,25 +204,6 @@ async def _reconcile_pass(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch, 
                                   delay=outcome.requeue_after)
 
 
-def _resync_in(body: Any) -> float | None:
-    """Seconds until the object's next resync is due (≤ 0: due now); None when it has none."""
-    spec = body.get("spec") or {}
-    interval = spec.get("resyncIntervalSeconds")
-    last = (body.get("status") or {}).get("lastReconcileTime")
-    if not interval or not last:
-        return None
-    try:
-        then = datetime.datetime.fromisoformat(str(last).replace("Z", "+00:00"))
-    except ValueError:
-        return 0.0
-    return float(interval) - (datetime.datetime.now(datetime.timezone.utc) - then).total_seconds()
-
-
-def _resync_due(body: Any) -> bool:
-    wait = _resync_in(body)
-    return wait is not None and wait <= 0
-
-
 async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> None:
     if is_paused(body):
         raise kopf.TemporaryError("paused: remove the stackops.io/paused annotation to let deletion finish", delay=60)
@@ -230,18 +243,16 @@ def register_kind(registry: kopf.OperatorRegistry, kind: Kind, deps: Deps) -> No
     async def on_change(body: Any, patch: kopf.Patch, logger: Any, retry: int, **_: Any) -> None:
         await reconcile_object(kind, deps, body, patch, logger, retry)
 
-    if getattr(deps.reconcilers[kind.kind], "resync", True):
-        @kopf.timer(**resource, registry=registry, interval=RESYNC_CHECK_SECONDS, initial_delay=RESYNC_CHECK_SECONDS,
-                    when=_not_paused, id="resync")
-        async def on_timer(body: Any, patch: kopf.Patch, logger: Any, stopped: Any, **_: Any) -> None:
-            wait = _resync_in(body)
-            if wait is None or wait > RESYNC_CHECK_SECONDS:
-                return
-            if wait > 0:  # due before the next tick: on time rather than up to a tick late
-                await stopped.wait(wait)  # a deletion or a pause stops the timer at once, not after the wait
-                if stopped:
-                    return
-            await reconcile_object(kind, deps, body, patch, logger, resync=True)
+    if deps.resync is not None and getattr(deps.reconcilers[kind.kind], "resync", True):
+        schedule = deps.resync
+
+        @kopf.on.event(**resource, registry=registry, id="resync")
+        async def on_event(type: str, body: Any, **_: Any) -> None:  # noqa: A002 (kopf's argument name)
+            """Every watch event (the listing at start included) tells the scheduler when the object is due."""
+            if type == "DELETED":
+                schedule.forget(body["metadata"]["uid"])
+            else:
+                schedule.note(kind, body)
 
     @kopf.on.delete(**resource, registry=registry, id="finalize")
     async def on_delete(body: Any, logger: Any, **_: Any) -> None:
