@@ -161,7 +161,7 @@ def test_register_template_is_validated_like_cloudstack(sim: CloudStackSimulator
         (dict(base, zoneid=zones[0], format="QED"), "Image format: QED is incorrect."),
         (dict(base, zoneid=zones[0], url="ftp://example.org/t.qcow2"), "Unsupported scheme for url"),
         ({k: v for k, v in base.items() if k != "ostypeid"} | {"zoneid": zones[0]},
-         "Unable to execute API command registertemplate due to missing parameter ostypeid"),
+         "Please provide a guest OS type"),
     ]
     for params, text in cases:
         with pytest.raises(CloudStackApiException) as caught:

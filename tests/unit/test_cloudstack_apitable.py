@@ -20,10 +20,6 @@ TABLE = apitable.load()["commands"]
 NOT_TABLED = {"listNetworks", "listVPCs", "listOsTypes", "listCapabilities"}
 # Where the simulator knowingly differs from the table, and why.
 DIVERGENCES = {
-    ("registerTemplate", "ostypeid", "required"):
-        "the table's RegisterTemplateCmd makes ostypeid optional (refused later, 'Please provide a guest OS "
-        "type', unless deployasis); the simulator keeps the missing-parameter answer an existing behaviour test "
-        "asserts (test_register_template_is_validated_like_cloudstack) until the lead decides",
     ("listTemplates", "templatetype", "extra"):
         "the simulator filters by templatetype; the only ListTemplatesCmd the index holds (4.9-era) predates that "
         "parameter, so the table cannot confirm it",

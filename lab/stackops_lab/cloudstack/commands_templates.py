@@ -2,8 +2,9 @@
 
 registerTemplate follows RegisterTemplateCmd.validateParameters and TemplateAdapterBase.prepare: exactly one
 of zoneid / zoneids ("-1" = all zones, a cross-zones template), a known hypervisor and image format, an
-http(s) URL, and (4.19) an ostypeid. It answers `template[]`, one entry per zone, then downloads the URL
-(downloads.py). The version a router booted from the template reports is taken from its name (else URL).
+http(s) URL, and an ostypeid (optional in the command class since 4.15, but validateParameters refuses its
+absence, 431 "Please provide a guest OS type", unless the template is a VMware deploy-as-is one). It answers
+`template[]`, one entry per zone, then downloads the URL (downloads.py). The version a router booted from the template reports is taken from its name (else URL).
 
 listTemplates requires `templatefilter` (a TemplateFilter name; another value is refused as Java's
 Enum.valueOf refuses it) and lists one entry per template and zone; `count` counts those entries.
@@ -34,7 +35,7 @@ TEMPLATE = ("template",)
 @command("registerTemplate", f"{ADMIN}.RegisterTemplateCmdByAdmin",
          [Param("name", required=True), Param("displaytext"), Param("format", required=True),
           Param("hypervisor", required=True), Param("url", required=True), Param("zoneid", UUID, entity=ZONE),
-          Param("zoneids", UUID_LIST, entity=ZONE), Param("ostypeid", UUID, required=True, entity=("ostype",)),
+          Param("zoneids", UUID_LIST, entity=ZONE), Param("ostypeid", UUID, entity=("ostype",)),
           Param("checksum"), Param("templatetype", since="4.19.0"), Param("isextractable", BOOLEAN), Param("ispublic", BOOLEAN),
           Param("isfeatured", BOOLEAN), Param("passwordenabled", BOOLEAN), Param("requireshvm", BOOLEAN),
           Param("bits", INTEGER), Param("isrouting", BOOLEAN), Param("templatetag"), Param("account"),
@@ -54,6 +55,9 @@ def register_template(request: Request) -> dict[str, Any]:
         raise param_error("Either zoneid or zoneids is required. Both cannot be null.")
     if zones and len(zones) > 1 and -1 in zones:
         raise param_error("Parameter zoneids cannot combine all zones (-1) option with other zones")
+    deploy_as_is = request.get("hypervisor").lower() == "vmware" and request.get("deployasis") is True
+    if not deploy_as_is and request.get("ostypeid") is None:
+        raise param_error("Please provide a guest OS type")
     hypervisor = catalog.hypervisor_name(request.get("hypervisor"))
     if hypervisor is None:
         raise invalid_value(f"Hypervisor Type: {request.get('hypervisor')} is invalid. Supported Hypervisor types "
