@@ -15,7 +15,7 @@ from typing import Any
 
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import SESSION_AUTHENTICATION_FAILED, XapiError
-from stackops_lab.xenapi.state import SessionRec, TaskRec, new_ref, new_uuid
+from stackops_lab.xenapi.state import SessionRec, new_ref, new_uuid
 
 
 def _authenticate(ctx: Ctx, uname: Any, pwd: Any) -> None:
@@ -57,10 +57,4 @@ def slave_local_login(ctx: Ctx, uname: Any, pwd: Any) -> str:
 def local_logout(ctx: Ctx) -> str:
     assert ctx.session is not None
     ctx.machine.local_sessions.pop(ctx.session.ref, None)
-    return ""
-
-
-@api("task.destroy", 1)
-def task_destroy(ctx: Ctx, ref: Any) -> str:
-    ctx.db.remove(ctx.db.get(TaskRec, ref))
     return ""

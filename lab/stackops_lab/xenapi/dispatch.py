@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.classes import generic_calls, wire
 from stackops_lab.xenapi.errors import (HOST_IS_SLAVE, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN,
-                                        MESSAGE_PARAMETER_COUNT_MISMATCH, SESSION_INVALID, XapiError)
+                                        MESSAGE_PARAMETER_COUNT_MISMATCH, SESSION_INVALID, TASK_CANCELLED,
+                                        XapiError)
 from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.state import HostRec, Machine, PoolDB, SessionRec, TaskRec, new_ref, new_uuid, now
 
@@ -106,6 +107,14 @@ class Ctx:
         self.lab.dispatcher.wait(seconds)
         if self.machine.boot_id != boot or self.machine.power != "up":
             raise Dropped()
+        self.check_cancelled()
+
+    def check_cancelled(self) -> None:
+        """TASK_CANCELLED [task] if task.cancel asked this call's task to stop (xapi's exn_if_cancelling, which a
+        call checks where it waits)."""
+        task = self.db.find(TaskRec, self.task_ref) if self.task_ref is not None else None
+        if task is not None and "cancel" in task.current_operations.values():
+            raise XapiError(TASK_CANCELLED, task.ref)
 
     @property
     def db(self) -> PoolDB:
@@ -218,14 +227,16 @@ class Dispatcher:
         faults_of(self.lab).before_call(ctx, call.name, args)
         result = call.handler(ctx, *args)
         while isinstance(result, Slow):
-            result = self._finish(ctx.machine, boot, result)
+            result = self._finish(ctx, boot, result)
         return result
 
-    def _finish(self, machine: Machine, boot: int, slow: Slow) -> Any:
+    def _finish(self, ctx: Ctx, boot: int, slow: Slow) -> Any:
+        machine = ctx.machine
         try:
             self.wait(slow.delay)
             if machine.boot_id != boot or machine.power != "up":
                 return DROP
+            ctx.check_cancelled()
             return slow.then()
         finally:
             if slow.cleanup is not None:
@@ -248,7 +259,7 @@ class Dispatcher:
 
     def start_task(self, ctx: Ctx, call: Call, method: str, args: tuple[Any, ...]) -> str:
         task = ctx.db.add(TaskRec(ref=new_ref(), uuid=new_uuid(), name_label=method,
-                                  resident_on=ctx.machine.host_ref))
+                                  resident_on=ctx.machine.host_ref, allowed_operations=["cancel"]))
         if ctx.session is not None:
             ctx.session.tasks.append(task.ref)
         ctx.task_ref = task.ref
@@ -266,10 +277,15 @@ class Dispatcher:
                     result = DROP
                 if result is DROP:
                     raise XapiError(INTERNAL_ERROR, "xapi restarted while the task ran")
-                task.status, task.result, task.progress = "success", task_result(result), 1.0
+                task.status, task.result = "success", task_result(result)
             except XapiError as error:
-                task.status, task.error_info = "failure", error.description
+                task.status = "cancelled" if error.description[0] == TASK_CANCELLED else "failure"
+                task.error_info = error.description
             except Exception as error:
                 log.exception("task %s failed", task.name_label)
                 task.status, task.error_info = "failure", [INTERNAL_ERROR, repr(error)]
-            task.finished = now()
+            # TaskHelper.complete / failed: done, no longer cancellable; a task.destroy asked while it ran
+            # (current_operations "destroy") takes effect now, as xapi's database GC does
+            task.finished, task.progress, task.allowed_operations = now(), 1.0, []
+            if "destroy" in task.current_operations.values() and ctx.machine.db is not None:
+                ctx.machine.db.remove(task)

@@ -1,0 +1,49 @@
+"""task.create, task.cancel and task.destroy (ocaml/xapi/xapi_task.ml, taskHelper.ml).
+
+- task.cancel(task) asks, it does not stop: it sets the task's current_operations to {caller's task: cancel}; the
+  call the task runs notices where it next waits (xapi's exn_if_cancelling; in the lab at the end of each wait of a
+  slow call) and the task ends `cancelled` with error_info [TASK_CANCELLED, task]. A task that has already
+  finished stays as it is, and the call answers success as xapi's does (its datamodel declares
+  OPERATION_NOT_ALLOWED, which xapi's implementation never raises). An unknown task → HANDLE_INVALID.
+- A pending task has allowed_operations [cancel], a finished one none (TaskHelper.set_cancellable / complete).
+- task.destroy(self) removes a finished task; a pending one is only marked (current_operations {task: destroy})
+  and goes when it finishes.
+- task.create(label, description): a pending task the client drives itself (it must destroy it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stackops_lab.xenapi.dispatch import Ctx, api
+from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
+from stackops_lab.xenapi.state import TaskRec, new_ref, new_uuid
+
+
+@api("task.create", 2)
+def task_create(ctx: Ctx, label: Any, description: Any) -> str:
+    if not isinstance(label, str) or not isinstance(description, str):
+        raise XapiError(FIELD_TYPE_ERROR, "label" if not isinstance(label, str) else "description")
+    task = ctx.db.add(TaskRec(ref=new_ref(), uuid=new_uuid(), name_label=label, name_description=description,
+                              resident_on=ctx.machine.host_ref))
+    if ctx.session is not None:
+        ctx.session.tasks.append(task.ref)
+    return task.ref
+
+
+@api("task.cancel", 1)
+def task_cancel(ctx: Ctx, ref: Any) -> str:
+    task = ctx.db.get(TaskRec, ref)
+    task.current_operations = {ctx.task_ref or new_ref(): "cancel"}
+    ctx.audit("task.cancel", task=task.uuid, status=task.status)
+    return ""
+
+
+@api("task.destroy", 1)
+def task_destroy(ctx: Ctx, ref: Any) -> str:
+    task = ctx.db.get(TaskRec, ref)
+    if task.status == "pending":
+        task.current_operations["task"] = "destroy"
+    else:
+        ctx.db.remove(task)
+    return ""
