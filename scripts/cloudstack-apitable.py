@@ -49,6 +49,7 @@ COMMANDS = (
     "resetConfiguration", "listAccounts", "createAccount", "enableAccount", "disableAccount", "deleteAccount", "listDomains",
     "createDomain", "updateDomain", "deleteDomain", "listProjects", "createProject", "updateProject",
     "deleteProject", "listHypervisors", "queryAsyncJobResult", "listAsyncJobs",
+    "updateAccount", "updateTemplatePermissions", "activateProject", "suspendProject",
 )
 STOP_AT = {"BaseCmd"}  # the servlet's own parameters are not a command's
 ASYNC_BASES = {"BaseAsyncCmd", "BaseAsyncCreateCmd"}

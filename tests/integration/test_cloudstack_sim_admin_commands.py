@@ -236,4 +236,66 @@ def test_update_template_and_its_permissions(api: CloudStack) -> None:
     assert (updated["id"], updated["displaytext"]) == (template["id"], "renamed text")
     assert refused(api.updateTemplate, id=template["id"], format="QED")[0] == 431
     permissions = api.listTemplatePermissions(id=template["id"])["templatepermission"]
-    assert (permissions["id"], permissions["account"]) == (template["id"], [])
+    # a private template lists its owner (TemplateManagerImpl.listTemplatePermissions)
+    assert (permissions["id"], permissions["account"]) == (template["id"], [template["account"]])
+
+
+def test_template_launch_permissions(api: CloudStack) -> None:
+    template = api.listTemplates(templatefilter="all")["template"][0]
+    other = api.listAccounts(listall=True, name="lab-domain-1-account-1")["account"][0]
+    root_account = api.createAccount(accounttype=0, email="p@lab", firstname="P", lastname="Q", password="pw",
+                                      username="perm-user")["account"]
+    assert refused(api.updateTemplatePermissions, id=template["id"], accounts="x")[1]["errortext"] == (
+        "Invalid operation on accounts, the operation must be either 'add' or 'remove' in order to modify launch "
+        "permissions.  Given operation is: 'null'")
+    assert refused(api.updateTemplatePermissions, id=template["id"], op="add")[1]["errortext"] == \
+        "Operation add requires accounts or projectIds to be passed in"
+    assert refused(api.updateTemplatePermissions, id=template["id"], op="add", accounts=other["name"])[1][
+        "errortext"].startswith(f"Unable to grant a launch permission to account {other['name']} in domain id=")
+    assert api.updateTemplatePermissions(id=template["id"], op="add", accounts=root_account["name"]) == \
+        {"success": True}
+    listed = api.listTemplatePermissions(id=template["id"])["templatepermission"]
+    assert listed["account"] == [root_account["name"], template["account"]]
+    assert api.updateTemplatePermissions(id=template["id"], op="remove", accounts=root_account["name"]) == \
+        {"success": True}
+    assert api.listTemplatePermissions(id=template["id"])["templatepermission"]["account"] == [template["account"]]
+    api.updateTemplatePermissions(id=template["id"], ispublic=True)
+    public = api.listTemplatePermissions(id=template["id"])["templatepermission"]
+    assert public["ispublic"] is True and "account" not in public
+    api.updateTemplatePermissions(id=template["id"], op="reset")
+    assert api.listTemplates(templatefilter="all", id=template["id"])["template"][0]["ispublic"] is False
+    api.deleteAccount(id=root_account["id"])
+
+
+def test_update_account(api: CloudStack) -> None:
+    account = api.listAccounts(listall=True, name="lab-domain-1-account-2")["account"][0]
+    updated = api.updateAccount(id=account["id"], newname="renamed-2", networkdomain="team.example")["account"]
+    assert (updated["name"], updated["networkdomain"]) == ("renamed-2", "team.example")
+    by_name = api.updateAccount(account="renamed-2", domainid=account["domainid"], newname=account["name"],
+                                networkdomain="")["account"]
+    assert by_name["name"] == account["name"] and "networkdomain" not in by_name
+    assert refused(api.updateAccount, account="nobody", domainid=account["domainid"])[1]["errortext"].startswith(
+        "Unable to find account by accountId: null OR by name: nobody in domain ")
+    taken = api.listAccounts(listall=True, name="lab-domain-1-account-1")["account"][0]
+    code, error = refused(api.updateAccount, account=account["name"], domainid=account["domainid"],
+                          newname=taken["name"])
+    assert code == 431 and error["errortext"].startswith(f"The account with the proposed name '{taken['name']}' "
+                                                         "exists in the domain")
+    assert refused(api.updateAccount, id=account["id"], networkdomain="-bad-")[1]["errortext"].startswith(
+        "Invalid network domain or format.")
+
+
+def test_suspend_and_activate_a_project(sim: CloudStackSimulator, api: CloudStack) -> None:
+    project = api.createProject(name="gamma", displaytext="Gamma")["project"]
+    suspended = api.suspendProject(id=project["id"])["project"]
+    assert suspended["state"] == "Suspended"
+    account = [a for a in sim.state.values("account") if a.name == project["projectaccountname"]][0]
+    assert account.state == "disabled"
+    assert api.activateProject(id=project["id"])["project"]["state"] == "Active"
+    assert account.state == "enabled"
+    assert api.activateProject(id=project["id"])["project"]["state"] == "Active"  # already active: unchanged
+    status, body = raw(sim, command="activateProject")
+    assert (status, body["activaterojectresponse"]["errortext"]) == (
+        431, "Unable to execute API command activateroject due to missing parameter id")
+    api.deleteProject(id=project["id"])
+    assert refused(api.suspendProject, id=project["id"])[1]["errortext"].startswith("Unable to find project by id")

@@ -3,8 +3,16 @@
 updateTemplate (TemplateManagerImpl.updateTemplateOrIso): the given fields replace the stored ones; `format`
 must be an image format CloudStack knows; `isrouting=true` makes the template a ROUTING template (false turns a
 ROUTING one back into USER). The answer is the template ({"template": {...}}, shown for its first zone).
-listTemplatePermissions answers one TemplatePermissionsResponse ({"templatepermission": {id, ispublic,
-domainid, account: [...]}}); the lab grants no launch permissions to other accounts, so `account` is empty.
+listTemplatePermissions (TemplateManagerImpl.listTemplatePermissions, ApiResponseHelper
+.createTemplatePermissionsResponse) answers one TemplatePermissionsResponse ({"templatepermission": {id, ispublic,
+domainid, account, projectids}}): the accounts with a launch permission, and the owner when the template is not
+public; project accounts are listed by their project's id under `projectids`; an empty list is left out.
+
+updateTemplatePermissions (TemplateManagerImpl.updateTemplateOrIsoPermissions, sync, answers success): `accounts`
+and `projectids` exclude each other; ispublic, isfeatured and isextractable are set first; `op` add grants a
+launch permission to each named active account of the owner's domain (an unknown one refuses the whole list),
+remove revokes them, reset makes the template private and unfeatured and revokes every permission. `accounts`
+without a valid `op`, or add/remove without accounts, are refused. A project's template cannot be shared.
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ from typing import Any
 
 from stackops_lab.cloudstack import catalog, responses
 from stackops_lab.cloudstack.errors import invalid_value
-from stackops_lab.cloudstack.framework import BOOLEAN, INTEGER, MAP, UUID, Param, Request, command
-from stackops_lab.cloudstack.state import Template
+from stackops_lab.cloudstack.framework import BOOLEAN, INTEGER, LIST, MAP, UUID, UUID_LIST, Param, Request, command
+from stackops_lab.cloudstack.state import Account, Template
 
 USER = "org.apache.cloudstack.api.command.user.template"
 ADMIN = "org.apache.cloudstack.api.command.admin.template"
@@ -70,7 +78,93 @@ def update_template(request: Request) -> dict[str, Any]:
          [Param("id", UUID, required=True, entity=TEMPLATE)])
 def list_template_permissions(request: Request) -> dict[str, Any]:
     template = _live(request)
-    result: dict[str, Any] = {"id": template.uuid, "ispublic": template.public, "account": []}
+    if template.format == "ISO":
+        raise invalid_value("Please provide a valid template")
+    permitted = [a for a in template.launch_permissions if request.sim.state.live(a)]
+    if not template.public and template.account is not None:
+        permitted.append(template.account)
+    result: dict[str, Any] = {"id": template.uuid, "ispublic": template.public}
     if template.account is not None and template.account.domain is not None:
         result["domainid"] = template.account.domain.uuid
+    projects = {p.project_account: p for p in request.sim.state.values("project")}
+    project_ids = [projects[a].uuid for a in permitted if a in projects]
+    names = [a.name for a in permitted if a not in projects]
+    if project_ids:
+        result["projectids"] = project_ids
+    if names:
+        result["account"] = names
     return {"templatepermission": result}
+
+
+OPERATIONS = ("add", "remove", "reset")
+
+
+def _permitted_names(request: Request) -> list[str] | None:
+    if request.has("accounts") and request.has("projectids"):
+        raise invalid_value("Accounts and projectIds can't be specified together")
+    names = list(request.get("accounts")) if request.has("accounts") else None
+    for project in request.get("projectids") or []:
+        if not request.sim.state.live(project) or project.project_account is None:
+            raise invalid_value(f"Unable to find project by id {project.db_id}")
+        names = (names or []) + [project.project_account.name]
+    return names
+
+
+@command("updateTemplatePermissions", f"{USER}.UpdateTemplatePermissionsCmd",
+         [Param("accounts", LIST), Param("id", UUID, required=True, entity=TEMPLATE), Param("isfeatured", BOOLEAN),
+          Param("ispublic", BOOLEAN), Param("isextractable", BOOLEAN), Param("op"),
+          Param("projectids", UUID_LIST, entity=("project",))])
+def update_template_permissions(request: Request) -> dict[str, Any]:
+    state = request.sim.state
+    template: Template = request.get("id")
+    if template.format == "ISO":
+        raise invalid_value("Please provide a valid template")
+    names = _permitted_names(request)
+    if not state.live(template):
+        raise invalid_value(f"unable to update permissions for template with id {template.db_id} as it is removed ")
+    owner = template.account
+    if owner is None:
+        raise invalid_value(f"Update template permissions is an invalid operation on template {template.name}")
+    if owner.account_type == 5:
+        raise invalid_value(f"Update template permissions is an invalid operation on template {template.name}. "
+                            "Project owned templates cannot be shared outside template.")
+    operation = request.get("op")
+    if names is not None and (operation is None or operation.lower() not in OPERATIONS):
+        given = "null" if operation is None else operation
+        raise invalid_value("Invalid operation on accounts, the operation must be either 'add' or 'remove' in order "
+                            f"to modify launch permissions.  Given operation is: '{given}'")
+    if request.has("ispublic"):
+        template.public = request.get("ispublic")
+    if request.has("isfeatured"):
+        template.featured = request.get("isfeatured")
+    if request.has("isextractable"):
+        template.extractable = request.get("isextractable")
+    operation = (operation or "").lower()
+    if operation in ("add", "remove") and names is None:
+        raise invalid_value(f"Operation {request.get('op')} requires accounts or projectIds to be passed in")
+    domain = owner.domain
+
+    def active(name: str) -> Account | None:
+        found = [a for a in state.values("account") if a.name == name and a.domain is domain]
+        return found[0] if found else None
+
+    if operation == "add":
+        granted = []
+        for name in names or []:
+            account = active(name)
+            if account is None:
+                raise invalid_value(f"Unable to grant a launch permission to account {name} in domain id="
+                                    f"{domain.uuid if domain else None}, account not found.  No permissions "
+                                    "updated, please verify the account names and retry.")
+            if account is not request.caller and account not in granted:
+                granted.append(account)
+        template.launch_permissions += [a for a in granted if a not in template.launch_permissions]
+    elif operation == "remove":
+        gone = [active(name) for name in names or []]
+        template.launch_permissions = [a for a in template.launch_permissions if a not in gone]
+    elif operation == "reset":
+        template.public = template.featured = False
+        template.launch_permissions = []
+    request.sim.audit_log.record("template.permissions", template=template.uuid, op=operation or None,
+                                 accounts=[a.name for a in template.launch_permissions], public=template.public)
+    return {"success": True}

@@ -4,7 +4,8 @@ registerTemplate follows RegisterTemplateCmd.validateParameters and TemplateAdap
 of zoneid / zoneids ("-1" = all zones, a cross-zones template), a known hypervisor and image format, an
 http(s) URL, and an ostypeid (optional in the command class since 4.15, but validateParameters refuses its
 absence, 431 "Please provide a guest OS type", unless the template is a VMware deploy-as-is one). It answers
-`template[]`, one entry per zone, then downloads the URL (downloads.py). The version a router booted from the template reports is taken from its name (else URL).
+`template[]`, one entry per zone, then downloads the URL (downloads.py). The version a router booted from the
+template reports is taken from its name (else URL).
 
 listTemplates requires `templatefilter` (a TemplateFilter name; another value is refused as Java's
 Enum.valueOf refuses it) and lists one entry per template and zone; `count` counts those entries.

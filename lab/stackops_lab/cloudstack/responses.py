@@ -234,10 +234,14 @@ def domain(d: Domain, has_child: bool) -> Json:
 def account(a: Account) -> Json:
     assert a.domain is not None
     admin = a.account_type == 1
-    return {"id": a.uuid, "name": a.name, "accounttype": a.account_type, "roletype": "Admin" if admin else "User",
-            "rolename": "Root Admin" if admin else "User", "domainid": a.domain.uuid, "domain": a.domain.name,
-            "domainpath": a.domain.path, "state": a.state, "isdefault": a.name in ("admin", "system"),
-            "user": [{"id": a.user_uuid, "username": a.username, "account": a.name, "state": "enabled"}]}
+    result: Json = {
+        "id": a.uuid, "name": a.name, "accounttype": a.account_type, "roletype": "Admin" if admin else "User",
+        "rolename": "Root Admin" if admin else "User", "domainid": a.domain.uuid, "domain": a.domain.name,
+        "domainpath": a.domain.path, "state": a.state, "isdefault": a.name in ("admin", "system"),
+        "user": [{"id": a.user_uuid, "username": a.username, "account": a.name, "state": "enabled"}]}
+    if a.network_domain:
+        result["networkdomain"] = a.network_domain
+    return result
 
 
 def configuration(config: ConfigDef, value: str | None) -> Json:

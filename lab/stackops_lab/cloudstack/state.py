@@ -73,6 +73,7 @@ class Account(Entity):
     api_key: str | None = None
     secret_key: str | None = None
     state: str = "enabled"  # enabled, disabled, locked (Account.State)
+    network_domain: str | None = None
     kind = "account"
 
 
@@ -203,6 +204,7 @@ class Template(Entity):
     version: str = "UNKNOWN"
     zones: dict[str, TemplateZone] = field(default_factory=dict)  # zone uuid → store ref
     created: float = field(default_factory=time.time)
+    launch_permissions: list[Account] = field(default_factory=list)  # launch_permission rows (other accounts)
     kind = "template"
 
     def ready_in(self, zone: Zone) -> bool:
