@@ -16,6 +16,7 @@ from typing import Any
 from stackops_lab.xenapi.devices import add_guest_metrics
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HOST_OFFLINE, XapiError
+from stackops_lab.xenapi.operations import plug_all
 from stackops_lab.xenapi.state import NULL_REF, HostRec, VMRec
 
 
@@ -27,6 +28,7 @@ def _start(ctx: Ctx, vm: VMRec, host: HostRec, paused: Any) -> str:
     vm.resident_on = host.ref
     vm.domid = max([v.domid for v in db.vms_on(host.ref)] + [0]) + 1
     vm.ha_always_run = vm.ha_restart_priority == "restart"
+    plug_all(db, vm)
     if vm.guest_metrics == NULL_REF and not paused:
         add_guest_metrics(db, vm)
     ctx.audit("vm.started", vm=vm.name_label, uuid=vm.uuid, host=host.name_label)

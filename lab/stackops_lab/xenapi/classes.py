@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from stackops_lab.xenapi.datamodel import DEFAULTS, FIELDS, IMPLICIT, Field, default, unmarshal
 from stackops_lab.xenapi.devices import runtime_fields
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
-from stackops_lab.xenapi.operations import allowed, vm_running
+from stackops_lab.xenapi.operations import allowed, vbd_attached, vif_attached
 from stackops_lab.xenapi.state import RECORD_TYPES, PoolDB, Record, VBDRec, VIFRec
 
 if TYPE_CHECKING:
@@ -73,9 +73,10 @@ def computed(db: PoolDB, record: Record) -> dict[str, Any]:
     ops = allowed(db, record)
     if ops is not None:
         values["allowed_operations"] = ops
-    if isinstance(record, (VBDRec, VIFRec)):
-        values["currently_attached"] = vm_running(db, record.VM) and not value_of(record, "empty") \
-            if isinstance(record, VBDRec) else vm_running(db, record.VM)
+    if isinstance(record, VBDRec):
+        values["currently_attached"] = vbd_attached(db, record)
+    if isinstance(record, VIFRec):
+        values["currently_attached"] = vif_attached(db, record)
     return values
 
 

@@ -2,12 +2,19 @@
 (ocaml/xapi/xapi_host_helpers.ml, xapi_vm_lifecycle.ml, xapi_sr_operations.ml, xapi_vdi.ml, xapi_vbd_helpers.ml,
 xapi_vif_helpers.ml, xapi_pool_helpers.ml) for the states the lab models, with no operation in progress (the pool:
 none while one runs). Each list keeps only values of the class's operations enum (datamodel.ENUMS).
+
+VBDs and VIFs keep xapi's whole table (operation → the error that refuses it, or None): allowed_operations are the
+operations without an error, and VBD.plug / unplug / insert / eject, VIF.plug / unplug raise the operation's error
+(calls_devices.py). The first error set for an operation wins, in xapi's order.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from stackops_lab.xenapi.datamodel import ENUMS
-from stackops_lab.xenapi.state import HostRec, PoolDB, PoolRec, Record, SRRec, VBDRec, VDIRec, VIFRec, VMRec
+from stackops_lab.xenapi.state import (HostRec, PoolDB, PoolRec, Record, SRRec, VBDRec, VDIRec, VIFRec,
+                                       VMGuestMetricsRec, VMRec)
 
 # host: all but power_on while the host is live (host_is_live); reboot, shutdown and apply_updates only once it is
 # disabled (host_not_disabled)
@@ -87,11 +94,117 @@ def allowed(db: PoolDB, record: Record) -> list[str] | None:
         attached = any(vbd.VDI == record.ref and vm_running(db, vbd.VM) for vbd in db.all(VBDRec))
         return _only("vdi_operations", _VDI_ATTACHED if attached else _VDI)
     if isinstance(record, VBDRec):
-        if record.type == "CD":
-            ops = ["attach", "insert"] if record.VDI == "OpaqueRef:NULL" else ["attach", "eject"]
-        else:
-            ops = ["attach", "unplug", "unplug_force"] if vm_running(db, record.VM) else ["attach"]
-        return _only("vbd_operations", ops)
+        return [op for op, error in vbd_table(db, record).items() if error is None]
     if isinstance(record, VIFRec):
-        return _only("vif_operations", ["attach", "unplug"] if vm_running(db, record.VM) else ["attach"])
+        return [op for op, error in vif_table(db, record).items() if error is None]
     return None
+
+
+Table = dict[str, "list[str] | None"]
+
+
+def _table(enum: str) -> tuple[Table, Any]:
+    table: Table = {op: None for op in ENUMS[enum]}
+
+    def refuse(error: list[str], ops: list[str]) -> None:
+        for op in ops:
+            if table[op] is None:
+                table[op] = error
+    return table, refuse
+
+
+def _hotplug_error(db: PoolDB, vm: VMRec, kind: str) -> list[str] | None:
+    """Why a running HVM guest cannot hot-plug a `kind` ("vbd" / "vif") device: its drivers say no, or it has no
+    PV drivers (Xapi_pv_driver_version.make_error_opt); None when it can."""
+    if vm.extra.get("domain_type", "hvm") != "hvm":
+        return None
+    metrics = db.find(VMGuestMetricsRec, vm.guest_metrics)
+    if metrics is not None:
+        claim = metrics.extra.get(f"can_use_hotplug_{kind}", "unspecified")
+        if claim == "yes":
+            return None
+        if claim == "no":
+            return ["OPERATION_NOT_ALLOWED", f"VM states it does not support {kind.upper()} hotplug."]
+        if metrics.extra.get("PV_drivers_detected", False):
+            return None
+    return ["VM_MISSING_PV_DRIVERS", vm.ref]
+
+
+def _power_error(vm: VMRec) -> list[str]:
+    return ["VM_BAD_POWER_STATE", vm.ref, "running", vm.power_state.lower()]
+
+
+def vbd_table(db: PoolDB, vbd: VBDRec) -> Table:
+    """xapi_vbd_helpers.valid_operations (no operation in progress on the VBD, its VM or its VDI; managed VDIs)."""
+    table, refuse = _table("vbd_operations")
+    vm = db.get(VMRec, vbd.VM)
+    cd = vbd.type == "CD"
+    if not vbd.extra.get("unpluggable", True):
+        refuse(["VBD_NOT_UNPLUGGABLE", vbd.ref], ["unplug", "unplug_force"])
+    if not cd:
+        refuse(["VBD_NOT_REMOVABLE_MEDIA", vbd.ref], ["insert", "eject"])
+    empty = bool(vbd.extra.get("empty", False))
+    refuse(["VBD_IS_EMPTY", vbd.ref] if empty else ["VBD_NOT_EMPTY", vbd.ref], ["eject"] if empty else ["insert"])
+    if vm.power_state == "Running" and vbd_attached(db, vbd):
+        refuse(["DEVICE_ALREADY_ATTACHED", vbd.ref], ["plug"])
+    elif vm.power_state == "Running":
+        refuse(["DEVICE_ALREADY_DETACHED", vbd.ref], ["unplug", "unplug_force"])
+    else:
+        refuse(_power_error(vm), ["plug", "unplug", "unplug_force"] +
+               ([] if vm.power_state == "Paused" else ["pause", "unpause"]))
+    if vm.power_state == "Running" and vm.extra.get("domain_type", "hvm") == "hvm":
+        error = _hotplug_error(db, vm, "vbd")
+        if error is not None:
+            refuse(error, ["plug", "unplug", "unplug_force"])
+        if cd:
+            refuse(["OPERATION_NOT_ALLOWED", "HVM CDROMs cannot be hotplugged/unplugged, only inserted or ejected"],
+                   ["plug", "unplug", "unplug_force"])
+    if cd and vm.power_state == "Suspended":
+        refuse(["VM_BAD_POWER_STATE", vm.ref, "halted, running", "suspended"], ["insert", "eject"])
+    vdi = db.find(VDIRec, vbd.VDI)
+    if not empty and vdi is not None and not vbd_attached(db, vbd):
+        # the sharing checks: other VBDs attached to the disk (not a suspended VM's nor a control domain's)
+        others = [other for other in db.all(VBDRec) if other.VDI == vdi.ref and other is not vbd
+                  and vbd_attached(db, other) and not db.get(VMRec, other.VM).is_control_domain]
+        need_write = vbd.extra.get("mode", "RW") == "RW"
+        if not vdi.sharable and not vm.is_control_domain and (
+                any(other.extra.get("mode", "RW") == "RW" for other in others) or (need_write and others)):
+            refuse(["VDI_IN_USE", vdi.ref], ["attach", "insert", "plug"])
+        if need_write and vdi.read_only:
+            refuse(["VDI_READONLY", vdi.ref], ["attach", "insert", "plug"])
+    return table
+
+
+def vif_table(db: PoolDB, vif: VIFRec) -> Table:
+    """xapi_vif_helpers.valid_operations (no operation in progress; no SR-IOV networks in the lab)."""
+    table, refuse = _table("vif_operations")
+    vm = db.get(VMRec, vif.VM)
+    if vm.is_control_domain:
+        refuse(["OPERATION_NOT_ALLOWED", "Control domain does not support hotplug"], ["plug"])
+    if vm.power_state == "Running" and vif_attached(db, vif):
+        refuse(["DEVICE_ALREADY_ATTACHED", vif.ref], ["plug"])
+    elif vm.power_state == "Running":
+        refuse(["DEVICE_ALREADY_DETACHED", vif.ref], ["unplug"])
+    else:
+        refuse(_power_error(vm), ["plug", "unplug"])
+    if vm.power_state == "Running":
+        error = _hotplug_error(db, vm, "vif")
+        if error is not None:
+            refuse(error, ["plug", "unplug"])
+    return table
+
+
+def vbd_attached(db: PoolDB, vbd: VBDRec) -> bool:
+    """A VBD is attached while its VM has a domain, unless unplugged since it started (an empty CD drive: no)."""
+    return vm_running(db, vbd.VM) and vbd.extra.get("currently_attached", True) and not vbd.extra.get("empty", False)
+
+
+def vif_attached(db: PoolDB, vif: VIFRec) -> bool:
+    return vm_running(db, vif.VM) and vif.extra.get("currently_attached", True)
+
+
+def plug_all(db: PoolDB, vm: VMRec) -> None:
+    """VM.start attaches every device of the VM: an unplug does not outlive the domain."""
+    for device in [*db.all(VBDRec), *db.all(VIFRec)]:
+        if device.VM == vm.ref:
+            device.extra.pop("currently_attached", None)

@@ -41,8 +41,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 # The call modules register the XenAPI calls when imported.
-from stackops_lab.xenapi import (calls_host, calls_membership, calls_pool, calls_session, calls_task,
-                                 calls_vm)
+from stackops_lab.xenapi import (calls_devices, calls_host, calls_membership, calls_pool, calls_session,
+                                 calls_task, calls_vm)
 from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
@@ -58,7 +58,7 @@ from stackops_lab.xenapi.tls import LabCA, LabTLS
 if TYPE_CHECKING:
     from stackops_lab.hosts import LabHost
 
-CALL_MODULES = (calls_host, calls_membership, calls_pool, calls_session, calls_task, calls_vm)
+CALL_MODULES = (calls_devices, calls_host, calls_membership, calls_pool, calls_session, calls_task, calls_vm)
 DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
 
 
