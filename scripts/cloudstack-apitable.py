@@ -49,6 +49,8 @@ COMMANDS = (
     "resetConfiguration", "listAccounts", "createAccount", "enableAccount", "disableAccount", "deleteAccount", "listDomains",
     "createDomain", "updateDomain", "deleteDomain", "listProjects", "createProject", "updateProject",
     "deleteProject", "listHypervisors", "queryAsyncJobResult", "listAsyncJobs",
+    "migrateSystemVm", "declareHostAsDegraded", "cancelHostAsDegraded", "updateHostPassword", "listHostTags", "getRouterHealthCheckResults",
+    "listHypervisorCapabilities", "updateHypervisorCapabilities",
     "updateAccount", "updateTemplatePermissions", "activateProject", "suspendProject",
 )
 STOP_AT = {"BaseCmd"}  # the servlet's own parameters are not a command's

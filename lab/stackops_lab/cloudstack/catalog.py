@@ -75,3 +75,10 @@ OS_TYPES: tuple[tuple[str, str], ...] = (
     ("Other (64-bit)", "Other"),
     ("Windows Server 2022 (64-bit)", "Windows"),
 )
+
+# hypervisor_capabilities 'default' rows (create-schema's seeds: max guests 50, security groups on; later columns at
+# their schema defaults: 6 data volumes, no host limit, no VM snapshots; 4.14 turned storage motion on for KVM).
+HYPERVISOR_CAPABILITIES: dict[str, dict[str, object]] = {
+    "KVM": {"max_guests": 50, "security_groups": True, "storage_motion": True},
+    "XenServer": {"max_guests": 50, "security_groups": True},
+}

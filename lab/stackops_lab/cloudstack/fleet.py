@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stackops_lab.cloudstack import catalog, images
-from stackops_lab.cloudstack.state import (Account, AgentHost, Cluster, Domain, Host, Network, OsType, Pod, Router,
-                                           State, SystemVm, Template, TemplateZone, Vpc, Zone)
+from stackops_lab.cloudstack.state import (Account, AgentHost, Cluster, Domain, Host, HypervisorCapability, Network,
+                                           OsType, Pod, Router, State, SystemVm, Template, TemplateZone, Vpc, Zone)
 
 
 @dataclass
@@ -91,6 +91,9 @@ class FleetBuilder:
                 state.zone_values[("minreq.sysvmtemplate.version", zone.uuid)] = self.fleet.router_version
                 self.system_vms(index, zone, templates)
             self.routers(zones, templates)
+            for hv in self.hypervisors():
+                self.new(HypervisorCapability, "hypervisorcapability", hypervisor=hv,
+                         **catalog.HYPERVISOR_CAPABILITIES.get(hv, {}))
         finally:
             state.uuid_source = uuid.uuid4
 

@@ -19,9 +19,10 @@ from typing import Any
 from stackops_lab.cloudstack import catalog, images
 # The command modules register the API commands when imported.
 from stackops_lab.cloudstack import (commands_account_admin, commands_accounts, commands_clusters,
-                                     commands_host_admin, commands_hosts, commands_infra, commands_misc,
-                                     commands_routers, commands_systemvms, commands_template_admin,
-                                     commands_templates)
+                                     commands_host_admin, commands_host_lifecycle, commands_hosts,
+                                     commands_hypervisor_caps, commands_infra, commands_misc, commands_routers,
+                                     commands_systemvms, commands_template_admin, commands_templates,
+                                     commands_vm_lifecycle)
 from stackops_lab.cloudstack.api import Api
 from stackops_lab.audit import AuditLog
 from stackops_lab.cloudstack.downloads import TemplateOps
@@ -37,9 +38,10 @@ from stackops_lab.cloudstack.state import State
 from stackops_lab.cloudstack.systemvms import SystemVmOps
 from stackops_lab.cloudstack.timings import Timings
 
-COMMAND_MODULES = (commands_account_admin, commands_accounts, commands_clusters, commands_host_admin, commands_hosts,
-                   commands_infra, commands_misc, commands_routers, commands_systemvms, commands_template_admin,
-                   commands_templates)
+COMMAND_MODULES = (commands_account_admin, commands_accounts, commands_clusters, commands_host_admin,
+                   commands_host_lifecycle, commands_hosts, commands_hypervisor_caps, commands_infra, commands_misc,
+                   commands_routers, commands_systemvms, commands_template_admin, commands_templates,
+                   commands_vm_lifecycle)
 HOST_STATES = ("Up", "Down", "Disconnected", "Alert", "Connecting")
 ACCESS_LOG_LINES = 100_000
 

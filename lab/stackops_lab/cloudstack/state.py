@@ -281,6 +281,21 @@ class AgentHost(Entity):
     kind = "agenthost"
 
 
+@dataclass(eq=False)
+class HypervisorCapability(Entity):
+    """A hypervisor_capabilities row: limits and features per hypervisor type and version ("default": any other)."""
+
+    hypervisor: str = "KVM"
+    version: str = "default"
+    max_guests: int = 50
+    max_data_volumes: int = 6
+    max_hosts_per_cluster: int | None = None
+    security_groups: bool = True
+    storage_motion: bool = False
+    vm_snapshots: bool = False
+    kind = "hypervisorcapability"
+
+
 @dataclass
 class ConfigDef:
     """A row of the configuration table (ConfigKey): scope "Zone" keys also have per-zone values."""
@@ -299,7 +314,7 @@ class State:
     """The database: entities by kind and by uuid, configuration, id sequences, one lock."""
 
     KINDS = ("domain", "account", "project", "zone", "pod", "cluster", "host", "ostype", "template", "vpc", "network",
-             "router", "systemvm", "agenthost", "job")
+             "router", "systemvm", "agenthost", "job", "hypervisorcapability")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
