@@ -1,9 +1,14 @@
 """The lab XenAPI simulator's class-specific messages beyond the generated field calls, driven through the official
-SDK (`XenAPI` from PyPI): task.cancel / task.destroy on the tasks Async calls create. The lab runs on a
-ManualClock, so a slow call's task stays pending until the test moves the clock (support.xenapi.drive).
+SDK (`XenAPI` from PyPI): task.cancel / task.destroy on the tasks Async calls create; VBD and VIF plug / unplug,
+CD insert / eject; event.from, event.register / next / unregister. The lab runs on a ManualClock, so a slow call's
+task, or an event call waiting for a change, stays pending until the test moves the clock (support.xenapi.drive).
 """
 from __future__ import annotations
 
+import hashlib
+import re
+import threading
+import xmlrpc.client
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +16,7 @@ import pytest
 import XenAPI
 
 from stackops_lab.clock import ManualClock
+from support.wait import wait_for
 from support.xenapi import FAST, blocking, drive, failure, login
 
 from stackops_lab.xenapi import XenHostSpec, XenLab
@@ -145,3 +151,119 @@ def test_vif_plug_unplug(session: XenAPI.Session) -> None:
     assert failure(api.VIF.plug, vif) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
     assert api.VIF.get_allowed_operations(vif) == ["attach"]
     api.VM.start(vm, False, False)
+
+
+def event_from(session: XenAPI.Session, classes: list[str], token: str, timeout: float) -> dict[str, Any]:
+    return getattr(session.xenapi.event, "from")(classes, token, timeout)
+
+
+class Waiting:
+    """An event call running in a thread: on the ManualClock it waits until a change or until the test moves the
+    clock past its timeout."""
+
+    def __init__(self, lab: XenLab, call: Any, *args: Any) -> None:
+        self.outcome: dict[str, Any] = {}
+        before = len(lab.waiting_calls())
+        self.thread = threading.Thread(target=self.run, args=(call, *args), daemon=True)
+        self.thread.start()
+        wait_for(lambda: len(lab.waiting_calls()) > before or not self.thread.is_alive(), timeout=30,
+                 what="the event call waiting")
+
+    def run(self, call: Any, *args: Any) -> None:
+        try:
+            self.outcome["value"] = call(*args)
+        except BaseException as error:
+            self.outcome["error"] = error
+
+    def result(self) -> Any:
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the event call did not return"
+        if "error" in self.outcome:
+            raise self.outcome["error"]
+        return self.outcome["value"]
+
+
+def test_event_from_reports_adds_mods_and_dels_since_a_token(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    everything = event_from(session, ["*"], "", 0.0)
+    vms = api.VM.get_all_records()
+    adds = {event["ref"]: event for event in everything["events"] if event["class"] == "vm"}
+    assert set(adds) == set(vms) and {event["operation"] for event in everything["events"]} == {"add"}
+    vm = next(ref for ref, record in vms.items() if record["name_label"] == "xen1-vm1")
+    assert adds[vm]["snapshot"] == api.VM.get_record(vm) and adds[vm]["timestamp"] == "0.0"
+    counts = everything["valid_ref_counts"]
+    assert counts["vm"] == len(vms) and counts["vbd"] == len(api.VBD.get_all()) and counts["session"] >= 1
+    assert all(type(count) is int for count in counts.values()) and "message" not in counts
+    assert re.fullmatch(r"\d{20},\d{20}", everything["token"])
+    token = everything["token"]
+    nothing = event_from(session, ["*"], token, 0.0)
+    assert (nothing["events"], nothing["token"]) == ([], token)
+    # a change: a mod with the record as it is now, for the class and for the object subscribed to
+    api.VM.set_name_description(vm, "renamed by a client")
+    changed = event_from(session, ["VM"], token, 0.0)
+    assert [(e["class"], e["operation"], e["ref"]) for e in changed["events"]] == [("vm", "mod", vm)]
+    assert changed["events"][0]["snapshot"]["name_description"] == "renamed by a client"
+    assert int(changed["events"][0]["id"]) == int(changed["token"].split(",")[0]) > int(token.split(",")[0])
+    assert event_from(session, [f"vm/{vm}"], token, 0.0)["events"] == changed["events"]
+    assert event_from(session, ["vm/OpaqueRef:other", "host"], token, 0.0)["events"] == []
+    # an object created and one deleted since the token; one created and deleted in between gives nothing
+    token = changed["token"]
+    task = api.task.create("first", "")
+    gone = api.task.create("second", "")
+    mid = event_from(session, ["task"], token, 0.0)
+    assert {(e["operation"], e["ref"]) for e in mid["events"]} >= {("add", task), ("add", gone)}
+    api.task.set_status(gone, "success")
+    api.task.destroy(gone)
+    ended = event_from(session, ["task"], mid["token"], 0.0)
+    assert [(e["operation"], e["ref"], "snapshot" in e) for e in ended["events"]] == [("del", gone, False)]
+    assert [e["ref"] for e in event_from(session, ["task"], token, 0.0)["events"]] == [task]
+    api.task.set_status(task, "success")
+    api.task.destroy(task)
+    assert failure(getattr(api.event, "from"), ["*"], "garbage", 0.0) == ["EVENT_FROM_TOKEN_PARSE_FAILURE", "garbage"]
+
+
+def test_event_from_waits_for_a_change_bounded_by_its_timeout(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    vm = api.VM.get_by_name_label("xen1-vm2")[0]
+    waiter = login(lab, "xen1")  # the waiting call has a connection of its own
+    token = event_from(waiter, ["vm"], "", 0.0)["token"]
+    start = lab.clock.monotonic()
+    waiting = Waiting(lab, event_from, waiter, ["vm"], token, 60.0)
+    api.host.get_servertime(api.host.get_all()[0])  # a read is no change
+    api.task.set_status(api.task.create("unrelated", ""), "success")  # nor is a class not subscribed to
+    assert waiting.thread.is_alive()
+    api.VM.set_name_description(vm, "woken")
+    answer = waiting.result()
+    assert [(e["operation"], e["ref"]) for e in answer["events"]] == [("mod", vm)]
+    assert lab.clock.monotonic() == start  # woken by the change, not by the clock
+    # nothing happens: it answers nothing once its timeout has passed on the lab's clock, the token unchanged
+    waiting = Waiting(lab, event_from, waiter, ["vm"], answer["token"], 5.0)
+    drive(lab, lambda: not waiting.thread.is_alive(), what="the event call's timeout")
+    assert waiting.result()["events"] == [] and waiting.result()["token"] == answer["token"]
+    assert lab.clock.monotonic() - start >= 5.0
+    # the session logged out (from another connection) while the call waits (raw XML-RPC: the SDK would log in
+    # again and retry)
+    raw = getattr(xmlrpc.client.ServerProxy(lab.url("xen1")).event, "from")
+    waiting = Waiting(lab, raw, waiter._session, ["vm"], answer["token"], 60.0)
+    assert xmlrpc.client.ServerProxy(lab.url("xen1")).session.logout(waiter._session)["Status"] == "Success"
+    assert waiting.result() == {"Status": "Failure", "ErrorDescription": ["SESSION_INVALID", waiter._session]}
+
+
+def test_event_register_next_unregister(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    client = login(lab, "xen1")
+    digest = hashlib.md5(client._session.encode()).hexdigest()
+    assert failure(client.xenapi.event.next) == ["SESSION_NOT_REGISTERED", f"trackid={digest}"]
+    client.xenapi.event.register(["vm"])
+    vm = api.VM.get_by_name_label("xen2-vm1")[0]
+    api.VM.set_name_description(vm, "seen by event.next")
+    events = client.xenapi.event.next()
+    assert [(e["class"], e["operation"], e["ref"]) for e in events] == [("vm", "mod", vm)]
+    assert events[0]["snapshot"]["name_description"] == "seen by event.next"
+    before = int(client.xenapi.event.get_current_id())
+    token = client.xenapi.event.inject("VM", vm)
+    assert int(token.split(",")[0]) == before and int(client.xenapi.event.get_current_id()) == before + 1
+    assert failure(client.xenapi.event.inject, "VM", "OpaqueRef:nope") == ["HANDLE_INVALID", "VM", "OpaqueRef:nope"]
+    assert [e["operation"] for e in event_from(session, ["vm"], token, 0.0)["events"]] == ["mod"]
+    client.xenapi.event.unregister(["vm"])
+    client.xenapi.session.logout()

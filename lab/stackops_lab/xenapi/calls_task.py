@@ -8,13 +8,15 @@
 - A pending task has allowed_operations [cancel], a finished one none (TaskHelper.set_cancellable / complete).
 - task.destroy(self) removes a finished task; a pending one is only marked (current_operations {task: destroy})
   and goes when it finishes.
-- task.create(label, description): a pending task the client drives itself (it must destroy it).
+- task.create(label, description): a pending task the client drives itself: task.set_status (a
+  task_status_type value, else FIELD_TYPE_ERROR) ends it so that task.destroy removes it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from stackops_lab.xenapi.datamodel import ENUMS
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
 from stackops_lab.xenapi.state import TaskRec, new_ref, new_uuid
@@ -46,4 +48,13 @@ def task_destroy(ctx: Ctx, ref: Any) -> str:
         task.current_operations["task"] = "destroy"
     else:
         ctx.db.remove(task)
+    return ""
+
+
+@api("task.set_status", 2)
+def task_set_status(ctx: Ctx, ref: Any, value: Any) -> str:
+    task = ctx.db.get(TaskRec, ref)
+    if value not in ENUMS["task_status_type"]:
+        raise XapiError(FIELD_TYPE_ERROR, "value")
+    task.status = value
     return ""

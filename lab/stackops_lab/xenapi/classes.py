@@ -39,9 +39,16 @@ RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+class RawInt(int):
+    """An int that travels as an XML-RPC <int>, not as xapi's decimal string (event.from's valid_ref_counts, an
+    Rpc.Int32)."""
+
+
 def wire(value: Any) -> Any:
     if isinstance(value, bool):
         return value
+    if isinstance(value, RawInt):
+        return int(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, dt.datetime):

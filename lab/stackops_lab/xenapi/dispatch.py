@@ -137,6 +137,12 @@ def failure(description: list[str]) -> dict[str, Any]:
     return {"Status": "Failure", "ErrorDescription": [str(item) for item in description]}
 
 
+def _changes(method: str) -> bool:
+    """Whether a call may change something an event call reports: not a read, not an event call."""
+    name = method.removeprefix("Async.")
+    return not name.startswith("event.") and not name.partition(".")[2].startswith("get")
+
+
 def task_result(value: Any) -> str:
     """task.result: the XML-RPC <value> of the call's result ("" for void)."""
     if value == "":
@@ -149,15 +155,21 @@ class Dispatcher:
     def __init__(self, lab: XenLab) -> None:
         self.lab = lab
         self.waits: dict[threading.Event, float] = {}  # calls waiting on a ManualClock → when they go on
+        self.change_waiters: set[threading.Event] = set()  # event calls waiting for a change (events.py)
 
-    def wait(self, seconds: float) -> None:
+    def changed(self) -> None:
+        """Something may have changed (a call, a task, a scheduled transition): wake the event calls waiting."""
+        for woken in self.change_waiters:
+            woken.set()
+
+    def wait(self, seconds: float, woken: threading.Event | None = None) -> None:
         """Wait `seconds` of the lab's time with the lab unlocked (called, and returning, with the lock held): the
-        scheduler wakes the call when the lab's clock gets that far (on a ManualClock, when a test advances it);
-        Dropped if the lab stops first."""
+        scheduler wakes the call when the lab's clock gets that far (on a ManualClock, when a test advances it), or
+        earlier whoever sets `woken`; Dropped if the lab stops first."""
         lock = self.lab.state.lock
         if not self.lab.running:
             raise Dropped()
-        woken = threading.Event()
+        woken = woken or threading.Event()
         self.waits[woken] = self.lab.clock.monotonic() + max(0.0, seconds)
 
         def wake() -> None:
@@ -171,6 +183,7 @@ class Dispatcher:
             woken.wait()
         finally:
             lock.acquire()
+        self.waits.pop(woken, None)
         if not self.lab.running:
             raise Dropped()
 
@@ -199,6 +212,8 @@ class Dispatcher:
                 return failure([INTERNAL_ERROR, repr(error)])
             return None if result is DROP else success(result)
         finally:
+            if _changes(method):
+                self.changed()
             lock.release()
 
     def _call(self, machine: Machine, method: str, params: tuple[Any, ...]) -> Any:
@@ -289,3 +304,4 @@ class Dispatcher:
             task.finished, task.progress, task.allowed_operations = now(), 1.0, []
             if "destroy" in task.current_operations.values() and ctx.machine.db is not None:
                 ctx.machine.db.remove(task)
+            self.changed()

@@ -42,14 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 # The call modules register the XenAPI calls when imported.
 from stackops_lab.xenapi import (calls_devices, calls_host, calls_membership, calls_pool, calls_session,
-                                 calls_task, calls_vm)
+                                 calls_task, calls_vm, events)
 from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
 from stackops_lab.xenapi.ha import HaMonitor
 from stackops_lab.xenapi.lifecycle import Lifecycle
 from stackops_lab.clock import Clock
-from stackops_lab.scheduler import Scheduler
 from stackops_lab.xenapi.server import Listener
 from stackops_lab.xenapi.state import HostRec, LabState, Machine, PoolDB, SDNControllerRec, SRRec, VMRec
 from stackops_lab.xenapi.timings import XenTimings
@@ -58,7 +57,8 @@ from stackops_lab.xenapi.tls import LabCA, LabTLS
 if TYPE_CHECKING:
     from stackops_lab.hosts import LabHost
 
-CALL_MODULES = (calls_devices, calls_host, calls_membership, calls_pool, calls_session, calls_task, calls_vm)
+CALL_MODULES = (calls_devices, calls_host, calls_membership, calls_pool, calls_session, calls_task, calls_vm,
+                events)
 DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
 
 
@@ -96,7 +96,8 @@ class XenLab:
         self.state = LabState()
         self.clock = clock or Clock()
         self.audit_log = AuditLog(self.clock)
-        self.scheduler = Scheduler(self.state.lock, "xenapi-sim-scheduler", self.clock)
+        self.scheduler = events.ChangeScheduler(self.state.lock, "xenapi-sim-scheduler", self.clock,
+                                                changed=lambda: self.dispatcher.changed())
         self.lifecycle = Lifecycle(self)
         self.ha = HaMonitor(self)
         self.dispatcher = Dispatcher(self)
