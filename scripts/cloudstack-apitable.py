@@ -49,9 +49,9 @@ COMMANDS = (
     "resetConfiguration", "listAccounts", "createAccount", "enableAccount", "disableAccount", "deleteAccount", "listDomains",
     "createDomain", "updateDomain", "deleteDomain", "listProjects", "createProject", "updateProject",
     "deleteProject", "listHypervisors", "queryAsyncJobResult", "listAsyncJobs",
-    "migrateSystemVm", "declareHostAsDegraded", "cancelHostAsDegraded", "updateHostPassword", "listHostTags", "getRouterHealthCheckResults",
-    "listHypervisorCapabilities", "updateHypervisorCapabilities",
-    "updateAccount", "updateTemplatePermissions", "activateProject", "suspendProject",
+    "updateAccount", "updateTemplatePermissions", "activateProject", "suspendProject", "migrateSystemVm",
+    "declareHostAsDegraded", "cancelHostAsDegraded", "updateHostPassword", "listHostTags",
+    "getRouterHealthCheckResults", "listHypervisorCapabilities", "updateHypervisorCapabilities", "copyTemplate",
 )
 STOP_AT = {"BaseCmd"}  # the servlet's own parameters are not a command's
 ASYNC_BASES = {"BaseAsyncCmd", "BaseAsyncCreateCmd"}

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 import pytest
 from cs import CloudStack, CloudStackApiException
 from support.cloudstack_sim import client, simulator
+from support.wait import wait_for
 
 from stackops_lab.cloudstack import CloudStackSimulator, apitable
 
@@ -299,3 +300,24 @@ def test_suspend_and_activate_a_project(sim: CloudStackSimulator, api: CloudStac
         431, "Unable to execute API command activateroject due to missing parameter id")
     api.deleteProject(id=project["id"])
     assert refused(api.suspendProject, id=project["id"])[1]["errortext"].startswith("Unable to find project by id")
+
+
+def test_copy_template_to_another_zone(sim: CloudStackSimulator, api: CloudStack) -> None:
+    first, second = api.listZones(name="lab-zone-1")["zone"][0], api.listZones(name="lab-zone-2")["zone"][0]
+    ostype = api.listOsTypes()["ostype"][0]["id"]
+    template = api.registerTemplate(name="copied-4.19.1", format="QCOW2", hypervisor="KVM", ostypeid=ostype,
+                                    url=sim.image_url("KVM", "4.19.1"), zoneid=first["id"])["template"][0]
+    assert refused(api.copyTemplate, id=template["id"])[1]["errortext"] == \
+        "Either destzoneid or destzoneids parameters have to be specified."
+    assert refused(api.copyTemplate, id=template["id"], sourcezoneid=first["id"], destzoneid=first["id"])[1][
+        "errortext"] == "Please specify different source and destination zones."
+
+    def ready() -> bool:
+        return api.listTemplates(templatefilter="all", id=template["id"])["template"][0]["isready"]
+
+    wait_for(ready, what="the registered template's download", timeout=30)
+    copied = api.copyTemplate(id=template["id"], sourcezoneid=first["id"], destzoneid=second["id"])["template"]
+    assert (copied["id"], copied["zoneid"], copied["isready"]) == (template["id"], second["id"], True)
+    rows = api.listTemplates(templatefilter="all", id=template["id"])
+    assert rows["count"] == 2 and {r["zoneid"] for r in rows["template"]} == {first["id"], second["id"]}
+    api.deleteTemplate(id=template["id"])

@@ -1,4 +1,4 @@
-"""updateTemplate (sync) and listTemplatePermissions (sync).
+"""updateTemplate, listTemplatePermissions, updateTemplatePermissions (sync) and copyTemplate (async).
 
 updateTemplate (TemplateManagerImpl.updateTemplateOrIso): the given fields replace the stored ones; `format`
 must be an image format CloudStack knows; `isrouting=true` makes the template a ROUTING template (false turns a
@@ -13,6 +13,12 @@ and `projectids` exclude each other; ispublic, isfeatured and isextractable are 
 launch permission to each named active account of the owner's domain (an unknown one refuses the whole list),
 remove revokes them, reset makes the template private and unfeatured and revokes every permission. `accounts`
 without a valid `op`, or add/remove without accounts, are refused. A project's template cannot be shared.
+
+copyTemplate (CopyTemplateCmd.execute, TemplateManagerImpl.copyTemplate; in the job): exactly one of destzoneid /
+destzoneids; a source zone among the destinations is refused; the template must be ready on an image store (the
+source zone's, else any zone's: "There is no template <id> ready on image store."); a cross-zones template is not
+copied; a zone that already holds the template is skipped; the others get a copy (DOWNLOADED once the copy ends,
+which takes Timings.template_download). The job answers the template as listed in the first destination zone.
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 from stackops_lab.cloudstack import catalog, responses
-from stackops_lab.cloudstack.errors import invalid_value
+from stackops_lab.cloudstack.errors import PARAM_ERROR, invalid_value
 from stackops_lab.cloudstack.framework import BOOLEAN, INTEGER, LIST, MAP, UUID, UUID_LIST, Param, Request, command
-from stackops_lab.cloudstack.state import Account, Template
+from stackops_lab.cloudstack.jobs import JobContext
+from stackops_lab.cloudstack.state import Account, Template, TemplateZone
 
 USER = "org.apache.cloudstack.api.command.user.template"
 ADMIN = "org.apache.cloudstack.api.command.admin.template"
@@ -168,3 +175,59 @@ def update_template_permissions(request: Request) -> dict[str, Any]:
     request.sim.audit_log.record("template.permissions", template=template.uuid, op=operation or None,
                                  accounts=[a.name for a in template.launch_permissions], public=template.public)
     return {"success": True}
+
+
+@command("copyTemplate", f"{ADMIN}.CopyTemplateCmdByAdmin",
+         [Param("destzoneid", UUID, entity=("zone",)), Param("id", UUID, required=True, entity=TEMPLATE),
+          Param("sourcezoneid", UUID, entity=("zone",)), Param("destzoneids", UUID_LIST, entity=("zone",))],
+         is_async=True, instance_type="Template")
+def copy_template(request: Request) -> dict[str, Any]:
+    sim = request.sim
+    template: Template = request.get("id")
+    single, several = request.get("destzoneid"), request.get("destzoneids") or []
+    source = request.get("sourcezoneid")
+
+    def run(ctx: JobContext) -> None:
+        if single is None and not several:
+            ctx.fail(PARAM_ERROR, "Either destzoneid or destzoneids parameters have to be specified.")
+            return
+        if single is not None and several:
+            ctx.fail(PARAM_ERROR, "Both destzoneid and destzoneids cannot be specified at the same time.")
+            return
+        targets = several or [single]
+        if not sim.state.live(template):
+            ctx.fail(PARAM_ERROR, "Unable to find template with id")
+            return
+        if source is not None and any(zone is source for zone in targets):
+            ctx.fail(PARAM_ERROR, "Please specify different source and destination zones.")
+            return
+        ready = [ref for ref in template.zones.values() if ref.ready and (source is None or ref.zone is source)]
+        if not ready:
+            ctx.fail(PARAM_ERROR, f"There is no template {template.db_id} ready on image store.")
+            return
+
+        def answer() -> None:
+            ref = template.zones.get(targets[0].uuid) or ready[0]
+            ctx.succeed({"template": responses.template(template, ref)})
+
+        copies = [zone for zone in targets if not template.cross_zones and zone.uuid not in template.zones]
+        if not copies:
+            answer()
+            return
+        for zone in copies:
+            template.zones[zone.uuid] = TemplateZone(zone=zone, download_state="DOWNLOAD_IN_PROGRESS",
+                                                     created=sim.clock.time())
+
+        def copied() -> None:
+            for zone in copies:
+                ref = template.zones.get(zone.uuid)
+                if ref is not None:
+                    ref.download_state, ref.percent, ref.store_state = "DOWNLOADED", 100, "Ready"
+            sim.audit_log.record("template.copied", template=template.uuid, zones=[z.uuid for z in copies])
+            answer()
+
+        ctx.later(sim.timings.template_download, copied)
+
+    job = sim.jobs.submit(request.command.java_class, request.caller, request.caller.user_uuid, "Template",
+                          template.uuid, run, failure_text="Failed to copy Template")
+    return {"jobid": job.uuid}
