@@ -1,7 +1,8 @@
 """The lab XenAPI simulator's class-specific messages beyond the generated field calls, driven through the official
 SDK (`XenAPI` from PyPI): task.cancel / task.destroy on the tasks Async calls create; VBD and VIF plug / unplug,
-CD insert / eject; event.from, event.register / next / unregister. The lab runs on a ManualClock, so a slow call's
-task, or an event call waiting for a change, stays pending until the test moves the clock (support.xenapi.drive).
+CD insert / eject; event.from, event.register / next / unregister; VM.clone / VM.destroy. The lab runs on a
+ManualClock, so a slow call's task, or an event call waiting for a change, stays pending until the test moves the
+clock (support.xenapi.drive).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from support.wait import wait_for
 from support.xenapi import FAST, blocking, drive, failure, login
 
 from stackops_lab.xenapi import XenHostSpec, XenLab
+
+NULL = "OpaqueRef:NULL"
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +270,41 @@ def test_event_register_next_unregister(lab: XenLab, session: XenAPI.Session) ->
     assert [e["operation"] for e in event_from(session, ["vm"], token, 0.0)["events"]] == ["mod"]
     client.xenapi.event.unregister(["vm"])
     client.xenapi.session.logout()
+
+
+def test_vm_clone_and_destroy_of_a_halted_vm(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    vm = api.VM.get_by_name_label("xen2-vm2")[0]
+    assert api.VM.get_power_state(vm) == "Running"
+    assert failure(api.VM.clone, vm, "copy") == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert failure(api.VM.destroy, vm) == ["VM_BAD_POWER_STATE", vm, "halted, suspended", "running"]
+    api.VM.hard_shutdown(vm)
+    new = api.VM.clone(vm, "copy")
+    record, original = api.VM.get_record(new), api.VM.get_record(vm)
+    assert (record["name_label"], record["power_state"], record["resident_on"]) == ("copy", "Halted", NULL)
+    assert (record["memory_static_max"], record["VCPUs_max"]) == (original["memory_static_max"],
+                                                                  original["VCPUs_max"])
+    assert record["uuid"] != original["uuid"] and record["parent"] == NULL and record["consoles"] == []
+    assert record["metrics"] not in (NULL, original["metrics"]) and "start" in record["allowed_operations"]
+    disks = {api.VBD.get_type(vbd): api.VBD.get_VDI(vbd) for vbd in record["VBDs"]}
+    old_disks = {api.VBD.get_type(vbd): api.VBD.get_VDI(vbd) for vbd in original["VBDs"]}
+    assert disks["Disk"] != old_disks["Disk"] and disks["CD"] == NULL
+    assert api.VDI.get_SR(disks["Disk"]) == api.VDI.get_SR(old_disks["Disk"])
+    assert api.VIF.get_MAC(record["VIFs"][0]) != api.VIF.get_MAC(original["VIFs"][0])
+    assert api.VIF.get_network(record["VIFs"][0]) == api.VIF.get_network(original["VIFs"][0])
+    api.VM.add_to_blocked_operations(new, "destroy", "kept by the tests")
+    assert failure(api.VM.destroy, new) == ["OPERATION_BLOCKED", new, "kept by the tests"]
+    api.VM.remove_from_blocked_operations(new, "destroy")
+    api.VM.destroy(new)
+    assert failure(api.VM.get_record, new) == ["HANDLE_INVALID", "VM", new]
+    assert not any(api.VBD.get_VM(vbd) == new for vbd in api.VBD.get_all())
+    assert not any(api.VIF.get_VM(vif) == new for vif in api.VIF.get_all())
+    assert api.VDI.get_VBDs(disks["Disk"]) == []  # the disk stays, as with xapi
+    # a default template is not destroyed
+    api.VM.add_to_other_config(vm, "default_template", "true")
+    api.VM.set_is_a_template(vm, True)
+    assert failure(api.VM.destroy, vm) == ["VM_IS_TEMPLATE", vm, "destroy"]
+    assert failure(api.VM.start, vm, False, False) == ["VM_IS_TEMPLATE", vm]
+    api.VM.set_is_a_template(vm, False)
+    api.VM.remove_from_other_config(vm, "default_template")
+    api.VM.start(vm, False, False)

@@ -208,3 +208,33 @@ def plug_all(db: PoolDB, vm: VMRec) -> None:
     for device in [*db.all(VBDRec), *db.all(VIFRec)]:
         if device.VM == vm.ref:
             device.extra.pop("currently_attached", None)
+
+
+# check_template: what a template allows (destroy and migrate_send too unless it is a default template)
+_TEMPLATE_OPS = ("changing_dynamic_range", "changing_static_range", "changing_memory_limits", "changing_shadow_memory",
+                 "changing_VCPUs", "changing_NVRAM", "clone", "copy", "export", "metadata_export", "provision")
+_CONTROL_DOMAIN_OPS = ("data_source_op", "changing_memory_live", "awaiting_memory_live", "metadata_export",
+                       "changing_dynamic_range", "changing_memory_limits", "changing_static_range", "start", "start_on",
+                       "changing_VCPUs", "destroy")
+
+
+def vm_operation_error(vm: VMRec, op: str) -> list[str] | None:
+    """xapi_vm_lifecycle.check_operation_error for `op` in the states the lab models (no operation in progress, no
+    snapshots, appliances or protection policies): blocked by the user, the power states the operation needs,
+    a template's exceptions, the control domain's."""
+    blocked = vm.extra.get("blocked_operations", {})
+    if op in blocked:
+        return ["OPERATION_BLOCKED", vm.ref, blocked[op]]
+    if op in _VM_STATES and vm.power_state not in _VM_STATES[op]:
+        return ["VM_BAD_POWER_STATE", vm.ref, ", ".join(state.lower() for state in _VM_STATES[op]),
+                vm.power_state.lower()]
+    if vm.is_a_template and not vm.extra.get("is_a_snapshot", False):
+        default_template = vm.extra.get("is_default_template", False) or \
+            vm.other_config.get("default_template") == "true"
+        if not (op in _TEMPLATE_OPS or (op in ("destroy", "migrate_send") and not default_template)):
+            return ["VM_IS_TEMPLATE", vm.ref, op]
+    if vm.is_control_domain and op in ("changing_VCPUs", "destroy") and vm.domid == 0:
+        return ["OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0"]
+    if vm.is_control_domain and op not in _CONTROL_DOMAIN_OPS:
+        return ["OPERATION_NOT_ALLOWED", "This operation is not allowed on a control domain"]
+    return None
