@@ -18,9 +18,10 @@ import XenAPI
 
 from stackops_lab.clock import ManualClock
 from support.wait import wait_for
-from support.xenapi import FAST, blocking, drive, failure, login
+from support.xenapi import FAST, advance_until, blocking, drive, failure, login
 
 from stackops_lab.xenapi import XenHostSpec, XenLab
+from stackops_lab.xenapi.faults import faults_of
 
 NULL = "OpaqueRef:NULL"
 
@@ -40,30 +41,42 @@ def session(lab: XenLab) -> Iterator[XenAPI.Session]:
     session.xenapi.session.logout()
 
 
-def test_a_pending_task_is_cancelled_where_its_call_waits_and_a_finished_one_stays(lab: XenLab,
-                                                                                  session: XenAPI.Session) -> None:
+def test_a_task_waiting_for_another_pool_operation_is_cancelled_and_a_finished_one_stays(
+        lab: XenLab, session: XenAPI.Session) -> None:
     api = session.xenapi
     pool = api.pool.get_all()[0]
+    held = faults_of(lab).hold_pool_operation("xen1", "cert_refresh", seconds=10.0)
     task = api.Async.pool.enable_ha([], {"timeout": "180"})
-    record = api.task.get_record(task)
-    assert (record["status"], record["allowed_operations"]) == ("pending", ["cancel"])
-    assert task in api.task.get_all_records()
+    wait_for(lambda: api.task.get_allowed_operations(task) == ["cancel"], timeout=30, what="enable_ha waiting")
+    assert task in api.task.get_all_records() and api.task.get_status(task) == "pending"
     api.task.cancel(task)
     assert list(api.task.get_current_operations(task).values()) == ["cancel"]
     drive(lab, lambda: api.task.get_status(task) != "pending", what="the cancelled task")
     record = api.task.get_record(task)
-    assert (record["status"], record["error_info"], record["progress"]) == ("cancelled", ["TASK_CANCELLED", task], 1.0)
-    assert record["allowed_operations"] == []
-    assert api.pool.get_ha_enabled(pool) is False and api.pool.get_current_operations(pool) == {}
+    assert (record["status"], record["error_info"], record["progress"]) == ("cancelled", [], 1.0)
+    assert record["allowed_operations"] == [] and record["result"] == ""
+    assert api.pool.get_ha_enabled(pool) is False and api.pool.get_current_operations(pool) == {held: "cert_refresh"}
     # a finished task: cancel changes nothing (xapi raises no error), destroy removes it
     done = api.Async.host.get_servertime(api.host.get_all()[0])
     drive(lab, lambda: api.task.get_status(done) == "success", what="the servertime task")
+    assert api.task.get_allowed_operations(done) == []
     api.task.cancel(done)
     assert api.task.get_status(done) == "success"
     api.task.destroy(done)
     api.task.destroy(task)
     assert failure(api.task.get_record, done) == ["HANDLE_INVALID", "task", done]
     assert failure(api.task.cancel, done) == ["HANDLE_INVALID", "task", done]
+    advance_until(lab, lambda: api.pool.get_current_operations(pool) == {}, "the held operation released", limit=20)
+
+
+def test_a_slow_calls_own_work_is_not_cancelled(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    task = api.Async.pool.enable_ha([], {"timeout": "180"})
+    api.task.cancel(task)
+    drive(lab, lambda: api.task.get_status(task) != "pending", what="the enable_ha task")
+    assert api.task.get_status(task) == "success" and api.pool.get_ha_enabled(api.pool.get_all()[0]) is True
+    blocking(lab, api.pool.disable_ha)
+    api.task.destroy(task)
 
 
 def test_destroying_a_pending_task_removes_it_once_it_finishes(lab: XenLab, session: XenAPI.Session) -> None:

@@ -73,9 +73,11 @@ def pool_operation_error(pool: PoolRec, op: str) -> XapiError | None:
 
 def begin_pool_operation(ctx: Ctx, op: str) -> str:
     """Xapi_pool_helpers.with_pool_operation: refuse, or record `op` in pool.current_operations under the call's
-    task. OTHER_OPERATION_IN_PROGRESS is waited out first (Helpers.retry), up to the retry budget."""
+    task. OTHER_OPERATION_IN_PROGRESS is waited out first (Helpers.retry), up to the retry budget; the task can be
+    cancelled meanwhile (ctx.pause)."""
     clock = ctx.lab.clock
     started, budget = clock.monotonic(), faults_of(ctx.lab).retry_seconds()
+    ctx.set_cancellable()  # Helpers.retry: the task may be cancelled while it waits (TASK_CANCELLED)
     while (error := pool_operation_error(ctx.db.pool, op)) is not None:
         if error.code != OTHER_OPERATION_IN_PROGRESS or clock.monotonic() - started >= budget:
             raise error

@@ -1,11 +1,13 @@
 """task.create, task.cancel and task.destroy (ocaml/xapi/xapi_task.ml, taskHelper.ml).
 
-- task.cancel(task) asks, it does not stop: it sets the task's current_operations to {caller's task: cancel}; the
-  call the task runs notices where it next waits (xapi's exn_if_cancelling; in the lab at the end of each wait of a
-  slow call) and the task ends `cancelled` with error_info [TASK_CANCELLED, task]. A task that has already
-  finished stays as it is, and the call answers success as xapi's does (its datamodel declares
-  OPERATION_NOT_ALLOWED, which xapi's implementation never raises). An unknown task → HANDLE_INVALID.
-- A pending task has allowed_operations [cancel], a finished one none (TaskHelper.set_cancellable / complete).
+- task.cancel(task) asks, it does not stop: it sets the task's current_operations to {caller's task: cancel}. A
+  call notices only where xapi checks (Helpers.retry, exn_if_cancelling): in the lab while a pool operation waits
+  for another one to end (calls_pool.begin_pool_operation); its task then ends `cancelled` there (TaskHelper.cancel:
+  error_info stays empty; the call's TASK_CANCELLED [task] finds the task no longer pending). Elsewhere, and on a task that has already finished, the task goes on or stays as it is,
+  and the call answers success as xapi's does (its datamodel declares OPERATION_NOT_ALLOWED, which xapi's
+  implementation never raises). An unknown task → HANDLE_INVALID.
+- A task's allowed_operations are [cancel] from the moment its call waits in Helpers.retry (set_cancellable) until
+  it finishes; [] otherwise (TaskHelper.make, complete).
 - task.destroy(self) removes a finished task; a pending one is only marked (current_operations {task: destroy})
   and goes when it finishes.
 - task.create(label, description): a pending task the client drives itself: task.set_status (a

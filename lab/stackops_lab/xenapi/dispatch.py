@@ -109,11 +109,19 @@ class Ctx:
             raise Dropped()
         self.check_cancelled()
 
+    def set_cancellable(self) -> None:
+        """TaskHelper.set_cancellable: the call's task (an Async call's) lists `cancel` in its allowed_operations."""
+        task = self.db.find(TaskRec, self.task_ref) if self.task_ref is not None else None
+        if task is not None:
+            task.allowed_operations = ["cancel"]
+
     def check_cancelled(self) -> None:
-        """TASK_CANCELLED [task] if task.cancel asked this call's task to stop (xapi's exn_if_cancelling, which a
-        call checks where it waits)."""
+        """TASK_CANCELLED [task] if task.cancel asked this call's task to stop (xapi's Helpers.retry and
+        exn_if_cancelling, where a call waits for another operation; a slow call's own work is not cancelled)."""
         task = self.db.find(TaskRec, self.task_ref) if self.task_ref is not None else None
         if task is not None and "cancel" in task.current_operations.values():
+            # TaskHelper.cancel: the task ends cancelled here, its error_info left empty
+            task.status, task.finished, task.progress, task.allowed_operations = "cancelled", now(), 1.0, []
             raise XapiError(TASK_CANCELLED, task.ref)
 
     @property
@@ -242,16 +250,14 @@ class Dispatcher:
         faults_of(self.lab).before_call(ctx, call.name, args)
         result = call.handler(ctx, *args)
         while isinstance(result, Slow):
-            result = self._finish(ctx, boot, result)
+            result = self._finish(ctx.machine, boot, result)
         return result
 
-    def _finish(self, ctx: Ctx, boot: int, slow: Slow) -> Any:
-        machine = ctx.machine
+    def _finish(self, machine: Machine, boot: int, slow: Slow) -> Any:
         try:
             self.wait(slow.delay)
             if machine.boot_id != boot or machine.power != "up":
                 return DROP
-            ctx.check_cancelled()
             return slow.then()
         finally:
             if slow.cleanup is not None:
@@ -274,7 +280,7 @@ class Dispatcher:
 
     def start_task(self, ctx: Ctx, call: Call, method: str, args: tuple[Any, ...]) -> str:
         task = ctx.db.add(TaskRec(ref=new_ref(), uuid=new_uuid(), name_label=method,
-                                  resident_on=ctx.machine.host_ref, allowed_operations=["cancel"]))
+                                  resident_on=ctx.machine.host_ref))
         if ctx.session is not None:
             ctx.session.tasks.append(task.ref)
         ctx.task_ref = task.ref
@@ -292,16 +298,18 @@ class Dispatcher:
                     result = DROP
                 if result is DROP:
                     raise XapiError(INTERNAL_ERROR, "xapi restarted while the task ran")
-                task.status, task.result = "success", task_result(result)
+                outcome: tuple[str, str, list[str]] = ("success", task_result(result), [])
             except XapiError as error:
-                task.status = "cancelled" if error.description[0] == TASK_CANCELLED else "failure"
-                task.error_info = error.description
+                outcome = ("cancelled" if error.code == TASK_CANCELLED else "failure", "", error.description)
             except Exception as error:
                 log.exception("task %s failed", task.name_label)
-                task.status, task.error_info = "failure", [INTERNAL_ERROR, repr(error)]
-            # TaskHelper.complete / failed: done, no longer cancellable; a task.destroy asked while it ran
-            # (current_operations "destroy") takes effect now, as xapi's database GC does
-            task.finished, task.progress, task.allowed_operations = now(), 1.0, []
+                outcome = ("failure", "", [INTERNAL_ERROR, repr(error)])
+            # TaskHelper.complete / failed: done, no longer cancellable (a task already cancelled stays as
+            # TaskHelper.cancel left it); a task.destroy asked while it ran (current_operations "destroy") takes
+            # effect now, as xapi's database GC does
+            if task.status == "pending":
+                task.status, task.result, task.error_info = outcome
+                task.finished, task.progress, task.allowed_operations = now(), 1.0, []
             if "destroy" in task.current_operations.values() and ctx.machine.db is not None:
                 ctx.machine.db.remove(task)
             self.changed()
