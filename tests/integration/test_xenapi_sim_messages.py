@@ -321,3 +321,29 @@ def test_vm_clone_and_destroy_of_a_halted_vm(lab: XenLab, session: XenAPI.Sessio
     api.VM.set_is_a_template(vm, False)
     api.VM.remove_from_other_config(vm, "default_template")
     api.VM.start(vm, False, False)
+
+
+def test_vm_reboots_and_assert_operation_valid(lab: XenLab, session: XenAPI.Session) -> None:
+    api = session.xenapi
+    vm, disk, _, _ = devices(api, "xen1-vm1")
+    api.VBD.unplug(disk)
+    domid = int(api.VM.get_domid(vm))
+    api.VM.clean_reboot(vm)
+    assert api.VM.get_power_state(vm) == "Running" and int(api.VM.get_domid(vm)) != domid
+    assert api.VBD.get_currently_attached(disk) is True
+    api.VM.hard_reboot(vm)
+    api.VM.assert_operation_valid(vm, "clean_shutdown")
+    assert failure(api.VM.assert_operation_valid, vm, "start") == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
+    assert failure(api.VM.assert_operation_valid, vm, "fly") == ["FIELD_TYPE_ERROR", "op"]
+    api.VM.hard_shutdown(vm)
+    assert failure(api.VM.clean_reboot, vm) == ["VM_BAD_POWER_STATE", vm, "running", "halted"]
+    assert failure(api.VM.hard_reboot, vm) == ["VM_BAD_POWER_STATE", vm, "paused, running", "halted"]
+    api.VM.start(vm, False, False)
+    task = api.task.create("client", "")
+    api.task.set_progress(task, 0.5)
+    api.task.set_result(task, "<value>ok</value>")
+    api.task.set_error_info(task, ["SOME_ERROR", "x"])
+    assert (api.task.get_progress(task), api.task.get_result(task), api.task.get_error_info(task)) == (
+        0.5, "<value>ok</value>", ["SOME_ERROR", "x"])
+    api.task.set_status(task, "failure")
+    api.task.destroy(task)

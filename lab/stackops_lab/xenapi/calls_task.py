@@ -11,7 +11,8 @@
 - task.destroy(self) removes a finished task; a pending one is only marked (current_operations {task: destroy})
   and goes when it finishes.
 - task.create(label, description): a pending task the client drives itself: task.set_status (a
-  task_status_type value, else FIELD_TYPE_ERROR) ends it so that task.destroy removes it.
+  task_status_type value, else FIELD_TYPE_ERROR) ends it so that task.destroy removes it; task.set_progress,
+  set_result and set_error_info write those fields.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from stackops_lab.xenapi.datamodel import ENUMS
-from stackops_lab.xenapi.dispatch import Ctx, api
+from stackops_lab.xenapi.dispatch import Ctx, api, register
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, XapiError
 from stackops_lab.xenapi.state import TaskRec, new_ref, new_uuid
 
@@ -60,3 +61,18 @@ def task_set_status(ctx: Ctx, ref: Any, value: Any) -> str:
         raise XapiError(FIELD_TYPE_ERROR, "value")
     task.status = value
     return ""
+
+
+def _set(name: str, check: Any) -> None:
+    def setter(ctx: Ctx, ref: Any, value: Any) -> str:
+        task = ctx.db.get(TaskRec, ref)
+        if not check(value):
+            raise XapiError(FIELD_TYPE_ERROR, "value")
+        setattr(task, name, float(value) if name == "progress" else value)
+        return ""
+    register(f"task.set_{name}", setter, 2)
+
+
+_set("progress", lambda value: isinstance(value, (int, float)) and not isinstance(value, bool))
+_set("result", lambda value: isinstance(value, str))
+_set("error_info", lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value))

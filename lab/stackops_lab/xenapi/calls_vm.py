@@ -17,6 +17,9 @@ VM.clone and VM.destroy (xapi_vm_clone.ml, Xapi_vm_helpers.destroy), so that it 
   empty CD drive stays empty) and of each VIF with a new MAC, and copies of its metrics and guest metrics; no
   console until it runs. VM.destroy removes the VM with its VBDs, VIFs, consoles and metrics, not its disks
   (VM_CANNOT_DELETE_DEFAULT_TEMPLATE for other_config default_template=true); its children get its parent.
+- VM.clean_reboot (Running; an HVM guest without PV drivers needs feature-shutdown or feature-reboot, else
+  VM_LACKS_FEATURE [vm]) and VM.hard_reboot (Paused or Running): the VM runs again on its host with a new domid
+  and every device attached. VM.assert_operation_valid(vm, op) answers the error an operation would meet now.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 from stackops_lab.xenapi.devices import _mac, add_guest_metrics
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HOST_OFFLINE, XapiError
+from stackops_lab.xenapi.datamodel import ENUMS
 from stackops_lab.xenapi.operations import plug_all, vm_operation_error
 from stackops_lab.xenapi.state import (NULL_REF, ConsoleRec, HostRec, Record, VBDRec, VDIRec, VIFRec, VMGuestMetricsRec,
                                        VMMetricsRec, VMRec, new_ref, new_uuid)
@@ -151,4 +155,42 @@ def destroy(ctx: Ctx, ref: Any) -> str:
             db.remove(record)
     db.remove(vm)
     ctx.audit("vm.destroyed", vm=vm.name_label, uuid=vm.uuid)
+    return ""
+
+
+def _lacks_reboot_feature(ctx: Ctx, vm: VMRec) -> bool:
+    """check_op_for_feature for clean_reboot: PV guests and guests with PV drivers support it implicitly."""
+    metrics = ctx.db.find(VMGuestMetricsRec, vm.guest_metrics)
+    if vm.extra.get("domain_type", "hvm") != "hvm" or (metrics is not None and metrics.extra.get("PV_drivers_version")):
+        return False
+    other = metrics.extra.get("other", {}) if metrics is not None else {}
+    return other.get("feature-shutdown") != "1" and other.get("feature-reboot") != "1"
+
+
+def _reboot(ctx: Ctx, vm: VMRec) -> str:
+    vm.power_state = "Running"
+    vm.domid = max([v.domid for v in ctx.db.vms_on(vm.resident_on)] + [0]) + 1
+    plug_all(ctx.db, vm)
+    ctx.audit("vm.rebooted", vm=vm.name_label, uuid=vm.uuid)
+    return ""
+
+
+@api("VM.clean_reboot", 1)
+def clean_reboot(ctx: Ctx, ref: Any) -> str:
+    vm = _valid(ctx, ref, "clean_reboot")
+    if _lacks_reboot_feature(ctx, vm):
+        raise XapiError("VM_LACKS_FEATURE", vm.ref)
+    return _reboot(ctx, vm)
+
+
+@api("VM.hard_reboot", 1)
+def hard_reboot(ctx: Ctx, ref: Any) -> str:
+    return _reboot(ctx, _valid(ctx, ref, "hard_reboot"))
+
+
+@api("VM.assert_operation_valid", 2)
+def assert_operation_valid(ctx: Ctx, ref: Any, op: Any) -> str:
+    if op not in ENUMS["vm_operations"]:
+        raise XapiError(FIELD_TYPE_ERROR, "op")
+    _valid(ctx, ref, op)
     return ""
