@@ -347,3 +347,19 @@ def test_vm_reboots_and_assert_operation_valid(lab: XenLab, session: XenAPI.Sess
         0.5, "<value>ok</value>", ["SOME_ERROR", "x"])
     api.task.set_status(task, "failure")
     api.task.destroy(task)
+
+
+def test_vbd_and_vif_destroy_need_them_detached(session: XenAPI.Session) -> None:
+    api = session.xenapi
+    vm, disk, cd, vif = devices(api, "xen2-vm1")
+    vdi = api.VBD.get_VDI(disk)
+    assert failure(api.VBD.destroy, disk) == [
+        "OPERATION_NOT_ALLOWED", f"VBD '{api.VBD.get_uuid(disk)}' still attached to '{api.VM.get_uuid(vm)}'"]
+    assert failure(api.VIF.destroy, vif) == ["OPERATION_NOT_ALLOWED", "VIF currently attached to a running VM"]
+    api.VBD.destroy(cd)  # an empty CD drive is not attached
+    api.VBD.unplug(disk)
+    api.VBD.destroy(disk)
+    api.VIF.unplug(vif)
+    api.VIF.destroy(vif)
+    assert api.VM.get_VBDs(vm) == [] and api.VM.get_VIFs(vm) == []
+    assert api.VDI.get_VBDs(vdi) == [] and failure(api.VBD.get_record, disk) == ["HANDLE_INVALID", "VBD", disk]

@@ -10,6 +10,9 @@ OPERATION_NOT_ALLOWED for an HVM guest's CD drive, VM_MISSING_PV_DRIVERS), then:
 - insert(vbd, vdi) puts a disk into an empty CD drive (a halted VM's too: xapi only writes the database then):
   VDI_NOT_MANAGED [vdi] for an unmanaged VDI, HA_CONSTRAINT_VIOLATION_SR_NOT_SHARED [sr] when the VM is
   HA-protected in a pool with HA on (without overcommit) and the disk's SR is not shared; eject empties it.
+VBD.destroy and VIF.destroy (Xapi_vbd_helpers.destroy, Xapi_vif_helpers.destroy) remove a detached device (a VBD's
+disk stays): an attached one → OPERATION_NOT_ALLOWED ["VBD '<uuid>' still attached to '<VM uuid>'"], ["VIF
+currently attached to a running VM"].
 Calls in the lab are instant, so current_operations stay empty before and after.
 """
 
@@ -19,7 +22,7 @@ from typing import Any
 
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import XapiError
-from stackops_lab.xenapi.operations import vbd_table, vif_table
+from stackops_lab.xenapi.operations import vbd_attached, vbd_table, vif_attached, vif_table
 from stackops_lab.xenapi.state import NULL_REF, SRRec, VBDRec, VDIRec, VIFRec, VMRec
 
 
@@ -106,3 +109,24 @@ def vif_unplug(ctx: Ctx, ref: Any) -> str:
 @api("VIF.unplug_force", 1)
 def vif_unplug_force(ctx: Ctx, ref: Any) -> str:
     return _attach(ctx, _vif(ctx, ref, "unplug"), False)
+
+
+@api("VBD.destroy", 1)
+def vbd_destroy(ctx: Ctx, ref: Any) -> str:
+    vbd = ctx.db.get(VBDRec, ref)
+    if vbd_attached(ctx.db, vbd):
+        vm = ctx.db.get(VMRec, vbd.VM)
+        raise XapiError("OPERATION_NOT_ALLOWED", f"VBD '{vbd.uuid}' still attached to '{vm.uuid}'")
+    ctx.db.remove(vbd)
+    ctx.audit("VBD.destroy", uuid=vbd.uuid, vm=vbd.VM)
+    return ""
+
+
+@api("VIF.destroy", 1)
+def vif_destroy(ctx: Ctx, ref: Any) -> str:
+    vif = ctx.db.get(VIFRec, ref)
+    if vif_attached(ctx.db, vif):
+        raise XapiError("OPERATION_NOT_ALLOWED", "VIF currently attached to a running VM")
+    ctx.db.remove(vif)
+    ctx.audit("VIF.destroy", uuid=vif.uuid, vm=vif.VM)
+    return ""
