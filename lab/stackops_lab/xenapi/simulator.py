@@ -16,7 +16,11 @@ host_cpu, SR, PBD, VDI, VBD, VM, VM_metrics, VM_guest_metrics, network, PIF, PIF
 session, SDN_controller, message …) answers get_record / get_all_records with all of its fields; each host has
 16 CPUs and NICs eth0 (management) and eth1 on the pool-wide networks xenbr0 / xenbr1, each VM its metrics and
 console, each guest a 20 GiB disk on the pool's default SR, an empty CD drive, a VIF on xenbr0 and guest metrics
-(devices.py); what the lab does not model takes the datamodel's defaults (classes.py).
+(devices.py); what the lab does not model takes the datamodel's defaults (classes.py). Beyond the generated field
+calls it serves the messages clients drive a pool with: VM.start / start_on / clean_shutdown / hard_shutdown /
+clean_reboot / hard_reboot / clone / destroy (calls_vm.py, calls_host.py), VBD and VIF plug / unplug / destroy and CD
+insert / eject (calls_devices.py), task.create / cancel / destroy (calls_task.py), and event.from with the
+deprecated event.register / next (events.py).
 
 With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
 (stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
