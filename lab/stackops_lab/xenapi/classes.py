@@ -69,11 +69,32 @@ def value_of(record: Record, name: str) -> Any:
     return default(FIELDS[record.CLASS][name])
 
 
-def computed(db: PoolDB, record: Record) -> dict[str, Any]:
+Index = dict[tuple[str, str], dict[str, list[str]]]
+
+
+def relation_index(db: PoolDB) -> Index:
+    """RELATIONS at once for a whole database: (class, field) → referenced ref → the refs pointing at it, in table
+    order (for a caller that turns every record into a wire record: events.Journal.sweep)."""
+    index: Index = {}
+    for key, (other, ref_field) in RELATIONS.items():
+        by_target: dict[str, list[str]] = {}
+        for r in db.tables[other].values():
+            target = r.__dict__.get(ref_field) or r.extra.get(ref_field)
+            if target:
+                by_target.setdefault(target, []).append(r.ref)
+        index[key] = by_target
+    return index
+
+
+def computed(db: PoolDB, record: Record, index: Index | None = None) -> dict[str, Any]:
     """The fields xapi derives from other tables or from the object's state."""
     values: dict[str, Any] = {}
     for (class_name, name), (other, ref_field) in RELATIONS.items():
-        if class_name == record.CLASS:
+        if class_name != record.CLASS:
+            continue
+        if index is not None:
+            values[name] = list(index[(class_name, name)].get(record.ref, ()))
+        else:
             values[name] = [r.ref for r in db.tables[other].values()
                             if (r.__dict__.get(ref_field) or r.extra.get(ref_field)) == record.ref]
     values.update(runtime_fields(db, record))
@@ -87,12 +108,12 @@ def computed(db: PoolDB, record: Record) -> dict[str, Any]:
     return values
 
 
-def to_record(db: PoolDB, record: Record) -> dict[str, Any]:
+def to_record(db: PoolDB, record: Record, index: Index | None = None) -> dict[str, Any]:
     values = dict(DEFAULTS[record.CLASS])
     values.update(record.extra)
     values.update({f.name: getattr(record, f.name) for f in dataclasses.fields(record)
                    if f.name not in INTERNAL_FIELDS})
-    values.update(computed(db, record))
+    values.update(computed(db, record, index))
     return wire(values)
 
 

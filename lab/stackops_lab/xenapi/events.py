@@ -6,7 +6,9 @@ and deleted at. The lab keeps the same facts in a Journal per pool database, by 
 the one it last saw (a sweep, made by each event call: the lab's code changes records in place): a new object is
 created at the next generation, a changed one modified at it, a missing one deleted. Relations count as changes of
 both sides (adding a VBD modifies its VM's record, as xapi's database touches the referenced row); sessions
-generate no events (datamodel gen_events=false).
+generate no events (datamodel gen_events=false). event.from compares only the classes its subscriptions name (a
+sweep of 600 VMs with their devices takes ~0.2 s, of the VMs alone ~0.07 s): a change to an object of another
+class is dated when a call first looks at that class, not when it happened as in xapi.
 
 event.from(classes, token, timeout):
 - classes: "*", a class name ("VM", matched lower-case) or "class/ref" for one object;
@@ -40,7 +42,7 @@ from typing import Any
 
 from stackops_lab.clock import Clock
 from stackops_lab.scheduler import Scheduler
-from stackops_lab.xenapi.classes import RawInt, to_record
+from stackops_lab.xenapi.classes import RawInt, relation_index, to_record
 from stackops_lab.xenapi.dispatch import Ctx, api
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HANDLE_INVALID, SESSION_INVALID, XapiError
 from stackops_lab.xenapi.state import RECORD_TYPES, PoolDB, SessionRec
@@ -71,11 +73,14 @@ class Journal:
         self.generation += 1
         return self.generation
 
-    def sweep(self, db: PoolDB) -> None:
-        for name in EVENT_CLASSES:
+    def sweep(self, db: PoolDB, classes: list[str] | None = None) -> None:
+        """Compare the records of `classes` (all by default: those an event call's subscriptions name) with what
+        the journal last saw."""
+        index = relation_index(db)
+        for name in EVENT_CLASSES if classes is None else classes:
             rows, table = self.rows[name], db.tables[name]
             for ref, record in table.items():
-                snapshot = to_record(db, record)
+                snapshot = to_record(db, record, index)
                 row = rows.get(ref)
                 if row is None:
                     generation = self.bump()
@@ -201,9 +206,10 @@ def event_from(ctx: Ctx, classes: Any, token: Any, timeout: Any) -> dict[str, An
         raise XapiError(FIELD_TYPE_ERROR, "timeout")
     clock = ctx.lab.clock
     deadline = clock.monotonic() + (float(timeout) if timeout >= 0 else FOREVER)
+    tables = [name for name in EVENT_CLASSES if any(sub.cls in ("*", name.lower()) for sub in subs)]
     while True:
         journal = journal_of(ctx.db)
-        journal.sweep(ctx.db)
+        journal.sweep(ctx.db, tables)
         events, last, last_messages = collect(journal, subs, since, since_messages)
         remaining = deadline - clock.monotonic()
         if events or remaining <= 0:
