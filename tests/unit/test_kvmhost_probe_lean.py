@@ -168,3 +168,58 @@ def test_an_answer_that_cannot_be_read_is_a_reason_in_status_and_changes_nothing
     assert "could not be read: the probe's files section is no tar archive" in str(refused.value)
     assert [(c.type, c.status) for c in refused.value.conditions] == [("Reachable", "True")]
     assert host.ran == [], "nothing was run besides the probe"
+
+
+APT_SECTION = SCRIPT[SCRIPT.index("section apt-index -\n"):SCRIPT.index("# The binaries whose version is reported")]
+
+
+def run_apt_section(tmp_path: Path, known: str, todo: str) -> tuple[str, int]:
+    """The probe's apt-index section run here, on an index in `tmp_path/lists`, with an `apt-cache` that answers
+    for every name and counts its runs: (output, runs)."""
+    bin_dir, runs = tmp_path / "bin", tmp_path / "apt-cache-runs"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "apt-cache"
+    fake.write_text('#!/bin/sh\necho run >> "%s"\nshift\nfor p in "$@"; do\n'
+                    '  echo " $p | 4.19.1.0 | http://repo stable/main amd64 Packages"\ndone\n' % runs)
+    fake.chmod(0o755)
+    script = ("section() { printf '\\n@@%s %s\\n' \"$1\" \"$2\"; }\n"
+              'have() { command -v "$1" >/dev/null 2>&1; }\n'
+              f"export PATH={bin_dir}:$PATH\nknown='{known}'\ntodo='{todo}'\n"
+              + APT_SECTION.replace("/var/lib/apt/lists", str(tmp_path / "lists")))
+    output = subprocess.run(["sh", "-s"], input=script, capture_output=True, text=True, timeout=30,
+                            check=True).stdout
+    return output, len(runs.read_text().splitlines()) if runs.exists() else 0
+
+
+def test_the_package_index_is_asked_once_per_index_and_names(tmp_path: Path) -> None:
+    """A host that lacks packages (an Observe fleet in drift, or one waiting for its agent): `apt-cache madison`
+    (a process and three `dpkg` here; on a host with full indexes, hundreds of milliseconds) runs again only when
+    the index or the names asked change; the operator keeps the answer (Probe)."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "deb.example_dists_stable_main_binary-amd64_Packages").write_text("Package: a\n")
+    first, runs = run_apt_section(tmp_path, "", " cloudstack-agent qemu-kvm")
+    [(_, _, body)] = [s for s in sections(first) if s[0] == "apt-index"]
+    identity = next(line.split()[1] for line in body.splitlines() if line.startswith("index "))
+    assert runs == 1 and identity.endswith(":cloudstack-agent:qemu-kvm")
+    again, runs = run_apt_section(tmp_path, f"1:2:3:4:/usr/sbin/libvirtd {identity}", " cloudstack-agent qemu-kvm")
+    assert runs == 1 and f"known {identity}" in again and "available" not in again
+    _, runs = run_apt_section(tmp_path, identity, " cloudstack-agent")
+    assert runs == 2, "other names: asked"
+    (lists / "deb.example_dists_stable_main_binary-amd64_Packages").write_text("Package: a\nPackage: b\n")
+    _, runs = run_apt_section(tmp_path, identity, " cloudstack-agent qemu-kvm")
+    assert runs == 3, "the index changed (apt-get update): asked"
+
+
+def test_the_probe_remembers_the_package_index_answer() -> None:
+    asked = LEAN.replace("@@apt-index -\n", "@@apt-index -\nage 5\nindex apt-index:1:1:9:cloudstack-agent\n"
+                         "available cloudstack-agent 4.19.1.0\n")
+    probe = Probe()
+    first = probe.parse("h", asked, 16509)
+    assert first.available == {"cloudstack-agent": ("4.19.1.0",)}
+    assert "apt-index:1:1:9:cloudstack-agent" in probe.arguments("h", ["cloudstack-agent"])[0].split()
+    known = LEAN.replace("@@apt-index -\n", "@@apt-index -\nage 6\nknown apt-index:1:1:9:cloudstack-agent\n")
+    again = probe.parse("h", known, 16509)
+    assert again.available == first.available and again.package_index_age == 6
+    with pytest.raises(ProbeError, match="does not remember"):
+        Probe().parse("other", known, 16509)

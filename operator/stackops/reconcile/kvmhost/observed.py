@@ -152,3 +152,6 @@ class HostState:
     # what the probe's version sections name: `stat -L` identity of ovs-vsctl, libvirtd, QEMU → version (probe.Probe
     # keeps them, so that the next probe does not run `--version` again)
     binary_versions: dict[str, str | None] = field(default_factory=dict)
+    # the identity of the apt-index answer (`apt-index:<index time>:<files>:<bytes>:<names…>`): probe.Probe keeps
+    # `available` under it, so that the next probe does not run `apt-cache madison` again for the same question
+    package_index: str | None = None

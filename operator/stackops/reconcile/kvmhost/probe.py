@@ -214,19 +214,33 @@ def _listening_ports(text: str) -> set[int]:
     return ports
 
 
-def _apt_index(text: str) -> tuple[int | None, dict[str, tuple[str, ...]]]:
-    """(age of the apt index in seconds or None, package → versions it lists) from the apt-index section."""
+IndexAnswer = tuple[str, Mapping[str, tuple[str, ...]]]  # a package index answer: its identity, the versions listed
+
+
+def _apt_index(text: str, known: IndexAnswer | None = None
+               ) -> tuple[int | None, dict[str, tuple[str, ...]], str | None]:
+    """(age of the apt index in seconds or None, package → versions it lists, the answer's identity) from the
+    apt-index section; `known`: the identity and answer the operator told the script it knows (`known <identity>`
+    in the section instead of the answer)."""
     age: int | None = None
+    identity: str | None = None
     available: dict[str, list[str]] = {}
     for line in text.splitlines():
         fields = line.split()
         if len(fields) == 2 and fields[0] == "age" and fields[1].lstrip("-").isdigit():
             age = max(0, int(fields[1]))
+        elif len(fields) == 2 and fields[0] == "index":
+            identity = fields[1]
+        elif len(fields) == 2 and fields[0] == "known":
+            if known is None or known[0] != fields[1]:
+                raise ProbeError(f"the probe left out the package index answer {fields[1]!r}, which the operator "
+                                 f"does not remember")
+            return age, dict(known[1]), fields[1]
         elif len(fields) == 3 and fields[0] == "available":
             versions = available.setdefault(fields[1], [])
             if fields[2] not in versions:
                 versions.append(fields[2])
-    return age, {name: tuple(versions) for name, versions in available.items()}
+    return age, {name: tuple(versions) for name, versions in available.items()}, identity
 
 
 def unpack(body: str) -> dict[str, bytes]:
@@ -253,9 +267,10 @@ def _certificate_fingerprint(content: bytes | None) -> str | None:
         return None
 
 
-def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None) -> HostState:
+def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None,
+          index: IndexAnswer | None = None) -> HostState:
     """The probe's output as facts; `known`: the versions of the binaries the operator told the script it knows
-    (identity → version)."""
+    (identity → version); `index`: the package index answer it told the script it knows (identity, answer)."""
     found: dict[str, str] = {}
     stored: dict[str, bytes | None] = {}  # every file the probe read (path → content, None: missing)
     file_sections: list[str] = []  # before issue 18, each configuration file had a section
@@ -313,7 +328,7 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
     apparmor = found.get("apparmor", "").strip()
     selinux_config = files.get(SELINUX_CONFIG)
     host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""), stored)
-    index_age, available = _apt_index(found.get("apt-index", ""))
+    index_age, available, index_identity = _apt_index(found.get("apt-index", ""), index)
     return HostState(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
@@ -341,28 +356,35 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
         client_files=_client_files(found.get("client-files", "")),
         client_certificate_fingerprint=from_secret,
         binary_versions=binaries,
+        package_index=index_identity,
     )
 
 
 class Probe:
-    """SCRIPT as the reconciler runs it, with what it remembers between probes: the versions of each host's
-    binaries by identity, in the operator's memory (never on the host), for at most `hosts` hosts (the one probed
-    least recently is forgotten first: it costs its next probe three `--version`, nothing else)."""
+    """SCRIPT as the reconciler runs it, with what it remembers between probes, in the operator's memory (never on
+    the host): the versions of each host's binaries by identity, and its last package index answer (the versions
+    `apt-cache madison` listed for the packages to install, by the index's identity and the names asked), for at
+    most `hosts` hosts (the one probed least recently is forgotten first: it costs its next probe three
+    `--version` and one `apt-cache madison`, nothing else)."""
 
     script = SCRIPT
 
     def __init__(self, hosts: int = 4096) -> None:
         self.hosts = hosts
-        self._versions: OrderedDict[str, dict[str, str | None]] = OrderedDict()
+        # per host: identity → version of its binaries, and (identity, answer) of its package index or None
+        self._known: OrderedDict[str, tuple[dict[str, str | None], IndexAnswer | None]] = OrderedDict()
 
     def arguments(self, host: str, packages: Sequence[str]) -> list[str]:
         """The script's positional parameters for `host` (any key naming the host: owner and address)."""
-        return [" ".join(sorted(self._versions.get(host, {}))), *packages]
+        versions, index = self._known.get(host, ({}, None))
+        return [" ".join(sorted([*versions, *([index[0]] if index else [])])), *packages]
 
     def parse(self, host: str, output: str, libvirt_tcp_port: int) -> HostState:
-        facts = parse(output, libvirt_tcp_port, self._versions.get(host))
-        self._versions[host] = dict(facts.binary_versions)
-        self._versions.move_to_end(host)
-        while len(self._versions) > self.hosts:
-            self._versions.popitem(last=False)
+        versions, index = self._known.get(host, ({}, None))
+        facts = parse(output, libvirt_tcp_port, versions, index)
+        answer = (facts.package_index, facts.available) if facts.package_index else None
+        self._known[host] = (dict(facts.binary_versions), answer)
+        self._known.move_to_end(host)
+        while len(self._known) > self.hosts:
+            self._known.popitem(last=False)
         return facts

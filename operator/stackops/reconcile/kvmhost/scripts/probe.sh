@@ -5,7 +5,8 @@
 # and every file it reads in one `tar | base64` (the files section, last). What the shell can do itself it does
 # (`read` of /proc and /sys files, globs, `command -v`); nothing that is not there is run.
 # $1: the binaries whose version the operator knows (`dev:inode:size:mtime:path` of `stat -L`, blank-separated):
-# their `--version` is not run again (probe.Probe keeps the versions). The rest of the positional parameters ($@)
+# their `--version` is not run again (probe.Probe keeps the versions), nor `apt-cache madison` for a package index
+# identity in it (`apt-index:…`, below). The rest of the positional parameters ($@)
 # are the package names to query, passed quoted by the operator: `apt:name` / `yum:name` for a name only that
 # manager uses, the pinned agent as name=version. For packages to install (not installed, or not the pinned
 # version) on an apt host it also reports the age of the package index and the versions it lists (`apt-cache
@@ -92,25 +93,37 @@ fi
 section apt-index -
 if [ -n "$todo" ] && have apt-cache; then
   now=$(date +%s)
-  times=$(find /var/lib/apt/lists -maxdepth 1 -type f -name '*_Packages*' -printf '%T@\n' 2>/dev/null)
-  newest=
-  while read -r t; do
-    t=${t%.*}; if [ -n "$t" ] && { [ -z "$newest" ] || [ "$t" -gt "$newest" ]; }; then newest=$t; fi
+  lists=$(find /var/lib/apt/lists -maxdepth 1 -type f -name '*_Packages*' -printf '%T@ %s\n' 2>/dev/null)
+  newest=; files=0; bytes=0
+  while read -r t size; do
+    t=${t%.*}; if [ -z "$t" ]; then continue; fi
+    files=$((files + 1)); bytes=$((bytes + ${size:-0}))
+    if [ -z "$newest" ] || [ "$t" -gt "$newest" ]; then newest=$t; fi
   done <<EOF
-$times
+$lists
 EOF
   if [ -n "$newest" ]; then printf 'age %s\n' "$((now - newest))"; else echo 'age none'; fi
+  # what `apt-cache madison` answers depends on the index and on the names asked; their identity (the index
+  # files' newest time, number and size, then the names): the operator remembers the answer to each (probe.Probe)
+  index=apt-index:${newest:-none}:$files:$bytes
   set -f
-  # shellcheck disable=SC2086
-  listed=$(apt-cache madison $todo 2>/dev/null)
-  set +f
-  while IFS='|' read -r p v origin; do
-    case "$origin" in *Packages*) ;; *) continue ;; esac
-    p=${p#"${p%%[! ]*}"}; p=${p%"${p##*[! ]}"}; v=${v#"${v%%[! ]*}"}; v=${v%"${v##*[! ]}"}
-    printf 'available %s %s\n' "$p" "$v"
-  done <<EOF
+  for p in $todo; do index=$index:$p; done
+  case " $known " in
+    *" $index "*) printf 'known %s\n' "$index" ;;
+    *)
+      printf 'index %s\n' "$index"
+      # shellcheck disable=SC2086
+      listed=$(apt-cache madison $todo 2>/dev/null)
+      while IFS='|' read -r p v origin; do
+        case "$origin" in *Packages*) ;; *) continue ;; esac
+        p=${p#"${p%%[! ]*}"}; p=${p%"${p##*[! ]}"}; v=${v#"${v%%[! ]*}"}; v=${v%"${v##*[! ]}"}
+        printf 'available %s %s\n' "$p" "$v"
+      done <<EOF
 $listed
 EOF
+      ;;
+  esac
+  set +f
 fi
 # The binaries whose version is reported, and the client files written from a Secret: one `stat` for all
 where ovs-vsctl; ovs=$hit
