@@ -185,7 +185,11 @@ def _get_all(cls: type[Record]) -> Handler:
 
 
 def _get_all_records(cls: type[Record]) -> Handler:
-    return lambda ctx: {record.ref: to_record(ctx.db, record) for record in ctx.db.all(cls)}
+    def get_all_records(ctx: Ctx) -> dict[str, Any]:
+        records = ctx.db.all(cls)
+        index = relation_index(ctx.db) if len(records) > 1 else None
+        return {record.ref: to_record(ctx.db, record, index) for record in records}
+    return get_all_records
 
 
 def _get_record(cls: type[Record]) -> Handler:
