@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 SUDO_PREFIX = ("sudo", "-n", "--")
 DEFAULT_COMMAND_TIMEOUT = 60.0
 IDLE_POLL_SECONDS = 5.0  # how often an idle connection's paramiko thread wakes up (see SSHPool._connect)
+POST_AUTH_WAIT_SECONDS = 0.05  # the longest a new connection waits for the server's post-authentication messages
 _READ_CHUNK = 65536
 _DISPLAY_MAX = 300
 _TAIL_LINES = 5
@@ -388,6 +389,41 @@ class _Host:
         self.credential = None
 
 
+def _transport(sock: socket.socket, **options: object) -> paramiko.Transport:
+    """paramiko's Transport, noting when the server's first global request arrives (`post_auth`: sshd sends
+    `hostkeys-00@openssh.com` once the session's process is ready after authentication; see
+    `_wait_post_auth`)."""
+    transport = paramiko.Transport(sock, **options)  # type: ignore[arg-type]
+    heard = threading.Event()
+    parse = transport._handler_table[paramiko.common.MSG_GLOBAL_REQUEST]  # per instance, as paramiko allows
+
+    def note(message: paramiko.Message) -> None:
+        heard.set()
+        parse(message)
+
+    transport._handler_table[paramiko.common.MSG_GLOBAL_REQUEST] = note
+    transport.post_auth = heard  # type: ignore[attr-defined]
+    return transport
+
+
+def _wait_post_auth(transport: paramiko.Transport, sock: socket.socket) -> None:
+    """Before the first channel of a new connection: acknowledge at once (TCP_QUICKACK) and wait (at most
+    POST_AUTH_WAIT_SECONDS) for the server's post-authentication messages.
+
+    sshd leaves Nagle on for sessions without a terminal: its small post-authentication packets wait for the
+    client's acknowledgement of the one before, and a channel opened meanwhile has its confirmation held behind
+    them until the client's delayed acknowledgement (40 ms on Linux). Acknowledging at once and opening the channel
+    once they came takes a new connection's first command from about 70 ms to 30 ms (lab light hosts)."""
+    if hasattr(socket, "TCP_QUICKACK"):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:
+            return
+    heard = getattr(transport, "post_auth", None)
+    if heard is not None:
+        heard.wait(POST_AUTH_WAIT_SECONDS)
+
+
 def _open_socket(target: SSHTarget) -> socket.socket:
     """The TCP connection, with Nagle off (otherwise each command waits ~40 ms for a delayed ACK: a channel open
     follows the previous channel's small close packet) and TCP keepalive on (a silently dead peer is noticed)."""
@@ -618,7 +654,7 @@ class SSHPool:
             client.connect(
                 target.address, port=target.port, username=target.user, pkey=pkey, password=None, sock=sock,
                 timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, channel_timeout=timeout,
-                allow_agent=False, look_for_keys=False, compress=False,
+                allow_agent=False, look_for_keys=False, compress=False, transport_factory=_transport,
             )
         except paramiko.BadHostKeyException as error:
             client.close()
@@ -645,6 +681,7 @@ class SSHPool:
             raise Unreachable(f"SSH handshake with {where} failed: {detail}", host=where) from None
         transport = client.get_transport()
         assert transport is not None
+        _wait_post_auth(transport, sock)
         if self._keepalive:
             transport.set_keepalive(int(self._keepalive))
         # paramiko's transport thread reads with a 0.1 s socket timeout (Transport._active_check_timeout) only to
