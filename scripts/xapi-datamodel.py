@@ -42,7 +42,7 @@ OUT = ROOT / "lab" / "stackops_lab" / "xenapi" / "datamodel.json"
 JSON_PATH = "doc/data/xenapi.json"
 CLASSES = ("session", "task", "pool", "host", "host_metrics", "host_cpu", "SR", "PBD", "VDI", "VBD", "VBD_metrics",
            "VM", "VM_metrics", "VM_guest_metrics", "network", "PIF", "PIF_metrics", "VIF", "VIF_metrics", "console",
-           "message", "SDN_controller")
+           "message", "SDN_controller", "pool_update", "pool_patch", "host_patch")
 QUALIFIERS = {"RW": "RW", "RO/constructor": "StaticRO", "RO/runtime": "DynamicRO"}
 
 

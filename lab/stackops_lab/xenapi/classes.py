@@ -36,6 +36,7 @@ RELATIONS: dict[tuple[str, str], tuple[str, str]] = {
     ("VM", "snapshots"): ("VM", "snapshot_of"), ("VM", "children"): ("VM", "parent"),
     ("network", "PIFs"): ("PIF", "network"), ("network", "VIFs"): ("VIF", "network"),
     ("task", "subtasks"): ("task", "subtask_of"),
+    ("host", "patches"): ("host_patch", "host"), ("pool_patch", "host_patches"): ("host_patch", "pool_patch"),
 }
 
 

@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
+from stackops_lab.xenapi.calls_update import import_raw_vdi
 from stackops_lab.xenapi.dispatch import failure
 from stackops_lab.xenapi.tls import HANDSHAKE_TIMEOUT
 
@@ -184,6 +185,25 @@ class Handler(BaseHTTPRequestHandler):
             envelope = answer
         payload = xmlrpc.client.dumps((envelope,), methodresponse=True, allow_none=False).encode("utf-8")
         self.answer(200, "text/xml", payload)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        """Uploads: PUT /import_raw_vdi (calls_update.py)."""
+        length = self.headers.get("Content-Length")
+        body = self.rfile.read(int(length)) if length is not None and int(length) > 0 else (
+            b"" if length is not None else None)
+        if self.path.split("?")[0] != "/import_raw_vdi":
+            self.answer(404, "text/plain", b"not found")
+            return
+        status, headers = import_raw_vdi(self.server.lab, self.server.machine, self.path, self.headers, body)
+        self.close_connection = True  # xapi answers an import with keep_alive false
+        try:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        except OSError:
+            pass
 
     def answer(self, status: int, content_type: str, payload: bytes) -> None:
         try:

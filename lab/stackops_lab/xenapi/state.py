@@ -283,10 +283,48 @@ class SessionRec(Record):
     idle_since: float = 0.0  # monotonic time of the last use
 
 
+@dataclass(eq=False)
+class PoolUpdateRec(Record):
+    CLASS: ClassVar[str] = "pool_update"  # an update introduced from an uploaded VDI (calls_update.py)
+    name_label: str = ""
+    name_description: str = ""
+    version: str = ""
+    installation_size: int = 0
+    key: str = ""
+    after_apply_guidance: list[str] = field(default_factory=list)
+    vdi: str = NULL_REF
+    hosts: list[str] = field(default_factory=list)
+    enforce_homogeneity: bool = False
+
+
+@dataclass(eq=False)
+class PoolPatchRec(Record):
+    CLASS: ClassVar[str] = "pool_patch"  # the legacy record xapi keeps beside each pool_update
+    name_label: str = ""
+    name_description: str = ""
+    version: str = ""
+    size: int = 0
+    after_apply_guidance: list[str] = field(default_factory=list)
+    pool_update: str = NULL_REF
+
+
+@dataclass(eq=False)
+class HostPatchRec(Record):
+    CLASS: ClassVar[str] = "host_patch"  # a pool_patch applied on a host
+    name_label: str = ""
+    name_description: str = ""
+    version: str = ""
+    host: str = NULL_REF
+    applied: bool = True
+    timestamp_applied: dt.datetime = field(default_factory=now)
+    size: int = 0
+    pool_patch: str = NULL_REF
+
+
 RECORD_TYPES: dict[str, type[Record]] = {cls.CLASS: cls for cls in (
     PoolRec, HostRec, HostMetricsRec, SRRec, PBDRec, VDIRec, VMRec, SDNControllerRec, TaskRec, SessionRec,
     HostCPURec, NetworkRec, PIFRec, PIFMetricsRec, VBDRec, VIFRec, VMMetricsRec, VMGuestMetricsRec, ConsoleRec,
-    MessageRec, VBDMetricsRec, VIFMetricsRec)}
+    MessageRec, VBDMetricsRec, VIFMetricsRec, PoolUpdateRec, PoolPatchRec, HostPatchRec)}
 R = TypeVar("R", bound=Record)
 
 
