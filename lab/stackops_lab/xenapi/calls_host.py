@@ -1,10 +1,12 @@
 """host.* and VM.* calls (ocaml/xapi/xapi_host.ml, xapi_host_helpers.ml, xapi_ha.ml, xapi_vm.ml).
 
-- host.enable(host) / host.disable(host) are forwarded to the host (not live → HOST_OFFLINE). host.enable on a
-  host whose xapi is still starting meets its emergency_mode_error (HOST_STILL_BOOTING; faults.py). Re-enabling
-  checks assert_safe_to_reenable: HOST_DISABLED_UNTIL_REBOOT while dom0's Localdb says so (the lab knob
-  `XenLab.set_disabled_until_reboot`; a reboot clears it). With HA on, disabling a host the failover plan
-  needs → HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN.
+- host.enable(host) / host.disable(host[, auto_enable]) are forwarded to the host (not live → HOST_OFFLINE).
+  host.enable on a host whose xapi is still starting meets its emergency_mode_error (HOST_STILL_BOOTING;
+  faults.py). Re-enabling checks assert_safe_to_reenable: HOST_DISABLED_UNTIL_REBOOT while dom0's Localdb says so
+  (the lab knob `XenLab.set_disabled_until_reboot`, and host.reboot / shutdown until the host is down; a boot
+  clears it). With HA on, disabling a host the failover plan needs → HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN
+  (checked before the host is asked). auto_enable=false (xapi 25.31) is kept in the host's Localdb: xapi does not
+  re-enable the host at boot until host.enable.
 - host.emergency_ha_disable([soft]) (emergency call, slave-local session): disarms HA on this host; on the
   master it also sets pool.ha_enabled false. Not armed → HA_NOT_ENABLED unless soft.
 - VM.set_ha_restart_priority(vm, value): "restart", "best-effort" or "" (ha_valid_restart_priorities), else
@@ -46,22 +48,34 @@ def host_enable(ctx: Ctx, ref: Any) -> str:
     if not host.enabled:
         if machine is not None and machine.disabled_until_reboot:
             raise XapiError(HOST_DISABLED_UNTIL_REBOOT)
+        if machine is not None:
+            machine.auto_enable = True  # Localdb host_auto_enable "true"
         host.enabled = True
         ctx.audit("host.enabled", host=_name(ctx, host), reason="host.enable")
         ctx.lab.ha.update_pool_status(ctx.db)
     return ""
 
 
-@api("host.disable", 1)
-def host_disable(ctx: Ctx, ref: Any) -> str:
-    host = _live_host(ctx, ref)
+def assert_disable_preserves_ha_plan(ctx: Ctx, host: HostRec) -> None:
+    """Xapi_ha_vm_failover.assert_host_disable_preserves_ha_plan (host.disable and host.evacuate)."""
     pool = ctx.db.pool
     if (pool.ha_enabled and host.enabled and pool.ha_plan_exists_for > 0
             and ctx.lab.ha.max_failures(ctx.db, exclude=(host.ref,)) < pool.ha_host_failures_to_tolerate):
         raise XapiError(HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN)
+
+
+@api("host.disable", 2, optional=1)
+def host_disable(ctx: Ctx, ref: Any, auto_enable: Any = True) -> str:
+    if not isinstance(auto_enable, bool):
+        raise XapiError(FIELD_TYPE_ERROR, "auto_enable")
+    host = ctx.db.get(HostRec, ref)
+    assert_disable_preserves_ha_plan(ctx, host)
+    host = _live_host(ctx, ref)
     if host.enabled:
         host.enabled = False
-        ctx.audit("host.disabled", host=_name(ctx, host), reason="host.disable")
+        if not auto_enable and (machine := ctx.lab.state.machine_of(ctx.db, host.ref)) is not None:
+            machine.auto_enable = False  # Localdb host_auto_enable "false": it stays disabled across reboots
+        ctx.audit("host.disabled", host=_name(ctx, host), reason="host.disable", auto_enable=auto_enable)
         ctx.lab.ha.update_pool_status(ctx.db)
     return ""
 
@@ -132,6 +146,7 @@ def _shutdown(ctx: Ctx, ref: Any) -> str:
     if vm.is_control_domain or vm.power_state != "Running":
         raise XapiError("VM_BAD_POWER_STATE", vm.ref, "running", vm.power_state.lower())
     vm.power_state, vm.resident_on, vm.domid, vm.ha_always_run = "Halted", NULL_REF, -1, False
+    ctx.lab.lifecycle.count(vm, "stops")
     ctx.audit("vm.halted", vm=vm.name_label, uuid=vm.uuid)
     ctx.lab.ha.update_pool_status(ctx.db)
     return ""

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stackops_lab.xenapi.state import (NULL_REF, ConsoleRec, HostCPURec, HostRec, NetworkRec, PIFMetricsRec, PIFRec,
-                                       PoolDB, SRRec, VBDRec, VDIRec, VIFRec, VMGuestMetricsRec, VMMetricsRec, VMRec,
-                                       new_ref, new_uuid, now)
+from stackops_lab.xenapi.state import (NULL_REF, ConsoleRec, HostCPURec, HostMetricsRec, HostRec, NetworkRec,
+                                       PIFMetricsRec, PIFRec, PoolDB, SRRec, VBDRec, VDIRec, VIFRec, VMGuestMetricsRec,
+                                       VMMetricsRec, VMRec, new_ref, new_uuid, now)
 
 NICS = ("eth0", "eth1")
 CPU_COUNT = 16
@@ -137,9 +137,26 @@ def add_guest_metrics(db: PoolDB, vm: VMRec) -> None:
                   "platform-feature-multiprocessor-suspend": "1"}})).ref
 
 
+def vm_memory(vm: VMRec) -> int:
+    """What a running VM takes from its host: its target (memory_dynamic_max) plus its overhead."""
+    return int(vm.extra.get("memory_dynamic_max", vm.memory_static_max)) + int(vm.extra.get("memory_overhead", 0))
+
+
+def host_free_memory(db: PoolDB, host: HostRec) -> int:
+    """host_metrics.memory_free: the host's memory less xen's overhead (host.memory_overhead) and what its running
+    domains (dom0 included) take."""
+    metrics = db.find(HostMetricsRec, host.metrics)
+    total = metrics.memory_total if metrics is not None else 0
+    used = sum(vm_memory(vm) for vm in db.vms_on(host.ref) if vm.power_state in ("Running", "Paused"))
+    return total - int(host.extra.get("memory_overhead", 0)) - used
+
+
 def runtime_fields(db: PoolDB, record: Any) -> dict[str, Any]:
     """The fields of a VM and its metrics that follow its power state (a halted VM has no domain: no memory
-    target, no architecture, no VCPUs, no memory in use)."""
+    target, no architecture, no VCPUs, no memory in use), and a host's free memory (what runs on it)."""
+    if isinstance(record, HostMetricsRec):
+        host = next((h for h in db.hosts() if h.metrics == record.ref), None)
+        return {"memory_free": host_free_memory(db, host)} if host is not None else {}
     if isinstance(record, VMRec) and not record.is_control_domain:
         running = record.power_state in ("Running", "Paused")
         return {"memory_target": record.extra.get("memory_dynamic_max", record.memory_static_max) if running else 0,

@@ -211,6 +211,7 @@ class HaMonitor:
                                               on=self._name(db, db.get(HostRec, target)))
                 else:
                     vm.power_state, vm.resident_on, vm.domid = "Halted", NULL_REF, -1
+                    self.lab.lifecycle.count(vm, "stops")
         self.update_pool_status(db)
 
     def fence(self, machine: Machine, reason: str) -> None:

@@ -46,12 +46,19 @@ def software_version(machine: Machine) -> dict[str, str]:
 class Lifecycle:
     def __init__(self, lab: XenLab) -> None:
         self.lab = lab
+        self.vm_counts: dict[str, dict[str, int]] = {}  # VM uuid → {"migrations": n, "stops": n}
+
+    def count(self, vm: VMRec, kind: str) -> None:
+        """A guest VM migrated ("migrations") or stopped ("stops": shut down, hard-stopped, died with its host)."""
+        if not vm.is_control_domain:
+            counts = self.vm_counts.setdefault(vm.uuid, {"migrations": 0, "stops": 0})
+            counts[kind] += 1
 
     # ----------------------------------------------------------------------------------------- databases
     def add_host_records(self, db: PoolDB, machine: Machine, live: bool = True) -> HostRec:
         """The host, its metrics, dom0 and local storage in `db` (refs are new, UUIDs from the inventory)."""
         host_ref = new_ref()
-        metrics = db.add(HostMetricsRec(ref=new_ref(), uuid=new_uuid(), live=live))
+        metrics = db.add(HostMetricsRec(ref=new_ref(), uuid=new_uuid(), live=live, memory_total=machine.spec.memory))
         dom0_uuid = machine.inventory.get("CONTROL_DOMAIN_UUID") or new_uuid()
         dom0 = db.add(VMRec(ref=new_ref(), uuid=dom0_uuid, name_label=f"Control domain on host: {machine.hostname}",
                             is_control_domain=True, power_state="Running", resident_on=host_ref, domid=0))
@@ -179,6 +186,10 @@ class Lifecycle:
         for vm in db.vms_on(machine.host_ref):
             if not vm.is_control_domain:
                 vm.power_state, vm.resident_on, vm.domid = "Halted", NULL_REF, -1
+                self.count(vm, "stops")
+        host = db.find(HostRec, machine.host_ref)
+        if host is not None:  # /run/reboot-required.hfxs does not survive a boot (calls_update.clear_reboot_required)
+            host.extra["updates_requiring_reboot"] = []
         self.lab.audit_log.record("host.booted", host=machine.name)
         if machine.ha_armed and db.pool.ha_enabled:
             timeout = self.lab.ha.timeout(db)
@@ -201,11 +212,12 @@ class Lifecycle:
                     self.lab.audit_log.record("master.demoted", host=machine.name, master=current.name)
         host = db.find(HostRec, machine.host_ref)
         if host is not None:
-            enabled = not machine.crashed_with_ha
+            enabled = not machine.crashed_with_ha and machine.auto_enable
             if host.enabled != enabled:
                 host.enabled = enabled
                 self.lab.audit_log.record("host.enabled" if enabled else "host.disabled", host=machine.name,
-                                          reason="boot" if enabled else "ha-crash")
+                                          reason="boot" if enabled else
+                                          "ha-crash" if machine.crashed_with_ha else "auto_enable=false")
         machine.crashed_with_ha = False
         self.lab.ha.update_pool_status(db)
 

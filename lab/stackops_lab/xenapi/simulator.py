@@ -19,8 +19,11 @@ console, each guest a 20 GiB disk on the pool's default SR, an empty CD drive, a
 (devices.py); what the lab does not model takes the datamodel's defaults (classes.py). Beyond the generated field
 calls it serves the messages clients drive a pool with: VM.start / start_on / clean_shutdown / hard_shutdown /
 clean_reboot / hard_reboot / clone / destroy (calls_vm.py, calls_host.py), VBD and VIF plug / unplug / destroy and CD
-insert / eject (calls_devices.py), task.create / cancel / destroy (calls_task.py), and event.from with the
-deprecated event.register / next (events.py).
+insert / eject (calls_devices.py), task.create / cancel / destroy (calls_task.py), event.from with the
+deprecated event.register / next (events.py), and host maintenance: host.disable / enable (calls_host.py),
+host.assert_can_evacuate / get_vms_which_prevent_evacuation / evacuate / reboot / shutdown / compute_free_memory and
+VM.pool_migrate (calls_maintenance.py), with VMs that move and host memory accounted; `vm_counts()` says how often
+each VM migrated and stopped.
 
 With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
 (stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
@@ -45,8 +48,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 # The call modules register the XenAPI calls when imported.
-from stackops_lab.xenapi import (calls_devices, calls_host, calls_membership, calls_pool, calls_session,
-                                 calls_task, calls_vm, events)
+from stackops_lab.xenapi import (calls_devices, calls_host, calls_maintenance, calls_membership, calls_pool,
+                                 calls_session, calls_task, calls_vm, events)
 from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
@@ -61,8 +64,8 @@ from stackops_lab.xenapi.tls import LabCA, LabTLS
 if TYPE_CHECKING:
     from stackops_lab.hosts import LabHost
 
-CALL_MODULES = (calls_devices, calls_host, calls_membership, calls_pool, calls_session, calls_task, calls_vm,
-                events)
+CALL_MODULES = (calls_devices, calls_host, calls_maintenance, calls_membership, calls_pool, calls_session, calls_task,
+                calls_vm, events)
 DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
 
 
@@ -79,6 +82,7 @@ class XenHostSpec:
     vms: int | None = None  # running guest VMs; None: the lab's vms_per_host
     vm_capacity: int = 8  # protected VMs the host can run (HA planning)
     ha_licensed: bool = True
+    memory: int = 256 * 1024 ** 3  # host_metrics.memory_total (bytes)
 
 
 class XenLab:
@@ -309,6 +313,7 @@ class XenLab:
             for vm in machine.db.vms_on(machine.host_ref):
                 if not vm.is_control_domain:
                     vm.power_state, vm.resident_on, vm.domid, vm.ha_always_run = "Halted", "OpaqueRef:NULL", -1, False
+                    self.lifecycle.count(vm, "stops")
             self.ha.update_pool_status(machine.db)
 
     def expire_sessions(self) -> None:
@@ -322,6 +327,18 @@ class XenLab:
     # ---------------------------------------------------------------------------------------- views
     def audit(self) -> list[dict[str, Any]]:
         return self.audit_log.snapshot()
+
+    def vm_counts(self) -> dict[str, dict[str, int]]:
+        """Per guest VM (by name_label): how often it migrated and stopped since the lab started; VMs that did
+        neither are listed with zeros. What an e2e test asserts "no VM ever stopped" and "migrations per VM" on."""
+        with self.state.lock:
+            counts: dict[str, dict[str, int]] = {}
+            for db in self.state.databases():
+                for vm in db.all(VMRec):
+                    if not vm.is_control_domain and not vm.is_a_template:
+                        counts[vm.name_label] = dict(self.lifecycle.vm_counts.get(
+                            vm.uuid, {"migrations": 0, "stops": 0}))
+            return counts
 
     def waiting_calls(self) -> list[float]:
         """On a ManualClock: when (lab clock, monotonic) each call now waiting on the clock goes on — a Slow call's

@@ -406,6 +406,7 @@ class Machine:
     ha_armed: bool = False  # Localdb ha_armed
     ha_joining_until: float = 0.0  # monotonic deadline of an HA boot-join; 0 when not joining
     disabled_until_reboot: bool = False  # Localdb host_disabled_until_reboot
+    auto_enable: bool = True  # Localdb host_auto_enable: host.disable(auto_enable=false) keeps it disabled at boot
     crashed_with_ha: bool = False  # comes back with enabled=false (the seeds' "Alert" hosts)
     state_db: bool = True  # /var/lib/xcp/state.db present
     down_since: float | None = None  # monotonic time it stopped heart-beating
