@@ -55,6 +55,14 @@ def config_defs() -> list[ConfigDef]:
         ConfigDef("expunge.delay", "86400", "Advanced",
                   "Determines how long (in seconds) to wait before actually expunging destroyed vm.",
                   "Global", False, "UserVmManager", "Integer"),
+        # HighAvailabilityManager's ConfigKeys (Cluster scope in CloudStack; global in the simulator)
+        ConfigDef("max.retries", "5", "Advanced",
+                  "The number of times to try a restart for the different Work-Types: Migrating - VMs off of a host, "
+                  "Destroy - a VM, Stop - a VM for storage pool migration purposes, CheckStop - checks if a VM has "
+                  "been stopped, ForceStop - force a VM to stop even if the states don't allow it, Destroy - a VM "
+                  "and HA - restart a VM.", "Global", True, "HighAvailabilityManager", "Integer"),
+        ConfigDef("migrate.retry.interval", "120", "Advanced", "The time (in seconds) between migration retries.",
+                  "Global", True, "HighAvailabilityManager", "Integer"),
     ]
     return configs
 

@@ -17,7 +17,7 @@ from typing import Any
 from stackops_lab.cloudstack import responses
 from stackops_lab.cloudstack.errors import INTERNAL_ERROR, PARAM_ERROR, ApiError
 from stackops_lab.cloudstack.framework import BOOLEAN, LIST, MAP, UUID, Param, Request, command
-from stackops_lab.cloudstack.hostops import MAINTENANCE_STATES
+from stackops_lab.cloudstack.maintenance import MAINTENANCE_STATES
 from stackops_lab.cloudstack.jobs import JobContext
 from stackops_lab.cloudstack.state import Host
 

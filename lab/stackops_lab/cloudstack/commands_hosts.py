@@ -247,9 +247,13 @@ def delete_host(request: Request) -> dict[str, Any]:
     if host.resource_state not in ("Maintenance", "Degraded") and not request.get("forced"):
         raise internal(f"Host {host.uuid} cannot be deleted as it is not in maintenance mode. Either put the host "
                        f"into maintenance or perform a forced deletion.")
-    for vm in [*sim.state.values("router"), *sim.state.values("systemvm")]:
+    for vm in [*sim.state.values("router"), *sim.state.values("systemvm"), *sim.state.values("uservm")]:
         if vm.host is host:
-            if vm.kind == "router":
+            if vm.kind == "uservm":
+                if vm.state != "Stopped":
+                    sim.hostops.maintenance.set_vm_state(vm, "Stopped")
+                    sim.hostops.maintenance.count(vm, "stops")
+            elif vm.kind == "router":
                 sim.routers.set_state(vm, "Stopped")
             else:
                 sim.system_vms.set_state(vm, "Stopped")

@@ -1,9 +1,9 @@
 """Hypervisor hosts at run time: agent connection, maintenance, removal.
 
 Mirrors ResourceManagerImpl:
-- prepareHostForMaintenance: a host without VMs goes straight to Maintenance; otherwise PrepareForMaintenance
-  while its VMs migrate, then Maintenance (ErrorInMaintenance when there is nowhere to migrate to);
-- cancelHostMaintenance only from a maintenance state, back to Enabled;
+- prepareHostForMaintenance and cancelHostMaintenance: stackops_lab.cloudstack.maintenance (the resource state
+  machine, CloudStack's refusals, VMs migrated by HA Migration work with memory accounted, ErrorInMaintenance);
+- a host that stops answering (Alert/Down and HA, or Disconnected): stackops_lab.cloudstack.availability;
 - deleteHost refuses a host that is not in Maintenance (or Degraded) unless forced: "Host <uuid> cannot be
   deleted as it is not in maintenance mode. Either put the host into maintenance or perform a forced
   deletion."; a forced delete leaves the host's VMs Stopped.
@@ -28,21 +28,23 @@ import threading
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from stackops_lab.cloudstack import responses, xen
-from stackops_lab.cloudstack.errors import INTERNAL_ERROR
+from stackops_lab.cloudstack import xen
+from stackops_lab.cloudstack.availability import Availability
 from stackops_lab.cloudstack.jobs import JobContext
+from stackops_lab.cloudstack.maintenance import Maintenance
 from stackops_lab.cloudstack.state import Cluster, Host
 
 if TYPE_CHECKING:
     from stackops_lab.cloudstack.simulator import CloudStackSimulator
 
-MAINTENANCE_STATES = ("PrepareForMaintenance", "Maintenance", "ErrorInMaintenance")
 UNMANAGEABLE = ("Down", "Disconnected", "Up", "Alert")
 
 
 class HostOps:
     def __init__(self, sim: CloudStackSimulator) -> None:
         self.sim = sim
+        self.maintenance = Maintenance(self)
+        self.availability = Availability(self)
 
     def set_state(self, host: Host, state: str | None = None, resource_state: str | None = None) -> None:
         old = (host.state, host.resource_state)
@@ -65,46 +67,16 @@ class HostOps:
         self.sim.scheduler.call_later(self.sim.timings.host_connect, up)
 
     def vms_on(self, host: Host) -> list:
-        state = self.sim.state
-        return [vm for vm in [*state.values("router"), *state.values("systemvm")]
-                if vm.host is host and vm.state != "Stopped"]
+        return self.maintenance.vms_on(host)
+
+    def unreachable(self, host: Host) -> bool:
+        return self.availability.unreachable(host)
 
     def prepare_maintenance(self, ctx: JobContext, host: Host) -> None:
-        if host.resource_state in MAINTENANCE_STATES:
-            ctx.fail(INTERNAL_ERROR, f"Cannot perform maintain when resource state is {host.resource_state}, "
-                                     f"hostId = {host.db_id}")
-            return
-        if not self.vms_on(host):
-            self.set_state(host, resource_state="Maintenance")
-            ctx.succeed({"host": responses.host(host)})
-            return
-        self.set_state(host, resource_state="PrepareForMaintenance")
-        ctx.succeed({"host": responses.host(host)})
-        self.sim.scheduler.call_later(self.sim.timings.host_maintenance, lambda: self.migrate_away(host))
-
-    def migrate_away(self, host: Host) -> None:
-        if not self.sim.state.live(host) or host.resource_state != "PrepareForMaintenance":
-            return
-        targets = [h for h in self.sim.state.values("host")
-                   if h is not host and h.cluster is host.cluster and h.state == "Up"
-                   and h.resource_state == "Enabled"]
-        vms = self.vms_on(host)
-        if vms and not targets:
-            self.set_state(host, resource_state="ErrorInMaintenance")
-            return
-        for index, vm in enumerate(vms):
-            vm.host = targets[index % len(targets)]
-            self.sim.audit_log.record("vm.migrated", vm=vm.uuid, name=vm.name, source=host.uuid,
-                                      target=vm.host.uuid)
-        self.set_state(host, resource_state="Maintenance")
+        self.maintenance.prepare(ctx, host)
 
     def cancel_maintenance(self, ctx: JobContext, host: Host) -> None:
-        if host.resource_state not in MAINTENANCE_STATES:
-            ctx.fail(INTERNAL_ERROR, f"Cannot perform cancelMaintenance when resource state is "
-                                     f"{host.resource_state}, hostId = {host.db_id}")
-            return
-        self.set_state(host, resource_state="Enabled")
-        ctx.succeed({"host": responses.host(host)})
+        self.maintenance.cancel(ctx, host)
 
     # ------------------------------------------------------------------ cluster managed state
     def hosts_of(self, cluster: Cluster) -> list[Host]:
@@ -134,7 +106,7 @@ class HostOps:
         checked = [h for h in hosts if h.guid and cluster.hypervisor == "XenServer"]
         for host in hosts:
             if host not in checked:
-                self.set_state(host, state="Up")
+                self.set_state(host, state="Alert" if self.unreachable(host) else "Up")
         if not checked:
             return
         first = checked[0]

@@ -74,7 +74,7 @@ def host(h: Host) -> Json:
         "zoneid": c.zone.uuid, "zonename": c.zone.name, "podid": c.pod.uuid, "podname": c.pod.name,
         "clusterid": c.uuid, "clustername": c.name, "clustertype": c.cluster_type, "hypervisor": c.hypervisor,
         "version": h.version, "resourcestate": h.resource_state, "created": cs_date(h.created),
-        "islocalstorageactive": False, "cpunumber": 16, "cpuspeed": 2400, "memorytotal": 68719476736,
+        "islocalstorageactive": False, "cpunumber": 16, "cpuspeed": 2400, "memorytotal": h.memory_total,
         "events": "AgentConnected; PingTimeout; ShutdownRequested; Remove; Ping; AgentDisconnected; "
                   "HostDown; ManagementServerDown; StartAgentRebalance",
         "hasannotations": False, "ueficapability": False,

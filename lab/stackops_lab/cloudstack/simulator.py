@@ -34,7 +34,7 @@ from stackops_lab.clock import Clock
 from stackops_lab.scheduler import Scheduler
 from stackops_lab.cloudstack.routers import RouterOps
 from stackops_lab.cloudstack.server import API_PATH, SimulatorServer
-from stackops_lab.cloudstack.state import State
+from stackops_lab.cloudstack.state import Host, State, UserVm
 from stackops_lab.cloudstack.systemvms import SystemVmOps
 from stackops_lab.cloudstack.timings import Timings
 
@@ -138,6 +138,35 @@ class CloudStackSimulator:
 
     def image_checksum(self, hypervisor: str, version: str, algorithm: str = "SHA-512") -> str:
         return images.checksum(images.image_bytes(images.file_name(hypervisor, version)), algorithm)
+
+    def _host(self, host_id: str) -> Host:
+        host = self.state.table("host").get(host_id)
+        if host is None:
+            raise KeyError(f"no host {host_id}")
+        return host
+
+    def add_user_vm(self, host_id: str, name: str, memory: int = 1024, ha: bool = False,
+                    state: str = "Running") -> str:
+        """Test knob: a user VM (`memory` MiB, HA-enabled offering or not) placed on a host; its uuid."""
+        with self.state.lock:
+            host = self._host(host_id)
+            assert host.cluster is not None
+            vm = self.state.add(UserVm(uuid=self.state.new_uuid(), db_id=self.state.next_id("vm"), name=name,
+                                       display_name=name, zone=host.cluster.zone, host=host, state=state,
+                                       memory=memory, ha_enable=ha, account=self.state.admin,
+                                       hypervisor=host.hypervisor, created=self.clock.time()))
+            self.audit_log.record("vm.created", vm=vm.uuid, name=name, host=host.uuid, memory=memory, ha=ha)
+            return vm.uuid
+
+    def vm_counts(self) -> dict[str, dict[str, int]]:
+        """How often each VM (by uuid) was migrated, stopped and restarted since the simulator started."""
+        with self.state.lock:
+            return {uuid: dict(counts) for uuid, counts in self.hostops.maintenance.counts.items()}
+
+    def host_unreachable(self, host_id: str, seconds: float) -> None:
+        """Test knob: the host's hypervisor stops answering for `seconds` of the simulator's time (a reboot)."""
+        with self.state.lock:
+            self.hostops.availability.lose(self._host(host_id), seconds)
 
     def set_host_state(self, host_id: str, state: str) -> None:
         """Test knob: the host's agent status (Up, Disconnected, Alert, Down, Connecting)."""

@@ -151,6 +151,7 @@ class Host(Entity):
     guid: str = ""  # host.guid: a XenServer host's uuid (findHostByGuid); empty for the fleet's made-up hosts
     hypervisor_version: str = ""  # host.hypervisor_version (XenServer: product_version)
     details: dict[str, str] = field(default_factory=dict)  # host_details: url, username, password, …
+    memory_total: int = 68719476736  # host.ram in bytes (listHosts memorytotal)
     kind = "host"
 
     @property
@@ -238,6 +239,7 @@ class Router(Entity):
     name: str = ""
     zone: Zone | None = None
     host: Host | None = None
+    last_host: Host | None = None  # vm_instance.last_host_id: the source while it is Migrating
     template: Template | None = None
     version: str | None = None  # the template version recorded in the router (None → UNKNOWN)
     state: str = "Running"
@@ -262,6 +264,7 @@ class SystemVm(Entity):
     vm_type: str = "secondarystoragevm"  # or consoleproxy
     zone: Zone | None = None
     host: Host | None = None
+    last_host: Host | None = None  # vm_instance.last_host_id: the source while it is Migrating
     hypervisor: str = "KVM"
     template: Template | None = None
     state: str = "Running"
@@ -271,6 +274,30 @@ class SystemVm(Entity):
     created: float = field(default_factory=time.time)
     agent: AgentHost | None = None  # the host row its agent registers (SecondaryStorageVM / ConsoleProxy)
     kind = "systemvm"
+
+
+@dataclass(eq=False)
+class UserVm(Entity):
+    """A user instance (vm_instance of type User): where it runs, its service offering's memory and HA flag."""
+
+    name: str = ""
+    display_name: str = ""
+    zone: Zone | None = None
+    host: Host | None = None
+    last_host: Host | None = None  # vm_instance.last_host_id: the source while it is Migrating
+    state: str = "Running"  # Running, Starting, Stopping, Stopped, Migrating, Error, Unknown
+    memory: int = 1024  # MiB (the service offering's)
+    cpu_number: int = 1
+    cpu_speed: int = 1000
+    ha_enable: bool = False  # the service offering's offerha
+    account: Account | None = None
+    hypervisor: str = "XenServer"
+    created: float = field(default_factory=time.time)
+    kind = "uservm"
+
+    @property
+    def instance_name(self) -> str:
+        return f"i-{self.account.db_id if self.account else 2}-{self.db_id}-VM"
 
 
 @dataclass(eq=False)
@@ -314,7 +341,7 @@ class State:
     """The database: entities by kind and by uuid, configuration, id sequences, one lock."""
 
     KINDS = ("domain", "account", "project", "zone", "pod", "cluster", "host", "ostype", "template", "vpc", "network",
-             "router", "systemvm", "agenthost", "job", "hypervisorcapability")
+             "router", "systemvm", "agenthost", "job", "hypervisorcapability", "uservm")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()

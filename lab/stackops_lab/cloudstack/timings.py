@@ -14,7 +14,11 @@ class Timings:
     router_reboot: float = 1.0  # Running → Stopping → Stopped → Starting → Running
     systemvm_recreate: float = 2.0  # destroyed → replacement Starting (at half) → Running (at the end)
     host_connect: float = 1.0  # added host Connecting → Up
-    host_maintenance: float = 1.0  # PrepareForMaintenance → Maintenance
+    host_maintenance: float = 1.0  # checkAndMaintain after a prepare that found no peer → ErrorInMaintenance
     job: float = 0.05  # minimum time any async job takes
     cluster_reconnect: float = 1.0  # updateCluster managedstate=Managed → the direct agent scan reconnects hosts
     xenapi_timeout: float = 10.0  # every XenAPI connection and call of the XenServer discoverer
+    vm_migrate: float = 1.0  # a VM live-migrating to another host (Migrating → Running on the target)
+    ping_timeout: float = 2.0  # a host stops answering → the agent's ping times out (ping.interval × ping.timeout)
+    host_investigate: float = 1.0  # an Alert host's investigation → Down, then HA restarts its VMs elsewhere
+    vm_restart: float = 1.0  # HA restarting a VM on another host (Starting → Running)
