@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.dispatch import Ctx, api, task_result
-from stackops_lab.xenapi.errors import HOST_OFFLINE, INTERNAL_ERROR, XapiError
+from stackops_lab.xenapi.errors import HOST_OFFLINE, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN, XapiError
 from stackops_lab.xenapi.state import (NULL_REF, HostPatchRec, HostRec, PoolDB, PoolPatchRec, PoolUpdateRec, SRRec,
                                        TaskRec, VDIRec, new_ref, new_uuid, now)
 from stackops_lab.xenapi.update_file import LAB_KEY, InvalidUpdateFile, UpdateFile, parse
@@ -71,6 +71,7 @@ class LabUpdates:
     dom0_free: dict[str, int] = field(default_factory=dict)
     gpg_keys: dict[str, set[str]] = field(default_factory=dict)
     files: dict[str, UpdateFile] = field(default_factory=dict)  # pool_update ref → its file
+    patch_files: dict[str, UpdateFile] = field(default_factory=dict)  # 6.x pool_patch ref → its file, till cleaned
 
 
 _ATTACH = threading.Lock()
@@ -92,6 +93,20 @@ def clear_reboot_required(db: PoolDB, host_ref: str) -> None:
     host = db.find(HostRec, host_ref)
     if host is not None:
         host.extra["updates_requiring_reboot"] = []
+
+
+def legacy(db: PoolDB) -> bool:
+    """Whether the pool is XenServer before 7.1 (its master's product_version): no pool_update class, the
+    legacy pool_patch API (calls_patch.py)."""
+    master = db.find(HostRec, db.pool.master)
+    version = master.software_version.get("product_version", "") if master is not None else ""
+    numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+    return bool(numbers) and numbers < (7, 1)
+
+
+def _served(ctx: Ctx, call: str) -> None:
+    if legacy(ctx.db):
+        raise XapiError(MESSAGE_METHOD_UNKNOWN, f"pool_update.{call}")
 
 
 def _list(record: HostRec, name: str) -> list[str]:
@@ -168,6 +183,7 @@ def _patch_uuid(uuid: str) -> str:
 
 @api("pool_update.introduce", 1)
 def introduce(ctx: Ctx, vdi_ref: Any) -> str:
+    _served(ctx, "introduce")
     vdi = ctx.db.get(VDIRec, vdi_ref)
     state = updates_of(ctx.lab)
     try:
@@ -232,6 +248,7 @@ def _precheck(ctx: Ctx, update: PoolUpdateRec, host: HostRec) -> str:
 
 @api("pool_update.precheck", 2)
 def precheck(ctx: Ctx, ref: Any, host_ref: Any) -> str:
+    _served(ctx, "precheck")
     update, host = _update(ctx, ref), ctx.db.get(HostRec, host_ref)
     verdict = _precheck(ctx, update, host)
     ctx.audit("pool_update.precheck", update=update.uuid, host=host.uuid, result=verdict)
@@ -264,12 +281,14 @@ def _apply(ctx: Ctx, update: PoolUpdateRec, host: HostRec) -> None:
 
 @api("pool_update.apply", 2)
 def apply(ctx: Ctx, ref: Any, host_ref: Any) -> str:
+    _served(ctx, "apply")
     _apply(ctx, _update(ctx, ref), ctx.db.get(HostRec, host_ref))
     return ""
 
 
 @api("pool_update.pool_apply", 1)
 def pool_apply(ctx: Ctx, ref: Any) -> str:
+    _served(ctx, "pool_apply")
     update = _update(ctx, ref)
     lacking = [h for h in ctx.db.hosts() if h.ref not in update.hosts]
     if not lacking:
@@ -287,6 +306,7 @@ def pool_apply(ctx: Ctx, ref: Any) -> str:
 
 @api("pool_update.pool_clean", 1)
 def pool_clean(ctx: Ctx, ref: Any) -> str:
+    _served(ctx, "pool_clean")
     update = _update(ctx, ref)
     vdi = ctx.db.find(VDIRec, update.vdi)
     if vdi is not None:
@@ -298,6 +318,7 @@ def pool_clean(ctx: Ctx, ref: Any) -> str:
 
 @api("pool_update.destroy", 1)
 def destroy(ctx: Ctx, ref: Any) -> str:
+    _served(ctx, "destroy")
     update = _update(ctx, ref)
     if update.hosts:
         raise XapiError(UPDATE_IS_APPLIED)

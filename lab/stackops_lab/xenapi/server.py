@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from xml.parsers.expat import ExpatError
 
+from stackops_lab.xenapi.calls_patch import pool_patch_upload
 from stackops_lab.xenapi.calls_update import import_raw_vdi
 from stackops_lab.xenapi.dispatch import failure
 from stackops_lab.xenapi.tls import HANDSHAKE_TIMEOUT
@@ -187,14 +188,16 @@ class Handler(BaseHTTPRequestHandler):
         self.answer(200, "text/xml", payload)
 
     def do_PUT(self) -> None:  # noqa: N802
-        """Uploads: PUT /import_raw_vdi (calls_update.py)."""
+        """Uploads: PUT /import_raw_vdi (calls_update.py) and /pool_patch_upload (calls_patch.py)."""
         length = self.headers.get("Content-Length")
         body = self.rfile.read(int(length)) if length is not None and int(length) > 0 else (
             b"" if length is not None else None)
-        if self.path.split("?")[0] != "/import_raw_vdi":
+        uploads = {"/import_raw_vdi": import_raw_vdi, "/pool_patch_upload": pool_patch_upload}
+        upload = uploads.get(self.path.split("?")[0])
+        if upload is None:
             self.answer(404, "text/plain", b"not found")
             return
-        status, headers = import_raw_vdi(self.server.lab, self.server.machine, self.path, self.headers, body)
+        status, headers = upload(self.server.lab, self.server.machine, self.path, self.headers, body)
         self.close_connection = True  # xapi answers an import with keep_alive false
         try:
             self.send_response(status)

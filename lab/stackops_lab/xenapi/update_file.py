@@ -16,7 +16,11 @@ file carries the same facts and the ones dnf would find, as one UTF-8 JSON objec
      "requires": ["XS82E030"],                # name_labels of updates that must be applied first
      "conflicts": ["XS82E029-alt"],           # name_labels of updates that must not be applied
      "server_version": "8.2.1",               # the host product_version it is for; "" for any
-     "livepatch": ""}                         # "", "complete" or "incomplete": the precheck's ok_livepatch_*
+     "livepatch": "",                         # "", "complete" or "incomplete": the precheck's ok_livepatch_*
+     "requires_no_running_vms": false}        # 6.x patches only: PATCH_PRECHECK_FAILED_VM_RUNNING
+
+The same file is a 6.x patch (`.xsupdate`) when uploaded to a 6.x lab pool with PUT /pool_patch_upload
+(calls_patch.py); there `requires` may name prerequisites by uuid too, as 6.x patches do.
 
 Missing optional keys take the values above' neutral forms ("", [], 0, false). A file that is not such an object
 is refused by pool_update.introduce with INVALID_UPDATE, as xapi refuses an ISO without a valid update.xml.
@@ -55,6 +59,7 @@ class UpdateFile:
     conflicts: list[str] = field(default_factory=list)
     server_version: str = ""
     livepatch: str = ""
+    requires_no_running_vms: bool = False
 
     def to_bytes(self) -> bytes:
         return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True).encode("utf-8")
