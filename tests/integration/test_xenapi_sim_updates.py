@@ -233,3 +233,17 @@ def test_an_update_applied_nowhere_is_destroyed_with_its_patch(lab: XenLab, sess
     # the VDI stays until cleaned; introduced again, it is a new update record
     assert vdi in x.VDI.get_all()
     assert x.pool_update.get_record(x.pool_update.introduce(vdi))["uuid"] == update.uuid
+
+
+def test_a_host_whose_xapi_is_down_cannot_be_prechecked() -> None:
+    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], vms_per_host=0,
+                timings=FAST) as two:
+        session = login(two, "xen1")
+        x = session.xenapi
+        by_name = hosts(session)
+        ref = introduce(two, session, UpdateFile("XS82E701"))
+        two.stop_xapi("xen2")
+        assert failure(x.pool_update.precheck, ref, by_name["xen2"]) == ["HOST_OFFLINE", by_name["xen2"]]
+        assert failure(x.pool_update.pool_apply, ref) == ["UPDATE_POOL_APPLY_FAILED", by_name["xen2"]]
+        assert x.pool_update.get_hosts(ref) == [by_name["xen1"]]
+        session.xenapi.session.logout()
