@@ -2,25 +2,29 @@
 host.disable(auto_enable) / enable, the evacuation plan (assert_can_evacuate, get_vms_which_prevent_evacuation) and
 its errors, host.evacuate and VM.pool_migrate moving VMs with their memory, host.reboot / shutdown acting after
 they return (evacuate, hard-stop what is left, down, back and re-enabled by xapi). Every lab runs on a ManualClock:
-the test moves the lab's time."""
+the test moves the lab's time. Migrations are instant (vm_migrate=0) except where a test looks at their time."""
 from __future__ import annotations
+
+import dataclasses
 
 import XenAPI
 import pytest
 
-from support.xenapi import FAST, advance_until, blocking, events, failure, login
+from support.xenapi import FAST, advance_until, blocking, drive, events, failure, login
 
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
 from stackops_lab.xenapi.faults import faults_of
 
 GiB = 1024 ** 3
+INSTANT = dataclasses.replace(FAST, vm_migrate=0.0)
+TIMED = dataclasses.replace(FAST, vm_migrate=0.5)
 
 
-def pool_lab(count: int = 3, vms: int = 2, **spec: object) -> XenLab:
+def pool_lab(count: int = 3, vms: int = 2, timings: object = INSTANT, **spec: object) -> XenLab:
     names = [f"xen{i + 1}" for i in range(count)]
-    return XenLab(hosts=[XenHostSpec(n, **spec) for n in names], pools=[names], timings=FAST,  # type: ignore[arg-type]
-                  clock=ManualClock(), vms_per_host=vms)
+    return XenLab(hosts=[XenHostSpec(n, **spec) for n in names], pools=[names],  # type: ignore[arg-type]
+                  timings=timings, clock=ManualClock(), vms_per_host=vms)  # type: ignore[arg-type]
 
 
 def host(session: XenAPI.Session, name: str) -> str:
@@ -201,8 +205,7 @@ def test_reboot_clears_updates_requiring_reboot_and_keeps_a_host_disabled_with_a
 
 
 def test_shutdown_hard_stops_what_cannot_leave_and_the_host_stays_down() -> None:
-    with XenLab(hosts=[XenHostSpec("xen1"), XenHostSpec("xen2")], pools=[["xen1", "xen2"]], timings=FAST,
-                clock=ManualClock(), vms_per_host=1) as lab:
+    with pool_lab(2, vms=1) as lab:
         session = login(lab, "xen1")
         xen1, xen2 = host(session, "xen1"), host(session, "xen2")
         session.xenapi.host.disable(xen2)
@@ -237,3 +240,36 @@ def test_reboot_with_ha_excludes_the_host_and_needs_the_statefile() -> None:
         assert not events(lab, "host.fenced") and not events(lab, "host.dead")
         assert all(c["stops"] == 0 for c in lab.vm_counts().values())
         assert lab.pool_of("xen1")["ha_armed"]["xen3"] is True
+
+
+def test_evacuation_moves_vms_in_batches_each_taking_a_migration_time() -> None:
+    with pool_lab(3, vms=3, timings=TIMED) as lab:
+        session = login(lab, "xen1")
+        xen1 = host(session, "xen1")
+        task = session.xenapi.Async.host.evacuate(xen1, "OpaqueRef:NULL", "2")
+        drive(lab, lambda: session.xenapi.task.get_status(task) != "pending", what="evacuation")
+        assert session.xenapi.task.get_status(task) == "success" and guests_on(session, xen1) == []
+        times = [e["t"] for e in events(lab, "vm.migrated")]
+        assert len(times) == 3 and times[0] == times[1] and times[2] - times[0] == pytest.approx(TIMED.vm_migrate, abs=1e-3)
+        (done,) = events(lab, "host.evacuated")
+        assert done["batch"] == 2 and done["t"] == times[2]
+        one = vm(session, "xen1-vm1")
+        target = next(h for h in (host(session, "xen2"), host(session, "xen3"))
+                      if h != session.xenapi.VM.get_resident_on(one))
+        blocking(lab, session.xenapi.VM.pool_migrate, one, target, {})
+        assert session.xenapi.VM.get_resident_on(one) == target
+        assert lab.vm_counts()["xen1-vm1"] == {"migrations": 2, "stops": 0}
+
+
+def test_a_reboot_goes_down_once_its_vms_have_migrated() -> None:
+    with pool_lab(2, vms=2, timings=TIMED) as lab:
+        session = login(lab, "xen1")
+        xen2 = host(session, "xen2")
+        session.xenapi.host.disable(xen2)
+        session.xenapi.host.reboot(xen2)
+        (down,) = advance_until(lab, lambda: events(lab, "host.reboot"), what="xen2 goes down")
+        (asked,) = events(lab, "host.rebooting")
+        assert down["t"] - asked["t"] >= TIMED.shutdown_delay + TIMED.vm_migrate - 1e-6  # one batch of two
+        assert all(e["t"] < down["t"] for e in events(lab, "vm.migrated"))
+        advance_until(lab, lambda: session.xenapi.host.get_enabled(xen2), what="xen2 back and enabled")
+        assert all(c["stops"] == 0 for c in lab.vm_counts().values())

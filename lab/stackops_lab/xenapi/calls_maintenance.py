@@ -15,11 +15,12 @@ calls_host.py.
 - host.evacuate(host[, network, evacuate_batch_size]) keeps the HA failover plan
   (HA_OPERATION_WOULD_BREAK_FAILOVER_PLAN), raises the plan's first error before any VM moves, checks a given
   network on every destination (PIF_NOT_PRESENT [host, network], INTERFACE_HAS_NO_IP [pif]) and migrates the VMs
-  (VM.pool_migrate); it does not disable the host.
+  in batches of evacuate_batch_size (0: 10) at once, each batch taking XenTimings.vm_migrate; a VM stopped meanwhile
+  is skipped, one still there at the end → INTERNAL_ERROR. It does not disable the host.
 - VM.pool_migrate(vm, host, options): the VM's pool_migrate check (operations.vm_operation_error), then
   assert_can_boot_here on the destination: HOST_NOT_LIVE [], HOST_DISABLED [host], VM_REQUIRES_SR [vm, sr],
-  HOST_NOT_ENOUGH_FREE_MEMORY [needed, available]; the VM then runs there (new domid, same devices). A migration to
-  its own host (localhost migration) is allowed.
+  HOST_NOT_ENOUGH_FREE_MEMORY [needed, available]; vm_migrate later the VM runs there (new domid, same devices). A
+  migration to its own host (localhost migration) is allowed.
 - host.reboot(host) / host.shutdown(host): the host must be live (HOST_OFFLINE [host]) and disabled
   (HOST_NOT_DISABLED []); with HA on it must see the statefile (HA_LOST_STATEFILE []; faults.statefile_inaccessible).
   They return at once; XenTimings.shutdown_delay later (xapi: 10 s) the host runs prepare_for_poweroff
@@ -39,14 +40,15 @@ from typing import Any
 
 from stackops_lab.xenapi.calls_host import assert_disable_preserves_ha_plan
 from stackops_lab.xenapi.devices import host_free_memory, vm_memory
-from stackops_lab.xenapi.dispatch import Ctx, api
-from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HOST_OFFLINE, XapiError
+from stackops_lab.xenapi.dispatch import Ctx, Slow, api
+from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HOST_OFFLINE, INTERNAL_ERROR, XapiError
 from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.operations import vm_operation_error
 from stackops_lab.xenapi.state import (NULL_REF, HostRec, Machine, NetworkRec, PBDRec, PIFRec, PoolDB, VBDRec, VDIRec,
                                        VMRec)
 
 Plan = dict[str, "str | list[str]"]  # VM ref → target host ref, or the error [code, params…]
+BATCH = 10  # Xapi_globs.evacuation_batch_size
 
 
 def _requires_sr(db: PoolDB, vm: VMRec, host: HostRec) -> list[str] | None:
@@ -159,11 +161,39 @@ def evacuate(ctx: Ctx, ref: Any, network: Any = NULL_REF, evacuate_batch_size: A
         if isinstance(plan, list):
             raise XapiError(*plan)
     _check_network(db, network, sorted({p for p in plans.values() if isinstance(p, str)}))
-    for vm_ref, target in plans.items():
-        assert isinstance(target, str)
-        migrate(ctx.lab, db, db.get(VMRec, vm_ref), db.get(HostRec, target), reason="host.evacuate")
-    ctx.audit("host.evacuated", host=host.name_label, vms=len(plans))
-    return ""
+    size = int(evacuate_batch_size)
+    size = max(1, abs(size if size > 0 else BATCH))
+    moves = [(vm, target) for vm, target in plans.items() if isinstance(target, str)]
+    batches = [moves[i:i + size] for i in range(0, len(moves), size)]
+    lab = ctx.lab
+
+    def finish() -> str:
+        left = [vm for vm in db.vms_on(host.ref) if not vm.is_control_domain]
+        if left:
+            raise XapiError(INTERNAL_ERROR, f"evacuate: {len(left)} VMs are still resident on {host.ref}")
+        lab.audit_log.record("host.evacuated", host=host.name_label, vms=len(moves), batch=size)
+        return ""
+
+    def step(index: int) -> Any:
+        run_batch(lab, db, host.ref, batches[index], "host.evacuate")
+        return Slow(lab.timings.vm_migrate, lambda: step(index + 1)) if index + 1 < len(batches) else finish()
+
+    if not batches:
+        return finish()
+    if lab.timings.vm_migrate <= 0:
+        for batch in batches:
+            run_batch(lab, db, host.ref, batch, "host.evacuate")
+        return finish()
+    return Slow(lab.timings.vm_migrate, lambda: step(0))
+
+
+def run_batch(lab: Any, db: PoolDB, source: str, batch: list[tuple[str, Any]], reason: str) -> None:
+    """Migrations that took their time: the VMs still running on `source` go to their targets (xenopsd's VM.migrate
+    fails, VM_BAD_POWER_STATE, for one stopped meanwhile: evacuate ignores that error)."""
+    for vm_ref, target in batch:
+        vm, host = db.find(VMRec, vm_ref), db.find(HostRec, target)
+        if vm is not None and host is not None and vm.resident_on == source and vm.power_state == "Running":
+            migrate(lab, db, vm, host, reason=reason)
 
 
 @api("VM.pool_migrate", 3)
@@ -181,8 +211,15 @@ def pool_migrate(ctx: Ctx, ref: Any, host_ref: Any, options: Any) -> str:
         raise XapiError("HOST_NOT_ENOUGH_FREE_MEMORY", str(vm_memory(vm)), str(available))
     if "network" in options:
         _check_network(db, options["network"], [host.ref])
-    migrate(ctx.lab, db, vm, host, reason="VM.pool_migrate")
-    return ""
+    lab, source = ctx.lab, vm.resident_on
+
+    def done() -> str:
+        if vm.resident_on != source or vm.power_state != "Running":
+            raise XapiError("VM_BAD_POWER_STATE", vm.ref, "running", vm.power_state.lower())
+        migrate(lab, db, vm, host, reason="VM.pool_migrate")
+        return ""
+
+    return Slow(lab.timings.vm_migrate, done) if lab.timings.vm_migrate > 0 else done()
 
 
 def _stop_precheck(ctx: Ctx, ref: Any) -> tuple[HostRec, Machine]:
@@ -206,16 +243,36 @@ def _hard_stop(lab: Any, db: PoolDB, vm: VMRec, how: str) -> None:
 
 
 def prepare_for_poweroff(lab: Any, machine: Machine, reboot: bool) -> None:
-    """What the host does shutdown_delay after host.reboot / host.shutdown returned."""
+    """What the host does shutdown_delay after host.reboot / host.shutdown returned: its evacuation (batches of
+    migrations, each taking vm_migrate), then power_off."""
     db = machine.db
     host = db.find(HostRec, machine.host_ref) if db is not None else None
     if db is None or host is None:
         return
     plans = evacuation_plan(db, host)
-    if not plan_errors(plans):
-        for vm_ref, target in plans.items():
-            assert isinstance(target, str)
-            migrate(lab, db, db.get(VMRec, vm_ref), db.get(HostRec, target), reason="host.reboot")
+    moves = [] if plan_errors(plans) else [(vm, t) for vm, t in plans.items() if isinstance(t, str)]
+    batches = [moves[i:i + BATCH] for i in range(0, len(moves), BATCH)]
+    boot, reason = machine.boot_id, "host.reboot" if reboot else "host.shutdown"
+
+    def step(index: int) -> None:
+        if machine.boot_id != boot or machine.power != "up":
+            return  # killed meanwhile
+        if index < len(batches):
+            run_batch(lab, db, host.ref, batches[index], reason)
+            lab.scheduler.call_later(lab.timings.vm_migrate, lambda: step(index + 1))
+            return
+        power_off(lab, machine, db, host, reboot)
+
+    if batches and lab.timings.vm_migrate > 0:
+        lab.scheduler.call_later(lab.timings.vm_migrate, lambda: step(0))
+        return
+    for batch in batches:
+        run_batch(lab, db, host.ref, batch, reason)
+    power_off(lab, machine, db, host, reboot)
+
+
+def power_off(lab: Any, machine: Machine, db: PoolDB, host: HostRec, reboot: bool) -> None:
+    """The end of prepare_for_poweroff: what did not leave is stopped, HA lets the host go, it goes down."""
     for vm in db.vms_on(host.ref):
         if not vm.is_control_domain:
             clean = vm.power_state == "Running" and vm_operation_error(vm, "clean_shutdown") is None

@@ -26,6 +26,7 @@ class XenTimings:
     ha_time_scale: float = 0.01  # lab seconds per second of HA timeout
     session_idle: float = 3600.0  # an unused session expires (xapi: 24 h); SESSION_INVALID afterwards
     tick: float = 0.05  # how often the liveness/HA monitor looks
+    vm_migrate: float = 0.2  # one live migration (VM.pool_migrate; host.evacuate runs batches of them at once)
     shutdown_delay: float = 0.5  # host.reboot / host.shutdown return, and act this long after (xapi: 10 s)
     reboot_down: float = 1.0  # a host rebooted by host.reboot is down this long (then host_boot until xapi answers)
 
