@@ -24,6 +24,10 @@ deprecated event.register / next (events.py), and host maintenance: host.disable
 host.assert_can_evacuate / get_vms_which_prevent_evacuation / evacuate / reboot / shutdown / compute_free_memory and
 VM.pool_migrate (calls_maintenance.py), with VMs that move and host memory accounted; `vm_counts()` says how often
 each VM migrated and stopped.
+XenServer updates: uploads over HTTP PUT /import_raw_vdi and pool_update.introduce / precheck / apply / pool_apply /
+pool_clean / destroy (calls_update.py), the pool_patch API with PUT /pool_patch_upload — 6.x's own on a pool whose
+product_version is before 7.1, today's over pool_update otherwise (calls_patch.py) — taking the lab's update files
+(update_file.py: UpdateFile builds them, UpdateServer serves them by URL and SHA-256).
 
 With `dom0s={name: LabHost, …}` (every host or none; needs root) each host stands in a KVM lab host
 (stackops_lab.hosts) for its dom0 instead (dom0.py): its XenAPI is served at the lab host's address, from a
@@ -48,8 +52,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 # The call modules register the XenAPI calls when imported.
-from stackops_lab.xenapi import (calls_devices, calls_host, calls_maintenance, calls_membership, calls_pool,
-                                 calls_session, calls_task, calls_vm, events)
+from stackops_lab.xenapi import (calls_devices, calls_host, calls_maintenance, calls_membership, calls_patch,
+                                 calls_pool, calls_session, calls_task, calls_update, calls_vm, events)
 from stackops_lab.audit import AuditLog
 from stackops_lab.xenapi.dispatch import Dispatcher
 from stackops_lab.xenapi.dom0 import Dom0s, check_dom0s, format_inventory, new_inventory
@@ -64,8 +68,8 @@ from stackops_lab.xenapi.tls import LabCA, LabTLS
 if TYPE_CHECKING:
     from stackops_lab.hosts import LabHost
 
-CALL_MODULES = (calls_devices, calls_host, calls_maintenance, calls_membership, calls_pool, calls_session, calls_task,
-                calls_vm, events)
+CALL_MODULES = (calls_devices, calls_host, calls_maintenance, calls_membership, calls_patch, calls_pool, calls_session,
+                calls_task, calls_update, calls_vm, events)
 DEFAULT_SHARED_SRS: tuple[dict[str, Any], ...] = ({"name_label": "nfs-pri", "type": "nfs"},)
 
 
