@@ -52,6 +52,7 @@ COMMANDS = (
     "updateAccount", "updateTemplatePermissions", "activateProject", "suspendProject", "migrateSystemVm",
     "declareHostAsDegraded", "cancelHostAsDegraded", "updateHostPassword", "listHostTags",
     "getRouterHealthCheckResults", "listHypervisorCapabilities", "updateHypervisorCapabilities", "copyTemplate",
+    "listVirtualMachines",
 )
 STOP_AT = {"BaseCmd"}  # the servlet's own parameters are not a command's
 ASYNC_BASES = {"BaseAsyncCmd", "BaseAsyncCreateCmd"}

@@ -2,7 +2,8 @@
 prepareHostForMaintenance's resource states and refusals with CloudStack's texts, VMs migrated to Up and Enabled
 peers with the memory for them (HA Migration work, retried max.retries times migrate.retry.interval apart),
 ErrorInMaintenance, cancelHostMaintenance → Enabled; a host that stops answering: Alert, Down and HA restarts when
-it was Enabled, only Disconnected when Disabled or in maintenance; updateCluster managedstate.
+it was Enabled, only Disconnected when Disabled or in maintenance; updateCluster managedstate. The VMs are user
+VMs the tests place (`add_user_vm`), seen through listVirtualMachines.
 
 Everything runs on a ManualClock: the simulator's time moves only when a test advances it, so each state looked at
 cannot change under the test however busy the machine is."""
@@ -48,10 +49,10 @@ def db_id(sim: CloudStackSimulator, host: dict[str, Any]) -> int:
     return sim.state.hosts[host["id"]].db_id
 
 
-def where(sim: CloudStackSimulator, vm: str) -> tuple[str | None, str]:
-    with sim.state.lock:
-        record = sim.state.table("uservm")[vm]
-        return (record.host.uuid if record.host else None), record.state
+def where(api: CloudStack, vm: str) -> tuple[str | None, str]:
+    """listVirtualMachines: the VM's host (None without one) and state."""
+    row = api.listVirtualMachines(id=vm)["virtualmachine"][0]
+    return row.get("hostid"), row["state"]
 
 
 def job(sim: CloudStackSimulator, api: CloudStack, call: Any, **params: Any) -> dict[str, Any]:
@@ -87,13 +88,13 @@ def test_vms_migrate_to_peers_with_room_then_maintenance_and_cancel(sim: CloudSt
     result = job(sim, api, api.prepareHostForMaintenance, id=a["id"])
     assert result["jobstatus"] == 1 and result["jobresult"]["host"]["resourcestate"] == "PrepareForMaintenance"
     # vm1 cannot join vm2 on b: it goes to c, the peer with the most free memory; small goes to b then
-    assert where(sim, vm1) == (c["id"], "Migrating")
-    assert where(sim, small)[1] == "Migrating"
+    assert where(api, vm1) == (c["id"], "Migrating")
+    assert where(api, small)[1] == "Migrating"
     assert host_state(api, a) == ("Up", "PrepareForMaintenance")
     sim.scheduler.advance(TIMINGS.vm_migrate)
-    assert where(sim, vm1) == (c["id"], "Running")
-    assert where(sim, vm2) == (b["id"], "Running")
-    assert where(sim, small)[0] in (b["id"], c["id"])
+    assert where(api, vm1) == (c["id"], "Running")
+    assert where(api, vm2) == (b["id"], "Running")
+    assert where(api, small)[0] in (b["id"], c["id"])
     assert host_state(api, a) == ("Up", "Maintenance")
     counts = sim.vm_counts()
     assert counts[vm1] == counts[small] == {"migrations": 1, "stops": 0, "restarts": 0}
@@ -111,7 +112,7 @@ def test_no_room_anywhere_ends_in_error_in_maintenance_after_the_retries(sim: Cl
     clear_system_vms(sim, c)
     api.updateConfiguration(name="max.retries", value="3")
     api.updateConfiguration(name="migrate.retry.interval", value="10")
-    sim.add_user_vm(b["id"], "vm-b", memory=BIG)
+    vm_b = sim.add_user_vm(b["id"], "vm-b", memory=BIG)
     sim.add_user_vm(c["id"], "vm-c", memory=BIG)
     stuck = sim.add_user_vm(a["id"], "vm-a", memory=BIG)
 
@@ -121,18 +122,18 @@ def test_no_room_anywhere_ends_in_error_in_maintenance_after_the_retries(sim: Cl
     assert [e["attempt"] for e in sim.audit() if e["event"] == "vm.migration.failed"] == [1, 2]
     sim.scheduler.advance(10)  # the third and last try: the work is given up
     assert host_state(api, a) == ("Up", "ErrorInMaintenance")
-    assert where(sim, stuck) == (a["id"], "Running")
+    assert where(api, stuck) == (a["id"], "Running")
     assert sim.hostops.maintenance.left[a["id"]] == 1
     assert sim.vm_counts() == {}  # no VM was stopped (nor moved)
 
     # ErrorInMaintenance may try again (AdminAskMaintenance); with room made on b the VM goes there
-    with sim.state.lock:
-        sim.state.table("uservm")[[v for v in sim.state.table("uservm") if v != stuck
-                                   and sim.state.table("uservm")[v].host.uuid == b["id"]][0]].state = "Stopped"
+    with sim.state.lock:  # vm-b stopped (as a user's stopVirtualMachine leaves it): room on b
+        record = sim.state.table("uservm")[vm_b]
+        record.state, record.host, record.last_host = "Stopped", None, record.host
     assert job(sim, api, api.prepareHostForMaintenance, id=a["id"])["jobresult"]["host"]["resourcestate"] == \
         "PrepareForMaintenance"
     sim.scheduler.advance(TIMINGS.vm_migrate)
-    assert where(sim, stuck) == (b["id"], "Running")
+    assert where(api, stuck) == (b["id"], "Running")
     assert host_state(api, a) == ("Up", "Maintenance")
     assert sim.vm_counts()[stuck] == {"migrations": 1, "stops": 0, "restarts": 0}
 
@@ -149,8 +150,24 @@ def test_without_an_up_and_enabled_peer_the_job_fails_and_the_host_is_error_in_m
     assert host_state(api, a) == ("Up", "PrepareForMaintenance")
     sim.scheduler.advance(TIMINGS.host_maintenance)
     assert host_state(api, a) == ("Up", "ErrorInMaintenance")
-    assert where(sim, vm) == (a["id"], "Running")
+    assert where(api, vm) == (a["id"], "Running")
     assert job(sim, api, api.cancelHostMaintenance, id=a["id"])["jobresult"]["host"]["resourcestate"] == "Enabled"
+
+
+def test_list_virtual_machines(sim: CloudStackSimulator, api: CloudStack) -> None:
+    a, b, _ = hosts(api)
+    vm = sim.add_user_vm(a["id"], "web-1", memory=2048, ha=True)
+    sim.add_user_vm(b["id"], "db-1", state="Stopped")
+    (row,) = api.listVirtualMachines(hostid=a["id"])["virtualmachine"]
+    assert {k: row[k] for k in ("id", "name", "state", "hostid", "hostname", "memory", "haenable")} == {
+        "id": vm, "name": "web-1", "state": "Running", "hostid": a["id"], "hostname": a["name"], "memory": 2048,
+        "haenable": True}
+    assert row["instancename"].endswith(f"-{sim.state.table('uservm')[vm].db_id}-VM")
+    (stopped,) = api.listVirtualMachines(state="Stopped")["virtualmachine"]
+    assert stopped["name"] == "db-1" and "hostid" not in stopped  # a stopped VM has no host
+    assert api.listVirtualMachines(listall=True, clusterid=a["clusterid"])["count"] == 1
+    assert api.listVirtualMachines(listall=True)["count"] == 2
+    assert [r["name"] for r in api.listVirtualMachines(haenable=True)["virtualmachine"]] == ["web-1"]
 
 
 def test_refusals_with_cloudstacks_texts(sim: CloudStackSimulator, api: CloudStack) -> None:
@@ -201,13 +218,13 @@ def test_an_enabled_host_that_stops_answering_goes_alert_and_its_ha_vms_restart_
     sim.host_unreachable(a["id"], 30)
     sim.scheduler.advance(TIMINGS.ping_timeout)
     assert host_state(api, a) == ("Alert", "Enabled")
-    assert where(sim, ha) == (a["id"], "Running")
+    assert where(api, ha) == (a["id"], "Running")
     sim.scheduler.advance(TIMINGS.host_investigate)
     assert host_state(api, a) == ("Down", "Enabled")
-    assert where(sim, ha)[1] == "Starting" and where(sim, ha)[0] in (b["id"], c["id"])
-    assert where(sim, plain) == (None, "Stopped")
+    assert where(api, ha)[1] == "Starting" and where(api, ha)[0] in (b["id"], c["id"])
+    assert where(api, plain) == (None, "Stopped")
     sim.scheduler.advance(TIMINGS.vm_restart)
-    assert where(sim, ha)[1] == "Running"
+    assert where(api, ha)[1] == "Running"
     assert sim.vm_counts() == {ha: {"migrations": 0, "stops": 1, "restarts": 1},
                                plain: {"migrations": 0, "stops": 1, "restarts": 0}}
     sim.scheduler.advance(30 - TIMINGS.ping_timeout - TIMINGS.host_investigate - TIMINGS.vm_restart)
@@ -228,7 +245,7 @@ def test_a_host_back_before_the_investigation_ends_is_up_without_ha(sim: CloudSt
     assert host_state(api, a)[0] in ("Up", "Connecting")
     sim.scheduler.advance(TIMINGS.host_connect)
     assert host_state(api, a) == ("Up", "Enabled")
-    assert where(sim, vm) == (a["id"], "Running") and sim.vm_counts() == {}
+    assert where(api, vm) == (a["id"], "Running") and sim.vm_counts() == {}
 
 
 @pytest.mark.parametrize("prepare", ["maintenance", "disabled"])
@@ -244,13 +261,13 @@ def test_a_host_in_maintenance_or_disabled_that_stops_answering_is_only_disconne
     else:
         api.updateHost(id=a["id"], allocationstate="Disable")
         expected = "Disabled"
-    placed = where(sim, vm)
+    placed = where(api, vm)
     sim.host_unreachable(a["id"], 20)
     sim.scheduler.advance(TIMINGS.ping_timeout + TIMINGS.host_investigate + 5)
     assert host_state(api, a) == ("Disconnected", expected)
     assert not [e for e in sim.audit() if e["event"] == "host.state" and e["host"] == a["id"]
                 and e["state"] in ("Alert", "Down")]
-    assert where(sim, vm) == placed and all(c["stops"] == 0 for c in sim.vm_counts().values())
+    assert where(api, vm) == placed and all(c["stops"] == 0 for c in sim.vm_counts().values())
     sim.scheduler.advance(20)
     sim.scheduler.advance(TIMINGS.host_connect)
     assert host_state(api, a) == ("Up", expected)

@@ -22,7 +22,7 @@ from stackops_lab.cloudstack import (commands_account_admin, commands_accounts, 
                                      commands_host_admin, commands_host_lifecycle, commands_hosts,
                                      commands_hypervisor_caps, commands_infra, commands_misc, commands_routers,
                                      commands_systemvms, commands_template_admin, commands_templates,
-                                     commands_vm_lifecycle)
+                                     commands_vm_lifecycle, commands_vms)
 from stackops_lab.cloudstack.api import Api
 from stackops_lab.audit import AuditLog
 from stackops_lab.cloudstack.downloads import TemplateOps
@@ -41,7 +41,7 @@ from stackops_lab.cloudstack.timings import Timings
 COMMAND_MODULES = (commands_account_admin, commands_accounts, commands_clusters, commands_host_admin,
                    commands_host_lifecycle, commands_hosts, commands_hypervisor_caps, commands_infra, commands_misc,
                    commands_routers, commands_systemvms, commands_template_admin, commands_templates,
-                   commands_vm_lifecycle)
+                   commands_vm_lifecycle, commands_vms)
 HOST_STATES = ("Up", "Down", "Disconnected", "Alert", "Connecting")
 ACCESS_LOG_LINES = 100_000
 
@@ -147,12 +147,14 @@ class CloudStackSimulator:
 
     def add_user_vm(self, host_id: str, name: str, memory: int = 1024, ha: bool = False,
                     state: str = "Running") -> str:
-        """Test knob: a user VM (`memory` MiB, HA-enabled offering or not) placed on a host; its uuid."""
+        """Test knob: a user VM (`memory` MiB, HA-enabled offering or not) placed on a host (a Stopped one has the
+        host as its last host only, as in CloudStack); its uuid."""
         with self.state.lock:
             host = self._host(host_id)
             assert host.cluster is not None
             vm = self.state.add(UserVm(uuid=self.state.new_uuid(), db_id=self.state.next_id("vm"), name=name,
-                                       display_name=name, zone=host.cluster.zone, host=host, state=state,
+                                       display_name=name, zone=host.cluster.zone, state=state,
+                                       host=None if state == "Stopped" else host, last_host=host,
                                        memory=memory, ha_enable=ha, account=self.state.admin,
                                        hypervisor=host.hypervisor, created=self.clock.time()))
             self.audit_log.record("vm.created", vm=vm.uuid, name=name, host=host.uuid, memory=memory, ha=ha)
