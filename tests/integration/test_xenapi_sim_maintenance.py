@@ -10,6 +10,7 @@ import dataclasses
 import XenAPI
 import pytest
 
+from support.wait import wait_for
 from support.xenapi import FAST, advance_until, blocking, drive, events, failure, login
 
 from stackops_lab.clock import ManualClock
@@ -247,8 +248,16 @@ def test_evacuation_moves_vms_in_batches_each_taking_a_migration_time() -> None:
         session = login(lab, "xen1")
         xen1 = host(session, "xen1")
         task = session.xenapi.Async.host.evacuate(xen1, "OpaqueRef:NULL", "2")
+        wait_for(lab.waiting_calls, timeout=30, what="the first batch under way")  # a guard, not a bound
+        assert session.xenapi.host.get_current_operations(xen1) == {task: "evacuate"}
+        migrating = [ref for ref in session.xenapi.host.get_resident_VMs(xen1)
+                     if session.xenapi.VM.get_current_operations(ref)]
+        assert len(migrating) == 2
+        assert failure(session.xenapi.VM.pool_migrate, vm(session, "xen2-vm1"), xen1, {}) == [
+            "OTHER_OPERATION_IN_PROGRESS", "host", xen1, "evacuate", task]
         drive(lab, lambda: session.xenapi.task.get_status(task) != "pending", what="evacuation")
         assert session.xenapi.task.get_status(task) == "success" and guests_on(session, xen1) == []
+        assert session.xenapi.host.get_current_operations(xen1) == {}
         times = [e["t"] for e in events(lab, "vm.migrated")]
         assert len(times) == 3 and times[0] == times[1] and times[2] - times[0] == pytest.approx(TIMED.vm_migrate, abs=1e-3)
         (done,) = events(lab, "host.evacuated")
@@ -267,9 +276,21 @@ def test_a_reboot_goes_down_once_its_vms_have_migrated() -> None:
         xen2 = host(session, "xen2")
         session.xenapi.host.disable(xen2)
         session.xenapi.host.reboot(xen2)
+        (shutdown_task,) = session.xenapi.host.get_current_operations(xen2)
+        assert session.xenapi.host.get_current_operations(xen2) == {shutdown_task: "shutdown"}
+        assert failure(session.xenapi.host.reboot, xen2) == [  # xapi files both under "shutdown"
+            "OTHER_OPERATION_IN_PROGRESS", "host", xen2, "shutdown", shutdown_task]
+        assert "reboot" not in session.xenapi.host.get_allowed_operations(xen2)
+        lab.scheduler.advance(TIMED.shutdown_delay + TIMED.vm_migrate / 2)  # the migrations are under way
+        moving = vm(session, "xen2-vm1")
+        assert list(session.xenapi.VM.get_current_operations(moving).values()) == ["pool_migrate"]
+        assert session.xenapi.VM.get_allowed_operations(moving) == []
+        target = host(session, "xen1")
+        assert failure(session.xenapi.VM.pool_migrate, moving, target, {})[:2] == ["OTHER_OPERATION_IN_PROGRESS", "VM"]
         (down,) = advance_until(lab, lambda: events(lab, "host.reboot"), what="xen2 goes down")
         (asked,) = events(lab, "host.rebooting")
         assert down["t"] - asked["t"] >= TIMED.shutdown_delay + TIMED.vm_migrate - 1e-6  # one batch of two
-        assert all(e["t"] < down["t"] for e in events(lab, "vm.migrated"))
+        assert all(e["t"] <= down["t"] for e in events(lab, "vm.migrated"))
+        assert session.xenapi.VM.get_current_operations(moving) == {}
         advance_until(lab, lambda: session.xenapi.host.get_enabled(xen2), what="xen2 back and enabled")
         assert all(c["stops"] == 0 for c in lab.vm_counts().values())

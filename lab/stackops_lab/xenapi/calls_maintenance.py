@@ -18,11 +18,15 @@ calls_host.py.
   in batches of evacuate_batch_size (0: 10) at once, each batch taking XenTimings.vm_migrate; a VM stopped meanwhile
   is skipped, one still there at the end → INTERNAL_ERROR. It does not disable the host.
 - VM.pool_migrate(vm, host, options): the VM's pool_migrate check (operations.vm_operation_error), then
-  assert_can_boot_here on the destination: HOST_NOT_LIVE [], HOST_DISABLED [host], VM_REQUIRES_SR [vm, sr],
+  assert_can_boot_here on the destination: HOST_NOT_LIVE [], HOST_DISABLED [host], VM_REQUIRES_SR [vm, sr], a
+  destination being evacuated or shut down (OTHER_OPERATION_IN_PROGRESS ["host", host, op, task]),
   HOST_NOT_ENOUGH_FREE_MEMORY [needed, available]; vm_migrate later the VM runs there (new domid, same devices). A
   migration to its own host (localhost migration) is allowed.
-- host.reboot(host) / host.shutdown(host): the host must be live (HOST_OFFLINE [host]) and disabled
-  (HOST_NOT_DISABLED []); with HA on it must see the statefile (HA_LOST_STATEFILE []; faults.statefile_inaccessible).
+- Operations in progress are in current_operations (host: evacuate, and "shutdown" from host.reboot / shutdown until
+  the host's xapi starts again; VM: pool_migrate while it migrates, its allowed_operations empty meanwhile), and
+  exclude others as Xapi_host_helpers.valid_operations / xapi_vm_lifecycle say (operations.py).
+- host.reboot(host) / host.shutdown(host): the host must be disabled (HOST_NOT_DISABLED [], checked before the call
+  is forwarded), not being shut down by another call (OTHER_OPERATION_IN_PROGRESS) and live (HOST_OFFLINE [host]); with HA on it must see the statefile (HA_LOST_STATEFILE []; faults.statefile_inaccessible).
   They return at once; XenTimings.shutdown_delay later (xapi: 10 s) the host runs prepare_for_poweroff
   (Vm_evacuation.ensure_no_vms): host.evacuate, then a clean shutdown, then a hard shutdown of any VM still there
   (all of them if the evacuation plan had an error: evacuate moves nothing then); with HA on, fencing is disarmed
@@ -43,9 +47,9 @@ from stackops_lab.xenapi.devices import host_free_memory, vm_memory
 from stackops_lab.xenapi.dispatch import Ctx, Slow, api
 from stackops_lab.xenapi.errors import FIELD_TYPE_ERROR, HOST_OFFLINE, INTERNAL_ERROR, XapiError
 from stackops_lab.xenapi.faults import faults_of
-from stackops_lab.xenapi.operations import vm_operation_error
+from stackops_lab.xenapi.operations import host_operation_error, vm_operation_error
 from stackops_lab.xenapi.state import (NULL_REF, HostRec, Machine, NetworkRec, PBDRec, PIFRec, PoolDB, VBDRec, VDIRec,
-                                       VMRec)
+                                       VMRec, Record, new_ref)
 
 Plan = dict[str, "str | list[str]"]  # VM ref → target host ref, or the error [code, params…]
 BATCH = 10  # Xapi_globs.evacuation_batch_size
@@ -103,6 +107,17 @@ def evacuation_plan(db: PoolDB, host: HostRec) -> Plan:
     return plans
 
 
+def begin(record: Record, key: str, op: str) -> None:
+    """An operation in progress: in the record's current_operations under its task (with_host_operation,
+    with_vm_operation)."""
+    record.extra.setdefault("current_operations", {})[key] = op
+
+
+def end(record: Record | None, key: str) -> None:
+    if record is not None:
+        record.extra.get("current_operations", {}).pop(key, None)
+
+
 def plan_errors(plans: Plan) -> list[list[str]]:
     return [plan for plan in plans.values() if isinstance(plan, list)]
 
@@ -156,6 +171,8 @@ def evacuate(ctx: Ctx, ref: Any, network: Any = NULL_REF, evacuate_batch_size: A
     except (TypeError, ValueError):
         raise XapiError(FIELD_TYPE_ERROR, "evacuate_batch_size") from None
     assert_disable_preserves_ha_plan(ctx, host)
+    if (error := host_operation_error(host, "evacuate")) is not None:
+        raise XapiError(*error)
     plans = evacuation_plan(db, host)
     for plan in plans.values():
         if isinstance(plan, list):
@@ -165,31 +182,60 @@ def evacuate(ctx: Ctx, ref: Any, network: Any = NULL_REF, evacuate_batch_size: A
     size = max(1, abs(size if size > 0 else BATCH))
     moves = [(vm, target) for vm, target in plans.items() if isinstance(target, str)]
     batches = [moves[i:i + size] for i in range(0, len(moves), size)]
-    lab = ctx.lab
+    lab, key = ctx.lab, ctx.task_ref or new_ref()
 
     def finish() -> str:
+        end(host, key)
         left = [vm for vm in db.vms_on(host.ref) if not vm.is_control_domain]
         if left:
             raise XapiError(INTERNAL_ERROR, f"evacuate: {len(left)} VMs are still resident on {host.ref}")
         lab.audit_log.record("host.evacuated", host=host.name_label, vms=len(moves), batch=size)
         return ""
 
+    last = [0]  # the latest batch under way: its end (or a drop) ends the host's evacuate operation
+
+    def batch_under_way(index: int) -> Slow:
+        last[0] = index
+        start_batch(db, batches[index])
+
+        def cleanup() -> None:
+            end_batch(db, [batches[index]])
+            if last[0] == index:
+                end(host, key)
+
+        return Slow(lab.timings.vm_migrate, lambda: step(index), cleanup=cleanup)
+
     def step(index: int) -> Any:
         run_batch(lab, db, host.ref, batches[index], "host.evacuate")
-        return Slow(lab.timings.vm_migrate, lambda: step(index + 1)) if index + 1 < len(batches) else finish()
+        return batch_under_way(index + 1) if index + 1 < len(batches) else finish()
 
+    begin(host, key, "evacuate")
     if not batches:
         return finish()
     if lab.timings.vm_migrate <= 0:
         for batch in batches:
             run_batch(lab, db, host.ref, batch, "host.evacuate")
         return finish()
-    return Slow(lab.timings.vm_migrate, lambda: step(0))
+    return batch_under_way(0)
+
+
+def start_batch(db: PoolDB, batch: list[tuple[str, Any]]) -> None:
+    """The batch's VMs are migrating (current_operations pool_migrate under their migration's task)."""
+    for vm_ref, _ in batch:
+        if (vm := db.find(VMRec, vm_ref)) is not None:
+            begin(vm, "migrate:" + vm_ref, "pool_migrate")
+
+
+def end_batch(db: PoolDB, batches: list[list[tuple[str, Any]]]) -> None:
+    for batch in batches:
+        for vm_ref, _ in batch:
+            end(db.find(VMRec, vm_ref), "migrate:" + vm_ref)
 
 
 def run_batch(lab: Any, db: PoolDB, source: str, batch: list[tuple[str, Any]], reason: str) -> None:
     """Migrations that took their time: the VMs still running on `source` go to their targets (xenopsd's VM.migrate
     fails, VM_BAD_POWER_STATE, for one stopped meanwhile: evacuate ignores that error)."""
+    end_batch(db, [batch])
     for vm_ref, target in batch:
         vm, host = db.find(VMRec, vm_ref), db.find(HostRec, target)
         if vm is not None and host is not None and vm.resident_on == source and vm.power_state == "Running":
@@ -207,30 +253,36 @@ def pool_migrate(ctx: Ctx, ref: Any, host_ref: Any, options: Any) -> str:
         raise XapiError(*error)
     if (error := _boot_error(db, vm, host)) is not None:
         raise XapiError(*error)
+    if vm.resident_on != host.ref and (error := host_operation_error(host, "vm_migrate")) is not None:
+        raise XapiError(*error)  # reserve_memory_for_vm: with_host_operation vm_migrate on the destination
     if vm.resident_on != host.ref and (available := host_free_memory(db, host)) < vm_memory(vm):
         raise XapiError("HOST_NOT_ENOUGH_FREE_MEMORY", str(vm_memory(vm)), str(available))
     if "network" in options:
         _check_network(db, options["network"], [host.ref])
-    lab, source = ctx.lab, vm.resident_on
+    lab, source, key = ctx.lab, vm.resident_on, ctx.task_ref or new_ref()
 
     def done() -> str:
+        end(vm, key)
         if vm.resident_on != source or vm.power_state != "Running":
             raise XapiError("VM_BAD_POWER_STATE", vm.ref, "running", vm.power_state.lower())
         migrate(lab, db, vm, host, reason="VM.pool_migrate")
         return ""
 
-    return Slow(lab.timings.vm_migrate, done) if lab.timings.vm_migrate > 0 else done()
+    if lab.timings.vm_migrate <= 0:
+        return done()
+    begin(vm, key, "pool_migrate")
+    return Slow(lab.timings.vm_migrate, done, cleanup=lambda: end(vm, key))
 
 
-def _stop_precheck(ctx: Ctx, ref: Any) -> tuple[HostRec, Machine]:
+def _stop_precheck(ctx: Ctx, ref: Any, reboot: bool) -> tuple[HostRec, Machine]:
     """shutdown_and_reboot_common's prechecks, on the host the call is forwarded to."""
     db = ctx.db
     host = db.get(HostRec, ref)
+    if (error := host_operation_error(host, "reboot" if reboot else "shutdown")) is not None:
+        raise XapiError(*error)  # with_host_operation, before the call is forwarded
     machine = ctx.lab.state.machine_of(db, host.ref)
     if machine is None or not db.live(host) or not machine.serving:
         raise XapiError(HOST_OFFLINE, host.ref)
-    if host.enabled:
-        raise XapiError("HOST_NOT_DISABLED")
     if db.pool.ha_enabled and machine.name in faults_of(ctx.lab).statefile_inaccessible:
         raise XapiError("HA_LOST_STATEFILE")
     return host, machine
@@ -256,14 +308,17 @@ def prepare_for_poweroff(lab: Any, machine: Machine, reboot: bool) -> None:
 
     def step(index: int) -> None:
         if machine.boot_id != boot or machine.power != "up":
+            end_batch(db, batches)
             return  # killed meanwhile
-        if index < len(batches):
-            run_batch(lab, db, host.ref, batches[index], reason)
+        run_batch(lab, db, host.ref, batches[index], reason)
+        if index + 1 < len(batches):
+            start_batch(db, batches[index + 1])
             lab.scheduler.call_later(lab.timings.vm_migrate, lambda: step(index + 1))
             return
         power_off(lab, machine, db, host, reboot)
 
     if batches and lab.timings.vm_migrate > 0:
+        start_batch(db, batches[0])
         lab.scheduler.call_later(lab.timings.vm_migrate, lambda: step(0))
         return
     for batch in batches:
@@ -290,8 +345,10 @@ def power_off(lab: Any, machine: Machine, db: PoolDB, host: HostRec, reboot: boo
 
 
 def _stop_later(ctx: Ctx, ref: Any, reboot: bool) -> str:
-    host, machine = _stop_precheck(ctx, ref)
+    host, machine = _stop_precheck(ctx, ref, reboot)
     lab, boot = ctx.lab, machine.boot_id
+    # the shutdown task stays in current_operations until the host's xapi starts again (lifecycle.finish_start)
+    begin(host, new_ref(), "shutdown")
 
     def act() -> None:
         if machine.boot_id == boot and machine.power == "up":

@@ -212,6 +212,7 @@ class Lifecycle:
                     self.lab.audit_log.record("master.demoted", host=machine.name, master=current.name)
         host = db.find(HostRec, machine.host_ref)
         if host is not None:
+            host.extra.pop("current_operations", None)  # what this host was doing (a shutdown) is reset at startup
             enabled = not machine.crashed_with_ha and machine.auto_enable
             if host.enabled != enabled:
                 host.enabled = enabled

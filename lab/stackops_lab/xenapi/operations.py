@@ -85,9 +85,9 @@ def allowed(db: PoolDB, record: Record) -> list[str] | None:
         ops = _HOST_ALWAYS + ([] if record.enabled else _HOST_DISABLED)
         if not db.live(record):
             ops = [op for op in ops if op not in ("vm_start", "vm_resume", "vm_migrate", "provision")]
-        return _only("host_allowed_operations", ops)
+        return _only("host_allowed_operations", [op for op in ops if host_operation_error(record, op) is None])
     if isinstance(record, VMRec):
-        return _only("vm_operations", _vm_ops(record))
+        return [] if record.extra.get("current_operations") else _only("vm_operations", _vm_ops(record))
     if isinstance(record, SRRec):
         return _only("storage_operations", _SR)
     if isinstance(record, VDIRec):
@@ -218,13 +218,41 @@ _CONTROL_DOMAIN_OPS = ("data_source_op", "changing_memory_live", "awaiting_memor
                        "changing_VCPUs", "destroy")
 
 
+_CREATING = ("provision", "vm_resume", "vm_migrate")  # host operations that bring VMs to the host
+_REMOVING = ("evacuate", "reboot", "shutdown")  # and those that take them away
+_EXCLUSIVE = {"reboot": ("shutdown", "apply_updates"), "shutdown": ("reboot", "apply_updates"),
+              "apply_updates": ("reboot", "shutdown", "enable"), "provision": ("provision",)}
+
+
+def host_operation_error(host: HostRec, op: str) -> list[str] | None:
+    """Xapi_host_helpers.valid_operations for `op`: an operation in progress (host.current_operations) that excludes
+    it — creating VMs against removing them, reboot / shutdown / apply_updates against each other —, then a host
+    still enabled for reboot, shutdown and apply_updates."""
+    current = list((host.extra.get("current_operations") or {}).items())
+    for group, other in ((_CREATING, _REMOVING), (_REMOVING, _CREATING)):
+        found = next(((ref, cop) for ref, cop in current if cop in other), None)
+        if op in group and found is not None:
+            return ["OTHER_OPERATION_IN_PROGRESS", "host", host.ref, found[1], found[0]]
+    for ref, cop in current:
+        if op in _EXCLUSIVE.get(cop, ()):
+            return ["OTHER_OPERATION_IN_PROGRESS", "host", host.ref, cop, ref]
+    if host.enabled and op in ("reboot", "shutdown", "apply_updates"):
+        return ["HOST_NOT_DISABLED"]
+    return None
+
+
 def vm_operation_error(vm: VMRec, op: str) -> list[str] | None:
-    """xapi_vm_lifecycle.check_operation_error for `op` in the states the lab models (no operation in progress, no
-    snapshots, appliances or protection policies): blocked by the user, the power states the operation needs,
+    """xapi_vm_lifecycle.check_operation_error for `op` in the states the lab models (no snapshots, appliances or
+    protection policies): blocked by the user, a migration in progress, the power states the operation needs,
     a template's exceptions, the control domain's."""
     blocked = vm.extra.get("blocked_operations", {})
     if op in blocked:
         return ["OPERATION_BLOCKED", vm.ref, blocked[op]]
+    current = vm.extra.get("current_operations") or {}
+    if current:  # a migration in progress (the only long VM operation the lab has)
+        refs, ops = (next(iter(current)), next(iter(current.values()))) if len(current) == 1 else (
+            "{" + ",".join(current) + "}", "{" + ",".join(current.values()) + "}")
+        return ["OTHER_OPERATION_IN_PROGRESS", "VM", vm.ref, ops, refs]
     if op in _VM_STATES and vm.power_state not in _VM_STATES[op]:
         return ["VM_BAD_POWER_STATE", vm.ref, ", ".join(state.lower() for state in _VM_STATES[op]),
                 vm.power_state.lower()]
