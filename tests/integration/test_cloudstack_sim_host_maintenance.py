@@ -117,9 +117,15 @@ def test_no_room_anywhere_ends_in_error_in_maintenance_after_the_retries(sim: Cl
     stuck = sim.add_user_vm(a["id"], "vm-a", memory=BIG)
 
     assert job(sim, api, api.prepareHostForMaintenance, id=a["id"])["jobstatus"] == 1
-    sim.scheduler.advance(15)  # two of three tries failed: still preparing
-    assert host_state(api, a) == ("Up", "PrepareForMaintenance")
+    sim.scheduler.advance(15)  # two of three tries failed: a failed migration with a retry left
+    assert host_state(api, a) == ("Up", "ErrorInPrepareForMaintenance")
     assert [e["attempt"] for e in sim.audit() if e["event"] == "vm.migration.failed"] == [1, 2]
+    assert refusal(job(sim, api, api.prepareHostForMaintenance, id=a["id"])) == (
+        530, "Host is already in state ErrorInPrepareForMaintenance. Cannot recall for maintenance until resolved.")
+    cluster_id = sim.state.hosts[a["id"]].cluster.db_id
+    assert refusal(job(sim, api, api.prepareHostForMaintenance, id=b["id"])) == (
+        530, "There are other servers attempting migrations for maintenance. Found hosts in PrepareForMaintenance "
+             f"OR ErrorInPrepareForMaintenance STATUS in cluster {cluster_id}")
     sim.scheduler.advance(10)  # the third and last try: the work is given up
     assert host_state(api, a) == ("Up", "ErrorInMaintenance")
     assert where(api, stuck) == (a["id"], "Running")
@@ -136,6 +142,26 @@ def test_no_room_anywhere_ends_in_error_in_maintenance_after_the_retries(sim: Cl
     assert where(api, stuck) == (b["id"], "Running")
     assert host_state(api, a) == ("Up", "Maintenance")
     assert sim.vm_counts()[stuck] == {"migrations": 1, "stops": 0, "restarts": 0}
+
+
+def test_a_retry_that_finds_room_corrects_the_errors(sim: CloudStackSimulator, api: CloudStack) -> None:
+    a, b, c = hosts(api)
+    clear_system_vms(sim, c)
+    api.updateConfiguration(name="migrate.retry.interval", value="10")
+    vm_b = sim.add_user_vm(b["id"], "vm-b", memory=BIG)
+    sim.add_user_vm(c["id"], "vm-c", memory=BIG)
+    moving = sim.add_user_vm(a["id"], "vm-a", memory=BIG)
+    job(sim, api, api.prepareHostForMaintenance, id=a["id"])
+    assert host_state(api, a) == ("Up", "ErrorInPrepareForMaintenance")
+    with sim.state.lock:  # vm-b stopped meanwhile: room on b for the next try
+        record = sim.state.table("uservm")[vm_b]
+        record.state, record.host, record.last_host = "Stopped", None, record.host
+    sim.scheduler.advance(10)  # the second try: migrating, the error corrected
+    assert where(api, moving) == (b["id"], "Migrating")
+    assert host_state(api, a) == ("Up", "PrepareForMaintenance")
+    sim.scheduler.advance(TIMINGS.vm_migrate)
+    assert host_state(api, a) == ("Up", "Maintenance")
+    assert sim.vm_counts()[moving] == {"migrations": 1, "stops": 0, "restarts": 0}
 
 
 def test_without_an_up_and_enabled_peer_the_job_fails_and_the_host_is_error_in_maintenance(

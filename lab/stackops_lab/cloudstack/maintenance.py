@@ -23,8 +23,11 @@ ErrorInMaintenance (ACS #9523). A Migration work takes the Up+Enabled peer of th
 that can hold the VM (memory is accounted: a host's RAM less its VMs', those migrating in included); the VM is
 Migrating for Timings.vm_migrate (host = target, last host = source), then Running on the target. With no such
 peer the work is tried again after `migrate.retry.interval` seconds, `max.retries` tries in all, then given up.
-After each work item checkAndMaintain (attemptMaintain): nothing active left → Maintenance; no work pending and
-VMs still running → ErrorInMaintenance (the VMs stay where they are, counted by `left`).
+After each try checkAndMaintain (attemptMaintain), in its order: nothing active left and nothing migrating away →
+Maintenance; no work pending and VMs still running (or only failed ones) → ErrorInMaintenance (the VMs stay where
+they are, counted by `left`); work pending and a failed migration (a VM whose last try failed) or a VM in
+Error/Unknown → ErrorInPrepareForMaintenance (UnableToMigrate); from there, once no error is left, back to
+PrepareForMaintenance (ErrorsCorrected).
 cancelHostMaintenance from any maintenance state → Enabled (AdminCancelMaintenance), pending migrations cancelled;
 otherwise "Cannot perform cancelMaintenance when resource state is <state>, hostId = <id>".
 
@@ -74,6 +77,7 @@ class Maintenance:
         self.pending: dict[str, set[str]] = {}  # host uuid → uuids of its VMs with Migration work
         self.counts: dict[str, dict[str, int]] = {}  # vm uuid → migrations, stops, restarts
         self.left: dict[str, int] = {}  # host uuid → VMs left on it when it went ErrorInMaintenance
+        self.failed: set[str] = set()  # uuids of VMs whose last Migration try failed (failed migrations)
 
     # ------------------------------------------------------------------ VMs and capacity
     def all_vms(self) -> list[Any]:
@@ -161,12 +165,14 @@ class Maintenance:
         if not found:
             self.sim.audit_log.record("vm.migration.failed", vm=vm.uuid, name=vm.name, source=host.uuid,
                                       attempt=attempt, reason="Unable to find a suitable destination")
+            self.failed.add(vm.uuid)
             if attempt < int(self.setting("max.retries")):
                 self.sim.scheduler.call_later(self.setting("migrate.retry.interval"),
                                               lambda: self._migrate(host, vm, attempt + 1))
-                return
-            work.discard(vm.uuid)
+            else:
+                work.discard(vm.uuid)
             return self.check(host)
+        self.failed.discard(vm.uuid)
         target = found[0]
         vm.last_host, vm.host = host, target
         self.set_vm_state(vm, "Migrating")
@@ -181,22 +187,32 @@ class Maintenance:
             self.check(host)
 
         self.sim.scheduler.call_later(self.sim.timings.vm_migrate, arrived)
+        self.check(host)
 
     def check(self, host: Host) -> None:
-        """checkAndMaintain → attemptMaintain."""
+        """checkAndMaintain → attemptMaintain, its steps in its order."""
         if not self.sim.state.live(host) or host.resource_state not in PREPARING:
             return
-        migrating_away = [vm for vm in self.all_vms() if vm.last_host is host and vm.state == "Migrating"]
-        active = [vm for vm in self.vms_on(host) if vm.state in ACTIVE]
-        if not migrating_away and not active:
+        migrating_away = bool([vm for vm in self.all_vms() if vm.last_host is host and vm.state == "Migrating"])
+        on = self.vms_on(host)
+        active = [vm for vm in on if vm.state in ACTIVE]
+        pending = bool(self.pending.get(host.uuid))
+        if not migrating_away and not active:  # step 1
             self.pending.pop(host.uuid, None)
             self.hostops.set_state(host, resource_state="Maintenance")
             return
-        if not self.pending.get(host.uuid) and not migrating_away:
-            self.pending.pop(host.uuid, None)
+        errors = [vm for vm in on if vm.state in ("Error", "Unknown") or vm.uuid in self.failed]
+        running = any(vm.state == "Running" for vm in on)
+        stopping = any(vm.state == "Stopping" for vm in on)
+        if (not pending and not migrating_away and running) or (not running and not migrating_away and errors):
+            self.pending.pop(host.uuid, None)  # step 3: every legal operation is done, VMs are left
             self.left[host.uuid] = len(active)
             self.sim.audit_log.record("host.maintenance.failed", host=host.uuid, name=host.name, left=len(active))
             self.hostops.set_state(host, resource_state="ErrorInMaintenance")
+        elif (pending or migrating_away or stopping) and errors:  # step 4: UnableToMigrate
+            self.hostops.set_state(host, resource_state="ErrorInPrepareForMaintenance")
+        elif host.resource_state == "ErrorInPrepareForMaintenance":  # step 5: ErrorsCorrected
+            self.hostops.set_state(host, resource_state="PrepareForMaintenance")
 
     # ------------------------------------------------------------------ cancelHostMaintenance
     def cancel(self, ctx: JobContext, host: Host) -> None:
