@@ -6,6 +6,9 @@ the test moves the lab's time. Migrations are instant (vm_migrate=0) except wher
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import re
+import urllib.parse
 
 import XenAPI
 import pytest
@@ -16,6 +19,7 @@ from support.xenapi import FAST, advance_until, blocking, drive, events, failure
 from stackops_lab.clock import ManualClock
 from stackops_lab.xenapi import XenHostSpec, XenLab
 from stackops_lab.xenapi.faults import faults_of
+from stackops_lab.xenapi.update_file import UpdateFile
 
 GiB = 1024 ** 3
 INSTANT = dataclasses.replace(FAST, vm_migrate=0.0)
@@ -48,6 +52,20 @@ def vm(session: XenAPI.Session, name: str) -> str:
 def vm_size(session: XenAPI.Session, ref: str) -> int:
     record = session.xenapi.VM.get_record(ref)
     return int(record["memory_dynamic_max"]) + int(record["memory_overhead"])
+
+
+def upload(lab: XenLab, session: XenAPI.Session, content: bytes) -> str:
+    """PUT an update file into a new VDI (/import_raw_vdi): the VDI ref from the task's result."""
+    x = session.xenapi
+    task = x.task.create("import update", "")
+    query = {"session_id": session._session, "sr_id": x.pool.get_default_SR(x.pool.get_all()[0]), "task_id": task}
+    connection = http.client.HTTPConnection(urllib.parse.urlsplit(lab.url("xen1")).netloc, timeout=30)
+    connection.request("PUT", "/import_raw_vdi?" + urllib.parse.urlencode(query), body=content)
+    assert connection.getresponse().status == 200
+    connection.close()
+    match = re.search(r"OpaqueRef:[^<]+", x.task.get_result(task))
+    assert match, x.task.get_result(task)
+    return match.group(0)
 
 
 def enable_ha(session: XenAPI.Session) -> None:
@@ -187,15 +205,15 @@ def test_reboot_of_a_disabled_host_evacuates_it_first_and_xapi_enables_it_again(
         assert [e["reason"] for e in events(lab, "vm.migrated")] == ["host.reboot"] * 2
 
 
-def test_reboot_clears_updates_requiring_reboot_and_keeps_a_host_disabled_with_auto_enable_false() -> None:
+def test_reboot_clears_an_applied_updates_reboot_need_and_auto_enable_false_keeps_the_host_disabled() -> None:
     with pool_lab(2) as lab:
         session = login(lab, "xen1")
         xen2 = host(session, "xen2")
+        update = UpdateFile("XS82E200", version="1.0", after_apply_guidance=["restartHost"])
+        ref = session.xenapi.pool_update.introduce(upload(lab, session, update.to_bytes()))
+        session.xenapi.pool_update.apply(ref, xen2)
+        assert session.xenapi.host.get_updates_requiring_reboot(xen2) == [ref]
         session.xenapi.host.disable(xen2, False)
-        with lab.state.lock:  # what pool_update.apply leaves: the sentinel /run/reboot-required.hfxs
-            machine = lab.state.machine("xen2")
-            machine.db.tables["host"][machine.host_ref].extra["updates_requiring_reboot"] = ["OpaqueRef:update"]
-        assert session.xenapi.host.get_updates_requiring_reboot(xen2) == ["OpaqueRef:update"]
         session.xenapi.host.reboot(xen2)
         advance_until(lab, lambda: events(lab, "host.booted"), what="xen2 rebooted")
         advance_until(lab, lambda: lab.status("xen2")["serving"], what="xen2 serving")
