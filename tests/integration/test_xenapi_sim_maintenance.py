@@ -312,3 +312,17 @@ def test_a_reboot_goes_down_once_its_vms_have_migrated() -> None:
         assert session.xenapi.VM.get_current_operations(moving) == {}
         advance_until(lab, lambda: session.xenapi.host.get_enabled(xen2), what="xen2 back and enabled")
         assert all(c["stops"] == 0 for c in lab.vm_counts().values())
+
+
+def test_the_master_reboots_like_any_host_and_comes_back_master() -> None:
+    with pool_lab(3) as lab:
+        session = login(lab, "xen1")
+        xen1 = host(session, "xen1")
+        session.xenapi.host.disable(xen1)
+        session.xenapi.host.evacuate(xen1)
+        session.xenapi.host.reboot(xen1)
+        advance_until(lab, lambda: events(lab, "host.reboot"), what="the master goes down")
+        assert failure(login, lab, "xen2") == ["HOST_IS_SLAVE", lab.address("xen1")]  # supporters wait for it
+        session = advance_until(lab, lambda: login(lab, "xen1"), what="the master back")
+        assert session.xenapi.host.get_enabled(xen1) is True and lab.pool_of("xen2")["master"] == "xen1"
+        assert guests_on(session, xen1) == [] and all(c["stops"] == 0 for c in lab.vm_counts().values())
