@@ -1,8 +1,12 @@
 """A host whose hypervisor stops answering, as CloudStack's AgentManagerImpl and HighAvailabilityManager see it.
 
-The lab knob is `CloudStackSimulator.host_unreachable(host_id, seconds)` (the simulator has no live link to the
-XenAPI lab: CloudStack's XenServer resource pings through XenAPI, which a test models with this knob while it
-reboots the host there). After Timings.ping_timeout (ping.interval × ping.timeout in CloudStack) the ping times out:
+Two ways for a host to stop answering:
+- the lab knob `CloudStackSimulator.host_unreachable(host_id, seconds)`;
+- the link to a XenAPI lab, off unless Timings.xen_ping > 0: every Timings.xen_ping seconds of the simulator's time,
+  as CloudStack's XenServer resource pings its host, each XenServer host that discovery gave a guid (a real lab
+  host) is probed with a TCP connection to its XenAPI address and port (outside the state lock, in its own thread);
+  a host whose XenAPI refuses (powered off, rebooting, xapi stopped) is unreachable until a later probe connects.
+After Timings.ping_timeout (ping.interval × ping.timeout in CloudStack) the ping times out:
 - a host Disabled, in Maintenance or ErrorInMaintenance is Disconnected, without investigation and without HA
   (AgentManagerImpl.handleDisconnectWithoutInvestigation; why operators disable or maintain before a reboot);
 - any other host goes Alert (investigation); after Timings.host_investigate the investigators find it Down and
@@ -16,9 +20,13 @@ Unmanaged, where no agent connects and it stays Disconnected until the cluster i
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from stackops_lab.cloudstack.maintenance import memory_of
+from stackops_lab.cloudstack.xen import DEFAULT_PORT
 from stackops_lab.cloudstack.state import Host, UserVm
 
 if TYPE_CHECKING:
@@ -33,15 +41,48 @@ class Availability:
         self.sim = hostops.sim
         self.until: dict[str, float] = {}  # host uuid → when it answers again (the lab's monotonic clock)
 
+        if self.sim.timings.xen_ping > 0:
+            self.sim.scheduler.call_later(self.sim.timings.xen_ping, self._ping_xen)
+
+    def _ping_xen(self) -> None:
+        """The periodic ping of the XenServer hosts (scheduled, under the state lock): probes in a thread."""
+        self.sim.scheduler.call_later(self.sim.timings.xen_ping, self._ping_xen)
+        hosts = [h for h in self.sim.state.values("host") if h.guid and h.hypervisor == "XenServer"]
+        if hosts:
+            targets = [(h, h.address, urlsplit(h.url).port or DEFAULT_PORT) for h in hosts]
+            threading.Thread(target=self._probe, args=(targets,), name="cloudstack-sim-xen-ping",
+                             daemon=True).start()
+
+    def _probe(self, targets: list[tuple[Host, str, int]]) -> None:
+        answers = {}
+        for host, address, port in targets:
+            try:
+                with socket.create_connection((address, port), timeout=self.sim.timings.xenapi_timeout):
+                    answers[host.uuid] = True
+            except OSError:
+                answers[host.uuid] = False
+        with self.sim.state.lock:
+            for host, _, _ in targets:
+                if not self.sim.state.live(host):
+                    continue
+                lost = self.until.get(host.uuid) == float("inf")
+                if not answers[host.uuid] and not lost:
+                    self.lose(host, float("inf"))
+                elif answers[host.uuid] and lost:
+                    self.until[host.uuid] = self.sim.scheduler.now()
+                    self._back(host)
+
     def unreachable(self, host: Host) -> bool:
         return self.sim.scheduler.now() < self.until.get(host.uuid, float("-inf"))
 
     def lose(self, host: Host, seconds: float) -> None:
         """The host stops answering for `seconds` (call with the state lock held)."""
         self.until[host.uuid] = self.sim.scheduler.now() + seconds
-        self.sim.audit_log.record("host.unreachable", host=host.uuid, name=host.name, seconds=seconds)
+        self.sim.audit_log.record("host.unreachable", host=host.uuid, name=host.name,
+                                  seconds=None if seconds == float("inf") else seconds)
         self.sim.scheduler.call_later(min(self.sim.timings.ping_timeout, seconds), lambda: self._ping_timeout(host))
-        self.sim.scheduler.call_later(seconds, lambda: self._back(host))
+        if seconds != float("inf"):
+            self.sim.scheduler.call_later(seconds, lambda: self._back(host))
 
     def _ping_timeout(self, host: Host) -> None:
         if not self.sim.state.live(host) or not self.unreachable(host) or host.state != "Up":

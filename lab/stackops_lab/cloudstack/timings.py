@@ -22,3 +22,4 @@ class Timings:
     ping_timeout: float = 2.0  # a host stops answering → the agent's ping times out (ping.interval × ping.timeout)
     host_investigate: float = 1.0  # an Alert host's investigation → Down, then HA restarts its VMs elsewhere
     vm_restart: float = 1.0  # HA restarting a VM on another host (Starting → Running)
+    xen_ping: float = 0.0  # > 0: ping registered XenServer hosts' XenAPI this often (the link to a XenAPI lab); 0: off
