@@ -129,7 +129,7 @@ def migrate(lab: Any, db: PoolDB, vm: VMRec, target: HostRec, reason: str) -> No
     vm.domid = max([v.domid for v in db.vms_on(target.ref)] + [0]) + 1
     lab.lifecycle.count(vm, "migrations")
     lab.audit_log.record("vm.migrated", vm=vm.name_label, uuid=vm.uuid, reason=reason,
-                             source=source.name_label if source else NULL_REF, target=target.name_label)
+                         source=source.name_label if source else NULL_REF, target=target.name_label)
     lab.ha.update_pool_status(db)
 
 
