@@ -299,6 +299,24 @@ def test_a_host_in_maintenance_or_disabled_that_stops_answering_is_only_disconne
     assert host_state(api, a) == ("Up", expected)
 
 
+def test_a_disconnected_host_declared_degraded_has_its_vms_restarted_elsewhere(sim: CloudStackSimulator,
+                                                                              api: CloudStack) -> None:
+    a, b, c = hosts(api)
+    clear_system_vms(sim, c)
+    ha = sim.add_user_vm(a["id"], "ha", ha=True)
+    api.updateHost(id=a["id"], allocationstate="Disable")
+    sim.host_unreachable(a["id"], 60)
+    sim.scheduler.advance(TIMINGS.ping_timeout + TIMINGS.host_investigate)
+    assert host_state(api, a) == ("Disconnected", "Disabled")
+    assert where(api, ha) == (a["id"], "Running") and sim.vm_counts() == {}  # no investigation, no HA
+    result = job(sim, api, api.declareHostAsDegraded, id=a["id"])
+    assert result["jobresult"]["host"]["resourcestate"] == "Degraded"
+    assert where(api, ha)[1] == "Starting" and where(api, ha)[0] in (b["id"], c["id"])
+    sim.scheduler.advance(TIMINGS.vm_restart)
+    assert where(api, ha)[1] == "Running"
+    assert sim.vm_counts() == {ha: {"migrations": 0, "stops": 1, "restarts": 1}}
+
+
 def test_managedstate_unmanaged_disconnects_and_managed_reconnects(sim: CloudStackSimulator,
                                                                    api: CloudStack) -> None:
     a, b, c = hosts(api)

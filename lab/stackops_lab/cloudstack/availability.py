@@ -102,9 +102,9 @@ class Availability:
         self.hostops.set_state(host, state="Down")
         maintenance = self.hostops.maintenance
         for vm in maintenance.vms_on(host):
-            self._restart_elsewhere(host, vm)
+            self.restart_elsewhere(host, vm)
 
-    def _restart_elsewhere(self, host: Host, vm: Any) -> None:
+    def restart_elsewhere(self, host: Host, vm: Any) -> None:
         maintenance = self.hostops.maintenance
         maintenance.set_vm_state(vm, "Stopped")
         maintenance.count(vm, "stops")

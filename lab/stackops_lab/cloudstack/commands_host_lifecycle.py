@@ -4,7 +4,9 @@
 declareHostAsDegraded (ResourceManagerImpl.declareHostAsDegraded): a host already Degraded fails the job with 530
 "Failed to declare host as Degraded due to: Host [id:<id>] was already marked as Degraded." (NoTransitionException);
 a host whose status is not Alert or Disconnected with 431 "Cannot perform declare host [id=<id>, name=<name>] as
-'Degraded' when host is in <status> status". cancelHostAsDegraded moves a Degraded host back to Enabled; any other
+'Degraded' when host is in <status> status"; a host declared Degraded has its Starting, Running and Stopping VMs
+restarted by HA on another host (stackops_lab.cloudstack.availability: HA-enabled ones restarted, the others
+stopped, each counted). cancelHostAsDegraded moves a Degraded host back to Enabled; any other
 resource state fails with 530 "Failed to Cancel host from Degraded status due to: Cannot perform
 cancelHostAsDegraded on host [id=<id>, name=<name>] when host is in <state> state". Both answer the host.
 
@@ -58,6 +60,9 @@ def declare_host_as_degraded(request: Request) -> dict[str, Any]:
                                   f"when host is in {host.state} status")
             return
         sim.hostops.set_state(host, resource_state="Degraded")
+        for vm in sim.hostops.vms_on(host):  # scheduleVmsRestart: HA restarts them elsewhere
+            if vm.state in ("Starting", "Running", "Stopping"):
+                sim.hostops.availability.restart_elsewhere(host, vm)
         ctx.succeed({"host": responses.host(host)})
 
     return _submit(request, run)
