@@ -84,6 +84,7 @@ def test_vms_migrate_to_peers_with_room_then_maintenance_and_cancel(sim: CloudSt
     vm1 = sim.add_user_vm(a["id"], "vm1", memory=BIG)
     vm2 = sim.add_user_vm(b["id"], "vm2", memory=BIG)
     small = sim.add_user_vm(a["id"], "small", memory=2048)
+    memory_before = sum(h["memoryallocated"] for h in hosts(api) if h["id"] != a["id"])
 
     result = job(sim, api, api.prepareHostForMaintenance, id=a["id"])
     assert result["jobstatus"] == 1 and result["jobresult"]["host"]["resourcestate"] == "PrepareForMaintenance"
@@ -91,6 +92,8 @@ def test_vms_migrate_to_peers_with_room_then_maintenance_and_cancel(sim: CloudSt
     assert where(api, vm1) == (c["id"], "Migrating")
     assert where(api, small)[1] == "Migrating"
     assert host_state(api, a) == ("Up", "PrepareForMaintenance")
+    memory = {h["id"]: h["memoryallocated"] for h in hosts(api)}  # CloudStack's view: migrating in counts
+    assert memory[b["id"]] + memory[c["id"]] - memory_before == (BIG + 2048) * 1024 * 1024
     sim.scheduler.advance(TIMINGS.vm_migrate)
     assert where(api, vm1) == (c["id"], "Running")
     assert where(api, vm2) == (b["id"], "Running")

@@ -32,6 +32,7 @@ from stackops_lab.cloudstack import catalog, kvm, responses, xen
 from stackops_lab.cloudstack.errors import ApiError, INTERNAL_ERROR, internal, invalid_value
 from stackops_lab.cloudstack.framework import (BOOLEAN, LIST, UUID, Param, Request, command, keyword_match,
                                                paged)
+from stackops_lab.cloudstack.maintenance import MIB
 from stackops_lab.cloudstack.state import Cluster, Host
 
 ADMIN = "org.apache.cloudstack.api.command.admin.host"
@@ -53,8 +54,11 @@ def list_hosts(request: Request) -> dict[str, Any]:
     wanted_resource = (request.get("resourcestate") or "").lower()
     hypervisor = (request.get("hypervisor") or "").lower()
     rows: list[tuple[Any, dict[str, Any]]] = []
+    maintenance = request.sim.hostops.maintenance
     for host in state.values("host"):
-        rows.append((host, responses.host(host)))
+        row = responses.host(host)
+        row["memoryallocated"] = (host.memory_total // MIB - maintenance.free_memory(host)) * MIB  # its VMs' (bytes)
+        rows.append((host, row))
     if not any(request.has(name) for name in ("podid", "clusterid", "hypervisor")):
         for agent in state.values("agenthost"):
             rows.append((agent, responses.agent_host(agent)))
