@@ -167,6 +167,25 @@ def test_a_retry_that_finds_room_corrects_the_errors(sim: CloudStackSimulator, a
     assert sim.vm_counts()[moving] == {"migrations": 1, "stops": 0, "restarts": 0}
 
 
+def test_cancel_while_preparing_cancels_the_pending_migrations(sim: CloudStackSimulator, api: CloudStack) -> None:
+    a, b, c = hosts(api)
+    clear_system_vms(sim, c)
+    api.updateConfiguration(name="migrate.retry.interval", value="10")
+    vm_b = sim.add_user_vm(b["id"], "vm-b", memory=BIG)
+    sim.add_user_vm(c["id"], "vm-c", memory=BIG)
+    staying = sim.add_user_vm(a["id"], "vm-a", memory=BIG)
+    job(sim, api, api.prepareHostForMaintenance, id=a["id"])
+    assert host_state(api, a) == ("Up", "ErrorInPrepareForMaintenance")
+    assert job(sim, api, api.cancelHostMaintenance, id=a["id"])["jobresult"]["host"]["resourcestate"] == "Enabled"
+    with sim.state.lock:  # room on b now: a retry would take it, but the work was cancelled
+        record = sim.state.table("uservm")[vm_b]
+        record.state, record.host, record.last_host = "Stopped", None, record.host
+    sim.scheduler.advance(60)
+    assert where(api, staying) == (a["id"], "Running") and sim.vm_counts() == {}
+    assert len([e for e in sim.audit() if e["event"] == "vm.migration.failed"]) == 1
+    assert host_state(api, a) == ("Up", "Enabled")
+
+
 def test_without_an_up_and_enabled_peer_the_job_fails_and_the_host_is_error_in_maintenance(
         sim: CloudStackSimulator, api: CloudStack) -> None:
     a, b, c = hosts(api)

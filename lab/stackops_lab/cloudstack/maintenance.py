@@ -78,6 +78,7 @@ class Maintenance:
         self.counts: dict[str, dict[str, int]] = {}  # vm uuid → migrations, stops, restarts
         self.left: dict[str, int] = {}  # host uuid → VMs left on it when it went ErrorInMaintenance
         self.failed: set[str] = set()  # uuids of VMs whose last Migration try failed (failed migrations)
+        self.rounds: dict[str, int] = {}  # host uuid → its prepareHostForMaintenance count (stale retries end)
 
     # ------------------------------------------------------------------ VMs and capacity
     def all_vms(self) -> list[Any]:
@@ -147,17 +148,19 @@ class Maintenance:
         if not self.targets(host):
             self.sim.scheduler.call_later(self.sim.timings.host_maintenance, lambda: self.check(host))
             return fail(f"Unable to prepare for maintenance host {host.db_id}")
+        self.failed -= {vm.uuid for vm in on}
         work = self.pending.setdefault(host.uuid, set())
+        round_ = self.rounds[host.uuid] = self.rounds.get(host.uuid, 0) + 1
         for vm in on:
             work.add(vm.uuid)
-            self.sim.scheduler.call_later(0, lambda vm=vm: self._migrate(host, vm, 1))
+            self.sim.scheduler.call_later(0, lambda vm=vm: self._migrate(host, vm, 1, round_))
         ctx.succeed({"host": responses.host(host)})
 
-    def _migrate(self, host: Host, vm: Any, attempt: int) -> None:
+    def _migrate(self, host: Host, vm: Any, attempt: int, round_: int) -> None:
         """One try of a VM's Migration work."""
         work = self.pending.get(host.uuid, set())
-        if vm.uuid not in work:
-            return  # cancelled
+        if vm.uuid not in work or self.rounds.get(host.uuid) != round_:
+            return  # cancelled, or work of an earlier prepareHostForMaintenance
         if vm.host is not host or vm.state != "Running":
             work.discard(vm.uuid)
             return self.check(host)
@@ -168,7 +171,7 @@ class Maintenance:
             self.failed.add(vm.uuid)
             if attempt < int(self.setting("max.retries")):
                 self.sim.scheduler.call_later(self.setting("migrate.retry.interval"),
-                                              lambda: self._migrate(host, vm, attempt + 1))
+                                              lambda: self._migrate(host, vm, attempt + 1, round_))
             else:
                 work.discard(vm.uuid)
             return self.check(host)
