@@ -577,7 +577,7 @@ def test_host_disabled_until_reboot() -> None:
         xen2 = host_ref(session, "xen2")
         session.xenapi.host.disable(xen2)
         lab.set_disabled_until_reboot("xen2")
-        assert failure(session.xenapi.host.enable, xen2) == ["HOST_DISABLED_UNTIL_REBOOT"]
+        assert failure(session.xenapi.host.enable, xen2) == ["HOST_DISABLED_UNTIL_REBOOT", xen2]
 
 
 # ------------------------------------------------------------------------------------------------ membership

@@ -262,7 +262,7 @@ def test_host_disable_and_enable(lab: XenLab) -> None:
     session.xenapi.host.disable(xen2)
     assert session.xenapi.host.get_enabled(xen2) is False
     lab.set_disabled_until_reboot("xen2")
-    assert failure(session.xenapi.host.enable, xen2) == ["HOST_DISABLED_UNTIL_REBOOT"]
+    assert failure(session.xenapi.host.enable, xen2) == ["HOST_DISABLED_UNTIL_REBOOT", xen2]
     lab.set_disabled_until_reboot("xen2", False)
     session.xenapi.host.enable(xen2)
     assert session.xenapi.host.get_enabled(xen2) is True

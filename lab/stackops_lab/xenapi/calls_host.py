@@ -47,7 +47,7 @@ def host_enable(ctx: Ctx, ref: Any) -> str:
         raise faults_of(ctx.lab).emergency_error(machine)  # forwarded to a host whose xapi is not ready
     if not host.enabled:
         if machine is not None and machine.disabled_until_reboot:
-            raise XapiError(HOST_DISABLED_UNTIL_REBOOT)
+            raise XapiError(HOST_DISABLED_UNTIL_REBOOT, host.ref)  # xapi_host.ml: [Ref.string_of self]
         if machine is not None:
             machine.auto_enable = True  # Localdb host_auto_enable "true"
         host.enabled = True
