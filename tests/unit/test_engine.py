@@ -382,3 +382,17 @@ def test_startup_waits_for_the_crds() -> None:
     assert everything.created == ["stackops"]
     asyncio.run(peering.prepare(everything, None, logging.getLogger("t")))
     assert everything.created == ["stackops"], "standalone: no peering object"
+
+
+def test_a_resync_that_finds_the_object_not_yet_due_asks_to_come_back_when_it_is(events: list) -> None:
+    """Reconciled while the resync waited (or the wall clock went back): the pass changes nothing and writes
+    nothing, so no watch event will schedule the object again; it answers when it is due instead of dropping out."""
+    live = kvm_body(resyncIntervalSeconds=600)
+    live["status"] = {"lastReconcileTime": st.now(), "observedGeneration": 3}
+    stored = StoredObject(live)
+    infra = FakeInfra({}, {})
+    deps = resources.Deps(reconcilers={"KvmHost": infra}, custom_api=stored,
+                          secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
+    again = asyncio.run(resync(deps, live))
+    assert again is not None and 590 <= again <= 600
+    assert infra.observations == 0 and stored.status_patches == []

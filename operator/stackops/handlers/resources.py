@@ -124,7 +124,8 @@ async def resync_object(kind: Kind, namespace: str, name: str, uid: str, retry: 
                         settings: kopf.OperatorSettings) -> float | None:
     """A resync pass (handlers/resync.py): the object read afresh once the pass holds its lock, reconciled if it
     is still due (not reconciled meanwhile, not paused, not being deleted), its status patched. Returns the delay
-    after which the pass asks to be tried again, else None."""
+    after which the object is to be looked at again when its status does not say (a retry the pass asks for, or
+    the seconds until it is due), else None."""
     async with deps.lock(uid):
         try:
             body = await kube.call(deps.custom_api.get_namespaced_custom_object, kind.group, kind.version, namespace,
@@ -136,8 +137,10 @@ async def resync_object(kind: Kind, namespace: str, name: str, uid: str, retry: 
                                                 kind.kind, namespace, name, type(error).__name__, SECRET_RETRY_SECONDS)
             return SECRET_RETRY_SECONDS
         wait = resync_in(body)
-        if body["metadata"].get("uid") != uid or wait is None or wait > 0:
-            return None  # another object of that name, paused, being deleted, or reconciled while this pass waited
+        if body["metadata"].get("uid") != uid or wait is None:
+            return None  # another object of that name, paused or being deleted: its watch event forgot it
+        if wait > 0:  # reconciled while this pass waited, or the wall clock went back: looked at again when due
+            return wait
         patch = kopf.Patch()
         try:
             await _held_pass(kind, deps, body, patch, kopf.ObjectLogger(body=body, settings=settings), retry)

@@ -39,9 +39,10 @@ class Due:
     name: str
 
 
-# One pass for one object (kind, namespace, name, uid, retry): the seconds until its next resync should be
-# tried when the pass asks for a retry (a host unreachable, a Secret missing), else None (the watch event of the
-# status it wrote, or of its next change, schedules it).
+# One pass for one object (kind, namespace, name, uid, retry): the seconds after which the object is to be looked
+# at again when the status it wrote does not schedule it (a retry: a host unreachable, a Secret missing; or not due
+# yet by the object's own lastReconcileTime), else None (the watch event of its status, or of its next change,
+# schedules it).
 Pass = Callable[[Kind, str, str, str, int], Awaitable["float | None"]]
 
 
