@@ -246,5 +246,7 @@ def test_no_kopf_timer_keeps_an_object_in_memory() -> None:
     assert list(registry._spawning.get_all_handlers()) == []
     assert {h.id for h in registry._watching.get_all_handlers()} == {"resync"}
     everything = Deps(reconcilers={k.kind: object() for k in KINDS}, secrets=None)  # type: ignore[arg-type]
-    registry, _ = build(everything, custom_api=object())
+    registry, _ = build(everything, custom_api=object(), identity="me")
     assert {h.id for h in registry._activities.get_all_handlers()} >= {"prepare", "resync"}
+    with pytest.raises(ValueError, match="identity"):  # one of its own would make kopf's keep-alive a rival peer
+        build(everything, custom_api=object())

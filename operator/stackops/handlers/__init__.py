@@ -9,7 +9,7 @@ from typing import Any
 import kopf
 
 from ..api.kinds import KINDS
-from .peering import CRD_RETRY_SECONDS, own_identity, peering_check, prepare
+from .peering import CRD_RETRY_SECONDS, peering_check, prepare
 from .resources import Deps, register, resync_object
 from .resync import Resync
 from .settings import PEERING_NAME, configure
@@ -50,10 +50,12 @@ def build(deps: Deps, *, standalone: bool = False, custom_api: Any = None, names
         return None if info is None else api_session(info, namespaces)
 
     if custom_api is not None:
+        if not identity:  # one made here would not be kopf's: its own keep-alive would look like a rival peer
+            raise ValueError("build() with custom_api needs the identity kopf.run is given")
         deps.resync = deps.resync or Resync()
         resync = deps.resync
         peering_name = None if standalone else PEERING_NAME
-        may_act = peering_check(custom_api, peering_name, namespaces, identity or own_identity(),
+        may_act = peering_check(custom_api, peering_name, namespaces, identity,
                                 lambda: settings.peering.priority)
 
         @kopf.on.startup(registry=registry, id="prepare", retries=None, backoff=CRD_RETRY_SECONDS)
