@@ -14,6 +14,10 @@ power loss, boots, reboots, xapi restarts, master changes.
 - `service xapi stop` (stop_xapi): the host stays up but its XenAPI port refuses connections and its sessions
   are gone; it stops heart-beating (the master marks it dead after the liveness timeout). start_xapi brings
   it back as restart_xapi does.
+- Every xapi start (boot, restart) sets the host's other_config "boot_time" (when the machine powered on:
+  /proc/stat btime, the same across a mere xapi restart) and "agent_start_time" (when xapi started), seconds
+  since the epoch as OCaml's string_of_float writes them (dbsync_slave.ml refresh_localhost_info); the lab's
+  clock gives the times (on a ManualClock they move only when the test moves the clock).
 - Every xapi start (boot, restart) reads the inventory and looks for the state DB; for a dom0 stand-in
   (dom0.py) that is the lab host's files, so edits made over SSH take effect then; with TLS it also reads
   /etc/xensource/xapi-ssl.pem, made anew (self-signed) when missing (tls.py).
@@ -29,6 +33,19 @@ from stackops_lab.xenapi.state import (NULL_REF, HostMetricsRec, HostRec, Machin
 
 if TYPE_CHECKING:
     from stackops_lab.xenapi.simulator import XenLab
+
+
+def ocaml_float(value: float) -> str:
+    """OCaml's string_of_float: 12 significant digits, a trailing "." when that looks like an integer
+    ("1510282722."; real hosts have whole seconds, the lab keeps the fraction its short timings need)."""
+    text = f"{value:.12g}"
+    return text if any(c in text for c in ".eni") else text + "."
+
+
+def stamp_start_times(host: HostRec, machine: Machine) -> None:
+    """other_config boot_time and agent_start_time, as xapi sets them at every start."""
+    host.other_config["boot_time"] = ocaml_float(machine.booted_at)
+    host.other_config["agent_start_time"] = ocaml_float(machine.xapi_started_at)
 
 
 def software_version(machine: Machine) -> dict[str, str]:
@@ -74,6 +91,7 @@ class Lifecycle:
         db.add(PBDRec(ref=new_ref(), uuid=new_uuid(), host=host_ref, SR=local.ref,
                       device_config={"device": "/dev/sda3"}))
         host.extra.update(suspend_image_sr=local.ref, crash_dump_sr=local.ref)
+        stamp_start_times(host, machine)
         return host
 
     def build_pool(self, machines: list[Machine], shared_srs: list[dict[str, Any]]) -> PoolDB:
@@ -175,6 +193,7 @@ class Lifecycle:
             return
         machine.power, machine.xapi = "up", "starting"
         machine.boot_id += 1
+        machine.booted_at = self.lab.clock.time()
         machine.disabled_until_reboot = False
         self.read_certificate(machine)
         self.lab.listeners[machine.name].start()
@@ -203,6 +222,7 @@ class Lifecycle:
         db = machine.db
         assert db is not None
         machine.xapi, machine.ha_joining_until, machine.down_since = "running", 0.0, None
+        machine.xapi_started_at = self.lab.clock.time()
         if machine.is_master:
             self.clear_sessions(db)
             if db.pool.master != machine.host_ref:
@@ -212,6 +232,7 @@ class Lifecycle:
                     self.lab.audit_log.record("master.demoted", host=machine.name, master=current.name)
         host = db.find(HostRec, machine.host_ref)
         if host is not None:
+            stamp_start_times(host, machine)
             host.extra.pop("current_operations", None)  # what this host was doing (a shutdown) is reset at startup
             enabled = not machine.crashed_with_ha and machine.auto_enable
             if host.enabled != enabled:

@@ -116,10 +116,12 @@ class XenLab:
         self.running = False
         self.listeners: dict[str, Listener] = {}
         self.dom0s: Dom0s | None = None
+        started = self.clock.time()  # the hosts are up, xapi running, when the lab is made
         for index, spec in enumerate(specs):
             self.state.machines[spec.name] = Machine(
                 name=spec.name, index=index, address=dom0s[spec.name].address if dom0s else f"127.0.1.{10 + index}",
-                spec=spec, hostname=spec.name, inventory=new_inventory(spec))
+                spec=spec, hostname=spec.name, inventory=new_inventory(spec), booted_at=started,
+                xapi_started_at=started)
         listed: set[str] = set()
         with self.state.lock:
             for members in pools or []:

@@ -410,6 +410,8 @@ class Machine:
     crashed_with_ha: bool = False  # comes back with enabled=false (the seeds' "Alert" hosts)
     state_db: bool = True  # /var/lib/xcp/state.db present
     down_since: float | None = None  # monotonic time it stopped heart-beating
+    booted_at: float = 0.0  # wall time (lab clock) it last powered on: /proc/stat btime, host boot_time
+    xapi_started_at: float = 0.0  # wall time (lab clock) xapi last started: host agent_start_time
     local_sessions: dict[str, SessionRec] = field(default_factory=dict)
 
     @property
