@@ -74,6 +74,9 @@ class Reason(enum.StrEnum):
     NOT_REGISTERED = "NotRegistered"  # Registered=False
     # KvmHost, XenPool and CloudStackRelease: Reachable=True
     CONNECTED = "Connected"
+    # the webhook notices (reconcile/notify.py): SystemVMTemplate's rollout, XenPool's rolling maintenance
+    NOTIFICATION_FAILED = "NotificationFailed"
+    WEBHOOK_ADDRESS_NOT_ALLOWED = "WebhookAddressNotAllowed"
 
 
 def plain(value: str) -> str:

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from stackops.api.systemvmtemplate import RouterProgress, SystemVMTemplateSpec
 from stackops.reconcile.systemvmtemplate import SystemVMTemplateReconciler
-from stackops.reconcile.systemvmtemplate.notify import (CheckedResolver, NotificationError, Notifier,
-                                                        WebhookAddressNotAllowed, local_kind)
+from stackops.reconcile.notify import CheckedResolver, NotificationError, WebhookAddressNotAllowed, local_kind
+from stackops.reconcile.systemvmtemplate.notify import RouterNotifier as Notifier
 from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, Template, older
 from stackops.reconcile.systemvmtemplate import plan as planner
 from stackops.reconcile.systemvmtemplate.rollout import RouterWave

@@ -27,7 +27,7 @@ from .. import cloudstack
 from ..base import Action, Context, Outcome, ReconcileError
 from ..engine import Engine, Plan as EnginePlan, Stage
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration
-from .notify import Notifier
+from .notify import RouterNotifier
 from .observed import CloudState, observe
 from . import plan as planner
 from .plan import Plan, later_stages, settings_read, template_name, window_state
@@ -178,7 +178,7 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
         if spec.notifications is not None:
             ref = spec.notifications.webhook_url_secret_ref
             url, allow_local = ctx.secret(ref.name, ref.key), spec.notifications.allow_local_addresses
-        notifier = Notifier(url, allow_local=allow_local)
+        notifier = RouterNotifier(url, allow_local=allow_local)
         memory = self._memory.setdefault((ctx.namespace, ctx.name), WaveMemory())
         wave = RouterWave(client, spec, plan, observed, progress, notifier, ctx.event,
                           deadline=self.clock() + self.pass_seconds, poll_seconds=self.poll_seconds,
@@ -260,11 +260,11 @@ class SystemVMTemplateReconciler(Engine[CloudStackClient, RolloutFacts, RolloutP
                            wave: RouterWave) -> tuple[list[st.ConditionState], str, float | None]:
         counts = (f"{progress.upgraded}/{progress.total} routers upgraded, {progress.in_progress} rebooting, "
                   f"{progress.failed} failed")
-        if wave.notification_reason == Reason.WEBHOOK_ADDRESS_NOT_ALLOWED:  # the Secret or the spec must change
-            return (st.stalled(wave.notification_reason, f"{wave.notification_error}; {counts}"), "UpgradingRouters",
-                    None)
+        if wave.notification_reason == st.Reason.WEBHOOK_ADDRESS_NOT_ALLOWED:  # the Secret or the spec must change
+            return (st.stalled(st.Reason.WEBHOOK_ADDRESS_NOT_ALLOWED, f"{wave.notification_error}; {counts}"),
+                    "UpgradingRouters", None)
         if wave.notification_error:
-            return (st.progressing(Reason.NOTIFICATION_FAILED, f"{wave.notification_error}; {counts}"),
+            return (st.progressing(st.Reason.NOTIFICATION_FAILED, f"{wave.notification_error}; {counts}"),
                     "UpgradingRouters", 30.0)
         if wave.remaining == 0:
             if progress.failed_routers:

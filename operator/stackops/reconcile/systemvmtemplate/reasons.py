@@ -14,8 +14,6 @@ class Reason(enum.StrEnum):
     WAITING_FOR_MAINTENANCE_WINDOW = "WaitingForMaintenanceWindow"
     RETRYING_ROUTERS = "RetryingRouters"
     RESOLVING_REBOOTS = "ResolvingReboots"
-    NOTIFICATION_FAILED = "NotificationFailed"
-    WEBHOOK_ADDRESS_NOT_ALLOWED = "WebhookAddressNotAllowed"
     ROLLOUT_COMPLETE = "RolloutComplete"  # Ready=True
     ROUTERS_FAILED = "RoutersFailed"
     ROLLOUT_BLOCKED = "RolloutBlocked"

@@ -30,7 +30,8 @@ from ...api.systemvmtemplate import RouterInFlight, RouterProgress, RouterRetry,
 from ...drivers.cloudstack import CloudStackClient, CloudStackError, CloudStackUnavailable, Job
 from ..base import Checkpoint, EventSink, keep_in_memory
 from .jobs import Listing, poll
-from .notify import NotificationError, Notifier
+from ..notify import NotificationError
+from .notify import RouterNotifier
 from .observed import CloudState, Router, older
 from .plan import Plan, budget, choose_routers, window_state
 from .resume import REBOOT_COMMAND, resolve, start_date
@@ -79,7 +80,7 @@ class RouterWave:
     """One pass of the router stage."""
 
     def __init__(self, client: CloudStackClient, spec: SystemVMTemplateSpec, plan: Plan, observed: CloudState,
-                 progress: RouterProgress, notifier: Notifier, event: EventSink, *, deadline: float,
+                 progress: RouterProgress, notifier: RouterNotifier, event: EventSink, *, deadline: float,
                  poll_seconds: float, retry_backoff: float, checkpoint: Checkpoint = keep_in_memory,
                  settle_seconds: float = 60.0, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, memory: WaveMemory | None = None,
