@@ -14,7 +14,8 @@ from stackops.reconcile.systemvmtemplate.actions import (
 )
 from stackops.reconcile.systemvmtemplate.observed import CloudState, Router, SystemVM, Template, older, version_key
 from stackops.reconcile.systemvmtemplate import plan as planner
-from stackops.reconcile.systemvmtemplate.plan import budget, choose_routers, window_state
+from stackops.reconcile.systemvmtemplate.plan import budget, choose_routers
+from stackops.reconcile.window import window_state
 
 SUM = "{SHA-512}" + "ab" * 64
 

@@ -227,6 +227,39 @@ class Status(StatusModel):
     """When the operator last finished a reconcile (RFC 3339)."""
 
 
+TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+class MaintenanceWindow(Model):
+    """When disruptive work may start (router reboots, host reboots)."""
+
+    days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    """Weekdays on which the window opens, in `timeZone`; a window that runs past midnight belongs to the day it
+    opens. The default opens it every day."""
+    start: TimeOfDay
+    """Opening time, `HH:MM`."""
+    duration_minutes: Annotated[int, Field(ge=15, le=1440)]
+    """How long the window stays open, in minutes from `start`. Disruptive work starts only inside it; what is
+    under way when it closes is followed to its end."""
+    time_zone: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", max_length=64)] = "UTC"
+    """IANA time zone of `start`, e.g. `Europe/Amsterdam`."""
+
+
+class Notifications(Model):
+    """Notices to tenants or operators: a webhook called with JSON before and after each disruptive step (a router
+    reboot: router, network, account, domain, phase; a host's maintenance turn: pool, host, phase)."""
+
+    webhook_url_secret_ref: SecretKeySelector
+    """Secret key holding the webhook URL (it may carry a token)."""
+    allow_local_addresses: bool = False
+    """Let the webhook's host be, or resolve to, a loopback (`localhost`, 127.0.0.0/8, ::1), link-local
+    (169.254.0.0/16 with the cloud metadata service 169.254.169.254, fe80::/10), unspecified or other cloud metadata
+    address (fd00:ec2::254, 100.100.100.200): the operator's own Pod and node. Without it such a notice is not sent
+    and the work stalls (`WebhookAddressNotAllowed`). Checked on the addresses the name resolves to when each
+    notice is sent; redirects are never followed."""
+
+
 class ResourceCommon(Model):
     """Spec fields every kind has."""
 

@@ -17,9 +17,10 @@ from .common import (
     CloudStackName,
     DeletionPolicy,
     HttpUrl,
+    MaintenanceWindow,
     Model,
+    Notifications,
     ResourceCommon,
-    SecretKeySelector,
     Status,
     StatusModel,
     Version,
@@ -30,8 +31,6 @@ Checksum = Annotated[
     str,
     Field(pattern=r"^(\{(MD5|SHA-1|SHA-224|SHA-256|SHA-384|SHA-512)\})?[0-9a-fA-F]{32,128}$", max_length=160),
 ]
-TimeOfDay = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
-Weekday = Literal["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
 class TemplateSource(Model):
@@ -68,21 +67,6 @@ class SystemVMRollout(Model):
     replace: bool = True
     """Destroy each zone's secondary storage VM and console proxy, one at a time, waiting for the replacement to
     be Running before the next."""
-
-
-class MaintenanceWindow(Model):
-    """When routers may be rebooted."""
-
-    days: Annotated[list[Weekday], Field(min_length=1, max_length=7)] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
-    """Weekdays on which the window opens, in `timeZone`; a window that runs past midnight belongs to the day it
-    opens. The default opens it every day."""
-    start: TimeOfDay
-    """Opening time, `HH:MM`."""
-    duration_minutes: Annotated[int, Field(ge=15, le=1440)]
-    """How long the window stays open, in minutes from `start`. Reboots start only inside it; those still running
-    when it closes are followed to their end."""
-    time_zone: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$", max_length=64)] = "UTC"
-    """IANA time zone of `start`, e.g. `Europe/Amsterdam`."""
 
 
 class RouterRollout(Model):
@@ -124,20 +108,6 @@ class Rollout(Model):
     routers: RouterRollout = RouterRollout()
     """How virtual routers are rebooted onto the new template: which ones, how many at once, when, and how often a
     failed one is retried."""
-
-
-class Notifications(Model):
-    """Tenant notices: a webhook called with JSON (router, network, account, domain, phase) before and after each
-    router reboot."""
-
-    webhook_url_secret_ref: SecretKeySelector
-    """Secret key holding the webhook URL (it may carry a token)."""
-    allow_local_addresses: bool = False
-    """Let the webhook's host be, or resolve to, a loopback (`localhost`, 127.0.0.0/8, ::1), link-local
-    (169.254.0.0/16 with the cloud metadata service 169.254.169.254, fe80::/10), unspecified or other cloud metadata
-    address (fd00:ec2::254, 100.100.100.200): the operator's own Pod and node. Without it such a notice is not sent
-    and the rollout stalls (`WebhookAddressNotAllowed`). Checked on the addresses the name resolves to when each
-    notice is sent; redirects are never followed."""
 
 
 class SystemVMTemplateSpec(ResourceCommon):

@@ -30,7 +30,8 @@ from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfi
 from .notify import RouterNotifier
 from .observed import CloudState, observe
 from . import plan as planner
-from .plan import Plan, later_stages, settings_read, template_name, window_state
+from ..window import window_state
+from .plan import Plan, later_stages, settings_read, template_name
 from .reasons import Reason
 from .rollout import RouterWave, WaveMemory
 

@@ -6,13 +6,11 @@ replace the system VMs one at a time per zone, upgrade the routers that need it.
 """
 from __future__ import annotations
 
-import datetime
 import math
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
 
 from ... import status as st
-from ...api.systemvmtemplate import MaintenanceWindow, SystemVMTemplateSpec, TemplateSource
+from ...api.systemvmtemplate import SystemVMTemplateSpec, TemplateSource
 from ..base import Action
 from .actions import DeleteTemplate, RegisterTemplate, ReplaceSystemVM, SetConfiguration, UpgradeRouter
 from .observed import CloudState, Router, Template, older
@@ -26,7 +24,6 @@ LATER_STAGES = {
     "ReplacingSystemVMs": f"RolloutStages: then {_REBOOTS}",
 }
 SYSTEM_VM_TYPES = ("secondarystoragevm", "consoleproxy")
-WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def template_name(spec: SystemVMTemplateSpec, source: TemplateSource) -> str:
@@ -300,36 +297,10 @@ def choose_routers(todo: list[Router], every: list[Router], busy: set[str], slot
 # ---------------------------------------------------------------------------------------------------- window
 
 
-@dataclass(frozen=True)
-class WindowState:
-    open: bool
-    closes: datetime.datetime | None = None
-    next_open: datetime.datetime | None = None
-
-
-def window_state(window: MaintenanceWindow | None, now: datetime.datetime) -> WindowState:
-    """Whether `now` (aware) lies in the window; the window's day is the day it opens, in its time zone."""
-    if window is None:
-        return WindowState(open=True)
-    zone = ZoneInfo(window.time_zone)
-    local = now.astimezone(zone)
-    hour, minute = (int(p) for p in window.start.split(":"))
-    length = datetime.timedelta(minutes=window.duration_minutes)
-    for offset in range(-1, 8):
-        day = (local + datetime.timedelta(days=offset)).date()
-        opening = datetime.datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
-        if WEEKDAYS[opening.weekday()] not in window.days:
-            continue
-        if opening <= local < opening + length:
-            return WindowState(open=True, closes=(opening + length).astimezone(datetime.timezone.utc))
-        if opening > local:
-            return WindowState(open=False, next_open=opening.astimezone(datetime.timezone.utc))
-    return WindowState(open=False)
-
-
 def later_stages(conditions: list[st.ConditionState]) -> list[str]:
     """What follows the changes a pass lists (`stackops plan` shows them after the changes): the stages after the
     one its Ready condition names (`Registering: …`)."""
     ready = next((c for c in conditions if c.type == st.ConditionType.READY), None)
     stage = ready.message.split(":", 1)[0] if ready is not None else ""
     return [LATER_STAGES[stage]] if stage in LATER_STAGES else []
+

@@ -33,7 +33,8 @@ from .jobs import Listing, poll
 from ..notify import NotificationError
 from .notify import RouterNotifier
 from .observed import CloudState, Router, older
-from .plan import Plan, budget, choose_routers, window_state
+from ..window import window_state
+from .plan import Plan, budget, choose_routers
 from .resume import REBOOT_COMMAND, resolve, start_date
 from .timing import RebootTimes
 
