@@ -124,6 +124,10 @@ TABLE: list[Row] = [
     *rows("XenPool", "not_ready", "CloudStackClusterUnmanaged", "CloudStackHostsMissing", "CloudStackHostsNotUp",
           "CloudStackNotRegistered", observe=True),
     *rows("XenPool", "not_ready", "CloudStackNoMaster"),
+    # XenPool's rolling maintenance: xapi's and CloudStack's refusals of a step pass through as they are spelled
+    *rows("XenPool", "progressing", "Rolling", "WaitingForMaintenanceWindow", "RollBlocked"),
+    *rows("XenPool", "stalled", "RollFailed", "BootTimeUnknown", "UpdateNameMismatch", "HostDidNotReturn",
+          "HostLeftPool"),
     # SystemVMTemplate
     *rows("SystemVMTemplate", "progressing", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters",
           "WaitingForMaintenanceWindow", "RetryingRouters", "NotificationFailed", "ResolvingReboots"),

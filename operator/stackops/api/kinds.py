@@ -76,6 +76,8 @@ XENPOOL = Kind(
         PrinterColumn("MASTER", ".status.master", description="Current pool master"),
         PrinterColumn("HOSTS", ".status.hostCount", type="integer", description="Hosts in the pool"),
         PrinterColumn("HA", ".status.ha.enabled", type="boolean", description="Pool HA enabled"),
+        PrinterColumn("MAINTENANCE", ".status.maintenanceProgress", description="Rolling maintenance: host turns "
+                      "done of all, the host and its step"),
         PrinterColumn("HA-TIMEOUT", ".status.ha.timeoutSeconds", type="integer", priority=1),
         PrinterColumn("POLICY", ".spec.managementPolicy", priority=1),
     ),

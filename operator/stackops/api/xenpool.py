@@ -17,8 +17,11 @@ from .common import (
     DeletionPolicy,
     DnsLabel,
     Host,
+    HttpUrl,
     IPv4,
+    MaintenanceWindow,
     Model,
+    Notifications,
     Port,
     ResourceCommon,
     CredentialsSecretRef,
@@ -179,6 +182,53 @@ class CloudStackCluster(Model):
     """Cluster name to create or adopt."""
 
 
+UpdateName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+Timestamp = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+                                 max_length=40)]
+
+
+class XenUpdate(Model):
+    """A XenServer update: an update ISO (7.1 and later: uploaded through `/import_raw_vdi`, then
+    `pool_update.introduce`) or a hotfix `.xsupdate` (6.x: `/pool_patch_upload`)."""
+
+    name: UpdateName
+    """The update's name label as it is inside the file (`XS82E031`); hosts are compared by it (`xe update-list`
+    shows it). A file whose name label differs stops the maintenance (`UpdateNameMismatch`)."""
+    url: HttpUrl
+    """Where the operator downloads the file from."""
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    """SHA-256 of the file; a download that does not match is not uploaded (`UpdateChecksumMismatch`)."""
+
+
+class PoolMaintenance(Model):
+    """Rolling maintenance of the pool: updates and reboots host by host, master first, inside the HA dance (HA's
+    state recorded and restored as it was), each host emptied first (CloudStack `prepareHostForMaintenance` when the
+    pool is registered, then `host.disable` and `host.evacuate`), every step written to status before it is
+    taken."""
+
+    updates: Annotated[list[XenUpdate], Field(max_length=64)] = []
+    """The pool's update level: updates applied, in this order, to every host that lacks them; a host is rebooted
+    only where an update's `after_apply_guidance` (or `host.updates_requiring_reboot`) says so. Each update is
+    prechecked on every host that lacks it before any host is touched."""
+    restart_after: Timestamp | None = None
+    """A rolling restart (like `kubectl rollout restart`): every host that booted before this time (RFC 3339) is
+    rebooted once, in the same roll as the updates. A time in the future restarts nothing until it has passed."""
+    reboot_when_required: bool = True
+    """Also reboot hosts that report updates waiting for a reboot (`host.updates_requiring_reboot`, e.g. after an
+    update applied by hand)."""
+    window: MaintenanceWindow | None = None
+    """Host turns start only inside this window (a turn under way when it closes is finished; then HA is restored
+    and the roll goes on in the next window). Unset: any time."""
+    notifications: Notifications | None = None
+    """A webhook called before and after each host's turn (JSON: pool, host, phase `before`/`after`, updates,
+    reboot). A notice that fails stops the roll before the host is touched (`NotificationFailed`)."""
+    update_sr_uuid: Annotated[str, Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")] | None = None
+    """SR that update files are uploaded to; unset: the pool's default SR."""
+    host_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """How long one step of a host's turn may take (emptied, rebooted and back, Up in CloudStack) before the roll
+    stops with the host named (`Stalled`)."""
+
+
 class XenPoolSpec(ResourceCommon):
     """Desired state of a XenServer pool."""
 
@@ -210,6 +260,8 @@ class XenPoolSpec(ResourceCommon):
     """Duplicate host UUIDs and name labels (cloned hosts)."""
     cloudstack: CloudStackCluster | None = None
     """Register the pool as a CloudStack cluster."""
+    maintenance: PoolMaintenance = PoolMaintenance()
+    """Updates and rolling restarts, host by host (none by default)."""
     allowed_destructive_actions: Annotated[list[Literal["Eject"]], Field(max_length=8)] = []
     """Acts that can destroy state and are refused unless listed: `Eject` (remove a host that left the spec from the
     pool; the host resets and reboots)."""
@@ -237,6 +289,9 @@ class XenPoolSpec(ResourceCommon):
             missing = [m.name for m in self.members if m.ssh_host_key is None]
             if missing:
                 raise ValueError(f"members[].sshHostKey is required for MakeUnique; missing for {', '.join(missing)}")
+        names = [u.name for u in self.maintenance.updates]
+        if len(set(names)) != len(names):
+            raise ValueError("maintenance.updates: names must be unique")
         return self
 
 
@@ -305,6 +360,60 @@ class PendingPoolOperation(StatusModel):
     again afterwards."""
 
 
+class HostTurn(StatusModel):
+    """One host's turn in a roll, as recorded before each step."""
+
+    name: str
+    """Member name of the host whose turn this is (`spec.members[].name`)."""
+    address: str = ""
+    """The host's management address, by which the turn finds it in the pool even if the spec changes meanwhile."""
+    step: Literal["Pending", "Draining", "Evacuating", "Updating", "Rebooting", "Returning", "Done"] = "Pending"
+    """The step being taken (written before it is taken): `Draining` (CloudStack maintenance), `Evacuating`
+    (`host.disable`, `host.evacuate`), `Updating`, `Rebooting`, `Returning` (back, enabled, Up in CloudStack,
+    maintenance cancelled), `Done`."""
+    updates: list[str] = []
+    """Updates this host lacked when its turn was planned."""
+    reboot: bool = False
+    """Whether the turn reboots the host (an update asks for it, updates wait for it, or `restartAfter`); a host
+    that is not rebooted is not emptied either: its updates are applied in place."""
+    boot_time: str = ""
+    """The host's `boot_time` (xapi's `other_config`) before its reboot: a different one means it rebooted, so a
+    restarted operator never reboots it twice."""
+
+
+class RollStatus(StatusModel):
+    """The roll in flight (or last finished): written before HA is disabled and before each host step, so that a
+    restarted operator resumes it, and HA and the CloudStack cluster end as they were."""
+
+    request: str = ""
+    """What the roll is for: the updates and the restart time asked for."""
+    phase: Literal["Rolling", "Paused", "Failed", "Completed"] = "Rolling"
+    """`Rolling`; `Paused` (the window closed: HA restored, going on in the next window); `Failed` (a step failed:
+    the pool was left serving, see the `Stalled` condition; a new generation of the spec tries again);
+    `Completed`."""
+    generation: int | None = None
+    """The spec generation the roll (or its failure) belongs to."""
+    hosts: list[HostTurn] = []
+    """The hosts' turns, in order: the master first."""
+    ha_was_enabled: bool = False
+    """Whether HA was on before the roll; it is enabled again at the end with the recorded configuration, and only
+    then."""
+    ha_configuration: dict[str, str] = {}
+    """The pool's `ha_configuration` read before HA was disabled."""
+    heartbeat_srs: list[str] = []
+    """Heartbeat SR UUIDs HA is enabled on again."""
+    cluster_unmanaged: bool = False
+    """Whether the CloudStack cluster was set Unmanaged (only for the master's turn) and must be Managed again."""
+    reason: str = ""
+    """Why the roll failed or paused."""
+    message: str = ""
+    """The failure, with the host and the update named."""
+    started_at: str = ""
+    """When the roll began (RFC 3339)."""
+    finished_at: str = ""
+    """When the roll completed, failed or paused (RFC 3339); empty while it runs."""
+
+
 class XenPoolStatus(Status):
     """Observed state of a XenServer pool."""
 
@@ -326,6 +435,10 @@ class XenPoolStatus(Status):
     after a pass under `vmHARestartPriority.policy: Clear`; listed under `Ignore` or `Observe`."""
     pending_operation: PendingPoolOperation | None = None
     """A membership change in flight (crash-safe HA dance)."""
+    maintenance: RollStatus | None = None
+    """The rolling maintenance in flight, or the last one."""
+    maintenance_progress: str | None = None
+    """The roll at a glance (`2/4 xen2 Rebooting`, `Completed`); shown in the `MAINTENANCE` column."""
     cloudstack_cluster_id: str | None = None
     """ID of the CloudStack cluster the pool is registered as."""
     cloudstack_version: str | None = None

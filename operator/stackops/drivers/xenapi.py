@@ -20,9 +20,10 @@ import http.client
 import socket
 import ssl
 import threading
+import urllib.parse
 import xmlrpc.client
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import XenAPI
 from pydantic import SecretStr
@@ -144,15 +145,22 @@ class Endpoint:
         default = 80 if self.plain_http else 443
         return f"{scheme}://{host}/" if self.port == default else f"{scheme}://{host}:{self.port}/"
 
+    def context(self) -> ssl.SSLContext:
+        if self.insecure:
+            return ssl._create_unverified_context()  # noqa: S323 - only when the spec says insecureSkipVerify
+        # the certificate must name the address connected to (xapi's own certificates carry it as an IP SAN)
+        return ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
+
     def transport(self) -> xmlrpc.client.Transport:
         if self.plain_http:
             return _Transport(self.timeout)
-        if self.insecure:
-            context = ssl._create_unverified_context()  # noqa: S323 - only when the spec says insecureSkipVerify
-        else:
-            # the certificate must name the address connected to (xapi's own certificates carry it as an IP SAN)
-            context = ssl.create_default_context(cadata=self.ca_pem) if self.ca_pem else ssl.create_default_context()
-        return _SafeTransport(self.timeout, context)
+        return _SafeTransport(self.timeout, self.context())
+
+    def http(self, address: str, timeout: float) -> http.client.HTTPConnection:
+        """A plain HTTP(S) connection to a host's xapi, for its HTTP handlers (`/import_raw_vdi`)."""
+        if self.plain_http:
+            return http.client.HTTPConnection(address, self.port, timeout=timeout)
+        return http.client.HTTPSConnection(address, self.port, timeout=timeout, context=self.context())
 
 
 @dataclass
@@ -277,6 +285,61 @@ class PoolSession:
                     continue
                 raise failure from None
         raise AssertionError("unreachable")
+
+    def _put(self, path: str, query: dict[str, str], body: BinaryIO, size: int, timeout: float) -> str:
+        """PUT `body` to one of the master's HTTP handlers inside a xapi task; returns the task's ref. The session
+        travels in a cookie (never in a URL: URLs end up in logs)."""
+        with self._lock:
+            if self._session is None:
+                self._connect()
+            address, session_ref = self.master_address, self._session._session
+            task = self._call("task.create", f"stackops {path}", "upload")
+        assert address is not None
+        connection = self.endpoint.http(address, timeout)
+        try:
+            connection.putrequest("PUT", f"{path}?{urllib.parse.urlencode({**query, 'task_id': task})}")
+            connection.putheader("Cookie", f"session_id={session_ref}")
+            connection.putheader("Content-Length", str(size))
+            connection.endheaders()
+            while chunk := body.read(1 << 20):
+                connection.send(chunk)
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException) as error:
+            raise XenUnreachable(f"PUT {path}", "UPLOAD_FAILED", message=f"{address}: {error}") from None
+        finally:
+            connection.close()
+        if response.status >= 300:
+            raise XenAPIError(f"PUT {path}", "UPLOAD_FAILED", [str(response.status)],
+                              message=f"{address} answered HTTP {response.status}")
+        return str(task)
+
+    async def upload(self, path: str, query: dict[str, str], body: BinaryIO, size: int, *,
+                     timeout: float = 900.0, poll: float = 0.5) -> str:
+        """Upload a file to a handler such as `/import_raw_vdi` (7.1+ updates) or `/pool_patch_upload` (6.x) and
+        return what its task answered (a VDI or pool_patch ref); a failed task raises its error."""
+        task = await WORKERS.run(self._put, path, query, body, size, timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            while True:
+                status = await self.call("task.get_status", task)
+                if status == "success":
+                    result = str(await self.call("task.get_result", task))
+                    if result.startswith("<value>"):
+                        (value,), _ = xmlrpc.client.loads(f"<params><param>{result}</param></params>")
+                        return str(value)
+                    return result
+                if status in ("failure", "cancelled"):
+                    info = [str(i) for i in (await self.call("task.get_error_info", task)) or ["TASK_FAILED"]]
+                    raise XenAPIError(f"PUT {path}", info[0], info[1:])
+                if asyncio.get_running_loop().time() > deadline:
+                    raise XenAPIError(f"PUT {path}", "TASK_TIMEOUT", message=f"task still {status}")
+                await asyncio.sleep(poll)
+        finally:
+            try:
+                await self.call("task.destroy", task)
+            except XenAPIError:
+                pass
 
     # ------------------------------------------------------------------ async API
 

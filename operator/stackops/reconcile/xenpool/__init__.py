@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from ...drivers.xenapi import (Endpoint, PoolSession, XenAPIError, XenAuthError,
 from ..base import Action, Context, Outcome, ReconcileError
 from ..engine import Engine, Plan as EnginePlan, Stage
 from ..registration import RegistrationStage, registering, with_registration
+from ..window import window_state
 from .actions import (
     ClearVMPriority,
     DesignateMaster,
@@ -40,12 +42,14 @@ from .actions import (
     SetAllowOvercommit,
     SetHostFailuresToTolerate,
     SetVSwitchController,
+    UploadUpdate,
 )
-from . import cluster, failover, unique
+from . import cluster, failover, roll as rolling, unique
 from .cluster import ClusterLink
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
 from .reasons import Reason
+from .turns import Roll, blockers, parse_time, plan_roll
 
 OPERATIONS = {JoinHost: "Join", EjectHost: "Eject", DesignateMaster: "DesignateMaster"}
 REACHABLE = st.ConditionType.REACHABLE
@@ -71,10 +75,20 @@ class PoolPlan(EnginePlan):
     cluster read (`PoolFacts.cloudstack`), its registration stage follows."""
 
     result: Plan = field(default_factory=Plan)
+    roll: Roll = field(default_factory=Roll)
+    maintenance: list[Action] = field(default_factory=list)  # the whole roll, listed (rolling.actions)
+    window_opens: str = ""  # the roll waits for its maintenance window, which opens then
 
     @property
     def actions(self) -> list[Action]:
-        return [*self.result.actions, *registering(self)]
+        return [*self.result.actions, *self.maintenance, *registering(self)]
+
+
+@dataclass(frozen=True)
+class RollStage(Stage):
+    """The rolling maintenance (roll.py): its actions list the whole roll; the roller takes the steps."""
+
+    roll: Roll = field(default_factory=Roll)
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,12 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
     async def recover(self, ctx: Context, conn: PoolConnection, error: Exception) -> Outcome | None:
         """No master answers: the failover procedure (failover.py) decides what to do and reports it."""
         if isinstance(error, XenNoMaster):
+            last = rolling.recorded(ctx)
+            if last is not None and last.phase == "Rolling" and ctx.spec.management_policy == "Manage":
+                applied: list[Action] = []  # the master may be rebooting for its turn: no failover, the roll goes on
+                await self.go_on(ctx, conn, last, applied)
+                message = f"the roll went on while no master answered: {rolling.progress(rolling.recorded(ctx) or last)}"
+                return Outcome(conditions=st.progressing(Reason.ROLLING, message), applied=applied, requeue_after=1.0)
             return await failover.master_lost(self, ctx, conn.session, ctx.spec, error)
         return None
 
@@ -153,6 +173,10 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             await ctx.checkpoint({"masterUnreachableSince": None, "supportersLostMasterSince": None})
         if ctx.spec.management_policy == "Observe":
             return facts
+        last = rolling.recorded(ctx)
+        if last is not None and last.phase == "Rolling":
+            await self.go_on(ctx, conn, last, applied)
+            return await self.observe(ctx, conn)
         pending = self.pending(ctx)
         if pending is None:
             return facts
@@ -164,6 +188,16 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         stage = DanceStage("resume", tuple(plan(ctx.spec, facts).membership), record=pending, resumed=True)
         applied.extend(await self.run_stage(ctx, conn, stage, facts))
         return await self.observe(ctx, conn)
+
+    async def go_on(self, ctx: Context, conn: PoolConnection, last: Any, applied: list[Action]) -> None:
+        """A roll an earlier pass did not finish: on from its recorded step."""
+        ctx.event("Warning", "ResumingRoll", f"the roll ({last.request}) began at {last.started_at} and was not "
+                  f"finished: going on from {rolling.progress(last)}")
+        roller = rolling.Roller(self, ctx, conn)
+        try:
+            await roller.proceed(last)
+        finally:
+            applied.extend(roller.applied)
 
     async def observe_follow_up(self, ctx: Context, conn: PoolConnection, facts: PoolFacts,
                                 plan: PoolPlan) -> PoolFacts:
@@ -190,13 +224,48 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             stages.append(DanceStage("membership", tuple(result.membership), then="replan"))
         elif rest:
             stages.append(Stage("pool", rest))
+        adding = []
         if facts.cloudstack is not None and ctx.spec.cloudstack is not None:
             adding = cluster.plan(ctx.spec, facts, facts.cloudstack)
-            if adding:
-                stages.append(RegistrationStage("cloudstack", tuple(adding)))
-        return PoolPlan(stages, result)
+        pool_plan = PoolPlan(stages, result)
+        if not stages and not result.waiting and not adding:  # the pool is as it should be: its maintenance
+            self.plan_maintenance(ctx, facts, pool_plan)
+        if adding:
+            pool_plan.stages.append(RegistrationStage("cloudstack", tuple(adding)))
+        return pool_plan
+
+    def plan_maintenance(self, ctx: Context, facts: PoolFacts, pool_plan: PoolPlan) -> None:
+        """Uploads first (then planned again: the updates' guidance is known once they are in the pool), then the
+        roll, inside its window, once every member is live."""
+        spec: XenPoolSpec = ctx.spec
+        now = datetime.datetime.now(datetime.timezone.utc)
+        roll = plan_roll(spec, facts, now, rolling.recorded(ctx), ctx.generation)
+        pool_plan.roll = roll
+        if roll.problems:
+            pool_plan.result.problems.extend(roll.problems)
+            return
+        if not roll.work:
+            return
+        pool_plan.maintenance = rolling.actions(spec, facts, roll, cloudstack=spec.cloudstack is not None)
+        if roll.uploads:
+            uploads = tuple(a for a in pool_plan.maintenance if isinstance(a, UploadUpdate))
+            pool_plan.stages.append(Stage("uploads", uploads, then="replan"))
+            return
+        blocking = blockers(spec, facts, roll)
+        if blocking:
+            pool_plan.result.waiting.extend(blocking)
+            return
+        window = window_state(spec.maintenance.window, now)
+        if not window.open:
+            pool_plan.window_opens = window.next_open.isoformat() if window.next_open else "never"
+            return
+        pool_plan.stages.append(RollStage("roll", tuple(pool_plan.maintenance), roll=roll))
 
     async def run_stage(self, ctx: Context, conn: PoolConnection, stage: Stage, facts: PoolFacts) -> list[Action]:
+        if isinstance(stage, RollStage):
+            roller = rolling.Roller(self, ctx, conn)
+            await roller.start(stage.roll, facts)
+            return roller.applied
         if isinstance(stage, RegistrationStage):  # its credentials were checked with the facts it is planned from
             assert conn.link is not None and facts.cloudstack is not None
             done = await self.execute_each(ctx, conn, stage.actions, facts, [])
@@ -214,11 +283,34 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         spec: XenPoolSpec = ctx.spec
         manage = spec.management_policy == "Manage"
         outcome = self.status(ctx, facts, plan.result, applied, observe_only=not manage)
-        outcome.drift = [*(outcome.drift or []), *(a for a in registering(plan) if a not in applied)]
+        outcome.drift = [*(outcome.drift or []), *plan.maintenance, *(a for a in registering(plan) if a not in applied)]
+        self.report_maintenance(ctx, plan, outcome, manage)
         if spec.cloudstack is None or facts.cloudstack is None or plan.result.problems:
             return outcome
         done = [a for a in applied if isinstance(a, cluster.REGISTERING)]
         return with_registration(outcome, cluster.status(spec, facts, facts.cloudstack, done, manage=manage))
+
+    def report_maintenance(self, ctx: Context, plan: PoolPlan, outcome: Outcome, manage: bool) -> None:
+        """A roll that waits (for its window, for restartAfter) or that Observe leaves alone."""
+        last = rolling.recorded(ctx)
+        if last is not None:
+            outcome.fields["maintenanceProgress"] = rolling.progress(last)
+        if plan.result.problems or plan.result.actions or plan.result.waiting:
+            return
+        ready = outcome.conditions[0].type == st.ConditionType.READY and outcome.conditions[0].status == "True"
+        if plan.maintenance and not manage:
+            summary = f"{len(plan.maintenance)} maintenance step(s): " + "; ".join(
+                a.describe() for a in plan.maintenance[:3])
+            outcome.conditions[:3] = st.not_ready(st.Reason.DRIFT_OBSERVED, summary)
+        elif plan.window_opens and ready:
+            message = (f"{len(plan.maintenance)} maintenance step(s) wait for the maintenance window, which opens "
+                       f"{plan.window_opens}")
+            outcome.conditions[:3] = st.progressing(Reason.WAITING_FOR_MAINTENANCE_WINDOW, message)
+            outcome.requeue_after = 300.0
+        elif plan.roll.not_yet and ready:
+            outcome.conditions[0] = dataclasses.replace(outcome.conditions[0],
+                                                        message=f"{outcome.conditions[0].message}; {plan.roll.not_yet}")
+            outcome.requeue_after = min(float(ctx.spec.resync_interval_seconds), _until(ctx.spec))
 
     def failure(self, ctx: Context, error: Exception) -> ReconcileError | None:
         if not isinstance(error, XenAPIError):
@@ -314,6 +406,9 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         if isinstance(action, cluster.REGISTERING):
             assert conn.link is not None and facts.cloudstack is not None
             await conn.link.apply(action, facts.cloudstack)
+            return
+        if isinstance(action, UploadUpdate):
+            await rolling.Roller(self, ctx, conn).upload(action, facts)
             return
         assert isinstance(action, PoolAction)
         spec: XenPoolSpec = ctx.spec
@@ -419,6 +514,13 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
                                                Reason.HA_AS_SPECIFIED if ha_ok else Reason.HA_DIFFERS)]
         return Outcome(conditions=[*conditions, *domain], fields=fields, drift=list(pending), applied=applied,
                        requeue_after=requeue)
+
+
+def _until(spec: XenPoolSpec) -> float:
+    """Seconds until `maintenance.restartAfter` (at least 1)."""
+    assert spec.maintenance.restart_after is not None
+    moment = parse_time(spec.maintenance.restart_after)
+    return max(1.0, (moment - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
 
 
 def _int(value: Any) -> int | None:

@@ -159,3 +159,79 @@ class SetHostName(PoolAction):
 
     def describe(self) -> str:
         return f"set the name label of host {self.address} to {self.name} (was {self.current!r}, not unique)"
+
+
+# ---------------------------------------------------------------------------------------------------- maintenance
+
+
+@dataclass(frozen=True)
+class UploadUpdate(PoolAction):
+    """An update file fetched by URL, checked against its SHA-256 and made known to the pool."""
+
+    name: str
+    legacy: bool = False
+
+    operation = "add"
+
+    def describe(self) -> str:
+        how = "/pool_patch_upload" if self.legacy else "/import_raw_vdi and pool_update.introduce"
+        return f"download update {self.name}, check its SHA-256, upload it to the pool ({how})"
+
+
+@dataclass(frozen=True)
+class StartRoll(PoolAction):
+    """Prechecks on every host, then HA's state recorded and HA disabled."""
+
+    request: str
+    hosts: int
+    ha_enabled: bool
+
+    disruptive = True
+    operation = "change"
+
+    def describe(self) -> str:
+        ha = "; record HA's configuration and disable HA" if self.ha_enabled else ""
+        return f"start rolling maintenance of {self.hosts} host(s) ({self.request}): precheck the updates on every host{ha}"
+
+
+@dataclass(frozen=True)
+class HostTurnAction(PoolAction):
+    """One host's turn: emptied, updated, rebooted if it must be, back in service."""
+
+    name: str
+    master: bool
+    updates: tuple[str, ...]
+    reboot: bool | None
+    cloudstack: bool
+
+    disruptive = True
+    operation = "change"
+
+    def describe(self) -> str:
+        steps = []
+        if self.reboot is not False:
+            if self.cloudstack:
+                steps.append("CloudStack maintenance" + (" (cluster Unmanaged for its turn)" if self.master else ""))
+            steps.append("disable and evacuate")
+        if self.updates:
+            steps.append("apply " + ", ".join(self.updates))
+        if self.reboot:
+            steps.append("reboot and wait until it is back and enabled")
+        elif self.reboot is None:
+            steps.append("reboot if an update's guidance says restartHost")
+        if self.reboot is not False and self.cloudstack:
+            steps.append("Up in CloudStack, maintenance cancelled")
+        role = " (master)" if self.master else ""
+        return f"host {self.name}{role}: " + ", ".join(steps)
+
+
+@dataclass(frozen=True)
+class EndRoll(PoolAction):
+    """HA back as it was recorded, the cluster Managed."""
+
+    ha_enabled: bool
+
+    operation = "change"
+
+    def describe(self) -> str:
+        return "end the roll: " + ("enable HA again as it was recorded" if self.ha_enabled else "HA stays off as it was")

@@ -3,7 +3,7 @@ that is not in the pool yet (a join candidate answers as the master of its own o
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ...api.xenpool import XenPoolSpec
@@ -22,6 +22,13 @@ class Host:
     enabled: bool
     live: bool
     running_vms: tuple[str, ...] = ()  # name labels of running non-dom0 VMs resident here
+    boot_time: str = ""  # other_config:boot_time, which xapi sets at each boot (a reboot changes it)
+    shutting_down: bool = False  # a host.reboot / host.shutdown is under way (current_operations)
+    updates: tuple[str, ...] = ()  # name labels of the updates (6.x: patches) applied here, once read
+    requiring_reboot: tuple[str, ...] = ()  # name labels of applied updates waiting for a reboot, once read
+    update_refs: tuple[str, ...] = ()  # host.updates (7.1+)
+    reboot_refs: tuple[str, ...] = ()  # host.updates_requiring_reboot
+    product_version: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,16 @@ class VM:
     ref: str
     name_label: str
     ha_restart_priority: str
+
+
+@dataclass(frozen=True)
+class Update:
+    """An update the pool knows (7.1+: a pool_update; 6.x: a pool_patch)."""
+
+    ref: str
+    uuid: str
+    name: str
+    guidance: tuple[str, ...]  # after_apply_guidance
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,16 @@ class PoolFacts:
     candidates: dict[str, Candidate] = field(default_factory=dict)  # address → candidate
     master_address: str = ""
     cloudstack: ClusterInCloudStack | None = None  # the pool's CloudStack cluster, once read (cluster.py)
+    default_sr: str = ""  # the pool's default SR (a ref)
+    updates: dict[str, Update] | None = None  # name label → update, read when the spec lists updates
+
+    @property
+    def legacy(self) -> bool:
+        """XenServer before 7.1: no pool_update class, the pool_patch API."""
+        master = self.master
+        version = master.product_version if master is not None else ""
+        numbers = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+        return bool(numbers) and numbers < (7, 1)
 
     @property
     def master(self) -> Host | None:
@@ -104,8 +131,14 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
     parsed = {}
     for ref, host in hosts.items():
         live = bool(metrics.get(host.get("metrics", ""), {}).get("live", False))
+        operations = (host.get("current_operations") or {}).values()
         parsed[ref] = Host(ref, host.get("uuid", ""), host.get("name_label", ""), host.get("address", ""),
-                           bool(host.get("enabled")), live, tuple(sorted(running.get(ref, []))))
+                           bool(host.get("enabled")), live, tuple(sorted(running.get(ref, []))),
+                           boot_time=str((host.get("other_config") or {}).get("boot_time", "")),
+                           shutting_down="shutdown" in operations,
+                           update_refs=tuple(host.get("updates") or ()),
+                           reboot_refs=tuple(host.get("updates_requiring_reboot") or ()),
+                           product_version=str((host.get("software_version") or {}).get("product_version", "")))
     return PoolFacts(
         pool_ref=pool_ref, pool_uuid=pool.get("uuid", ""), master_ref=pool.get("master", ""),
         ha_enabled=bool(pool.get("ha_enabled")), ha_configuration=dict(pool.get("ha_configuration") or {}),
@@ -114,6 +147,7 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
         ha_plan_exists_for=_int(pool.get("ha_plan_exists_for")), ha_overcommitted=bool(pool.get("ha_overcommitted")),
         ha_allow_overcommit=bool(pool.get("ha_allow_overcommit")),
         vswitch_controller=str(pool.get("vswitch_controller", "") or ""),
+        default_sr=str(pool.get("default_SR", "") or ""),
         hosts=parsed,
         srs={ref: SR(ref, sr.get("uuid", ""), sr.get("name_label", ""), sr.get("type", ""), bool(sr.get("shared")))
              for ref, sr in srs.items()},
@@ -133,11 +167,38 @@ async def observe(session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
                     facts.heartbeat_sr_uuids.append(facts.srs[sr_ref].uuid)
         except XenAPIError:
             facts.heartbeat_sr_uuids = []  # not readable: the SR is not compared
+    if spec.maintenance.updates:
+        await read_updates(session, facts)
     pool_addresses = {h.address for h in facts.hosts.values()}
     outside = [m.address for m in spec.members if m.address not in pool_addresses]
     found = await asyncio.gather(*(look_at(session, address) for address in outside))
     facts.candidates = {c.address: c for c in found}
     return facts
+
+
+async def read_updates(session: PoolSession, facts: PoolFacts) -> None:
+    """The updates the pool knows and which host has which (7.1+: pool_update, host.updates; 6.x: pool_patch and
+    host_patch), two more round trips."""
+    if facts.legacy:
+        patches, applied = await session.records("pool_patch"), await session.records("host_patch")
+        known = {ref: Update(ref, p.get("uuid", ""), p.get("name_label", ""),
+                             tuple(p.get("after_apply_guidance") or ())) for ref, p in patches.items()}
+        per_host: dict[str, list[str]] = {}
+        for record in applied.values():
+            patch = known.get(record.get("pool_patch", ""))
+            if patch is not None and record.get("applied", True):
+                per_host.setdefault(record.get("host", ""), []).append(patch.name)
+        for ref, host in facts.hosts.items():
+            facts.hosts[ref] = replace(host, updates=tuple(sorted(per_host.get(ref, []))))
+    else:
+        records = await session.records("pool_update")
+        known = {ref: Update(ref, u.get("uuid", ""), u.get("name_label", ""),
+                             tuple(u.get("after_apply_guidance") or ())) for ref, u in records.items()}
+        for ref, host in facts.hosts.items():
+            facts.hosts[ref] = replace(
+                host, updates=tuple(sorted(known[r].name for r in host.update_refs if r in known)),
+                requiring_reboot=tuple(sorted(known[r].name for r in host.reboot_refs if r in known)))
+    facts.updates = {u.name: u for u in known.values()}
 
 
 async def look_at(pool: PoolSession, address: str) -> Candidate:

@@ -36,6 +36,15 @@ class Reason(enum.StrEnum):
     HEARTBEAT_SR_NOT_FOUND = "HeartbeatSRNotFound"
     HEARTBEAT_SR_AMBIGUOUS = "HeartbeatSRAmbiguous"
     HEARTBEAT_SR_NOT_SHARED = "HeartbeatSRNotShared"
+    # rolling maintenance
+    ROLLING = "Rolling"  # Reconciling while a roll goes on
+    ROLL_FAILED = "RollFailed"
+    ROLL_BLOCKED = "RollBlocked"
+    BOOT_TIME_UNKNOWN = "BootTimeUnknown"
+    UPDATE_NAME_MISMATCH = "UpdateNameMismatch"
+    HOST_DID_NOT_RETURN = "HostDidNotReturn"
+    HOST_LEFT_POOL = "HostLeftPool"
+    WAITING_FOR_MAINTENANCE_WINDOW = "WaitingForMaintenanceWindow"
     # HAConfigured
     HA_AS_SPECIFIED = "HAAsSpecified"
     HA_DIFFERS = "HADiffers"
