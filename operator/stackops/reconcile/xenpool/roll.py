@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ... import status as st
 from ...api.xenpool import HostTurn, RollStatus, XenPoolSpec
 from ...drivers.download import ChecksumMismatch, DownloadError, download
-from ...drivers.xenapi import XenAPIError
+from ...drivers.xenapi import XenAPIError, XenNoMaster, XenUnreachable
 from ..base import Action, Context, ReconcileError
 from ..notify import NotificationError, Notifier
 from ..window import window_state
@@ -153,6 +153,8 @@ class Roller:
                 try:
                     await self.session.call(f"{cls}.precheck", known[name].ref, host.ref)
                 except XenAPIError as error:
+                    if not error.code.startswith(("UPDATE_PRECHECK_FAILED_", "PATCH_PRECHECK_FAILED_")):
+                        raise  # e.g. HOST_OFFLINE: asked again on the next pass
                     message = (f"update {name} fails its precheck on host {turn.name}: {error.code} "
                                f"{' '.join(error.params[1:])}".rstrip() + "; no host was touched")
                     record = RollStatus(request=roll.request, phase="Failed", generation=self.ctx.generation,
@@ -174,6 +176,8 @@ class Roller:
                 return
             try:
                 await self.turn(record, turn)
+            except (XenUnreachable, XenNoMaster):
+                raise  # the pool did not answer: the roll stays Rolling and the next pass goes on from this step
             except (ReconcileError, XenAPIError, NotificationError) as error:
                 reason = getattr(error, "code", None) if isinstance(error, XenAPIError) else error.reason
                 message = f"host {turn.name}, step {turn.step}: {error}"
@@ -188,12 +192,11 @@ class Roller:
         await self.save(record)
 
     async def turn(self, record: RollStatus, turn: HostTurn) -> None:
-        facts = await self.read()
-        host = self.host(facts, turn)
-        master = host.ref == facts.master_ref
         if turn.step == "Pending":
             await self.notify(turn, "before")
         if turn.reboot and turn.step in ("Pending", "Draining"):
+            facts = await self.read()
+            master = self.host(facts, turn).ref == facts.master_ref
             await self.step(record, turn, "Draining")
             if self.link is not None:
                 await drain.drain(self.link, turn.address, turn.name, self.timeout, self.poll)
@@ -204,7 +207,7 @@ class Roller:
                         self.applied.append(done)
         if turn.reboot and turn.step in ("Pending", "Draining", "Evacuating"):
             await self.step(record, turn, "Evacuating")
-            await self.evacuate(turn, host)
+            await self.evacuate(turn, self.host(await self.read(), turn))
         if turn.step in ("Pending", "Draining", "Evacuating", "Updating"):
             await self.step(record, turn, "Updating")
             await self.apply(turn)
@@ -246,15 +249,22 @@ class Roller:
             self.ctx.event("Normal", "Applied", f"applied update {name} on host {turn.name}")
 
     async def reboot(self, record: RollStatus, turn: HostTurn) -> None:
-        facts = await self.read()
-        host = self.host(facts, turn)
+        """The host rebooted once: its boot_time recorded, then host.reboot. Resumed at this step, the call is made
+        again only when the host still runs the recorded boot with no shutdown under way (the call never reached
+        it); a pool without an answering master is the master rebooting."""
         if turn.step != "Rebooting":
+            host = self.host(await self.read(), turn)
             await self.step(record, turn, "Rebooting", boot_time=host.boot_time)
             await self.session.call("host.reboot", host.ref)
             self.ctx.event("Normal", "Applied", f"rebooting host {turn.name}")
-        elif host.boot_time == turn.boot_time and host.live and not host.shutting_down:
-            await self.session.call("host.reboot", host.ref)  # recorded, but the call never reached the host
-            self.ctx.event("Normal", "Applied", f"rebooting host {turn.name}")
+        else:
+            try:
+                host = self.host(await self.read(), turn)
+            except XenAPIError:
+                host = None
+            if host is not None and host.boot_time == turn.boot_time and host.live and not host.shutting_down:
+                await self.session.call("host.reboot", host.ref)  # recorded, but the call never reached the host
+                self.ctx.event("Normal", "Applied", f"rebooting host {turn.name}")
         await self.until(lambda f: (h := f.host_by_address(turn.address)) is not None and h.live
                          and h.boot_time != turn.boot_time, f"host {turn.name} to come back from its reboot",
                          enable=turn.address)
