@@ -31,8 +31,9 @@ def test_an_idle_thread_ends_and_the_next_call_starts_another() -> None:
         held = workers.submit(hold)
         assert running.wait(SAFETY)
         urgent = workers.submit(threading.current_thread, urgent=True)  # the reserved thread takes it
+        reserved = urgent.result(SAFETY)  # while the first thread is held: it cannot have taken the urgent call
         release.set()
-        first, reserved = held.result(SAFETY), urgent.result(SAFETY)
+        first = held.result(SAFETY)
         assert first is not reserved
         for thread in (first, reserved):
             thread.join(SAFETY)
