@@ -125,9 +125,10 @@ TABLE: list[Row] = [
           "CloudStackNotRegistered", observe=True),
     *rows("XenPool", "not_ready", "CloudStackNoMaster"),
     # XenPool's rolling maintenance: xapi's and CloudStack's refusals of a step pass through as they are spelled
-    *rows("XenPool", "progressing", "Rolling", "WaitingForMaintenanceWindow", "RollBlocked"),
+    *rows("XenPool", "progressing", "Rolling", "WaitingForMaintenanceWindow", "RollBlocked", "DownloadFailed"),
     *rows("XenPool", "stalled", "RollFailed", "BootTimeUnknown", "UpdateNameMismatch", "HostDidNotReturn",
-          "HostLeftPool"),
+          "HostLeftPool", "UpdateChecksumMismatch", "MaintenanceFailed", "MaintenanceTimeout",
+          "CANNOT_EVACUATE_HOST"),
     # SystemVMTemplate
     *rows("SystemVMTemplate", "progressing", "Registering", "Activating", "ReplacingSystemVMs", "UpgradingRouters",
           "WaitingForMaintenanceWindow", "RetryingRouters", "NotificationFailed", "ResolvingReboots"),

@@ -16,11 +16,9 @@ MAX_BYTES = 8 << 30  # an update ISO is well below this; a URL that streams fore
 class DownloadError(Exception):
     """The file could not be fetched (the URL is never part of the message: it may carry a token)."""
 
-    reason = "DownloadFailed"
-
 
 class ChecksumMismatch(DownloadError):
-    reason = "UpdateChecksumMismatch"
+    """The file fetched is not the one the SHA-256 names."""
 
 
 async def download(url: str, sha256: str, what: str, *, timeout: float = 1800.0,

@@ -42,6 +42,8 @@ class Reason(enum.StrEnum):
     ROLL_BLOCKED = "RollBlocked"
     BOOT_TIME_UNKNOWN = "BootTimeUnknown"
     UPDATE_NAME_MISMATCH = "UpdateNameMismatch"
+    UPDATE_CHECKSUM_MISMATCH = "UpdateChecksumMismatch"
+    DOWNLOAD_FAILED = "DownloadFailed"
     HOST_DID_NOT_RETURN = "HostDidNotReturn"
     HOST_LEFT_POOL = "HostLeftPool"
     WAITING_FOR_MAINTENANCE_WINDOW = "WaitingForMaintenanceWindow"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from ..notify import NotificationError, Notifier
 from ..window import window_state
 from . import drain
 from .actions import EndRoll, HostTurnAction, StartRoll, UploadUpdate
-from .observed import Host, PoolFacts
+from .observed import Host, PoolFacts, Update
 from .reasons import Reason
 from .turns import Roll
 
@@ -92,8 +93,10 @@ class Roller:
         update = next(u for u in self.spec.maintenance.updates if u.name == action.name)
         try:
             body = await download(update.url, update.sha256, f"update {update.name}")
+        except ChecksumMismatch as error:
+            raise ReconcileError(Reason.UPDATE_CHECKSUM_MISMATCH, str(error), retry=False) from None
         except DownloadError as error:
-            raise ReconcileError(error.reason, str(error), retry=not isinstance(error, ChecksumMismatch)) from None
+            raise ReconcileError(Reason.DOWNLOAD_FAILED, str(error), delay=60.0) from None
         with body:
             size = body.seek(0, 2)
             body.seek(0)
@@ -149,12 +152,14 @@ class Roller:
         for turn in roll.turns:
             host = facts.host_by_address(turn.address)
             assert host is not None
-            for name in turn.updates:
+            for index, name in enumerate(turn.updates):
                 try:
                     await self.session.call(f"{cls}.precheck", known[name].ref, host.ref)
                 except XenAPIError as error:
                     if not error.code.startswith(("UPDATE_PRECHECK_FAILED_", "PATCH_PRECHECK_FAILED_")):
                         raise  # e.g. HOST_OFFLINE: asked again on the next pass
+                    if comes_first(error, [known[n] for n in turn.updates[:index]]):
+                        continue  # what it requires is applied before it in this turn: its apply prechecks it again
                     message = (f"update {name} fails its precheck on host {turn.name}: {error.code} "
                                f"{' '.join(error.params[1:])}".rstrip() + "; no host was touched")
                     record = RollStatus(request=roll.request, phase="Failed", generation=self.ctx.generation,
@@ -366,6 +371,17 @@ class Roller:
             if failed:
                 problems.append(f"host {turn.name} stays in CloudStack maintenance: {failed}")
         return problems
+
+
+def comes_first(error: XenAPIError, earlier: list[Update]) -> bool:
+    """A precheck that failed only for prerequisites the same turn applies first (a hotfix on top of a service pack
+    of the same roll): `..._PREREQUISITE_MISSING [update, missing]`, the missing ones by name (7.1+) or uuid (6.x),
+    separated by spaces, commas or semicolons."""
+    if not error.code.endswith("PRECHECK_FAILED_PREREQUISITE_MISSING") or len(error.params) < 2:
+        return False
+    missing = [m for m in re.split(r"[\s,;]+", error.params[1]) if m]
+    coming = {word for update in earlier for word in (update.name, update.uuid)}
+    return bool(missing) and all(m in coming for m in missing)
 
 
 def actions(spec: XenPoolSpec, facts: PoolFacts, roll: Roll, *, cloudstack: bool) -> list[Action]:
