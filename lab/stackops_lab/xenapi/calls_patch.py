@@ -4,8 +4,8 @@ follows its master's product_version (calls_update.legacy: before 7.1, legacy). 
 (update_file.py).
 
 Legacy (6.x):
-- PUT /pool_patch_upload?session_id=…[&task_id=…] with the file as body: a pool_patch (pool_update NULL); the task's
-  result is its ref (a plain string). Not a lab update file: INVALID_PATCH []; a uuid already uploaded whose file is
+- PUT /pool_patch_upload?session_id=…[&task_id=…] (the session may be a cookie instead, as for /import_raw_vdi) with
+  the file as body: a pool_patch (pool_update NULL); the task's result is its ref (a plain string). Not a lab update file: INVALID_PATCH []; a uuid already uploaded whose file is
   still there: PATCH_ALREADY_EXISTS [uuid] (cleaned: this upload takes its place). Errors land in the task
   (the answer's headers were sent before the body was read). A bad session: HTTP 403; a supporter: HTTP 403.
 - pool_patch.precheck(self, host) → "" or PATCH_PRECHECK_FAILED_OUT_OF_SPACE [patch, found, required], a failure
@@ -57,6 +57,8 @@ def pool_patch_upload(lab: XenLab, machine: Any, path: str, headers: Any,
                       body: bytes | None) -> tuple[int, dict[str, str]]:
     """PUT /pool_patch_upload: (HTTP status, headers)."""
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(path).query))
+    cookies = dict(item.strip().split("=", 1) for item in (headers.get("Cookie") or "").split(";") if "=" in item)
+    query = {**cookies, **query}  # Xapi_http.with_context: the session from the query, else from the cookie
     with lab.state.lock:
         if not machine.is_master or machine.db is None:
             return 403, {}
