@@ -140,10 +140,7 @@ class Roller:
             started_at=st.now())
         await self.save(record)
         self.done(StartRoll(roll.request, len(turns), facts.ha_enabled))
-        if facts.ha_enabled:
-            await self.session.task("pool.disable_ha", timeout=self.reconciler.change_timeout, poll=self.poll)
-            self.ctx.event("Normal", "Applied", "disabled pool HA for the roll; it is enabled again at its end")
-        await self.proceed(record)
+        await self.proceed(record)  # HA disabled before the first turn
 
     async def precheck(self, roll: Roll, facts: PoolFacts) -> None:
         """Every update on every host that lacks it, before any host is touched."""
@@ -180,6 +177,7 @@ class Roller:
                                 "the maintenance window closed; the roll goes on in the next one", turn=None)
                 return
             try:
+                await self.ha_off(record)
                 await self.turn(record, turn)
             except (XenUnreachable, XenNoMaster):
                 raise  # the pool did not answer: the roll stays Rolling and the next pass goes on from this step
@@ -189,6 +187,16 @@ class Roller:
                 await self.stop(record, "Failed", str(reason or Reason.ROLL_FAILED), message, turn=turn)
                 raise ReconcileError(str(reason or Reason.ROLL_FAILED), message, retry=False) from None
         await self.finish(record)
+
+    async def ha_off(self, record: RollStatus) -> None:
+        """HA disabled before the first turn when it was on — also when the roll is resumed by an operator that died
+        after recording it and before disabling HA (with HA on, xapi refuses to evacuate unprotected VMs). Once a
+        turn has begun, HA is off: nothing to read."""
+        if not record.ha_was_enabled or any(t.step != "Pending" for t in record.hosts):
+            return
+        if (await self.read()).ha_enabled:
+            await self.session.task("pool.disable_ha", timeout=self.reconciler.change_timeout, poll=self.poll)
+            self.ctx.event("Normal", "Applied", "disabled pool HA for the roll; it is enabled again at its end")
 
     async def step(self, record: RollStatus, turn: HostTurn, step: str, **more: Any) -> None:
         turn.step = step  # type: ignore[assignment]
