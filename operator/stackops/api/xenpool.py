@@ -213,9 +213,10 @@ class PoolMaintenance(Model):
     restart_after: Timestamp | None = None
     """A rolling restart (like `kubectl rollout restart`): every host that booted before this time (RFC 3339) is
     rebooted once, in the same roll as the updates. A time in the future restarts nothing until it has passed."""
-    reboot_when_required: bool = True
-    """Also reboot hosts that report updates waiting for a reboot (`host.updates_requiring_reboot`, e.g. after an
-    update applied by hand)."""
+    reboot_when_required: bool = False
+    """Also reboot hosts that report updates waiting for a reboot (`host.updates_requiring_reboot`, e.g. an update
+    applied by hand), in a roll of their own when nothing else is asked for. Off by default: a host is rebooted
+    only for the updates above or `restartAfter`."""
     window: MaintenanceWindow | None = None
     """Host turns start only inside this window (a turn under way when it closes is finished; then HA is restored
     and the roll goes on in the next window). Unset: any time."""

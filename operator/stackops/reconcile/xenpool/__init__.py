@@ -78,6 +78,7 @@ class PoolPlan(EnginePlan):
     roll: Roll = field(default_factory=Roll)
     maintenance: list[Action] = field(default_factory=list)  # the whole roll, listed (rolling.actions)
     window_opens: str = ""  # the roll waits for its maintenance window, which opens then
+    blocked: list[str] = field(default_factory=list)  # why the roll cannot start now (turns.blockers)
 
     @property
     def actions(self) -> list[Action]:
@@ -251,9 +252,8 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             uploads = tuple(a for a in pool_plan.maintenance if isinstance(a, UploadUpdate))
             pool_plan.stages.append(Stage("uploads", uploads, then="replan"))
             return
-        blocking = blockers(spec, facts, roll)
-        if blocking:
-            pool_plan.result.waiting.extend(blocking)
+        pool_plan.blocked = blockers(spec, facts, roll)
+        if pool_plan.blocked:
             return
         window = window_state(spec.maintenance.window, now)
         if not window.open:
@@ -302,6 +302,10 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             summary = f"{len(plan.maintenance)} maintenance step(s): " + "; ".join(
                 a.describe() for a in plan.maintenance[:3])
             outcome.conditions[:3] = st.not_ready(st.Reason.DRIFT_OBSERVED, summary)
+        elif plan.blocked and ready:
+            message = f"{len(plan.maintenance)} maintenance step(s) wait: " + "; ".join(plan.blocked)
+            outcome.conditions[:3] = st.progressing(Reason.ROLL_BLOCKED, message)
+            outcome.requeue_after = 60.0
         elif plan.window_opens and ready:
             message = (f"{len(plan.maintenance)} maintenance step(s) wait for the maintenance window, which opens "
                        f"{plan.window_opens}")

@@ -29,6 +29,8 @@ class Host:
     update_refs: tuple[str, ...] = ()  # host.updates (7.1+)
     reboot_refs: tuple[str, ...] = ()  # host.updates_requiring_reboot
     product_version: str = ""
+    memory_free: int = 0  # host_metrics.memory_free, bytes
+    vm_memory: tuple[int, ...] = ()  # bytes each running guest VM here takes (memory_dynamic_max + overhead)
 
 
 @dataclass(frozen=True)
@@ -120,17 +122,22 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
           vms: dict[str, Any]) -> PoolFacts:
     pool_ref, pool = next(iter(pools.items()))
     running: dict[str, list[str]] = {}
+    memory: dict[str, list[int]] = {}
     with_priority = []
     for ref, vm in vms.items():
         if vm.get("is_control_domain") or vm.get("is_a_template") or vm.get("is_a_snapshot"):
             continue
         if vm.get("power_state") == "Running":
             running.setdefault(vm.get("resident_on", ""), []).append(vm.get("name_label", ref))
+            taken = (_int(vm.get("memory_dynamic_max")) or _int(vm.get("memory_static_max")) or 0) + \
+                (_int(vm.get("memory_overhead")) or 0)
+            memory.setdefault(vm.get("resident_on", ""), []).append(taken)
         if vm.get("ha_restart_priority"):
             with_priority.append(VM(ref, vm.get("name_label", ref), vm["ha_restart_priority"]))
     parsed = {}
     for ref, host in hosts.items():
-        live = bool(metrics.get(host.get("metrics", ""), {}).get("live", False))
+        measured = metrics.get(host.get("metrics", ""), {})
+        live = bool(measured.get("live", False))
         operations = (host.get("current_operations") or {}).values()
         parsed[ref] = Host(ref, host.get("uuid", ""), host.get("name_label", ""), host.get("address", ""),
                            bool(host.get("enabled")), live, tuple(sorted(running.get(ref, []))),
@@ -138,7 +145,9 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
                            shutting_down="shutdown" in operations,
                            update_refs=tuple(host.get("updates") or ()),
                            reboot_refs=tuple(host.get("updates_requiring_reboot") or ()),
-                           product_version=str((host.get("software_version") or {}).get("product_version", "")))
+                           product_version=str((host.get("software_version") or {}).get("product_version", "")),
+                           memory_free=_int(measured.get("memory_free")) or 0,
+                           vm_memory=tuple(sorted(memory.get(ref, []), reverse=True)))
     return PoolFacts(
         pool_ref=pool_ref, pool_uuid=pool.get("uuid", ""), master_ref=pool.get("master", ""),
         ha_enabled=bool(pool.get("ha_enabled")), ha_configuration=dict(pool.get("ha_configuration") or {}),

@@ -56,6 +56,8 @@ def request_of(spec: XenPoolSpec) -> str:
         parts.append("updates " + ", ".join(u.name for u in maintenance.updates))
     if maintenance.restart_after:
         parts.append(f"restart after {maintenance.restart_after}")
+    if maintenance.reboot_when_required:
+        parts.append("reboots the hosts ask for")
     return "; ".join(parts)
 
 
@@ -117,7 +119,8 @@ def plan_roll(spec: XenPoolSpec, facts: PoolFacts, now: datetime.datetime,
 
 
 def blockers(spec: XenPoolSpec, facts: PoolFacts, roll: Roll) -> list[str]:
-    """What stops a roll from starting: every member in the pool, live and enabled."""
+    """What stops a roll from starting: every member in the pool, live and enabled; and room for N−1: the VMs of
+    each host to be emptied fit on the others' free memory (largest first, each on the host with the most room)."""
     found = []
     for member in spec.members:
         host = facts.host_by_address(member.address)
@@ -127,4 +130,21 @@ def blockers(spec: XenPoolSpec, facts: PoolFacts, roll: Roll) -> list[str]:
             found.append(f"{member.name} is not live")
         elif not host.enabled:
             found.append(f"{member.name} is disabled")
+    if found:
+        return found
+    for turn in roll.turns:
+        host = facts.host_by_address(turn.address)
+        if turn.reboot is False or host is None:
+            continue
+        room = sorted((h.memory_free for h in facts.hosts.values() if h.ref != host.ref and h.live and h.enabled),
+                      reverse=True)
+        for size in host.vm_memory:
+            if not room or room[0] < size:
+                need = sum(host.vm_memory) >> 20
+                free = sum(h.memory_free for h in facts.hosts.values() if h.ref != host.ref) >> 20
+                found.append(f"the VMs of {turn.name} ({need} MiB) do not fit on the other hosts ({free} MiB free, "
+                             "no capacity for N-1)")
+                break
+            room[0] -= size
+            room.sort(reverse=True)
     return found
