@@ -153,3 +153,47 @@ def test_a_precheck_failure_touches_no_host_and_names_host_and_update() -> None:
         assert stalled.status == "True" and stalled.reason == "UPDATE_PRECHECK_FAILED_CONFLICT_PRESENT", \
             "stays Stalled until the spec changes"
         assert "xen3" in stalled.message and "XS82E032" in stalled.message, stalled.message
+
+
+class Killed(BaseException):
+    """The operator dying: nothing in the reconciler catches it."""
+
+
+def test_a_xenpool_deleted_mid_roll_leaves_the_pool_serving() -> None:
+    with lab(NAMES, [NAMES]) as xen, UpdateServer() as server, \
+            CloudStackSimulator(fleet=Fleet(zones=1, routers=0, redundant_pairs=0), timings=TIMINGS) as sim:
+        driver = Driver(xen, pool_spec(xen), cloudstack=sim)
+        assert ready(driver.converge(passes=20, pause=0.5))
+        files = updates()
+        driver.spec = pool_spec(xen, maintenance=maintenance(server, files))
+        context = driver.context
+
+        def dying() -> Any:
+            ctx = context()
+            checkpoint = ctx.checkpoint
+
+            async def write(fields: dict[str, Any]) -> None:
+                await checkpoint(fields)
+                turns = (fields.get("maintenance") or {}).get("hosts") or []
+                if any(t["name"] == "xen2" and t["step"] == "Updating" for t in turns):
+                    raise Killed
+
+            ctx.checkpoint = write
+            return ctx
+
+        driver.context = dying  # type: ignore[method-assign]
+        with pytest.raises(Killed):
+            driver.converge(passes=20, pause=0.5)
+        driver.context = context  # type: ignore[method-assign]
+        x = session(xen).xenapi
+        disabled = [h["name_label"] for h in x.host.get_all_records().values() if not h["enabled"]]
+        assert disabled == ["xen2"] and not xen.pool_of("xen1")["ha_enabled"], "killed with xen2 emptied, HA off"
+        assert cluster_hosts(sim)["xen2"] == ("Up", "Maintenance")
+
+        driver.finalize()
+        assert all(h["enabled"] for h in x.host.get_all_records().values())
+        assert cluster_hosts(sim) == {n: ("Up", "Enabled") for n in NAMES}
+        pool = xen.pool_of("xen1")
+        assert pool["ha_enabled"] and pool["ha_configuration"]["timeout"] == "180"
+        assert driver.status["maintenance"]["phase"] == "Failed"
+        assert all(c["stops"] == 0 for c in xen.vm_counts().values())

@@ -330,9 +330,14 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
                               conditions=[st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED)])
 
     async def finalize(self, ctx: Context) -> None:
-        """deletionPolicy Delete removes the CloudStack cluster registration (hosts through maintenance, then the
-        cluster); the XenServer pool is never dismantled."""
+        """A roll in flight is stopped first, with the pool serving (the host of the turn given back, the cluster
+        Managed, HA as recorded). deletionPolicy Delete removes the CloudStack cluster registration (hosts through
+        maintenance, then the cluster); the XenServer pool is never dismantled."""
         spec: XenPoolSpec = ctx.spec
+        last = rolling.recorded(ctx)
+        if last is not None and last.phase == "Rolling":
+            async with self.connect(ctx) as conn:
+                await rolling.Roller(self, ctx, conn).abandon(last)
         link = self.link(ctx, spec) if spec.deletion_policy == "Delete" else None
         if link is not None:
             await link.deregister()

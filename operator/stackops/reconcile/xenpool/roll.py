@@ -363,6 +363,19 @@ class Roller:
         await self.save(record)
         self.ctx.event("Warning" if phase == "Failed" else "Normal", reason, record.message)
 
+    async def abandon(self, record: RollStatus) -> None:
+        """The XenPool is deleted mid-roll: the roll stops as a failed one would, the pool left serving."""
+        turn = next((h for h in record.hosts if h.step not in ("Pending", "Done")), None)
+        if turn is not None and turn.step in ("Rebooting", "Returning"):
+            try:
+                host: Host | None = self.host(await self.read(), turn)
+            except (ReconcileError, XenAPIError):
+                host = None  # the master rebooting
+            if host is None or not host.live or host.shutting_down:  # never leave a host half-way through its reboot
+                await self.until(lambda f: (h := f.host_by_address(turn.address)) is not None and h.live
+                                 and not h.shutting_down, f"host {turn.name} to come back", enable=turn.address)
+        await self.stop(record, "Failed", Reason.ROLL_FAILED, "the XenPool was deleted during the roll", turn=turn)
+
     async def release(self, turn: HostTurn) -> list[str]:
         """A host whose turn failed, back in service when it is up: enabled, out of CloudStack maintenance."""
         problems = []
