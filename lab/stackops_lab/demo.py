@@ -1,10 +1,13 @@
 """`make demo`: the lab control plane, deploy/ installed, the operator running under its ServiceAccount, the
-examples applied, and `kubectl get` of all four kinds.
+examples applied, a rolling restart of the lab XenServer pool (`spec.maintenance.restartAfter` set to now, then
+`kubectl get xenpools` each time its MAINTENANCE column changes, until Completed), and `kubectl get` of all four
+kinds.
 
 The operator keeps running after the demo (edit the examples and watch); `stackops lab down` stops everything.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import sys
@@ -64,6 +67,39 @@ def wait_reconciled(kubeconfig: Path, timeout: float = 240) -> None:
         time.sleep(1)
 
 
+def roll_xenpool(kubeconfig: Path, name: str = "lab-pool", timeout: float = 240) -> None:
+    """The lab pool's rolling restart, as a user asks for it: `spec.maintenance.restartAfter` set to now (every host
+    booted before it is rebooted once, one at a time, emptied first), then `kubectl get xenpools` again each time
+    the MAINTENANCE column (status.maintenanceProgress) changes, until the roll is Completed and the pool Ready."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = json.dumps({"spec": {"maintenance": {"restartAfter": now}}})
+    progress(f"rolling restart of XenPool {name}: every host that booted before {now} is emptied and rebooted, "
+             "one at a time")
+    print(f"$ kubectl patch xenpool {name} -n {NAMESPACE} --type merge -p '{patch}'", flush=True)
+    print(kubectl(kubeconfig, "patch", "xenpool", name, "-n", NAMESPACE, "--type", "merge", "-p", patch).stdout,
+          end="", flush=True)
+    print(f"$ kubectl get xenpools -n {NAMESPACE}  # again each time MAINTENANCE changes", flush=True)
+    deadline = time.monotonic() + timeout
+    shown = None
+    while True:
+        item = json.loads(kubectl(kubeconfig, "get", "xenpool", name, "-n", NAMESPACE, "-o", "json").stdout)
+        status = item.get("status") or {}
+        roll = status.get("maintenance") or {}
+        value = status.get("maintenanceProgress")
+        if value != shown:
+            print(kubectl(kubeconfig, "get", "xenpools", "-n", NAMESPACE).stdout, end="", flush=True)
+            shown = value
+        if now in str(roll.get("request")):
+            if roll.get("phase") == "Failed":
+                raise RuntimeError(f"the roll of XenPool {name} failed: {roll.get('message')}")
+            if roll.get("phase") == "Completed" and _ready(item) \
+                    and status.get("observedGeneration") == item["metadata"]["generation"]:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the roll of XenPool {name} is not Completed after {timeout:.0f}s: {value}")
+        time.sleep(0.5)
+
+
 LAB_KINDS = ("KvmHost", "SystemVMTemplate", "XenPool", "CloudStackRelease")  # the demo brings lab versions
 
 
@@ -101,6 +137,8 @@ def up() -> int:
     kubectl(kubeconfig, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
     progress(f"waiting for the operator to converge {len(hosts)} KVM lab hosts")
     wait_reconciled(kubeconfig)
+    if xen is not None:
+        roll_xenpool(kubeconfig)
     progress("every example is reconciled; stop everything with `stackops lab down` (or `make demo-down`)")
     kubectl_binary = controlplane.find_kubectl()
     progress(f"export KUBECONFIG={kubeconfig} PATH={kubectl_binary.parent}:$PATH  # the lab's kubectl")

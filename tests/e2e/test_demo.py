@@ -1,10 +1,12 @@
-"""`make demo` as a user runs it, then `stackops lab down`: the demo ends with `kubectl get` of the four kinds
-showing their printer columns — two KVM lab hosts converged (Ready), a three-host XenServer pool, the system VM
-template rollout, a CloudStack release built on a lab host — and taking the lab down leaves no process and no
-file behind."""
+"""`make demo` as a user runs it, then `stackops lab down`: the demo rolls the lab XenServer pool (restartAfter set
+to now: `kubectl get xenpools` shows each host's turn in MAINTENANCE, then Completed) and ends with `kubectl get` of
+the four kinds showing their printer columns — two KVM lab hosts converged (Ready), a three-host XenServer pool, the
+system VM template rollout, a CloudStack release built on a lab host — and taking the lab down leaves no process
+and no file behind."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +31,22 @@ def lab_processes(lab_dir: Path) -> list[str]:
     return found
 
 
+def maintenance_column(output: str) -> list[str]:
+    """The MAINTENANCE values of the demo's roll: each `kubectl get xenpools -n …` table after the roll's own
+    command (header, then one row; the column sliced at the header's offsets, as its values hold spaces)."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("$ kubectl get xenpools -n "))
+    values = []
+    for index in range(start + 1, len(lines) - 1):
+        header, row = lines[index], lines[index + 1]
+        if header.startswith("$ "):
+            break
+        if header.startswith("NAME ") and "MAINTENANCE" in header:
+            begin, end = header.index("MAINTENANCE"), header.index("READY")
+            values.append(row[begin:end].strip())
+    return values
+
+
 def test_demo_then_lab_down(tmp_path: Path) -> None:
     lab_dir = tmp_path / "lab"
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
@@ -37,6 +55,11 @@ def test_demo_then_lab_down(tmp_path: Path) -> None:
         demo = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=400)
         assert demo.returncode == 0, demo.stderr[-3000:]
+        assert "$ kubectl patch xenpool lab-pool" in demo.stdout and "restartAfter" in demo.stdout, demo.stdout
+        shown = maintenance_column(demo.stdout)
+        assert shown[-1] == "Completed", shown
+        turns = [value for value in shown if re.fullmatch(r"[0-2]/3 xen[1-3] [A-Za-z]+", value)]
+        assert turns, f"no host's turn shown in MAINTENANCE: {shown}"
         header = next(line for line in demo.stdout.splitlines() if line.startswith("NAMESPACE"))
         for column in ("NAME", "MASTER", "HOSTS", "HA", "READY", "AGE"):
             assert column in header, demo.stdout
@@ -49,8 +72,10 @@ def test_demo_then_lab_down(tmp_path: Path) -> None:
         for host in ("lab-kvm1", "lab-kvm2"):
             line = next(line for line in demo.stdout.splitlines() if f"kvmhost.stackops.io/{host} " in line)
             assert "True" in line.split() and "10.250." in line, line
-        line = next(line for line in demo.stdout.splitlines() if "xenpool.stackops.io/lab-pool " in line)
+        # the final table's line, not `kubectl patch`'s "xenpool.stackops.io/lab-pool patched"
+        line = [line for line in demo.stdout.splitlines() if "xenpool.stackops.io/lab-pool " in line][-1]
         assert "xen1" in line and "3" in line.split() and "True" in line.split(), line  # joined, HA on, Ready
+        assert "Completed" in line.split(), line  # the roll, HA back on
         line = next(line for line in demo.stdout.splitlines() if "systemvmtemplate.stackops.io/systemvm-" in line)
         assert "4.19.1" in line and "200" in line, line  # the lab CloudStack's routers, in the rollout's columns
         running = lab_processes(lab_dir)
