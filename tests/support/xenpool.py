@@ -77,6 +77,7 @@ class Driver:
         self.reconciler = reconciler or XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
         self.reconciler.ssh = ssh or self.reconciler.ssh
         self.spec = spec
+        self.generation = 1  # metadata.generation: a test that changes the spec as a user would raises it
         self.status: dict[str, Any] = {}
         self.events: list[tuple[str, str, str]] = []
         # the password may go to every lab XenServer host and the lab CloudStack (addHost), as the lab's Secret says
@@ -107,7 +108,7 @@ class Driver:
         async def checkpoint(fields: dict[str, Any]) -> None:
             self.status.update(fields)
 
-        return Context(namespace="lab", name="pool", generation=1, spec=self.spec, status=self.status,
+        return Context(namespace="lab", name="pool", generation=self.generation, spec=self.spec, status=self.status,
                        secrets=self.secrets, event=lambda *e: self.events.append(e),
                        logger=logging.getLogger("e2e"), checkpoint=checkpoint)
 
