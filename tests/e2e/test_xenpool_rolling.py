@@ -5,6 +5,8 @@ each host rebooted once, no VM ever stopped, HA back as recorded, the cluster Ma
 read from the simulators' audit logs."""
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import http.client
 import re
 import urllib.parse
@@ -197,3 +199,28 @@ def test_a_xenpool_deleted_mid_roll_leaves_the_pool_serving() -> None:
         assert pool["ha_enabled"] and pool["ha_configuration"]["timeout"] == "180"
         assert driver.status["maintenance"]["phase"] == "Failed"
         assert all(c["stops"] == 0 for c in xen.vm_counts().values())
+
+
+def test_the_turn_after_the_masters_waits_for_cloudstack_to_reconnect_the_cluster() -> None:
+    """The cluster Managed again after the master's turn: CloudStack's direct agent scan reconnects the other hosts
+    later than the rebooted master's own agent, which reconnects at the first ping that reaches it once the cluster
+    is Managed (pings every second, cluster_reconnect 3 s here); the next host is drained only once CloudStack has
+    it Up again (it refuses to prepare a Disconnected host for maintenance)."""
+    names = ["xen1", "xen2", "xen3"]
+    timings = dataclasses.replace(TIMINGS, cluster_reconnect=3.0, xen_ping=1.0)
+    with lab(names, [names]) as xen, \
+            CloudStackSimulator(fleet=Fleet(zones=1, routers=0, redundant_pairs=0), timings=timings) as sim:
+        cloudstack = {"connection": {"secretRef": {"name": CLOUDSTACK}}, "zone": "lab-zone-1",
+                      "pod": "lab-zone-1-pod-1", "cluster": CLUSTER}
+        driver = Driver(xen, spec_for(xen, names, cloudstack=cloudstack), cloudstack=sim)
+        assert ready(driver.converge(passes=20, pause=0.5))
+        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        driver.spec = spec_for(xen, names, cloudstack=cloudstack,
+                               maintenance={"restartAfter": now, "hostTimeoutSeconds": 120})
+        outcome = driver.converge(passes=20, pause=0.5)
+        assert ready(outcome), outcome.conditions
+        assert driver.status["maintenance"]["phase"] == "Completed", driver.status["maintenance"]
+        assert {e["host"] for e in xen.audit() if e["event"] == "host.reboot"} == set(names)
+        refused = [e for e in sim.audit() if e["event"] == "host.maintenance.refused"]
+        assert refused == [], refused
+        assert cluster_hosts(sim) == {n: ("Up", "Enabled") for n in names}

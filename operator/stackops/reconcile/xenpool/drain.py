@@ -87,6 +87,30 @@ async def give_back(link: ClusterLink, address: str, name: str, timeout: float, 
                              f"{error}", retry=False) from None
 
 
+async def all_up(link: ClusterLink, addresses: dict[str, str], timeout: float, poll: float) -> None:
+    """Every pool host Up in CloudStack again before the next turn. Once the cluster is Managed again after the
+    master's turn, CloudStack reconnects its hosts one by one (the master's agent may be back before the direct
+    agent scan reaches the others), and it refuses to prepare a Disconnected host for maintenance ("Unable to
+    prepare for maintenance host"). `addresses`: address → member name."""
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if await link.load() is None:
+                return
+            waiting = [f"{addresses[h['ipaddress']]} is {h.get('state')}" for h in await link.hosts()
+                       if h.get("ipaddress") in addresses and h.get("state") != "Up"]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, "CloudStack hosts not Up again "
+                                     f"{timeout:.0f}s after the cluster was Managed: " + "; ".join(waiting),
+                                     retry=False)
+            await asyncio.sleep(poll)
+    except CloudStackError as error:
+        raise ReconcileError(st.Reason.MAINTENANCE_FAILED, f"listing the CloudStack hosts: {error}",
+                             retry=False) from None
+
+
 async def cancel_quietly(link: ClusterLink, address: str) -> str | None:
     """After a failed step: the host out of maintenance when CloudStack can take it back; what failed, else."""
     try:

@@ -292,6 +292,7 @@ class Roller:
             await self.save(record)
         if self.link is not None and turn.reboot:
             await drain.give_back(self.link, turn.address, turn.name, self.timeout, self.poll)
+            await drain.all_up(self.link, {m.address: m.name for m in self.spec.members}, self.timeout, self.poll)
 
     async def until(self, done: Any, what: str, *, enable: str = "") -> None:
         """Until `done(facts)`; a host at `enable` that is back but disabled gets `host.enable` (HOST_STILL_BOOTING
