@@ -88,10 +88,27 @@ def cluster_hosts(sim: CloudStackSimulator) -> dict[str, tuple[str, str]]:
                 if h.cluster is not None and h.cluster.name == CLUSTER}
 
 
+class Watching(Driver):
+    """Notes status.ha.enabled at each checkpoint that shows a host rebooting (what the HA column says then)."""
+
+    ha_while_rebooting: list[Any]
+
+    def context(self) -> Any:
+        ctx = super().context()
+        inner, self.ha_while_rebooting = ctx.checkpoint, getattr(self, "ha_while_rebooting", [])
+
+        async def checkpoint(fields: dict[str, Any]) -> None:
+            await inner(fields)
+            if "Rebooting" in str(self.status.get("maintenanceProgress")):
+                self.ha_while_rebooting.append((self.status.get("ha") or {}).get("enabled"))
+
+        return dataclasses.replace(ctx, checkpoint=checkpoint)
+
+
 def test_three_updates_roll_through_a_registered_pool_without_stopping_a_vm() -> None:
     with lab(NAMES, [NAMES]) as xen, UpdateServer() as server, \
             CloudStackSimulator(fleet=Fleet(zones=1, routers=0, redundant_pairs=0), timings=TIMINGS) as sim:
-        driver = Driver(xen, pool_spec(xen), cloudstack=sim)
+        driver = Watching(xen, pool_spec(xen), cloudstack=sim)
         assert ready(driver.converge(passes=20, pause=0.5))
         with sim.state.lock:
             ids = {h.name: h.uuid for h in sim.state.values("host") if h.cluster and h.cluster.name == CLUSTER}
@@ -118,6 +135,9 @@ def test_three_updates_roll_through_a_registered_pool_without_stopping_a_vm() ->
         roll = driver.status["maintenance"]
         assert roll["phase"] == "Completed" and [h["name"] for h in roll["hosts"]] == NAMES
         assert driver.status["maintenanceProgress"] == "Completed"
+        assert driver.ha_while_rebooting and not any(driver.ha_while_rebooting), \
+            "status.ha says HA is off while the roll has it off"
+        assert driver.status["ha"]["enabled"] and driver.status["ha"]["timeoutSeconds"] == 180
 
         # the master first; each host emptied before its reboot; the cluster Unmanaged only around the master's
         order = [(e["event"], e.get("host") or e.get("name") or e.get("managedstate"))

@@ -196,6 +196,7 @@ class Roller:
             return
         if (await self.read()).ha_enabled:
             await self.session.task("pool.disable_ha", timeout=self.reconciler.change_timeout, poll=self.poll)
+            await self.ha_seen(False)
             self.ctx.event("Normal", "Applied", "disabled pool HA for the roll; it is enabled again at its end")
 
     async def step(self, record: RollStatus, turn: HostTurn, step: str, **more: Any) -> None:
@@ -340,7 +341,13 @@ class Roller:
         sr = record.heartbeat_srs[0] if record.heartbeat_srs else ""
         configuration = dict(record.ha_configuration) or {"timeout": str(self.spec.ha.timeout_seconds)}
         await self.reconciler.enable_ha(self.session, sr, configuration)
+        await self.ha_seen(True)
         self.ctx.event("Normal", "Applied", f"enabled pool HA again as it was before the roll ({configuration})")
+
+    async def ha_seen(self, enabled: bool) -> None:
+        """status.ha.enabled as the pool has it now, not at the end of the pass the roll runs in: the HA column,
+        and what failover reads as last seen when the master is lost (HA off: xapi elects no new master)."""
+        await self.ctx.checkpoint({"ha": {**(self.ctx.status.get("ha") or {}), "enabled": enabled}})
 
     async def stop(self, record: RollStatus, phase: str, reason: str, message: str, turn: HostTurn | None) -> None:
         """The roll stops with the pool serving: the host given back when it can be, the cluster Managed, HA as
