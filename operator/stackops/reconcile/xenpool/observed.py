@@ -24,6 +24,7 @@ class Host:
     running_vms: tuple[str, ...] = ()  # name labels of running non-dom0 VMs resident here
     boot_time: str = ""  # other_config:boot_time, which xapi sets at each boot (a reboot changes it)
     shutting_down: bool = False  # a host.reboot / host.shutdown is under way (current_operations)
+    evacuating: bool = False  # a host.evacuate is under way (current_operations)
     updates: tuple[str, ...] = ()  # name labels of the updates (6.x: patches) applied here, once read
     requiring_reboot: tuple[str, ...] = ()  # name labels of applied updates waiting for a reboot, once read
     update_refs: tuple[str, ...] = ()  # host.updates (7.1+)
@@ -143,6 +144,7 @@ def parse(pools: dict[str, Any], hosts: dict[str, Any], metrics: dict[str, Any],
                            bool(host.get("enabled")), live, tuple(sorted(running.get(ref, []))),
                            boot_time=str((host.get("other_config") or {}).get("boot_time", "")),
                            shutting_down="shutdown" in operations,
+                           evacuating="evacuate" in operations,
                            update_refs=tuple(host.get("updates") or ()),
                            reboot_refs=tuple(host.get("updates_requiring_reboot") or ()),
                            product_version=str((host.get("software_version") or {}).get("product_version", "")),

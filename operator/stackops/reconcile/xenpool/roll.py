@@ -240,8 +240,14 @@ class Roller:
         return host
 
     async def evacuate(self, turn: HostTurn, host: Host) -> None:
+        """Disabled and emptied. Resumed while the host.evacuate of an operator that died is still under way, that
+        evacuation is waited for first: xapi refuses to plan or start another while its VMs migrate
+        (CANNOT_EVACUATE_HOST, OTHER_OPERATION_IN_PROGRESS pool_migrate), which would fail the roll."""
         if host.enabled:
             await self.session.call("host.disable", host.ref)
+        if host.evacuating:
+            await self.until(lambda f: (h := f.host_by_address(turn.address)) is not None and not h.evacuating,
+                             f"the evacuation of host {turn.name} under way to end")
         await self.session.call("host.assert_can_evacuate", host.ref)
         await self.session.task("host.evacuate", host.ref, timeout=self.timeout, poll=self.poll)
         self.ctx.event("Normal", "Applied", f"disabled and evacuated host {turn.name}")
