@@ -93,10 +93,22 @@ def served(server: UpdateServer, *files: UpdateFile) -> list[dict[str, str]]:
     return listed
 
 
-def roll(driver: Driver, passes: int = 30, pause: float = 0.5) -> Any:
-    outcome = driver.converge(passes=passes, pause=pause)
-    assert ready(outcome), (outcome.conditions, driver.status.get("maintenance"))
-    return outcome
+def roll(driver: Driver, passes: int = 40, pause: float = 0.5) -> Any:
+    """Passes until Ready, as the handler makes them: a retryable failure (RollBlocked while CloudStack reconnects a
+    host on a busy machine, HOST_OFFLINE while a host boots) is asked again; one that is not is raised."""
+    last: Any = None
+    for _ in range(passes):
+        try:
+            last = driver.run()
+        except ReconcileError as error:
+            if not error.retry:
+                raise
+            last = error
+        else:
+            if ready(last):
+                return last
+        time.sleep(min(getattr(last, "requeue_after", None) or pause, pause))
+    raise AssertionError(f"not Ready after {passes} passes: {last}; {driver.status.get('maintenance')}")
 
 
 # ---------------------------------------------------------------------------------------------------- a. restartAfter
@@ -247,21 +259,16 @@ class CrashingDriver(Driver):
         self.deaths.append(why)
         raise Killed(why)
 
-    def run_through(self, passes: int = 60) -> Any:
-        for _ in range(passes):
-            try:
-                outcome = self.run()
-            except Killed:
-                self.reconciler = XenPoolReconciler(change_timeout=30, poll_seconds=0.1)  # a new process
-                continue
-            if ready(outcome):
-                return outcome
-            time.sleep(min(outcome.requeue_after or 0.5, 0.5))
-        raise AssertionError(f"not Ready after {passes} passes: {self.status.get('maintenance')}")
+    def run(self) -> Any:
+        try:
+            return super().run()
+        except Killed:
+            self.reconciler = XenPoolReconciler(change_timeout=30, poll_seconds=0.1)  # a new process
+            return self.run()
 
 
 def registered_pool(xen: XenLab, sim: CloudStackSimulator, driver: Driver) -> None:
-    assert ready(driver.converge(passes=20, pause=0.5))
+    roll(driver)
     with sim.state.lock:
         ids = {h.name: h.uuid for h in sim.state.values("host") if h.cluster and h.cluster.name == CLUSTER}
     for name, host_id in ids.items():
@@ -296,7 +303,7 @@ def test_an_operator_killed_after_any_recorded_step_finishes_the_roll(step: str)
         driver.spec = with_cloudstack(xen, THREE, maintenance={"updates": served(server, update),
                                                                "hostTimeoutSeconds": 120})
         driver.step = step
-        driver.run_through()
+        roll(driver, passes=60)
         expected = 1 if step == "start" else len(THREE)
         assert len(driver.deaths) == expected, driver.deaths
         assert_rolled_once_and_serving(xen, sim, driver, THREE, since)
@@ -314,7 +321,7 @@ def test_an_operator_killed_right_after_host_reboot_does_not_reboot_the_host_aga
         since = len(xen.audit())
         driver.rebooting = len(events(xen, "host.rebooting"))
         driver.spec = with_cloudstack(xen, THREE, maintenance={"restartAfter": now_utc(), "hostTimeoutSeconds": 120})
-        driver.run_through()
+        roll(driver, passes=60)
         assert driver.deaths == [f"host.rebooting {n}" for n in THREE], driver.deaths
         assert events(xen, "host.rebooting", since) == THREE, "host.reboot was never called twice"
         assert_rolled_once_and_serving(xen, sim, driver, THREE, since)
@@ -344,7 +351,7 @@ def test_a_host_that_cannot_be_emptied_stops_the_roll_with_the_pool_serving() ->
         since = len(xen.audit())
         driver.spec = with_cloudstack(xen, NAMES, maintenance={"restartAfter": now_utc(), "hostTimeoutSeconds": 120})
         with pytest.raises(ReconcileError) as raised:
-            driver.converge(passes=20, pause=0.5)
+            roll(driver)
         assert raised.value.reason == "CANNOT_EVACUATE_HOST" and not raised.value.retry, raised.value
         assert "xen3" in str(raised.value) and "Evacuating" in str(raised.value), raised.value
 
@@ -376,6 +383,75 @@ def test_a_host_that_cannot_be_emptied_stops_the_roll_with_the_pool_serving() ->
         assert xen_hosts(xen) == {n: True for n in NAMES} and cluster_state(sim) == "Managed"
         assert cluster_hosts(sim) == {n: ("Up", "Enabled") for n in NAMES}
         assert driver.status["maintenance"]["phase"] == "Completed" and xen.pool_of("xen1")["ha_enabled"]
+
+
+class KillingDriver(Driver):
+    """Kills (`XenLab.kill`: power lost) the host the operator has just asked to reboot, once: it stays down."""
+
+    def __init__(self, *args: Any, xen: XenLab, victim: str, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.xen, self.victim, self.killed = xen, victim, False
+
+    def context(self) -> Any:
+        ctx = super().context()
+
+        def event(*e: Any) -> None:
+            self.events.append(e)
+            if not self.killed and e[2] == f"rebooting host {self.victim}":
+                self.killed = True
+                self.xen.kill(self.victim)
+
+        ctx.event = event
+        return ctx
+
+
+def test_a_host_that_does_not_come_back_stops_the_roll_and_the_rest_keeps_serving() -> None:
+    with lab(NAMES, [NAMES]) as xen, \
+            CloudStackSimulator(fleet=Fleet(zones=1, routers=0, redundant_pairs=0), timings=TIMINGS) as sim:
+        driver = KillingDriver(xen, with_cloudstack(xen, NAMES), cloudstack=sim, xen=xen, victim="xen2")
+        registered_pool(xen, sim, driver)
+        since = len(xen.audit())
+        driver.spec = with_cloudstack(xen, NAMES, maintenance={"restartAfter": now_utc(), "hostTimeoutSeconds": 60})
+        with pytest.raises(ReconcileError) as raised:  # after hostTimeoutSeconds of waiting for xen2
+            roll(driver)
+        assert driver.killed
+        assert raised.value.reason == "HostDidNotReturn" and not raised.value.retry, raised.value
+        record = driver.status["maintenance"]
+        assert record["phase"] == "Failed" and "host xen2" in record["message"], record
+        assert "xen2 is not live" in record["message"], record["message"]
+        assert [(h["name"], h["step"]) for h in record["hosts"]] == [
+            ("xen1", "Done"), ("xen2", "Rebooting"), ("xen3", "Pending"), ("xen4", "Pending")]
+        assert events(xen, "host.reboot", since) == ["xen1"], "nothing else rebooted"
+        assert stops(xen) == {}
+        enabled = xen_hosts(xen)
+        assert enabled["xen1"] and enabled["xen3"] and enabled["xen4"], enabled
+        assert cluster_state(sim) == "Managed"
+        # xapi enables HA only with every host live (HOST_OFFLINE): the record says so, and HA waits for xen2
+        assert not xen.pool_of("xen1")["ha_enabled"]
+        assert "HA could not be enabled again" in record["message"] and "HOST_OFFLINE" in record["message"], record
+
+        xen.revive("xen2")  # someone powers it on again: the pool's HA is enabled as the spec (and the record) say
+        for _ in range(20):
+            try:
+                stalled = driver.run()
+            except ReconcileError as error:  # e.g. HOST_OFFLINE while xen2 boots: the handler asks again later
+                assert error.retry, error
+                time.sleep(0.5)
+                continue
+            if condition(stalled, "Stalled").status == "True":
+                break
+            time.sleep(min(stalled.requeue_after or 0.5, 0.5))
+        assert condition(stalled, "Stalled").reason == "HostDidNotReturn", stalled.conditions
+        pool = xen.pool_of("xen1")
+        assert pool["ha_enabled"] and pool["ha_configuration"]["timeout"] == "180"
+        assert events(xen, "host.reboot", since) == ["xen1"], "the failed roll did not go on by itself"
+        driver.generation = 2
+        roll(driver, passes=60)  # RollBlocked while CloudStack reconnects xen2 (Connecting): asked again
+        assert reboots(xen, NAMES, since) == {"xen1": 1, "xen2": 0, "xen3": 1, "xen4": 1}, \
+            "xen2 booted after restartAfter when it was powered on again"
+        assert xen_hosts(xen) == {n: True for n in NAMES}
+        assert cluster_hosts(sim) == {n: ("Up", "Enabled") for n in NAMES} and cluster_state(sim) == "Managed"
+        assert xen.pool_of("xen1")["ha_enabled"] and driver.status["maintenance"]["phase"] == "Completed"
 
 
 # ---------------------------------------------------------------------------------------------------- f. window, plan

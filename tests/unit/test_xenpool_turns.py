@@ -132,12 +132,12 @@ def test_updates_waiting_for_a_reboot_reboot_the_host_when_asked() -> None:
     pool = facts(four(xen2={"updates": ("U1",), "requiring_reboot": ("U1",)},
                       xen3={"updates": ("U1",)}, xen1={"updates": ("U1",)}, xen4={"updates": ("U1",)}),
                  updates={"U1": ("restartHost",)})
-    turns = by_name(plan_roll(spec(updates=[update("U1")]), pool, NOW))
+    turns = by_name(plan_roll(spec(updates=[update("U1")], rebootWhenRequired=True), pool, NOW))
     assert turns["xen2"].reboot is True and turns["xen2"].updates == ()
     assert turns["xen2"].why == ("U1 wait(s) for a reboot",)
     assert [n for n, t in turns.items() if t.work] == ["xen2"]
-    off = by_name(plan_roll(spec(updates=[update("U1")], rebootWhenRequired=False), pool, NOW))
-    assert not any(t.work for t in off.values()), "rebootWhenRequired false: nothing to do"
+    off = by_name(plan_roll(spec(updates=[update("U1")]), pool, NOW))
+    assert not any(t.work for t in off.values()), "rebootWhenRequired is off by default: nothing to do"
 
 
 def test_restart_after_reboots_the_hosts_booted_before_it_only() -> None:
@@ -176,7 +176,8 @@ def test_no_boot_time_matters_only_with_restart_after() -> None:
 
 def test_every_reason_to_reboot_is_listed() -> None:
     pool = facts(four(xen1={"requiring_reboot": ("U0",)}), updates={"U1": ("restartHost",)})
-    turn = by_name(plan_roll(spec(updates=[update("U1")], restartAfter="2026-12-07T10:00:00Z"), pool, NOW))["xen1"]
+    turn = by_name(plan_roll(spec(updates=[update("U1")], restartAfter="2026-12-07T10:00:00Z",
+                                  rebootWhenRequired=True), pool, NOW))["xen1"]
     assert turn.reboot is True
     assert turn.why == ("U1 asks for a host restart", "U0 wait(s) for a reboot", "booted before 2026-12-07T10:00:00Z")
 
