@@ -478,6 +478,50 @@ def test_a_closed_window_holds_the_roll() -> None:
         assert touched == []
 
 
+def test_a_window_that_closes_between_turns_pauses_the_roll_and_the_next_one_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The roll's own clock (roll._utc_now) jumps past the window's end once xen1's turn is done: the roll pauses
+    there with HA restored; in the window again, a new roll does the other hosts, none twice."""
+    import stackops.reconcile.xenpool.roll as rolling
+
+    with lab(NAMES, [NAMES]) as xen:
+        driver = Driver(xen, spec_for(xen, NAMES))
+        assert ready(driver.converge(passes=10, pause=0.5))
+        opened = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=30)
+        window = {"start": opened.strftime("%H:%M"), "durationMinutes": 120}
+        real = rolling._utc_now
+
+        def clock() -> datetime.datetime:
+            hosts = (driver.status.get("maintenance") or {}).get("hosts") or []
+            late = any(h["name"] == "xen1" and h["step"] == "Done" for h in hosts)
+            return real() + datetime.timedelta(hours=3 if late else 0)
+
+        monkeypatch.setattr(rolling, "_utc_now", clock)
+        since = len(xen.audit())
+        driver.spec = spec_for(xen, NAMES, maintenance={"restartAfter": now_utc(), "window": window,
+                                                        "hostTimeoutSeconds": 120})
+        paused = driver.run()
+        record = driver.status["maintenance"]
+        assert record["phase"] == "Paused" and record["reason"] == "WaitingForMaintenanceWindow", record
+        assert [(h["name"], h["step"]) for h in record["hosts"]] == [
+            ("xen1", "Done"), ("xen2", "Pending"), ("xen3", "Pending"), ("xen4", "Pending")]
+        assert driver.status["maintenanceProgress"] == "Paused"
+        assert events(xen, "host.reboot", since) == ["xen1"]
+        assert xen.pool_of("xen1")["ha_enabled"], "HA restored while the roll waits"
+        waiting = condition(paused, "Reconciling")
+        assert waiting.status == "True" and waiting.reason == "WaitingForMaintenanceWindow", paused.conditions
+        assert "after 1 of 4 host(s)" in waiting.message and not ready(paused), waiting.message
+
+        monkeypatch.setattr(rolling, "_utc_now", real)  # in the window again
+        roll(driver)
+        assert events(xen, "host.reboot", since) == NAMES, "the others once each, xen1 not again"
+        assert driver.status["maintenance"]["phase"] == "Completed"
+        assert [h["name"] for h in driver.status["maintenance"]["hosts"]] == ["xen2", "xen3", "xen4"]
+        assert xen.pool_of("xen1")["ha_enabled"] and stops(xen) == {}
+        assert [e["event"] for e in xen.audit()[since:] if e["event"] in ("ha.disabled", "ha.enabled")] == [
+            "ha.disabled", "ha.enabled", "ha.disabled", "ha.enabled"]
+
+
 def manifests(xen: XenLab, path: Path, maintenance: dict[str, Any]) -> Path:
     secret = {"apiVersion": "v1", "kind": "Secret",
               "metadata": {"name": SECRET, "namespace": "lab", "annotations": {

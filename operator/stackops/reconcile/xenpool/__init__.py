@@ -311,6 +311,13 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
                        f"{plan.window_opens}")
             outcome.conditions[:3] = st.progressing(Reason.WAITING_FOR_MAINTENANCE_WINDOW, message)
             outcome.requeue_after = 300.0
+        elif last is not None and last.phase == "Paused" and plan.maintenance and ready:  # it paused in this pass
+            done = sum(1 for h in last.hosts if h.step == "Done")
+            opens = window_state(ctx.spec.maintenance.window, datetime.datetime.now(datetime.timezone.utc)).next_open
+            message = (f"the roll paused after {done} of {len(last.hosts)} host(s): the maintenance window closed; "
+                       "the rest waits for the next one" + (f", which opens {opens.isoformat()}" if opens else ""))
+            outcome.conditions[:3] = st.progressing(Reason.WAITING_FOR_MAINTENANCE_WINDOW, message)
+            outcome.requeue_after = 300.0
         elif plan.roll.not_yet and ready:
             outcome.conditions[0] = dataclasses.replace(outcome.conditions[0],
                                                         message=f"{outcome.conditions[0].message}; {plan.roll.not_yet}")
