@@ -578,13 +578,15 @@ class Webhook:
 
     def __init__(self, xen: XenLab):
         self.notices: list[tuple[str, str, int, dict[str, Any]]] = []
-        notices = self.notices
+        self.refuse: set[tuple[str, str]] = set()  # (host, phase) answered HTTP 503
+        notices, refuse = self.notices, self.refuse
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 notices.append((body["host"], body["phase"], events(xen, "host.reboot").count(body["host"]), body))
-                self.send_response(204)
+                self.send_response(503 if (body["host"], body["phase"]) in refuse else 204)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -623,3 +625,44 @@ def test_the_webhook_hears_before_and_after_each_host_in_order() -> None:
                          "reboot": True}
 
 
+
+
+def test_a_refused_notice_stops_the_roll_before_its_host_is_touched() -> None:
+    with lab(NAMES, [NAMES]) as xen, Webhook(xen) as hook:
+        driver = Driver(xen, spec_for(xen, NAMES))
+        assert ready(driver.converge(passes=10, pause=0.5))
+        driver.secrets["hook"] = {"url": SecretStr(hook.url)}
+        hook.refuse.add(("xen2", "before"))
+        since = len(xen.audit())
+        driver.spec = spec_for(xen, NAMES, maintenance={
+            "restartAfter": now_utc(), "hostTimeoutSeconds": 120,
+            "notifications": {"webhookURLSecretRef": {"name": "hook", "key": "url"}, "allowLocalAddresses": True}})
+        with pytest.raises(ReconcileError) as raised:
+            roll(driver)
+        assert raised.value.reason == "NotificationFailed" and "xen2" in str(raised.value), raised.value
+        assert "t0ken" not in str(raised.value) and "t0ken" not in driver.status["maintenance"]["message"]
+        assert [(h, p) for h, p, _, _ in hook.notices] == [("xen1", "before"), ("xen1", "after"), ("xen2", "before")]
+        assert events(xen, "host.reboot", since) == ["xen1"]
+        assert "xen2" not in events(xen, "host.disabled", since), "xen2 was not touched"
+        assert xen_hosts(xen) == {n: True for n in NAMES} and xen.pool_of("xen1")["ha_enabled"]
+        assert driver.status["maintenance"]["phase"] == "Failed"
+
+
+def test_updates_without_restart_host_are_applied_in_place() -> None:
+    with lab(NAMES, [NAMES]) as xen, UpdateServer() as server:
+        driver = Driver(xen, spec_for(xen, NAMES))
+        assert ready(driver.converge(passes=10, pause=0.5))
+        files = [UpdateFile("XS82E060", after_apply_guidance=["restartXAPI"]), UpdateFile("XS82E061")]
+        since = len(xen.audit())
+        driver.spec = spec_for(xen, NAMES, maintenance={"updates": served(server, *files), "hostTimeoutSeconds": 120})
+        roll(driver)
+        audit = xen.audit()[since:]
+        applied = [(e.get("host"), e.get("name")) for e in audit if e["event"] == "pool_update.apply"]
+        assert len(applied) == 8, applied
+        assert [e["event"] for e in audit if e["event"] in ("host.reboot", "host.disabled", "host.evacuated",
+                                                           "vm.migrated")] == [], "nothing emptied or rebooted"
+        assert all(c == {"migrations": 0, "stops": 0} for c in xen.vm_counts().values()), xen.vm_counts()
+        record = driver.status["maintenance"]
+        assert [(h["name"], h["reboot"], h["updates"]) for h in record["hosts"]] == [
+            (n, False, ["XS82E060", "XS82E061"]) for n in NAMES]
+        assert record["phase"] == "Completed" and xen.pool_of("xen1")["ha_enabled"]
