@@ -5,8 +5,9 @@ follows its master's product_version (calls_update.legacy: before 7.1, legacy). 
 
 Legacy (6.x):
 - PUT /pool_patch_upload?session_id=…[&task_id=…] (the session may be a cookie instead, as for /import_raw_vdi) with
-  the file as body: a pool_patch (pool_update NULL); the task's result is its ref (a plain string). Not a lab update file: INVALID_PATCH []; a uuid already uploaded whose file is
-  still there: PATCH_ALREADY_EXISTS [uuid] (cleaned: this upload takes its place). Errors land in the task
+  the file as body: a pool_patch (pool_update NULL); the task's result is its ref (a plain string). Not a lab update
+  file: INVALID_PATCH []; a uuid already uploaded whose file is still there: PATCH_ALREADY_EXISTS [uuid] (cleaned:
+  this upload takes its place). Errors land in the task
   (the answer's headers were sent before the body was read). A bad session: HTTP 403; a supporter: HTTP 403.
 - pool_patch.precheck(self, host) → "" or PATCH_PRECHECK_FAILED_OUT_OF_SPACE [patch, found, required], a failure
   injected for the host (LabUpdates.fail_precheck, as for updates), PATCH_PRECHECK_FAILED_VM_RUNNING [patch] (a
