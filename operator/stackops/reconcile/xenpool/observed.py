@@ -187,6 +187,15 @@ async def observe(session: PoolSession, spec: XenPoolSpec) -> PoolFacts:
     return facts
 
 
+async def observe_hosts(session: PoolSession) -> PoolFacts:
+    """The pool's hosts only (pool, host, host_metrics: three calls), for the waits of a roll that ask again and
+    again whether a host is back; SRs, VMs and updates are left empty."""
+    records = [await session.records(c) for c in ("pool", "host", "host_metrics")]
+    facts = parse(*records, {}, {})
+    facts.master_address = session.master_address or ""
+    return facts
+
+
 async def read_updates(session: PoolSession, facts: PoolFacts) -> None:
     """The updates the pool knows and which host has which (7.1+: pool_update, host.updates; 6.x: pool_patch and
     host_patch), two more round trips."""

@@ -38,7 +38,7 @@ from ..notify import NotificationError, Notifier
 from ..window import window_state
 from . import drain
 from .actions import EndRoll, HostTurnAction, StartRoll, UploadUpdate
-from .observed import Host, PoolFacts, Update
+from .observed import Host, PoolFacts, Update, observe_hosts
 from .reasons import Reason
 from .turns import Roll
 
@@ -305,12 +305,15 @@ class Roller:
             await drain.all_up(self.link, {m.address: m.name for m in self.spec.members}, self.timeout, self.poll)
 
     async def until(self, done: Any, what: str, *, enable: str = "") -> None:
-        """Until `done(facts)`; a host at `enable` that is back but disabled gets `host.enable` (HOST_STILL_BOOTING
-        while its xapi starts: asked again)."""
-        deadline = time.monotonic() + self.timeout
+        """Until `done(facts)` on the pool's hosts (three calls a look; the wait between looks grows with the
+        wait, a tenth of it, from `poll` up to ten times `poll`: a five-minute reboot is looked at ~60 times);
+        a host at `enable` that is back but disabled gets `host.enable` (HOST_STILL_BOOTING while its xapi
+        starts: asked again)."""
+        started = time.monotonic()
+        deadline = started + self.timeout
         while True:
             try:
-                facts = await self.read()
+                facts = await observe_hosts(self.session)
                 if done(facts):
                     return
                 host = facts.host_by_address(enable) if enable else None
@@ -320,7 +323,7 @@ class Roller:
                 pass  # the master rebooting, or xapi starting: ask again
             if time.monotonic() > deadline:
                 raise ReconcileError(Reason.HOST_DID_NOT_RETURN, f"waited {self.timeout:.0f}s for {what}", retry=False)
-            await asyncio.sleep(self.poll)
+            await asyncio.sleep(min(max(self.poll, (time.monotonic() - started) / 10), 10 * self.poll))
 
     async def notify(self, turn: HostTurn, phase: str) -> None:
         if not self.notifier.enabled:
