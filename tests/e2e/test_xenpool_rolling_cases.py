@@ -5,6 +5,7 @@ be emptied, a closed maintenance window, `stackops plan` listing the roll, the w
 from the simulators' audit logs and VM counters, never from timings."""
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -325,6 +326,39 @@ def test_an_operator_killed_right_after_host_reboot_does_not_reboot_the_host_aga
         assert driver.deaths == [f"host.rebooting {n}" for n in THREE], driver.deaths
         assert events(xen, "host.rebooting", since) == THREE, "host.reboot was never called twice"
         assert_rolled_once_and_serving(xen, sim, driver, THREE, since)
+
+
+def test_an_operator_killed_while_a_host_is_being_evacuated_waits_for_that_evacuation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed right after xapi started the first host.evacuate (xen1's, the master's turn; Async.host.evacuate
+    answered): migrations take 3 s in this lab, so the new operator finds the evacuation under way, where xapi
+    refuses assert_can_evacuate and another evacuate (OTHER_OPERATION_IN_PROGRESS). It waits, and the roll ends."""
+    from stackops.drivers.xenapi import PoolSession
+
+    original = PoolSession.task
+    killed: list[str] = []
+
+    async def task(self: PoolSession, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "host.evacuate" and not killed:
+            await self.call(f"Async.{name}", *args)
+            killed.append(name)
+            raise Killed("host.evacuate under way")  # the process dies: no task.destroy, nothing else
+        return await original(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(PoolSession, "task", task)
+    timings = dataclasses.replace(FAST, vm_migrate=3.0)
+    with XenLab(hosts=[XenHostSpec(n) for n in NAMES], pools=[NAMES], timings=timings, vms_per_host=1) as xen:
+        driver = CrashingDriver(xen, spec_for(xen, NAMES))
+        assert ready(driver.converge(passes=10, pause=0.5))
+        since = len(xen.audit())
+        driver.spec = spec_for(xen, NAMES, maintenance={"restartAfter": now_utc(), "hostTimeoutSeconds": 120})
+        roll(driver, passes=60)
+        assert killed == ["host.evacuate"], driver.events
+        evacuated = [e["vms"] for e in xen.audit()[since:] if e["event"] == "host.evacuated" and e["host"] == "xen1"]
+        assert evacuated == [1, 0], "the first evacuation moved the VM; the resumed one found xen1 empty"
+        assert reboots(xen, NAMES, since) == {n: 1 for n in NAMES}
+        assert stops(xen) == {} and xen.pool_of("xen1")["ha_enabled"]
+        assert driver.status["maintenance"]["phase"] == "Completed"
 
 
 # ---------------------------------------------------------------------------------------------------- e. failure
