@@ -280,6 +280,10 @@ def assert_rolled_once_and_serving(xen: XenLab, sim: CloudStackSimulator, driver
                                    since: int) -> None:
     assert reboots(xen, names, since) == {n: 1 for n in names}, xen.audit()[since:]
     assert events(xen, "host.reboot", since)[0] == "xen1", "the master first"
+    kinds = [e["event"] for e in xen.audit()[since:]]
+    touched = [i for i, k in enumerate(kinds) if k in ("host.disabled", "host.reboot", "pool_update.apply")]
+    assert kinds.index("ha.disabled") < touched[0] and touched[-1] < len(kinds) - 1 - kinds[::-1].index("ha.enabled"), \
+        "every host touched with HA off"
     assert stops(xen) == {}
     assert all(c.get("stops", 0) == 0 and c.get("restarts", 0) == 0 for c in sim.vm_counts().values())
     pool = xen.pool_of("xen1")
