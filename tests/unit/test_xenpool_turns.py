@@ -8,9 +8,10 @@ import datetime
 from typing import Any
 
 from stackops.api.xenpool import HostTurn, RollStatus, XenPoolSpec
+from stackops.drivers.xenapi import XenAPIError
 from stackops.reconcile.xenpool.actions import EndRoll, HostTurnAction, StartRoll, UploadUpdate
 from stackops.reconcile.xenpool.observed import SR, Host, PoolFacts, Update
-from stackops.reconcile.xenpool.roll import actions, progress
+from stackops.reconcile.xenpool.roll import actions, comes_first, progress
 from stackops.reconcile.xenpool.turns import plan_roll
 
 UTC = datetime.timezone.utc
@@ -279,3 +280,17 @@ def test_progress_names_the_host_and_its_step() -> None:
     assert progress(RollStatus(hosts=[HostTurn(name="xen1", step="Done")])) == "1/1 restoring HA"
     for phase in ("Completed", "Failed", "Paused"):
         assert progress(RollStatus(phase=phase, hosts=hosts)) == phase
+
+
+def test_a_precheck_missing_only_what_the_turn_applies_first_does_not_stop_the_roll() -> None:
+    sp1, hotfix = Update("r1", "uuid-sp1", "XS65ESP1", ()), Update("r2", "uuid-hf", "XS65ESP1005", ())
+
+    def missing(code: str, which: str) -> XenAPIError:
+        return XenAPIError("pool_patch.precheck", code, ["OpaqueRef:p", which])
+
+    assert comes_first(missing("PATCH_PRECHECK_FAILED_PREREQUISITE_MISSING", "uuid-sp1"), [sp1])  # 6.x: by uuid
+    assert comes_first(missing("UPDATE_PRECHECK_FAILED_PREREQUISITE_MISSING", "XS65ESP1"), [sp1, hotfix])  # by name
+    assert not comes_first(missing("UPDATE_PRECHECK_FAILED_PREREQUISITE_MISSING", "XS65ESP1;XS65E009"), [sp1])
+    assert not comes_first(missing("UPDATE_PRECHECK_FAILED_PREREQUISITE_MISSING", "XS65ESP1"), [])
+    assert not comes_first(missing("UPDATE_PRECHECK_FAILED_CONFLICT_PRESENT", "XS65ESP1"), [sp1])
+    assert not comes_first(XenAPIError("pool_update.precheck", "UPDATE_PRECHECK_FAILED_PREREQUISITE_MISSING"), [sp1])
