@@ -306,40 +306,34 @@ class PoolSession:
             response = connection.getresponse()
             response.read()
         except (OSError, http.client.HTTPException) as error:
+            self._drop(task)
             raise XenUnreachable(f"PUT {path}", "UPLOAD_FAILED", message=f"{address}: {error}") from None
         finally:
             connection.close()
         if response.status >= 300:
+            self._drop(task)
             raise XenAPIError(f"PUT {path}", "UPLOAD_FAILED", [str(response.status)],
                               message=f"{address} answered HTTP {response.status}")
         return str(task)
+
+    def _drop(self, task: str) -> None:
+        """A task the upload will not follow: destroyed (if the master still answers)."""
+        try:
+            self.call_sync("task.destroy", task)
+        except XenAPIError:
+            pass
 
     async def upload(self, path: str, query: dict[str, str], body: BinaryIO, size: int, *,
                      timeout: float = 900.0, poll: float = 0.5) -> str:
         """Upload a file to a handler such as `/import_raw_vdi` (7.1+ updates) or `/pool_patch_upload` (6.x) and
         return what its task answered (a VDI or pool_patch ref); a failed task raises its error."""
-        task = await WORKERS.run(self._put, path, query, body, size, timeout)
         deadline = asyncio.get_running_loop().time() + timeout
-        try:
-            while True:
-                status = await self.call("task.get_status", task)
-                if status == "success":
-                    result = str(await self.call("task.get_result", task))
-                    if result.startswith("<value>"):
-                        (value,), _ = xmlrpc.client.loads(f"<params><param>{result}</param></params>")
-                        return str(value)
-                    return result
-                if status in ("failure", "cancelled"):
-                    info = [str(i) for i in (await self.call("task.get_error_info", task)) or ["TASK_FAILED"]]
-                    raise XenAPIError(f"PUT {path}", info[0], info[1:])
-                if asyncio.get_running_loop().time() > deadline:
-                    raise XenAPIError(f"PUT {path}", "TASK_TIMEOUT", message=f"task still {status}")
-                await asyncio.sleep(poll)
-        finally:
-            try:
-                await self.call("task.destroy", task)
-            except XenAPIError:
-                pass
+        task = await WORKERS.run(self._put, path, query, body, size, timeout)
+        result = str(await self._follow(task, f"PUT {path}", deadline, timeout, poll))
+        if result.startswith("<value>"):  # task.result holds the XML-RPC <value> of the answer
+            (value,), _ = xmlrpc.client.loads(f"<params><param>{result}</param></params>")
+            return str(value)
+        return result
 
     # ------------------------------------------------------------------ async API
 
@@ -369,6 +363,10 @@ class PoolSession:
         call, its waits for a XenAPI worker included."""
         deadline = asyncio.get_running_loop().time() + timeout
         task = await self.call(f"Async.{name}", *args)
+        return await self._follow(task, name, deadline, timeout, poll)
+
+    async def _follow(self, task: str, name: str, deadline: float, timeout: float, poll: float) -> Any:
+        """Wait for a xapi task, then destroy it: its result, or its error raised as the call's."""
         try:
             while True:
                 status = await self.call("task.get_status", task)
