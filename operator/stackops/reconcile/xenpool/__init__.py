@@ -44,7 +44,7 @@ from .actions import (
     SetVSwitchController,
     UploadUpdate,
 )
-from . import cluster, failover, roll as rolling, unique
+from . import cluster, failover, ha, roll as rolling, unique
 from .cluster import ClusterLink
 from .observed import PoolFacts, observe
 from .plan import Plan, plan
@@ -402,7 +402,8 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             sr_uuid = record.heartbeat_srs[0] if record.heartbeat_srs else ""
             sr = next((s for s in (await self.read(session, spec)).srs.values() if s.uuid == sr_uuid), None)
             enable = EnableHA(sr_uuid, sr.name_label if sr else sr_uuid, timeout, "as it was before the change")
-            await self.enable_ha(session, sr_uuid, dict(record.ha_configuration) or {"timeout": str(timeout)})
+            await ha.enable(session, sr_uuid, dict(record.ha_configuration) or {"timeout": str(timeout)},
+                            timeout=self.change_timeout, poll=self.poll)
             applied.append(enable)
             ctx.event("Normal", "Applied", enable.describe())
         if record is not None and record.cluster_unmanaged and link is not None:
@@ -411,10 +412,6 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
         if record is not None:
             await ctx.checkpoint({"pendingOperation": None})
         return applied
-
-    async def enable_ha(self, session: PoolSession, sr_uuid: str, configuration: dict[str, str]) -> None:
-        srs = [await session.call("SR.get_by_uuid", sr_uuid)] if sr_uuid else []
-        await session.task("pool.enable_ha", srs, configuration, timeout=self.change_timeout, poll=self.poll)
 
     # ------------------------------------------------------------------ actions
 
@@ -454,9 +451,10 @@ class XenPoolReconciler(Engine[PoolConnection, PoolFacts, PoolPlan]):
             await self.wait(session, spec, lambda f: f.master is not None and f.master.address == action.address,
                             f"{action.name} to become master")
         elif isinstance(action, DisableHA):
-            await session.task("pool.disable_ha", timeout=self.change_timeout, poll=self.poll)
+            await ha.disable(session, timeout=self.change_timeout, poll=self.poll)
         elif isinstance(action, EnableHA):
-            await self.enable_ha(session, action.sr_uuid, {"timeout": str(action.timeout)})
+            await ha.enable(session, action.sr_uuid, {"timeout": str(action.timeout)}, timeout=self.change_timeout,
+                            poll=self.poll)
         elif isinstance(action, SetHostFailuresToTolerate):
             await session.call("pool.set_ha_host_failures_to_tolerate", pool, str(action.value))
         elif isinstance(action, SetAllowOvercommit):

@@ -26,7 +26,6 @@ import asyncio
 import datetime
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ... import status as st
@@ -36,7 +35,7 @@ from ...drivers.xenapi import XenAPIError, XenNoMaster, XenUnreachable
 from ..base import Action, Context, ReconcileError
 from ..notify import NotificationError, Notifier
 from ..window import window_state
-from . import drain
+from . import drain, ha
 from .actions import EndRoll, HostTurnAction, StartRoll, UploadUpdate
 from .observed import Host, PoolFacts, Update, observe_hosts
 from .reasons import Reason
@@ -196,9 +195,7 @@ class Roller:
         if not record.ha_was_enabled or any(t.step != "Pending" for t in record.hosts):
             return
         if (await self.read()).ha_enabled:
-            await self.switch_ha(False, lambda: self.session.task("pool.disable_ha",
-                                                                  timeout=self.reconciler.change_timeout,
-                                                                  poll=self.poll))
+            await ha.disable(self.session, timeout=self.reconciler.change_timeout, poll=self.poll)
             await self.ha_seen(False)
             self.ctx.event("Normal", "Applied", "disabled pool HA for the roll; it is enabled again at its end")
 
@@ -352,27 +349,9 @@ class Roller:
             return
         sr = record.heartbeat_srs[0] if record.heartbeat_srs else ""
         configuration = dict(record.ha_configuration) or {"timeout": str(self.spec.ha.timeout_seconds)}
-        await self.switch_ha(True, lambda: self.reconciler.enable_ha(self.session, sr, configuration))
+        await ha.enable(self.session, sr, configuration, timeout=self.reconciler.change_timeout, poll=self.poll)
         await self.ha_seen(True)
         self.ctx.event("Normal", "Applied", f"enabled pool HA again as it was before the roll ({configuration})")
-
-    async def switch_ha(self, enabled: bool, change: Callable[[], Awaitable[Any]]) -> None:
-        """`change` (pool.enable_ha / pool.disable_ha). One that an operator which died left under way is waited for
-        instead (xapi refuses another meanwhile: HA_ENABLE_IN_PROGRESS / HA_DISABLE_IN_PROGRESS, which would fail the
-        roll), and asked again if HA did not end as wanted; a refusal because that one has just ended (HA_IS_ENABLED /
-        HA_NOT_ENABLED) is no failure."""
-        busy = "HA_ENABLE_IN_PROGRESS" if enabled else "HA_DISABLE_IN_PROGRESS"
-        deadline = time.monotonic() + self.reconciler.change_timeout
-        while True:
-            try:
-                await change()
-                return
-            except XenAPIError as error:
-                if (await self.read()).ha_enabled == enabled:
-                    return
-                if error.code != busy or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(self.poll)
 
     async def ha_seen(self, enabled: bool) -> None:
         """status.ha.enabled as the pool has it now, not at the end of the pass the roll runs in: the HA column,
