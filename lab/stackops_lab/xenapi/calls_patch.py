@@ -16,7 +16,10 @@ Legacy (6.x):
   file: CANNOT_FIND_PATCH []. Parameters name the patch by ref, as 6.x's xapi does.
 - pool_patch.apply(self, host) → "": PATCH_ALREADY_APPLIED [patch], the precheck's errors, PATCH_APPLY_FAILED
   [output] (LabUpdates.fail_apply); success records a host_patch (applied). 6.x has no updates_requiring_reboot:
-  a client reads after_apply_guidance.
+  a client reads after_apply_guidance. While the patch runs (XenTimings.update_apply, lab time) its host_patch is
+  there with applied false (write_patch_applied_db ~applied:false), and another apply of it on that host gets
+  OTHER_OPERATION_IN_PROGRESS ["Pool_patch", patch, "Applying the same patch on <host> is in progress. …"]
+  (patch_apply_in_progress); a failed patch erases the record.
 - pool_patch.pool_apply(self): every host without it, in turn, **stopping at the first error** (that error is the
   answer; hosts before it keep the patch); then pool_applied := true.
 - pool_patch.clean / clean_on_host / pool_clean: the file goes (the record stays); destroy: PATCH_IS_APPLIED [] if
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from stackops_lab.xenapi import calls_update
 from stackops_lab.xenapi.calls_update import _HttpError, _import, legacy, updates_of
 from stackops_lab.xenapi.dispatch import Ctx, api
-from stackops_lab.xenapi.errors import INTERNAL_ERROR, XapiError
+from stackops_lab.xenapi.errors import INTERNAL_ERROR, OTHER_OPERATION_IN_PROGRESS, XapiError
 from stackops_lab.xenapi.state import (HostPatchRec, HostRec, PoolPatchRec, PoolUpdateRec, TaskRec, VDIRec, new_ref,
                                        new_uuid, now)
 from stackops_lab.xenapi.update_file import InvalidUpdateFile, UpdateFile, parse
@@ -155,17 +158,29 @@ def _precheck_legacy(ctx: Ctx, patch: PoolPatchRec, host: HostRec) -> None:
 
 
 def _apply_legacy(ctx: Ctx, patch: PoolPatchRec, host: HostRec) -> None:
-    if _applied_on(ctx, patch, host):
+    found = next((hp for hp in ctx.db.all(HostPatchRec) if hp.pool_patch == patch.ref and hp.host == host.ref), None)
+    if found is not None and found.applied:
         raise XapiError(PATCH_ALREADY_APPLIED, patch.ref)
+    if found is not None:
+        raise XapiError(OTHER_OPERATION_IN_PROGRESS, "Pool_patch", patch.ref,
+                        f"Applying the same patch on {host.name_label} is in progress. If you believe this is not true "
+                        "or the patching process is hung/frozen, try to restart the toolstack or host.")
     _precheck_legacy(ctx, patch, host)
     state = updates_of(ctx.lab)
     name = calls_update._host_name(ctx, host)
-    output = state.fail_apply.get((name, patch.uuid)) or state.fail_apply.get((name, "*"))
-    if output is not None:
-        raise XapiError(PATCH_APPLY_FAILED, output)
-    ctx.db.add(HostPatchRec(ref=new_ref(), uuid=new_uuid(), name_label=patch.name_label,
-                            name_description=patch.name_description, version=patch.version, host=host.ref,
-                            size=patch.size, pool_patch=patch.ref))
+    record = ctx.db.add(HostPatchRec(ref=new_ref(), uuid=new_uuid(), name_label=patch.name_label,
+                                     name_description=patch.name_description, version=patch.version, host=host.ref,
+                                     size=patch.size, pool_patch=patch.ref, applied=False))
+    try:
+        if ctx.lab.timings.update_apply > 0:
+            ctx.pause(ctx.lab.timings.update_apply)  # the patch's own `apply` runs
+        output = state.fail_apply.get((name, patch.uuid)) or state.fail_apply.get((name, "*"))
+        if output is not None:
+            raise XapiError(PATCH_APPLY_FAILED, output)
+    except BaseException:
+        ctx.db.remove(record)  # erase_patch_applied_db
+        raise
+    record.applied, record.timestamp_applied = True, now()
     ctx.audit("pool_patch.apply", patch=patch.uuid, host=host.uuid, name=patch.name_label)
 
 

@@ -23,6 +23,13 @@ python3/extensions/pool_update.precheck and .apply). The update files are the la
   it, a host_patch records it, and when its after_apply_guidance has restartHost, host.updates_requiring_reboot
   gains it (xapi's /run/reboot-required.hfxs) until the host reboots: the reboot calls
   `clear_reboot_required(db, host_ref)`. No disable, no reboot, no VM touched.
+  The install takes XenTimings.update_apply (lab time; 0: at once). As in xapi, where apply is the host extension
+  python3/extensions/pool_update.apply (datamodel: forward_to HostExtension), nothing in the database shows it
+  meanwhile (no current_operations on pool_update, whose class has none, nor on the host: its apply_updates
+  operation is host.apply_updates') but the call's task; the extension holds a lock per update on the host
+  (/tmp/<update uuid>.lck, taken after the UPDATE_ALREADY_APPLIED check, before the precheck), so a second apply of
+  that update on that host meanwhile gets OTHER_OPERATION_IN_PROGRESS ["Applying the update", update ref]. The
+  failure (UPDATE_APPLY_FAILED) comes at the end of the install, host.updates changes only on success (resync_host).
 - pool_update.pool_apply(self): the hosts lacking it in turn, every one tried; failures → UPDATE_POOL_APPLY_FAILED
   [host refs]; none lacking it → UPDATE_ALREADY_APPLIED_IN_POOL [update ref].
 - pool_update.pool_clean(self): destroys the VDI, vdi := NULL (a second time: nothing). pool_update.destroy(self):
@@ -41,7 +48,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stackops_lab.xenapi.dispatch import Ctx, api, task_result
-from stackops_lab.xenapi.errors import HOST_OFFLINE, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN, XapiError
+from stackops_lab.xenapi.errors import (HOST_OFFLINE, INTERNAL_ERROR, MESSAGE_METHOD_UNKNOWN,
+                                        OTHER_OPERATION_IN_PROGRESS, XapiError)
 from stackops_lab.xenapi.state import (NULL_REF, HostPatchRec, HostRec, PoolDB, PoolPatchRec, PoolUpdateRec, SRRec,
                                        TaskRec, VDIRec, new_ref, new_uuid, now)
 from stackops_lab.xenapi.update_file import LAB_KEY, InvalidUpdateFile, UpdateFile, parse
@@ -70,6 +78,7 @@ class LabUpdates:
     fail_apply: dict[tuple[str, str], str] = field(default_factory=dict)
     dom0_free: dict[str, int] = field(default_factory=dict)
     gpg_keys: dict[str, set[str]] = field(default_factory=dict)
+    applying: set[tuple[str, str]] = field(default_factory=set)  # (host ref, update uuid): the extension's lock held
     files: dict[str, UpdateFile] = field(default_factory=dict)  # pool_update ref → its file
     patch_files: dict[str, UpdateFile] = field(default_factory=dict)  # 6.x pool_patch ref → its file, till cleaned
 
@@ -258,7 +267,21 @@ def precheck(ctx: Ctx, ref: Any, host_ref: Any) -> str:
 def _apply(ctx: Ctx, update: PoolUpdateRec, host: HostRec) -> None:
     if update.ref in host.extra.get("updates", []):
         raise XapiError(UPDATE_ALREADY_APPLIED, update.ref)
-    _precheck(ctx, update, host)
+    state = updates_of(ctx.lab)
+    lock = (host.ref, update.uuid)
+    if lock in state.applying:
+        raise XapiError(OTHER_OPERATION_IN_PROGRESS, "Applying the update", update.ref)
+    state.applying.add(lock)
+    try:
+        _precheck(ctx, update, host)
+        if ctx.lab.timings.update_apply > 0:
+            ctx.pause(ctx.lab.timings.update_apply)  # dnf installs the update's packages
+        _install(ctx, update, host)
+    finally:
+        state.applying.discard(lock)
+
+
+def _install(ctx: Ctx, update: PoolUpdateRec, host: HostRec) -> None:
     name = _host_name(ctx, host)
     state = updates_of(ctx.lab)
     output = state.fail_apply.get((name, update.uuid)) or state.fail_apply.get((name, "*"))

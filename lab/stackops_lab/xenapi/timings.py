@@ -29,6 +29,7 @@ class XenTimings:
     vm_migrate: float = 0.2  # one live migration (VM.pool_migrate; host.evacuate runs batches of them at once)
     shutdown_delay: float = 0.5  # host.reboot / host.shutdown return, and act this long after (xapi: 10 s)
     reboot_down: float = 1.0  # a host rebooted by host.reboot is down this long (then host_boot until xapi answers)
+    update_apply: float = 0.0  # pool_update.apply / pool_patch.apply: the host installs the update (xapi: minutes)
 
     def ha_seconds(self, timeout: int) -> float:
         return timeout * self.ha_time_scale
