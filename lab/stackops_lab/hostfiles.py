@@ -20,10 +20,68 @@ SYSTEMCTL = r"""#!/bin/sh
 #   libvirtd*.socket (socket activation is not emulated: they can be masked/stopped, never started),
 #   xapi (a XenServer dom0 stand-in's: a unit only while /etc/stackops-lab/xapi-control exists; stackops-lab-xapi
 #   asks the lab's XenAPI simulator to stop/start this host's xapi).
+# Enabled/disabled/masked states are kept in /etc (they survive a reboot, as systemd's symlinks do); running and
+# failed states in /run (they do not).
+# Also `systemctl reboot|poweroff|halt` and, as systemd's multi-call binary, `reboot`, `shutdown [-r|-h|-P|-H]
+# [now|+M|M] [-c]`, `poweroff`, `halt` (the host's /usr/sbin/reboot… link to systemctl; the lab also puts them in
+# /usr/local/sbin): they send the host's init (hostinit.py, PID 1) systemd's signal for it, SIGRTMIN+5 reboot,
+# +4 poweroff, +3 halt, and return; the init stops the services and every process, SSH sessions included.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 STATE=/run/stackops-systemctl
+UNITS=/etc/stackops-lab/systemd
 mkdir -p "$STATE"
+
+# power KIND: ask the host's init for a reboot, poweroff or halt (never another init than a lab host's)
+power() {
+    case "$1" in reboot) sig=5 ;; poweroff) sig=4 ;; *) sig=3 ;; esac
+    if ! tr '\0' ' ' </proc/1/cmdline 2>/dev/null | grep -q 'hostinit\.py'; then
+        echo "$1: PID 1 is not a stackops lab host's init: refusing" >&2
+        exit 1
+    fi
+    if [ -r "$STATE/shutdown.pid" ]; then
+        kill "$(cat "$STATE/shutdown.pid")" 2>/dev/null
+        rm -f "$STATE/shutdown.pid"
+    fi
+    kill -s "$(( $(kill -l RTMIN 2>/dev/null || echo 34) + sig ))" 1
+}
+
+# shutdown [-r|-h|-P|-H|-c|-k] [TIME] [WALL…]: TIME now, +0 or none (+1 as systemd) … scheduled in minutes
+shutdown_command() {
+    kind=poweroff; when=+1; cancel=0
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -r|--reboot) kind=reboot ;;
+            -h|-P|--poweroff) kind=poweroff ;;
+            -H|--halt) kind=halt ;;
+            -c) cancel=1 ;;
+            --no-wall|-k|-f|-F|-n) ;;
+            now) when=+0 ;;
+            +[0-9]*|[0-9]*) when=$1 ;;
+            -*) err "shutdown: option $1 is not supported by the stackops lab shim"; exit 1 ;;
+            *) break ;;
+        esac
+        shift
+    done
+    if [ "$cancel" = 1 ]; then
+        [ -r "$STATE/shutdown.pid" ] && kill "$(cat "$STATE/shutdown.pid")" 2>/dev/null
+        rm -f "$STATE/shutdown.pid"
+        exit 0
+    fi
+    minutes=${when#+}
+    case "$minutes" in *[!0-9]*) err "shutdown: time $when is not supported by the stackops lab shim"; exit 1 ;; esac
+    [ "$minutes" -eq 0 ] && power "$kind"
+    setsid sh -c "sleep $((minutes * 60)); exec \"\$0\" $kind" "$0" </dev/null >/dev/null 2>&1 &
+    echo $! >"$STATE/shutdown.pid"
+    echo "Shutdown scheduled for $(date -d "+$minutes min" '+%a %F %T %Z'), use 'shutdown -c' to cancel."
+    exit 0
+}
+
+err() { echo "$@" >&2; }
+case "${0##*/}" in
+    reboot|poweroff|halt) power "${0##*/}"; exit 0 ;;
+    shutdown) shutdown_command "$@" ;;
+esac
 
 say() { [ "$quiet" = 1 ] || echo "$@"; }
 err() { echo "$@" >&2; }
@@ -204,13 +262,13 @@ active_state() {
     else echo inactive; fi
 }
 enabled_state() {
-    if [ -e "$STATE/$1.masked" ]; then echo masked
-    elif [ -e "$STATE/$1.disabled" ]; then echo disabled
+    if [ -e "$UNITS/$1.masked" ]; then echo masked
+    elif [ -e "$UNITS/$1.disabled" ]; then echo disabled
     elif is_socket "$1"; then echo disabled
     else echo enabled; fi
 }
 do_start() {
-    if [ -e "$STATE/$1.masked" ]; then
+    if [ -e "$UNITS/$1.masked" ]; then
         err "Failed to start $(unit_file "$1"): Unit $(unit_file "$1") is masked."
         return 1
     fi
@@ -243,7 +301,7 @@ do_status() {
         *) dot="○"; sub="inactive (dead)" ;;
     esac
     loaded="loaded (/lib/systemd/system/$(unit_file "$1"); $(enabled_state "$1"); preset: enabled)"
-    [ -e "$STATE/$1.masked" ] && loaded="masked (Reason: Unit $(unit_file "$1") is masked.)"
+    [ -e "$UNITS/$1.masked" ] && loaded="masked (Reason: Unit $(unit_file "$1") is masked.)"
     echo "$dot $(unit_file "$1") - $(describe "$1")"
     echo "     Loaded: $loaded"
     if [ "$state" = active ]; then
@@ -260,7 +318,7 @@ do_show() {
     state=$(active_state "$1")
     p=$(main_pid "$1" 2>/dev/null) || p=0
     sub=dead; [ "$state" = active ] && sub=running; [ "$state" = failed ] && sub=failed
-    load=loaded; [ -e "$STATE/$1.masked" ] && load=masked
+    load=loaded; [ -e "$UNITS/$1.masked" ] && load=masked
     for prop in Id Names Description LoadState ActiveState SubState MainPID UnitFileState; do
         if [ -n "$props" ]; then case ",$props," in *",$prop,"*) ;; *) continue ;; esac; fi
         case $prop in
@@ -301,6 +359,7 @@ case "$command" in
         done
         exit 0 ;;
     daemon-reload|daemon-reexec|reset-failed) exit 0 ;;
+    reboot|poweroff|halt) power "$command"; exit 0 ;;
     --version|-h|--help) echo "systemctl (stackops lab shim)"; exit 0 ;;
 esac
 
@@ -331,12 +390,13 @@ for name in $units; do
         status) do_status "$unit" || { [ "$rc" -eq 0 ] && rc=3; } ;;
         show) do_show "$unit" ;;
         is-enabled) s=$(enabled_state "$unit"); say "$s"; [ "$s" = enabled ] || rc=1 ;;
-        enable) rm -f "$STATE/$unit.disabled"; [ "$now" = 1 ] && { do_start "$unit" || rc=1; } ;;
-        disable) touch "$STATE/$unit.disabled"; [ "$now" = 1 ] && do_stop "$unit" ;;
-        mask) touch "$STATE/$unit.masked"; say "Created symlink /etc/systemd/system/$(unit_file "$unit") → /dev/null."
+        enable) rm -f "$UNITS/$unit.disabled"; [ "$now" = 1 ] && { do_start "$unit" || rc=1; } ;;
+        disable) mkdir -p "$UNITS"; touch "$UNITS/$unit.disabled"; [ "$now" = 1 ] && do_stop "$unit" ;;
+        mask) mkdir -p "$UNITS"; touch "$UNITS/$unit.masked"
+              say "Created symlink /etc/systemd/system/$(unit_file "$unit") → /dev/null."
               [ "$now" = 1 ] && do_stop "$unit" ;;
-        unmask) [ -e "$STATE/$unit.masked" ] && say "Removed \"/etc/systemd/system/$(unit_file "$unit")\"."
-                rm -f "$STATE/$unit.masked" ;;
+        unmask) [ -e "$UNITS/$unit.masked" ] && say "Removed \"/etc/systemd/system/$(unit_file "$unit")\"."
+                rm -f "$UNITS/$unit.masked" ;;
         kill) p=$(main_pid "$unit") && [ "$p" != 0 ] && kill "$p" ;;
         *) err "Unknown command verb $command."; exit 1 ;;
     esac

@@ -1,7 +1,8 @@
 """KVM lab hosts: real Linux hosts on one machine, each a set of namespaces running the real daemons.
 
 A lab host is a network namespace (`stackops-lab<slot>-<name>`) with an `eth0` on the lab's own subnet, plus
-mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, PID 1 of the host). Inside it:
+mount, UTS and PID namespaces created at each boot by the host's init (`hostinit.py`, PID 1 of the host), which
+the host's power (`hostpower.py`, in the network namespace, outside the host's PID namespace) starts. Inside it:
 
 - its own hostname, and private files where a KVM host keeps its state: an overlay on /etc (so every edit under
   /etc stays on that host; /etc/libvirt, /etc/openvswitch, /etc/cloudstack and /etc/ssh/sshd_config start as a
@@ -27,6 +28,15 @@ mount, UTS and PID namespaces created by one long-running init (`hostinit.py`, P
   network namespace; `cut_off([host.gateway])` cuts the machine, hence the operator, from that host only),
   `reconnect()` ends it.
 
+Reboots (issue 15): `reboot`, `shutdown -r now`, `systemctl reboot` in the host (the shim; what
+`LabHost.reboot()` runs) make its init stop the services and end every process of the host (SSH connections
+drop); its power then clears the runtime state of the host's network namespace (every non-hardware link, the
+addresses, routes, MTUs), keeps it down `downSeconds` (LabHosts.create(reboot_down_seconds=…),
+LabHost.set_down_seconds) and boots it again from its directory: fresh /run and /tmp, a new boot id
+(/proc/sys/kernel/random/boot_id in the host), eth0's address and route from the host's configuration, sshd,
+Open vSwitch (bridges from conf.db), libvirtd, and the cloudstack-agent stand-in when installed and enabled.
+`poweroff`/`halt` leave it off until `LabHost.power_on()`. `LabHost.power_events()` lists what happened, in order.
+
 The lab's subnet is 10.250.<slot>.0/24 on a bridge `stackops-lab<slot>` (10.250.<slot>.1) that exists only for
 the lab; hosts are .11, .12, … Several labs on one machine take different slots. Nothing else on the machine
 is touched. `destroy` stops every host (its init is PID 1 of the host's PID namespace, so all its processes
@@ -42,6 +52,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -84,6 +95,13 @@ HOST_PACKAGES = (
     "iptables",  # LabHost.cut_off: network partitions
 )
 HOSTINIT = Path(__file__).with_name("hostinit.py")
+HOSTPOWER = Path(__file__).with_name("hostpower.py")
+# How long a rebooting host stays down (no process, no address) between its shutdown and its next boot, by
+# default; LabHosts.create(reboot_down_seconds=…) and LabHost.set_down_seconds change it.
+REBOOT_DOWN_SECONDS = 2.0
+REBOOT_TIMEOUT_SECONDS = 120.0
+# systemd's multi-call names of the systemctl shim (hostfiles.SYSTEMCTL), in the hosts' /usr/local/sbin
+POWER_COMMANDS = ("reboot", "shutdown", "poweroff", "halt")
 STATE_FILE = "hosts.json"
 WORKDIR = "hosts"
 SUBNET_PREFIX = "10.250"
@@ -118,6 +136,7 @@ APT_SOURCES_LIST = f"""\
 APT_ETC_DIRS = ("apt.conf.d", "auth.conf.d", "keyrings", "preferences.d", "sources.list.d", "trusted.gpg.d")
 DEBCONF_CACHE = "/var/cache/debconf"
 CUT_CHAIN = "STACKOPS-LAB-CUT"  # LabHost.cut_off's rules, in the host's network namespace
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # in a host: its own, new at each boot (hostinit.py)
 
 
 # --------------------------------------------------------------------------- hosts
@@ -135,8 +154,8 @@ class LabHost:
     netns: str
     veth: str  # the machine-side end of the host's eth0
     directory: Path
-    pid: int = 0  # the `unshare` process the lab started
-    init_pid: int = 0  # PID 1 of the host (hostinit.py), child of `pid`
+    pid: int = 0  # the host's power (hostpower.py) the lab started: it boots the host, again at each reboot
+    init_pid: int = 0  # PID 1 of the host (hostinit.py) of the current boot, grandchild of `pid` (via `unshare`)
     init_started: int = 0  # its start time (clock ticks after boot): pids get reused
 
     @property
@@ -157,7 +176,10 @@ class LabHost:
     def run(
         self, command: str, timeout: float = 60, check: bool = False, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """`sh -c command` inside the host's namespaces (as root, like an SSH session), for inspection."""
+        """`sh -c command` inside the host's namespaces (as root, like an SSH session), for inspection. A host
+        that is down (rebooting, powered off) raises LabError."""
+        if not self.alive():
+            raise LabError(f"{self.name} is down (rebooting, powered off or stopped)")
         result = subprocess.run(
             ["nsenter", f"--target={self.init_pid}", "--mount", "--uts", "--net", "--pid", "--wd=/root",
              "--", "/bin/sh", "-c", command],
@@ -192,10 +214,101 @@ class LabHost:
         return ip("netns", "exec", self.netns, "iptables", "-w", *args, check=check)
 
     def alive(self) -> bool:
-        return is_host_init(self.init_pid, self.init_started, self.directory)
+        """Whether the host is up: its init of the current boot runs (`init_pid` follows reboots)."""
+        if is_host_init(self.init_pid, self.init_started, self.directory):
+            return True
+        if not is_power_of(self.pid, self.directory):
+            return False
+        init_pid, started = find_init(self.pid)
+        if not is_host_init(init_pid, started, self.directory):
+            return False
+        self.init_pid, self.init_started = init_pid, started
+        return True
+
+    def powered(self) -> bool:
+        """Whether the host exists (its power runs): up, rebooting or powered off, not stopped by the lab."""
+        return is_power_of(self.pid, self.directory)
+
+    # ---------------------------------------------------------------- reboots
+
+    def boot_id(self) -> str:
+        """This boot's id, as the host shows it (/proc/sys/kernel/random/boot_id: new at each boot)."""
+        return self.run(f"cat {BOOT_ID_PATH}", check=True).stdout.strip()
+
+    def boots(self) -> int:
+        """How many times the host has come up (power.log's `up` events; 1 after its creation)."""
+        return sum(1 for line in self.power_events() if ": up " in line)
+
+    def power_events(self) -> list[str]:
+        """What the host's power did, in order (hostpower.py): "boot N: starting", "boot N: up boot_id=…",
+        "boot N: rebooting, down Ss", "boot N: powered off …", "power button", "boot N: stopped by the lab"."""
+        return [message for _, message in self.power_log()]
+
+    def power_log(self) -> list[tuple[float, str]]:
+        """`power_events` with the time of each (time.monotonic() of the machine, seconds)."""
+        try:
+            lines = (self.directory / "power.log").read_text().splitlines()
+        except OSError:
+            return []
+        return [(float(line.split(" ", 1)[0]), line.split(" ", 1)[1]) for line in lines if " " in line]
+
+    def set_down_seconds(self, seconds: float) -> None:
+        """How long the host stays down at its reboots (read by its power while the host is down: lowering it
+        shortens a reboot under way)."""
+        if seconds < 0:
+            raise LabError(f"a reboot cannot take {seconds}s")
+        path = self.directory / "init.json"
+        config = json.loads(path.read_text())
+        config["downSeconds"] = seconds
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(config, indent=2) + "\n")
+        os.replace(temporary, path)
+
+    def reboot(self, down_seconds: float | None = None, wait: bool = True,
+               timeout: float = REBOOT_TIMEOUT_SECONDS) -> None:
+        """Reboot the host as an operator would (`systemctl reboot` inside it): its services stop, every process
+        ends (SSH connections drop), its network's runtime state goes, it stays down `down_seconds` (if given;
+        else as set), then boots from its directory. `wait`: return once it is up again."""
+        if down_seconds is not None:
+            self.set_down_seconds(down_seconds)
+        before = self.boots()
+        self.run("systemctl reboot", check=True)
+        if wait:
+            self.wait_up(before, timeout)
+
+    def wait_up(self, boots_before: int, timeout: float = REBOOT_TIMEOUT_SECONDS) -> None:
+        """Wait until the host has come up again after `boots_before` boots (see `boots`) and the machine reaches
+        its sshd (right after a boot the machine's ARP entry for the host may still be a failed one: "No route to
+        host" for a moment, as after a real reboot)."""
+        deadline = time.monotonic() + timeout
+        while self.boots() <= boots_before or not self.alive() or not self.answers(22):
+            events = self.power_events()
+            if events and ": failed: " in events[-1]:
+                raise LabError(f"{self.name} failed to boot: {events[-1]}")
+            if not self.powered():
+                raise LabError(f"{self.name} is stopped")
+            if time.monotonic() > deadline:
+                raise LabError(f"{self.name} not up again after {timeout:.0f}s: {events[-3:]}")
+            time.sleep(0.05)
+
+    def answers(self, port: int) -> bool:
+        """Whether a TCP connection from the machine to the host's address and `port` is accepted."""
+        try:
+            socket.create_connection((self.address, port), timeout=2).close()
+        except OSError:
+            return False
+        return True
+
+    def power_on(self) -> None:
+        """Press the power button of a host powered off from inside (`poweroff`, `halt`): it boots again."""
+        if not self.powered():
+            raise LabError(f"{self.name} is stopped (its power is gone): create the lab's hosts again")
+        with_signal(self.pid, signal.SIGUSR1)
 
     def processes(self) -> list[int]:
         """Pids (as the machine sees them) of every process in the host's PID namespace."""
+        if not self.alive():
+            return []
         try:
             namespace = os.readlink(f"/proc/{self.init_pid}/ns/pid")
         except OSError:
@@ -257,10 +370,11 @@ class LabHosts:
         return self.workdir / aptrepo.SRV / aptrepo.REPO_NAME
 
     def create(self, count: int, progress: Progress = ignore_progress,
-               missing_packages: Sequence[str] = ()) -> list[LabHost]:
+               missing_packages: Sequence[str] = (), reboot_down_seconds: float = REBOOT_DOWN_SECONDS,
+               ) -> list[LabHost]:
         """Start `count` fresh hosts (after removing any this lab had) and return them once all are ready.
         `missing_packages` (of the lab repository's, e.g. cloudstack-agent): not installed on the hosts, so that
-        the KvmHost reconciler has them to install."""
+        the KvmHost reconciler has them to install. `reboot_down_seconds`: how long a rebooting host stays down."""
         if not 1 <= count <= MAX_HOSTS:
             raise LabError(f"a lab has 1 to {MAX_HOSTS} hosts, not {count}")
         unknown = sorted(set(missing_packages) - set(aptrepo.PACKAGES))
@@ -284,7 +398,7 @@ class LabHosts:
                 host = self.new_host(state, index, client_key)
                 state.hosts.append(host)
                 self.write_state(state)
-                self.prepare_files(host, template, shims, tuple(missing_packages))
+                self.prepare_files(host, template, shims, tuple(missing_packages), reboot_down_seconds)
                 self.create_network(state, host)
             self.start_inits(state, progress)
             self.write_known_hosts(state.hosts)
@@ -318,7 +432,7 @@ class LabHosts:
     def running(self) -> list[LabHost] | None:
         """The hosts if every one of them runs, else None."""
         state = self.read_state()
-        if state is None or not state.hosts or not all(host.alive() for host in state.hosts):
+        if state is None or not state.hosts or not all(host.powered() for host in state.hosts):
             return None
         return state.hosts
 
@@ -375,21 +489,16 @@ class LabHosts:
         )
 
     def create_network(self, state: HostsState, host: LabHost) -> None:
+        """The host's hardware: its netns, eth0 cabled to the lab's bridge, the spare NICs (veth pairs inside it).
+        Addresses, routes and links up are the host's own configuration, applied at each boot (hostinit.py)."""
         ip_batch([
             f"netns add {host.netns}",
             f"link add {host.veth} type veth peer name eth0 netns {host.netns}",
             f"link set dev {host.veth} master {state.bridge} up",
         ])
-        commands = [
-            "link set dev lo up",
-            f"addr add {host.address}/24 dev eth0",
-            "link set dev eth0 up",
-            f"route add default via {state.gateway}",
-        ]
-        for nic in host.nics:
-            commands += [f"link add {nic} type veth peer name {nic}-peer", f"link set dev {nic} up",
-                         f"link set dev {nic}-peer up"]
-        ip_batch(commands, netns=host.netns)
+        commands = [f"link add {nic} type veth peer name {nic}-peer" for nic in host.nics]
+        if commands:
+            ip_batch(commands, netns=host.netns)
 
     # ------------------------------------------------------------------ files
 
@@ -420,10 +529,13 @@ class LabHosts:
                            ("stackops-lab-xapi", hostfiles.XAPI_CONTROL)):
             (sbin / name).write_text(text)
             (sbin / name).chmod(0o755)
+        for name in POWER_COMMANDS:  # as systemd's: links to systemctl, which acts on its name
+            (sbin / name).symlink_to("systemctl")
         return sbin
 
     def prepare_files(self, host: LabHost, template: Path, shims: Path,
-                      missing_packages: tuple[str, ...] = ()) -> None:
+                      missing_packages: tuple[str, ...] = (),
+                      reboot_down_seconds: float = REBOOT_DOWN_SECONDS) -> None:
         directory = host.directory
         directory.mkdir(mode=0o755)
         overlays = [("etc", "/etc"), ("dpkg", "/var/lib/dpkg"), ("apt-lib", "/var/lib/apt")]
@@ -515,9 +627,20 @@ class LabHosts:
             if Path(target).exists():
                 mounts.append({"kind": "bind", "source": str(shims / name), "target": target, "readonly": True})
         mounts.append({"kind": "tmpfs", "target": "/run", "mode": "0755",
-                       "dirs": [["/run/sshd", "0755"], ["/run/lock", "1777"], ["/run/openvswitch", "0755"]]})
+                       "dirs": [["/run/sshd", "0755"], ["/run/lock", "1777"], ["/run/openvswitch", "0755"],
+                                ["/run/network", "0755"]]})
         mounts.append({"kind": "tmpfs", "target": "/tmp", "mode": "1777"})  # last: the lab dir may be in /tmp
-        config = {"hostname": host.name, "mounts": mounts, "services": list(SERVICES)}
+        spare = [name for nic in host.nics for name in (nic, f"{nic}-peer")]
+        config = {
+            "hostname": host.name, "mounts": mounts, "services": list(SERVICES),
+            # started at the boots after the first when installed and enabled (the first leaves it to the operator)
+            "enabledServices": [aptrepo.AGENT],
+            # the host's network configuration, applied at each boot (hostinit.py), and its hardware links, the
+            # only ones a power cycle keeps (hostpower.py)
+            "network": {"device": "eth0", "address": f"{host.address}/24", "gateway": host.gateway, "up": spare},
+            "hardware": ["lo", "eth0", *spare],
+            "downSeconds": reboot_down_seconds,
+        }
         (directory / "init.json").write_text(json.dumps(config, indent=2) + "\n")
 
     def write_known_hosts(self, hosts: Sequence[LabHost]) -> None:
@@ -532,12 +655,8 @@ class LabHosts:
         for host in state.hosts:
             read_end, write_end = os.pipe()
             os.set_inheritable(write_end, True)
-            command = [
-                "ip", "netns", "exec", host.netns,
-                "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc", "--kill-child",
-                "--propagation", "private", "--",
-                sys.executable, "-I", "-S", str(HOSTINIT), str(host.directory), str(write_end),
-            ]
+            command = ["ip", "netns", "exec", host.netns,
+                       sys.executable, "-I", "-S", str(HOSTPOWER), str(host.directory), str(write_end)]
             try:
                 host.pid = spawn_logged(command, host.directory / "init.log")
             finally:
@@ -559,7 +678,7 @@ class LabHosts:
                     chunk = os.read(fd, 4096)
                     messages[fd] += chunk
                     if chunk and not chunk.endswith(b"\n"):
-                        continue  # the init writes one line; `unshare` keeps the pipe open, so no EOF
+                        continue  # the host's power writes one line and keeps the pipe open: no EOF
                     host, message = pending[fd], messages.pop(fd).decode(errors="replace").strip()
                     os.close(fd)
                     if message != "ready":
@@ -579,15 +698,16 @@ class LabHosts:
         return f"\n  last lines of {host.directory / 'init.log'}:\n{tail(host.directory / 'init.log', 15)}"
 
     def stop_hosts(self, hosts: Sequence[LabHost]) -> None:
-        """SIGTERM every host's init (PID 1 of the host: its exit kills all the host's processes), then wait."""
+        """SIGTERM every host's power (it stops the host's init, PID 1 of the host, whose exit kills all the
+        host's processes, and boots nothing again), then wait."""
         inits = []
         for host in hosts:
             init_pid = host.init_pid if host.alive() else 0
-            if not init_pid and is_unshare_of(host.pid, host.directory):  # recorded before its init was known
-                candidate, started = find_init(host.pid)
-                init_pid = candidate if is_host_init(candidate, started, host.directory) else 0
-            if init_pid:
+            if is_power_of(host.pid, host.directory):
+                with_signal(host.pid, signal.SIGTERM)
+            elif init_pid:
                 with_signal(init_pid, signal.SIGTERM)
+            if init_pid:
                 inits.append((host, init_pid))
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
         for host, init_pid in inits:
@@ -596,12 +716,12 @@ class LabHosts:
             if process_alive(init_pid) and is_host_init(init_pid, 0, host.directory):
                 with_signal(init_pid, signal.SIGKILL)
         for host in hosts:
-            if is_unshare_of(host.pid, host.directory):
+            if is_power_of(host.pid, host.directory):
                 end = time.monotonic() + 5
                 while process_alive(host.pid) and time.monotonic() < end:
                     time.sleep(0.05)
-                if process_alive(host.pid) and is_unshare_of(host.pid, host.directory):
-                    with_signal(host.pid, signal.SIGKILL)
+                if process_alive(host.pid) and is_power_of(host.pid, host.directory):
+                    with_signal(host.pid, signal.SIGKILL)  # its `unshare` dies with it, and the host with that
         for host, init_pid in inits:
             end = time.monotonic() + 5
             while process_alive(init_pid) and time.monotonic() < end:
@@ -810,13 +930,12 @@ def start_time(pid: int) -> int:
         return 0
 
 
-def is_unshare_of(pid: int, directory: Path) -> bool:
-    """Whether `pid` is the `unshare … hostinit.py <directory>` the lab started for a host."""
+def is_power_of(pid: int, directory: Path) -> bool:
+    """Whether `pid` is the `hostpower.py <directory>` the lab started for a host."""
     if not pid or not process_alive(pid):
         return False
     command = process_command(pid)
-    return bool(command) and Path(command[0]).name == "unshare" and str(HOSTINIT) in command \
-        and str(directory) in command
+    return str(HOSTPOWER) in command and str(directory) in command
 
 
 def is_host_init(pid: int, started: int, directory: Path) -> bool:
@@ -829,16 +948,19 @@ def is_host_init(pid: int, started: int, directory: Path) -> bool:
     return not started or start_time(pid) == started
 
 
-def find_init(unshare_pid: int) -> tuple[int, int]:
-    """The init `unshare --fork` started (its only child) and its start time."""
+def only_child(pid: int) -> int:
     try:
-        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    if not children:
-        return 0, 0
-    pid = int(children[0])
-    return pid, start_time(pid)
+    return int(children[0]) if children else 0
+
+
+def find_init(power_pid: int) -> tuple[int, int]:
+    """The init of a host's current boot (the only child of the `unshare --fork` its power started) and its
+    start time; (0, 0) while the host is down."""
+    pid = only_child(only_child(power_pid)) if power_pid else 0
+    return (pid, start_time(pid)) if pid else (0, 0)
 
 
 # --------------------------------------------------------------------------- helpers: files
