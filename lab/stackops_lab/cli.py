@@ -1,4 +1,4 @@
-"""`stackops lab up|down|status`: the local lab for tests and demos."""
+"""`stackops lab up|down|status|reboot`: the local lab for tests and demos."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from stackops_lab.cloudstack import cli as cloudstack_cli
 from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
-from stackops_lab.hosts import HostsComponent
+from stackops_lab.hosts import HostsComponent, LabHosts
 from stackops_lab.operator import OperatorComponent
 from stackops_lab.release import cli as release_cli
 from stackops_lab.release.component import ReleaseSourceComponent
@@ -68,6 +68,20 @@ def command_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_reboot(args: argparse.Namespace) -> int:
+    """Reboot KVM lab hosts as an operator would (`systemctl reboot` in each), one after the other."""
+    state = LabHosts(args.dir or controlplane.default_lab_dir()).read_state()
+    hosts = {host.name: host for host in (state.hosts if state else [])}
+    unknown = [name for name in args.names if name not in hosts]
+    if unknown:
+        report(f"error: no lab host {', '.join(unknown)} (the lab's hosts: {', '.join(hosts) or 'none'})")
+        return 1
+    for name in args.names:
+        hosts[name].reboot(down_seconds=args.down, wait=not args.no_wait)
+        report(f"{name}: {'rebooting' if args.no_wait else 'rebooted, up again'}")
+    return 0
+
+
 def command_examples(args: argparse.Namespace) -> int:
     from stackops_lab import examples
 
@@ -101,6 +115,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": command_up,
     "down": command_down,
     "status": command_status,
+    "reboot": command_reboot,
     "examples": command_examples,
     "cloudstack": command_cloudstack,
     "xenapi": command_xenapi,
@@ -143,6 +158,12 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
+    reboot = commands.add_parser("reboot", help="reboot KVM lab hosts (`systemctl reboot` in each) and wait until "
+                                                "each is up again")
+    reboot.add_argument("names", nargs="+", metavar="HOST", help="a lab host's name (kvm1, kvm2, …)")
+    reboot.add_argument("--down", type=float, default=None, metavar="SECONDS",
+                        help="how long the host stays down (default: as set when the hosts were created)")
+    reboot.add_argument("--no-wait", action="store_true", help="return once the reboot is under way")
     examples = commands.add_parser(
         "examples", help="write deploy/examples/ pointed at the running lab (for `stackops plan` and `kubectl apply`)")
     examples.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="directory to write")

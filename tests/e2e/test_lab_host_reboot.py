@@ -8,6 +8,7 @@ import base64
 import io
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -131,12 +132,17 @@ def test_ssh_reboot_drops_the_session_clears_runtime_state_and_boots_from_disk(l
     assert ok(host, "hostname").strip() == host.name
 
 
-def test_reboot_from_the_lab_api_and_the_shutdown_command_take_the_configured_time(lab) -> None:
-    _, host = lab
+def test_reboot_from_the_lab_api_the_cli_and_the_shutdown_command_take_the_configured_time(lab) -> None:
+    manager, host = lab
     first = host.boot_id()
     host.reboot(down_seconds=1.0)  # `systemctl reboot` inside the host, then wait until it is up
     second = host.boot_id()
     assert second != first
+    cli = subprocess.run([sys.executable, "-m", "stackops.cli", "lab", "--dir", str(manager.lab_dir), "reboot",
+                          host.name], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and f"{host.name}: rebooted, up again" in cli.stderr, cli.stderr
+    assert host.boot_id() not in (first, second)
+    first = host.boot_id()
 
     boots = host.boots()
     with pinned_client(host) as client:
@@ -148,7 +154,7 @@ def test_reboot_from_the_lab_api_and_the_shutdown_command_take_the_configured_ti
     assert host.boot_id() not in (first, second)
     log = host.power_log()
     downs = [(t, e) for t, e in log if "rebooting, down 1s" in e]
-    assert len(downs) == 2
+    assert len(downs) == 3
     for down_at, _ in downs:
         booted_at = next(t for t, e in log if t >= down_at and e.endswith(": starting"))
         assert booted_at - down_at >= 1.0, "down at least the configured time"
