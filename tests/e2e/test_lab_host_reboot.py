@@ -186,3 +186,41 @@ def test_destroy_during_a_reboot_leaves_nothing(tmp_path: Path) -> None:
     manager.destroy()
     assert host.netns not in list_netns() and not host.powered()
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "lab")], capture_output=True).returncode == 1
+
+
+def test_the_lab_cloudstack_sees_a_disabled_rebooting_kvm_host_disconnected_then_up(lab) -> None:
+    from cs import CloudStack
+
+    from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+
+    _, host = lab
+    if virsh_version(host).returncode != 0:  # addHost checks libvirtd on TCP, as CloudStack's discoverer does
+        ok(host, f"printf '{LIBVIRT_TCP}' >> /etc/libvirt/libvirtd.conf"
+                 " && sed -i 's/^#LIBVIRTD_ARGS=\"--listen\"/LIBVIRTD_ARGS=\"--listen\"/' /etc/default/libvirtd"
+                 " && systemctl restart libvirtd")
+    timings = Timings(host_connect=0.1, job=0.05, kvm_ping=0.1, ping_timeout=0.2)
+    with CloudStackSimulator(fleet=Fleet(routers=4, redundant_pairs=1), timings=timings,
+                             ssh_key_path=str(host.client_key_path)) as sim:
+        api = CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, fetch_result=True)
+        zone = api.listZones(name="lab-zone-1")["zone"][0]
+        pod = api.listPods(zoneid=zone["id"])["pod"][0]
+        added = api.addHost(zoneid=zone["id"], podid=pod["id"], hypervisor="KVM", url=f"http://{host.address}",
+                            clustername="lab-kvm-reboot", username="root")["host"][0]
+
+        def state() -> str:
+            return str(api.listHosts(id=added["id"])["host"][0]["state"])
+
+        wait_for(lambda: state() == "Up", "Up")
+        api.updateHost(id=added["id"], allocationstate="Disable")  # as before any planned reboot
+        host.set_down_seconds(600)
+        boots = host.boots()
+        host.reboot(wait=False)
+        wait_for(lambda: state() == "Disconnected", "Disconnected while down")
+        assert not host.alive()
+        host.set_down_seconds(0.2)
+        host.wait_up(boots)
+        wait_for(lambda: state() == "Up", "Up again")
+        changes = [(e["from"]["state"], e["state"]) for e in sim.audit()
+                   if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
+        assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
+                           ("Connecting", "Up")], changes

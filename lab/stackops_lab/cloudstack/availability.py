@@ -5,7 +5,12 @@ Two ways for a host to stop answering:
 - the link to a XenAPI lab, off unless Timings.xen_ping > 0: every Timings.xen_ping seconds of the simulator's time,
   as CloudStack's XenServer resource pings its host, each XenServer host that discovery gave a guid (a real lab
   host) is probed with a TCP connection to its XenAPI address and port (outside the state lock, in its own thread);
-  a host whose XenAPI refuses (powered off, rebooting, xapi stopped) is unreachable until a later probe connects.
+  a host whose XenAPI refuses (powered off, rebooting, xapi stopped) is unreachable until a later probe connects;
+- the same link to KVM lab hosts, off unless Timings.kvm_ping > 0: each KVM host added through addHost (checked for
+  real, kvm.py; its host_details hold the url, as CloudStack's; the fleet's made-up hosts have none) is probed on
+  its SSH port, a stand-in for the agent's own connection to the management server, which a real host's reboot or
+  power-off drops (the lab's agent stand-in runs no process): a lab host is unreachable while a reboot keeps it
+  down (LabHost.reboot). A stopped agent stand-in is not seen (the host still answers).
 After Timings.ping_timeout (ping.interval × ping.timeout in CloudStack) the ping times out:
 - a host Disabled, in Maintenance or ErrorInMaintenance is Disconnected, without investigation and without HA
   (AgentManagerImpl.handleDisconnectWithoutInvestigation; why operators disable or maintain before a reboot);
@@ -25,6 +30,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from stackops_lab.cloudstack.kvm import SSH_PORT
 from stackops_lab.cloudstack.maintenance import memory_of
 from stackops_lab.cloudstack.xen import DEFAULT_PORT
 from stackops_lab.cloudstack.state import Host, UserVm
@@ -33,6 +39,7 @@ if TYPE_CHECKING:
     from stackops_lab.cloudstack.hostops import HostOps
 
 NO_INVESTIGATION = ("Disabled", "Maintenance", "ErrorInMaintenance")
+KVM_PING_TIMEOUT = 5.0  # seconds: a KVM lab host that does not accept a connection by then does not answer
 
 
 class Availability:
@@ -43,6 +50,8 @@ class Availability:
 
         if self.sim.timings.xen_ping > 0:
             self.sim.scheduler.call_later(self.sim.timings.xen_ping, self._ping_xen)
+        if self.sim.timings.kvm_ping > 0:
+            self.sim.scheduler.call_later(self.sim.timings.kvm_ping, self._ping_kvm)
 
     def _ping_xen(self) -> None:
         """The periodic ping of the XenServer hosts (scheduled, under the state lock): probes in a thread."""
@@ -50,14 +59,23 @@ class Availability:
         hosts = [h for h in self.sim.state.values("host") if h.guid and h.hypervisor == "XenServer"]
         if hosts:
             targets = [(h, h.address, urlsplit(h.url).port or DEFAULT_PORT) for h in hosts]
-            threading.Thread(target=self._probe, args=(targets,), name="cloudstack-sim-xen-ping",
+            threading.Thread(target=self._probe, args=(targets, self.sim.timings.xenapi_timeout),
+                             name="cloudstack-sim-xen-ping", daemon=True).start()
+
+    def _ping_kvm(self) -> None:
+        """The periodic ping of the KVM hosts added for real (scheduled, under the state lock): probes in a thread."""
+        self.sim.scheduler.call_later(self.sim.timings.kvm_ping, self._ping_kvm)
+        hosts = [h for h in self.sim.state.values("host") if h.hypervisor == "KVM" and h.details.get("url")]
+        if hosts:
+            targets = [(h, h.address, SSH_PORT) for h in hosts]
+            threading.Thread(target=self._probe, args=(targets, KVM_PING_TIMEOUT), name="cloudstack-sim-kvm-ping",
                              daemon=True).start()
 
-    def _probe(self, targets: list[tuple[Host, str, int]]) -> None:
+    def _probe(self, targets: list[tuple[Host, str, int]], timeout: float) -> None:
         answers = {}
         for host, address, port in targets:
             try:
-                with socket.create_connection((address, port), timeout=self.sim.timings.xenapi_timeout):
+                with socket.create_connection((address, port), timeout=timeout):
                     answers[host.uuid] = True
             except OSError:
                 answers[host.uuid] = False

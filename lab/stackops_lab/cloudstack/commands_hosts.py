@@ -163,7 +163,7 @@ def add_host(request: Request) -> dict[str, Any]:
                                   resource_state=("Disabled" if request.get("allocationstate") == "Disable"
                                                   else "Enabled"),
                                   version=catalog.CLOUDSTACK_VERSION, tags=list(request.get("hosttags") or []),
-                                  url=url))
+                                  url=url, details={"url": url, "username": request.get("username") or ""}))
         audit.record("host.added", host=host.uuid, name=host.name, address=address, cluster=cluster.uuid,
                      zone=zone.uuid, tags=host.tags)
         sim.hostops.connect_later(host)

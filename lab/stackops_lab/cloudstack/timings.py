@@ -23,3 +23,4 @@ class Timings:
     host_investigate: float = 1.0  # an Alert host's investigation → Down, then HA restarts its VMs elsewhere
     vm_restart: float = 1.0  # HA restarting a VM on another host (Starting → Running)
     xen_ping: float = 0.0  # > 0: ping registered XenServer hosts' XenAPI this often (the link to a XenAPI lab); 0: off
+    kvm_ping: float = 0.0  # > 0: ping KVM hosts added through addHost (real lab hosts) on SSH this often; 0: off
