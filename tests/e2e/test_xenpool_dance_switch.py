@@ -6,13 +6,14 @@ pass waits for the switch instead of failing, and the pool ends with four member
 off and on once each."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
-from support.xenpool import Driver, lab, ready, spec_for
+from support.xenpool import FAST, Driver, ready, spec_for
 
 from stackops.reconcile.xenpool import XenPoolReconciler
-from stackops_lab.xenapi import XenLab
+from stackops_lab.xenapi import XenHostSpec, XenLab
 from stackops_lab.xenapi.faults import faults_of
 
 NAMES = ["xen1", "xen2", "xen3", "xen4"]
@@ -66,7 +67,9 @@ def test_an_operator_killed_while_ha_switches_in_the_dance_waits_for_the_switch(
         call: str, timing: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from stackops.drivers.xenapi import PoolSession
 
-    with lab(NAMES, [NAMES[:3], ["xen4"]]) as xen:
+    hosts = [XenHostSpec(n, vms=0 if n == "xen4" else None) for n in NAMES]  # as support.xenpool.lab has them
+    timings = dataclasses.replace(FAST)  # this lab's own: the hold changes it
+    with XenLab(hosts=hosts, pools=[NAMES[:3]], timings=timings, vms_per_host=1) as xen:
         driver = KilledDriver(xen, spec_for(xen, NAMES[:3]))
         assert ready(driver.converge())
         assert xen.pool_of("xen1")["ha_enabled"]
