@@ -253,6 +253,11 @@ class Roller:
         self.ctx.event("Normal", "Applied", f"disabled and evacuated host {turn.name}")
 
     async def apply(self, turn: HostTurn) -> None:
+        """What the host lacks of its updates, applied. Resumed at this step, an update the host got meanwhile is
+        not applied again (nor one whose apply answers ..._ALREADY_APPLIED), and an apply an operator that died left
+        under way is waited for: xapi refuses another of the same update on the host while it runs
+        (OTHER_OPERATION_IN_PROGRESS: the extension's lock; 6.x: its host_patch not yet applied), so the call is
+        asked again until that one has ended — ..._ALREADY_APPLIED if it succeeded, run again if it failed."""
         facts = await self.read()
         host = self.host(facts, turn)
         known = facts.updates or {}
@@ -260,12 +265,19 @@ class Roller:
         for name in turn.updates:
             if name in host.updates:
                 continue
-            try:
-                await self.session.task(f"{cls}.apply", known[name].ref, host.ref, timeout=self.timeout,
-                                        poll=self.poll)
-            except XenAPIError as error:
-                if error.code not in ("UPDATE_ALREADY_APPLIED", "PATCH_ALREADY_APPLIED"):
-                    raise
+            started = time.monotonic()
+            while True:
+                try:
+                    await self.session.task(f"{cls}.apply", known[name].ref, host.ref, timeout=self.timeout,
+                                            poll=self.poll)
+                except XenAPIError as error:
+                    waited = time.monotonic() - started
+                    if error.code == "OTHER_OPERATION_IN_PROGRESS" and waited < self.timeout:
+                        await asyncio.sleep(min(max(self.poll, waited / 10), 10 * self.poll))
+                        continue
+                    if error.code not in ("UPDATE_ALREADY_APPLIED", "PATCH_ALREADY_APPLIED"):
+                        raise
+                break
             self.ctx.event("Normal", "Applied", f"applied update {name} on host {turn.name}")
 
     async def reboot(self, record: RollStatus, turn: HostTurn) -> None:
