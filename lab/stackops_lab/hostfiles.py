@@ -30,7 +30,6 @@ PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 STATE=/run/stackops-systemctl
 UNITS=/etc/stackops-lab/systemd
-mkdir -p "$STATE"
 
 # power KIND: ask the host's init for a reboot, poweroff or halt (never another init than a lab host's)
 power() {
@@ -39,8 +38,8 @@ power() {
         echo "$1: PID 1 is not a stackops lab host's init: refusing" >&2
         exit 1
     fi
-    if [ -r "$STATE/shutdown.pid" ]; then
-        kill "$(cat "$STATE/shutdown.pid")" 2>/dev/null
+    if [ -r "$STATE/shutdown.pid" ]; then  # a scheduled shutdown: this one replaces it (or is it)
+        [ "$(cat "$STATE/shutdown.pid")" = "$$" ] || kill -- "-$(cat "$STATE/shutdown.pid")" 2>/dev/null
         rm -f "$STATE/shutdown.pid"
     fi
     kill -s "$(( $(kill -l RTMIN 2>/dev/null || echo 34) + sig ))" 1
@@ -64,14 +63,15 @@ shutdown_command() {
         shift
     done
     if [ "$cancel" = 1 ]; then
-        [ -r "$STATE/shutdown.pid" ] && kill "$(cat "$STATE/shutdown.pid")" 2>/dev/null
+        [ -r "$STATE/shutdown.pid" ] && kill -- "-$(cat "$STATE/shutdown.pid")" 2>/dev/null
         rm -f "$STATE/shutdown.pid"
         exit 0
     fi
     minutes=${when#+}
     case "$minutes" in *[!0-9]*) err "shutdown: time $when is not supported by the stackops lab shim"; exit 1 ;; esac
-    [ "$minutes" -eq 0 ] && power "$kind"
-    setsid sh -c "sleep $((minutes * 60)); exec \"\$0\" $kind" "$0" </dev/null >/dev/null 2>&1 &
+    [ "$minutes" -eq 0 ] && { power "$kind"; exit 0; }
+    mkdir -p "$STATE"
+    setsid sh -c "sleep $((minutes * 60)); exec systemctl $kind" </dev/null >/dev/null 2>&1 &
     echo $! >"$STATE/shutdown.pid"
     echo "Shutdown scheduled for $(date -d "+$minutes min" '+%a %F %T %Z'), use 'shutdown -c' to cancel."
     exit 0
@@ -82,6 +82,7 @@ case "${0##*/}" in
     reboot|poweroff|halt) power "${0##*/}"; exit 0 ;;
     shutdown) shutdown_command "$@" ;;
 esac
+mkdir -p "$STATE"
 
 say() { [ "$quiet" = 1 ] || echo "$@"; }
 err() { echo "$@" >&2; }

@@ -272,7 +272,9 @@ class LabHost:
         if down_seconds is not None:
             self.set_down_seconds(down_seconds)
         before = self.boots()
-        self.run("systemctl reboot", check=True)
+        result = self.run("systemctl reboot")
+        if result.returncode not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):  # the shutdown may end it first
+            raise LabError(f"{self.name}: `systemctl reboot` exited {result.returncode}: {result.stderr.strip()}")
         if wait:
             self.wait_up(before, timeout)
 
