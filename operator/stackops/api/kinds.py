@@ -95,6 +95,8 @@ KVMHOST = Kind(
         PrinterColumn("ADDRESS", ".spec.address"),
         PrinterColumn("OVS", ".status.versions.openvswitch", description="Open vSwitch version"),
         PrinterColumn("LIBVIRT", ".status.versions.libvirt", description="libvirt version"),
+        PrinterColumn("REBOOT", ".status.rebootRequired", type="boolean", priority=1,
+                      description="The host says it needs a reboot"),
         PrinterColumn("POLICY", ".spec.managementPolicy", priority=1),
     ),
     description="A KVM hypervisor for CloudStack: packages, Open vSwitch, NSX manager, libvirt, cloudstack-agent, "

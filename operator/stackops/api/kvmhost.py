@@ -430,3 +430,11 @@ class KvmHostStatus(Status):
     Enabled (e.g. `Up/Maintenance`)."""
     cloudstack_version: str | None = None
     """The CloudStack management server's version (`listCapabilities` → `cloudstackversion`), as last read."""
+    reboot_required: bool | None = None
+    """Whether the host says it needs a reboot, as the last probe found: the sentinel `/var/run/reboot-required`
+    that Debian/Ubuntu packages leave (update-notifier-common, unattended-upgrades) on any host, or on EL (dnf/yum)
+    `needs-restarting -r` (exit status 1: needed). Empty when not known (an EL host without needs-restarting).
+    Shown in the `REBOOT` column of `kubectl get kvmhosts -o wide`; stackops does not reboot the host for it."""
+    reboot_required_by: list[str] = []
+    """The packages that asked for the reboot: the lines of `/var/run/reboot-required.pkgs` (Debian/Ubuntu), or
+    the core packages `needs-restarting -r` names (EL); empty when none are named."""

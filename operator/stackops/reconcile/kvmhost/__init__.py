@@ -498,6 +498,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
                          "libvirt": host.libvirt_version, "qemu": host.qemu_version,
                          "cloudstackAgent": host.agent_version},
             "packageManager": host.package_manager,
+            "rebootRequired": host.reboot_required,
+            "rebootRequiredBy": list(host.reboot_required_by),
         }
         manager = spec.openvswitch.manager
         if manager is not None and host.ovs is not None:

@@ -155,3 +155,10 @@ class HostState:
     # the identity of the apt-index answer (`apt-index:<index time>:<files>:<bytes>:<names…>`): probe.Probe keeps
     # `available` under it, so that the next probe does not run `apt-cache madison` again for the same question
     package_index: str | None = None
+    # whether the host says it needs a reboot: the sentinel /var/run/reboot-required (any host), or on EL `needs-
+    # restarting -r` (exit 1: needed, 0: not); None: not known (EL without needs-restarting, or a probe that did
+    # not look)
+    reboot_required: bool | None = None
+    # the packages that asked for it: /var/run/reboot-required.pkgs (Debian), or the `  * name` lines
+    # needs-restarting -r prints (EL); each once, in their order
+    reboot_required_by: tuple[str, ...] = ()

@@ -39,10 +39,18 @@ PROBED_FILES = tuple(dict.fromkeys((LIBVIRTD_CONF, QEMU_CONF, AGENT_PROPERTIES, 
                                     *LIBVIRTD_DEFAULTS.values(), SELINUX_CONFIG, *REPOSITORY_SOURCES.values(),
                                     *REPOSITORY_KEYS.values())))
 
+# The host's own word that it needs a reboot (Debian/Ubuntu: update-notifier-common's and unattended-upgrades'
+# sentinel, written by packages' postinst; /var/run is a link to /run): the file, and the packages that asked, one a
+# line (may repeat). Read by the probe with the files, never written by stackops.
+REBOOT_REQUIRED = "/var/run/reboot-required"
+REBOOT_REQUIRED_PKGS = "/var/run/reboot-required.pkgs"
+REBOOT_FILES = (REBOOT_REQUIRED, REBOOT_REQUIRED_PKGS)
+
 # What a script may ask for, by the name it uses.
 SHARED: dict[str, Value] = {
     "PROBED_FILES": PROBED_FILES, "GENERATED_CERT": GENERATED_CERT, "SECRET_FILES": SECRET_FILES,
     "SECRET_CERT": SECRET_CERT, "APPARMOR_DIR": APPARMOR_DIR, "CHECKPOINT_DIR": CHECKPOINT_DIR,
+    "REBOOT_FILES": REBOOT_FILES,
 }
 
 

@@ -12,6 +12,9 @@ binary's identity (`stat -L`: device, inode, size, modification time, path) in t
 script which identities it knows; the script runs `--version` only for the others (the first probe of a host, or
 after an upgrade replaced a binary).
 
+Whether the host needs a reboot (issue 15): Debian's sentinel (paths.REBOOT_FILES) comes in the files section, at
+no cost in processes; on EL hosts (dnf/yum) the script runs `needs-restarting -r` if installed (exit 1: needed).
+
 `parse` also reads what the probe printed before issue 18 (a section per Open vSwitch table, per file, per
 certificate, `ip` twice, values of checkpoints on their line): the captured outputs of the unit tests.
 """
@@ -30,14 +33,16 @@ from ..shell import fill, load
 from .client_certificate import fingerprint
 from .guard import PROBE_SECTION, parse_checkpoints
 from .observed import ClientFile, HostState, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
-from .paths import GENERATED_CERT, PROBED_FILES, SECRET_CERT, SELINUX_CONFIG, with_paths
+from .paths import (GENERATED_CERT, PROBED_FILES, REBOOT_FILES, REBOOT_REQUIRED, REBOOT_REQUIRED_PKGS,
+                    SECRET_CERT, SELINUX_CONFIG, with_paths)
 
 # The script (scripts/probe.sh, reading paths.PROBED_FILES, with the checkpoints section of guard.py in it): its
 # first positional parameter is the binary identities whose version the operator knows (Probe.arguments), the
 # others the package names to query (plan.probe_arguments).
 SCRIPT = with_paths(fill(load(__package__, "probe.sh"), "# stackops: the checkpoints section (guard.PROBE_SECTION) "
                          "goes here", PROBE_SECTION),
-                    "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT", "APPARMOR_DIR")
+                    "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT", "APPARMOR_DIR",
+                    "REBOOT_FILES")
 KNOWN = "@@known"  # a version section's body: the operator knows this binary's version (Probe)
 VERSION_SECTIONS = ("ovs-version", "libvirt-version", "qemu-version")
 OVS_TABLES = ("Bridge", "Port", "Interface", "Manager", "SSL")  # the ovs section's documents, in this order
@@ -267,6 +272,26 @@ def _certificate_fingerprint(content: bytes | None) -> str | None:
         return None
 
 
+def _reboot(found: Mapping[str, str], exits: Mapping[str, str], stored: Mapping[str, bytes | None],
+            package_manager: str | None) -> tuple[bool | None, tuple[str, ...]]:
+    """(whether the host needs a reboot, the packages that asked): the sentinel REBOOT_REQUIRED present, with the
+    names in REBOOT_REQUIRED_PKGS, is a yes on any host, its absence a no except on EL (dnf/yum), where nothing
+    writes it and `needs-restarting -r` answers (exit 1: needed, 0: not; the packages on its `  * name` lines);
+    EL without needs-restarting, or a probe without the reboot section, does not know (None)."""
+    if "reboot" not in found:
+        return None, ()
+    if stored.get(REBOOT_REQUIRED) is not None:
+        names = (stored.get(REBOOT_REQUIRED_PKGS) or b"").decode("utf-8", "replace").split()
+        return True, tuple(dict.fromkeys(names))
+    status = exits.get("needs-restarting-exit", "").strip()
+    if status in ("0", "1"):
+        listed = re.findall(r"(?m)^\s*\*\s+(\S+)", found.get("needs-restarting", ""))
+        return status == "1", tuple(dict.fromkeys(listed)) if status == "1" else ()
+    if package_manager in ("dnf", "yum"):
+        return None, ()
+    return False, ()
+
+
 def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None,
           index: IndexAnswer | None = None) -> HostState:
     """The probe's output as facts; `known`: the versions of the binaries the operator told the script it knows
@@ -278,6 +303,7 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
     listed: list[str] = []  # the files it found and read, as that section says
     versions: dict[str, str | None] = {}  # version section → version
     binaries: dict[str, str | None] = {}  # identity → version, for Probe
+    exits: dict[str, str] = {}  # an exit status section → the status (its argument)
     for name, argument, body in sections(output):
         if name == "file":
             stored[argument] = None if body.strip() == "@@missing" else base64.b64decode(body)
@@ -290,13 +316,15 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
             versions[name] = version
             if argument != "-" and body.strip():
                 binaries[argument] = version
+        elif name == "needs-restarting-exit":
+            exits[name] = argument
         else:
             found[name] = body
     unread = [path for path in listed if stored.get(path) is None]
     if unread:  # a file the host has was not read: nothing is planned from "missing" (it would be written anew)
         raise ProbeError(f"the probe found {', '.join(unread)} on the host but did not read it")
     files = {path: None if (content := stored.get(path)) is None else file_text(content)
-             for path in (PROBED_FILES if one_pass else file_sections)}
+             for path in (PROBED_FILES if one_pass else [p for p in file_sections if p not in REBOOT_FILES])}
     packages: dict[str, str | None] = {}
     for line in found.get("packages", "").splitlines():
         fields = line.split("\t")
@@ -329,10 +357,12 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
     selinux_config = files.get(SELINUX_CONFIG)
     host_time, checkpoints = parse_checkpoints(found.get("checkpoints", ""), stored)
     index_age, available, index_identity = _apt_index(found.get("apt-index", ""), index)
+    package_manager = found.get("pm", "").strip() or None
+    reboot_required, reboot_required_by = _reboot(found, exits, stored, package_manager)
     return HostState(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
-        package_manager=found.get("pm", "").strip() or None,
+        package_manager=package_manager,
         packages=packages,
         ovs_version=versions.get("ovs-version"),
         libvirt_version=versions.get("libvirt-version"),
@@ -357,6 +387,8 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
         client_certificate_fingerprint=from_secret,
         binary_versions=binaries,
         package_index=index_identity,
+        reboot_required=reboot_required,
+        reboot_required_by=reboot_required_by,
     )
 
 

@@ -2,7 +2,8 @@
 # The KvmHost probe (probe.py): everything observe needs in one SSH round trip, as sections `@@<name> <argument>`
 # followed by their output, in few processes (a resync probes every host): one `dpkg-query` for all packages, one
 # `stat` of the binaries and client files, one `ovs-vsctl` for all tables, one `ip`, one `systemctl`, one `ss`,
-# and every file it reads in one `tar | base64` (the files section, last). What the shell can do itself it does
+# and every file it reads in one `tar | base64` (the files section, last; the reboot sentinel with them), and on EL
+# only `needs-restarting -r`. What the shell can do itself it does
 # (`read` of /proc and /sys files, globs, `command -v`); nothing that is not there is run.
 # $1: the binaries whose version the operator knows (`dev:inode:size:mtime:path` of `stat -L`, blank-separated):
 # their `--version` is not run again (probe.Probe keeps the versions), nor `apt-cache madison` for a package index
@@ -42,7 +43,9 @@ fi
 section kernel -
 if read -r kernel < /proc/sys/kernel/osrelease; then printf '%s\n' "$kernel"; fi
 section pm -
-if have apt-get; then echo apt; elif have dnf; then echo dnf; elif have yum; then echo yum; fi
+pm=
+if have apt-get; then pm=apt; elif have dnf; then pm=dnf; elif have yum; then pm=yum; fi
+if [ -n "$pm" ]; then echo "$pm"; fi
 section packages -
 nl='
 '
@@ -174,7 +177,9 @@ if [ -n "$ovs" ] && out=$(ovs-vsctl --timeout=5 --format=json --data=json \
 fi
 version libvirt-version libvirtd "$libvirt" "$libvirt_id"
 version qemu-version "$qemu_command" "$qemu" "$qemu_id"
-for f in $PROBED_FILES "$GENERATED_CERT" "$SECRET_CERT"; do if [ -f "$f" ]; then dump="$dump ${f#/}"; fi; done
+for f in $PROBED_FILES "$GENERATED_CERT" "$SECRET_CERT" $REBOOT_FILES; do
+  if [ -f "$f" ]; then dump="$dump ${f#/}"; fi
+done
 section ip -; if have ip; then ip -j addr show 2>/dev/null; fi
 section services -
 if have systemctl; then
@@ -203,6 +208,17 @@ if [ -n "$secrets" ] && have sha256sum; then
   done <<EOF
 $sums
 EOF
+fi
+# Whether the host needs a reboot: the sentinel (REBOOT_FILES) comes with the files; on EL (dnf/yum), where
+# nothing writes it, `needs-restarting -r` (dnf-utils/yum-utils) answers by its exit status (1: needed, 0: not), a
+# process only there and only if it is installed. The section says the probe looked.
+section reboot -
+if [ "$pm" = dnf ] || [ "$pm" = yum ]; then
+  if have needs-restarting; then
+    section needs-restarting -
+    needs-restarting -r </dev/null 2>/dev/null
+    section needs-restarting-exit "$?"
+  fi
 fi
 section listening -; if have ss; then ss -Hltn 2>/dev/null; fi
 # stackops: the checkpoints section (guard.PROBE_SECTION) goes here
