@@ -47,7 +47,8 @@ SERVICE_ACCOUNT = "stackops-operator"
 # patches the four kinds (finalizer, annotations) and patches their status; a resync reads its object afresh by
 # name (get); the operator reads Secrets and ConfigMaps by name; kopf posts core v1 Events; the operator creates
 # its ClusterKopfPeering at startup when missing, and kopf lists, watches and patches it (keep-alives in status);
-# the resync scheduler reads it (get) to pause while kopf's peering pauses the operator.
+# the resync scheduler reads it (get) to pause while kopf's peering pauses the operator; the maintenance lock
+# (drivers/maintenance_lock.py) lists, reads, creates and patches Leases (no update, no delete).
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_RULES: frozenset[tuple[str, str, str]] = frozenset(
     {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("get", "list", "watch", "patch")}
@@ -55,6 +56,7 @@ EXPECTED_RULES: frozenset[tuple[str, str, str]] = frozenset(
     | {("", "secrets", "get")}
     | {("", "configmaps", "get")}
     | {("", "events", "create")}
+    | {("coordination.k8s.io", "leases", verb) for verb in ("get", "list", "create", "patch")}
     | {("kopf.dev", "clusterkopfpeerings", verb) for verb in ("get", "list", "watch", "patch", "create")}
 )
 

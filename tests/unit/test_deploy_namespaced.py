@@ -40,7 +40,8 @@ SHIPPED_NAMESPACES = ["stackops-demo"]  # deploy/examples/' namespace
 
 # Every (API group, resource, verb) each Role grants in its namespace, and nothing else: the four kinds listed,
 # watched and patched, their status patched, Secrets and ConfigMaps read by name, Events posted, and the
-# KopfPeering created at startup when missing, listed, watched and patched (keep-alives).
+# KopfPeering created at startup when missing, listed, watched and patched (keep-alives), and the maintenance lock's
+# Leases listed, read, created and patched (drivers/maintenance_lock.py; no update, no delete).
 _KIND_PLURALS = ("xenpools", "kvmhosts", "systemvmtemplates", "cloudstackreleases")
 EXPECTED_ROLE_RULES: frozenset[tuple[str, str, str]] = frozenset(
     {("stackops.io", plural, verb) for plural in _KIND_PLURALS for verb in ("get", "list", "watch", "patch")}
@@ -48,6 +49,7 @@ EXPECTED_ROLE_RULES: frozenset[tuple[str, str, str]] = frozenset(
     | {("", "secrets", "get")}
     | {("", "configmaps", "get")}
     | {("", "events", "create")}
+    | {("coordination.k8s.io", "leases", verb) for verb in ("get", "list", "create", "patch")}
     | {("kopf.dev", "kopfpeerings", verb) for verb in ("get", "list", "watch", "patch", "create")}
 )
 
