@@ -9,12 +9,13 @@ import io
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
+
+from support.wait import wait_for
 
 from stackops_lab.controlplane import LabError
 from stackops_lab.hosts import LabHost, LabHosts, list_netns
@@ -53,11 +54,8 @@ def ok(host: LabHost, command: str) -> str:
         return out
 
 
-def wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} after {WAIT_SECONDS:.0f}s"
-        time.sleep(0.05)
+def wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    wait_for(condition, timeout=WAIT_SECONDS, what=what, interval=0.05)
 
 
 def virsh_version(host: LabHost) -> subprocess.CompletedProcess[str]:
@@ -97,11 +95,11 @@ def test_ssh_reboot_drops_the_session_clears_runtime_state_and_boots_from_disk(l
     session = transport.open_session()
     session.exec_command("sleep 600")  # a session open across the reboot
     _, stdout, _ = client.exec_command("reboot")
-    wait_for(lambda: not transport.is_active(), "the caller's SSH connection dropped")
+    wait_until(lambda: not transport.is_active(), "the caller's SSH connection dropped")
     assert session.recv_exit_status() == -1, "the session ended without an exit status: the host went away"
     client.close()
 
-    wait_for(lambda: any("rebooting, down 600s" in e for e in host.power_events()[seen:]), "down")
+    wait_until(lambda: any("rebooting, down 600s" in e for e in host.power_events()[seen:]), "down")
     assert not host.alive() and host.processes() == [] and host.powered()
     with pytest.raises(LabError, match="is down"):
         host.run("true")
@@ -125,7 +123,7 @@ def test_ssh_reboot_drops_the_session_clears_runtime_state_and_boots_from_disk(l
     assert lab_addresses <= after, "the addresses the lab configures come back"
     assert not {a for a in after if "192.0.2.77" in a or "198.51.100.10" in a}, "runtime addresses are gone"
     assert "cloudbr0" in ok(host, "ovs-vsctl list-br").split(), "bridges persist in conf.db"
-    wait_for(lambda: host.run("ip -o link show mgmt0").returncode == 0, "mgmt0 recreated by ovs-vswitchd")
+    wait_until(lambda: host.run("ip -o link show mgmt0").returncode == 0, "mgmt0 recreated by ovs-vswitchd")
     assert ok(host, "ls /run/stackops-test /etc/stackops-test 2>&1; true").count("No such file") == 1
     assert ok(host, "systemctl is-active openvswitch-switch libvirtd ssh cloudstack-agent").split() == ["active"] * 4
     version = virsh_version(host)
@@ -150,7 +148,7 @@ def test_reboot_from_the_lab_api_the_cli_and_the_shutdown_command_take_the_confi
         client.exec_command("shutdown -r now")
         transport = client.get_transport()
         assert transport is not None
-        wait_for(lambda: not transport.is_active(), "the caller's SSH connection dropped")
+        wait_until(lambda: not transport.is_active(), "the caller's SSH connection dropped")
     host.wait_up(boots)
     assert host.boot_id() not in (first, second)
     log = host.power_log()
@@ -165,7 +163,7 @@ def test_poweroff_stays_off_until_the_power_button(lab) -> None:
     _, host = lab
     boots = host.boots()
     assert host.run("poweroff").returncode in (0, -15, 143), "done, or ended by the shutdown it started"
-    wait_for(lambda: "powered off" in host.power_events()[-1], "powered off")
+    wait_until(lambda: "powered off" in host.power_events()[-1], "powered off")
     assert not host.alive() and host.powered()
     host.power_on()
     host.wait_up(boots)
@@ -183,7 +181,7 @@ def test_destroy_during_a_reboot_leaves_nothing(tmp_path: Path) -> None:
     manager = LabHosts(tmp_path / "lab")
     (host,) = manager.create(1, reboot_down_seconds=600)
     host.reboot(wait=False)
-    wait_for(lambda: any("rebooting" in e for e in host.power_events()), "down")
+    wait_until(lambda: any("rebooting" in e for e in host.power_events()), "down")
     manager.destroy()
     assert host.netns not in list_netns() and not host.powered()
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "lab")], capture_output=True).returncode == 1
@@ -211,18 +209,18 @@ def test_the_lab_cloudstack_sees_a_disabled_rebooting_kvm_host_disconnected_then
         def state() -> str:
             return str(api.listHosts(id=added["id"])["host"][0]["state"])
 
-        wait_for(lambda: state() == "Up", "Up")
+        wait_until(lambda: state() == "Up", "Up")
         api.updateHost(id=added["id"], allocationstate="Disable")  # as before any planned reboot
         host.set_down_seconds(600)
         boots = host.boots()
         seen = len(host.power_events())
         host.reboot(wait=False)
-        wait_for(lambda: any("rebooting, down 600s" in e for e in host.power_events()[seen:]), "down")
-        wait_for(lambda: state() == "Disconnected", "Disconnected while down")
+        wait_until(lambda: any("rebooting, down 600s" in e for e in host.power_events()[seen:]), "down")
+        wait_until(lambda: state() == "Disconnected", "Disconnected while down")
         assert not host.alive()
         host.set_down_seconds(0.2)
         host.wait_up(boots)
-        wait_for(lambda: state() == "Up", "Up again")
+        wait_until(lambda: state() == "Up", "Up again")
         changes = [(e["from"]["state"], e["state"]) for e in sim.audit()
                    if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
         assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
