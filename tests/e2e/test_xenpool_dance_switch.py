@@ -10,58 +10,11 @@ import dataclasses
 from typing import Any
 
 import pytest
-from support.xenpool import FAST, Driver, ready, spec_for
+from support.xenpool import FAST, Hold, Killed, KilledDriver, ready, spec_for
 
-from stackops.reconcile.xenpool import XenPoolReconciler
 from stackops_lab.xenapi import XenHostSpec, XenLab
-from stackops_lab.xenapi.faults import faults_of
 
 NAMES = ["xen1", "xen2", "xen3", "xen4"]
-HELD = 120.0  # lab seconds: a held switch lasts until released, however busy the machine is
-
-
-class Killed(BaseException):
-    """The operator process dies: nothing in the operator catches it."""
-
-
-class Hold:
-    """The first `call` that reaches the lab lasts HELD (its lab timing `timing` raised for it); the third one (the
-    restarted operator asking again after a refusal) lets it end. Counts the calls."""
-
-    def __init__(self, xen: XenLab, call: str, timing: str) -> None:
-        self.call, self.timing, self.calls = call, timing, 0
-        self.usual = getattr(xen.timings, timing)
-        self.faults = faults_of(xen)
-        self._before_call = self.faults.before_call
-        self.faults.before_call = self.before_call  # type: ignore[method-assign]
-
-    def before_call(self, ctx: Any, name: str, args: tuple[Any, ...]) -> None:  # under the lab's lock
-        if name == self.call:
-            self.calls += 1
-            if self.calls == 1:
-                setattr(ctx.lab.timings, self.timing, HELD)
-            elif self.calls == 3:
-                setattr(ctx.lab.timings, self.timing, self.usual)
-                for woken, when in list(ctx.lab.dispatcher.waits.items()):
-                    if when - ctx.lab.clock.monotonic() > HELD / 2:
-                        woken.set()
-        self._before_call(ctx, name, args)
-
-
-class KilledDriver(Driver):
-    """A pass the operator dies in is followed by a new operator's pass (a fresh reconciler)."""
-
-    deaths = 0
-
-    def run(self) -> Any:
-        try:
-            return super().run()
-        except Killed:
-            self.deaths += 1
-            self.reconciler = XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
-            return super().run()
-
-
 @pytest.mark.parametrize("call,timing", [("pool.disable_ha", "ha_disable"), ("pool.enable_ha", "ha_enable")])
 def test_an_operator_killed_while_ha_switches_in_the_dance_waits_for_the_switch(
         call: str, timing: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import XenAPI
-from support.xenpool import CLOUDSTACK, Driver, condition, lab, ready, spec_for
+from support.xenpool import CLOUDSTACK, Driver, Killed, condition, lab, ready, spec_for
 
 from stackops.reconcile.base import ReconcileError
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
@@ -175,10 +175,6 @@ def test_a_precheck_failure_touches_no_host_and_names_host_and_update() -> None:
         assert stalled.status == "True" and stalled.reason == "UPDATE_PRECHECK_FAILED_CONFLICT_PRESENT", \
             "stays Stalled until the spec changes"
         assert "xen3" in stalled.message and "XS82E032" in stalled.message, stalled.message
-
-
-class Killed(BaseException):
-    """The operator dying: nothing in the reconciler catches it."""
 
 
 def test_a_xenpool_deleted_mid_roll_leaves_the_pool_serving() -> None:

@@ -12,76 +12,12 @@ from typing import Any
 
 import pytest
 import XenAPI
-from support.xenpool import FAST, Driver, ready, spec_for
+from support.xenpool import FAST, Hold, Killed, KilledDriver, ready, roll, spec_for
 
-from stackops.reconcile.base import ReconcileError
-from stackops.reconcile.xenpool import XenPoolReconciler
 from stackops_lab.xenapi import XenHostSpec, XenLab
-from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.update_file import UpdateFile, UpdateServer
 
 NAMES = ["xen1", "xen2", "xen3"]
-HELD = 120.0  # lab seconds: the held apply lasts until released, however busy the machine is
-
-
-class Killed(BaseException):
-    """The operator process dies: nothing in the operator catches it."""
-
-
-class Hold:
-    """The first `call` that reaches the lab lasts HELD (XenTimings.update_apply raised for it); the third (the
-    restarted operator asking again after a refusal) lets it end. Counts the calls."""
-
-    def __init__(self, xen: XenLab, call: str) -> None:
-        self.call, self.calls = call, 0
-        self.usual = xen.timings.update_apply
-        self.faults = faults_of(xen)
-        self._before_call = self.faults.before_call
-        self.faults.before_call = self.before_call  # type: ignore[method-assign]
-
-    def before_call(self, ctx: Any, name: str, args: tuple[Any, ...]) -> None:  # under the lab's lock
-        if name == self.call:
-            self.calls += 1
-            if self.calls == 1:
-                ctx.lab.timings.update_apply = HELD
-            elif self.calls == 3:
-                ctx.lab.timings.update_apply = self.usual
-                for woken, when in list(ctx.lab.dispatcher.waits.items()):
-                    if when - ctx.lab.clock.monotonic() > HELD / 2:
-                        woken.set()
-        self._before_call(ctx, name, args)
-
-
-class KilledDriver(Driver):
-    """A pass the operator dies in is followed by a new operator's pass (a fresh reconciler)."""
-
-    deaths = 0
-
-    def run(self) -> Any:
-        try:
-            return super().run()
-        except Killed:
-            self.deaths += 1
-            self.reconciler = XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
-            return super().run()
-
-
-def roll(driver: Driver, passes: int = 40) -> Any:
-    """Passes until Ready; a retryable failure is asked again, one that is not is raised."""
-    last: Any = None
-    for _ in range(passes):
-        try:
-            last = driver.run()
-        except ReconcileError as error:
-            if not error.retry:
-                raise
-            last = error
-        else:
-            if ready(last):
-                return last
-    raise AssertionError(f"not Ready after {passes} passes: {last}; {driver.status.get('maintenance')}")
-
-
 def applied_updates(xen: XenLab, legacy: bool) -> dict[str, list[str]]:
     """Per host, the names of the updates (6.x: patches) it has applied, as the master tells it."""
     session = XenAPI.Session(xen.url("xen1"))
@@ -129,7 +65,7 @@ def test_an_operator_killed_while_an_update_is_applied_waits_for_that_apply(
             return await original(self, name, *args, **kwargs)
 
         monkeypatch.setattr(PoolSession, "task", task)
-        hold = Hold(xen, call)
+        hold = Hold(xen, call, "update_apply")
         update = UpdateFile("XS65ESP1" if legacy else "XS82E070", after_apply_guidance=["restartHost"])
         url, sha256 = server.add(update)
         driver.spec = spec_for(xen, NAMES, maintenance={

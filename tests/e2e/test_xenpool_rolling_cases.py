@@ -19,7 +19,7 @@ import pytest
 import XenAPI
 import yaml
 from pydantic import SecretStr
-from support.xenpool import CLOUDSTACK, FAST, SECRET, Driver, condition, lab, ready, spec_for
+from support.xenpool import CLOUDSTACK, FAST, SECRET, Driver, Killed, condition, lab, ready, roll, spec_for
 
 from stackops.plan import plan_files
 from stackops.reconcile.base import ReconcileError
@@ -92,27 +92,6 @@ def served(server: UpdateServer, *files: UpdateFile) -> list[dict[str, str]]:
         url, sha256 = server.add(update)
         listed.append({"name": update.name_label, "url": url, "sha256": sha256})
     return listed
-
-
-def roll(driver: Driver, passes: int = 40, pause: float = 0.5) -> Any:
-    """Passes until Ready, as the handler makes them: a retryable failure (RollBlocked while CloudStack reconnects a
-    host on a busy machine, HOST_OFFLINE while a host boots) is asked again; one that is not is raised."""
-    last: Any = None
-    for _ in range(passes):
-        try:
-            last = driver.run()
-        except ReconcileError as error:
-            if not error.retry:
-                raise
-            last = error
-        else:
-            if ready(last):
-                return last
-        time.sleep(min(getattr(last, "requeue_after", None) or pause, pause))
-    raise AssertionError(f"not Ready after {passes} passes: {last}; {driver.status.get('maintenance')}")
-
-
-# ---------------------------------------------------------------------------------------------------- a. restartAfter
 
 
 def test_a_rolling_restart_reboots_each_host_once_master_first_and_no_vm_stops() -> None:
@@ -205,10 +184,6 @@ def test_a_6x_pool_is_patched_through_pool_patch() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- d. crashes
-
-
-class Killed(BaseException):
-    """The operator process dies: nothing in the operator catches it."""
 
 
 class CrashingDriver(Driver):

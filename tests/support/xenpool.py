@@ -15,10 +15,11 @@ from support.credentials import secret
 
 from stackops.api.xenpool import XenPoolSpec
 from stackops.drivers.cloudstack import CloudStackPool
-from stackops.reconcile.base import Context, Outcome
+from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.xenpool import XenPoolReconciler
 from stackops_lab.clock import Clock
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
+from stackops_lab.xenapi.faults import faults_of
 
 SECRET = "xen-root"
 CLOUDSTACK = "lab-cloudstack"
@@ -135,3 +136,68 @@ def ready(outcome: Outcome) -> bool:
 
 def condition(outcome: Outcome, type_: str) -> Any:
     return next(c for c in outcome.conditions if c.type == type_)
+
+
+# ---------------------------------------------------------------------------------------------------- crashes
+
+HELD = 120.0  # lab seconds: a held call lasts until released, however busy the machine is
+
+
+class Killed(BaseException):
+    """The operator process dies: nothing in the operator catches it."""
+
+
+class Hold:
+    """The first `call` that reaches the lab lasts HELD (its lab timing `timing` raised for it); the third one (the
+    restarted operator asking again after a refusal) lets it end. Counts the calls."""
+
+    def __init__(self, xen: XenLab, call: str, timing: str) -> None:
+        self.call, self.timing, self.calls = call, timing, 0
+        self.usual = getattr(xen.timings, timing)
+        self.faults = faults_of(xen)
+        self._before_call = self.faults.before_call
+        self.faults.before_call = self.before_call  # type: ignore[method-assign]
+
+    def before_call(self, ctx: Any, name: str, args: tuple[Any, ...]) -> None:  # under the lab's lock
+        if name == self.call:
+            self.calls += 1
+            if self.calls == 1:
+                setattr(ctx.lab.timings, self.timing, HELD)
+            elif self.calls == 3:
+                setattr(ctx.lab.timings, self.timing, self.usual)
+                for woken, when in list(ctx.lab.dispatcher.waits.items()):
+                    if when - ctx.lab.clock.monotonic() > HELD / 2:
+                        woken.set()
+        self._before_call(ctx, name, args)
+
+
+class KilledDriver(Driver):
+    """A pass the operator dies in is followed by a new operator's pass (a fresh reconciler)."""
+
+    deaths = 0
+
+    def run(self) -> Any:
+        try:
+            return super().run()
+        except Killed:
+            self.deaths += 1
+            self.reconciler = XenPoolReconciler(change_timeout=30, poll_seconds=0.1)
+            return super().run()
+
+
+def roll(driver: Driver, passes: int = 40, pause: float = 0.5) -> Any:
+    """Passes until Ready, as the handler makes them: a retryable failure (RollBlocked while CloudStack reconnects a
+    host on a busy machine, HOST_OFFLINE while a host boots) is asked again; one that is not is raised."""
+    last: Any = None
+    for _ in range(passes):
+        try:
+            last = driver.run()
+        except ReconcileError as error:
+            if not error.retry:
+                raise
+            last = error
+        else:
+            if ready(last):
+                return last
+        time.sleep(min(getattr(last, "requeue_after", None) or pause, pause))
+    raise AssertionError(f"not Ready after {passes} passes: {last}; {driver.status.get('maintenance')}")
