@@ -41,9 +41,10 @@ XEN_TIMINGS = XenTimings(ha_enable=0.3, ha_disable=0.2, join=0.5, eject_reboot=0
 CS_TIMINGS = Timings(host_connect=0.3, host_maintenance=0.2, job=0.05, vm_migrate=0.1, ping_timeout=0.4,
                      xen_ping=0.1)
 # An operator killed as a long call starts (host.evacuate, pool.disable_ha, pool.enable_ha: "sent" with `held`): the
-# call lasts until the restarted operator has read the hosts HELD_READS times (so it finds the call under way however
-# long it takes to start; HELD bounds it).
+# call lasts until the restarted operator has read the pool or its hosts HELD_READS times (so it finds the call under
+# way however long it takes to start; HELD bounds it).
 HELD, HELD_READS = 120.0, 8
+LOOKS = ("host.get_all_records", "pool.get_all_records")  # a wait for HA's switch reads only the pool record
 RANDOM_WINDOW = 4.0  # seconds after the operator (re)starts within which a random kill lands
 
 
@@ -120,7 +121,7 @@ class Killer:
     def _call(self, ctx: Any, name: str, args: tuple[Any, ...]) -> None:
         with self._lock:
             wanted = self.wanted
-            if name == "host.get_all_records" and self.held is not None:
+            if name in LOOKS and self.held is not None:
                 self.held -= 1
                 if self.held <= 0:
                     self.release(ctx.lab)
