@@ -95,6 +95,8 @@ KVMHOST = Kind(
         PrinterColumn("ADDRESS", ".spec.address"),
         PrinterColumn("OVS", ".status.versions.openvswitch", description="Open vSwitch version"),
         PrinterColumn("LIBVIRT", ".status.versions.libvirt", description="libvirt version"),
+        PrinterColumn("MAINTENANCE", ".status.maintenanceProgress", description="Maintenance: its step, or what it "
+                      "waits for"),
         PrinterColumn("REBOOT", ".status.rebootRequired", type="boolean", priority=1,
                       description="The host says it needs a reboot"),
         PrinterColumn("POLICY", ".spec.managementPolicy", priority=1),

@@ -19,6 +19,8 @@ from .common import (
     Host,
     HttpUrl,
     InterfaceName,
+    MaintenanceWindow,
+    Notifications,
     IPv4,
     Model,
     Port,
@@ -46,6 +48,10 @@ PropertyKey = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$"
 # and neither reads the other's escape.
 PropertyValue = Annotated[str, Field(pattern="^[^\\x00-\\x1f\\x7f-\\x9f\u2028\u2029]*$", max_length=1024)]
 HostTag = Annotated[str, Field(pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$")]
+Timestamp = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+                                 max_length=40)]
+# A maintenance group as the user names it (a CloudStack cluster name fits): it becomes part of Lease names.
+MaintenanceGroup = Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._ -]{0,61}[A-Za-z0-9])?$")]
 
 
 class Packages(Model):
@@ -317,6 +323,47 @@ class CloudStackHost(Model):
     `stackops.io/allowed-destinations` must list the CloudStack url and the host's address."""
 
 
+class HostMaintenance(Model):
+    """Maintenance of the host under CloudStack maintenance, one host of its group at a time (kured's way, with
+    CloudStack's maintenance as the drain): the group's lock taken (a Kubernetes Lease), CloudStack
+    `prepareHostForMaintenance` (its VMs migrated away), package changes, the reboot, the host back with a clean
+    probe, `cancelHostMaintenance`, the host's earlier state (Enabled or Disabled) restored, the lock released. Each
+    step is written to `status.maintenance` before it is taken. Nothing is asked by default: a host is maintained
+    for `rebootWhenRequired`, `restartAfter`, or a `cloudstackAgentVersion` change on a registered host."""
+
+    reboot_when_required: bool = False
+    """Reboot the host when it says it needs it (`status.rebootRequired`: `/var/run/reboot-required`, or
+    `needs-restarting -r` on EL). Off by default: the host is only reported (`REBOOT` column)."""
+    restart_after: Timestamp | None = None
+    """A rolling restart (like `kubectl rollout restart`): a host that booted before this time (RFC 3339) is
+    rebooted once, under maintenance. Set the same time on every KvmHost of a group: the lock takes them one by
+    one. A time in the future restarts nothing until it has passed."""
+    package_changes: Literal["UnderMaintenance", "InPlace"] = "UnderMaintenance"
+    """How a new `packages.cloudstackAgentVersion` reaches a host registered in CloudStack with the agent
+    installed: `UnderMaintenance` (the host emptied first, then the agent installed and restarted, then given back;
+    a reboot follows only if the host then asks for one and `rebootWhenRequired` is set), or `InPlace` (installed
+    on the running host, as on a host that is not registered)."""
+    group: MaintenanceGroup | None = None
+    """Hosts of one group take the lock in turn (at most `maxUnavailable` at once). Unset: the CloudStack cluster
+    of `cloudstack.cluster`, or `default` for a host not registered. Groups are per namespace: the lock is a
+    Lease `stackops-maintenance-<group>-<n>` in the KvmHost's namespace."""
+    max_unavailable: Annotated[int, Field(ge=1, le=64)] = 1
+    """How many hosts of the group may be in maintenance at once (lock slots). Give every KvmHost of a group the
+    same value."""
+    lock_ttl_seconds: Annotated[int, Field(ge=60, le=86400)] = 900
+    """How long the lock stays held without being renewed: the holder renews it at every step and while it
+    waits; a holder that vanished (its KvmHost deleted, the operator gone for good) frees its slot after this."""
+    host_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 1800
+    """How long one step may take (CloudStack emptying the host, the reboot and the host back with a clean probe,
+    the host Up in CloudStack again) before maintenance stops with the host given back (`Stalled`)."""
+    window: MaintenanceWindow | None = None
+    """Maintenance starts only inside this window (a maintenance under way when it closes is finished). Unset: any
+    time."""
+    notifications: Notifications | None = None
+    """A webhook called before the host is emptied and after it is given back (JSON: host, group, phase
+    `before`/`after`, request). A notice that fails stops the maintenance before the host is touched."""
+
+
 class KvmHostSpec(ResourceCommon):
     """Desired state of a KVM hypervisor host."""
 
@@ -343,6 +390,8 @@ class KvmHostSpec(ResourceCommon):
     """AppArmor/SELinux."""
     cloudstack: CloudStackHost | None = None
     """Register the host in CloudStack once configured."""
+    maintenance: HostMaintenance = HostMaintenance()
+    """Reboots and package changes under CloudStack maintenance, coordinated across the hosts of a group."""
     deletion_policy: DeletionPolicy = "Orphan"
     """What deleting the KvmHost does: `Orphan` leaves the host as it is; `Delete` also removes the host from
     CloudStack (after maintenance) and the Open vSwitch objects the operator created."""
@@ -409,6 +458,47 @@ class RollbackStatus(StatusModel):
     """When the host reverted the change (RFC 3339), as recorded on the host."""
 
 
+class HostMaintenanceStatus(StatusModel):
+    """The host's maintenance in flight (or the last one), written before each step so that a restarted operator
+    goes on from it and never takes a disruptive step twice."""
+
+    request: str = ""
+    """What the maintenance is for: the reboot the host asked for, `restartAfter`, a package change."""
+    phase: Literal["InProgress", "Failed", "Completed"] = "InProgress"
+    """`InProgress`; `Failed` (a step failed: the host was given back when it could be, see the `Stalled`
+    condition; a new generation of the spec tries again); `Completed`."""
+    step: Literal["Locking", "Draining", "Updating", "Rebooting", "Returning", "Restoring", "Releasing", "Done"] = \
+        "Locking"
+    """The step being taken: `Locking` (the group's lock), `Draining` (CloudStack maintenance: VMs migrated away),
+    `Updating` (package changes), `Rebooting`, `Returning` (SSH and a clean probe after the boot, then
+    `cancelHostMaintenance` and the host Up), `Restoring` (the recorded state back: Disabled when it was),
+    `Releasing` (the lock), `Done`."""
+    generation: int | None = None
+    """The spec generation the maintenance belongs to."""
+    group: str = ""
+    """The group whose lock the maintenance holds."""
+    lock: str = ""
+    """The Lease of the slot held (`stackops-maintenance-<group>-<n>`)."""
+    state_before: Literal["", "Enabled", "Disabled"] = ""
+    """The host's CloudStack resource state before maintenance; a Disabled host is enabled for
+    `prepareHostForMaintenance` (CloudStack refuses it on a Disabled host) and disabled again at the end."""
+    reboot: bool = False
+    """Whether the host is rebooted."""
+    packages: list[str] = []
+    """The package changes made under maintenance, e.g. `cloudstack-agent 4.19.1.0 → 4.20.0.0`."""
+    boot_id: str = ""
+    """The host's boot id (`/proc/sys/kernel/random/boot_id`) before the reboot: a different one means it
+    rebooted, so a restarted operator never reboots it twice."""
+    reason: str = ""
+    """Why the maintenance failed."""
+    message: str = ""
+    """The failure, with the step named (and the VMs CloudStack could not move)."""
+    started_at: str = ""
+    """When the lock was taken (RFC 3339)."""
+    finished_at: str = ""
+    """When the maintenance completed or failed (RFC 3339); empty while it runs."""
+
+
 class KvmHostStatus(Status):
     """Observed state of a KVM host."""
 
@@ -438,3 +528,11 @@ class KvmHostStatus(Status):
     reboot_required_by: list[str] = []
     """The packages that asked for the reboot: the lines of `/var/run/reboot-required.pkgs` (Debian/Ubuntu), or
     the core packages `needs-restarting -r` names (EL); empty when none are named."""
+    boot_time: str | None = None
+    """When the host booted (RFC 3339), as the last probe found it: the start of its PID 1 (`/proc/stat` btime plus
+    `/proc/1/stat`'s start time). `restartAfter` reboots a host that booted before it."""
+    maintenance: HostMaintenanceStatus | None = None
+    """The maintenance in flight, or the last one."""
+    maintenance_progress: str | None = None
+    """The maintenance at a glance (`Draining`, `Rebooting`, `Completed`, `waiting for the lock`); shown in the
+    `MAINTENANCE` column of `kubectl get kvmhosts`."""
