@@ -14,6 +14,13 @@ REPO_CRDS = Path("crds")
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
+def _maintenance_locks(namespace: str) -> object:
+    """The KvmHost maintenance locks of a namespace (Leases), through the API client `core_api()` configured."""
+    from .drivers.maintenance_lock import MaintenanceLocks, coordination_api
+
+    return MaintenanceLocks(coordination_api(), namespace)
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -60,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     reconcilers = default_reconcilers(ssh, cloudstack, pass_seconds=args.rollout_pass_seconds,
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
-                                      local_builds=local_builds)
+                                      local_builds=local_builds, maintenance_locks=_maintenance_locks)
     core = core_api()
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core), custom_api=custom_objects_api(),
                 config_maps=ConfigMapReader(core))

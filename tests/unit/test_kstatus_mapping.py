@@ -98,6 +98,9 @@ TABLE: list[Row] = [
           domain=(st.ConditionState("Configured", "False", "PackageInstallFailed", "apt-get failed"),)),
     *rows("KvmHost", "progressing", "RollbackPending", domain=UNREACHABLE),
     *rows("KvmHost", "not_ready", "DriftObserved", observe=True),
+    # maintenance (reconcile/kvmhost/maintenance.py): waiting for the group's lock, its peers, room, the window
+    *rows("KvmHost", "progressing", "MaintenanceWaiting", "WaitingForMaintenanceWindow"),
+    *rows("KvmHost", "stalled", "MaintenanceFailed", "MaintenanceTimeout"),  # status.maintenance.reason
     *rows("KvmHost", "stalled", "RolledBack", "InterfaceInUse", "PackagesMissing", "NoPackageManager",
           "OpenVSwitchNotRunning", "SELinuxUnavailable", "AppArmorUnavailable", "ZoneNotFound", "PodNotFound",
           "ClusterNotFound", "ClusterNotKVM", "SigningKeyInvalid", "ClientCertificateInvalid"),

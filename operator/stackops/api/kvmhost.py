@@ -474,23 +474,27 @@ class HostMaintenanceStatus(StatusModel):
     `cancelHostMaintenance` and the host Up), `Restoring` (the recorded state back: Disabled when it was),
     `Releasing` (the lock), `Done`."""
     generation: int | None = None
-    """The spec generation the maintenance belongs to."""
+    """The spec generation the maintenance (or its failure) belongs to: a failed maintenance is not tried again
+    until the spec's generation changes."""
     group: str = ""
-    """The group whose lock the maintenance holds."""
+    """The maintenance group (`spec.maintenance.group`, else the CloudStack cluster) whose lock slot the host
+    holds while in maintenance."""
     lock: str = ""
     """The Lease of the slot held (`stackops-maintenance-<group>-<n>`)."""
     state_before: Literal["", "Enabled", "Disabled"] = ""
     """The host's CloudStack resource state before maintenance; a Disabled host is enabled for
     `prepareHostForMaintenance` (CloudStack refuses it on a Disabled host) and disabled again at the end."""
     reboot: bool = False
-    """Whether the host is rebooted."""
+    """Whether this maintenance reboots the host (`restartAfter`, a reboot the host asked for); false for a package
+    change alone, which restarts only the agent."""
     packages: list[str] = []
     """The package changes made under maintenance, e.g. `cloudstack-agent 4.19.1.0 → 4.20.0.0`."""
     boot_id: str = ""
     """The host's boot id (`/proc/sys/kernel/random/boot_id`) before the reboot: a different one means it
     rebooted, so a restarted operator never reboots it twice."""
     reason: str = ""
-    """Why the maintenance failed."""
+    """The reason of the failure, as the `Stalled` condition shows it (e.g. `MaintenanceFailed`,
+    `MaintenanceTimeout`); empty unless the phase is `Failed`."""
     message: str = ""
     """The failure, with the step named (and the VMs CloudStack could not move)."""
     started_at: str = ""
@@ -532,7 +536,8 @@ class KvmHostStatus(Status):
     """When the host booted (RFC 3339), as the last probe found it: the start of its PID 1 (`/proc/stat` btime plus
     `/proc/1/stat`'s start time). `restartAfter` reboots a host that booted before it."""
     maintenance: HostMaintenanceStatus | None = None
-    """The maintenance in flight, or the last one."""
+    """The maintenance in flight, or the last one: its request, the step being taken (written before it is taken),
+    the lock slot held and the host's CloudStack state before; kept after it completes or fails."""
     maintenance_progress: str | None = None
     """The maintenance at a glance (`Draining`, `Rebooting`, `Completed`, `waiting for the lock`); shown in the
     `MAINTENANCE` column of `kubectl get kvmhosts`."""

@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ... import status as st
 from ...api.kvmhost import KvmHostSpec
 from ...drivers.cloudstack import CloudStackPool
+from ...drivers.maintenance_lock import MaintenanceLocks
 from ...drivers.ssh import (CommandFailed, ConnectionLost, SSHConnection, SSHError, SSHPool, SSHTarget, SSHTimeout,
                             Unreachable)
 from ..base import Action, Context, Outcome, PartialApply, ReconcileError
 from ..engine import Engine, Plan, Stage
 from ..registration import RegistrationStage, registering, with_registration
 from ..ssh import reconcile_error, target_for
-from . import batch, guard, registration
+from ..window import window_state
+from . import batch, guard, maintenance, registration
+from .due import Maintain, due, group_of, uses_maintenance
 from .actions import HostAction, InstallPackages, RefreshPackageIndex
 from .observed import OWNER_KEY, HostState
 from .plan import Kept, PlanError, Removal, carrying_path, management_path, plan, plan_removal, probe_arguments
@@ -108,18 +112,35 @@ class GuardedStage(Stage):
     risky: tuple[HostAction, ...] = ()
 
 
+@dataclass(frozen=True)
+class MaintenanceStage(Stage):
+    """The host's maintenance (maintenance.py): its one action lists it; the maintainer takes the steps."""
+
+    due: Any = None
+
+
 @dataclass
 class HostPlan(Plan):
     risky: list[HostAction] = field(default_factory=list)
+    maintenance: str = ""  # why due maintenance does not start in this pass (its window is closed, it failed)
 
 
 class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
     kind = "KvmHost"
 
-    def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None):
+    def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None,
+                 locks: Callable[[str], MaintenanceLocks] | None = None, maintenance_poll: float = 2.0,
+                 maintenance_requeue: float = 5.0):
+        """`locks`: the maintenance locks of a namespace (None: this process has no Kubernetes API, and
+        maintenance waits); `maintenance_poll`: how often maintenance looks again while it waits for CloudStack
+        or the host; `maintenance_requeue`: how soon a host waiting for its group's lock tries again."""
         self.pool = pool
         self.cloudstack = cloudstack
+        self.locks = locks
+        self.maintenance_poll = maintenance_poll
+        self.maintenance_requeue = maintenance_requeue
         self.probe = Probe()  # the probe, and the versions of each host's binaries it remembers
+        self.waiting: dict[str, str] = {}  # namespace/name → why its maintenance waits (this pass)
 
     def connect(self, ctx: Context) -> contextlib.nullcontext[SSHConnection]:
         return contextlib.nullcontext(self.connection(ctx))
@@ -144,7 +165,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         if spec.cloudstack is not None and self.cloudstack is not None:
             await registration.deregister(self.cloudstack, ctx, spec)
         conn = self.connection(ctx)
-        view = await self.resume(ctx, conn, await self.observe(ctx, conn))
+        view = await self.resume_guarded(ctx, conn, await self.observe(ctx, conn))
         removal = self.removal(view, spec.address)
         if removal.actions:
             actions: list[Action] = list(removal.actions)
@@ -219,7 +240,7 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         host that matches its spec and is not in CloudStack yet: the registration stage."""
         spec: KvmHostSpec = ctx.spec
         try:
-            actions = list(plan(spec, facts.host, facts.owner, facts.signing_key, facts.client_tls))
+            actions = self.host_actions(ctx, facts)
         except PlanError as error:
             raise ReconcileError(error.reason, str(error), retry=False,
                                  conditions=[CONNECTED,
@@ -228,7 +249,9 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         risky = guard.risky_actions(actions, management_path(spec, facts.host))
         if not actions:
             adding = registration.plan(spec, facts.cloudstack) if facts.cloudstack is not None else []
-            return HostPlan([RegistrationStage("cloudstack", tuple(adding))] if adding else [])
+            if adding:
+                return HostPlan([RegistrationStage("cloudstack", tuple(adding))])
+            return self.plan_maintenance(ctx, facts)
         if not risky:
             return HostPlan([Stage("host", tuple(actions))])
         guarded, rest = guard.split_guarded(actions, risky)
@@ -238,6 +261,34 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
             stages.append(Stage("host", tuple(rest)))
         return HostPlan(stages, list(risky))
 
+    def host_actions(self, ctx: Context, facts: HostFacts) -> list[HostAction]:
+        """The host's own plan; an agent version change waits for maintenance on a host that is registered in
+        CloudStack (or not looked up yet: the plan without it is what decides the lookup)."""
+        spec: KvmHostSpec = ctx.spec
+        unregistered = facts.cloudstack is not None and facts.cloudstack.host is None
+        defer = uses_maintenance(spec) and not unregistered
+        return list(plan(spec, facts.host, facts.owner, facts.signing_key, facts.client_tls, defer_agent=defer))
+
+    def plan_maintenance(self, ctx: Context, facts: HostFacts) -> HostPlan:
+        """Maintenance due on a host that matches its spec (and is registered, with `spec.cloudstack`): one stage,
+        unless its window is closed or it failed for this generation (`HostPlan.maintenance` says which)."""
+        spec: KvmHostSpec = ctx.spec
+        if spec.cloudstack is not None and (facts.cloudstack is None or facts.cloudstack.host is None):
+            return HostPlan()
+        last = maintenance.recorded(ctx)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        found = due(spec, facts.host, facts.cloudstack.host if facts.cloudstack else None, last, now)
+        if found is None:
+            return HostPlan()
+        action = Maintain(found.request, group_of(spec), found.reboot, found.changes, spec.cloudstack is not None)
+        if last is not None and last.phase == "Failed" and last.generation == ctx.generation:
+            return HostPlan(maintenance=f"maintenance failed for this generation: {last.message}")
+        window = window_state(spec.maintenance.window, now)
+        if not window.open and spec.management_policy == "Manage":
+            opens = window.next_open.isoformat() if window.next_open else "never"
+            return HostPlan(maintenance=f"waiting for the maintenance window, which opens {opens}: {found.request}")
+        return HostPlan([MaintenanceStage("maintenance", (action,), due=found)])
+
     def check(self, ctx: Context, plan: HostPlan, facts: HostFacts) -> Outcome | None:
         """A management-path change the host already reverted for this generation is not tried again."""
         if not plan.risky:
@@ -246,6 +297,13 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         return None if blocker is None else self.rolled_back(ctx, facts, plan, blocker)
 
     async def run_stage(self, ctx: Context, conn: SSHConnection, stage: Stage, facts: HostFacts) -> list[Action]:
+        if isinstance(stage, MaintenanceStage):
+            try:
+                await maintenance.Maintainer(self, ctx, conn).start(stage.due)
+            except maintenance.Waiting as waiting:
+                self.waiting[f"{ctx.namespace}/{ctx.name}"] = str(waiting)
+                return []
+            return list(stage.actions)
         if isinstance(stage, RegistrationStage):  # addHost records CloudStack's answer in facts.cloudstack
             return await self.execute_each(ctx, conn, stage.actions, facts, [])
         if isinstance(stage, GuardedStage):
@@ -317,6 +375,32 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
 
     async def resume(self, ctx: Context, conn: SSHConnection, facts: HostFacts,
                      applied: list[Action] | None = None) -> HostFacts:
+        """Maintenance an earlier pass did not finish goes on from its recorded step; then a guarded change of an
+        earlier pass still undecided is settled (`resume_guarded`)."""
+        if await self.resume_maintenance(ctx, conn):
+            facts = await self.observe(ctx, conn)
+        return await self.resume_guarded(ctx, conn, facts)
+
+    async def resume_maintenance(self, ctx: Context, conn: SSHConnection) -> bool:
+        """Whether maintenance was in flight (and is now finished): an operator restarted mid-way goes on from the
+        recorded step, the host possibly down for its reboot."""
+        last = maintenance.recorded(ctx)
+        if last is None or last.phase != "InProgress" or ctx.spec.management_policy != "Manage":
+            return False
+        ctx.event("Warning", "ResumingMaintenance", f"the maintenance ({last.request}) began at {last.started_at} "
+                  f"and was not finished: going on from {last.step}")
+        await maintenance.Maintainer(self, ctx, conn).proceed(last)
+        return True
+
+    async def recover(self, ctx: Context, conn: SSHConnection, error: Exception) -> Outcome | None:
+        """The host did not answer the first probe: if it is in maintenance (rebooting), the maintenance goes on
+        and the pass ends with the host as it came back."""
+        if not isinstance(error, ReconcileError) or not await self.resume_maintenance(ctx, conn):
+            return None
+        facts = await self.observe(ctx, conn)
+        return self.report(ctx, facts, HostPlan(), [])
+
+    async def resume_guarded(self, ctx: Context, conn: SSHConnection, facts: HostFacts) -> HostFacts:
         """A guarded change of an earlier pass still undecided (the operator restarted, or lost the host while
         confirming): confirm it if it has finished and this pass reached the host, else wait for the host's
         timer. Nothing else is changed meanwhile: a revert would undo it."""
@@ -478,7 +562,8 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         """The host's conditions and fields; with `spec.cloudstack`, its registration (Ready waits for the host to
         be Up there). The drift: what the plan still holds (under Observe, the registration too)."""
         adding = registering(plan)
-        pending = [a for a in plan.actions if a not in adding]
+        due_now = [a for a in plan.actions if isinstance(a, Maintain)]
+        pending = [a for a in plan.actions if a not in adding and a not in due_now]
         host = facts.host
         spec: KvmHostSpec = ctx.spec
         reachable = st.ConditionState(REACHABLE, "True", st.Reason.CONNECTED, f"probed over SSH as {spec.ssh.user}")
@@ -514,7 +599,46 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
                 ctx.event("Warning", Reason.ROLLED_BACK, fields["rollback"]["reason"])
         requeue = RETRY_PENDING_SECONDS if pending and spec.management_policy == "Manage" else None
         outcome = Outcome(conditions=[*conditions, reachable, configured], fields=fields,
-                          drift=[*pending, *(a for a in adding if a not in applied)], requeue_after=requeue)
-        if spec.cloudstack is None:
-            return outcome
-        return with_registration(outcome, registration.status(facts.cloudstack, driver=self.cloudstack is not None))
+                          drift=[*pending, *(a for a in adding if a not in applied), *due_now], requeue_after=requeue)
+        if spec.cloudstack is not None:
+            outcome = with_registration(outcome, registration.status(facts.cloudstack,
+                                                                      driver=self.cloudstack is not None))
+        return self.report_maintenance(ctx, facts, plan, outcome, due_now, bool(pending))
+
+    def report_maintenance(self, ctx: Context, facts: HostFacts, plan: HostPlan, outcome: Outcome,
+                           due_now: list[Action], pending: bool) -> Outcome:
+        """The boot time, the last maintenance, and maintenance that is due on a host otherwise as it should be:
+        waiting (for the lock, its peers, room for its VMs, the window: Reconciling), failed for this generation
+        (Stalled), or left alone under Observe (drift)."""
+        spec: KvmHostSpec = ctx.spec
+        if facts.host.boot_time is not None:
+            outcome.fields["bootTime"] = datetime.datetime.fromtimestamp(
+                int(facts.host.boot_time), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        last = maintenance.recorded(ctx)
+        waiting = self.waiting.pop(f"{ctx.namespace}/{ctx.name}", "")
+        progress = maintenance.progress(last) if last is not None else None
+        ready = any(c.type == st.ConditionType.READY and c.status == "True" for c in outcome.conditions)
+        keep = [c for c in outcome.conditions if c.type not in (st.ConditionType.READY, st.ConditionType.RECONCILING,
+                                                                 st.ConditionType.STALLED)]
+        if plan.maintenance.startswith("maintenance failed") and last is not None:
+            outcome.conditions = [*st.stalled(last.reason or st.Reason.MAINTENANCE_FAILED, plan.maintenance), *keep]
+            outcome.requeue_after = None
+        elif pending or not (due_now or plan.maintenance):
+            pass
+        elif spec.management_policy == "Observe":
+            summary = "; ".join(a.describe() for a in due_now)
+            outcome.conditions = [*st.not_ready(st.Reason.DRIFT_OBSERVED, summary), *keep]
+        elif plan.maintenance:  # the window is closed
+            progress = "waiting for the window"
+            outcome.conditions = [*st.progressing(Reason.WAITING_FOR_MAINTENANCE_WINDOW, plan.maintenance), *keep]
+            outcome.requeue_after = min(outcome.requeue_after or 300.0, 300.0)
+        elif waiting:
+            progress = f"waiting: {waiting}"[:120]
+            message = f"{'; '.join(a.describe() for a in due_now)}; waiting: {waiting}"
+            outcome.conditions = [*st.progressing(Reason.MAINTENANCE_WAITING, message), *keep]
+            outcome.requeue_after = self.maintenance_requeue
+        elif ready:
+            outcome.requeue_after = min(outcome.requeue_after or self.maintenance_requeue, self.maintenance_requeue)
+        if progress is not None:
+            outcome.fields[maintenance.PROGRESS] = progress
+        return outcome

@@ -162,3 +162,7 @@ class HostState:
     # the packages that asked for it: /var/run/reboot-required.pkgs (Debian), or the `  * name` lines
     # needs-restarting -r prints (EL); each once, in their order
     reboot_required_by: tuple[str, ...] = ()
+    # this boot: its id (/proc/sys/kernel/random/boot_id; a different one means the host rebooted) and when it began
+    # (seconds since the epoch: the kernel's btime plus PID 1's start; None when not read)
+    boot_id: str | None = None
+    boot_time: float | None = None

@@ -125,9 +125,22 @@ def _refresh_reason(inputs: Inputs, manager: str, installs: list[tuple[str, str 
     return ""
 
 
-def plan_packages(inputs: Inputs) -> list[HostAction]:
+def agent_change(spec: KvmHostSpec, host: HostState) -> tuple[str, str] | None:
+    """(installed, pinned) when cloudstack-agent is installed and is not the pinned version: the change that
+    maintenance.packageChanges UnderMaintenance makes on an emptied host."""
+    agent = PACKAGES.get(host.package_manager or "", {}).get("agent")
+    wanted = spec.packages.cloudstack_agent_version
+    have = host.packages.get(agent) if agent else None
+    if have is None or wanted is None or version_matches(host.package_manager, have, wanted):
+        return None
+    return have, wanted
+
+
+def plan_packages(inputs: Inputs, defer_agent: bool = False) -> list[HostAction]:
     """The spec's repository as a package source, then — when a package is missing or the agent is not the
-    pinned version — a refresh of the package index if it may not list what is asked for, and one install."""
+    pinned version — a refresh of the package index if it may not list what is asked for, and one install.
+    `defer_agent`: an installed agent of another version is left as it is (its change is made under
+    maintenance)."""
     manager = inputs.host.package_manager
     packages = inputs.spec.packages
     wanted = package_names(inputs.spec, manager)
@@ -141,7 +154,7 @@ def plan_packages(inputs: Inputs) -> list[HostAction]:
         if have is None:
             installs.append((name, version))
             changes.append(name if version is None else f"{name} {version}")
-        elif version is not None and not version_matches(manager, have, version):
+        elif version is not None and not version_matches(manager, have, version) and not defer_agent:
             installs.append((name, version))
             changes.append(f"{name} {have} → {version}")
     if not installs:
@@ -500,11 +513,12 @@ def carrying_path(address: str, host: HostState) -> set[str]:
 
 
 def plan(spec: KvmHostSpec, host: HostState, owner: str, signing_key: str | None = None,
-         client_tls: dict[str, str] | None = None) -> list[HostAction]:
+         client_tls: dict[str, str] | None = None, defer_agent: bool = False) -> list[HostAction]:
     """`signing_key`: the value of spec.packages.signingKeySecretRef, when the spec has one; `client_tls`: the
-    keys of openvswitch.manager.certificateSecretRef (`tls.crt`, `tls.key`, `ca.crt`), when it has one."""
+    keys of openvswitch.manager.certificateSecretRef (`tls.crt`, `tls.key`, `ca.crt`), when it has one;
+    `defer_agent`: a change of the installed agent's version is left to maintenance (`agent_change`)."""
     inputs = Inputs(spec=spec, host=host, owner=owner, signing_key=signing_key, client_tls=client_tls)
-    actions = plan_packages(inputs)
+    actions = plan_packages(inputs, defer_agent)
     if any(isinstance(a, InstallPackages) for a in actions):
         return actions  # the rest is planned against the host once its packages are there
     actions += plan_ovs(inputs)
@@ -514,6 +528,13 @@ def plan(spec: KvmHostSpec, host: HostState, owner: str, signing_key: str | None
     actions += plan_security(inputs)
     actions += plan_services(inputs, actions)
     return actions
+
+
+def agent_install(spec: KvmHostSpec, host: HostState, owner: str, signing_key: str | None = None) -> list[HostAction]:
+    """The package actions of the agent's version change alone (the index refreshed when it may not list the
+    version, then the install), for maintenance's Updating step."""
+    return [a for a in plan_packages(Inputs(spec=spec, host=host, owner=owner, signing_key=signing_key))
+            if isinstance(a, (InstallPackages, RefreshPackageIndex))]
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -292,6 +292,22 @@ def _reboot(found: Mapping[str, str], exits: Mapping[str, str], stored: Mapping[
     return False, ()
 
 
+CLOCK_TICKS = 100  # USER_HZ, the unit of /proc/<pid>/stat's start time on every Linux architecture hosts run
+
+
+def _boot(text: str) -> tuple[str | None, float | None]:
+    """(boot id, when PID 1 started in seconds since the epoch) from the boot section: the boot id, the kernel's
+    btime, then /proc/1/stat (its 22nd field, after the command in parentheses, is the start in clock ticks)."""
+    lines = text.splitlines()
+    boot_id = lines[0].strip() if lines and lines[0].strip() else None
+    try:
+        btime = int(lines[1])
+        fields = lines[2].rsplit(")", 1)[1].split()
+        return boot_id, btime + int(fields[19]) / CLOCK_TICKS
+    except (IndexError, ValueError):
+        return boot_id, None
+
+
 def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | None = None,
           index: IndexAnswer | None = None) -> HostState:
     """The probe's output as facts; `known`: the versions of the binaries the operator told the script it knows
@@ -359,6 +375,7 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
     index_age, available, index_identity = _apt_index(found.get("apt-index", ""), index)
     package_manager = found.get("pm", "").strip() or None
     reboot_required, reboot_required_by = _reboot(found, exits, stored, package_manager)
+    boot_id, boot_time = _boot(found.get("boot", ""))
     return HostState(
         os_name=found.get("os", "").strip() or None,
         kernel=found.get("kernel", "").strip() or None,
@@ -389,6 +406,8 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
         package_index=index_identity,
         reboot_required=reboot_required,
         reboot_required_by=reboot_required_by,
+        boot_id=boot_id,
+        boot_time=boot_time,
     )
 
 

@@ -30,5 +30,8 @@ class Reason(enum.StrEnum):
     WAITING_FOR_CONFIGURATION = "WaitingForConfiguration"
     UP = "Up"  # Registered=True: CloudStack's name of the state (the others pass through as CloudStack spells them)
     CLOUDSTACK_HOST = "CloudStackHost"  # a prefix: Ready's reason while registration waits, CloudStackHost<reason>
+    # maintenance (Reconciling while it waits; a failure's reason is the step's: MaintenanceFailed, …)
+    MAINTENANCE_WAITING = "MaintenanceWaiting"  # the group's lock is held, a peer is not Up, no room for the VMs
+    WAITING_FOR_MAINTENANCE_WINDOW = "WaitingForMaintenanceWindow"
     # deletion only: the finalizer retries, no condition is written
     REMOVAL_INCOMPLETE = "RemovalIncomplete"

@@ -220,6 +220,14 @@ if [ "$pm" = dnf ] || [ "$pm" = yum ]; then
     section needs-restarting-exit "$?"
   fi
 fi
+# The boot: its id, and when it began (the kernel's btime plus PID 1's start time in clock ticks, field 22 of
+# /proc/1/stat), read with the shell's own `read`: no process.
+section boot -
+boot_id=; btime=; pid1=
+read -r boot_id </proc/sys/kernel/random/boot_id 2>/dev/null
+while read -r key value; do if [ "$key" = btime ]; then btime=$value; break; fi; done </proc/stat 2>/dev/null
+read -r pid1 </proc/1/stat 2>/dev/null
+printf '%s\n%s\n%s\n' "$boot_id" "$btime" "$pid1"
 section listening -; if have ss; then ss -Hltn 2>/dev/null; fi
 # stackops: the checkpoints section (guard.PROBE_SECTION) goes here
 # The files read, in one pass: a tar of them (following links), base64; the section's argument lists them (all
