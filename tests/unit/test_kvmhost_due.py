@@ -53,12 +53,15 @@ def test_restart_after_in_the_future_waits() -> None:
     assert due(spec({"restartAfter": "2026-12-08T00:00:00Z"}), host(), REGISTERED, None, NOW) is None
 
 
-def test_without_a_boot_time_the_completed_record_decides() -> None:
+def test_a_completed_restart_is_not_done_twice_whatever_the_boot_time_says() -> None:
     wanted = spec({"restartAfter": "2026-12-07T10:00:00Z"})
     unknown = host(boot_time=None)
     assert due(wanted, unknown, REGISTERED, None, NOW) is not None
     done = HostMaintenanceStatus(request="restartAfter 2026-12-07T10:00:00Z", phase="Completed", step="Done")
     assert due(wanted, unknown, REGISTERED, done, NOW) is None
+    assert due(wanted, host(), REGISTERED, done, NOW) is None, "a boot time rounded down before the request"
+    other = HostMaintenanceStatus(request="restartAfter 2026-12-06T10:00:00Z", phase="Completed", step="Done")
+    assert due(wanted, host(), REGISTERED, other, NOW) is not None
 
 
 def test_reboot_when_required_names_the_packages() -> None:

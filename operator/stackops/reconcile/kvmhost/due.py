@@ -2,9 +2,10 @@
 maintenance recorded in status, now) → the request, whether the host reboots, the package changes made on it
 while it is empty — or nothing.
 
-- A reboot: the host booted before `maintenance.restartAfter` (once that time has passed), or it says it needs
-  one (`rebootRequired`) and `rebootWhenRequired` is set. A host whose boot time is unknown is rebooted for a
-  `restartAfter` only if no completed maintenance recorded that request.
+- A reboot: the host booted before `maintenance.restartAfter` (once that time has passed; a boot time that is not
+  known counts as before) and no completed maintenance recorded that request (so a host is rebooted once per
+  request, whatever its clock or the rounding of its boot time); or the host says it needs one (`rebootRequired`)
+  and `rebootWhenRequired` is set.
 - A package change: the installed cloudstack-agent is not the pinned version, the host is registered in
   CloudStack and `packageChanges` is UnderMaintenance (plan.agent_change; the host plan leaves it out).
 - Nothing more for a generation whose maintenance failed: the failure stands (Stalled) until the spec changes.
@@ -55,7 +56,8 @@ def due(spec: KvmHostSpec, host: HostState, in_cloudstack: dict[str, Any] | None
     if maintenance.restart_after:
         wanted = parse_time(maintenance.restart_after)
         done = last is not None and last.phase == "Completed" and restart in last.request.split("; ")
-        if wanted <= now and (host.boot_time < wanted.timestamp() if host.boot_time is not None else not done):
+        booted_before = host.boot_time is None or host.boot_time < wanted.timestamp()
+        if wanted <= now and booted_before and not done:
             reasons.append(restart)
             reboot = True
     if maintenance.reboot_when_required and host.reboot_required:

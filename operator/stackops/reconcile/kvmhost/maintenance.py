@@ -325,7 +325,10 @@ class Maintainer:
             boot_id, _ = await self.boot()
             record.boot_id = boot_id or ""
             await self.save(record)
-        boot_id, asked = await self.boot()
+        try:
+            boot_id, asked = await self.boot()
+        except (Unreachable, ConnectionLost, SSHTimeout):  # going down (a restarted operator asked already)
+            boot_id, asked = None, True
         if boot_id == record.boot_id and not asked:
             try:
                 await self.conn.run(REBOOT, timeout=30.0, mutation=True, label="systemctl reboot")
