@@ -1,0 +1,44 @@
+"""bench/kvm_rolling.py keeps working: a quick run (a cluster of 3 KVM lab hosts, one VM per host, short polls and
+reboots) rolls a restart to Completed on every KvmHost and prints every figure — the wall times and the ideal from
+the simulators' records, reboots, migrations, stops, the most hosts in maintenance at once, the Leases, SSH round
+trips — within the limits."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_kvm_rolling_bench_prints_every_figure() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "operator"), str(REPO / "lab"),
+                                                      env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "kvm_rolling.py"), "--hosts", "3", "--vms-per-host", "1",
+         "--down-seconds", "1", "--poll-seconds", "0.3", "--requeue-seconds", "0.5", "--json"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    [roll] = json.loads(result.stdout)["rolls"]
+    names = {"lab-kvm1", "lab-kvm2", "lab-kvm3"}
+
+    assert roll["hosts"] == 3 and roll["maxUnavailable"] == 1
+    assert roll["phases"] == dict.fromkeys(names, "Completed") and roll["failures"] == {}
+    assert sorted(roll["order"]) == sorted(names)
+    assert roll["reboots"] == dict.fromkeys(names, 1)
+    assert roll["cloudstack"] == {**roll["cloudstack"], "vms": 3, "stops": 0, "restarts": 0}
+    assert roll["cloudstack"]["migrationsPerVM"] >= 1  # every VM left its host at least once
+    assert roll["maxInMaintenance"] == 1 and roll["maxDown"] == 1
+    assert roll["lock"] == {"leases": 1, "heldAtEnd": 0}  # one slot (maxUnavailable 1), a real Lease, released
+    assert set(roll["perHost"]) == names
+    for name, host in roll["perHost"].items():  # each span found in the simulators' records
+        assert host["drain"] > 0 and host["reboot"] > 0 and host["back"] > 0, (name, host)
+    phases = roll["phaseSeconds"]
+    assert abs(roll["idealSeconds"] - (phases["drain"] + phases["reboot"] + phases["back"])) < 1e-6
+    assert 0 < roll["idealSeconds"] <= roll["turnsSeconds"] <= roll["wallSeconds"]
+    assert roll["ratio"] >= 1 and roll["turnsRatio"] >= 1
+    assert roll["sshRoundTripsPerMaintenance"] > 0
+    assert roll["sshRoundTripsPerHost"] >= roll["sshRoundTripsPerMaintenance"]
