@@ -305,6 +305,7 @@ def test_a_resync_pass_never_writes_an_older_generation_last(events: list) -> No
         await asyncio.sleep(0.05)
         changed = kvm_body(resyncIntervalSeconds=60)
         changed["metadata"]["generation"] = 4
+        stored.body = {**copy.deepcopy(changed), "status": live["status"]}  # the API server has the change
         await asyncio.gather(timer, change(changed))
 
     asyncio.run(scenario())
@@ -396,3 +397,36 @@ def test_a_resync_that_finds_the_object_not_yet_due_asks_to_come_back_when_it_is
     again = asyncio.run(resync(deps, live))
     assert again is not None and 590 <= again <= 600
     assert infra.observations == 0 and stored.status_patches == []
+
+
+def test_a_pass_that_waited_plans_from_the_status_the_pass_before_it_left(events: list) -> None:
+    """A change pass waits for the object's lock while a resync pass runs and records a step of multi-step work in
+    status (a checkpoint). kopf handed the change pass the body of its event, from before: once it holds the lock
+    it reads the object again and sees the step recorded, so it never takes that step a second time."""
+    live = kvm_body(resyncIntervalSeconds=60)
+    live["status"] = {"lastReconcileTime": "2000-01-01T00:00:00Z", "observedGeneration": 3,
+                      "maintenanceProgress": "Draining"}
+    stored = StoredObject(live)
+    seen: list[str | None] = []
+
+    class Recording(FakeInfra):
+        async def observe(self, ctx: Context, conn: None) -> dict:
+            seen.append(ctx.status.get("maintenanceProgress"))
+            if len(seen) == 1:  # the resync pass takes the step and records it
+                await asyncio.sleep(0.1)
+                await ctx.checkpoint({"maintenanceProgress": "Completed"})
+                stored.body["status"]["maintenanceProgress"] = "Completed"
+            return await super().observe(ctx, conn)
+
+    deps = resources.Deps(reconcilers={"KvmHost": Recording({}, {})}, custom_api=stored,
+                          secrets=FakeSecrets({"kvm-ssh": {"ssh-privatekey": "PRIVATE-KEY-VALUE"}}))
+
+    async def scenario() -> None:
+        timer = asyncio.create_task(resync(deps, live))
+        await asyncio.sleep(0.05)
+        stale = copy.deepcopy(live)  # the event kopf delivers was made before the step was recorded
+        await asyncio.gather(timer, resources.reconcile_object(KVMHOST, deps, stale, kopf.Patch(),
+                                                                logging.getLogger("t")))
+
+    asyncio.run(scenario())
+    assert seen == ["Draining", "Completed"]

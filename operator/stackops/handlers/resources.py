@@ -115,9 +115,30 @@ async def reconcile_object(kind: Kind, deps: Deps, body: Any, patch: kopf.Patch,
     pass that waited for another sees what that one left, and never writes an older generation's status over
     it."""
     async with deps.lock(body["metadata"]["uid"]):
-        if is_paused(body):
-            return  # paused while this pass waited: kopf's `when=` looked before the wait
+        body = await _fresh(kind, deps, body)
+        if body is None or is_paused(body):
+            return  # gone, or paused while this pass waited: kopf's `when=` looked before the wait
         await _held_pass(kind, deps, body, patch, logger, retry)
+
+
+async def _fresh(kind: Kind, deps: Deps, body: Any) -> Any:
+    """The object as the API server has it now, once the pass holds its lock: kopf hands a handler the body of
+    the event that woke it, and a pass that waited for another (a resync) would otherwise plan from the status
+    that one found — for multi-step work recorded in status (an HA dance, a roll, a host's maintenance) a step
+    already taken. None: gone (or another object of that name) meanwhile. Without an API client (tests of the
+    handlers alone), the body as given."""
+    if deps.custom_api is None:
+        return body
+    meta = body["metadata"]
+    try:
+        found = await kube.call(deps.custom_api.get_namespaced_custom_object, kind.group, kind.version,
+                                meta["namespace"], kind.plural, meta["name"])
+    except Exception as error:
+        if getattr(error, "status", None) == 404:
+            return None
+        raise kopf.TemporaryError(f"reading {kind.kind} {meta['namespace']}/{meta['name']} before its pass failed "
+                                  f"({type(error).__name__})", delay=SECRET_RETRY_SECONDS) from None
+    return found if (found.get("metadata") or {}).get("uid") == meta.get("uid") else None
 
 
 async def resync_object(kind: Kind, namespace: str, name: str, uid: str, retry: int, *, deps: Deps,
