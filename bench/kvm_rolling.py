@@ -53,7 +53,7 @@ from stackops.drivers.cloudstack import CloudStackClient, CloudStackPool
 from stackops.drivers.maintenance_lock import MaintenanceLocks
 from stackops.drivers.secrets import SecretData, parse_destinations
 from stackops.drivers.ssh import SSHPool
-from stackops.reconcile.base import Context, Outcome
+from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops_lab import controlplane
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
@@ -82,6 +82,7 @@ class Host:
         self.marks: list[tuple[float, str, str, int]] = []  # (time, step, phase, SSH round trips so far)
         self.events: list[tuple[str, str, str]] = []
         self.outcome: Outcome | None = None
+        self.error = ""  # the last pass's ReconcileError
         self.power: list[tuple[float, str]] = []  # the power log since the spec change, read at the end
 
     @property
@@ -101,10 +102,16 @@ class Host:
                        event=lambda kind, reason, message: self.events.append((kind, reason, message)),
                        logger=logging.getLogger(f"bench.{self.name}"), checkpoint=self.checkpoint)
 
-    async def once(self, reconciler: KvmHostReconciler) -> Outcome:
-        self.outcome = await reconciler.reconcile(self.context())
+    async def once(self, reconciler: KvmHostReconciler) -> float | None:
+        """One pass; when the operator would pass again (None: not before the spec changes, Stalled)."""
+        try:
+            self.outcome = await reconciler.reconcile(self.context())
+        except ReconcileError as error:  # the handler writes it as a condition; the status written so far stays
+            self.error = f"{error.reason}: {error}"
+            return error.delay if error.retry else None
+        self.error = ""
         self.status.update(self.outcome.fields)
-        return self.outcome
+        return self.outcome.requeue_after if self.outcome.requeue_after is not None else reconciler.maintenance_requeue
 
     def ready(self) -> bool:
         return self.outcome is not None and any(c.type == "Ready" and c.status == "True"
@@ -118,6 +125,8 @@ class Host:
         return record.get("request") == request and record.get("phase") in ("Completed", "Failed")
 
     def why(self) -> str:
+        if self.error:
+            return self.error
         if self.outcome is None:
             return "no pass"
         return "; ".join(f"{c.type}={c.status} {c.reason}: {c.message[:160]}" for c in self.outcome.conditions
@@ -128,25 +137,30 @@ async def converge(reconciler: KvmHostReconciler, hosts: list[Host], passes: int
     """Every host configured and registered (Up in CloudStack), before the roll."""
     async def one(host: Host) -> None:
         for _ in range(passes):
-            outcome = await host.once(reconciler)
-            if host.ready():
+            again = await host.once(reconciler)
+            if host.ready() and not host.error:
                 return
-            await asyncio.sleep(min(outcome.requeue_after or 0.5, 0.5))
+            await asyncio.sleep(min(again or 0.5, 0.5))
         raise RuntimeError(f"{host.name} is not Ready after {passes} passes: {host.why()}")
     await asyncio.gather(*(one(h) for h in hosts))
 
 
-async def keep_reconciling(reconciler: KvmHostReconciler, host: Host, request: str, deadline: float) -> None:
+async def keep_reconciling(reconciler: KvmHostReconciler, host: Host, hosts: list[Host], request: str,
+                           deadline: float) -> None:
     """The operator's passes over one KvmHost: again after each pass's requeue, until its maintenance for
-    `request` has ended (Completed or Failed)."""
+    `request` has ended (Completed or Failed), or another host's has Failed (the roll stops there: a host left in
+    CloudStack maintenance blocks the others for good)."""
     while not host.finished(request):
+        if any(h.finished(request) and h.maintenance().get("phase") == "Failed" for h in hosts):
+            return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{host.name}: the roll is not done after {PASS_LIMIT_SECONDS:.0f}s: {host.why()}")
-        outcome = await host.once(reconciler)
+        again = await host.once(reconciler)
         if host.finished(request):
             return
-        requeue = outcome.requeue_after
-        await asyncio.sleep(requeue if requeue is not None else reconciler.maintenance_requeue)
+        if again is None:
+            raise RuntimeError(f"{host.name} is Stalled before its maintenance: {host.why()}")
+        await asyncio.sleep(again)
 
 
 def spans(hosts: list[Host], ids: dict[str, str], cs_audit: list[dict], since: float) -> dict[str, dict[str, float]]:
@@ -285,10 +299,10 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
                     host.generation += 1
                 progress(f"{size} hosts: rolling restart ({request}), maxUnavailable {args.max_unavailable}…")
                 started = time.monotonic()
-                await asyncio.gather(*(keep_reconciling(reconciler, h, request, started + PASS_LIMIT_SECONDS)
+                await asyncio.gather(*(keep_reconciling(reconciler, h, hosts, request, started + PASS_LIMIT_SECONDS)
                                        for h in hosts))
                 done = [m[0] for h in hosts for m in h.marks if m[2] in ("Completed", "Failed")]
-                wall = max(done) - started
+                wall = max(done, default=started) - started
                 cs_audit = sim.audit()[cs_before:]
                 counts = sim.vm_counts()
                 trips_total = {h.name: pool.counters(h.lab.address).round_trips for h in hosts}
@@ -341,11 +355,14 @@ def show(f: dict[str, Any]) -> None:
           f"{f['requeueSeconds']:g}s)")
     phases = sorted(set(f["phases"].values()), key=str)
     print(f"  maintenance              {'/'.join(map(str, phases))}  (order {', '.join(f['order'])})")
+    for name, message in f["failures"].items():
+        print(f"  {name} not Completed: {message}")
     print(f"  wall time, spec->done    {f['wallSeconds']:.1f}s")
     print(f"  wall time, turns         {f['turnsSeconds']:.1f}s  (first Draining -> last Done)")
     print(f"  ideal                    {f['idealSeconds']:.1f}s  = (CloudStack drain {p['drain']:.1f}s + reboot "
           f"{p['reboot']:.1f}s + back Up {p['back']:.1f}s) / {f['maxUnavailable']}")
-    print(f"  ratio                    {f['ratio']:.2f}  (turns alone {f['turnsRatio']:.2f})")
+    ratio, turns = (f"{r:.2f}" if r is not None else "-" for r in (f["ratio"], f["turnsRatio"]))
+    print(f"  ratio                    {ratio}  (turns alone {turns})")
     print(f"  reboots per host         {'/'.join(map(str, sorted(set(f['reboots'].values()))))}")
     cs = f["cloudstack"]
     print(f"  CloudStack VMs           {cs['vms']}: migrations per VM {cs['migrationsPerVM']:.2f}, "
