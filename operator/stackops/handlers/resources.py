@@ -236,10 +236,10 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
     except ValidationError:
         logger.warning("spec is invalid; deleting without touching infrastructure (as with deletionPolicy Orphan)")
         return
-    if spec.deletion_policy == "Orphan":
-        return
     if spec.management_policy == "Observe":  # read-only means read-only, deletion included
         logger.info("managementPolicy is Observe: deleting without touching infrastructure")
+        return
+    if spec.deletion_policy == "Orphan" and not deps.reconcilers[kind.kind].in_flight(body.get("status") or {}):
         return
     meta = body["metadata"]
     try:
@@ -248,10 +248,12 @@ async def finalize_object(kind: Kind, deps: Deps, body: Any, logger: Any) -> Non
     except (SecretError, ConfigMapError) as error:
         raise kopf.TemporaryError(f"deletionPolicy Delete needs its Secrets and ConfigMaps: {error}",
                                   delay=SECRET_RETRY_SECONDS)
-    ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=int(meta.get("generation") or 0),
-                  spec=spec, status=dict(body.get("status") or {}), secrets=secrets, event=_post(body), logger=logger,
-                  config_maps=config_maps)
     async with deps.lock(meta["uid"]), deps.holdings.held_by(meta["uid"]):
+        body = await _fresh(kind, deps, body) or body
+        writer = StatusWriter(kind, body, kopf.Patch())
+        ctx = Context(namespace=meta["namespace"], name=meta["name"], generation=int(meta.get("generation") or 0),
+                      spec=spec, status=writer.previous, secrets=secrets, event=_post(body), logger=logger,
+                      config_maps=config_maps, checkpoint=_checkpoint(kind, deps, meta, writer))
         try:
             await deps.reconcilers[kind.kind].finalize(ctx)
         except ReconcileError as error:

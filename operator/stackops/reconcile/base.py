@@ -131,7 +131,13 @@ class Reconciler(abc.ABC):
         """One level-based pass: converge (or, under Observe, report)."""
 
     async def finalize(self, ctx: Context) -> None:
-        """Deletion with `deletionPolicy: Delete`: undo what the operator created outside Kubernetes."""
+        """Deletion with `deletionPolicy: Delete`: undo what the operator created outside Kubernetes. Also called
+        under `Orphan` while `in_flight` says work is under way, to end it with nothing left half-done."""
+
+    def in_flight(self, status: dict[str, Any]) -> bool:
+        """Whether `status` records multi-step work under way that deletion must end first, whatever the
+        deletionPolicy (a host in maintenance). Default: none."""
+        return False
 
     def not_observable_here(self, spec: Any) -> tuple[str, str] | None:
         """Why (reason, message) a tool outside the operator (`stackops plan`) cannot observe this resource at all

@@ -156,10 +156,16 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
         `SharedObjectsKept`) and the deletion completes. Configuration files, packages, the package repository
         source, the OVSDB manager and SSL settings stay as they are.
 
+        A maintenance under way (under either policy) is ended first (maintenance.Maintainer.stop): a host still
+        being drained is given back, one already empty goes through its reboot and comes back.
+
         Any failure — the host unreachable, Open vSwitch not answering, a management-path change of an earlier
         pass not settled yet, a command failing — raises ReconcileError: the finalizer keeps the object and the
         handler tries again. Under `Orphan` (which the handler does not even pass here) nothing is done."""
         spec: KvmHostSpec = ctx.spec
+        last = maintenance.recorded(ctx)
+        if last is not None and last.phase == "InProgress":
+            await maintenance.Maintainer(self, ctx, self.connection(ctx)).stop(last)
         if spec.deletion_policy != "Delete":
             return
         if spec.cloudstack is not None and self.cloudstack is not None:
@@ -176,6 +182,10 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
                 raise ReconcileError(Reason.REMOVAL_INCOMPLETE, "Open vSwitch objects this KvmHost created are still "
                                      f"on the host after removing them: {left}; trying again", retry=True, delay=30.0)
         self.report_kept(ctx, spec, removal.kept)
+
+    def in_flight(self, status: dict[str, Any]) -> bool:
+        """A host in maintenance: its deletion ends the maintenance first (Maintainer.stop)."""
+        return ((status.get(maintenance.KEY) or {}).get("phase")) == "InProgress"
 
     def removal(self, facts: HostFacts, address: str) -> Removal:
         try:

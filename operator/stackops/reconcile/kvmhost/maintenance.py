@@ -403,6 +403,20 @@ class Maintainer:
             self.ctx.event("Normal", "Applied", f"disabled CloudStack host {host.get('name')} again, as it was "
                            "before maintenance")
 
+    async def stop(self, record: HostMaintenanceStatus) -> None:
+        """The KvmHost is being deleted: a host still being drained is given back (maintenance cancelled, its state
+        restored, the slot released, the record Failed); one already emptied is taken through its remaining steps
+        (a reboot under way is not left half-done)."""
+        if record.step != "Draining":
+            self.ctx.event("Normal", "MaintenanceFinishing", f"the KvmHost is being deleted: finishing the "
+                           f"maintenance from {record.step}")
+            await self.proceed(record)
+            return
+        self.slot = await self.acquire({"address": self.spec.address, "stateBefore": record.state_before,
+                                        "request": record.request})
+        await self.fail(record, st.Reason.MAINTENANCE_FAILED, "stopped while draining: the KvmHost is being "
+                        "deleted", give_back=True)
+
     # ------------------------------------------------------------------ failure
 
     async def fail(self, record: HostMaintenanceStatus, reason: str, message: str, give_back: bool) -> None:
