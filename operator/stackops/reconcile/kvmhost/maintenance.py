@@ -7,9 +7,11 @@ slot of the group's lock (drivers/maintenance_lock.py: a Lease, with the host's 
 Then, each written to `status.maintenance` before it is taken:
 
 1. `Draining`: the webhook's `before` notice; a Disabled host enabled (CloudStack refuses `prepareHostForMaintenance`
-   on it; its state before is recorded); `prepareHostForMaintenance`, then waiting for `Maintenance` (CloudStack
-   migrates the VMs away). `ErrorInMaintenance` stops with the VMs left named, the maintenance cancelled and the
-   state restored. Without CloudStack, a host with running domains (`virsh list`) is not touched.
+   on it; its state before is recorded); `prepareHostForMaintenance` once no other host of the cluster is preparing
+   for maintenance (CloudStack refuses a second one meanwhile: with `maxUnavailable` above 1 the drains take turns,
+   the reboots overlap), then waiting for `Maintenance` (CloudStack migrates the VMs away). `ErrorInMaintenance`
+   stops with the VMs left named, the maintenance cancelled and the state restored. Without CloudStack, a host
+   with running domains (`virsh list`) is not touched.
 2. `Updating`: the package changes (the agent's version) on the empty host.
 3. `Rebooting`: the boot id recorded first; `systemctl reboot` (a marker in /run says it was asked: /run does not
    survive the boot), so a restarted operator never reboots the host twice.
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 KEY = "maintenance"
 PROGRESS = "maintenanceProgress"
 IN_MAINTENANCE = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance", "Maintenance", "ErrorInMaintenance")
+PREPARING = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance")  # one host of a cluster at a time
 REBOOT_MARKER = "/run/stackops/maintenance-reboot"
 REBOOT = ("sh", "-c", f"mkdir -p /run/stackops && : >{REBOOT_MARKER} && "
           "{ systemctl reboot || reboot; } >/dev/null 2>&1 </dev/null &")
@@ -133,6 +136,12 @@ class Maintainer:
             found.append(f"the Up and Enabled peers have {room // 2**20} MiB free for the {len(vms)} VM(s) of "
                          f"this host, which need {need // 2**20} MiB")
         return found
+
+    async def peers_preparing(self, host: dict[str, Any]) -> list[str]:
+        """The peers in PrepareForMaintenance (or ErrorInPrepareForMaintenance): CloudStack refuses
+        `prepareHostForMaintenance` while one host of the cluster is there ("There are other servers attempting
+        migrations for maintenance"), so with `maxUnavailable` above 1 the drains of a group take turns."""
+        return [str(p.get("name")) for p in await self.peers(host) if p.get("resourcestate") in PREPARING]
 
     async def vms_left(self, host_id: str) -> str:
         assert self.api is not None
@@ -302,10 +311,15 @@ class Maintainer:
                 self.ctx.event("Normal", "Applied", f"enabled CloudStack host {host.get('name')} for "
                                "prepareHostForMaintenance (it is disabled again at the end)")
                 continue
-            if resource == "Enabled":
-                await self.api.run("prepareHostForMaintenance", id=host["id"], timeout=self.timeout)
-                self.ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
-                continue
+            if resource == "Enabled" and not await self.peers_preparing(host):
+                try:
+                    await self.api.run("prepareHostForMaintenance", id=host["id"], timeout=self.timeout)
+                except CloudStackError:
+                    if not await self.peers_preparing(host):  # else a peer began first: wait for its drain
+                        raise
+                else:
+                    self.ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
+                    continue
             if time.monotonic() > deadline:
                 raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"CloudStack host {host.get('name')} did not "
                                      f"reach Maintenance in {self.timeout:.0f}s (it is {resource})", retry=False)
