@@ -227,6 +227,19 @@ def round_trips(host: Host) -> int | None:
     return ended[3] - begun[3] if begun is not None and ended is not None else None
 
 
+def handovers(hosts: list[Host]) -> float:
+    """The time no host was in its turn between the first Draining and the last Done (a slot free, the next host
+    not yet back for it: its requeue, its probe, the peers' checks), summed."""
+    turns = sorted((begun[0], ended[0]) for h in hosts
+                   if (begun := next((m for m in h.marks if m[1] == "Draining"), None)) is not None
+                   and (ended := next((m for m in h.marks if m[2] == "Completed"), None)) is not None)
+    idle, reached = 0.0, turns[0][1] if turns else 0.0
+    for begun, ended in turns[1:]:
+        idle += max(0.0, begun - reached)
+        reached = max(reached, ended)
+    return idle
+
+
 async def add_cluster(sim: CloudStackSimulator) -> None:
     api = CloudStackClient(sim.endpoint, sim.api_key, SecretStr(sim.secret_key))
     try:
@@ -321,6 +334,7 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
     firsts = [next((m[0] for m in h.marks if m[1] == "Draining"), None) for h in hosts]
     lasts = [next((m[0] for m in h.marks if m[2] == "Completed"), None) for h in hosts]
     turns = max(lasts) - min(firsts) if None not in firsts and None not in lasts else 0.0  # type: ignore[operator]
+    handover = handovers(hosts)
     reboots = {h.name: sum(1 for _, m in h.power if ": rebooting" in m) for h in hosts}
     trips = {h.name: round_trips(h) for h in hosts}
     order = sorted(hosts, key=lambda h: next((m[0] for m in h.marks if m[1] == "Draining"), float("inf")))
@@ -331,7 +345,7 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
         "failures": {h.name: h.maintenance().get("message") for h in hosts
                      if h.maintenance().get("phase") != "Completed"},
         "order": [h.name for h in order],
-        "wallSeconds": wall, "turnsSeconds": turns, "idealSeconds": ideal,
+        "wallSeconds": wall, "turnsSeconds": turns, "idealSeconds": ideal, "handoverSeconds": handover,
         "ratio": wall / ideal if ideal else None, "turnsRatio": turns / ideal if ideal else None,
         "phaseSeconds": phases, "perHost": per_host,
         "reboots": reboots,
@@ -362,7 +376,8 @@ def show(f: dict[str, Any]) -> None:
     print(f"  ideal                    {f['idealSeconds']:.1f}s  = (CloudStack drain {p['drain']:.1f}s + reboot "
           f"{p['reboot']:.1f}s + back Up {p['back']:.1f}s) / {f['maxUnavailable']}")
     ratio, turns = (f"{r:.2f}" if r is not None else "-" for r in (f["ratio"], f["turnsRatio"]))
-    print(f"  ratio                    {ratio}  (turns alone {turns})")
+    print(f"  ratio                    {ratio}  (turns alone {turns}; no host in its turn, between turns: "
+          f"{f['handoverSeconds']:.1f}s in all)")
     print(f"  reboots per host         {'/'.join(map(str, sorted(set(f['reboots'].values()))))}")
     cs = f["cloudstack"]
     print(f"  CloudStack VMs           {cs['vms']}: migrations per VM {cs['migrationsPerVM']:.2f}, "

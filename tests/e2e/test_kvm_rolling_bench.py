@@ -50,6 +50,7 @@ def test_kvm_rolling_bench_prints_every_figure() -> None:
     assert abs(roll["idealSeconds"] - (phases["drain"] + phases["reboot"] + phases["back"])) < 1e-6
     assert 0 < roll["idealSeconds"] <= roll["turnsSeconds"] <= roll["wallSeconds"]
     assert roll["ratio"] >= 1 and roll["turnsRatio"] >= 1
+    assert 0 <= roll["handoverSeconds"] <= roll["turnsSeconds"] - roll["idealSeconds"]
     assert roll["sshRoundTripsPerMaintenance"] > 0
     assert roll["sshRoundTripsPerHost"] >= roll["sshRoundTripsPerMaintenance"]
 
