@@ -1,0 +1,552 @@
+"""KvmHost maintenance as a user expects it, case by case: real lab hosts registered in one lab CloudStack cluster
+(which pings them, so a reboot shows there), the KvmHost reconciler in process (each pass as the operator runs it,
+the status kept between passes), the group's lock on real Leases of the `kube` fixture's API server. What happened
+is read from the simulator's audit log, the lab hosts' power logs and the Leases, never from how long it took.
+
+- a VM CloudStack cannot move (ErrorInMaintenance): Failed naming the VM, the host given back, never rebooted, the
+  slot released, not tried again for the generation;
+- a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers): waiting with
+  the reason, nothing touched; once it is gone, the maintenance runs;
+- the maintenance window closed: waiting for it, nothing touched;
+- the webhook's `before` and `after` notices around the host's maintenance; a refused `before`: nothing touched;
+- Observe: the due maintenance is drift, nothing touched;
+- an agent version change: under maintenance (drained, installed, given back, not rebooted) or in place;
+- a slot whose holder stopped renewing it is taken once its TTL has passed."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from pydantic import SecretStr
+from support.credentials import secret
+from support.kube import Kube
+from support.wait import wait_for
+
+from stackops.api.kvmhost import KvmHostSpec
+from stackops.drivers.cloudstack import CloudStackPool
+from stackops.drivers.maintenance_lock import MaintenanceLocks
+from stackops.drivers.ssh import SSHPool
+from stackops.reconcile.base import Context, Outcome, ReconcileError
+from stackops.reconcile.kvmhost import KvmHostReconciler
+from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+from stackops_lab.manifests import kvmhost_manifests
+
+T = TypeVar("T")
+CLOUDSTACK = "lab-cloudstack"
+GROUP = "lab-zone-1-kvm"
+TIMINGS = Timings(host_connect=0.3, host_maintenance=0.2, job=0.05, vm_migrate=0.2, ping_timeout=0.4, kvm_ping=0.2,
+                  host_investigate=0.4)
+IN_MAINTENANCE = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance", "Maintenance", "ErrorInMaintenance")
+HOOK = {"webhookURLSecretRef": {"name": "hook", "key": "url"}, "allowLocalAddresses": True}
+MIB = 1024 * 1024
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Loop:
+    """An event loop of its own thread: the reconciler's passes run there, the test waits on the machine's
+    clock (support.wait) in between."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=600)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        self.loop.close()
+
+
+@dataclass
+class Node:
+    """One KvmHost: its lab host, its pass's Context (status kept between passes), its Events."""
+
+    host: Any
+    ctx: Context
+    events: list = field(default_factory=list)
+    last: Outcome | ReconcileError | None = None
+
+    @property
+    def status(self) -> dict[str, Any]:
+        return self.ctx.status
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.ctx.status.get("maintenance") or {}
+
+
+class Cluster:
+    """The lab hosts registered in the lab CloudStack's KVM cluster, a KvmHost reconciler for them."""
+
+    def __init__(self, hosts: list[Any], sim: CloudStackSimulator, locks: MaintenanceLocks, namespace: str) -> None:
+        self.hosts, self.sim, self.locks, self.namespace = hosts, sim, locks, namespace
+        self.loop = Loop()
+
+        async def make() -> tuple[CloudStackPool, SSHPool, KvmHostReconciler]:
+            cloudstack, ssh = CloudStackPool(poll_interval=0.1), SSHPool()
+            return cloudstack, ssh, KvmHostReconciler(ssh, cloudstack, locks=lambda ns: locks, maintenance_poll=0.2,
+                                                      maintenance_requeue=0.5)
+        self.cloudstack, self.ssh, self.reconciler = self.loop.run(make())
+        self.secrets: dict[str, Any] = {CLOUDSTACK: {
+            "url": SecretStr(sim.endpoint), "apiKey": SecretStr(sim.api_key), "secretKey": SecretStr(sim.secret_key),
+            "allowPlainHTTP": SecretStr("true")}}
+        self.nodes = [self.node(host) for host in hosts]
+
+    def node(self, host: Any) -> Node:
+        status: dict[str, Any] = {}
+        events: list = []
+
+        async def checkpoint(fields: dict[str, Any]) -> None:
+            status.update(fields)
+
+        secrets = {**self.secrets, "lab-kvm-ssh": secret({"ssh-privatekey": host.client_key_pem}, host.address)}
+        ctx = Context(namespace=self.namespace, name=host.name, generation=1, spec=self.spec_for(host),
+                      status=status, secrets=secrets, event=lambda *e: events.append(e),
+                      logger=logging.getLogger("e2e"), checkpoint=checkpoint)
+        return Node(host, ctx, events)
+
+    def spec_for(self, host: Any, policy: str = "Manage", packages: dict[str, Any] | None = None,
+                 **maintenance: Any) -> KvmHostSpec:
+        document = kvmhost_manifests([host], self.namespace)[1]
+        document["spec"]["cloudstack"] = {"connection": {"secretRef": {"name": CLOUDSTACK}}, "zone": "lab-zone-1",
+                                          "pod": "lab-zone-1-pod-1", "cluster": GROUP}
+        document["spec"]["maintenance"] = {"hostTimeoutSeconds": 120, **maintenance}
+        document["spec"]["managementPolicy"] = policy
+        if packages:
+            document["spec"]["packages"] = packages
+        return KvmHostSpec.model_validate(document["spec"])
+
+    def set_spec(self, node: Node, generation: int | None = None, **kwargs: Any) -> None:
+        node.ctx.spec = self.spec_for(node.host, **kwargs)
+        node.ctx.generation = generation or node.ctx.generation + 1
+
+    def reconcile(self, node: Node) -> Outcome | ReconcileError:
+        """One pass, its fields and conditions kept in status as the operator keeps them; a ReconcileError is
+        returned."""
+        try:
+            outcome = self.loop.run(self.reconciler.reconcile(node.ctx))
+        except ReconcileError as error:
+            node.last = error
+            return error
+        node.status.update(outcome.fields)
+        node.status["conditions"] = [(c.type, c.status, c.reason, c.message) for c in outcome.conditions]
+        node.last = outcome
+        return outcome
+
+    def converge(self, node: Node, until: Any, passes: int = 40) -> Outcome | ReconcileError:
+        """Passes until `until(outcome)`, at most `passes` of them (each waits for what it waits for)."""
+        for _ in range(passes):
+            outcome = self.reconcile(node)
+            if until(outcome):
+                return outcome
+            if isinstance(outcome, Outcome) and outcome.requeue_after:
+                time.sleep(min(outcome.requeue_after, 0.5))
+        raise AssertionError(f"{node.host.name}: not there after {passes} passes: {describe(node.last)}\n"
+                             f"{node.events[-10:]}")
+
+    def register(self) -> None:
+        for node in self.nodes:
+            self.converge(node, lambda o: node.status.get("cloudstackHostState") == "Up")
+
+    def cloudstack_host(self, node: Node) -> Any:
+        with self.sim.state.lock:
+            return next(h for h in self.sim.state.values("host") if h.address == node.host.address)
+
+    def state(self, node: Node) -> tuple[str, str]:
+        with self.sim.state.lock:
+            host = self.cloudstack_host(node)
+            return host.state, host.resource_state
+
+    def touched(self, node: Node, since: int) -> list[str]:
+        """The host's CloudStack state changes and maintenance calls since `since` in the audit log."""
+        name = self.cloudstack_host(node).name
+        return [f"{e['event']} {e.get('state', '')}/{e.get('resourcestate', '')}".rstrip("/")
+                for e in self.sim.audit()[since:]
+                if e.get("name") == name and e["event"].startswith(("host.state", "host.maintenance"))]
+
+    def maintenance_states(self, node: Node, since: int) -> list[str]:
+        """The host's CloudStack resource states since `since`, each as it changed."""
+        name = self.cloudstack_host(node).name
+        return [e["resourcestate"] for e in self.sim.audit()[since:] if e["event"] == "host.state"
+                and e.get("name") == name and e["resourcestate"] != e["from"]["resourcestate"]]
+
+    def held(self) -> list[str]:
+        return [h.holder for h in self.locks.held(GROUP) if not h.expired]
+
+    def close(self) -> None:
+        async def close() -> None:
+            await self.cloudstack.close()
+        self.loop.run(close())
+        self.ssh.close_all()
+        self.loop.close()
+
+
+def condition(outcome: Any, kind: str = "Ready") -> tuple[str, str, str]:
+    if isinstance(outcome, ReconcileError):
+        return ("error", outcome.reason, str(outcome))
+    found = [c for c in outcome.conditions if c.type == kind]
+    return (found[0].status, found[0].reason, found[0].message) if found else ("", "", "")
+
+
+def describe(outcome: Any) -> str:
+    return " ".join(condition(outcome)) if outcome is not None else "no pass"
+
+
+def reconciling(outcome: Any) -> tuple[str, str]:
+    status, reason, message = condition(outcome, "Reconciling")
+    return reason, message
+
+
+def completed(node: Node) -> Any:
+    def done(outcome: Any) -> bool:
+        assert node.record.get("phase") != "Failed", node.record
+        return node.record.get("phase") == "Completed" and condition(outcome)[0] == "True"
+    return done
+
+
+# ---------------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def namespace(kube: Kube) -> Iterator[str]:
+    name = f"kvm-maint-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", name)
+    yield name
+    kube.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def coordination(kube: Kube) -> Any:
+    return kube_client.CoordinationV1Api(kube_config.new_client_from_config(config_file=kube.kubeconfig))
+
+
+@pytest.fixture
+def make_cluster(make_lab_hosts: Any, namespace: str, coordination: Any) -> Iterator[Any]:
+    """`make_cluster(count=2)`: that many lab hosts registered in a lab CloudStack's KVM cluster."""
+    with contextlib.ExitStack() as stack:
+        def make(count: int = 2) -> Cluster:
+            hosts = make_lab_hosts(count)
+            for host in hosts:
+                host.set_down_seconds(1.0)
+            sim = stack.enter_context(CloudStackSimulator(fleet=Fleet(zones=1, routers=0, redundant_pairs=0),
+                                                          timings=TIMINGS, ssh_key_path=str(hosts[0].client_key_path)))
+            with sim.state.lock:  # the fleet's made-up hosts of the cluster neither take VMs nor block
+                for made_up in sim.state.values("host"):
+                    if made_up.cluster is not None and made_up.cluster.name == GROUP:
+                        made_up.resource_state = "Disabled"
+            lab = Cluster(hosts, sim, MaintenanceLocks(coordination, namespace), namespace)
+            stack.callback(lab.close)
+            lab.register()
+            time.sleep(1.1)  # every host booted (and registered) a second before any restartAfter of the test
+            return lab
+        yield make
+
+
+@pytest.fixture
+def cluster(make_cluster: Any) -> Cluster:
+    return make_cluster(2)
+
+
+# ---------------------------------------------------------------------------------------------------- 1. a VM that stays
+
+
+def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_back(make_cluster: Any) -> None:
+    """The peers have room for the VMs together but not for the big one on either (CloudStack moves a VM whole):
+    the small VM moves, the big one stays, CloudStack gives up (ErrorInMaintenance)."""
+    lab = make_cluster(3)
+    sim = lab.sim
+    first, *peers = lab.nodes
+    with sim.state.lock:
+        sim.state.global_values.update({"max.retries": "2", "migrate.retry.interval": "0.1"})
+        for peer in peers:
+            lab.cloudstack_host(peer).memory_total = 4096 * MIB
+    host_id = lab.cloudstack_host(first).uuid
+    sim.add_user_vm(host_id, "tenant-big", memory=6144)
+    sim.add_user_vm(host_id, "tenant-small", memory=512)
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, restartAfter=utc_now())
+    failed = lab.converge(first, lambda o: first.record.get("phase") == "Failed")
+    assert isinstance(failed, ReconcileError) and failed.reason == "MaintenanceFailed", describe(failed)
+    record = first.record
+    assert record["step"] == "Draining" and "ErrorInMaintenance" in record["message"], record
+    assert "tenant-big (Running)" in record["message"] and "tenant-small" not in record["message"], record
+    assert [e["name"] for e in sim.audit()[since:] if e["event"] == "vm.migrated"] == ["tenant-small"]
+    assert [e["event"] for e in sim.audit()[since:] if e["event"].startswith("vm.migration")] == \
+        ["vm.migration.failed"] * 2, "tried max.retries times"
+    states = ["PrepareForMaintenance", "ErrorInPrepareForMaintenance", "ErrorInMaintenance", "Enabled"]
+    assert lab.maintenance_states(first, since) == states, "CloudStack gave up; the maintenance cancelled"
+    assert lab.state(first) == ("Up", "Enabled"), "given back"
+    assert first.host.boots() == boots, "never rebooted"
+    assert lab.held() == [], "the slot released"
+    # later passes of the same generation: Stalled with the VM named, nothing tried again
+    again = lab.reconcile(first)
+    assert condition(again, "Stalled")[:2] == ("True", "MaintenanceFailed"), describe(again)
+    assert "tenant-big" in condition(again, "Stalled")[2]
+    lab.reconcile(first)
+    assert lab.maintenance_states(first, since) == states, "not tried again for the generation"
+    assert all(c.get("stops", 0) == 0 for c in sim.vm_counts().values()), "no VM stopped"
+
+
+# ---------------------------------------------------------------------------------------------------- 2. blockers
+
+
+def test_blockers_make_it_wait_untouched_and_it_runs_once_they_are_gone(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first, peer = lab.nodes
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, restartAfter=utc_now())
+
+    def waits(why: str) -> str:
+        outcome = lab.reconcile(first)
+        reason, message = reconciling(outcome)
+        assert reason == "MaintenanceWaiting" and why in message, describe(outcome)
+        assert first.status.get("maintenanceProgress", "").startswith("waiting: ")
+        assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}, "nothing touched"
+        return message
+
+    # a peer down: powered off from inside, CloudStack's ping loses it
+    peer.host.run("poweroff")
+    wait_for(lambda: lab.state(peer)[0] in ("Alert", "Down", "Disconnected"), timeout=60,
+             what="the peer not Up in CloudStack", interval=0.1)
+    waits(f"CloudStack host {lab.cloudstack_host(peer).name} is ")
+    peer.host.power_on()
+    wait_for(lambda: lab.state(peer) == ("Up", "Enabled"), timeout=120, what="the peer Up again", interval=0.1)
+
+    # a peer in maintenance that holds no slot (put there by hand)
+    client = sim_client(lab)
+    lab.loop.run(client.run("prepareHostForMaintenance", id=lab.cloudstack_host(peer).uuid))
+    wait_for(lambda: lab.state(peer)[1] == "Maintenance", timeout=60, what="the peer in Maintenance", interval=0.1)
+    waits(f"CloudStack host {lab.cloudstack_host(peer).name} is in Maintenance")
+    lab.loop.run(client.run("cancelHostMaintenance", id=lab.cloudstack_host(peer).uuid))
+
+    # too little free memory on the peers for the host's VMs
+    with sim.state.lock:
+        lab.cloudstack_host(peer).memory_total = 1024 * MIB
+    sim.add_user_vm(lab.cloudstack_host(first).uuid, "tenant-a", memory=2048)
+    waits("the Up and Enabled peers have 1024 MiB free for the 1 VM(s) of this host, which need 2048 MiB")
+    assert first.host.boots() == boots
+
+    # the blockers gone: the maintenance runs
+    with sim.state.lock:
+        lab.cloudstack_host(peer).memory_total = 64 * 1024 * MIB
+    lab.converge(first, completed(first))
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.state(first) == ("Up", "Enabled") and lab.held() == []
+    assert [e["name"] for e in sim.audit()[since:] if e["event"] == "vm.migrated"] == ["tenant-a"]
+
+
+def sim_client(lab: Cluster) -> Any:
+    return lab.cloudstack.get(lab.sim.endpoint, lab.sim.api_key, SecretStr(lab.sim.secret_key))
+
+
+# ---------------------------------------------------------------------------------------------------- 3. window
+
+
+def test_a_closed_window_leaves_the_host_untouched(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    since, boots = len(sim.audit()), first.host.boots()
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)).strftime("%a")
+    lab.set_spec(first, restartAfter=utc_now(), window={"days": [later], "start": "02:00", "durationMinutes": 60})
+    for _ in range(2):
+        outcome = lab.reconcile(first)
+        reason, message = reconciling(outcome)
+        assert reason == "WaitingForMaintenanceWindow" and "opens" in message, describe(outcome)
+    assert first.status["maintenanceProgress"] == "waiting for the window"
+    assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}
+    assert first.host.boots() == boots
+
+
+# ---------------------------------------------------------------------------------------------------- 4. notices
+
+
+class Webhook:
+    """A local webhook keeping each notice with where the simulator's audit log and the host's boots stood when it
+    arrived; `refuse`: (host, phase) answered HTTP 503."""
+
+    def __init__(self, lab: Cluster) -> None:
+        self.notices: list[tuple[dict[str, Any], int, int]] = []
+        self.refuse: set[tuple[str, str]] = set()
+        notices, refuse = self.notices, self.refuse
+        hosts = {h.name: h for h in lab.hosts}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                notices.append((body, len(lab.sim.audit()), hosts[body["host"]].boots()))
+                self.send_response(503 if (body["host"], body["phase"]) in refuse else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        lab.secrets["hook"] = {"url": SecretStr(self.url)}
+        for node in lab.nodes:
+            node.ctx.secrets["hook"] = lab.secrets["hook"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/notices?token=t0ken"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def test_the_webhook_hears_before_and_after_the_host_maintenance(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    hook = Webhook(lab)
+    try:
+        since, boots = len(sim.audit()), first.host.boots()
+        restart = utc_now()
+        lab.set_spec(first, restartAfter=restart, notifications=HOOK)
+        lab.converge(first, completed(first))
+    finally:
+        hook.close()
+    assert [(n["host"], n["phase"]) for n, _, _ in hook.notices] == [(first.host.name, "before"),
+                                                                      (first.host.name, "after")]
+    (before, at_before, boots_before), (after, at_after, boots_after) = hook.notices
+    assert before == {"kind": "KvmHost", "host": first.host.name, "namespace": lab.namespace,
+                      "address": first.host.address, "group": GROUP, "phase": "before",
+                      "request": f"restartAfter {restart}", "reboot": True, "packages": []}
+    name = lab.cloudstack_host(first).name
+    assert lab.touched(first, since)[0] == "host.state Up/PrepareForMaintenance"
+    assert not [e for e in sim.audit()[since:at_before] if e.get("name") == name], "before: nothing touched yet"
+    assert boots_before == boots and boots_after == boots + 1
+    given_back = [i for i, e in enumerate(sim.audit()) if i >= since and e.get("name") == name
+                  and e["event"] == "host.state" and e.get("resourcestate") == "Enabled"]
+    assert given_back and given_back[-1] < at_after, "after: once the host was given back"
+    assert lab.held() == []
+
+
+def test_a_refused_before_notice_leaves_the_host_untouched_and_the_slot_free(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    hook = Webhook(lab)
+    try:
+        hook.refuse.add((first.host.name, "before"))
+        since, boots = len(sim.audit()), first.host.boots()
+        lab.set_spec(first, restartAfter=utc_now(), notifications=HOOK)
+        outcome = lab.reconcile(first)
+    finally:
+        hook.close()
+    assert isinstance(outcome, ReconcileError) and outcome.reason == "NotificationFailed", describe(outcome)
+    assert "the host was not touched" in str(outcome) and "t0ken" not in str(outcome)
+    assert [(n["host"], n["phase"]) for n, _, _ in hook.notices] == [(first.host.name, "before")]
+    assert lab.touched(first, since) == [] and first.host.boots() == boots
+    assert lab.held() == [], "the slot released"
+    assert first.record == {}, "no maintenance recorded"
+
+
+# ---------------------------------------------------------------------------------------------------- 5. Observe
+
+
+def test_observe_lists_the_due_maintenance_as_drift_and_touches_nothing(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    since, boots = len(sim.audit()), first.host.boots()
+    restart = utc_now()
+    lab.set_spec(first, policy="Observe", restartAfter=restart)
+    outcome = lab.reconcile(first)
+    assert isinstance(outcome, Outcome), describe(outcome)
+    assert condition(outcome)[:2] == ("False", "DriftObserved"), describe(outcome)
+    assert [a.describe() for a in outcome.drift] == [
+        f"maintenance (restartAfter {restart}): take a maintenance slot of group {GROUP}, CloudStack maintenance "
+        "(its VMs migrated away), reboot and wait for a clean probe, cancel the maintenance, Up and its state as "
+        "before, release the slot"]
+    assert outcome.applied == []
+    assert lab.touched(first, since) == [] and lab.held() == [] and first.host.boots() == boots
+
+
+# ---------------------------------------------------------------------------------------------------- 6. packages
+
+
+def installed_version(host: Any) -> str:
+    return host.run("dpkg-query -W -f='${Version}' cloudstack-agent", check=True).stdout.strip()
+
+
+def other_version(host: Any) -> tuple[str, str]:
+    now = installed_version(host)
+    assert now in ("4.19.1.0", "4.19.2.0"), now
+    return now, "4.19.2.0" if now == "4.19.1.0" else "4.19.1.0"
+
+
+def test_an_agent_version_change_under_maintenance_drains_installs_and_gives_back(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    old, new = other_version(first.host)
+    sim.add_user_vm(lab.cloudstack_host(first).uuid, "tenant-a", memory=512)
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, packages={"cloudstackAgentVersion": new})  # packageChanges: UnderMaintenance (default)
+    lab.converge(first, completed(first))
+    assert first.record["packages"] == [f"cloudstack-agent {old} → {new}"] and first.record["reboot"] is False
+    assert installed_version(first.host) == new
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    installed = [e for e in first.events if e[1] == "PackageInstalled" or "install cloudstack-agent" in e[2]]
+    assert installed, first.events
+    assert first.host.boots() == boots, "not rebooted (no reboot asked)"
+    assert lab.state(first) == ("Up", "Enabled") and lab.held() == []
+    assert [e["name"] for e in sim.audit()[since:] if e["event"] == "vm.migrated"] == ["tenant-a"]
+
+
+def test_an_agent_version_change_in_place_is_installed_without_maintenance(cluster: Cluster) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    _, new = other_version(first.host)
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, packages={"cloudstackAgentVersion": new}, packageChanges="InPlace")
+    lab.converge(first, lambda o: condition(o)[0] == "True" and installed_version(first.host) == new)
+    assert lab.maintenance_states(first, since) == [], "no maintenance"
+    assert first.record == {} and lab.held() == [] and first.host.boots() == boots
+
+
+# ---------------------------------------------------------------------------------------------------- 7. vanished holder
+
+
+def test_a_slot_whose_holder_stopped_renewing_is_taken_once_its_ttl_passed(cluster: Cluster, coordination: Any) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    moment = [datetime.datetime.now(datetime.timezone.utc)]
+    ghost = MaintenanceLocks(coordination, lab.namespace, clock=lambda: moment[0])
+    slot = ghost.acquire(GROUP, f"{lab.namespace}/vanished", 30, 1, {"address": "192.0.2.1", "stateBefore": "Enabled"})
+    assert slot is not None
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, restartAfter=utc_now())
+    outcome = lab.reconcile(first)
+    reason, message = reconciling(outcome)
+    assert reason == "MaintenanceWaiting" and f"held by {lab.namespace}/vanished" in message, describe(outcome)
+    assert lab.touched(first, since) == []
+    moment[0] -= datetime.timedelta(seconds=31)  # its last renewal: over 30 s ago
+    assert ghost.renew(slot) is not None
+    assert lab.held() == [], "the slot is free once its TTL passed"
+    lab.converge(first, completed(first))
+    assert first.record["lock"] == slot.name
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.held() == []
+    leases = coordination.list_namespaced_lease(lab.namespace).items
+    assert [(lease.metadata.name, lease.spec.holder_identity) for lease in leases] == [(slot.name, None)]
