@@ -15,10 +15,11 @@ kube-apiserver started by this script and stopped at its end), through drivers/m
 - the ideal: hosts × (drain + reboot + back) / maxUnavailable, each measured per host from the simulators' own
   records in the same run and summed: drain, CloudStack's resource state PrepareForMaintenance → Maintenance (its
   audit: the VMs migrated away); reboot, the lab host's power log from `rebooting, down` to `up` (the shutdown
-  before it, services stopping once `systemctl reboot` is asked, is not in it); back, that `up` → the host Up in
-  CloudStack again (the ping finds it, the agent connects). What the ideal leaves out — the lock's turns, the
-  maintainer's polls and requeues, SSH waits, the probe after the reboot, cancelHostMaintenance — is the
-  difference; and the ratio wall / ideal;
+  before it, services stopping once `systemctl reboot` is asked, is not in it: shown apart, from the host's
+  Rebooting checkpoint); back, that `up` → the host Up in CloudStack again (the ping finds it, the agent
+  connects). What the ideal leaves out — the lock's turns (the time between turns is shown), the maintainer's
+  polls and requeues, SSH waits, the probe after the reboot, cancelHostMaintenance — is the difference; and the
+  ratio wall / ideal;
 - reboots per host (must be 1, from the power logs), VM stops and HA restarts in CloudStack (must be 0), migrations
   per VM, the most hosts in CloudStack maintenance at once (PrepareForMaintenance … ErrorInMaintenance, replayed
   from the simulator's audit of resource states: must be ≤ maxUnavailable) and the most down at once (power logs);
@@ -27,8 +28,9 @@ kube-apiserver started by this script and stopped at its end), through drivers/m
 
 The maintainer's poll and requeue are those of `stackops run` (2 s and 5 s) unless --poll-seconds/--requeue-seconds
 say otherwise. Exits 1 when a limit is missed (a KvmHost not Completed, a host not rebooted exactly once, a VM
-stopped, more hosts in maintenance at once than maxUnavailable); no limit is set on time. --json prints the figures
-as one JSON object instead (tests/e2e/test_kvm_rolling_bench.py). Needs root (lab hosts are namespaces).
+stopped, more hosts in maintenance or down at once than maxUnavailable, a Lease still held); no limit is set on
+time. --json prints the figures as one JSON object instead (tests/e2e/test_kvm_rolling_bench.py). Needs root (lab
+hosts are namespaces).
 
     .venv/bin/python bench/kvm_rolling.py [--hosts 3 6] [--vms-per-host 2] [--max-unavailable 1] [--down-seconds 3]
 """
@@ -190,6 +192,9 @@ def spans(hosts: list[Host], ids: dict[str, str], cs_audit: list[dict], since: f
             "drain": found["drain_to"] - found["drain_from"] if "drain_to" in found else 0.0,
             "reboot": found["up"] - found["down"] if "up" in found else 0.0,
             "back": found["back"] - found["up"] if "back" in found else 0.0}
+        asked = next((m[0] for m in host.marks if m[1] == "Rebooting"), None)
+        shutdown = found["down"] - asked if asked is not None and "down" in found else 0.0
+        result[host.name]["shutdown"] = shutdown  # not in the ideal: the host's services stopping
     return result
 
 
@@ -331,6 +336,7 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
     per_host = spans(hosts, ids, cs_audit, started)
     phases = {k: sum(h[k] for h in per_host.values()) for k in ("drain", "reboot", "back")}
     ideal = sum(phases.values()) / args.max_unavailable
+    shutdown = sum(h["shutdown"] for h in per_host.values())
     firsts = [next((m[0] for m in h.marks if m[1] == "Draining"), None) for h in hosts]
     lasts = [next((m[0] for m in h.marks if m[2] == "Completed"), None) for h in hosts]
     turns = max(lasts) - min(firsts) if None not in firsts and None not in lasts else 0.0  # type: ignore[operator]
@@ -346,6 +352,7 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
                      if h.maintenance().get("phase") != "Completed"},
         "order": [h.name for h in order],
         "wallSeconds": wall, "turnsSeconds": turns, "idealSeconds": ideal, "handoverSeconds": handover,
+        "shutdownSeconds": shutdown,
         "ratio": wall / ideal if ideal else None, "turnsRatio": turns / ideal if ideal else None,
         "phaseSeconds": phases, "perHost": per_host,
         "reboots": reboots,
@@ -377,7 +384,8 @@ def show(f: dict[str, Any]) -> None:
           f"{p['reboot']:.1f}s + back Up {p['back']:.1f}s) / {f['maxUnavailable']}")
     ratio, turns = (f"{r:.2f}" if r is not None else "-" for r in (f["ratio"], f["turnsRatio"]))
     print(f"  ratio                    {ratio}  (turns alone {turns}; no host in its turn, between turns: "
-          f"{f['handoverSeconds']:.1f}s in all)")
+          f"{f['handoverSeconds']:.1f}s in all; Rebooting -> the host down, its services stopping: "
+          f"{f['shutdownSeconds']:.1f}s in all)")
     print(f"  reboots per host         {'/'.join(map(str, sorted(set(f['reboots'].values()))))}")
     cs = f["cloudstack"]
     print(f"  CloudStack VMs           {cs['vms']}: migrations per VM {cs['migrationsPerVM']:.2f}, "

@@ -51,6 +51,7 @@ def test_kvm_rolling_bench_prints_every_figure() -> None:
     assert 0 < roll["idealSeconds"] <= roll["turnsSeconds"] <= roll["wallSeconds"]
     assert roll["ratio"] >= 1 and roll["turnsRatio"] >= 1
     assert 0 <= roll["handoverSeconds"] <= roll["turnsSeconds"] - roll["idealSeconds"]
+    assert roll["shutdownSeconds"] > 0 and all(host["shutdown"] > 0 for host in roll["perHost"].values())
     assert roll["sshRoundTripsPerMaintenance"] > 0
     assert roll["sshRoundTripsPerHost"] >= roll["sshRoundTripsPerMaintenance"]
 
