@@ -23,6 +23,7 @@ import yaml
 from stackops_lab.audit import AuditLog
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.manifests import kvmhost_manifests
+from support.kills import kill_series
 from support.wait import wait_for
 
 CS_TIMINGS = Timings(host_connect=0.3, host_maintenance=0.2, job=0.05, vm_migrate=0.2, ping_timeout=0.4,
@@ -168,23 +169,14 @@ def test_rolling_restarts_survive_sigkill(kube: Any, operator: Any, make_lab_hos
                 started = time.monotonic()
                 time.sleep(1.1)  # every host booted before the request
                 restart = utc_now()
-                for index, point in enumerate(kills):
+                def note(point: At | None, where: str) -> None:
+                    nonlocal kill
                     kill += 1
-                    if point is not None:
-                        killer.arm(point)
-                    if index == 0:
-                        apply(restart)
-                    else:
-                        operator.start(wait=point is None)
-                    if point is not None:
-                        wait_for(killed, timeout=180, what=f"{point} for kill {kill}", interval=0.2)
-                        where = str(point)
-                    else:
-                        time.sleep(rng.uniform(0.0, RANDOM_WINDOW))
-                        operator.kill()
-                        where = "random"
                     landed[where] = landed.get(where, 0) + 1
                     print(f"kill {kill} (request {number}): {where}, {time.monotonic() - started:.1f}s in")
+
+                kill_series(kills, begin=lambda: apply(restart), operator=operator, killer=killer, killed=killed,
+                            rng=rng, window=RANDOM_WINDOW, timeout=180, landed=note)
                 operator.start()
                 wait_for(lambda: rolled(f"restartAfter {restart}"), timeout=400,
                          what=f"request {number} Completed on every host", interval=0.5)

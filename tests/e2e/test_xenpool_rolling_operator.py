@@ -31,6 +31,7 @@ from stackops_lab.xenapi.dispatch import Dropped
 from stackops_lab.xenapi.faults import faults_of
 from stackops_lab.xenapi.state import HostRec
 from stackops_lab.xenapi.update_file import UpdateFile, UpdateServer
+from support.kills import kill_series
 from support.wait import wait_for
 
 NAMES = ["xen1", "xen2", "xen3", "xen4"]
@@ -280,24 +281,16 @@ def test_rolls_survive_sigkill_at_their_steps_and_at_random_moments(kube: Any, o
                     maintenance["restartAfter"] = utc_now()
                 elif previous:
                     maintenance["restartAfter"] = previous
-                for index, point in enumerate(kills):
+                def note(point: At | None, where: str) -> None:
+                    nonlocal kill
                     kill += 1
-                    if point is not None:
-                        killer.arm(point)
-                    if index == 0:
-                        apply(maintenance)
-                    else:  # the armed kill may land before the restarted operator answers its health checks
-                        operator.start(wait=point is None)
-                    if point is not None:
-                        wait_for(killed, timeout=120, what=f"{point} for kill {kill}", interval=0.1)
-                        where = str(point)
-                    else:
-                        time.sleep(rng.uniform(0.0, RANDOM_WINDOW))
-                        operator.kill()
-                        where = f"random, at {status()[1].get('maintenanceProgress') or 'no roll yet'}"
-                    key = "random" if point is None else str(point)
+                    key = "random" if point is None else where
                     landed[key] = landed.get(key, 0) + 1
                     print(f"kill {kill} ({what}): {where}, {time.monotonic() - started:.1f}s after the request")
+
+                kill_series(kills, begin=lambda: apply(maintenance), operator=operator, killer=killer, killed=killed,
+                            rng=rng, window=RANDOM_WINDOW, timeout=120, landed=note,
+                            where_random=lambda: f"random, at {status()[1].get('maintenanceProgress') or 'no roll yet'}")
                 operator.start()
                 roll = wait_for(rolled, timeout=300, what=f"the {what} roll Completed", interval=0.3)
                 print(f"{what}: converged {time.monotonic() - started:.1f}s after the request ({len(kills)} kills)")
