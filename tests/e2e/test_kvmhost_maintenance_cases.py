@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import io
 import json
 import logging
 import threading
@@ -25,9 +26,11 @@ import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from pydantic import SecretStr
@@ -39,10 +42,11 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.drivers.maintenance_lock import MaintenanceLocks
 from stackops.drivers.ssh import SSHPool
+from stackops.plan import plan_files
 from stackops.reconcile.base import Context, Outcome, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
-from stackops_lab.manifests import kvmhost_manifests
+from stackops_lab.manifests import cloudstack_secret, kvmhost_manifests
 
 T = TypeVar("T")
 CLOUDSTACK = "lab-cloudstack"
@@ -124,8 +128,9 @@ class Cluster:
                       logger=logging.getLogger("e2e"), checkpoint=checkpoint)
         return Node(host, ctx, events)
 
-    def spec_for(self, host: Any, policy: str = "Manage", packages: dict[str, Any] | None = None,
-                 **maintenance: Any) -> KvmHostSpec:
+    def document_for(self, host: Any, policy: str = "Manage", packages: dict[str, Any] | None = None,
+                     **maintenance: Any) -> dict[str, Any]:
+        """The host's KvmHost manifest: the lab's layout, registered in the cluster, `maintenance` in its spec."""
         document = kvmhost_manifests([host], self.namespace)[1]
         document["spec"]["cloudstack"] = {"connection": {"secretRef": {"name": CLOUDSTACK}}, "zone": "lab-zone-1",
                                           "pod": "lab-zone-1-pod-1", "cluster": GROUP}
@@ -133,7 +138,10 @@ class Cluster:
         document["spec"]["managementPolicy"] = policy
         if packages:
             document["spec"]["packages"] = packages
-        return KvmHostSpec.model_validate(document["spec"])
+        return document
+
+    def spec_for(self, host: Any, **kwargs: Any) -> KvmHostSpec:
+        return KvmHostSpec.model_validate(self.document_for(host, **kwargs)["spec"])
 
     def set_spec(self, node: Node, generation: int | None = None, **kwargs: Any) -> None:
         node.ctx.spec = self.spec_for(node.host, **kwargs)
@@ -218,7 +226,8 @@ def reconciling(outcome: Any) -> tuple[str, str]:
 
 def completed(node: Node) -> Any:
     def done(outcome: Any) -> bool:
-        assert node.record.get("phase") != "Failed", node.record
+        if node.record.get("generation") == node.ctx.generation:
+            assert node.record.get("phase") != "Failed", node.record
         return node.record.get("phase") == "Completed" and condition(outcome)[0] == "True"
     return done
 
@@ -483,6 +492,28 @@ def test_observe_lists_the_due_maintenance_as_drift_and_touches_nothing(cluster:
     assert lab.touched(first, since) == [] and lab.held() == [] and first.host.boots() == boots
 
 
+def test_stackops_plan_lists_the_due_maintenance(cluster: Cluster, tmp_path: Path) -> None:
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    since, boots = len(sim.audit()), first.host.boots()
+    restart = utc_now()
+    document = lab.document_for(first.host, restartAfter=restart)
+    manifests = [kvmhost_manifests([first.host], lab.namespace)[0], cloudstack_secret(sim, lab.namespace), document]
+    path = tmp_path / "kvmhost.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    out = io.StringIO()
+    code = plan_files([path], out, namespace=lab.namespace)
+    name = document["metadata"]["name"]
+    assert out.getvalue().splitlines() == [
+        f"KvmHost {lab.namespace}/{name} ({path}): 1 change",
+        f"  ~ maintenance (restartAfter {restart}): take a maintenance slot of group {GROUP}, CloudStack "
+        "maintenance (its VMs migrated away), reboot and wait for a clean probe, cancel the maintenance, Up and its "
+        "state as before, release the slot (disruptive)",
+        "1 resource: 1 to change, 0 unchanged"], out.getvalue()
+    assert code == 2
+    assert lab.touched(first, since) == [] and lab.held() == [] and first.host.boots() == boots
+
+
 # ---------------------------------------------------------------------------------------------------- 6. packages
 
 
@@ -523,6 +554,27 @@ def test_an_agent_version_change_in_place_is_installed_without_maintenance(clust
     lab.converge(first, lambda o: condition(o)[0] == "True" and installed_version(first.host) == new)
     assert lab.maintenance_states(first, since) == [], "no maintenance"
     assert first.record == {} and lab.held() == [] and first.host.boots() == boots
+
+
+def test_a_failed_install_leaves_the_host_in_maintenance_and_the_next_generation_takes_it_from_there(
+        cluster: Cluster) -> None:
+    """A version the repository lacks fails once the host is empty: the host stays in CloudStack maintenance (no VM
+    is placed on it), the slot is released; the next generation of the spec installs a version it has and gives
+    the host back (docs/guide/troubleshooting.md: "or let the next generation of the spec try again")."""
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    old, new = other_version(first.host)
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, packages={"cloudstackAgentVersion": "9.9.9.9"})
+    failed = lab.converge(first, lambda o: first.record.get("phase") == "Failed")
+    assert isinstance(failed, ReconcileError) and failed.reason == "PackageInstallFailed", describe(failed)
+    assert first.record["step"] == "Updating" and "left in CloudStack maintenance" in first.record["message"]
+    assert lab.state(first)[1] == "Maintenance" and lab.held() == [] and installed_version(first.host) == old
+    lab.set_spec(first, packages={"cloudstackAgentVersion": new})
+    lab.converge(first, completed(first))
+    assert installed_version(first.host) == new and first.record["stateBefore"] == "Enabled"
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert lab.state(first) == ("Up", "Enabled") and lab.held() == [] and first.host.boots() == boots
 
 
 # ---------------------------------------------------------------------------------------------------- 7. vanished holder

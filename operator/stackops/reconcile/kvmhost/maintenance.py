@@ -25,7 +25,8 @@ and goes on from the recorded step. A failure before the host was emptied, or wh
 (maintenance cancelled, state restored) and releases the slot; a failure once it is empty (an update that fails,
 a host that does not come back clean) leaves it in CloudStack maintenance, where no VM is placed, and releases
 the slot: the other hosts of the group wait, since a peer in maintenance that holds no slot blocks them. Either
-way the maintenance is `Failed` (Stalled) until the spec changes.
+way the maintenance is `Failed` (Stalled) until the spec changes; the next generation's maintenance takes a host
+that the failed one left in `Maintenance` from there (with the state recorded before it).
 """
 from __future__ import annotations
 
@@ -218,7 +219,10 @@ class Maintainer:
             if blocking:
                 raise Waiting("; ".join(blocking))
         state = str(host.get("resourcestate", "Enabled")) if host is not None else ""
-        if state in IN_MAINTENANCE:
+        last = recorded(self.ctx)
+        if state == "Maintenance" and last is not None and last.phase == "Failed" and last.step != "Draining":
+            state = last.state_before  # left there, emptied, by this KvmHost's failed maintenance: go on from it
+        elif state in IN_MAINTENANCE:
             raise Waiting(f"the host is in {state} in CloudStack, not put there by this KvmHost")
         self.slot = await self.acquire({"address": self.spec.address, "stateBefore": state, "request": due.request})
         if self.slot is None:
