@@ -41,6 +41,7 @@ import asyncio
 import datetime
 import json
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -332,6 +333,7 @@ async def roll(size: int, args: argparse.Namespace, kube: controlplane.ClusterIn
                 pool.close_all()
     finally:
         lab.destroy(progress)
+        shutil.rmtree(lab.lab_dir, ignore_errors=True)
 
     per_host = spans(hosts, ids, cs_audit, started)
     phases = {k: sum(h[k] for h in per_host.values()) for k in ("drain", "reboot", "back")}
@@ -383,9 +385,9 @@ def show(f: dict[str, Any]) -> None:
     print(f"  ideal                    {f['idealSeconds']:.1f}s  = (CloudStack drain {p['drain']:.1f}s + reboot "
           f"{p['reboot']:.1f}s + back Up {p['back']:.1f}s) / {f['maxUnavailable']}")
     ratio, turns = (f"{r:.2f}" if r is not None else "-" for r in (f["ratio"], f["turnsRatio"]))
-    print(f"  ratio                    {ratio}  (turns alone {turns}; no host in its turn, between turns: "
-          f"{f['handoverSeconds']:.1f}s in all; Rebooting -> the host down, its services stopping: "
-          f"{f['shutdownSeconds']:.1f}s in all)")
+    print(f"  ratio                    {ratio}  (turns alone {turns})")
+    print(f"  left out of the ideal    between turns (no host in its turn) {f['handoverSeconds']:.1f}s; the shutdown "
+          f"(Rebooting -> down: services stopping) {f['shutdownSeconds']:.1f}s; the rest: polls, probe, cancel")
     print(f"  reboots per host         {'/'.join(map(str, sorted(set(f['reboots'].values()))))}")
     cs = f["cloudstack"]
     print(f"  CloudStack VMs           {cs['vms']}: migrations per VM {cs['migrationsPerVM']:.2f}, "
