@@ -363,6 +363,25 @@ def test_blockers_make_it_wait_untouched_and_it_runs_once_they_are_gone(cluster:
     assert [e["name"] for e in sim.audit()[since:] if e["event"] == "vm.migrated"] == ["tenant-a"]
 
 
+def test_a_vm_starting_on_the_host_makes_it_wait_untouched_then_it_runs(cluster: Cluster) -> None:
+    """CloudStack refuses prepareHostForMaintenance while a VM of the host is starting or stopping ("Please wait for
+    them to complete"): the maintenance waits for it, the host untouched, rather than failing for the generation."""
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    vm = sim.add_user_vm(lab.cloudstack_host(first).uuid, "tenant-starting", memory=512, state="Starting")
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, restartAfter=utc_now())
+    outcome = lab.reconcile(first)
+    reason, message = reconciling(outcome)
+    assert reason == "MaintenanceWaiting" and "tenant-starting (Starting)" in message, describe(outcome)
+    assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}
+    with sim.state.lock:
+        sim.state.by_uuid[vm].state = "Running"
+    lab.converge(first, completed(first))
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.held() == []
+
+
 def sim_client(lab: Cluster) -> Any:
     return lab.cloudstack.get(lab.sim.endpoint, lab.sim.api_key, SecretStr(lab.sim.secret_key))
 

@@ -2,8 +2,8 @@
 
 Before anything is touched: the maintenance window open; with CloudStack, every other host of the group's cluster
 Up and none in (or preparing for) maintenance unless it holds one of the group's lock slots (a Disabled peer is
-fine: it keeps its VMs), and room for this host's VMs in the memory the Up and Enabled peers have free; then a
-slot of the group's lock (drivers/maintenance_lock.py: a Lease, with the host's state before as its record).
+fine: it keeps its VMs), none of this host's VMs starting, stopping or migrating (CloudStack refuses meanwhile),
+and room for them in the memory the Up and Enabled peers have free; then a slot of the group's lock (drivers/maintenance_lock.py: a Lease, with the host's state before as its record).
 Then, each written to `status.maintenance` before it is taken:
 
 1. `Draining`: the webhook's `before` notice; a Disabled host enabled (CloudStack refuses `prepareHostForMaintenance`
@@ -116,8 +116,9 @@ class Maintainer:
 
     async def blockers(self, host: dict[str, Any], held: set[str]) -> list[str]:
         """Why the host may not go into maintenance now: a peer down or in maintenance that holds no slot of the
-        group (`held`: the addresses of the slots' holders), or too little free memory on the Up and Enabled
-        peers for this host's VMs."""
+        group (`held`: the addresses of the slots' holders), a VM of the host neither Running nor Stopped
+        (CloudStack refuses `prepareHostForMaintenance` while one starts, stops or migrates), or too little free
+        memory on the Up and Enabled peers for this host's VMs."""
         assert self.api is not None
         found, room = [], 0
         for peer in await self.peers(host):
@@ -132,6 +133,9 @@ class Maintainer:
             elif resource == "Enabled":
                 room += int(peer.get("memorytotal") or 0) - int(peer.get("memoryallocated") or 0)
         vms = await self.api.list("listVirtualMachines", listall=True, hostid=host["id"])
+        busy = [f"{vm.get('name')} ({vm.get('state')})" for vm in vms if vm.get("state") not in ("Running", "Stopped")]
+        if busy:  # CloudStack refuses prepareHostForMaintenance meanwhile
+            found.append(f"VMs of this host are not Running: {', '.join(busy)}")
         need = sum(int(vm.get("memory") or 0) for vm in vms) * 1024 * 1024
         if need > room:
             found.append(f"the Up and Enabled peers have {room // 2**20} MiB free for the {len(vms)} VM(s) of "
