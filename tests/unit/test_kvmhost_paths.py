@@ -7,13 +7,14 @@ import importlib
 import subprocess
 from pathlib import Path
 
-from stackops.reconcile.kvmhost import actions, guard, paths, probe, repository
+from stackops.reconcile.kvmhost import actions, guard, network, paths, probe, repository
 
 planner = importlib.import_module("stackops.reconcile.kvmhost.plan")  # the package exports the function `plan`
 
 KIND = Path(paths.__file__).parent
 VALUES = sorted({*paths.PROBED_FILES, paths.PKI_DIR, paths.GENERATED_KEY, paths.GENERATED_CERT, paths.CA_CERT,
-                 *paths.SECRET_FILES, paths.OWNER_REFERENCE, paths.CHECKPOINT_DIR, paths.APPARMOR_DIR})
+                 *paths.SECRET_FILES, paths.OWNER_REFERENCE, paths.CHECKPOINT_DIR, paths.APPARMOR_DIR,
+                 paths.IFCFG_DIR, paths.NETWORK_SOURCED_DIR})
 
 
 def strings(source: str) -> list[str]:
@@ -39,7 +40,7 @@ def test_no_module_or_script_of_the_kind_has_a_copy_of_a_path() -> None:
 def test_the_planner_and_the_probe_name_the_same_files() -> None:
     written = {planner.LIBVIRTD_CONF, planner.QEMU_CONF, planner.AGENT_PROPERTIES, planner.AGENT_LOG4J,
                paths.SELINUX_CONFIG, *planner.LIBVIRTD_DEFAULTS.values(), *repository.SOURCE_FILES.values(),
-               *repository.KEY_FILES.values()}
+               *repository.KEY_FILES.values(), network.NETWORK_INTERFACES, network.NETWORK_STACKOPS}
     assert written == set(paths.PROBED_FILES)
     assert f"PROBED_FILES='{' '.join(paths.PROBED_FILES)}'\n" in probe.SCRIPT
     assert f"CHECKPOINT_DIR={paths.CHECKPOINT_DIR}\n" in guard.START and guard.CHECKPOINT_DIR == paths.CHECKPOINT_DIR

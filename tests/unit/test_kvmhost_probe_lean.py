@@ -25,6 +25,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.base import Context, ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 from stackops.reconcile.kvmhost.observed import file_bytes
+from stackops.reconcile.kvmhost.paths import NETWORK_INTERFACES, NETWORK_STACKOPS
 from stackops.reconcile.kvmhost.probe import KNOWN, SCRIPT, Probe, ProbeError, parse, sections, unpack
 
 DATA = Path(__file__).resolve().parent / "data" / "probe"
@@ -40,9 +41,12 @@ def with_known_versions(output: str) -> str:
 
 def test_the_lean_probe_finds_what_the_probe_before_it_found() -> None:
     lean, before = parse(LEAN, 16509), parse(BEFORE, 16509)
-    # the host's clock moved on between the two runs; the identities of the binaries are the lean probe's own
+    # the host's clock moved on between the two runs; the identities of the binaries are the lean probe's own;
+    # the network configuration files (issue 15) came after both: missing on that host, the one before never
+    # looked for them
+    missing = {NETWORK_INTERFACES: None, NETWORK_STACKOPS: None}
     assert dataclasses.replace(lean, host_time=None, binary_versions={}) == \
-        dataclasses.replace(before, host_time=None, binary_versions={})
+        dataclasses.replace(before, host_time=None, binary_versions={}, files={**before.files, **missing})
     assert lean.host_time is not None and before.host_time is not None and lean.host_time >= before.host_time
     # what the lean probe computes where the one before ran a program: SSL settings from the SSL table (not
     # `get-ssl`), the certificate's fingerprint here (not `openssl x509`), addresses from one `ip`, the

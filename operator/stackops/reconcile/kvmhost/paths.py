@@ -34,10 +34,20 @@ OWNER_REFERENCE = f"{PKI_DIR}/conf.db"  # the files get the owner of Open vSwitc
 # Guarded changes of the management path (guard.py): one directory per checkpoint
 CHECKPOINT_DIR = "/var/lib/stackops/checkpoint"
 
+# The network configuration that brings the spec's bridges, addresses and MTUs back at boot (network.py): apt
+# hosts' ifupdown, the file stackops owns and the main file that must source it; EL hosts' network-scripts, one
+# ifcfg-<name> per interface (the probe reads every one, IFCFG_FILES is a shell glob).
+NETWORK_INTERFACES = "/etc/network/interfaces"
+NETWORK_SOURCED_DIR = "/etc/network/interfaces.d"
+NETWORK_STACKOPS = f"{NETWORK_SOURCED_DIR}/stackops"
+IFCFG_DIR = "/etc/sysconfig/network-scripts"
+IFCFG_FILES = f"{IFCFG_DIR}/ifcfg-*"
+
 # The configuration files the probe reads (base64), each once, in this order.
 PROBED_FILES = tuple(dict.fromkeys((LIBVIRTD_CONF, QEMU_CONF, AGENT_PROPERTIES, AGENT_LOG4J,
                                     *LIBVIRTD_DEFAULTS.values(), SELINUX_CONFIG, *REPOSITORY_SOURCES.values(),
-                                    *REPOSITORY_KEYS.values())))
+                                    *REPOSITORY_KEYS.values(), NETWORK_INTERFACES,
+                                    NETWORK_STACKOPS)))
 
 # The host's own word that it needs a reboot (Debian/Ubuntu: update-notifier-common's and unattended-upgrades'
 # sentinel, written by packages' postinst; /var/run is a link to /run): the file, and the packages that asked, one a
@@ -50,7 +60,7 @@ REBOOT_FILES = (REBOOT_REQUIRED, REBOOT_REQUIRED_PKGS)
 SHARED: dict[str, Value] = {
     "PROBED_FILES": PROBED_FILES, "GENERATED_CERT": GENERATED_CERT, "SECRET_FILES": SECRET_FILES,
     "SECRET_CERT": SECRET_CERT, "APPARMOR_DIR": APPARMOR_DIR, "CHECKPOINT_DIR": CHECKPOINT_DIR,
-    "REBOOT_FILES": REBOOT_FILES,
+    "REBOOT_FILES": REBOOT_FILES, "IFCFG_FILES": IFCFG_FILES,
 }
 
 

@@ -2,7 +2,8 @@
 
 Order: packages (repository source, index refresh, install; nothing else is planned while packages are to be
 installed), Open vSwitch (owned leftovers removed first, then bridges, ports, bonds, fake bridges, tunnels,
-internal ports, MTUs), addresses, the OVSDB manager, configuration files, security policy, service restarts.
+internal ports, MTUs), addresses, the OVSDB manager, the network configuration that brings them back at boot
+(network.py), configuration files, security policy, service restarts.
 
 plan_removal(host, owner, address) → what deleting the KvmHost under `deletionPolicy: Delete` removes: every
 Open vSwitch object it owns, its ports before their bridge, except what is kept (see plan_removal).
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...api.kvmhost import Bridge, KvmHostSpec
-from . import client_certificate, config, guard, repository
+from . import client_certificate, config, guard, network, repository
 from .actions import (APPARMOR_DISABLE, APPARMOR_ENFORCE, HostAction, InstallPackages, IpCommand, MoveAddress,
                       OvsCommand, RefreshPackageIndex, RestartService, RunCommand, WriteFile)
 from .observed import ADDRESSES_KEY, OWNER_KEY, HostState, OvsPort, OvsState
@@ -524,6 +525,7 @@ def plan(spec: KvmHostSpec, host: HostState, owner: str, signing_key: str | None
     actions += plan_ovs(inputs)
     actions += plan_addresses(inputs)
     actions += plan_manager(inputs)
+    actions += network.plan_network(spec, owner, host.package_manager, host.files)
     actions += plan_files(inputs)
     actions += plan_security(inputs)
     actions += plan_services(inputs, actions)

@@ -33,7 +33,7 @@ from ..shell import fill, load
 from .client_certificate import fingerprint
 from .guard import PROBE_SECTION, parse_checkpoints
 from .observed import ClientFile, HostState, OvsBridge, OvsInterface, OvsPort, OvsState, file_text
-from .paths import (GENERATED_CERT, PROBED_FILES, REBOOT_FILES, REBOOT_REQUIRED, REBOOT_REQUIRED_PKGS,
+from .paths import (GENERATED_CERT, IFCFG_DIR, PROBED_FILES, REBOOT_FILES, REBOOT_REQUIRED, REBOOT_REQUIRED_PKGS,
                     SECRET_CERT, SELINUX_CONFIG, with_paths)
 
 # The script (scripts/probe.sh, reading paths.PROBED_FILES, with the checkpoints section of guard.py in it): its
@@ -42,7 +42,7 @@ from .paths import (GENERATED_CERT, PROBED_FILES, REBOOT_FILES, REBOOT_REQUIRED,
 SCRIPT = with_paths(fill(load(__package__, "probe.sh"), "# stackops: the checkpoints section (guard.PROBE_SECTION) "
                          "goes here", PROBE_SECTION),
                     "PROBED_FILES", "GENERATED_CERT", "SECRET_FILES", "SECRET_CERT", "APPARMOR_DIR",
-                    "REBOOT_FILES")
+                    "REBOOT_FILES", "IFCFG_FILES")
 KNOWN = "@@known"  # a version section's body: the operator knows this binary's version (Probe)
 VERSION_SECTIONS = ("ovs-version", "libvirt-version", "qemu-version")
 OVS_TABLES = ("Bridge", "Port", "Interface", "Manager", "SSL")  # the ovs section's documents, in this order
@@ -341,6 +341,8 @@ def parse(output: str, libvirt_tcp_port: int, known: Mapping[str, str | None] | 
         raise ProbeError(f"the probe found {', '.join(unread)} on the host but did not read it")
     files = {path: None if (content := stored.get(path)) is None else file_text(content)
              for path in (PROBED_FILES if one_pass else [p for p in file_sections if p not in REBOOT_FILES])}
+    files.update({path: file_text(content) for path, content in stored.items()  # EL's ifcfg-* (network.py)
+                  if path.startswith(f"{IFCFG_DIR}/ifcfg-") and content is not None})
     packages: dict[str, str | None] = {}
     for line in found.get("packages", "").splitlines():
         fields = line.split("\t")

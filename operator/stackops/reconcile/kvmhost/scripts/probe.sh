@@ -12,8 +12,8 @@
 # manager uses, the pinned agent as name=version. For packages to install (not installed, or not the pinned
 # version) on an apt host it also reports the age of the package index and the versions it lists (`apt-cache
 # madison`): nothing more for a host whose packages are all there.
-# The paths (PROBED_FILES, GENERATED_CERT, SECRET_FILES, SECRET_CERT, APPARMOR_DIR) come from paths.py; the
-# checkpoints section (probe-checkpoints.sh) takes the place of the line that says so.
+# The paths (PROBED_FILES, GENERATED_CERT, SECRET_FILES, SECRET_CERT, APPARMOR_DIR, IFCFG_FILES: a glob) come from
+# paths.py; the checkpoints section (probe-checkpoints.sh) takes the place of the line that says so.
 export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 section() { printf '\n@@%s %s\n' "$1" "$2"; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -177,7 +177,7 @@ if [ -n "$ovs" ] && out=$(ovs-vsctl --timeout=5 --format=json --data=json \
 fi
 version libvirt-version libvirtd "$libvirt" "$libvirt_id"
 version qemu-version "$qemu_command" "$qemu" "$qemu_id"
-for f in $PROBED_FILES "$GENERATED_CERT" "$SECRET_CERT" $REBOOT_FILES; do
+for f in $PROBED_FILES $IFCFG_FILES "$GENERATED_CERT" "$SECRET_CERT" $REBOOT_FILES; do
   if [ -f "$f" ]; then dump="$dump ${f#/}"; fi
 done
 section ip -; if have ip; then ip -j addr show 2>/dev/null; fi
