@@ -225,3 +225,42 @@ def test_the_lab_cloudstack_sees_a_disabled_rebooting_kvm_host_disconnected_then
                    if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
         assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
                            ("Connecting", "Up")], changes
+
+
+def test_the_lab_cloudstack_sees_even_a_short_reboot_disconnected(lab) -> None:
+    """A reboot far shorter than the ping timeout (0.1 s down, ping timeout 30 s): connects to a host back within
+    the machine's ARP retries are only delayed, so a connection probe alone never finds it gone; the standing
+    session the host's reboot ends does, at once."""
+    from cs import CloudStack
+
+    from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
+
+    _, host = lab
+    if virsh_version(host).returncode != 0:
+        ok(host, f"printf '{LIBVIRT_TCP}' >> /etc/libvirt/libvirtd.conf"
+                 " && sed -i 's/^#LIBVIRTD_ARGS=\"--listen\"/LIBVIRTD_ARGS=\"--listen\"/' /etc/default/libvirtd"
+                 " && systemctl restart libvirtd")
+    timings = Timings(host_connect=0.1, job=0.05, kvm_ping=0.1, ping_timeout=30.0)
+    with CloudStackSimulator(fleet=Fleet(routers=4, redundant_pairs=1), timings=timings,
+                             ssh_key_path=str(host.client_key_path)) as sim:
+        api = CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, fetch_result=True)
+        zone = api.listZones(name="lab-zone-1")["zone"][0]
+        pod = api.listPods(zoneid=zone["id"])["pod"][0]
+        added = api.addHost(zoneid=zone["id"], podid=pod["id"], hypervisor="KVM", url=f"http://{host.address}",
+                            clustername="lab-kvm-short-reboot", username="root")["host"][0]
+
+        def state() -> str:
+            return str(api.listHosts(id=added["id"])["host"][0]["state"])
+
+        wait_until(lambda: state() == "Up", "Up")
+        wait_until(lambda: added["id"] in getattr(sim.hostops.availability, "links", {}),
+                   "the agent's standing session to the host")
+        api.updateHost(id=added["id"], allocationstate="Disable")
+        host.reboot(down_seconds=0.1)
+        wait_until(lambda: any(e["event"] == "host.state" and e["host"] == added["id"] and e["state"] == "Connecting"
+                               for e in sim.audit()), "reconnecting")
+        wait_until(lambda: state() == "Up", "Up again")
+        changes = [(e["from"]["state"], e["state"]) for e in sim.audit()
+                   if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
+        assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
+                           ("Connecting", "Up")], changes

@@ -10,7 +10,12 @@ Two ways for a host to stop answering:
   real, kvm.py; its host_details hold the url, as CloudStack's; the fleet's made-up hosts have none) is probed on
   its SSH port, a stand-in for the agent's own connection to the management server, which a real host's reboot or
   power-off drops (the lab's agent stand-in runs no process): a lab host is unreachable while a reboot keeps it
-  down (LabHost.reboot). A stopped agent stand-in is not seen (the host still answers).
+  down (LabHost.reboot). A stopped agent stand-in is not seen (the host still answers). Like the agent's, the
+  link is a standing connection too: an SSH session (the management server's key, or the addHost password) held
+  open to each KVM host that answers; a reboot ends every process on the host, the session with them, and a
+  session found ended is the host disconnecting at once (as AgentManagerImpl handles a closed agent connection),
+  however short the reboot — a connection probe alone misses a host back within the machine's ARP retries, its
+  connects only delayed. A host where no session can be opened (no key, a refused login) is probed as before.
 After Timings.ping_timeout (ping.interval × ping.timeout in CloudStack) the ping times out:
 - a host Disabled, in Maintenance or ErrorInMaintenance is Disconnected, without investigation and without HA
   (AgentManagerImpl.handleDisconnectWithoutInvestigation; why operators disable or maintain before a reboot);
@@ -47,6 +52,11 @@ class Availability:
         self.hostops = hostops
         self.sim = hostops.sim
         self.until: dict[str, float] = {}  # host uuid → when it answers again (the lab's monotonic clock)
+        self.links: dict[str, Any] = {}  # KVM host uuid → the standing SSH session (paramiko.SSHClient)
+        self.passwords: dict[str, str] = {}  # KVM host uuid → the addHost password (none: the management key)
+        self.unlinkable: set[str] = set()  # KVM hosts where a session cannot be opened: probed only
+        self._links_lock = threading.Lock()
+        self._linking: set[str] = set()
 
         if self.sim.timings.xen_ping > 0:
             self.sim.scheduler.call_later(self.sim.timings.xen_ping, self._ping_xen)
@@ -67,28 +77,93 @@ class Availability:
         self.sim.scheduler.call_later(self.sim.timings.kvm_ping, self._ping_kvm)
         hosts = [h for h in self.sim.state.values("host") if h.hypervisor == "KVM" and h.details.get("url")]
         if hosts:
-            targets = [(h, h.address, SSH_PORT) for h in hosts]
+            targets = [(h, h.address, SSH_PORT, h.details.get("username") or "") for h in hosts]
             threading.Thread(target=self._probe, args=(targets, KVM_PING_TIMEOUT), name="cloudstack-sim-kvm-ping",
                              daemon=True).start()
 
-    def _probe(self, targets: list[tuple[Host, str, int]], timeout: float) -> None:
-        answers = {}
-        for host, address, port in targets:
+    def _probe(self, targets: list[tuple[Any, ...]], timeout: float) -> None:
+        answers, dropped = {}, set()
+        for host, address, port, *login in targets:
+            if login and self._dropped(host.uuid):
+                answers[host.uuid] = False
+                dropped.add(host.uuid)
+                continue
             try:
                 with socket.create_connection((address, port), timeout=timeout):
                     answers[host.uuid] = True
             except OSError:
                 answers[host.uuid] = False
+            if login and answers[host.uuid]:
+                answers[host.uuid] = self._link(host.uuid, address, login[0], timeout)
         with self.sim.state.lock:
-            for host, _, _ in targets:
+            for host, *_ in targets:
                 if not self.sim.state.live(host):
                     continue
                 lost = self.until.get(host.uuid) == float("inf")
                 if not answers[host.uuid] and not lost:
                     self.lose(host, float("inf"))
+                if host.uuid in dropped:  # the connection closed: disconnected now, not at the ping timeout
+                    self._ping_timeout(host)
                 elif answers[host.uuid] and lost:
                     self.until[host.uuid] = self.sim.scheduler.now()
                     self._back(host)
+
+    # -- the standing session to each KVM lab host (the agent's connection)
+
+    def _dropped(self, uuid: str) -> bool:
+        """Whether the host's session was open and has ended (the host rebooted, powered off); forgets it."""
+        with self._links_lock:
+            link = self.links.get(uuid)
+            if link is None:
+                return False
+            transport = link.get_transport()
+            if transport is not None and transport.is_active():
+                try:
+                    transport.send_ignore()  # a host that came back without closing it answers with a reset
+                    return False
+                except Exception:  # noqa: BLE001 - any failure to write means the session is gone
+                    pass
+            del self.links[uuid]
+        link.close()
+        return True
+
+    def _link(self, uuid: str, address: str, username: str, timeout: float) -> bool:
+        """With a session open (or one opened now) the host answers; a host that accepts connections but where
+        no session can be opened is taken at its word (probed only, as without sessions)."""
+        with self._links_lock:
+            if uuid in self.links or uuid in self.unlinkable or uuid in self._linking or not username:
+                return True
+            self._linking.add(uuid)
+        import paramiko  # imported here: slow to import, and only KVM lab hosts need it
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        password = self.passwords.get(uuid)
+        try:
+            client.connect(address, port=SSH_PORT, username=username, password=password or None,
+                           key_filename=None if password else self.sim.ssh_key_path, look_for_keys=False,
+                           allow_agent=False, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+        except (paramiko.AuthenticationException, ValueError):
+            client.close()
+            with self._links_lock:
+                self._linking.discard(uuid)
+                self.unlinkable.add(uuid)
+            return True
+        except (OSError, paramiko.SSHException, EOFError):
+            client.close()
+            with self._links_lock:
+                self._linking.discard(uuid)
+            return False
+        with self._links_lock:
+            self._linking.discard(uuid)
+            self.links[uuid] = client
+        return True
+
+    def close(self) -> None:
+        """End every standing session (the simulator stops)."""
+        with self._links_lock:
+            links, self.links = list(self.links.values()), {}
+        for link in links:
+            link.close()
 
     def unreachable(self, host: Host) -> bool:
         return self.sim.scheduler.now() < self.until.get(host.uuid, float("-inf"))

@@ -164,6 +164,8 @@ def add_host(request: Request) -> dict[str, Any]:
                                                   else "Enabled"),
                                   version=catalog.CLOUDSTACK_VERSION, tags=list(request.get("hosttags") or []),
                                   url=url, details={"url": url, "username": request.get("username") or ""}))
+        if request.get("password"):  # the agent stand-in's session logs in as addHost did
+            sim.hostops.availability.passwords[host.uuid] = request.get("password")
         audit.record("host.added", host=host.uuid, name=host.name, address=address, cluster=cluster.uuid,
                      zone=zone.uuid, tags=host.tags)
         sim.hostops.connect_later(host)

@@ -104,6 +104,7 @@ class CloudStackSimulator:
             self._thread = None
         self.server.server_close()
         self.scheduler.stop()
+        self.hostops.availability.close()
 
     def __enter__(self) -> CloudStackSimulator:
         return self.start()
