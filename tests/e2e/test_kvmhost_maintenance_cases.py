@@ -3,14 +3,16 @@
 the status kept between passes), the group's lock on real Leases of the `kube` fixture's API server. What happened
 is read from the simulator's audit log, the lab hosts' power logs and the Leases, never from how long it took.
 
-- a VM CloudStack cannot move (ErrorInMaintenance): Failed naming the VM, the host given back, never rebooted, the
-  slot released, not tried again for the generation;
-- a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers): waiting with
-  the reason, nothing touched; once it is gone, the maintenance runs;
+- a VM CloudStack cannot move (ErrorInMaintenance): Failed naming the VM, the host given back as it was (Enabled,
+  or Disabled again), never rebooted, the slot released, not tried again for the generation; the next generation
+  runs it;
+- a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers, a VM of the
+  host starting): waiting with the reason, nothing touched; once it is gone, the maintenance runs;
 - the maintenance window closed: waiting for it, nothing touched;
 - the webhook's `before` and `after` notices around the host's maintenance; a refused `before`: nothing touched;
-- Observe: the due maintenance is drift, nothing touched;
-- an agent version change: under maintenance (drained, installed, given back, not rebooted) or in place;
+- Observe: the due maintenance is drift, nothing touched; `stackops plan` lists it;
+- an agent version change: under maintenance (drained, installed, given back, not rebooted) or in place; a version
+  the repository lacks leaves the emptied host in maintenance, and the next generation takes it from there;
 - a slot whose holder stopped renewing it is taken once its TTL has passed."""
 from __future__ import annotations
 
@@ -228,7 +230,7 @@ def completed(node: Node) -> Any:
     def done(outcome: Any) -> bool:
         if node.record.get("generation") == node.ctx.generation:
             assert node.record.get("phase") != "Failed", node.record
-        return node.record.get("phase") == "Completed" and condition(outcome)[0] == "True"
+        return node.record.get("phase") == "Completed" and node.record.get("generation") == node.ctx.generation
     return done
 
 
@@ -278,9 +280,13 @@ def cluster(make_cluster: Any) -> Cluster:
 # ---------------------------------------------------------------------------------------------------- 1. a VM that stays
 
 
-def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_back(make_cluster: Any) -> None:
+@pytest.mark.parametrize("before", ["Enabled", "Disabled"])
+def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_back(make_cluster: Any,
+                                                                                  before: str) -> None:
     """The peers have room for the VMs together but not for the big one on either (CloudStack moves a VM whole):
-    the small VM moves, the big one stays, CloudStack gives up (ErrorInMaintenance)."""
+    the small VM moves, the big one stays, CloudStack gives up (ErrorInMaintenance). The host is given back as it
+    was (a Disabled host enabled for prepareHostForMaintenance is disabled again); the next generation, once the
+    peers have room, runs the maintenance."""
     lab = make_cluster(3)
     sim = lab.sim
     first, *peers = lab.nodes
@@ -288,22 +294,28 @@ def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_ba
         sim.state.global_values.update({"max.retries": "2", "migrate.retry.interval": "0.1"})
         for peer in peers:
             lab.cloudstack_host(peer).memory_total = 4096 * MIB
+        if before == "Disabled":
+            sim.hostops.set_state(lab.cloudstack_host(first), resource_state="Disabled")
     host_id = lab.cloudstack_host(first).uuid
     sim.add_user_vm(host_id, "tenant-big", memory=6144)
     sim.add_user_vm(host_id, "tenant-small", memory=512)
     since, boots = len(sim.audit()), first.host.boots()
-    lab.set_spec(first, restartAfter=utc_now())
+    restart = utc_now()
+    lab.set_spec(first, restartAfter=restart)
     failed = lab.converge(first, lambda o: first.record.get("phase") == "Failed")
     assert isinstance(failed, ReconcileError) and failed.reason == "MaintenanceFailed", describe(failed)
     record = first.record
     assert record["step"] == "Draining" and "ErrorInMaintenance" in record["message"], record
     assert "tenant-big (Running)" in record["message"] and "tenant-small" not in record["message"], record
+    assert record["stateBefore"] == before
     assert [e["name"] for e in sim.audit()[since:] if e["event"] == "vm.migrated"] == ["tenant-small"]
     assert [e["event"] for e in sim.audit()[since:] if e["event"].startswith("vm.migration")] == \
         ["vm.migration.failed"] * 2, "tried max.retries times"
-    states = ["PrepareForMaintenance", "ErrorInPrepareForMaintenance", "ErrorInMaintenance", "Enabled"]
+    enabled = ["Enabled"] if before == "Disabled" else []
+    states = [*enabled, "PrepareForMaintenance", "ErrorInPrepareForMaintenance", "ErrorInMaintenance", "Enabled",
+              *(["Disabled"] if before == "Disabled" else [])]
     assert lab.maintenance_states(first, since) == states, "CloudStack gave up; the maintenance cancelled"
-    assert lab.state(first) == ("Up", "Enabled"), "given back"
+    assert lab.state(first) == ("Up", before), "given back as it was"
     assert first.host.boots() == boots, "never rebooted"
     assert lab.held() == [], "the slot released"
     # later passes of the same generation: Stalled with the VM named, nothing tried again
@@ -313,6 +325,15 @@ def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_ba
     lab.reconcile(first)
     assert lab.maintenance_states(first, since) == states, "not tried again for the generation"
     assert all(c.get("stops", 0) == 0 for c in sim.vm_counts().values()), "no VM stopped"
+    # the peers given room and the spec changed (a new generation): the maintenance runs
+    with sim.state.lock:
+        for peer in peers:
+            lab.cloudstack_host(peer).memory_total = 64 * 1024 * MIB
+    lab.set_spec(first, restartAfter=restart, hostTimeoutSeconds=180)
+    lab.converge(first, completed(first))
+    assert lab.maintenance_states(first, since)[len(states):] == [
+        *enabled, "PrepareForMaintenance", "Maintenance", "Enabled", *(["Disabled"] if before == "Disabled" else [])]
+    assert lab.state(first) == ("Up", before) and first.host.boots() == boots + 1 and lab.held() == []
 
 
 # ---------------------------------------------------------------------------------------------------- 2. blockers
@@ -517,6 +538,7 @@ def test_stackops_plan_lists_the_due_maintenance(cluster: Cluster, tmp_path: Pat
     since, boots = len(sim.audit()), first.host.boots()
     restart = utc_now()
     document = lab.document_for(first.host, restartAfter=restart)
+    document["metadata"]["name"] = first.ctx.name  # the KvmHost the passes converged (its name is in its files)
     manifests = [kvmhost_manifests([first.host], lab.namespace)[0], cloudstack_secret(sim, lab.namespace), document]
     path = tmp_path / "kvmhost.yaml"
     path.write_text(yaml.safe_dump_all(manifests))
