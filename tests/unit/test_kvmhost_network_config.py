@@ -39,7 +39,7 @@ FULL: dict[str, Any] = {
 }
 
 DEBIAN = """\
-# Written by stackops for KvmHost lab/kvm1: the Open vSwitch bridges, ports, addresses and MTUs ifupdown sets up at boot.
+# Written by stackops for KvmHost lab/kvm1: the Open vSwitch bridges, ports, addresses and MTUs ifupdown sets up.
 # Rewritten when it differs from the KvmHost's spec: change the spec, not this file.
 
 auto cloudbr0
@@ -249,7 +249,10 @@ def test_ifupdown_reads_the_file_as_written(tmp_path: Path) -> None:
         return subprocess.run(["ifquery", "-i", str(interfaces), "--state-dir", str(tmp_path), *args],
                               capture_output=True, text=True, check=True).stdout
 
-    assert ifquery("--list").split() == ["cloudbr0"]
+    assert ifquery("--list").split() == ["lo", "cloudbr0"]  # ifupdown always knows lo
     assert ifquery("--list", "--allow=cloudbr0").split() == ["eth0", "bond0", "vxlan0", "vi0", "mgmt0"]
-    assert ifquery("mgmt0").splitlines() == ["ovs-type: OVSBridge", "ovs-options: cloudbr0 123",
-                                             "address: 10.123.0.11/24"]
+    # the second stanza adds its address to the first's
+    assert ifquery("mgmt0").splitlines() == [
+        "ovs_type: OVSBridge", "ovs_options: cloudbr0 123", "address: 10.123.0.11", "broadcast: 10.123.0.255",
+        "netmask: 255.255.255.0", "address: 10.124.0.11", "broadcast: 10.124.0.255", "netmask: 255.255.255.0"]
+    assert ifquery("vi0").splitlines()[:3] == ["ovs_bridge: cloudbr0", "ovs_type: OVSIntPort", "mtu: 1500"]

@@ -99,7 +99,7 @@ def debian_file(spec: KvmHostSpec, owner: str) -> str | None:
     bridges = spec.openvswitch.bridges
     if not bridges:
         return None
-    lines = _header(owner, "the Open vSwitch bridges, ports, addresses and MTUs ifupdown sets up at boot")
+    lines = _header(owner, "the Open vSwitch bridges, ports, addresses and MTUs ifupdown sets up")
     for bridge in bridges:
         lines += ["", *_debian_bridge(bridge)]
     return "\n".join(lines) + "\n"
