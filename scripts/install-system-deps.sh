@@ -6,7 +6,10 @@
 #   - KVM lab hosts (stackops_lab.hosts): openssh-server, openvswitch-switch, libvirt-daemon-system (with its
 #     sysv flavour: no systemd needed), libvirt-clients, qemu-system-x86 + qemu-utils (libvirt's QEMU driver
 #     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping, iptables
-#     (network partitions between the machine and a host: LabHost.cut_off)
+#     (network partitions between the machine and a host: LabHost.cut_off), ifupdown (lab hosts boot through
+#     the network configuration a KvmHost writes, /etc/network/interfaces.d/stackops: hostinit.py runs `ifup -a`;
+#     its postinst only creates /etc/network/interfaces with the `source /etc/network/interfaces.d/*` line when
+#     there is none, adds the netdev group and enables networking.service, which nothing starts here)
 #   - CloudStackRelease builds (stackops_lab.release: a CloudStack-like source repository, its build scripts):
 #     git, curl (pull-request patches), rpm (rpmbuild for packaging/package.sh), createrepo-c, python3 (the Maven
 #     stand-in makes its jars with it)
@@ -25,7 +28,7 @@ set -euo pipefail
 packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-reflect2-dev etcd-server
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
-          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo
+          qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo ifupdown
           git curl rpm createrepo-c python3 python3-venv make
           default-jdk-headless gpg gpg-agent shellcheck strace)
 

@@ -4,11 +4,20 @@ Started as `unshare --mount --uts --pid --fork --mount-proc --propagation privat
 <host dir> <ready fd>` inside the host's network namespace, it boots the host in fresh mount, UTS and PID
 namespaces: it sets the hostname, gives the host its private files (overlays on /etc and the package databases,
 bind mounts from the host directory, a read-only /usr, fresh tmpfs on /run and /tmp), a new boot id
-(/proc/sys/kernel/random/boot_id, a bind mount of /run/stackops-lab/boot_id), brings its network up from
-configuration (init.json "network": lo, the spare NICs, eth0's address and default route; then, if the host has
-an /etc/network/interfaces and ifupdown is installed, `ifup -a`), starts the host's services through the lab's
-`systemctl` shim (from the second boot on, also the cloudstack-agent stand-in when installed and enabled, as its
-unit is), reports "ready <boot id>" (or "error: …") on the ready fd, then reaps orphans.
+(/proc/sys/kernel/random/boot_id, a bind mount of /run/stackops-lab/boot_id), brings its network up and starts
+its services in Debian's order: the hardware from init.json "network" (lo, the spare NICs, eth0's address and
+default route), Open vSwitch (NETWORK_SERVICES, through the lab's `systemctl` shim: Debian starts
+openvswitch-switch before networking.service), then, if the host has an /etc/network/interfaces and ifupdown is
+installed, `ifup -a` (what networking.service runs: the host's own network configuration, e.g. the bridges,
+VLAN bridges and addresses a KvmHost wrote to /etc/network/interfaces.d/stackops, whose `ovs-vsctl --may-exist`
+commands need ovsdb-server and ovs-vswitchd up), then the other services (from the second boot on, also the
+cloudstack-agent stand-in when installed and enabled, as its unit is); it reports "ready <boot id>" (or "error:
+…") on the ready fd, then reaps orphans.
+
+A lab deviation: eth0's address from init.json is set at every boot, before and whatever the host's network
+configuration says (a real host's NIC would have only what its configuration gives it): the lab reaches a host
+there, and a host whose eth0 a KvmHost made a port of an Open vSwitch bridge keeps that address on eth0 (with the
+`netdev` datapath the kernel still sees eth0's frames, so it answers there too).
 
 It ends on SIGTERM (the lab stopping the host: at once, exit 0), or on systemd's signals, sent by the shim's
 `reboot`/`shutdown`/`poweroff`/`halt` and `systemctl reboot|poweroff|halt`: SIGRTMIN+5 reboot, SIGRTMIN+4
@@ -49,6 +58,7 @@ KERNEL_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 RTMIN = int(signal.SIGRTMIN)
 SHUTDOWN_SIGNALS = {RTMIN + 5: "reboot", RTMIN + 4: "poweroff", RTMIN + 3: "halt"}  # systemd's
 SHUTDOWN_GRACE_SECONDS = 5.0
+NETWORK_SERVICES = ("openvswitch-switch",)  # started before `ifup -a`, the others after it
 
 SERVICE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -125,9 +135,8 @@ def ip_batch(commands: list[str]) -> None:
 
 
 def start_network(network: dict) -> None:
-    """The host's network as configured: lo and the spare NICs up, eth0 with its address and default route; then
-    the host's own /etc/network/interfaces, if it has one and ifupdown is installed (a hook: the lab does not
-    write that file yet)."""
+    """The host's network hardware as init.json configures it: lo and the spare NICs up, eth0 with its address
+    and default route."""
     commands = ["link set dev lo up"]
     commands += [f"link set dev {name} up" for name in network.get("up", [])]
     device = network.get("device")
@@ -136,6 +145,11 @@ def start_network(network: dict) -> None:
         if network.get("gateway"):
             commands.append(f"route add default via {network['gateway']}")
     ip_batch(commands)
+
+
+def apply_interfaces() -> None:
+    """The host's own /etc/network/interfaces (`ifup -a`), if it has one and ifupdown is installed; what fails is
+    in the init's log, the host boots on (as networking.service failing leaves a Debian host up)."""
     if not os.path.exists("/etc/network/interfaces"):
         return
     if shutil.which("ifup", path=SERVICE_ENV["PATH"]) is None:
@@ -254,7 +268,9 @@ def main() -> int:
         os.chdir("/")
         show_boot_id(boot_id)
         start_network(config.get("network", {}))
-        start_services(config["services"])
+        start_services([s for s in config["services"] if s in NETWORK_SERVICES])
+        apply_interfaces()
+        start_services([s for s in config["services"] if s not in NETWORK_SERVICES])
         if not first_boot:
             start_enabled(config.get("enabledServices", []))
     except BaseException as error:  # noqa: BLE001 - everything goes back to the lab as one line
