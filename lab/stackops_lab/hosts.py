@@ -40,7 +40,13 @@ Open vSwitch (bridges from conf.db), libvirtd, and the cloudstack-agent stand-in
 The lab's subnet is 10.250.<slot>.0/24 on a bridge `stackops-lab<slot>` (10.250.<slot>.1) that exists only for
 the lab; hosts are .11, .12, … Several labs on one machine take different slots. Nothing else on the machine
 is touched. `destroy` stops every host (its init is PID 1 of the host's PID namespace, so all its processes
-go with it), deletes namespaces, veths and the bridge, and removes the files.
+go with it), deletes namespaces, veths, VLAN interfaces and the bridge, and removes the files.
+
+The lab's switch (the Linux bridge, not VLAN-aware) passes tagged frames between hosts, but the machine takes
+part in untagged traffic only: a host's address on a VLAN is out of its reach unless the lab carries that VLAN,
+`LabHosts.carry_vlan(vlan, cidr)`: a tap `stackops<slot>v<vlan>` with the machine's address `cidr` (in the hosts'
+subnet of that VLAN), joined to the bridge by a relay in user space (vlanrelay.py: the machine's kernel has
+neither VLAN devices nor VLAN filtering), kept in the state file and removed with the lab.
 """
 
 from __future__ import annotations
@@ -345,15 +351,19 @@ class HostsState:
     bridge: str
     gateway: str
     hosts: list[LabHost] = field(default_factory=list)
+    # VLANs the machine takes part in (carry_vlan): VLAN → its tap ("device"), bridge port ("port"), relay ("pid")
+    vlans: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "bridge": self.bridge, "gateway": self.gateway,
-                "hosts": [host.to_json() for host in self.hosts]}
+                "hosts": [host.to_json() for host in self.hosts],
+                "vlans": {str(vlan): carried for vlan, carried in self.vlans.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HostsState:
         return cls(slot=int(data["slot"]), bridge=data["bridge"], gateway=data["gateway"],
-                   hosts=[LabHost.from_json(host) for host in data.get("hosts", [])])
+                   hosts=[LabHost.from_json(host) for host in data.get("hosts", [])],
+                   vlans={int(vlan): dict(carried) for vlan, carried in data.get("vlans", {}).items()})
 
 
 class LabHosts:
@@ -417,6 +427,8 @@ class LabHosts:
         if state is None and not bridges and not self.workdir.exists():
             return
         hosts = state.hosts if state else []
+        for carried in (state.vlans.values() if state else ()):
+            self.remove_vlan(carried)
         self.stop_hosts(hosts)
         for host in hosts:
             kill_namespace_processes(host.netns)
@@ -430,6 +442,60 @@ class LabHosts:
         self.state_file.unlink(missing_ok=True)
         if hosts:
             progress(f"removed {len(hosts)} KVM lab host(s)")
+
+    def carry_vlan(self, vlan: int, cidr: str) -> str:
+        """Make the machine take part in VLAN `vlan` of the lab's switch, with the address `cidr` (e.g.
+        10.251.<slot>.1/24). The machine's kernel has no VLAN devices, so a relay (vlanrelay.py) does it in user
+        space: a veth pair `stackops<slot>p<vlan>` (a port of the lab's bridge) / `stackops<slot>q<vlan>`, whose
+        frames tagged `vlan` the relay passes untagged to a tap `stackops<slot>v<vlan>` carrying `cidr`, and back
+        tagged. Returns the tap's name; all of it goes with the lab (or `drop_vlan`)."""
+        state = self.read_state()
+        if state is None:
+            raise LabError("the lab has no hosts")
+        if not 1 <= vlan <= 4094:
+            raise LabError(f"no VLAN {vlan}: 1 to 4094")
+        if vlan in state.vlans:
+            return state.vlans[vlan]["device"]
+        names = {kind: f"stackops{state.slot}{kind}{vlan}" for kind in "vpq"}  # ≤ 15 characters: slot < 100
+        state.vlans[vlan] = {"device": names["v"], "port": names["p"], "pid": 0}
+        self.write_state(state)  # before the links: destroy removes them whatever happens next
+        ip_batch([f"link add {names['p']} type veth peer name {names['q']}",
+                  f"link set dev {names['p']} alias {self.lab_dir}", f"link set dev {names['p']} master {state.bridge}",
+                  f"link set dev {names['p']} up", f"link set dev {names['q']} up"])
+        log = open(self.workdir / f"vlanrelay-{vlan}.log", "ab")
+        relay = subprocess.Popen([sys.executable, "-I", "-S", str(Path(__file__).with_name("vlanrelay.py")),
+                                  names["q"], names["v"], str(vlan)], stdout=subprocess.PIPE, stderr=log,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        state.vlans[vlan]["pid"] = relay.pid
+        self.write_state(state)
+        assert relay.stdout is not None
+        if relay.stdout.readline().strip() != b"ready":
+            raise LabError(f"the VLAN {vlan} relay did not start: "
+                           f"{(self.workdir / f'vlanrelay-{vlan}.log').read_text()[-2000:]}")
+        relay.stdout.close()
+        ip_batch([f"link set dev {names['v']} alias {self.lab_dir}", f"addr add {cidr} dev {names['v']}",
+                  f"link set dev {names['v']} up"])
+        return names["v"]
+
+    def drop_vlan(self, vlan: int) -> None:
+        """Stop carrying `vlan`: the relay ends (its tap with it), the veth pair goes."""
+        state = self.read_state()
+        if state is None or vlan not in state.vlans:
+            return
+        self.remove_vlan(state.vlans.pop(vlan))
+        self.write_state(state)
+
+    def remove_vlan(self, carried: dict[str, Any]) -> None:
+        pid = int(carried.get("pid", 0))
+        try:
+            if pid and b"vlanrelay.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ProcessLookupError):
+            pass
+        port = carried["port"]
+        if link_exists(port) and link_alias(port) == str(self.lab_dir):
+            ip("link", "del", port, check=False)
 
     def running(self) -> list[LabHost] | None:
         """The hosts if every one of them runs, else None."""
