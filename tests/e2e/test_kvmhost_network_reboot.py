@@ -95,6 +95,8 @@ def test_the_management_address_on_a_vlan_bridge_survives_a_reboot(make_lab_host
     boots = host.boots()
     host.reboot()
     assert host.boots() == boots + 1
+    boot_log = (host.directory / "init.log").read_text().split("ready (boot id")[-2]  # the last boot's lines
+    assert "ifup -a exited 0" in boot_log, boot_log
     assert f"{management}/24" in host.run("ip -4 -o addr show dev mgmt0", check=True).stdout
     # the reconciler reaches it at the management address (a fresh connection: the old one ended with the
     # reboot) and finds nothing to do

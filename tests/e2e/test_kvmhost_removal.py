@@ -124,7 +124,10 @@ def test_delete_removes_the_owned_objects_and_leaves_the_hand_made_ones(make_lab
     assert ports(host, "handmade0") == {"hm0"}
     assert owned(host) == set()
     applied = [e[2] for e in events if e[1] == "Applied"]
-    assert len(applied) == 9 and all(a.endswith("(deletionPolicy Delete)") for a in applied), applied
+    assert len(applied) == 10 and all(a.endswith("(deletionPolicy Delete)") for a in applied), applied
+    # last, the ifupdown file that would bring them back at the next boot (nothing was kept)
+    assert applied[-1] == "remove the network configuration /etc/network/interfaces.d/stackops (deletionPolicy Delete)"
+    assert host.run("test -e /etc/network/interfaces.d/stackops").returncode == 1
     assert applied.index("remove bond bond0 from cloudbr0 (deletionPolicy Delete)") < \
         applied.index("remove bridge cloudbr0 (deletionPolicy Delete)")
     assert applied.index("remove VLAN bridge guest0 (deletionPolicy Delete)") < \

@@ -20,7 +20,7 @@ from stackops.api.kvmhost import KvmHostSpec
 from stackops.reconcile.kvmhost import network
 from stackops.reconcile.kvmhost.actions import RunCommand, WriteFile
 from stackops.reconcile.kvmhost.paths import IFCFG_DIR, NETWORK_INTERFACES, NETWORK_STACKOPS
-from stackops.reconcile.kvmhost.plan import plan
+from stackops.reconcile.kvmhost.plan import plan, plan_removal
 from stackops.reconcile.kvmhost.probe import parse
 
 # cloudbr0 with every kind of member: a NIC, a bond, a tunnel, an internal port, and mgmt0 (VLAN 123) carrying the
@@ -256,3 +256,24 @@ def test_ifupdown_reads_the_file_as_written(tmp_path: Path) -> None:
         "ovs_type: OVSBridge", "ovs_options: cloudbr0 123", "address: 10.123.0.11", "broadcast: 10.123.0.255",
         "netmask: 255.255.255.0", "address: 10.124.0.11", "broadcast: 10.124.0.255", "netmask: 255.255.255.0"]
     assert ifquery("vi0").splitlines()[:3] == ["ovs_bridge: cloudbr0", "ovs_type: OVSIntPort", "mtu: 1500"]
+
+
+def test_deletion_removes_the_network_file_last_unless_an_object_is_kept() -> None:
+    host = parse(probe_output(files={NETWORK_STACKOPS: DEBIAN}), 16509)
+    removal = plan_removal(host, OWNER, "10.250.0.11")  # the management address on eth0, outside Open vSwitch
+    assert removal.kept == ()
+    assert removal.actions[-1].argv() == ("rm", "-f", NETWORK_STACKOPS)
+    assert removal.actions[-1].describe() == \
+        f"remove the network configuration {NETWORK_STACKOPS} (deletionPolicy Delete)"
+    # a file stackops did not write stays
+    foreign = parse(probe_output(files={NETWORK_STACKOPS: "auto br9\n"}), 16509)
+    assert all(NETWORK_STACKOPS not in a.argv() for a in plan_removal(foreign, OWNER, "10.250.0.11").actions)
+    # the management path kept (the address on mgmt0): the file, which brings it back at boot, stays too
+    on_vlan = dataclasses.replace(host, addresses={"mgmt0": ("10.250.0.11/24",), "eth0": ()})
+    kept = plan_removal(on_vlan, OWNER, "10.250.0.11")
+    assert kept.kept and all(NETWORK_STACKOPS not in a.argv() for a in kept.actions)
+    # EL: the owned ifcfg files, never another
+    el = dataclasses.replace(host, package_manager="dnf", files={
+        **host.files, f"{IFCFG_DIR}/ifcfg-mgmt0": ifcfg("mgmt0"), f"{IFCFG_DIR}/ifcfg-lo": "DEVICE=lo\n"})
+    assert [a.argv() for a in plan_removal(el, OWNER, "10.250.0.11").actions if isinstance(a, RunCommand)] == [
+        ("rm", "-f", f"{IFCFG_DIR}/ifcfg-mgmt0")]

@@ -181,6 +181,15 @@ def wanted_files(spec: KvmHostSpec, owner: str, manager: str | None) -> dict[str
     return {}
 
 
+def remove_owned(manager: str | None, files: Mapping[str, str | None], why: str) -> list[HostAction]:
+    """The network configuration files stackops wrote, removed (deletion: left in place they would bring the
+    removed bridges back at the next boot)."""
+    paths = [NETWORK_STACKOPS] if manager == "apt" else sorted(
+        p for p in files if p.startswith(f"{IFCFG_DIR}/ifcfg-")) if manager in ("dnf", "yum") else []
+    return [RunCommand(f"remove the network configuration {path} ({why})", operation="remove",
+                       command=("rm", "-f", path)) for path in paths if owned(files.get(path))]
+
+
 def plan_network(spec: KvmHostSpec, owner: str, manager: str | None,
                  files: Mapping[str, str | None]) -> list[HostAction]:
     """File actions: a file that differs from the spec is rewritten, one the operator wrote that the spec no

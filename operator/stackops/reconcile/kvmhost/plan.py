@@ -587,6 +587,9 @@ def plan_removal(host: HostState, owner: str, address: str) -> Removal:
     - `SharedObject`: a bridge that also holds ports stackops did not create (a VM's, a hand-made one), or a VLAN
       bridge whose VLAN has such ports: `ovs-vsctl del-br` would delete those too. Its owned ports are removed.
 
+    When nothing is kept, the network configuration files stackops wrote (network.py) go last: left in place they
+    would bring the removed objects back at the next boot. When something is kept they stay as they are.
+
     Raises PlanError when Open vSwitch is installed but does not answer (its objects cannot be seen); a host
     without Open vSwitch has nothing to remove."""
     ovs = host.ovs
@@ -630,4 +633,6 @@ def plan_removal(host: HostState, owner: str, address: str) -> Removal:
             kept.append(Kept(what, "ManagementPath"))
         else:
             actions.append(action)
+    if not kept:  # with kept objects the file still describes them (and the management address): it stays
+        actions += network.remove_owned(host.package_manager, host.files, REMOVAL_WHY)
     return Removal(actions=tuple(actions), kept=tuple(kept))
