@@ -8,7 +8,7 @@ is read from the simulator's audit log, the lab hosts' power logs and the Leases
   runs it;
 - a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers, a VM of the
   host starting): waiting with the reason, nothing touched; once it is gone, the maintenance runs;
-- the maintenance window closed: waiting for it, nothing touched;
+- the maintenance window closed: waiting for it, nothing touched; one under way (resumed) is finished;
 - the webhook's `before` and `after` notices around the host's maintenance; a refused `before`: nothing touched;
 - Observe: the due maintenance is drift, nothing touched; `stackops plan` lists it;
 - an agent version change: under maintenance (drained, installed, given back, not rebooted) or in place; a version
@@ -40,7 +40,7 @@ from support.credentials import secret
 from support.kube import Kube
 from support.wait import wait_for
 
-from stackops.api.kvmhost import KvmHostSpec
+from stackops.api.kvmhost import HostMaintenanceStatus, KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
 from stackops.drivers.maintenance_lock import MaintenanceLocks
 from stackops.drivers.ssh import SSHPool
@@ -424,6 +424,34 @@ def test_a_closed_window_leaves_the_host_untouched(cluster: Cluster) -> None:
     assert first.status["maintenanceProgress"] == "waiting for the window"
     assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}
     assert first.host.boots() == boots
+
+
+def test_a_maintenance_under_way_when_the_window_closes_is_finished(cluster: Cluster) -> None:
+    """An operator restarted while the host reboots finds the window closed: the maintenance goes on to the end (a
+    host is not left in CloudStack maintenance until the window opens again)."""
+    lab, sim = cluster, cluster.sim
+    first = lab.nodes[0]
+    restart = utc_now()
+    later = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)).strftime("%a")
+    lab.set_spec(first, restartAfter=restart, window={"days": [later], "start": "02:00", "durationMinutes": 60})
+    since, boots = len(sim.audit()), first.host.boots()
+    # as a killed operator left it: the slot taken, the host emptied, the reboot about to be asked
+    slot = lab.locks.acquire(GROUP, f"{lab.namespace}/{first.ctx.name}", 900, 1,
+                             {"address": first.host.address, "stateBefore": "Enabled", "request": restart})
+    assert slot is not None
+    lab.loop.run(sim_client(lab).run("prepareHostForMaintenance", id=lab.cloudstack_host(first).uuid))
+    wait_for(lambda: lab.state(first)[1] == "Maintenance", timeout=60, what="the host in Maintenance", interval=0.1)
+    first.status["maintenance"] = HostMaintenanceStatus(
+        request=f"restartAfter {restart}", phase="InProgress", step="Rebooting", generation=first.ctx.generation,
+        group=GROUP, lock=slot.name, state_before="Enabled", reboot=True,
+        boot_id=first.host.boot_id()).model_dump(by_alias=True)
+    lab.reconcile(first)
+    assert first.record["phase"] == "Completed", first.record
+    assert any(e[1] == "ResumingMaintenance" for e in first.events)
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.state(first) == ("Up", "Enabled") and lab.held() == []
+    outcome = lab.reconcile(first)
+    assert condition(outcome)[0] == "True", describe(outcome)  # done: nothing waits for the window
 
 
 # ---------------------------------------------------------------------------------------------------- 4. notices
