@@ -2,10 +2,11 @@
 hosts registered in one lab CloudStack KVM cluster through their KvmHosts, VMs on every host, one host Disabled in
 CloudStack.
 
-- A rolling restart of 6 hosts (the same `restartAfter` patched onto every KvmHost): from the records — the hosts'
-  power logs and the lab CloudStack's host-state audit — never two hosts in maintenance or down at once, every host
-  down only inside its own maintenance, rebooted exactly once and reachable again on its spec's address, no VM
-  stopped, every host back Enabled except the Disabled one (Disabled again), every lock slot free, every
+- A rolling restart of 6 hosts whose management addresses (spec.address, the one CloudStack pings) sit on VLAN
+  bridges (mgmt0, VLAN 123 of cloudbr0, eth0 its uplink), the same `restartAfter` patched onto every KvmHost:
+  from the records — the hosts' power logs and the lab CloudStack's host-state audit — never two hosts in
+  maintenance or down at once, every host down only inside its own maintenance, rebooted exactly once and reachable
+  again on its spec's address (back on mgmt0 from its own network configuration), no VM stopped, every host back Enabled except the Disabled one (Disabled again), every lock slot free, every
   maintenance Completed, and `stackops plan` then plans nothing.
 - A cloudstack-agent version change on every KvmHost: each host's package change runs while CloudStack has it in
   Maintenance (apt's own hooks on the host time dpkg), one host at a time, no host rebooted, no VM stopped.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Callable
 
-from support.kvm_cluster import KvmCluster, Span, kvm_cluster
+from support.kvm_cluster import KvmCluster, Span, kvm_cluster, management_address
 
 OLD_AGENT, NEW_AGENT = "4.19.1.0", "4.19.2.0"  # the lab hosts' agent, and the lab repository's later one
 DPKG_LOG = "/var/log/stackops-e2e-dpkg.log"
@@ -59,7 +60,7 @@ def plans_nothing(cluster: KvmCluster) -> None:
 
 
 def test_rolling_restart_of_six_hosts(kube: Any, operator: Any, make_lab_hosts: Callable[..., Any]) -> None:
-    with kvm_cluster(kube, operator, make_lab_hosts, count=6, prefix="e2e-kvmroll6") as cluster:
+    with kvm_cluster(kube, operator, make_lab_hosts, count=6, vlan_management=True, prefix="e2e-kvmroll6") as cluster:
         mark = cluster.mark()
         request = cluster.restart_all()
         cluster.wait_completed(request)
@@ -79,6 +80,10 @@ def test_rolling_restart_of_six_hosts(kube: Any, operator: Any, make_lab_hosts: 
         common_checks(cluster, mark, maintenance)
 
         assert cluster.reachable_on_spec_address() == dict.fromkeys(cluster.names, True)
+        for host in cluster.hosts:  # back on its VLAN bridge from the host's own network configuration
+            assert cluster.objects()[host.name]["spec"]["address"] == management_address(host)
+            shown = host.run("ip -4 -o addr show dev mgmt0", check=True).stdout
+            assert f"{management_address(host)}/24" in shown, (host.name, shown)
         wanted = datetime.datetime.fromisoformat(request.split(" ", 1)[1].replace("Z", "+00:00"))
         for name, obj in cluster.objects().items():
             status = cluster.status(obj)

@@ -41,7 +41,8 @@ from pydantic import SecretStr
 
 from stackops.drivers.cloudstack import CloudStackClient
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
-from stackops_lab.manifests import kvmhost_manifests
+from stackops_lab.hosts import LabHosts
+from stackops_lab.manifests import SSH_SECRET, allowed, kvmhost_manifests
 from support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,6 +52,7 @@ CS_TIMINGS = Timings(host_connect=0.3, host_maintenance=0.2, job=0.05, vm_migrat
                      kvm_ping=0.3)
 DOWN_SECONDS = 1.5
 ZONE, POD, CLUSTER = "lab-zone-1", "lab-zone-1-pod-1", "e2e-kvm-rolling"
+MANAGEMENT_VLAN = 123  # with vlan_management: each host's address on VLAN bridge mgmt0 of cloudbr0 (eth0 its uplink)
 IN_MAINTENANCE = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance", "Maintenance", "ErrorInMaintenance")
 MIB = 1024 * 1024
 
@@ -337,16 +339,67 @@ def add_cluster(sim: CloudStackSimulator, name: str = CLUSTER) -> None:
     asyncio.run(_cloudstack(sim, add))
 
 
+def management_address(host: Any) -> str:
+    """A lab host's management address on VLAN MANAGEMENT_VLAN: 10.251.<slot>.<its eth0 address's last byte>."""
+    _, _, slot, last = host.address.split(".")
+    return f"10.251.{slot}.{last}"
+
+
+def move_to_vlan(kube: Any, namespace: str, hosts: list[Any], documents: list[dict[str, Any]]) -> None:
+    """Each KvmHost's address moved onto VLAN bridge mgmt0 (VLAN MANAGEMENT_VLAN of cloudbr0, eth0 its uplink), as a
+    user would: managed first at eth0's address with the VLAN bridge and its address in the spec (eth0 joining
+    cloudbr0 goes under the operator's checkpoint), sshd told to listen there too (the lab's sshd listens on the
+    lab address only), then `address` changed to it. The lab's switch carries the VLAN for the machine. Registration
+    (`spec.cloudstack`) is left to the caller, at the new address. `documents` are updated in place."""
+    lab = LabHosts(hosts[0].directory.parent.parent)
+    slot = hosts[0].address.split(".")[2]
+    lab.carry_vlan(MANAGEMENT_VLAN, f"10.251.{slot}.1/24")
+    secret = documents[0]
+    assert secret["metadata"]["name"] == SSH_SECRET
+    secret["metadata"]["annotations"] = allowed(*(a for h in hosts for a in (h.address, management_address(h))))
+    kvmhosts = [d for d in documents if d["kind"] == "KvmHost"]
+    for host, document in zip(hosts, kvmhosts):
+        spec = document["spec"]
+        spec.pop("cloudstack", None)
+        spec["openvswitch"] = {"bridges": [{
+            "name": "cloudbr0", "datapathType": "netdev", "ports": ["eth0"],
+            "vlanBridges": [{"name": "mgmt0", "vlan": MANAGEMENT_VLAN,
+                             "addresses": [f"{management_address(host)}/24"]}],
+        }], "rollbackTimeoutSeconds": 30}
+    kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([d for d in documents if d["kind"] != "KvmHost"]
+                                                              + kvmhosts))
+
+    def objects() -> list[dict[str, Any]]:
+        return json.loads(kube.kubectl("get", "kvmhosts", "-n", namespace, "-o", "json").stdout)["items"]
+
+    def ready() -> bool:
+        found = objects()
+        return len(found) == len(hosts) and all(
+            any(c["type"] == "Ready" and c["status"] == "True" and o["status"].get("observedGeneration")
+                == o["metadata"]["generation"] for c in (o.get("status") or {}).get("conditions", []))
+            for o in found)
+
+    wait_for(ready, timeout=600, what="every KvmHost Ready with its VLAN bridge", interval=0.5)
+    for host in hosts:
+        host.run(f"echo 'ListenAddress {management_address(host)}' > /etc/ssh/sshd_config.d/management.conf"
+                 " && systemctl restart ssh", check=True)
+    for host, document in zip(hosts, kvmhosts):
+        document["spec"]["address"] = management_address(host)
+
+
 @contextlib.contextmanager
 def kvm_cluster(kube: Any, operator: Any, make_lab_hosts: Callable[..., list[Any]], count: int = 6, *,
                 vms_per_host: int = 2, vm_memory: int = 2048, host_memory: int = 8192, disabled_index: int = 1,
                 down_seconds: float = DOWN_SECONDS, timings: Timings = CS_TIMINGS,
-                spec: dict[str, Any] | None = None, prefix: str = "e2e-kvmcluster") -> Iterator[KvmCluster]:
+                spec: dict[str, Any] | None = None, vlan_management: bool = False,
+                prefix: str = "e2e-kvmcluster") -> Iterator[KvmCluster]:
     """`count` lab hosts registered through the operator as KvmHosts in one lab CloudStack KVM cluster of their
     own, every one Up, `vms_per_host` VMs of `vm_memory` MiB on each (CloudStack gives each host `host_memory` MiB:
     the VMs must fit the Enabled hosts less one), then host number `disabled_index` Disabled through updateHost
     (None: none). `spec` is merged into every KvmHost's spec (top-level keys; `maintenance` gets
-    hostTimeoutSeconds 300 unless given). Everything is removed at the end (the KvmHosts deleted, Orphan)."""
+    hostTimeoutSeconds 300 unless given). `vlan_management`: each KvmHost's address (the one CloudStack has too) is
+    on VLAN bridge mgmt0 (move_to_vlan) before it is registered. Everything is removed at the end (the KvmHosts
+    deleted, Orphan)."""
     hosts = make_lab_hosts(count)
     for host in hosts:
         host.set_down_seconds(down_seconds)
@@ -372,6 +425,13 @@ def kvm_cluster(kube: Any, operator: Any, make_lab_hosts: Callable[..., list[Any
         cluster = KvmCluster(kube, operator, namespace, sim, hosts, documents,
                              disabled=hosts[disabled_index].name if disabled_index is not None else "")
         try:
+            if vlan_management:
+                registration = {d["metadata"]["name"]: d["spec"]["cloudstack"] for d in documents
+                                if d["kind"] == "KvmHost"}
+                move_to_vlan(kube, namespace, hosts, documents)
+                for document in documents:
+                    if document["kind"] == "KvmHost":
+                        document["spec"]["cloudstack"] = registration[document["metadata"]["name"]]
             kube.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
             def registered() -> bool:
