@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 from support.credentials import secret
+from support.wait import wait_for
 
 from stackops.api.kvmhost import KvmHostSpec
 from stackops.drivers.ssh import SSHPool
@@ -76,7 +79,9 @@ def test_the_management_address_on_a_vlan_bridge_survives_a_reboot(make_lab_host
     lab = LabHosts(host.directory.parent.parent)
     slot = host.address.split(".")[2]
     management = f"10.251.{slot}.{host.address.split('.')[3]}"
-    lab.carry_vlan(VLAN, f"10.251.{slot}.1/24")
+    device = lab.carry_vlan(VLAN, f"10.251.{slot}.1/24")
+    assert len(device) <= 15 and f"10.251.{slot}.1/24" in subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "dev", device], capture_output=True, text=True, check=True).stdout
     reconciler = KvmHostReconciler(pool)
     events: list = []
 
@@ -114,3 +119,8 @@ def test_the_management_address_on_a_vlan_bridge_survives_a_reboot(make_lab_host
     outcome = asyncio.run(reconciler.reconcile(observe))
     assert any(NETWORK_STACKOPS in str(d) for d in outcome.drift), outcome.drift
     assert host.run(f"cat {NETWORK_STACKOPS}", check=True).stdout == edited
+
+    # the lab stops carrying the VLAN: the machine's tap goes with its relay, the bridge's port with it
+    lab.drop_vlan(VLAN)
+    wait_for(lambda: not Path(f"/sys/class/net/{device}").exists(), timeout=10, what=f"{device} gone")
+    assert not Path(f"/sys/class/net/stackops{slot}p{VLAN}").exists()
