@@ -523,6 +523,7 @@ def test_the_webhook_hears_before_and_after_the_host_maintenance(cluster: Cluste
 
 
 def test_a_refused_before_notice_leaves_the_host_untouched_and_the_slot_free(cluster: Cluster) -> None:
+    """Refused: nothing touched, the slot released, tried again (not Failed); once the webhook takes it, it runs."""
     lab, sim = cluster, cluster.sim
     first = lab.nodes[0]
     hook = Webhook(lab)
@@ -531,14 +532,20 @@ def test_a_refused_before_notice_leaves_the_host_untouched_and_the_slot_free(clu
         since, boots = len(sim.audit()), first.host.boots()
         lab.set_spec(first, restartAfter=utc_now(), notifications=HOOK)
         outcome = lab.reconcile(first)
+        assert isinstance(outcome, ReconcileError) and outcome.reason == "NotificationFailed", describe(outcome)
+        assert outcome.retry and "the host was not touched" in str(outcome) and "t0ken" not in str(outcome)
+        assert [(n["host"], n["phase"]) for n, _, _ in hook.notices] == [(first.host.name, "before")]
+        assert lab.touched(first, since) == [] and first.host.boots() == boots
+        assert lab.held() == [], "the slot released"
+        assert first.record == {}, "no maintenance recorded"
+        hook.refuse.clear()
+        lab.converge(first, completed(first))
     finally:
         hook.close()
-    assert isinstance(outcome, ReconcileError) and outcome.reason == "NotificationFailed", describe(outcome)
-    assert "the host was not touched" in str(outcome) and "t0ken" not in str(outcome)
-    assert [(n["host"], n["phase"]) for n, _, _ in hook.notices] == [(first.host.name, "before")]
-    assert lab.touched(first, since) == [] and first.host.boots() == boots
-    assert lab.held() == [], "the slot released"
-    assert first.record == {}, "no maintenance recorded"
+    assert [(n["host"], n["phase"]) for n, _, _ in hook.notices] == [
+        (first.host.name, "before"), (first.host.name, "before"), (first.host.name, "after")]
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.held() == []
 
 
 # ---------------------------------------------------------------------------------------------------- 5. Observe
