@@ -662,7 +662,8 @@ def test_a_slot_whose_holder_stopped_renewing_is_taken_once_its_ttl_passed(clust
     first = lab.nodes[0]
     moment = [datetime.datetime.now(datetime.timezone.utc)]
     ghost = MaintenanceLocks(coordination, lab.namespace, clock=lambda: moment[0])
-    slot = ghost.acquire(GROUP, f"{lab.namespace}/vanished", 30, 1, {"address": "192.0.2.1", "stateBefore": "Enabled"})
+    slot = ghost.acquire(GROUP, f"{lab.namespace}/vanished", 3600, 1, {"address": "192.0.2.1",
+                                                                       "stateBefore": "Enabled"})
     assert slot is not None
     since, boots = len(sim.audit()), first.host.boots()
     lab.set_spec(first, restartAfter=utc_now())
@@ -670,7 +671,7 @@ def test_a_slot_whose_holder_stopped_renewing_is_taken_once_its_ttl_passed(clust
     reason, message = reconciling(outcome)
     assert reason == "MaintenanceWaiting" and f"held by {lab.namespace}/vanished" in message, describe(outcome)
     assert lab.touched(first, since) == []
-    moment[0] -= datetime.timedelta(seconds=31)  # its last renewal: over 30 s ago
+    moment[0] -= datetime.timedelta(seconds=3601)  # its last renewal: longer ago than its TTL
     assert ghost.renew(slot) is not None
     assert lab.held() == [], "the slot is free once its TTL passed"
     lab.converge(first, completed(first))
