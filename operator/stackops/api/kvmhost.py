@@ -174,8 +174,8 @@ class InternalPort(Model):
     """Name of the internal port and of the host interface it makes, e.g. `vi0`. Renaming it creates a new port
     and removes the old one (when the operator made it), with its addresses."""
     addresses: Annotated[list[Cidr], Field(max_length=8)] = []
-    """IPv4 addresses with their prefix length, e.g. `10.1.2.3/24`, on the port's interface (`ip addr add`, so a
-    reboot drops them until the next pass adds them again). Addresses the operator added and the spec drops are
+    """IPv4 addresses with their prefix length, e.g. `10.1.2.3/24`, on the port's interface (`ip addr add`, and in
+    the host's network configuration for the next boot). Addresses the operator added and the spec drops are
     removed; addresses added by hand are kept."""
     mtu: Mtu | None = None
     """MTU in bytes of the port's interface (Open vSwitch `mtu_request`); unset leaves it as it is. Changed in
@@ -242,7 +242,10 @@ class OpenVSwitch(Model):
     bridges: Annotated[list[Bridge], Field(max_length=32)] = []
     """Open vSwitch bridges the host must have, with their ports, bonds, VLAN fake bridges, tunnels, internal ports
     and addresses. A bridge the operator made and the list drops is removed with its ports; bridges made by hand
-    are never removed."""
+    are never removed. All of it is also written as the host's network configuration, so that a reboot brings the
+    addresses and MTUs back: `/etc/network/interfaces.d/stackops` (ifupdown with Open vSwitch's stanzas, sourced
+    from `/etc/network/interfaces`) on apt hosts, `/etc/sysconfig/network-scripts/ifcfg-<name>` on dnf/yum hosts;
+    a hand edit of those files is drift."""
     manager: OVSDBManager | None = None
     """The OVSDB manager (e.g. an NSX controller cluster) Open vSwitch connects to; unset leaves the host's manager
     setting as it is."""
