@@ -281,20 +281,38 @@ def cluster(make_cluster: Any) -> Cluster:
 # ---------------------------------------------------------------------------------------------------- 1. a VM that stays
 
 
+def shrink_on_drain(lab: Cluster, node: Node, peers: list[Node], mib: int) -> None:
+    """As the lab CloudStack records `node` going PrepareForMaintenance (inside prepareHostForMaintenance, before
+    any migration is tried), every peer's memory becomes `mib` MiB."""
+    log = lab.sim.audit_log
+    record = log.record
+    name = lab.cloudstack_host(node).name
+    hosts = [lab.cloudstack_host(peer) for peer in peers]
+
+    def hooked(event: str, **fields: Any) -> dict[str, Any]:
+        entry = record(event, **fields)
+        if event == "host.state" and fields.get("name") == name and fields.get("resourcestate") == \
+                "PrepareForMaintenance":
+            for host in hosts:  # the simulator holds its state lock here
+                host.memory_total = mib * MIB
+        return entry
+
+    log.record = hooked  # type: ignore[method-assign]
+
+
 @pytest.mark.parametrize("before", ["Enabled", "Disabled"])
 def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_back(make_cluster: Any,
                                                                                   before: str) -> None:
-    """The peers have room for the VMs together but not for the big one on either (CloudStack moves a VM whole):
-    the small VM moves, the big one stays, CloudStack gives up (ErrorInMaintenance). The host is given back as it
-    was (a Disabled host enabled for prepareHostForMaintenance is disabled again); the next generation, once the
-    peers have room, runs the maintenance."""
+    """The peers have room for every VM when the maintenance starts, and lose it as CloudStack begins the drain (each
+    keeps 4096 MiB: VMs started elsewhere meanwhile): the small VM moves, the big one stays, CloudStack gives up
+    (ErrorInMaintenance). The host is given back as it was (a Disabled host enabled for prepareHostForMaintenance is
+    disabled again); the next generation, once the peers have room, runs the maintenance."""
     lab = make_cluster(3)
     sim = lab.sim
     first, *peers = lab.nodes
+    shrink_on_drain(lab, first, peers, 4096)
     with sim.state.lock:
         sim.state.global_values.update({"max.retries": "2", "migrate.retry.interval": "0.1"})
-        for peer in peers:
-            lab.cloudstack_host(peer).memory_total = 4096 * MIB
         if before == "Disabled":
             sim.hostops.set_state(lab.cloudstack_host(first), resource_state="Disabled")
     host_id = lab.cloudstack_host(first).uuid
@@ -327,6 +345,7 @@ def test_a_vm_cloudstack_cannot_move_fails_the_maintenance_and_gives_the_host_ba
     assert lab.maintenance_states(first, since) == states, "not tried again for the generation"
     assert all(c.get("stops", 0) == 0 for c in sim.vm_counts().values()), "no VM stopped"
     # the peers given room and the spec changed (a new generation): the maintenance runs
+    del sim.audit_log.record  # the class's own again
     with sim.state.lock:
         for peer in peers:
             lab.cloudstack_host(peer).memory_total = 64 * 1024 * MIB
