@@ -129,16 +129,18 @@ class KvmHostReconciler(Engine[SSHConnection, HostFacts, HostPlan]):
     kind = "KvmHost"
 
     def __init__(self, pool: SSHPool, cloudstack: CloudStackPool | None = None,
-                 locks: Callable[[str], MaintenanceLocks] | None = None, maintenance_poll: float = 2.0,
-                 maintenance_requeue: float = 5.0):
+                 locks: Callable[[str], MaintenanceLocks] | None = None, maintenance_poll: float = 1.0,
+                 maintenance_requeue: float = 5.0, maintenance_lock_wait: float = 30.0):
         """`locks`: the maintenance locks of a namespace (None: this process has no Kubernetes API, and
         maintenance waits); `maintenance_poll`: how often maintenance looks again while it waits for CloudStack
-        or the host; `maintenance_requeue`: how soon a host waiting for its group's lock tries again."""
+        or the host; `maintenance_requeue`: how soon a host waiting for its group's lock tries again, after
+        waiting for it up to `maintenance_lock_wait` seconds in its pass."""
         self.pool = pool
         self.cloudstack = cloudstack
         self.locks = locks
         self.maintenance_poll = maintenance_poll
         self.maintenance_requeue = maintenance_requeue
+        self.maintenance_lock_wait = maintenance_lock_wait
         self.probe = Probe()  # the probe, and the versions of each host's binaries it remembers
         self.waiting: dict[str, str] = {}  # namespace/name → why its maintenance waits (this pass)
 

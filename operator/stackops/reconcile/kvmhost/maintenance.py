@@ -3,7 +3,9 @@
 Before anything is touched: the maintenance window open; with CloudStack, every other host of the group's cluster
 Up and none in (or preparing for) maintenance unless it holds one of the group's lock slots (a Disabled peer is
 fine: it keeps its VMs), none of this host's VMs starting, stopping or migrating (CloudStack refuses meanwhile),
-and room for them in the memory the Up and Enabled peers have free; then a slot of the group's lock (drivers/maintenance_lock.py: a Lease, with the host's state before as its record).
+and room for them in the memory the Up and Enabled peers have free; then a slot of the group's lock
+(drivers/maintenance_lock.py: a Lease, with the host's state before as its record), waited for in the pass for a
+while when another host holds it.
 Then, each written to `status.maintenance` before it is taken:
 
 1. `Draining`: the webhook's `before` notice; a Disabled host enabled (CloudStack refuses `prepareHostForMaintenance`
@@ -61,6 +63,7 @@ REBOOT = ("sh", "-c", f"mkdir -p /run/stackops && : >{REBOOT_MARKER} && "
 MARKER = ("sh", "-c", f"cat /proc/sys/kernel/random/boot_id; test -e {REBOOT_MARKER} && echo asked || true")
 DOMAINS = ("virsh", "-c", "qemu:///system", "list", "--name")
 WAIT_CONNECT_SECONDS = 3.0
+LOCK_POLLS = 2  # a host waiting for the lock lists its group's Leases every this many polls (one list call each)
 
 
 class Waiting(Exception):
@@ -214,25 +217,29 @@ class Maintainer:
     # ------------------------------------------------------------------ start
 
     async def start(self, due: Due) -> None:
-        """The preconditions, the lock, the record; then the steps. Raises Waiting when it cannot start now."""
-        host = await self.cloudstack_host() if self.api is not None else None
-        if self.api is not None and host is None:
-            raise Waiting("the host is not in CloudStack yet")
-        if host is not None:
-            blocking = await self.blockers(host, await self.held())
-            if blocking:
-                raise Waiting("; ".join(blocking))
-        state = str(host.get("resourcestate", "Enabled")) if host is not None else ""
-        last = recorded(self.ctx)
-        if state == "Maintenance" and last is not None and last.phase == "Failed" and last.step != "Draining":
-            state = last.state_before  # left there, emptied, by this KvmHost's failed maintenance: go on from it
-        elif state in IN_MAINTENANCE:
-            raise Waiting(f"the host is in {state} in CloudStack, not put there by this KvmHost")
-        self.slot = await self.acquire({"address": self.spec.address, "stateBefore": state, "request": due.request})
-        if self.slot is None:
-            holders = [h.holder for h in await kube.call(self.locks.held, self.group) if not h.expired] \
-                if self.locks is not None else []
-            raise Waiting(f"the maintenance lock of group {self.group} is held by {', '.join(holders) or 'another host'}")
+        """The preconditions, the lock, the record; then the steps. Raises Waiting when it cannot start now. A
+        host whose group's lock is held waits for it in its pass, asking the Leases again every LOCK_POLLS polls for
+        up to the reconciler's `maintenance_lock_wait` (a pass that ended would come back only after its requeue
+        and a new probe); once it has a slot, the preconditions are checked again (the host before it may have
+        left a peer down)."""
+        state = await self.preconditions()
+        deadline = time.monotonic() + self.reconciler.maintenance_lock_wait
+        while True:
+            self.slot = await self.acquire({"address": self.spec.address, "stateBefore": state,
+                                            "request": due.request})
+            if self.slot is not None:
+                break
+            if time.monotonic() >= deadline:
+                holders = [h.holder for h in await kube.call(self.locks.held, self.group) if not h.expired] \
+                    if self.locks is not None else []
+                raise Waiting(f"the maintenance lock of group {self.group} is held by "
+                              f"{', '.join(holders) or 'another host'}")
+            await asyncio.sleep(self.poll * LOCK_POLLS)
+        try:
+            state = await self.preconditions()
+        except Waiting:
+            await self.release()
+            raise
         before = str(self.slot.record.get("stateBefore", state))
         record = HostMaintenanceStatus(
             request=due.request, phase="InProgress", step="Draining", generation=self.ctx.generation,
@@ -248,6 +255,24 @@ class Maintainer:
         self.ctx.event("Normal", "MaintenanceStarted", f"took slot {self.slot.name} of group {self.group}: "
                        f"{due.request}")
         await self.proceed(record)
+
+    async def preconditions(self) -> str:
+        """The host's CloudStack resource state before maintenance ("" without CloudStack), once nothing blocks it
+        (else Waiting): every peer Up, none in maintenance without a slot, room for its VMs."""
+        host = await self.cloudstack_host() if self.api is not None else None
+        if self.api is not None and host is None:
+            raise Waiting("the host is not in CloudStack yet")
+        if host is not None:
+            blocking = await self.blockers(host, await self.held())
+            if blocking:
+                raise Waiting("; ".join(blocking))
+        state = str(host.get("resourcestate", "Enabled")) if host is not None else ""
+        last = recorded(self.ctx)
+        if state == "Maintenance" and last is not None and last.phase == "Failed" and last.step != "Draining":
+            return last.state_before  # left there, emptied, by this KvmHost's failed maintenance: go on from it
+        if state in IN_MAINTENANCE:
+            raise Waiting(f"the host is in {state} in CloudStack, not put there by this KvmHost")
+        return state
 
     # ------------------------------------------------------------------ the steps
 
