@@ -6,8 +6,8 @@ is read from the simulator's audit log, the lab hosts' power logs and the Leases
 - a VM CloudStack cannot move (ErrorInMaintenance): Failed naming the VM, the host given back as it was (Enabled,
   or Disabled again), never rebooted, the slot released, not tried again for the generation; the next generation
   runs it;
-- a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers, a VM of the
-  host starting): waiting with the reason, nothing touched; once it is gone, the maintenance runs;
+- a blocker (a peer down, a peer in maintenance that holds no slot, too little memory on the peers or on any one
+  of them for a VM, a VM of the host starting): waiting with the reason, nothing touched; once it is gone, the maintenance runs;
 - the maintenance window closed: waiting for it, nothing touched; one under way (resumed) is finished;
 - the webhook's `before` and `after` notices around the host's maintenance; a refused `before`: nothing touched;
 - Observe: the due maintenance is drift, nothing touched; `stackops plan` lists it;
@@ -418,6 +418,31 @@ def test_a_vm_starting_on_the_host_makes_it_wait_untouched_then_it_runs(cluster:
     assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}
     with sim.state.lock:
         sim.state.by_uuid[vm].state = "Running"
+    lab.converge(first, completed(first))
+    assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
+    assert first.host.boots() == boots + 1 and lab.held() == []
+
+
+def test_a_vm_no_single_peer_can_hold_makes_it_wait_untouched(make_cluster: Any) -> None:
+    """The peers have room for the host's VMs together but not for the big one on either (CloudStack moves a VM
+    whole, to one host): the maintenance waits rather than drain a host CloudStack would give up on."""
+    lab = make_cluster(3)
+    sim = lab.sim
+    first, *peers = lab.nodes
+    with sim.state.lock:
+        for peer in peers:
+            lab.cloudstack_host(peer).memory_total = 4096 * MIB
+    sim.add_user_vm(lab.cloudstack_host(first).uuid, "tenant-big", memory=6144)
+    sim.add_user_vm(lab.cloudstack_host(first).uuid, "tenant-small", memory=512)
+    since, boots = len(sim.audit()), first.host.boots()
+    lab.set_spec(first, restartAfter=utc_now())
+    outcome = lab.reconcile(first)
+    reason, message = reconciling(outcome)
+    assert reason == "MaintenanceWaiting" and "no Up and Enabled peer has 6144 MiB free for VM tenant-big (the " \
+        "freest has 4096 MiB)" in message, describe(outcome)
+    assert lab.touched(first, since) == [] and lab.held() == [] and first.record == {}
+    with sim.state.lock:
+        lab.cloudstack_host(peers[0]).memory_total = 8192 * MIB
     lab.converge(first, completed(first))
     assert lab.maintenance_states(first, since) == ["PrepareForMaintenance", "Maintenance", "Enabled"]
     assert first.host.boots() == boots + 1 and lab.held() == []

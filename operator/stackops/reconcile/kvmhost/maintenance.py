@@ -3,9 +3,9 @@
 Before anything is touched: the maintenance window open; with CloudStack, every other host of the group's cluster
 Up and none in (or preparing for) maintenance unless it holds one of the group's lock slots (a Disabled peer is
 fine: it keeps its VMs), none of this host's VMs starting, stopping or migrating (CloudStack refuses meanwhile),
-and room for them in the memory the Up and Enabled peers have free; then a slot of the group's lock
-(drivers/maintenance_lock.py: a Lease, with the host's state before as its record), waited for in the pass for a
-while when another host holds it.
+and room for them (each whole on one peer) in the memory the Up and Enabled peers have free; then a slot of the
+group's lock (drivers/maintenance_lock.py: a Lease, with the host's state before as its record), waited for in the
+pass for a while when another host holds it.
 Then, each written to `status.maintenance` before it is taken:
 
 1. `Draining`: the webhook's `before` notice; a Disabled host enabled (CloudStack refuses `prepareHostForMaintenance`
@@ -121,9 +121,11 @@ class Maintainer:
         """Why the host may not go into maintenance now: a peer down or in maintenance that holds no slot of the
         group (`held`: the addresses of the slots' holders), a VM of the host neither Running nor Stopped
         (CloudStack refuses `prepareHostForMaintenance` while one starts, stops or migrates), or too little free
-        memory on the Up and Enabled peers for this host's VMs."""
+        memory on the Up and Enabled peers for this host's VMs: in all, or for one VM on any one peer (CloudStack
+        moves a VM whole; placed here the largest first, each on the freest peer, as a stand-in for its planner)."""
         assert self.api is not None
-        found, room = [], 0
+        found: list[str] = []
+        free: list[int] = []  # of each Up and Enabled peer, bytes
         for peer in await self.peers(host):
             name, address = peer.get("name"), str(peer.get("ipaddress"))
             resource, state = peer.get("resourcestate", "Enabled"), peer.get("state")
@@ -134,15 +136,26 @@ class Maintainer:
             elif state != "Up":
                 found.append(f"CloudStack host {name} is {state}")
             elif resource == "Enabled":
-                room += int(peer.get("memorytotal") or 0) - int(peer.get("memoryallocated") or 0)
+                free.append(int(peer.get("memorytotal") or 0) - int(peer.get("memoryallocated") or 0))
         vms = await self.api.list("listVirtualMachines", listall=True, hostid=host["id"])
         busy = [f"{vm.get('name')} ({vm.get('state')})" for vm in vms if vm.get("state") not in ("Running", "Stopped")]
         if busy:  # CloudStack refuses prepareHostForMaintenance meanwhile
             found.append(f"VMs of this host are not Running: {', '.join(busy)}")
-        need = sum(int(vm.get("memory") or 0) for vm in vms) * 1024 * 1024
+        need, room = sum(int(vm.get("memory") or 0) for vm in vms) * 1024 * 1024, sum(free)
         if need > room:
             found.append(f"the Up and Enabled peers have {room // 2**20} MiB free for the {len(vms)} VM(s) of "
                          f"this host, which need {need // 2**20} MiB")
+            return found
+        for vm in sorted(vms, key=lambda vm: -int(vm.get("memory") or 0)):  # CloudStack moves each VM whole
+            memory = int(vm.get("memory") or 0) * 1024 * 1024
+            freest = max(range(len(free)), key=free.__getitem__, default=None)
+            if memory and (freest is None or free[freest] < memory):
+                most = free[freest] // 2**20 if freest is not None else 0
+                found.append(f"no Up and Enabled peer has {memory // 2**20} MiB free for VM {vm.get('name')} (the "
+                             f"freest has {most} MiB)")
+                break
+            if freest is not None:
+                free[freest] -= memory
         return found
 
     async def peers_preparing(self, host: dict[str, Any]) -> list[str]:
