@@ -57,6 +57,8 @@ class Availability:
         self.unlinkable: set[str] = set()  # KVM hosts where a session cannot be opened: probed only
         self._links_lock = threading.Lock()
         self._linking: set[str] = set()
+        self._losses: dict[str, int] = {}  # KVM host uuid → how many times it was lost
+        self._suspect: set[str] = set()  # KVM hosts lost while their session was open: it is in doubt
 
         if self.sim.timings.xen_ping > 0:
             self.sim.scheduler.call_later(self.sim.timings.xen_ping, self._ping_xen)
@@ -105,6 +107,8 @@ class Availability:
                 if host.uuid in dropped:  # the connection closed: disconnected now, not at the ping timeout
                     self._ping_timeout(host)
                 elif answers[host.uuid] and lost:
+                    if self._stale_link(host.uuid):  # its session went with the loss: disconnected first
+                        self._ping_timeout(host)
                     self.until[host.uuid] = self.sim.scheduler.now()
                     self._back(host)
 
@@ -124,6 +128,7 @@ class Availability:
                 except Exception:  # noqa: BLE001 - any failure to write means the session is gone
                     pass
             del self.links[uuid]
+            self._suspect.discard(uuid)
         link.close()
         return True
 
@@ -134,6 +139,7 @@ class Availability:
             if uuid in self.links or uuid in self.unlinkable or uuid in self._linking or not username:
                 return True
             self._linking.add(uuid)
+            losses = self._losses.get(uuid, 0)
         import paramiko  # imported here: slow to import, and only KVM lab hosts need it
         client = paramiko.SSHClient()
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -155,7 +161,35 @@ class Availability:
             return False
         with self._links_lock:
             self._linking.discard(uuid)
-            self.links[uuid] = client
+            if self._losses.get(uuid, 0) != losses:  # lost while the session was being opened: not trusted
+                stale = True
+            else:
+                stale = False
+                self.links[uuid] = client
+        if stale:
+            client.close()
+            return False
+        return True
+
+    def _suspect_link(self, uuid: str) -> None:
+        """The host stopped answering: its session is in doubt until the host answers again."""
+        with self._links_lock:
+            self._losses[uuid] = self._losses.get(uuid, 0) + 1
+            if uuid in self.links:
+                self._suspect.add(uuid)
+
+    def _stale_link(self, uuid: str) -> bool:
+        """The host answers again after a loss: a session opened before it is not trusted, and is taken as ended
+        (a host whose network stopped before its processes — its addresses on Open vSwitch bridges — never
+        closed it, and its reset would come only once retransmissions reach the host back, maybe after
+        CloudStack has given it back). Whether there was one; forgets it."""
+        with self._links_lock:
+            if uuid not in self._suspect:
+                return False
+            self._suspect.discard(uuid)
+            link = self.links.pop(uuid, None)
+        if link is not None:
+            link.close()
         return True
 
     def close(self) -> None:
@@ -171,6 +205,7 @@ class Availability:
     def lose(self, host: Host, seconds: float) -> None:
         """The host stops answering for `seconds` (call with the state lock held)."""
         self.until[host.uuid] = self.sim.scheduler.now() + seconds
+        self._suspect_link(host.uuid)
         self.sim.audit_log.record("host.unreachable", host=host.uuid, name=host.name,
                                   seconds=None if seconds == float("inf") else seconds)
         self.sim.scheduler.call_later(min(self.sim.timings.ping_timeout, seconds), lambda: self._ping_timeout(host))
