@@ -420,7 +420,7 @@ def main() -> int:
     parser.add_argument("--ping-seconds", type=float, default=0.5, help="CloudStack pings the hosts this often")
     parser.add_argument("--ping-timeout", type=float, default=1.0, help="a host not answering is Disconnected then")
     parser.add_argument("--connect-seconds", type=float, default=1.0, help="an agent's connection: Connecting -> Up")
-    parser.add_argument("--poll-seconds", type=float, default=2.0, help="the maintainer's poll (stackops run: 2)")
+    parser.add_argument("--poll-seconds", type=float, default=1.0, help="the maintainer's poll (stackops run: 1)")
     parser.add_argument("--requeue-seconds", type=float, default=5.0,
                         help="a host waiting for the lock tries again after this (stackops run: 5)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
