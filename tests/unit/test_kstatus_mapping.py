@@ -106,7 +106,7 @@ TABLE: list[Row] = [
           "ClusterNotFound", "ClusterNotKVM", "SigningKeyInvalid", "ClientCertificateInvalid"),
     # Ready waits for the CloudStack host: CloudStackHost<state>, retried while the state can change by itself
     *rows("KvmHost", "progressing", "CloudStackHostConnecting", "CloudStackHostAlert", "CloudStackHostDisconnected",
-          "CloudStackHostDown", "CloudStackHostError", "CloudStackHostUp"),  # Up but Disabled / in Maintenance
+          "CloudStackHostDown", "CloudStackHostError", "CloudStackHostUp"),  # Up but in Maintenance (not by this KvmHost)
     *rows("KvmHost", "not_ready", "CloudStackHostNotRegistered", observe=True),
     *rows("KvmHost", "not_ready", "CloudStackHostNoCloudStackDriver"),
     # XenPool

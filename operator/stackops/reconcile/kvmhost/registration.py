@@ -111,9 +111,10 @@ def reported(condition: st.ConditionState, **more: Any) -> Registration:
 
 
 def registered(host: dict[str, Any]) -> Registration:
-    """The host's state in CloudStack as status shows it: Registered only once it is Up (and Enabled)."""
+    """The host's state in CloudStack as status shows it: Registered once it is Up and Enabled — or Disabled, an
+    allocation state a person chose and stackops keeps (maintenance puts it back): settled, not in progress."""
     state = describe_state(host)
-    up = host.get("state") == "Up" and host.get("resourcestate", "Enabled") == "Enabled"
+    up = host.get("state") == "Up" and host.get("resourcestate", "Enabled") in ("Enabled", "Disabled")
     reason = Reason.UP if up else str(host.get("state", "Unknown"))
     message = f"CloudStack host {host.get('name')} ({host.get('id')}) is {state}"
     requeue = None if up else CONNECTING_REQUEUE_SECONDS if host.get("state") == "Connecting" else 30.0
