@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from support.credentials import secret
+from support.kvmhost_lab import converge, ready
 from support.wait import wait_for
 
 from stackops.api.kvmhost import KvmHostSpec
@@ -53,16 +54,8 @@ def context(host: Any, spec: KvmHostSpec, events: list, generation: int) -> Cont
                    event=lambda *e: events.append(e), logger=logging.getLogger("e2e"))
 
 
-def ready(outcome: Outcome) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in outcome.conditions)
-
-
-def converge(reconciler: KvmHostReconciler, ctx: Context, passes: int = 5) -> Outcome:
-    outcome = asyncio.run(reconciler.reconcile(ctx))
-    for _ in range(passes):
-        if ready(outcome):
-            break
-        outcome = asyncio.run(reconciler.reconcile(ctx))
+def converged(reconciler: KvmHostReconciler, ctx: Context) -> Outcome:
+    outcome = converge(reconciler, ctx, passes=5)
     assert ready(outcome), [outcome.conditions, outcome.drift]
     return outcome
 
@@ -86,13 +79,13 @@ def test_the_management_address_on_a_vlan_bridge_survives_a_reboot(make_lab_host
     events: list = []
 
     # 1. managed at eth0's address: eth0 into cloudbr0 (guarded), mgmt0 on VLAN 123 with the new address
-    converge(reconciler, context(host, spec_for(host, host.address, management), events, 1))
+    converged(reconciler, context(host, spec_for(host, host.address, management), events, 1))
     # the lab's sshd listens on the lab address only (a real host's on all of them): now on the new one too
     host.run(f"echo 'ListenAddress {management}' > /etc/ssh/sshd_config.d/management.conf && systemctl restart ssh",
              check=True)
     # 2. managed at the new address, now reachable over VLAN 123
     ctx = context(host, spec_for(host, management, management), events, 2)
-    converge(reconciler, ctx)
+    converged(reconciler, ctx)
     stanzas = host.run(f"cat {NETWORK_STACKOPS}", check=True).stdout
     assert "allow-cloudbr0 mgmt0" in stanzas and "ovs_options cloudbr0 123" in stanzas, stanzas
     assert f"address {management}/24" in stanzas, stanzas

@@ -13,7 +13,6 @@ import logging
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from support.credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
