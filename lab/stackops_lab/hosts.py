@@ -114,6 +114,7 @@ SUBNET_PREFIX = "10.250"
 MAX_SLOTS = 64
 MAX_HOSTS = 200
 FIRST_HOST_OCTET = 11
+FIRST_SERVICE_OCTET = 200  # machine_addresses: lab services' own addresses on the bridge
 SPARE_NICS = ("eno49", "eno50")
 SERVICES = ("openvswitch-switch", "libvirtd", "ssh")
 START_TIMEOUT_SECONDS = 120.0
@@ -442,6 +443,23 @@ class LabHosts:
         self.state_file.unlink(missing_ok=True)
         if hosts:
             progress(f"removed {len(hosts)} KVM lab host(s)")
+
+    def machine_addresses(self, count: int, first_octet: int = FIRST_SERVICE_OCTET) -> list[str]:
+        """`count` more addresses of the machine on the lab's bridge, 10.250.<slot>.<first_octet>…, for a lab service
+        (the XenServer hosts' endpoints) that the lab hosts and the node's Pods reach as they reach the machine's
+        gateway address; they go with the bridge. Idempotent."""
+        state = self.read_state()
+        if state is None:
+            raise LabError("the lab has no hosts (and so no bridge): start them first (`stackops lab up --hosts N`)")
+        if not 0 < count <= 255 - first_octet:
+            raise LabError(f"{count} addresses from .{first_octet} do not fit in the lab's subnet")
+        addresses = [f"{SUBNET_PREFIX}.{state.slot}.{first_octet + index}" for index in range(count)]
+        taken = sorted(set(addresses) & {host.address for host in state.hosts})
+        if taken:
+            raise LabError(f"{', '.join(taken)} belong to lab hosts: a lab with this many hosts has no room for "
+                           f"{count} service addresses from .{first_octet}")
+        ip_batch([f"addr replace {address}/32 dev {state.bridge}" for address in addresses])
+        return addresses
 
     def carry_vlan(self, vlan: int, cidr: str) -> str:
         """Make the machine take part in VLAN `vlan` of the lab's switch, with the address `cidr` (e.g.

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from stackops_lab.background import BackgroundSimulator
 from stackops_lab.cloudstack import images
-from stackops_lab.hosts import WORKDIR
+from stackops_lab.controlplane import LabError
+from stackops_lab.hosts import WORKDIR, LabHosts
 
 
 @dataclass(frozen=True)
@@ -28,14 +29,18 @@ class LabCloudStack:
 
 
 class CloudStackComponent(BackgroundSimulator):
-    """The simulator with the lab hosts' client key as its management key (so addHost can log in)."""
+    """The simulator with the lab hosts' client key as its management key (so addHost can log in). With
+    `lab_network`, it serves on the machine's address on the lab hosts' bridge (their gateway) instead of 127.0.0.1:
+    where an operator Pod on the lab's node reaches it, as it reaches a real management server."""
 
     name = "cloudstack"
     module = "stackops_lab.cloudstack.cli"
     state = "cloudstack.json"
 
-    def __init__(self, *, routers: int = 200, redundant_pairs: int | None = None, router_reboot: float = 3.0) -> None:
+    def __init__(self, *, routers: int = 200, redundant_pairs: int | None = None, router_reboot: float = 3.0,
+                 lab_network: bool = False) -> None:
         self.routers = routers
+        self.lab_network = lab_network
         self.redundant_pairs = routers // 4 if redundant_pairs is None else redundant_pairs  # half the routers paired
         self.router_reboot = router_reboot
 
@@ -43,6 +48,12 @@ class CloudStackComponent(BackgroundSimulator):
         args = ["--port", "0", "--routers", str(self.routers), "--redundant-pairs", str(self.redundant_pairs),
                 "--router-reboot", str(self.router_reboot)]
         key = lab_dir / WORKDIR / "id_ed25519"  # the lab hosts authorize it for root
+        if self.lab_network:
+            hosts = LabHosts(lab_dir).read_state()
+            if hosts is None:
+                raise LabError("the lab CloudStack on the lab network needs the lab hosts (and so their bridge): "
+                               "start them first (`stackops lab up --hosts N`)")
+            args += ["--host", hosts.gateway]
         return args + (["--ssh-key", str(key)] if key.exists() else [])
 
 

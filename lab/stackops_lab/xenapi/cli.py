@@ -1,6 +1,6 @@
 """`stackops lab xenapi`: run the lab XenServer pools in the foreground.
 
-Hosts xen1…xenN listen on 127.0.1.10… (one port for all); consecutive groups of --pool-size hosts form a pool
+Hosts xen1…xenN listen on 127.0.1.10… (one port for all; --address: on that address and the next ones); consecutive groups of --pool-size hosts form a pool
 (the first is its master, with a shared NFS SR); a remainder of one host stays standalone and joinable. Prints
 one line `ready <url> <url> …` (a URL per host) on stdout once serving, writes the state as JSON to
 --state-file (mode 0600, removed on exit) and runs until SIGINT or SIGTERM. With --tls the hosts speak HTTPS
@@ -29,6 +29,9 @@ def add_parser(commands: Any) -> None:
                         help="hosts per pool, in order; a remainder of one host is standalone (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8090, help="port every host listens on, 0 for any free one "
                                                                "(default: %(default)s)")
+    parser.add_argument("--address", default=None, metavar="IPV4",
+                        help="the first host's address, the next hosts' the following ones: addresses of this "
+                             "machine, e.g. on the lab's bridge where Pods reach them (default: 127.0.1.10…)")
     parser.add_argument("--username", default="root", help="dom0 user (default: root)")
     parser.add_argument("--password", default="xenroot", help="dom0 password (default: xenroot)")
     parser.add_argument("--vms-per-host", type=int, default=2, metavar="N",
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace, report: Any) -> int:
         pooled = {name for pool in pools for name in pool}  # the others are fresh installs: no VMs, ready to join
         lab = XenLab(hosts=[XenHostSpec(name, vms=None if name in pooled else 0) for name in names], pools=pools,
                      username=args.username, password=args.password, vms_per_host=args.vms_per_host,
-                     timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port, tls=args.tls)
+                     timings=XenTimings(ha_time_scale=args.ha_time_scale), port=args.port, tls=args.tls,
+                     bind=args.address or "loopback")
     except (OSError, ValueError) as error:
         report(f"error: {error}")
         return 1

@@ -6,7 +6,8 @@
         session.xenapi.login_with_password("root", lab.password)
 
 Every host has its own endpoint (bind="loopback": host i listens on 127.0.1.<10+i>, all on one port, so the
-address in HOST_IS_SLAVE [address] is enough to reconnect). Hosts listed in a `pools` entry form one pool (the
+address in HOST_IS_SLAVE [address] is enough to reconnect; bind="<an IPv4 address>": host i listens on that address
+plus i, addresses the caller made the machine's, e.g. on the lab's bridge where Pods reach them). Hosts listed in a `pools` entry form one pool (the
 first is its master) with the `shared_srs`; hosts not listed are standalone pools with local storage only
 (joinable: a joiner must not have shared SRs). Each host runs `vms_per_host` guest VMs (XenHostSpec.vms
 overrides it), every other one with ha_restart_priority "restart".
@@ -46,6 +47,7 @@ one scheduler thread under one lock.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -95,8 +97,7 @@ class XenLab:
                  shared_srs: list[dict[str, Any]] | None = None, vms_per_host: int = 2, bind: str = "loopback",
                  port: int | None = None, dom0s: dict[str, LabHost] | None = None, tls: bool | LabCA = False,
                  clock: Clock | None = None) -> None:
-        if bind != "loopback":
-            raise ValueError(f"bind={bind!r}: only 'loopback' (127.0.1.<10+i>, no root needed) is supported")
+        first = ipaddress.IPv4Address("127.0.1.10" if bind == "loopback" else bind)  # ValueError if not an address
         specs = hosts if hosts is not None else [XenHostSpec(f"xen{i + 1}") for i in range(3)]
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names) or not names:
@@ -119,7 +120,7 @@ class XenLab:
         started = self.clock.time()  # the hosts are up, xapi running, when the lab is made
         for index, spec in enumerate(specs):
             self.state.machines[spec.name] = Machine(
-                name=spec.name, index=index, address=dom0s[spec.name].address if dom0s else f"127.0.1.{10 + index}",
+                name=spec.name, index=index, address=dom0s[spec.name].address if dom0s else str(first + index),
                 spec=spec, hostname=spec.name, inventory=new_inventory(spec), booted_at=started,
                 xapi_started_at=started)
         listed: set[str] = set()
