@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration e2e demo demo-down lab-up lab-down clean
+.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration e2e demo demo-down lab-up lab-down image clean
 
 deps: system-deps venv
 
@@ -56,6 +56,11 @@ demo: deps lab-prepare
 
 demo-down: venv
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh down
+
+# The operator image from the Dockerfile, with buildah (root; no Docker, no registry: the base is made from Debian's
+# packages). Cached by the hash of the build context: an unchanged tree builds nothing. Prints the OCI archive's path.
+image: deps
+	$(BIN)/stackops lab image
 
 lab-up: venv
 	$(BIN)/stackops lab up

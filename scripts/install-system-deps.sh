@@ -21,6 +21,8 @@
 #     scripts/, .ci/run)
 #   - strace: counts the processes the KvmHost probe starts on a lab host (stackops_lab.spawns: the e2e test
 #     test_kvmhost_probe_processes and bench/kvmhost_fleet.py)
+#   - the operator image (stackops_lab.image, `make image`): buildah builds the Dockerfile (no Docker engine),
+#     debootstrap makes its Debian base where no registry is reachable; runc runs the image in its tests
 # The daemons of these packages must not run on the machine itself (lab hosts run their own, in namespaces):
 # their maintainer scripts are kept from starting them, and any that started anyway are stopped.
 set -euo pipefail
@@ -30,7 +32,8 @@ packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-re
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo ifupdown
           git curl rpm createrepo-c python3 python3-venv make
-          default-jdk-headless gpg gpg-agent shellcheck strace)
+          default-jdk-headless gpg gpg-agent shellcheck strace
+          buildah debootstrap runc)
 
 missing=()
 for package in "${packages[@]}"; do

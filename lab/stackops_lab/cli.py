@@ -34,6 +34,15 @@ def command_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_image(args: argparse.Namespace) -> int:
+    from stackops_lab import image
+
+    built = image.build(report, base=args.base)
+    report(f"{built.name}: {'built' if built.built else 'unchanged, reused'}; OCI archive ({built.archive_name}):")
+    print(built.archive)
+    return 0
+
+
 def command_up(args: argparse.Namespace) -> int:
     hosts = [HostsComponent(args.hosts)] if args.hosts else []
     cloudstack = [CloudStackComponent(routers=args.routers)] if args.cloudstack else []
@@ -112,6 +121,7 @@ def command_release_source(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "prepare": command_prepare,
+    "image": command_image,
     "up": command_up,
     "down": command_down,
     "status": command_status,
@@ -156,6 +166,12 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
+    image = commands.add_parser(
+        "image", help="build the operator image from the Dockerfile with buildah (cached by the build context's "
+                      "hash); prints the path of its OCI archive as the last line on stdout")
+    image.add_argument("--base", default=None, metavar="IMAGE",
+                       help="the Dockerfile's BASE_IMAGE, pulled from its registry (default: a Debian base the lab "
+                            "makes with debootstrap from this machine's Debian mirror, no registry needed)")
     commands.add_parser("down", help="stop the lab and remove its directory")
     commands.add_parser("status", help="say whether the lab is running and where its kubeconfig is")
     reboot = commands.add_parser("reboot", help="reboot KVM lab hosts (`systemctl reboot` in each) and wait until "
