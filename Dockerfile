@@ -21,12 +21,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
-# The dependencies' wheels first, in a layer that only pyproject.toml and README.md change (a stand-in package in
-# place of operator/), so that a change of the sources rebuilds the stackops wheel alone.
-RUN mkdir -p operator/stackops && touch operator/stackops/__init__.py \
+COPY pyproject.toml ./
+# The dependencies' wheels first, in a layer that only pyproject.toml changes (a stand-in package and README in place
+# of operator/ and README.md), so that a change of the sources rebuilds the stackops wheel alone.
+RUN mkdir -p operator/stackops && touch operator/stackops/__init__.py README.md \
     && pip wheel --no-cache-dir --wheel-dir /wheels/deps . \
-    && rm -rf operator /wheels/deps/stackops-*.whl
+    && rm -rf operator README.md /wheels/deps/stackops-*.whl
+COPY README.md ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels/stackops .
 
@@ -45,12 +46,16 @@ RUN apt-get update \
     && python -m venv /opt/stackops \
     && groupadd --system --gid 10001 stackops \
     && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home --shell /usr/sbin/nologin stackops
-# SOURCE_HASH: `make image` passes the build context's hash, because buildah before 1.30 reuses a cached RUN whose
-# `--mount=from=` stage changed (containers/buildah#4522); docker build needs nothing.
+# The dependencies, then stackops: two layers, so that a change of the sources adds a small one. DEPS_HASH and
+# SOURCE_HASH: `make image` passes the hashes of pyproject.toml and of the build context, because buildah before
+# 1.30 reuses a cached RUN whose `--mount=from=` stage changed (containers/buildah#4522); docker build needs neither.
+ARG DEPS_HASH
+RUN --mount=type=bind,from=build,source=/wheels/deps,target=/wheels \
+    /opt/stackops/bin/pip install --no-cache-dir --no-index --no-deps /wheels/*.whl
 ARG SOURCE_HASH
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    /opt/stackops/bin/pip install --no-cache-dir --no-index --find-links=/wheels/deps --find-links=/wheels/stackops \
-       stackops
+RUN --mount=type=bind,from=build,source=/wheels/stackops,target=/wheels \
+    /opt/stackops/bin/pip install --no-cache-dir --no-index --no-deps /wheels/stackops-*.whl \
+    && /opt/stackops/bin/pip check
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080 9100

@@ -364,6 +364,7 @@ def build(progress: Progress = ignore_progress, source: Path | None = None, base
                 "bud", "--layers", "--pull=never" if base is None else "--pull", "--network", "host",
                 "--build-arg", f"BASE_IMAGE={base_image}",
                 "--build-arg", f"PIP_CONFIG_FILE={BUILD_SETTINGS_DIR}/pip.conf",
+                "--build-arg", f"DEPS_HASH={hashlib.sha256((source / 'pyproject.toml').read_bytes()).hexdigest()}",
                 "--build-arg", f"SOURCE_HASH={digest}",
                 "--volume", f"{settings}:{BUILD_SETTINGS_DIR}:ro",
                 "--tag", name, "--file", str(context / "Dockerfile"), str(context)), log, "buildah bud")

@@ -17,6 +17,8 @@ import pytest
 from stackops_lab import image
 
 REPO = Path(__file__).resolve().parents[2]
+# The first build on a machine (the Debian base included) takes ~3 minutes on 2 cores, in the first test's setup.
+pytestmark = pytest.mark.timeout(1200)
 TINI = "/usr/bin/tini"
 PEM = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
