@@ -85,7 +85,7 @@ Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 """
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-BUILD_PACKAGES = ("buildah",)
+BUILD_PACKAGES = ("buildah", "runc")  # runc: the OCI runtime of RUN steps (buildah only recommends one)
 BASE_BUILD_PACKAGES = ("debootstrap",)
 
 
@@ -299,7 +299,8 @@ def ensure_base(progress: Progress = ignore_progress) -> str:
             subprocess.run(buildah_command("rm", container), capture_output=True, check=False)
             raise
     for old in buildah("images", "--format", "{{.Name}}:{{.Tag}}").split():
-        if old.startswith(BASE_REPOSITORY + ":") and old != name:  # bases of older recipes (their layers stay while a cached build uses them)
+        # bases of older recipes (their layers stay while a cached build uses them)
+        if old.startswith(BASE_REPOSITORY + ":") and old != name:
             subprocess.run(buildah_command("rmi", old), capture_output=True, check=False)
     progress(f"base image made in {format_duration(time.monotonic() - started)}")
     return name
