@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import tarfile
 import textwrap
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from stackops_lab import image
+from support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 # The first build on a machine (the Debian base included) takes ~3 minutes on 2 cores, in the first test's setup.
@@ -168,3 +171,53 @@ def test_an_unchanged_tree_reuses_the_archive(operator_image: image.BuiltImage) 
     again = image.build(progress)
     assert not again.built and again.archive == operator_image.archive
     assert again.context_hash == operator_image.context_hash
+
+
+@pytest.fixture
+def private_containerd(tmp_path: Path) -> Iterator[list[str]]:
+    """A throwaway containerd of this test's own (root, state, socket under tmp_path; no CRI): the `ctr` command
+    that talks to it. The machine's containerd, if any, is not used."""
+    socket = tmp_path / "containerd.sock"
+    (tmp_path / "config.toml").write_text(textwrap.dedent(f"""\
+        version = 2
+        root = "{tmp_path / 'root'}"
+        state = "{tmp_path / 'state'}"
+        disabled_plugins = ["io.containerd.grpc.v1.cri"]
+        [grpc]
+          address = "{socket}"
+        [ttrpc]
+          address = "{socket}.ttrpc"
+        """))
+    with open(tmp_path / "containerd.log", "wb") as log:
+        daemon = subprocess.Popen(["containerd", "--config", str(tmp_path / "config.toml")], stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        ctr = ["ctr", "--address", str(socket), "--namespace", "stackops-image-test"]
+        wait_for(lambda: subprocess.run([*ctr, "version"], capture_output=True).returncode == 0, timeout=60,
+                 what="the private containerd to answer")
+        yield ctr
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if line.split()[4].startswith(str(tmp_path))]
+        for mount in sorted(mounts, reverse=True):
+            subprocess.run(["umount", mount], check=False)
+        shutil.rmtree(tmp_path / "root", ignore_errors=True)  # the unpacked image: hundreds of MB
+        shutil.rmtree(tmp_path / "state", ignore_errors=True)
+
+
+def test_the_archive_imports_and_runs_in_containerd(operator_image: image.BuiltImage,
+                                                    private_containerd: list[str]) -> None:
+    """What a node does with the archive: containerd (Debian's 1.6) imports it under the name a Pod's
+    `image: stackops:0.1.0` means, and runs it read-only as the image's user under tini."""
+    ctr = private_containerd
+    subprocess.run([*ctr, "images", "import", str(operator_image.archive)], check=True, capture_output=True)
+    listed = subprocess.run([*ctr, "images", "ls", "-q"], check=True, capture_output=True, text=True).stdout.split()
+    assert listed == [operator_image.archive_name]
+    result = subprocess.run([*ctr, "run", "--rm", "--read-only", operator_image.archive_name, "image-test",
+                             TINI, "--", "python", "-c",
+                             "import os; print(os.getuid(), os.getgid(), open('/proc/1/comm').read().strip())"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["10001", "10001", "tini"]
