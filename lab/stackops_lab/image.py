@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -161,6 +162,12 @@ def slim(root: Path) -> None:
                 path.unlink()
     (root / "etc/dpkg/dpkg.cfg.d/stackops-slim").write_text(SLIM_DPKG_CONFIG)
     (root / "etc/apt/apt.conf.d/stackops-clean").write_text(SLIM_APT_CONFIG)
+
+
+def built_image_ids(build_output: str) -> set[str]:
+    """The (short, 11 hex digits) ids of the images a `buildah bud --layers` made or took from its cache: each step's
+    `--> <id>` and `--> Using cache <id>` lines."""
+    return {found[:11] for found in re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})\s*$", build_output, re.M)}
 
 
 def context_files(root: Path) -> list[Path]:
@@ -369,6 +376,7 @@ def build(progress: Progress = ignore_progress, source: Path | None = None, base
                 "--build-arg", f"SOURCE_HASH={digest}",
                 "--volume", f"{settings}:{BUILD_SETTINGS_DIR}:ro",
                 "--tag", name, "--file", str(context / "Dockerfile"), str(context)), log, "buildah bud")
+        prune_layers(built_image_ids(log.read_text(errors="replace")), log)
         partial = archive.with_name(f".{archive.name}.partial-{os.getpid()}")
         partial.unlink(missing_ok=True)
         buildah("push", "--quiet", name, f"oci-archive:{partial}:{archive_name}", log=log)
@@ -378,6 +386,16 @@ def build(progress: Progress = ignore_progress, source: Path | None = None, base
                 old.unlink(missing_ok=True)
         progress(f"built in {format_duration(time.monotonic() - started)}")
         return BuiltImage(name, archive, archive_name, digest, built=True)
+
+
+def prune_layers(kept: set[str], log: Path) -> None:
+    """Remove the untagged images of earlier builds (each changed tree leaves its steps' images behind): all but
+    those of the build just done, which are the next build's cache."""
+    dangling = buildah("images", "--filter", "dangling=true", "--format", "{{.ID}}").split()
+    stale = [image for image in dangling if image[:11] not in kept]
+    if stale:  # an image a working container still uses stays (its removal fails)
+        with open(log, "a") as output:
+            subprocess.run(buildah_command("rmi", *stale), stdout=output, stderr=subprocess.STDOUT, check=False)
 
 
 def image_id(name: str) -> str:

@@ -127,3 +127,16 @@ def test_the_context_hash_changes_with_a_source_file_and_nothing_else(tmp_path: 
 def test_the_version_comes_from_pyproject() -> None:
     assert image.project_version(REPO) == "0.1.0"
     assert image.base_name("bookworm") == f"localhost/stackops-base:bookworm-{image.BASE_RECIPE}"
+
+
+def test_the_images_a_build_made_or_reused_are_read_from_its_output() -> None:
+    """The next build's cache: pruning keeps these and removes the untagged images of earlier builds."""
+    output = ("[1/2] STEP 2/8: ARG PIP_CONFIG_FILE\n"
+              "--> Using cache 492c0734d29e7ed681cabf5564b44c57ece1141ed41363bf9d715670dc0c4a33\n"
+              "--> 492c0734d29\n"
+              "Saved /wheels/deps/a.whl\n"
+              "--> fe1ad9ab3ca\n"
+              "COMMIT localhost/stackops:0.1.0\n"
+              "--> 8cfc21e300d\n"
+              "  --> not an id\n")
+    assert image.built_image_ids(output) == {"492c0734d29", "fe1ad9ab3ca", "8cfc21e300d"}
