@@ -31,9 +31,10 @@ check-generated: venv
 	$(BIN)/stackops crds --check
 	$(BIN)/stackops docs --check
 
-# Build (once, cached) the local control plane before pytest, so no test's time limit includes the build.
+# Build (once, cached) the local control plane and the lab node's binaries before pytest, so no test's time limit
+# includes the build.
 lab-prepare: venv
-	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare; fi
+	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare --node; fi
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should. Like `make demo`, it
 # installs what it needs first (Debian packages only when missing: as root, or it says which to install).

@@ -3,6 +3,12 @@
 #   - kube-apiserver is built once from Debian's `kubernetes` source package: golang-go, rsync, jq, dpkg-dev,
 #     build-essential, golang-github-modern-go-reflect2-dev (the fix for Go >= 1.18)
 #   - etcd-server: the API server's store
+#   - the lab node (stackops_lab.node, `stackops lab up --node`): containerd and runc (the node's own containerd,
+#     started by the lab with a private config, root, state and socket under the lab directory; the package's
+#     service is never started: this machine's containerd is not used), containernetworking-plugins (CNI: bridge,
+#     host-local, portmap, loopback), conntrack (kube-proxy), busybox-static (the e2e tests' small image);
+#     kubelet, kube-proxy, kube-controller-manager and kube-scheduler are built from the same source as
+#     kube-apiserver, the sandbox image from its build/pause (libc6-dev: a static binary)
 #   - KVM lab hosts (stackops_lab.hosts): openssh-server, openvswitch-switch, libvirt-daemon-system (with its
 #     sysv flavour: no systemd needed), libvirt-clients, qemu-system-x86 + qemu-utils (libvirt's QEMU driver
 #     needs an emulator to answer `virsh version`), bridge-utils, iproute2, iputils-ping, iptables
@@ -28,6 +34,7 @@
 set -euo pipefail
 
 packages=(golang-go rsync jq dpkg-dev build-essential golang-github-modern-go-reflect2-dev etcd-server
+          containerd runc containernetworking-plugins conntrack busybox-static libc6-dev
           openssl ca-certificates
           openssh-server openvswitch-switch libvirt-daemon-system libvirt-daemon-system-sysv libvirt-clients
           qemu-system-x86 qemu-utils bridge-utils iproute2 iputils-ping iptables sudo ifupdown

@@ -13,6 +13,7 @@ from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent, LabHosts
+from stackops_lab.node import ensure_node_binaries
 from stackops_lab.operator import OperatorComponent
 from stackops_lab.release import cli as release_cli
 from stackops_lab.release.component import ReleaseSourceComponent
@@ -31,6 +32,8 @@ def report(message: str) -> None:
 def command_prepare(args: argparse.Namespace) -> int:
     binaries = controlplane.ensure_binaries(report)
     report(f"kube-apiserver: {binaries.kube_apiserver}")
+    if args.node:
+        report(f"node binaries: {ensure_node_binaries(report).directory}")
     return 0
 
 
@@ -165,7 +168,9 @@ def parser() -> argparse.ArgumentParser:
                          "CloudStackRelease builds on the lab hosts (needs --hosts)")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
-    commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
+    prepare = commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
+    prepare.add_argument("--node", action="store_true",
+                         help="also the node's (kubelet, kube-proxy, kube-controller-manager, kube-scheduler, pause)")
     image = commands.add_parser(
         "image", help="build the operator image from the Dockerfile with buildah (cached by the build context's "
                       "hash); prints the path of its OCI archive as the last line on stdout")
