@@ -13,7 +13,7 @@ from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent, LabHosts
-from stackops_lab.node import ensure_node_binaries
+from stackops_lab.node import NodeComponent, ensure_node_binaries
 from stackops_lab.operator import OperatorComponent
 from stackops_lab.release import cli as release_cli
 from stackops_lab.release.component import ReleaseSourceComponent
@@ -55,8 +55,9 @@ def command_up(args: argparse.Namespace) -> int:
                "bridge)")
         return 2
     release = [ReleaseSourceComponent()] if args.release else []
-    components = [*COMPONENTS, *hosts, *cloudstack, *xen, *release, *(OPTIONAL if args.operator else ())]
-    cluster = controlplane.up(args.dir, report, provider=args.provider, components=components)
+    node = [NodeComponent()] if args.node else []
+    components = [*node, *COMPONENTS, *hosts, *cloudstack, *xen, *release, *(OPTIONAL if args.operator else ())]
+    cluster = controlplane.up(args.dir, report, provider=args.provider, components=components, serve_node=args.node)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
     print(cluster.kubeconfig)
@@ -64,8 +65,9 @@ def command_up(args: argparse.Namespace) -> int:
 
 
 def command_down(args: argparse.Namespace) -> int:
-    controlplane.down(args.dir, report, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(), XenComponent(),
-                                                      ReleaseSourceComponent(), *OPTIONAL])
+    controlplane.down(args.dir, report, components=[NodeComponent(), *COMPONENTS, HostsComponent(),
+                                                      CloudStackComponent(), XenComponent(), ReleaseSourceComponent(),
+                                                      *OPTIONAL])
     report("the lab is down")
     return 0
 
@@ -166,6 +168,9 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--release", action="store_true",
                     help="also serve the lab's CloudStack-like source repository (`stackops lab release-source`) for "
                          "CloudStackRelease builds on the lab hosts (needs --hosts)")
+    up.add_argument("--node", action="store_true",
+                    help="also run a node (kubelet on the lab's own containerd with CNI, kube-proxy, "
+                         "kube-controller-manager, kube-scheduler) so Pods run; local control plane only, needs root")
     up.add_argument("--operator", action="store_true",
                     help="also install deploy/ and run the operator under its ServiceAccount")
     prepare = commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")

@@ -2,7 +2,8 @@
 
 kube-apiserver is built once from Debian bookworm's `kubernetes` source package and cached;
 etcd comes from Debian's `etcd-server` package. No kubelet, controller-manager or scheduler
-runs, so there is no garbage collection, namespaces never finish deleting and pods never run.
+runs, so there is no garbage collection, namespaces never finish deleting and pods never run, unless the lab
+has a node (`stackops lab up --node`, node.py).
 
 `up` / `down` pick the cluster for the lab: the cluster named by `KUBECONFIG`, else kind
 (when a Docker engine answers), else the local control plane.
@@ -393,7 +394,7 @@ def run_make(tree: Path, targets: list[str], home: Path, log: Path, progress: Pr
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
     if process.returncode != 0:
-        raise LabError(f"building kube-apiserver failed (make exited {process.returncode}):\n{tail(log)}")
+        raise LabError(f"building {' '.join(targets)} failed (make exited {process.returncode}):\n{tail(log)}")
 
 
 def wait_with_heartbeat(process: subprocess.Popen[bytes], progress: Progress) -> None:
@@ -466,9 +467,29 @@ class Pki:
     server_key: Path
     service_account_key: Path
 
+    @property
+    def kubelet_client_cert(self) -> Path:
+        """The API server's client certificate for kubelets (written with `kubelet_client=True`)."""
+        return self.ca_cert.with_name("kubelet-client.crt")
 
-def write_pki(directory: Path, advertise_address: str) -> Pki:
-    """A serving CA, a serving certificate for 127.0.0.1 and the service-account signing key."""
+    @property
+    def kubelet_client_key(self) -> Path:
+        return self.ca_cert.with_name("kubelet-client.key")
+
+
+def pki_in(directory: Path) -> Pki:
+    return Pki(
+        ca_cert=directory / "ca.crt",
+        server_cert=directory / "apiserver.crt",
+        server_key=directory / "apiserver.key",
+        service_account_key=directory / "service-account.key",
+    )
+
+
+def write_pki(directory: Path, advertise_address: str, kubelet_client: bool = False) -> Pki:
+    """A serving CA, a serving certificate for 127.0.0.1 and the service-account signing key; with
+    `kubelet_client`, the API server's client certificate for kubelets (system:masters), signed by the same CA,
+    which kubelets trust as their --client-ca-file."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stackops-lab-ca")])
@@ -492,16 +513,26 @@ def write_pki(directory: Path, advertise_address: str) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
     service_account_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pki = Pki(
-        ca_cert=directory / "ca.crt",
-        server_cert=directory / "apiserver.crt",
-        server_key=directory / "apiserver.key",
-        service_account_key=directory / "service-account.key",
-    )
+    pki = pki_in(directory)
     pki.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     pki.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     write_private(pki.server_key, private_pem(server_key))
     write_private(pki.service_account_key, private_pem(service_account_key))
+    if kubelet_client:
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        client_name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+        ])
+        client_cert = (
+            certificate_builder(client_name, ca_name, client_key.public_key())
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(key_usage(cert_sign=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        pki.kubelet_client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+        write_private(pki.kubelet_client_key, private_pem(client_key))
     return pki
 
 
@@ -694,14 +725,23 @@ class LocalControlPlane:
 
     The processes run in their own sessions and their pids are kept in `workdir/state.json`,
     so another process can find (`running_info`) and stop them.
+
+    With `serve_node` (a lab node, node.py), kube-apiserver listens on every address of the machine, not
+    only 127.0.0.1 (Pods reach it at its advertise address through the `kubernetes` Service, the node's kubelet
+    and kube-proxy from their own network namespace), and has a client certificate for kubelets.
     """
 
     PROCESSES = ("kube-apiserver", "etcd")  # stop order
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, serve_node: bool = False) -> None:
         self.workdir = Path(workdir).absolute()
         self.kubeconfig = self.workdir / "kubeconfig"
         self.state_file = self.workdir / "state.json"
+        self.serve_node = serve_node
+
+    @property
+    def pki(self) -> Pki:
+        return pki_in(self.workdir / "pki")
 
     def start(self, progress: Progress = ignore_progress) -> ClusterInfo:
         binaries = ensure_binaries(progress)
@@ -709,7 +749,7 @@ class LocalControlPlane:
         started = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         advertise_address = first_ipv4_address()
-        pki = write_pki(self.workdir / "pki", advertise_address)
+        pki = write_pki(self.workdir / "pki", advertise_address, kubelet_client=self.serve_node)
         token = secrets.token_urlsafe(32)
         token_file = self.workdir / "tokens.csv"
         write_private(token_file, f'{token},admin,admin,"system:masters"\n'.encode())
@@ -773,11 +813,17 @@ class LocalControlPlane:
     def apiserver_command(
         self, binary: Path, etcd_port: int, port: int, advertise_address: str, pki: Pki, token_file: Path
     ) -> list[str]:
+        node_flags = [
+            f"--kubelet-client-certificate={pki.kubelet_client_cert}",
+            f"--kubelet-client-key={pki.kubelet_client_key}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ] if self.serve_node else []
         return [
             str(binary),
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             f"--secure-port={port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={'0.0.0.0' if self.serve_node else '127.0.0.1'}",
+            *node_flags,
             f"--advertise-address={advertise_address}",
             f"--tls-cert-file={pki.server_cert}",
             f"--tls-private-key-file={pki.server_key}",
@@ -970,8 +1016,8 @@ class Component(Protocol):
 LAB_RECORD = "lab.json"
 
 
-def control_plane_for(lab_dir: Path) -> LocalControlPlane:
-    return LocalControlPlane(lab_dir / "controlplane")
+def control_plane_for(lab_dir: Path, serve_node: bool = False) -> LocalControlPlane:
+    return LocalControlPlane(lab_dir / "controlplane", serve_node=serve_node)
 
 
 def choose_provider() -> str:
@@ -987,15 +1033,17 @@ def up(
     progress: Progress = ignore_progress,
     provider: str | None = None,
     components: Sequence[Component] = (),
+    serve_node: bool = False,
 ) -> ClusterInfo:
-    """Bring the lab up (idempotent): the cluster, then each component in order."""
+    """Bring the lab up (idempotent): the cluster, then each component in order. With `serve_node`, a local
+    control plane is started for a lab node (LocalControlPlane's `serve_node`)."""
     lab_dir = (lab_dir or default_lab_dir()).absolute()
     cluster = running_cluster(lab_dir)
     if cluster is None:
         claim_lab_dir(lab_dir)
         down(lab_dir, progress, components)  # leftovers of an earlier lab (crashed, rebooted)
         claim_lab_dir(lab_dir)
-        cluster = start_cluster(provider or choose_provider(), lab_dir, progress)
+        cluster = start_cluster(provider or choose_provider(), lab_dir, progress, serve_node)
         write_lab_record(lab_dir, cluster)
     else:
         progress(f"the lab is already up ({cluster.provider} cluster at {cluster.server})")
@@ -1041,7 +1089,7 @@ def running_cluster(lab_dir: Path | None = None) -> ClusterInfo | None:
     return record
 
 
-def start_cluster(provider: str, lab_dir: Path, progress: Progress) -> ClusterInfo:
+def start_cluster(provider: str, lab_dir: Path, progress: Progress, serve_node: bool = False) -> ClusterInfo:
     if provider == "external":
         kubeconfig = os.environ.get("KUBECONFIG")
         if not kubeconfig:
@@ -1051,7 +1099,7 @@ def start_cluster(provider: str, lab_dir: Path, progress: Progress) -> ClusterIn
     if provider == "kind":
         return start_kind(lab_dir, progress)
     if provider == "local":
-        return control_plane_for(lab_dir).start(progress)
+        return control_plane_for(lab_dir, serve_node).start(progress)
     raise LabError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
 
 
