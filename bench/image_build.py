@@ -11,7 +11,10 @@ is touched. Measured, in order:
      the new image is checked to hold the change.
 Sizes: the OCI archive (compressed layers) and the image's root filesystem unpacked.
 
-Run as root: `.venv/bin/python bench/image_build.py` (about 5 minutes on 2 cores).
+Run as root: `.venv/bin/python bench/image_build.py` (about 2 minutes on 2 cores). Two runs on the 2-core development
+machine (busy with other work): base 61 s, cold image 43-47 s; unchanged tree 0.1 s; layers only 6.4-6.7 s; one file
+of operator/ changed 9.1-10.8 s (0.21-0.23 of the cold image build, 0.09-0.10 of the first build with its base);
+archive 97 MB, unpacked 363 MB (base 150 MB).
 """
 
 from __future__ import annotations
