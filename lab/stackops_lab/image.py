@@ -10,8 +10,10 @@ The project's Dockerfile is built with Debian's buildah, no Docker engine and no
   `buildah bud --volume` mounts for the build only: nothing of them is in a layer;
 - buildah's storage is under the cache directory ($STACKOPS_CACHE or ~/.cache/stackops, like the kube-apiserver
   build), so that a CI job that keeps that one directory keeps the base, the layers and the archives;
-- the result is tagged `stackops:<version>` and written as an OCI archive named after the hash of the build context
-  (Dockerfile, .dockerignore, pyproject.toml, README.md, operator/): an unchanged tree reuses it without building.
+- the result is tagged `localhost/stackops:<version>` and written as an OCI archive named after the hash of the build
+  context (Dockerfile, .dockerignore, pyproject.toml, README.md, operator/) and the base: an unchanged tree reuses it
+  without building. In the archive the image is `localhost/stackops:<version>-<that hash>`, the reference the lab's
+  installation gives the Deployment (podoperator.py).
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ from stackops_lab.controlplane import (
 BASE_RECIPE = "b2"
 BASE_REPOSITORY = "localhost/stackops-base"
 BASE_PACKAGES = ("python3", "python3-venv", "python3-pip", "python-is-python3", "ca-certificates")
-# The name in the archive: a full reference, the one a kubelet looks for when a Pod says `image: stackops:0.1.0`
-# (containerd's `ctr images import` keeps a full name as it is).
-ARCHIVE_REPOSITORY = "docker.io/library/stackops"
+# The name in buildah's storage, and in the archive with a tag of its own per build (<version>-<build key>): the lab
+# installs deploy/ with kustomize's `images:` set to it, so a changed tree is a new image and `kubectl apply -k`
+# rolls the Deployment out, as a release with a new tag does (a full reference: containerd keeps it as it is).
 LOCAL_REPOSITORY = "localhost/stackops"
+# Part of an archive's key: bump it whenever what the archive holds changes for the same build context (a2: its name).
+ARCHIVE_RECIPE = "a2"
 # What the build reads: the files the Dockerfile copies (its .dockerignore lets in only these) and the Dockerfile.
 CONTEXT_FILES = ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
 CONTEXT_DIRS = ("operator",)
@@ -93,7 +97,8 @@ BASE_BUILD_PACKAGES = ("debootstrap",)
 @dataclass(frozen=True)
 class BuiltImage:
     name: str  # in buildah's storage: localhost/stackops:<version>
-    archive: Path  # OCI archive holding ARCHIVE_REPOSITORY:<version>
+    archive: Path  # OCI archive holding `archive_name`
+    # localhost/stackops:<version>-<build key>: the reference a Pod spec gives (podoperator.overlay)
     archive_name: str
     context_hash: str
     built: bool  # False: the archive of this context was there already
@@ -340,9 +345,9 @@ def build(progress: Progress = ignore_progress, source: Path | None = None, base
     version = project_version(source)
     digest = context_hash(source)
     name = f"{LOCAL_REPOSITORY}:{version}"
-    archive_name = f"{ARCHIVE_REPOSITORY}:{version}"
     base_ref = base or base_name(os_codename())
-    key = hashlib.sha256(f"{digest}\0{base_ref}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{digest}\0{base_ref}\0{ARCHIVE_RECIPE}".encode()).hexdigest()[:16]
+    archive_name = f"{LOCAL_REPOSITORY}:{version}-{key[:12]}"
     archive = archive_dir() / f"stackops-{version}-{key}.oci.tar"
     with image_lock(progress):
         if archive.is_file():

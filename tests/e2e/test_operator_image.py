@@ -159,12 +159,14 @@ def test_size(operator_image: image.BuiltImage) -> None:
 
 
 def test_the_archive_names_the_image_as_a_pod_spec_does(operator_image: image.BuiltImage) -> None:
-    """`image: stackops:0.1.0` in deploy/ is docker.io/library/stackops:0.1.0 to a kubelet."""
+    """A full reference, tagged per build: what the lab's installation sets with kustomize's `images:`."""
     with tarfile.open(operator_image.archive) as archive:
         index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
     [manifest] = index["manifests"]
-    assert manifest["annotations"]["org.opencontainers.image.ref.name"] == "docker.io/library/stackops:0.1.0"
-    assert operator_image.archive_name == f"docker.io/library/stackops:{image.project_version(REPO)}"
+    version = image.project_version(REPO)
+    assert manifest["annotations"]["org.opencontainers.image.ref.name"] == operator_image.archive_name
+    assert re.fullmatch(rf"localhost/stackops:{re.escape(version)}-[0-9a-f]{{12}}", operator_image.archive_name)
+    assert operator_image.archive.name.startswith(f"stackops-{version}-{operator_image.archive_name[-12:]}")
 
 
 def test_an_unchanged_tree_reuses_the_archive(operator_image: image.BuiltImage) -> None:
