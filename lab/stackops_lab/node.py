@@ -250,6 +250,7 @@ class Node:
         # The machine's one node (its network namespace, cgroups, forwarding) is ours to clear only when its cable
         # names our directory, or when we started one and there is none left (we crashed half-way).
         ours = self.netns_is_ours() or (state is not None and not hosts.netns_exists(NETNS))
+        shim_sockets = self.shim_sockets()  # before containerd, seeing its shims die, removes their task directories
         if state is not None:
             for name in PROCESSES:
                 if name == "containerd" and ours:
@@ -259,7 +260,8 @@ class Node:
                     controlplane.terminate(pid)  # type: ignore[arg-type]
         if ours:
             self.kill_containers()
-        self.remove_shim_sockets()
+        for path in shim_sockets:
+            path.unlink(missing_ok=True)
         unmount_under(self.workdir)
         remove_empty_dirs(SHIM_SOCKET_DIRS)
         if ours:
@@ -541,13 +543,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             while any(controlplane.process_alive(pid) for pid in pids) and time.monotonic() < deadline:
                 time.sleep(0.05)
 
-    def remove_shim_sockets(self) -> None:
-        """The sockets of the shims of this node's containerd that were killed (a shim that exits normally removes
-        its own): containerd 1.6 names them sha256(<its socket>/<namespace>/<task id>) in /run/containerd/s."""
+    def shim_sockets(self) -> list[Path]:
+        """The sockets of the shims of this node's containerd, removed once they are killed (a shim that exits
+        normally removes its own): containerd 1.6 names them sha256(<its socket>/<namespace>/<task id>) in
+        /run/containerd/s."""
         tasks = self.workdir / "containerd" / "state" / "io.containerd.runtime.v2.task"
-        for task in tasks.glob("*/*"):
-            name = hashlib.sha256(str(self.containerd_socket / task.parent.name / task.name).encode()).hexdigest()
-            (SHIM_SOCKET_DIRS[0] / name).unlink(missing_ok=True)
+        return [SHIM_SOCKET_DIRS[0] / hashlib.sha256(str(self.containerd_socket / task.parent.name / task.name)
+                                                     .encode()).hexdigest()
+                for task in tasks.glob("*/*")]
 
     def write_state(self, state: NodeState) -> None:
         temporary = self.state_file.with_suffix(".tmp")

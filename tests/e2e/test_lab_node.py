@@ -9,12 +9,13 @@ import os
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from stackops_lab import hosts, node, ociimage
+from stackops_lab.hosts import LabHost
 from support.kube import KubectlError
 from support.labnode import LabNode, down, running_lab_node
 from support.wait import wait_for
@@ -155,6 +156,13 @@ def test_pod_reaches_the_machine(lab: LabNode) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_pod_reaches_a_lab_host(lab: LabNode, make_lab_hosts: Callable[..., list[LabHost]]) -> None:
+    """As an operator Pod reaches real infrastructure: the host's sshd answers on its address on the lab's bridge."""
+    (host,) = make_lab_hosts(1)
+    pod = web_pods(lab)[0]
+    assert exec_in(lab, pod, f"echo | nc -w 5 {host.address} 22 | head -n 1").startswith("SSH-2.0-")
 
 
 def test_deleting_the_deployment_collects_its_replicaset_and_pods(lab: LabNode) -> None:
