@@ -68,7 +68,12 @@ def _run(args: argparse.Namespace) -> int:
                                       poll_seconds=args.cloudstack_poll_seconds,
                                       retry_backoff=args.router_retry_seconds, xen_poll_seconds=args.xen_poll_seconds,
                                       local_builds=local_builds, maintenance_locks=_maintenance_locks)
-    core = core_api()
+    try:
+        core = core_api()
+        kube.check_server()
+    except kube.ClusterUnavailable as error:  # before kopf, whose login would end in a traceback
+        print(f"stackops run: {error}", file=sys.stderr)
+        return 2 if isinstance(error, kube.NoCredentials) else 1
     deps = Deps(reconcilers=reconcilers, secrets=SecretReader(core), custom_api=custom_objects_api(),
                 config_maps=ConfigMapReader(core))
     identity = own_identity()
