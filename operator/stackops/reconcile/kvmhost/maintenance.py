@@ -227,6 +227,13 @@ class Maintainer:
         await self.renew()
         await asyncio.sleep(self.poll)
 
+    async def again(self, deadline: float, timeout_message: str) -> None:
+        """The end of one turn of a wait: MaintenanceTimeout (`timeout_message`, not retried) once past `deadline`,
+        else a poll's sleep."""
+        if time.monotonic() > deadline:
+            raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, timeout_message, retry=False)
+        await self.sleep()
+
     # ------------------------------------------------------------------ start
 
     async def start(self, due: Due) -> None:
@@ -366,10 +373,8 @@ class Maintainer:
                 else:
                     self.ctx.event("Normal", "Applied", f"put CloudStack host {host.get('name')} into maintenance")
                     continue
-            if time.monotonic() > deadline:
-                raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"CloudStack host {host.get('name')} did not "
-                                     f"reach Maintenance in {self.timeout:.0f}s (it is {resource})", retry=False)
-            await self.sleep()
+            await self.again(deadline, f"CloudStack host {host.get('name')} did not reach Maintenance in "
+                                       f"{self.timeout:.0f}s (it is {resource})")
 
     async def update(self, record: HostMaintenanceStatus) -> None:
         facts = await self.reconciler.observe(self.ctx, self.conn)
@@ -415,10 +420,7 @@ class Maintainer:
                 pass
             finally:
                 connection.close()
-            if time.monotonic() > deadline:
-                raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"the host did not come back from its reboot "
-                                     f"in {self.timeout:.0f}s", retry=False)
-            await self.sleep()
+            await self.again(deadline, f"the host did not come back from its reboot in {self.timeout:.0f}s")
 
     async def back(self, record: HostMaintenanceStatus) -> None:
         """A clean probe (nothing to plan), then CloudStack: Up, maintenance cancelled, Up and Enabled."""
@@ -432,10 +434,8 @@ class Maintainer:
                     break
             except ReconcileError as error:
                 left = [str(error)]
-            if time.monotonic() > deadline:
-                raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"the host is back but does not match its spec "
-                                     f"after {self.timeout:.0f}s: " + "; ".join(left[:5]), retry=False)
-            await self.sleep()
+            await self.again(deadline, f"the host is back but does not match its spec after {self.timeout:.0f}s: "
+                                       + "; ".join(left[:5]))
         if self.api is None:
             return
         while True:
@@ -449,10 +449,8 @@ class Maintainer:
                 await self.api.run("cancelHostMaintenance", id=host["id"], timeout=self.timeout)
                 self.ctx.event("Normal", "Applied", f"cancelled the maintenance of CloudStack host {host.get('name')}")
                 continue
-            if time.monotonic() > deadline:
-                raise ReconcileError(st.Reason.MAINTENANCE_TIMEOUT, f"CloudStack host {host.get('name')} is {state} "
-                                     f"and {resource} {self.timeout:.0f}s after the host came back", retry=False)
-            await self.sleep()
+            await self.again(deadline, f"CloudStack host {host.get('name')} is {state} and {resource} "
+                                       f"{self.timeout:.0f}s after the host came back")
 
     async def restore(self, record: HostMaintenanceStatus) -> None:
         if self.api is None or record.state_before != "Disabled":
