@@ -20,14 +20,12 @@ import asyncio
 import contextlib
 import datetime
 import io
-import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +37,7 @@ from pydantic import SecretStr
 from support.credentials import secret
 from support.kube import Kube
 from support.wait import wait_for
+from support.webhook import NoticeReceiver
 
 from stackops.api.kvmhost import HostMaintenanceStatus, KvmHostSpec
 from stackops.drivers.cloudstack import CloudStackPool
@@ -501,42 +500,21 @@ def test_a_maintenance_under_way_when_the_window_closes_is_finished(cluster: Clu
 # ---------------------------------------------------------------------------------------------------- 4. notices
 
 
-class Webhook:
+class Webhook(NoticeReceiver):
     """A local webhook keeping each notice with where the simulator's audit log and the host's boots stood when it
-    arrived; `refuse`: (host, phase) answered HTTP 503."""
+    arrived; serving from the start."""
 
     def __init__(self, lab: Cluster) -> None:
+        super().__init__()
         self.notices: list[tuple[dict[str, Any], int, int]] = []
-        self.refuse: set[tuple[str, str]] = set()
-        notices, refuse = self.notices, self.refuse
-        hosts = {h.name: h for h in lab.hosts}
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                notices.append((body, len(lab.sim.audit()), hosts[body["host"]].boots()))
-                self.send_response(503 if (body["host"], body["phase"]) in refuse else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.lab, self.hosts = lab, {h.name: h for h in lab.hosts}
+        self.start()
         lab.secrets["hook"] = {"url": SecretStr(self.url)}
         for node in lab.nodes:
             node.ctx.secrets["hook"] = lab.secrets["hook"]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/notices?token=t0ken"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+    def keep(self, body: dict[str, Any]) -> None:
+        self.notices.append((body, len(self.lab.sim.audit()), self.hosts[body["host"]].boots()))
 
 
 def test_the_webhook_hears_before_and_after_the_host_maintenance(cluster: Cluster) -> None:

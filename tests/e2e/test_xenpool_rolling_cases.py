@@ -8,10 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import io
-import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +16,7 @@ import pytest
 import XenAPI
 import yaml
 from pydantic import SecretStr
+from support.webhook import NoticeReceiver
 from support.xenpool import CLOUDSTACK, FAST, SECRET, Driver, Killed, condition, lab, ready, roll, spec_for
 
 from stackops.plan import plan_files
@@ -591,40 +589,16 @@ def test_stackops_plan_lists_the_whole_roll(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- g. notices
 
 
-class Webhook:
+class Webhook(NoticeReceiver):
     """A local webhook that keeps each notice with the number of reboots its host had when it arrived."""
 
     def __init__(self, xen: XenLab):
+        super().__init__()
         self.notices: list[tuple[str, str, int, dict[str, Any]]] = []
-        self.refuse: set[tuple[str, str]] = set()  # (host, phase) answered HTTP 503
-        notices, refuse = self.notices, self.refuse
+        self.xen = xen
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                notices.append((body["host"], body["phase"], events(xen, "host.reboot").count(body["host"]), body))
-                self.send_response(503 if (body["host"], body["phase"]) in refuse else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/notices?token=t0ken"
-
-    def __enter__(self) -> Webhook:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+    def keep(self, body: dict[str, Any]) -> None:
+        self.notices.append((body["host"], body["phase"], events(self.xen, "host.reboot").count(body["host"]), body))
 
 
 def test_the_webhook_hears_before_and_after_each_host_in_order() -> None:
