@@ -5,12 +5,15 @@ bridges back from conf.db, libvirtd (configured on disk) and the enabled agent s
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 import pytest
@@ -187,80 +190,78 @@ def test_destroy_during_a_reboot_leaves_nothing(tmp_path: Path) -> None:
     assert subprocess.run(["pgrep", "-f", str(tmp_path / "lab")], capture_output=True).returncode == 1
 
 
-def test_the_lab_cloudstack_sees_a_disabled_rebooting_kvm_host_disconnected_then_up(lab) -> None:
+@dataclass
+class CloudStackHost:
+    """A KVM lab host added to the lab CloudStack: its simulator, an API client and the host's id there."""
+    sim: Any
+    api: Any
+    id: str
+
+    def state(self) -> str:
+        return str(self.api.listHosts(id=self.id)["host"][0]["state"])
+
+    def state_changes(self) -> list[tuple[str, str]]:
+        """The host's state changes in the simulator's audit log, (from, to)."""
+        return [(e["from"]["state"], e["state"]) for e in self.sim.audit()
+                if e["event"] == "host.state" and e["host"] == self.id and e["from"]["state"] != e["state"]]
+
+
+@contextlib.contextmanager
+def in_lab_cloudstack(host: LabHost, cluster: str, ping_timeout: float) -> Iterator[CloudStackHost]:
+    """The lab CloudStack (short timings, its KVM ping giving up on the host after `ping_timeout`) with `host` added
+    as a KVM host of `cluster`, Up."""
     from cs import CloudStack
 
     from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 
-    _, host = lab
     if virsh_version(host).returncode != 0:  # addHost checks libvirtd on TCP, as CloudStack's discoverer does
         ok(host, f"printf '{LIBVIRT_TCP}' >> /etc/libvirt/libvirtd.conf"
                  " && sed -i 's/^#LIBVIRTD_ARGS=\"--listen\"/LIBVIRTD_ARGS=\"--listen\"/' /etc/default/libvirtd"
                  " && systemctl restart libvirtd")
-    timings = Timings(host_connect=0.1, job=0.05, kvm_ping=0.1, ping_timeout=0.2)
+    timings = Timings(host_connect=0.1, job=0.05, kvm_ping=0.1, ping_timeout=ping_timeout)
     with CloudStackSimulator(fleet=Fleet(routers=4, redundant_pairs=1), timings=timings,
                              ssh_key_path=str(host.client_key_path)) as sim:
         api = CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, fetch_result=True)
         zone = api.listZones(name="lab-zone-1")["zone"][0]
         pod = api.listPods(zoneid=zone["id"])["pod"][0]
         added = api.addHost(zoneid=zone["id"], podid=pod["id"], hypervisor="KVM", url=f"http://{host.address}",
-                            clustername="lab-kvm-reboot", username="root")["host"][0]
+                            clustername=cluster, username="root")["host"][0]
+        cloudstack_host = CloudStackHost(sim, api, added["id"])
+        wait_until(lambda: cloudstack_host.state() == "Up", "Up")
+        yield cloudstack_host
 
-        def state() -> str:
-            return str(api.listHosts(id=added["id"])["host"][0]["state"])
 
-        wait_until(lambda: state() == "Up", "Up")
-        api.updateHost(id=added["id"], allocationstate="Disable")  # as before any planned reboot
+RECONNECTED = [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"), ("Connecting", "Up")]
+
+
+def test_the_lab_cloudstack_sees_a_disabled_rebooting_kvm_host_disconnected_then_up(lab) -> None:
+    _, host = lab
+    with in_lab_cloudstack(host, "lab-kvm-reboot", ping_timeout=0.2) as added:
+        added.api.updateHost(id=added.id, allocationstate="Disable")  # as before any planned reboot
         host.set_down_seconds(600)
         boots = host.boots()
         seen = len(host.power_events())
         host.reboot(wait=False)
         wait_until(lambda: any("rebooting, down 600s" in e for e in host.power_events()[seen:]), "down")
-        wait_until(lambda: state() == "Disconnected", "Disconnected while down")
+        wait_until(lambda: added.state() == "Disconnected", "Disconnected while down")
         assert not host.alive()
         host.set_down_seconds(0.2)
         host.wait_up(boots)
-        wait_until(lambda: state() == "Up", "Up again")
-        changes = [(e["from"]["state"], e["state"]) for e in sim.audit()
-                   if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
-        assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
-                           ("Connecting", "Up")], changes
+        wait_until(lambda: added.state() == "Up", "Up again")
+        assert added.state_changes() == RECONNECTED, added.state_changes()
 
 
 def test_the_lab_cloudstack_sees_even_a_short_reboot_disconnected(lab) -> None:
     """A reboot far shorter than the ping timeout (0.1 s down, ping timeout 30 s): connects to a host back within
     the machine's ARP retries are only delayed, so a connection probe alone never finds it gone; the standing
     session the host's reboot ends does, at once."""
-    from cs import CloudStack
-
-    from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
-
     _, host = lab
-    if virsh_version(host).returncode != 0:
-        ok(host, f"printf '{LIBVIRT_TCP}' >> /etc/libvirt/libvirtd.conf"
-                 " && sed -i 's/^#LIBVIRTD_ARGS=\"--listen\"/LIBVIRTD_ARGS=\"--listen\"/' /etc/default/libvirtd"
-                 " && systemctl restart libvirtd")
-    timings = Timings(host_connect=0.1, job=0.05, kvm_ping=0.1, ping_timeout=30.0)
-    with CloudStackSimulator(fleet=Fleet(routers=4, redundant_pairs=1), timings=timings,
-                             ssh_key_path=str(host.client_key_path)) as sim:
-        api = CloudStack(sim.endpoint, sim.api_key, sim.secret_key, poll_interval=0.05, fetch_result=True)
-        zone = api.listZones(name="lab-zone-1")["zone"][0]
-        pod = api.listPods(zoneid=zone["id"])["pod"][0]
-        added = api.addHost(zoneid=zone["id"], podid=pod["id"], hypervisor="KVM", url=f"http://{host.address}",
-                            clustername="lab-kvm-short-reboot", username="root")["host"][0]
-
-        def state() -> str:
-            return str(api.listHosts(id=added["id"])["host"][0]["state"])
-
-        wait_until(lambda: state() == "Up", "Up")
-        wait_until(lambda: added["id"] in getattr(sim.hostops.availability, "links", {}),
+    with in_lab_cloudstack(host, "lab-kvm-short-reboot", ping_timeout=30.0) as added:
+        wait_until(lambda: added.id in getattr(added.sim.hostops.availability, "links", {}),
                    "the agent's standing session to the host")
-        api.updateHost(id=added["id"], allocationstate="Disable")
+        added.api.updateHost(id=added.id, allocationstate="Disable")
         host.reboot(down_seconds=0.1)
-        wait_until(lambda: any(e["event"] == "host.state" and e["host"] == added["id"] and e["state"] == "Connecting"
-                               for e in sim.audit()), "reconnecting")
-        wait_until(lambda: state() == "Up", "Up again")
-        changes = [(e["from"]["state"], e["state"]) for e in sim.audit()
-                   if e["event"] == "host.state" and e["host"] == added["id"] and e["from"]["state"] != e["state"]]
-        assert changes == [("Connecting", "Up"), ("Up", "Disconnected"), ("Disconnected", "Connecting"),
-                           ("Connecting", "Up")], changes
+        wait_until(lambda: any(e["event"] == "host.state" and e["host"] == added.id and e["state"] == "Connecting"
+                               for e in added.sim.audit()), "reconnecting")
+        wait_until(lambda: added.state() == "Up", "Up again")
+        assert added.state_changes() == RECONNECTED, added.state_changes()
