@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import json
 import logging
 import shutil
 import statistics
@@ -62,6 +61,8 @@ from stackops_lab import controlplane
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.hosts import LabHost, LabHosts
 from stackops_lab.manifests import CLOUDSTACK_SECRET, SSH_SECRET, kvmhost_manifests
+
+from rolling_report import report  # bench/, beside this script
 
 CLUSTER, ZONE, POD = "bench-kvm", "lab-zone-1", "lab-zone-1-pod-1"
 IN_MAINTENANCE = ("PrepareForMaintenance", "ErrorInPrepareForMaintenance", "Maintenance", "ErrorInMaintenance")
@@ -432,15 +433,7 @@ def main() -> int:
         figures = [asyncio.run(roll(size, args, kube)) for size in args.hosts]
     finally:
         plane.stop(progress)
-    if args.json:
-        print(json.dumps({"rolls": figures}, indent=1))
-    else:
-        for f in figures:
-            show(f)
-    failed = [f"{f['hosts']} hosts: {m}" for f in figures for m in missed(f)]
-    if not args.json:
-        print("limits: " + ("kept" if not failed else "MISSED: " + "; ".join(failed)))
-    return 1 if failed else 0
+    return report(figures, as_json=args.json, show=show, missed=missed)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import statistics
 import sys
@@ -45,6 +44,8 @@ from stackops.reconcile.xenpool import XenPoolReconciler
 from stackops_lab.cloudstack import CloudStackSimulator, Fleet, Timings
 from stackops_lab.xenapi import XenHostSpec, XenLab, XenTimings
 from stackops_lab.xenapi.update_file import UpdateFile, UpdateServer
+
+from rolling_report import report  # bench/, beside this script
 
 SECRET, CLOUDSTACK, CLUSTER = "xen-root", "lab-cloudstack", "lab-xen-pool"
 
@@ -270,15 +271,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     figures = [asyncio.run(roll(size, args)) for size in args.hosts]
-    if args.json:
-        print(json.dumps({"rolls": figures}, indent=1))
-    else:
-        for f in figures:
-            show(f)
-    failed = [f"{f['hosts']} hosts: {m}" for f in figures for m in missed(f)]
-    if not args.json:
-        print("limits: " + ("kept" if not failed else "MISSED: " + "; ".join(failed)))
-    return 1 if failed else 0
+    return report(figures, as_json=args.json, show=show, missed=missed)
 
 
 if __name__ == "__main__":
