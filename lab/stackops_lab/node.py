@@ -108,7 +108,7 @@ def build_node_in(work: Path, progress: Progress) -> Path:
     gocache.mkdir(exist_ok=True)
     (tree / "_output" / "local" / "go").mkdir(parents=True)
     (tree / "_output" / "local" / "go" / "cache").symlink_to(gocache)
-    progress(f"building {', '.join(NODE_BUILT)} from Debian source {version} (first time only, ~15 min)…")
+    progress(f"building {', '.join(NODE_BUILT)} from Debian source {version} (first time only, ~10 min)…")
     started = time.monotonic()
     controlplane.run_make(tree, [f"cmd/{name}" for name in NODE_BUILT], work / "home", log, progress)
     output = tree / "_output" / "bin"

@@ -173,6 +173,14 @@ def test_deleting_the_deployment_collects_its_replicaset_and_pods(lab: LabNode) 
     wait_for(lambda: not web_pods(lab), timeout=TIMEOUT, what="the Pods gone")
 
 
+def test_a_deleted_namespace_goes_with_what_it_held(lab: LabNode) -> None:
+    lab.kube.kubectl("create", "namespace", "doomed")
+    lab.kube.kubectl("create", "configmap", "kept", "-n", "doomed", "--from-literal=a=b")
+    lab.kube.kubectl("delete", "namespace", "doomed", "--wait=false")
+    wait_for(lambda: lab.kube.kubectl("get", "namespace", "doomed", check=False).returncode != 0, timeout=TIMEOUT,
+             what="namespace doomed gone")
+
+
 def shims_of(lab: LabNode) -> list[int]:
     socket = str(lab.node.containerd_socket)
     return [pid for pid in hosts.all_pids() if (command := node.controlplane.process_command(pid))
