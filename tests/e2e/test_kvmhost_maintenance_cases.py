@@ -23,7 +23,6 @@ import io
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,10 +238,8 @@ def completed(node: Node) -> Any:
 
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
-    name = f"kvm-maint-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false")
+    with kube.scratch_namespace("kvm-maint") as name:
+        yield name
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ Time is a manual clock shared by the contenders: expiry is tested without waitin
 from __future__ import annotations
 
 import threading
-import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator
 
@@ -35,10 +34,8 @@ class ManualClock:
 
 @pytest.fixture
 def namespace(kube: Kube) -> Iterator[str]:
-    name = f"lock-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name)
-    yield name
-    kube.kubectl("delete", "namespace", name, "--wait=false")
+    with kube.scratch_namespace("lock") as name:
+        yield name
 
 
 @pytest.fixture

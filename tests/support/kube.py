@@ -2,7 +2,10 @@
 through kubectl."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from stackops_lab import controlplane
@@ -40,6 +43,16 @@ class Kube:
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, command, result.stdout, result.stderr)
         return result
+
+    @contextlib.contextmanager
+    def scratch_namespace(self, prefix: str) -> Iterator[str]:
+        """A namespace of the with-block's own, `prefix`-<8 hex digits>, deleted after it (not waited for)."""
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false")
 
     def service_account_token(self, namespace: str, name: str, seconds: int = 3600) -> str:
         """A token for ServiceAccount `namespace/name`, minted with the TokenRequest API."""
