@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from stackops.drivers.ssh import SSHPool
 from stackops_lab.hosts import LabHost, LabHosts
 
 
@@ -48,3 +49,11 @@ def make_lab_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
     finally:
         for manager in managers:
             manager.destroy(_progress)
+
+
+@pytest.fixture
+def pool() -> Iterator[SSHPool]:
+    """The operator's SSH connections for one test (KvmHostReconciler(pool)), closed after it."""
+    pool = SSHPool()
+    yield pool
+    pool.close_all()

@@ -13,13 +13,6 @@ from stackops.drivers.ssh import SSHPool
 from stackops.reconcile.base import ReconcileError
 from stackops.reconcile.kvmhost import KvmHostReconciler
 
-@pytest.fixture
-def pool():
-    pool = SSHPool()
-    yield pool
-    pool.close_all()
-
-
 def test_fresh_host_converges_then_stays_quiet(lab_hosts: list, pool: SSHPool) -> None:
     host, peer = lab_hosts[0], lab_hosts[1]
     events: list = []

@@ -18,7 +18,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support.credentials import secret
 from support.kvmhost_lab import converge, ready
 from support.wait import wait_for
@@ -58,13 +57,6 @@ def converged(reconciler: KvmHostReconciler, ctx: Context) -> Outcome:
     outcome = converge(reconciler, ctx, passes=5)
     assert ready(outcome), [outcome.conditions, outcome.drift]
     return outcome
-
-
-@pytest.fixture
-def pool():
-    pool = SSHPool()
-    yield pool
-    pool.close_all()
 
 
 def test_the_management_address_on_a_vlan_bridge_survives_a_reboot(make_lab_hosts, pool: SSHPool) -> None:

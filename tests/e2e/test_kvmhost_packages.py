@@ -61,13 +61,6 @@ def quiet(outcome: Outcome, pool: SSHPool, host: Any, reconciler: KvmHostReconci
     assert counters.mutations == 0 and counters.round_trips == 1, counters
 
 
-@pytest.fixture
-def pool() -> Iterator[SSHPool]:
-    pool = SSHPool()
-    yield pool
-    pool.close_all()
-
-
 @contextmanager
 def http_server(directory: Path, address: str) -> Iterator[int]:
     """`directory` served over HTTP on `address` (the lab's bridge, which only the lab's hosts reach); its port."""

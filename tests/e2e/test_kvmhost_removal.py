@@ -12,7 +12,6 @@ import asyncio
 import logging
 from typing import Any
 
-import pytest
 from support.credentials import secret
 
 from stackops.api.kvmhost import KvmHostSpec
@@ -77,13 +76,6 @@ def owned(host: Any) -> set[str]:
                        f"'external_ids:{OWNER_KEY}=\"{NAMESPACE}/{host.name}\"'", check=True).stdout
         found |= set(out.split())
     return found
-
-
-@pytest.fixture
-def pool():
-    pool = SSHPool()
-    yield pool
-    pool.close_all()
 
 
 def test_delete_removes_the_owned_objects_and_leaves_the_hand_made_ones(make_lab_hosts, pool: SSHPool) -> None:

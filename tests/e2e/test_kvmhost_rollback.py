@@ -103,13 +103,6 @@ class Timed(KvmHostReconciler):
         return await super().reconnect_and_confirm(target, checkpoint, deadline)
 
 
-@pytest.fixture
-def pool():
-    pool = SSHPool()
-    yield pool
-    pool.close_all()
-
-
 def test_a_change_that_cuts_the_management_path_is_reverted_by_the_host(make_lab_hosts, pool: SSHPool) -> None:
     host = make_lab_hosts(1)[0]
     events: list = []
