@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: deps system-deps venv crds docs check-generated lab-prepare test unit integration e2e demo demo-down lab-up lab-down image clean
+.PHONY: deps system-deps venv crds docs check-generated lab-prepare lab-prepare-node test unit integration e2e demo demo-down lab-up lab-down image clean
 
 deps: system-deps venv
 
@@ -31,14 +31,17 @@ check-generated: venv
 	$(BIN)/stackops crds --check
 	$(BIN)/stackops docs --check
 
-# Build (once, cached) the local control plane and the lab node's binaries before pytest, so no test's time limit
-# includes the build.
+# Build (once, cached) the local control plane before pytest, so no test's time limit includes the build; with the
+# lab node's binaries (kubelet, kube-proxy, kube-controller-manager, kube-scheduler, pause) for the e2e tests.
 lab-prepare: venv
+	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare; fi
+
+lab-prepare-node: venv
 	@if [ -z "$$KUBECONFIG" ]; then $(BIN)/stackops lab prepare --node; fi
 
 # pytest exits 5 when it collected no test: make treats that as a failure, as it should. Like `make demo`, it
 # installs what it needs first (Debian packages only when missing: as root, or it says which to install).
-test: deps check-generated lab-prepare
+test: deps check-generated lab-prepare-node
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # One tier each (the folders of tests/; conftest.py marks every test with its folder's tier): unit needs nothing
@@ -49,7 +52,7 @@ unit: venv
 integration: deps lab-prepare
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: deps lab-prepare
+e2e: deps lab-prepare-node
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 demo: deps lab-prepare
