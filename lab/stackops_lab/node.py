@@ -20,6 +20,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -32,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from stackops_lab import controlplane, hosts, ociimage
+from stackops_lab import controlplane, hosts, nodedns, ociimage
 from stackops_lab.controlplane import LabError, Progress, format_duration, run_logged
 
 NODE_RECIPE = "n1"
@@ -156,7 +157,10 @@ CONTAINERD_NAMESPACE = "k8s.io"
 STATE = "state.json"
 START_TIMEOUT_SECONDS = 180.0
 # Stop order: the kubelet first (it would restart what the others stop), containerd after its containers.
-PROCESSES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "containerd")
+PROCESSES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "dns", "containerd")
+# The program each process runs, when not its name: the cluster DNS is `python -m stackops_lab.nodedns`.
+PROGRAMS = {"dns": Path(sys.executable).name}
+CLUSTER_DOMAIN = nodedns.CLUSTER_DOMAIN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
 
@@ -207,7 +211,7 @@ class Node:
         self.stop()  # leftovers of an earlier node of this lab
         started = time.monotonic()
         progress(f"starting the lab node `{NODE_NAME}` (containerd, kubelet, kube-proxy, kube-controller-manager, "
-                 f"kube-scheduler)…")
+                 f"kube-scheduler, cluster DNS)…")
         self.workdir.mkdir(parents=True, exist_ok=True)
         advertise = apiserver_advertise_address(cluster)
         port = cluster.server.rsplit(":", 1)[1]
@@ -219,6 +223,8 @@ class Node:
             IP_FORWARD.write_text("1\n")  # Pods reach the lab hosts' bridges and the machine's other networks
             local = self.write_kubeconfig("local.kubeconfig", cluster.server, cluster)
             remote = self.write_kubeconfig("node.kubeconfig", state.server, cluster)
+            self.spawn(state, "dns", [sys.executable, "-m", "stackops_lab.nodedns", f"--kubeconfig={local}",
+                                      f"--listen={MACHINE_LINK_ADDRESS}"])
             self.spawn(state, "containerd", ["/usr/bin/containerd", f"--config={self.write_containerd_config()}"],
                        in_node=True)
             self.wait_for(lambda: self.containerd_socket.is_socket(), "containerd's socket", state)
@@ -476,6 +482,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             f"--address={NODE_ADDRESS}",
             "--healthz-bind-address=127.0.0.1",
             "--resolv-conf=/etc/resolv.conf",
+            f"--cluster-dns={MACHINE_LINK_ADDRESS}",  # nodedns.py
+            f"--cluster-domain={CLUSTER_DOMAIN}",
             "--serialize-image-pulls=false",
             "--v=1",
         ]
@@ -523,7 +531,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         if not pid or not controlplane.process_alive(pid):
             return False
         command = controlplane.process_command(pid)
-        return bool(command) and Path(command[0]).name == name and any(
+        return bool(command) and Path(command[0]).name == PROGRAMS.get(name, name) and any(
             str(self.workdir) in argument for argument in command[1:])
 
     def kill_containers(self) -> None:

@@ -116,6 +116,18 @@ def test_service_cluster_ip_answers_from_the_machine(lab: LabNode) -> None:
     assert wait_for(answer, timeout=TIMEOUT, what=f"an answer from {cluster_ip}", ignoring=(OSError,)) in names
 
 
+def test_pods_resolve_services_by_name(lab: LabNode) -> None:
+    cluster_ip = get(lab, "service", "-n", "default", "web")["spec"]["clusterIP"]
+    pod = web_pods(lab)[0]
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in exec_in(lab, pod, "cat /etc/resolv.conf")
+    assert cluster_ip in exec_in(lab, pod, "nslookup web.default.svc.cluster.local")
+    assert exec_in(lab, pod, "wget -q -O - http://web/index.html").strip() in web_pods(lab)
+    assert exec_in(lab, pod, "wget -q -O - http://web.default/index.html").strip() in web_pods(lab)
+    missing = lab.kube.kubectl("exec", "-n", "default", pod, "--", "nslookup", "nothing.default.svc.cluster.local",
+                               check=False)
+    assert missing.returncode != 0
+
+
 def test_pod_calls_the_api_server_with_its_mounted_service_account_token(lab: LabNode) -> None:
     pod = web_pods(lab)[0]
     secrets = "/var/run/secrets/kubernetes.io/serviceaccount"
