@@ -15,6 +15,7 @@ from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent, LabHosts
 from stackops_lab.node import NodeComponent, ensure_node_binaries
 from stackops_lab.operator import OperatorComponent
+from stackops_lab.podoperator import PodOperatorComponent
 from stackops_lab.release import cli as release_cli
 from stackops_lab.release.component import ReleaseSourceComponent
 from stackops_lab.xenapi import cli as xenapi_cli
@@ -48,15 +49,21 @@ def command_image(args: argparse.Namespace) -> int:
 
 def command_up(args: argparse.Namespace) -> int:
     hosts = [HostsComponent(args.hosts)] if args.hosts else []
-    cloudstack = [CloudStackComponent(routers=args.routers)] if args.cloudstack else []
-    xen = [XenComponent()] if args.xen else []
+    if args.node and (args.cloudstack or args.xen) and not args.hosts:
+        report("error: with --node, the lab CloudStack and XenServer hosts serve on the lab hosts' bridge, where the "
+               "node's Pods reach them: add --hosts N")
+        return 2
+    # With a node, the simulators serve where its Pods (the operator's among them) reach them: the lab network.
+    cloudstack = [CloudStackComponent(routers=args.routers, lab_network=args.node)] if args.cloudstack else []
+    xen = [XenComponent(lab_network=args.node)] if args.xen else []
     if args.release and not args.hosts:
         report("error: --release needs --hosts (a lab host is the build host, and the source is served on their "
                "bridge)")
         return 2
     release = [ReleaseSourceComponent()] if args.release else []
     node = [NodeComponent()] if args.node else []
-    components = [*node, *COMPONENTS, *hosts, *cloudstack, *xen, *release, *(OPTIONAL if args.operator else ())]
+    operator = ([PodOperatorComponent()] if args.node else list(OPTIONAL)) if args.operator else []
+    components = [*node, *COMPONENTS, *hosts, *cloudstack, *xen, *release, *operator]
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components, serve_node=args.node)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")
@@ -67,7 +74,7 @@ def command_up(args: argparse.Namespace) -> int:
 def command_down(args: argparse.Namespace) -> int:
     controlplane.down(args.dir, report, components=[NodeComponent(), *COMPONENTS, HostsComponent(),
                                                       CloudStackComponent(), XenComponent(), ReleaseSourceComponent(),
-                                                      *OPTIONAL])
+                                                      *OPTIONAL, PodOperatorComponent()])
     report("the lab is down")
     return 0
 
@@ -172,7 +179,8 @@ def parser() -> argparse.ArgumentParser:
                     help="also run a node (kubelet on the lab's own containerd with CNI, kube-proxy, "
                          "kube-controller-manager, kube-scheduler) so Pods run; local control plane only, needs root")
     up.add_argument("--operator", action="store_true",
-                    help="also install deploy/ and run the operator under its ServiceAccount")
+                    help="also install deploy/ and run the operator under its ServiceAccount: with --node as a Pod "
+                         "from the image the Dockerfile builds (`stackops lab image`), else as a local process")
     prepare = commands.add_parser("prepare", help="build and cache the control plane binaries (first time: minutes)")
     prepare.add_argument("--node", action="store_true",
                          help="also the node's (kubelet, kube-proxy, kube-controller-manager, kube-scheduler, pause)")

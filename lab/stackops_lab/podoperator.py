@@ -98,3 +98,38 @@ def install(kubeconfig: Path, directory: Path, progress: Callable[[str], None] =
 def _pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+class PodOperatorComponent:
+    """`stackops lab up --node --operator` and `make demo`: the operator image built (image.py, cached), loaded into
+    the lab node's containerd and deploy/ installed with it (`overlay`, `install`). Stopped with the node (its
+    containers go with it); `stop` deletes the Deployment first, so the Pod gets its SIGTERM as in any cluster."""
+
+    name = "operator"
+
+    def start(self, lab_dir: Path, cluster: Any, progress: Callable[[str], None]) -> PodOperator:
+        from stackops_lab import image  # buildah: only where the operator runs as a Pod
+        from stackops_lab.node import NodeComponent
+
+        built = image.build(progress)
+        NodeComponent.node(lab_dir).load_image(built.archive)
+        progress(f"loaded {built.archive_name} into the lab node")
+        self.state_path(lab_dir).write_text(json.dumps({"kubeconfig": str(cluster.kubeconfig),
+                                                        "image": built.archive_name}))
+        return install(Path(cluster.kubeconfig), overlay(lab_dir / "installation", built.archive_name), progress)
+
+    @staticmethod
+    def state_path(lab_dir: Path) -> Path:
+        return lab_dir / "operator-pod.json"
+
+    def stop(self, lab_dir: Path, progress: Callable[[str], None]) -> None:
+        state = self.state_path(lab_dir)
+        if not state.is_file():
+            return
+        kubeconfig = Path(json.loads(state.read_text())["kubeconfig"])
+        state.unlink()
+        if not kubeconfig.is_file():
+            return
+        progress(f"deleting deployment/{DEPLOYMENT} (its Pod stops on SIGTERM)")
+        kubectl(kubeconfig, "delete", "deployment", DEPLOYMENT, "-n", NAMESPACE, "--ignore-not-found",
+                "--wait=true", "--timeout=90s", check=False, timeout=120)
