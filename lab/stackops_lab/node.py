@@ -158,8 +158,9 @@ STATE = "state.json"
 START_TIMEOUT_SECONDS = 180.0
 # Stop order: the kubelet first (it would restart what the others stop), containerd after its containers.
 PROCESSES = ("kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "dns", "containerd")
-# The program each process runs, when not its name: the cluster DNS is `python -m stackops_lab.nodedns`.
-PROGRAMS = {"dns": Path(sys.executable).name}
+# The Python module a process runs, when it is not a program of its name: the cluster DNS is `python -m
+# stackops_lab.nodedns` (whichever python started it: `stackops lab down` may run under another name of it).
+MODULES = {"dns": "stackops_lab.nodedns"}
 CLUSTER_DOMAIN = nodedns.CLUSTER_DOMAIN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 
@@ -531,8 +532,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         if not pid or not controlplane.process_alive(pid):
             return False
         command = controlplane.process_command(pid)
-        return bool(command) and Path(command[0]).name == PROGRAMS.get(name, name) and any(
-            str(self.workdir) in argument for argument in command[1:])
+        runs = command[1:3] == ["-m", MODULES[name]] if name in MODULES else Path(command[0]).name == name
+        return bool(command) and runs and any(str(self.workdir) in argument for argument in command[1:])
 
     def kill_containers(self) -> None:
         """Every process of the node's Pods (in its cgroups) and containerd's shims for this node."""
