@@ -55,7 +55,7 @@ integration: deps lab-prepare
 e2e: deps lab-prepare-node
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
-demo: deps lab-prepare
+demo: deps lab-prepare-node
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 demo-down: venv

@@ -1,5 +1,6 @@
-"""`make demo`: the lab control plane, deploy/ installed, the operator running under its ServiceAccount, the
-examples applied, a rolling restart of the lab XenServer pool (`spec.maintenance.restartAfter` set to now, then
+"""`make demo`: the lab control plane with a node, the operator image built from the Dockerfile and deploy/ installed
+with it (the operator as a Pod, as users run it: `kubectl -n stackops-system get pods` shows it), the examples
+applied, a rolling restart of the lab XenServer pool (`spec.maintenance.restartAfter` set to now, then
 `kubectl get xenpools` each time its MAINTENANCE column changes, until Completed), and `kubectl get` of all four
 kinds.
 
@@ -24,7 +25,9 @@ from .hosts import HostsComponent, LabHosts
 from .manifests import cloudstackrelease_manifests, kvmhost_manifests, systemvmtemplate_manifests, xenpool_manifests
 from .release import component as release_component
 from .xenapi import component as xen_component
-from .operator import kubectl
+from .node import NodeComponent
+from .operator import NAMESPACE as OPERATOR_NAMESPACE, kubectl
+from .podoperator import PodOperatorComponent
 
 KINDS = "xenpools,kvmhosts,systemvmtemplates,cloudstackreleases"
 NAMESPACE = "stackops-demo"
@@ -117,11 +120,23 @@ def example_documents() -> list[dict]:
             and not (d["kind"] == "Secret" and d["metadata"]["name"] in secrets)]
 
 
+def components() -> list:
+    """What the demo runs, in start order: the node first, the operator's Pod last. The lab CloudStack and XenServer
+    hosts serve on the lab network, where the Pod reaches them."""
+    return [NodeComponent(), *COMPONENTS, HostsComponent(HOSTS), CloudStackComponent(lab_network=True),
+            xen_component.XenComponent(lab_network=True), release_component.ReleaseSourceComponent(),
+            PodOperatorComponent()]
+
+
+def show_pods(kubeconfig: Path) -> None:
+    print(f"$ kubectl -n {OPERATOR_NAMESPACE} get pods", flush=True)
+    print(kubectl(kubeconfig, "-n", OPERATOR_NAMESPACE, "get", "pods").stdout, end="", flush=True)
+
+
 def up() -> int:
-    cluster = controlplane.up(None, progress, components=[*COMPONENTS, HostsComponent(HOSTS), CloudStackComponent(),
-                                                          xen_component.XenComponent(),
-                                                          release_component.ReleaseSourceComponent(), *OPTIONAL])
+    cluster = controlplane.up(None, progress, provider="local", components=components(), serve_node=True)
     kubeconfig = Path(cluster.kubeconfig)
+    show_pods(kubeconfig)
     hosts = LabHosts(controlplane.default_lab_dir()).running() or []
     cloudstack = running(controlplane.default_lab_dir())
     progress("applying deploy/examples/ (its KvmHost and SystemVMTemplate replaced by the lab's hosts and CloudStack)")
@@ -148,9 +163,7 @@ def up() -> int:
 
 
 def down() -> int:
-    controlplane.down(None, progress, components=[*COMPONENTS, HostsComponent(), CloudStackComponent(),
-                                                  xen_component.XenComponent(),
-                                                  release_component.ReleaseSourceComponent(), *OPTIONAL])
+    controlplane.down(None, progress, components=[*components(), *OPTIONAL])
     return 0
 
 
