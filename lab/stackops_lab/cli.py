@@ -42,6 +42,10 @@ def command_image(args: argparse.Namespace) -> int:
     from stackops_lab import image
 
     built = image.build(report, base=args.base)
+    node = NodeComponent.node((args.dir or controlplane.default_lab_dir()).absolute())
+    if node.running():  # the lab's node runs: the image is there for a Pod at once
+        node.load_image(built.archive)
+        report(f"loaded {built.archive_name} into the lab node (imagePullPolicy IfNotPresent finds it)")
     report(f"{built.name}: {'built' if built.built else 'unchanged, reused'}; OCI archive ({built.archive_name}):")
     print(built.archive)
     return 0
@@ -186,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
                          help="also the node's (kubelet, kube-proxy, kube-controller-manager, kube-scheduler, pause)")
     image = commands.add_parser(
         "image", help="build the operator image from the Dockerfile with buildah (cached by the build context's "
-                      "hash); prints the path of its OCI archive as the last line on stdout")
+                      "hash) and load it into the lab's node when one runs; prints the path of its OCI archive as "
+                      "the last line on stdout")
     image.add_argument("--base", default=None, metavar="IMAGE",
                        help="the Dockerfile's BASE_IMAGE, pulled from its registry (default: a Debian base the lab "
                             "makes with debootstrap from this machine's Debian mirror, no registry needed)")
