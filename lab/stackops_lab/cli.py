@@ -13,7 +13,7 @@ from stackops_lab.cloudstack.component import CloudStackComponent
 from stackops_lab.xenapi.component import XenComponent
 from stackops_lab.controlplane import Component, LabError
 from stackops_lab.hosts import HostsComponent, LabHosts
-from stackops_lab.node import NodeComponent, ensure_node_binaries
+from stackops_lab.node import NodeComponent, ensure_lab_binaries
 from stackops_lab.operator import OperatorComponent
 from stackops_lab.podoperator import PodOperatorComponent
 from stackops_lab.release import cli as release_cli
@@ -31,10 +31,12 @@ def report(message: str) -> None:
 
 
 def command_prepare(args: argparse.Namespace) -> int:
-    binaries = controlplane.ensure_binaries(report)
-    report(f"kube-apiserver: {binaries.kube_apiserver}")
-    if args.node:
-        report(f"node binaries: {ensure_node_binaries(report).directory}")
+    if args.node:  # both, in one build when neither is cached
+        binaries, node_binaries = ensure_lab_binaries(report)
+        report(f"kube-apiserver: {binaries.kube_apiserver}")
+        report(f"node binaries: {node_binaries.directory}")
+    else:
+        report(f"kube-apiserver: {controlplane.ensure_binaries(report).kube_apiserver}")
     return 0
 
 

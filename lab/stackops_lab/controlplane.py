@@ -24,7 +24,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -150,25 +149,35 @@ def find_cached_build() -> Path | None:
     return max(candidates, key=lambda d: d.stat().st_mtime, default=None)
 
 
+# Builds share one work path and one Go build cache, kept between builds: Go's build cache keys hold the -trimpath
+# flag, which holds the tree's path, so the cache only helps a later build (the node's after kube-apiserver's, another
+# recipe, a new Debian revision) at the same path. The names are the node build's, which had them first.
+SHARED_WORK = "kube-node-build"
+GOCACHE = "kube-node-gocache"
+LOCK = "kube-apiserver.lock"
+# Held by whoever uses SHARED_WORK; taken after LOCK by whoever takes both, never the other way round.
+SHARED_WORK_LOCK = "kube-node.lock"
+
+
 def build_once(progress: Progress) -> Path:
     """Build kube-apiserver and kubectl under a lock, unless another process just did."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with file_lock(cache / "kube-apiserver.lock", progress):
+    with file_lock(cache / LOCK, progress), file_lock(cache / SHARED_WORK_LOCK, progress, "the node's binaries"):
         build = find_cached_build()
         if build is not None:
             return build
-        with tempfile.TemporaryDirectory(prefix="kube-apiserver-build-", dir=cache) as work:
-            return build_in(Path(work), progress)
+        with shared_work() as work:
+            return build_in(work, progress)
 
 
 @contextmanager
-def file_lock(path: Path, progress: Progress) -> Iterator[None]:
+def file_lock(path: Path, progress: Progress, what: str = "kube-apiserver") -> Iterator[None]:
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            progress("another process is building kube-apiserver; waiting for it…")
+            progress(f"another process is building {what}; waiting for it…")
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -176,9 +185,35 @@ def file_lock(path: Path, progress: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def shared_work() -> Iterator[Path]:
+    """The builds' work directory, always at the same path (SHARED_WORK), empty, removed afterwards.
+
+    The caller holds SHARED_WORK_LOCK."""
+    work = cache_dir() / SHARED_WORK
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def build_in(work: Path, progress: Progress) -> Path:
     log = cache_dir() / "kube-apiserver-build.log"
     log.write_text("")
+    tree, version = prepare_source(work, log, progress)
+    names = list(BUILT)
+    progress(f"building {' and '.join(names)} from Debian source {version} (first time only, ~6 min)…")
+    started = time.monotonic()
+    run_make(tree, [f"cmd/{name}" for name in names], work / "home", log, progress)
+    progress(f"built in {format_duration(time.monotonic() - started)}")
+    return install_build(tree / "_output" / "bin", version, names)
+
+
+def prepare_source(work: Path, log: Path, progress: Progress) -> tuple[Path, str]:
+    """Download Debian's source package into `work`, unpack and patch it as every build needs it; the tree and
+    the package's version. The tree's Go build cache is the one kept in the cache directory (GOCACHE)."""
     progress(f"downloading Debian source package `{SOURCE_PACKAGE}` (build log: {log})…")
     dsc = download_source(work / "download", log)
     version = dsc_version(dsc)
@@ -187,12 +222,12 @@ def build_in(work: Path, progress: Progress) -> Path:
     apply_debian_patches(tree, progress)
     replace_reflect2(tree)
     fix_zero_value_validation(tree)
-    names = list(BUILT)
-    progress(f"building {' and '.join(names)} from Debian source {version} (first time only, ~6 min)…")
-    started = time.monotonic()
-    run_make(tree, [f"cmd/{name}" for name in names], work / "home", log, progress)
-    progress(f"built in {format_duration(time.monotonic() - started)}")
-    return install_build(tree / "_output" / "bin", version, names)
+    # hack/lib/golang.sh sets GOCACHE=_output/local/go/cache: point it at a cache that outlives the tree.
+    gocache = cache_dir() / GOCACHE
+    gocache.mkdir(exist_ok=True)
+    (tree / "_output" / "local" / "go").mkdir(parents=True)
+    (tree / "_output" / "local" / "go" / "cache").symlink_to(gocache)
+    return tree, version
 
 
 def download_source(directory: Path, log: Path) -> Path:
@@ -408,19 +443,37 @@ def wait_with_heartbeat(process: subprocess.Popen[bytes], progress: Progress) ->
 
 
 def install_build(output: Path, version: str, names: list[str]) -> Path:
-    """Copy the binaries into the cache; each appears under its final name only when complete.
+    """Copy the binaries into the cache directory of this version and recipe; it appears only when complete.
 
     Builds by other recipes or of other versions are removed (running processes keep their binary).
     """
     destination = cache_dir() / f"kube-apiserver-{version}-{BUILD_RECIPE}"
     for old in stale_builds(destination):
         shutil.rmtree(old, ignore_errors=True)
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in sorted(names, key=lambda n: n == "kube-apiserver"):  # kube-apiserver last
-        temporary = destination / f".{name}.partial-{os.getpid()}"
-        shutil.copyfile(output / name, temporary)
-        temporary.chmod(0o755)
-        os.replace(temporary, destination / name)
+    return install_complete(output, names, destination)
+
+
+def install_complete(output: Path, names: Sequence[str], destination: Path) -> Path:
+    """Copy `names` from `output` into a new directory next to `destination`, renamed to `destination` once every
+    binary is there: a failure (disk full, a binary missing) leaves no half-installed build behind.
+    An earlier `destination` (an incomplete one of older code) is replaced. The caller holds the build's lock, so
+    another partial directory of this destination is a killed build's: removed."""
+    for killed in destination.parent.glob(f".{destination.name}.partial-*"):
+        shutil.rmtree(killed, ignore_errors=True)
+    partial = destination.with_name(f".{destination.name}.partial-{os.getpid()}")
+    try:
+        partial.mkdir(parents=True)
+        for name in names:
+            if not (output / name).is_file():
+                raise LabError(f"the build did not produce {name} (in {output})")
+            shutil.copyfile(output / name, partial / name)
+            (partial / name).chmod(0o755)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(partial, destination)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return destination
 
 

@@ -3,8 +3,9 @@
 kube-controller-manager, kube-scheduler, kube-proxy (iptables mode) and a kubelet on the lab's own containerd with
 CNI (bridge + host-local + portmap + loopback, masquerade), so Deployments, ReplicaSets, Pods, Services, probes and
 ServiceAccount token mounts work as in any cluster. The four binaries are built once from the same Debian source
-package as kube-apiserver (`stackops lab prepare --node`) and cached apart from it, so a lab without a node never
-waits for them; the sandbox ("pause") image is compiled from the same source's build/pause/linux/pause.c.
+package as kube-apiserver and cached apart from it, so a lab without a node never waits for them; on a fresh machine
+`stackops lab prepare --node` builds all of them in one pass (`ensure_lab_binaries`). The sandbox ("pause") image is
+compiled from the same source's build/pause/linux/pause.c.
 
 No image comes from a registry: every image is loaded into the node's containerd from a local archive
 (`Node.load_image`).
@@ -74,47 +75,59 @@ def ensure_node_binaries(progress: Progress) -> NodeBinaries:
     return NodeBinaries(build)
 
 
+def ensure_lab_binaries(progress: Progress) -> tuple[controlplane.Binaries, NodeBinaries]:
+    """The control plane's binaries and the node's, as `ensure_binaries` and `ensure_node_binaries` give them; when
+    neither is cached (a fresh machine), built in one pass: one download and source tree, one `make` for all six
+    binaries, whose shared packages (k8s.io/api, apimachinery, client-go…) compile once. Each goes to its own
+    cache directory, as if built alone; a machine with one of them cached builds only the other."""
+    controlplane.require_packages((*controlplane.RUN_PACKAGES, *RUN_PACKAGES))
+    if controlplane.find_cached_build() is None and find_cached_node_build() is None:
+        controlplane.require_packages(BUILD_PACKAGES)
+        build_all_once(progress)
+    return controlplane.ensure_binaries(progress), ensure_node_binaries(progress)
+
+
 def build_node_once(progress: Progress) -> Path:
     cache = controlplane.cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with controlplane.file_lock(cache / "kube-node.lock", progress):
+    with controlplane.file_lock(cache / controlplane.SHARED_WORK_LOCK, progress, "the node's binaries"):
         build = find_cached_node_build()
         if build is not None:
             return build
-        # Always the same work path: Go's build cache keys hold the -trimpath flag, which holds the tree's path,
-        # so a kept GOCACHE (below) only helps a later build (another recipe, a new Debian revision) at one path.
-        work = cache / "kube-node-build"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        try:
+        with controlplane.shared_work() as work:
             return build_node_in(work, progress)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
 
-def build_node_in(work: Path, progress: Progress) -> Path:
+def build_all_once(progress: Progress) -> None:
+    """Build both sets of binaries under both locks (in the control plane's order), unless another process built
+    either meanwhile: then the callers build what is missing alone."""
     cache = controlplane.cache_dir()
-    log = cache / "kube-node-build.log"
+    cache.mkdir(parents=True, exist_ok=True)
+    with (controlplane.file_lock(cache / controlplane.LOCK, progress),
+          controlplane.file_lock(cache / controlplane.SHARED_WORK_LOCK, progress, "the node's binaries")):
+        if controlplane.find_cached_build() is not None or find_cached_node_build() is not None:
+            return
+        with controlplane.shared_work() as work:
+            build_node_in(work, progress, control_plane=True)
+
+
+def build_node_in(work: Path, progress: Progress, control_plane: bool = False) -> Path:
+    """Build the node's binaries in `work` and install them; with `control_plane`, kube-apiserver and kubectl too
+    (installed as `controlplane.build_in` does)."""
+    log = controlplane.cache_dir() / "kube-node-build.log"
     log.write_text("")
-    progress(f"downloading Debian source package `{controlplane.SOURCE_PACKAGE}` (build log: {log})…")
-    dsc = controlplane.download_source(work / "download", log)
-    version = controlplane.dsc_version(dsc)
-    tree = work / "src"
-    run_logged(["dpkg-source", "--skip-patches", "-x", str(dsc), str(tree)], log)
-    controlplane.apply_debian_patches(tree, progress)
-    controlplane.replace_reflect2(tree)
-    controlplane.fix_zero_value_validation(tree)
-    # hack/lib/golang.sh sets GOCACHE=_output/local/go/cache: point it at a cache that outlives the tree.
-    gocache = cache / "kube-node-gocache"
-    gocache.mkdir(exist_ok=True)
-    (tree / "_output" / "local" / "go").mkdir(parents=True)
-    (tree / "_output" / "local" / "go" / "cache").symlink_to(gocache)
-    progress(f"building {', '.join(NODE_BUILT)} from Debian source {version} (first time only, ~10 min)…")
+    tree, version = controlplane.prepare_source(work, log, progress)
+    names = [*(controlplane.BUILT if control_plane else ()), *NODE_BUILT]
+    progress(f"building {', '.join(names)} from Debian source {version} "
+             f"(first time only, ~{12 if control_plane else 10} min)…")
     started = time.monotonic()
-    controlplane.run_make(tree, [f"cmd/{name}" for name in NODE_BUILT], work / "home", log, progress)
+    controlplane.run_make(tree, [f"cmd/{name}" for name in names], work / "home", log, progress)
     output = tree / "_output" / "bin"
     compile_pause(tree / "build" / "pause" / "linux" / "pause.c", output / PAUSE, log)
-    progress(f"built the node's binaries in {format_duration(time.monotonic() - started)}")
+    built = "the binaries" if control_plane else "the node's binaries"
+    progress(f"built {built} in {format_duration(time.monotonic() - started)}")
+    if control_plane:
+        controlplane.install_build(output, version, list(controlplane.BUILT))
     return install_node_build(output, version)
 
 
@@ -125,19 +138,13 @@ def compile_pause(source: Path, binary: Path, log: Path) -> None:
 
 
 def install_node_build(output: Path, version: str) -> Path:
-    """Copy the binaries into the cache, each under its final name only when complete; drop older builds."""
+    """Copy the binaries into the cache, the directory appearing only when complete; drop older builds."""
     cache = controlplane.cache_dir()
     destination = cache / f"kube-node-{version}-{NODE_RECIPE}"
     for old in cache.glob("kube-node-*"):
-        if old.is_dir() and old != destination and old.name not in ("kube-node-build", "kube-node-gocache"):
+        if old.is_dir() and old != destination and old.name not in (controlplane.SHARED_WORK, controlplane.GOCACHE):
             shutil.rmtree(old, ignore_errors=True)
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in (*NODE_BUILT, PAUSE):
-        temporary = destination / f".{name}.partial-{os.getpid()}"
-        shutil.copyfile(output / name, temporary)
-        temporary.chmod(0o755)
-        os.replace(temporary, destination / name)
-    return destination
+    return controlplane.install_complete(output, (*NODE_BUILT, PAUSE), destination)
 
 
 # --------------------------------------------------------------------------- the running node
