@@ -70,6 +70,8 @@ def command_up(args: argparse.Namespace) -> int:
     node = [NodeComponent()] if args.node else []
     operator = ([PodOperatorComponent()] if args.node else list(OPTIONAL)) if args.operator else []
     components = [*node, *COMPONENTS, *hosts, *cloudstack, *xen, *release, *operator]
+    if args.node and (args.provider or controlplane.choose_provider()) == "local":
+        ensure_lab_binaries(report)  # on a fresh machine, the control plane's and the node's in one build
     cluster = controlplane.up(args.dir, report, provider=args.provider, components=components, serve_node=args.node)
     report(f"the lab is up: {cluster.provider} cluster at {cluster.server}")
     report(f"export KUBECONFIG={cluster.kubeconfig}")

@@ -203,3 +203,29 @@ def test_both_locks_are_taken_in_one_order_and_a_build_finished_meanwhile_is_not
     assert build.makes == [CONTROL_PLANE]
     node_build = build.cache / f"kube-node-{VERSION}-{node.NODE_RECIPE}"
     assert installed(node_build) == {name: f"other: {name}\n" for name in NODE}
+
+
+def test_lab_up_with_a_node_on_a_fresh_machine_builds_everything_in_one_pass(
+        build: FakeBuild, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    started: list[bool] = []
+
+    def up(lab_dir: Path | None, progress: controlplane.Progress, provider: str | None,
+           components: object, serve_node: bool) -> controlplane.ClusterInfo:
+        started.append(serve_node)
+        return controlplane.ClusterInfo("local", tmp_path / "kubeconfig", "https://127.0.0.1:6443")
+
+    monkeypatch.setattr(controlplane, "up", up)
+    monkeypatch.setattr(controlplane, "choose_provider", lambda: "local")
+    assert cli.main(["--dir", str(tmp_path / "lab"), "up", "--node"]) == 0
+    assert started == [True]
+    assert build.downloads == 1 and build.makes == [CONTROL_PLANE | NODE - {"pause"}]
+    assert controlplane.find_cached_build() is not None and node.find_cached_node_build() is not None
+
+
+def test_lab_up_with_a_node_of_another_provider_builds_nothing(build: FakeBuild, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:
+    monkeypatch.setattr(controlplane, "up", lambda *args, **kwargs: controlplane.ClusterInfo(
+        "kind", tmp_path / "kubeconfig", "https://127.0.0.1:6443"))
+    monkeypatch.setattr(controlplane, "choose_provider", lambda: "kind")
+    assert cli.main(["--dir", str(tmp_path / "lab"), "up", "--node"]) == 0
+    assert build.makes == []
