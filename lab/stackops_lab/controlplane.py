@@ -160,7 +160,8 @@ SHARED_WORK_LOCK = "kube-node.lock"
 
 
 def build_once(progress: Progress) -> Path:
-    """Build kube-apiserver and kubectl under a lock, unless another process just did."""
+    """Build kube-apiserver and kubectl under the locks, unless another process just did: the control plane's,
+    then the shared work path's (another process may be building the node's binaries there)."""
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     with file_lock(cache / LOCK, progress), file_lock(cache / SHARED_WORK_LOCK, progress, "the node's binaries"):

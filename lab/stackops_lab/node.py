@@ -119,7 +119,7 @@ def build_node_in(work: Path, progress: Progress, control_plane: bool = False) -
     tree, version = controlplane.prepare_source(work, log, progress)
     names = [*(controlplane.BUILT if control_plane else ()), *NODE_BUILT]
     progress(f"building {', '.join(names)} from Debian source {version} "
-             f"(first time only, ~{12 if control_plane else 10} min)…")
+             f"(first time only, ~{8 if control_plane else 10} min)…")
     started = time.monotonic()
     controlplane.run_make(tree, [f"cmd/{name}" for name in names], work / "home", log, progress)
     output = tree / "_output" / "bin"
