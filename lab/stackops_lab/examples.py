@@ -23,7 +23,6 @@ from .manifests import (
     cloudstack_secret_data,
     cloudstackrelease_manifests,
     kvmhost_manifests,
-    systemvmtemplate_manifests,
     xen_destinations,
     xenpool_manifests,
 )

@@ -167,5 +167,6 @@ def test_make_runs_each_tier_and_test_runs_them_all() -> None:
     for tier in TIERS:
         assert rules[tier][1] == [f"$(BIN)/pytest tests/{tier} $(PYTEST_ARGS)"], tier
     assert rules["unit"][0] == ["venv"]
-    assert rules["integration"][0] == rules["e2e"][0] == ["deps", "lab-prepare"]
-    assert rules["test"] == (["deps", "check-generated", "lab-prepare"], ["$(BIN)/pytest $(PYTEST_ARGS)"])
+    assert rules["integration"][0] == ["deps", "lab-prepare"]
+    assert rules["e2e"][0] == ["deps", "lab-prepare-node"]  # the lab node's binaries too (tests/e2e run a node)
+    assert rules["test"] == (["deps", "check-generated", "lab-prepare-node"], ["$(BIN)/pytest $(PYTEST_ARGS)"])
