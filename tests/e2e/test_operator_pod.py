@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 from stackops_lab import image, podoperator
+from stackops_lab.controlplane import find_kubectl
 from stackops_lab.hosts import LabHost, LabHosts
 from stackops_lab.manifests import kvmhost_manifests, xenpool_manifests
 from stackops_lab.operator import NAMESPACE as OPERATOR_NAMESPACE, kubectl
@@ -71,6 +73,15 @@ class PodLab:
             if task == container:
                 return int(pid)
         raise AssertionError(f"no task of container {container}")
+
+
+def json_stream(text: str) -> list[dict[str, Any]]:
+    """The JSON documents of `kubectl get --watch -o json`, one after the other."""
+    decoder, documents, index = json.JSONDecoder(), [], 0
+    while (index := len(text) - len(text[index:].lstrip())) < len(text):
+        document, index = decoder.raw_decode(text, index)
+        documents.append(document)
+    return documents
 
 
 def xen_state(xen: XenLab) -> dict[str, Any]:
@@ -158,7 +169,20 @@ def test_a_rollout_restart_in_the_middle_of_a_roll(pod_lab: PodLab) -> None:
             "-p", json.dumps({"spec": {"maintenance": {"restartAfter": now}}}))
     wait_for(lambda: any(e["event"] == "host.reboot" for e in xen.audit_log.snapshot()),
              timeout=TIMEOUT, interval=1.0, what="the roll's first reboot")
-    kubectl(kubeconfig, "rollout", "restart", "-n", OPERATOR_NAMESPACE, f"deployment/{podoperator.DEPLOYMENT}")
+    watch_log = pod_lab.lab.lab_dir / "old-pod.watch"
+    with open(watch_log, "w") as output:  # the old Pod's every state until it is gone (its last one says how it ended)
+        watch = subprocess.Popen([str(find_kubectl()), f"--kubeconfig={kubeconfig}", "get", "pod", old, "-n",
+                                  OPERATOR_NAMESPACE, "--watch", "-o", "json"], stdout=output, stderr=subprocess.DEVNULL)
+    try:
+        kubectl(kubeconfig, "rollout", "restart", "-n", OPERATOR_NAMESPACE, f"deployment/{podoperator.DEPLOYMENT}")
+        wait_for(lambda: not any(p["metadata"]["name"] == old for p in pod_lab.operator.pods()), timeout=TIMEOUT,
+                 interval=1.0, what="the old Pod gone")
+    finally:
+        watch.terminate()
+        watch.wait()
+    ended = [s["state"]["terminated"] for pod in json_stream(watch_log.read_text())
+             for s in (pod.get("status") or {}).get("containerStatuses") or [] if "terminated" in s["state"]]
+    assert ended and ended[-1]["exitCode"] == 0, ended  # SIGTERM: it stopped by itself, not killed at the grace's end
     new = wait_for(lambda: (p := pod_lab.operator.ready_pod()) and p["metadata"]["name"] != old and p,
                    timeout=TIMEOUT, interval=1.0, what="a new Pod Ready")
     reboots_at_restart = [e["host"] for e in xen.audit_log.snapshot() if e["event"] == "host.reboot"]
