@@ -1,8 +1,10 @@
 """Running the operator in the lab exactly as deployed: the deploy/ RBAC, a ServiceAccount token, `stackops run`.
 
-The lab has no kubelet, so the Deployment in deploy/ never starts a pod; instead the operator runs as a local
-process authenticated with a token of the Deployment's ServiceAccount (minted through the TokenRequest API), so
-every API call it makes is checked against deploy/'s ClusterRole (or, with deploy/namespaced/, its Roles).
+A lab without a node (`stackops lab up` without `--node`) never starts the Deployment's Pod; there the operator runs
+as a local process authenticated with a token of the Deployment's ServiceAccount (minted through the TokenRequest
+API), so every API call it makes is checked against deploy/'s ClusterRole (or, with deploy/namespaced/, its Roles).
+Most tests run it so (fast to start, killed and restarted at will); with a node, podoperator.py runs the Deployment
+itself, from the image the Dockerfile builds.
 """
 from __future__ import annotations
 
